@@ -1,0 +1,1 @@
+"""The plaza command: the composition root that wires Plaza's services together."""

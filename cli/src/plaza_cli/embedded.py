@@ -1,0 +1,100 @@
+"""Embedded mode: all five services in one process over the in-memory bus (`make run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import httpx
+import uvicorn
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza.bus import Bus
+from plaza.bus.memory import MemoryBus
+from plaza.city import City
+from plaza.contracts import TOPICS
+from plaza.db import create_engine, session_factory
+from plaza.db.migrate import upgrade
+from plaza.worker import Worker
+from plaza_api.app import create_app as create_gateway
+from plaza_classifier.handler import GROUP as CLASSIFIER, ClassifyPost
+from plaza_cli import demo
+from plaza_cli.postgres import EmbeddedPostgres
+from plaza_ingest.app import create_app as create_ingest
+from plaza_notifier.handler import GROUP as NOTIFIER, PostReply
+from plaza_router.handler import GROUP as ROUTER, RoutePost
+from plaza_router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedSettings(RouterSettings):
+    port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
+    home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
+    demo: bool = Field(default=True, description="PLAZA_DEMO: run the demo feed")
+    demo_interval: float = Field(default=3.0, gt=0, description="seconds between demo posts")
+
+
+def build_workers(
+    bus: Bus, settings: EmbeddedSettings, city: City, sessions: async_sessionmaker[AsyncSession]
+) -> list[Worker]:
+    return [
+        Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
+        Worker(bus, group=ROUTER, topics=[TOPICS.POST_CLASSIFIED], handler=RoutePost(sessions, settings.sla())),
+        Worker(bus, group=NOTIFIER, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(sessions)),
+    ]
+
+
+async def run(settings: EmbeddedSettings) -> None:
+    postgres: EmbeddedPostgres | None = None
+    url = settings.database_url
+    if not url:
+        log.info("starting embedded PostgreSQL in %s", settings.home / "pgdata")
+        postgres = EmbeddedPostgres(settings.home / "pgdata")
+        postgres.ensure_database()
+        url = postgres.url()
+    engine = create_engine(url)
+    try:
+        await upgrade(url)
+        city = City.barcelona(settings.city_data_dir)
+        bus = MemoryBus()
+        await bus.start()
+        sessions = session_factory(engine)
+        workers = build_workers(bus, settings, city, sessions)
+        tasks = [asyncio.create_task(w.run(), name=w.group) for w in workers]
+        await asyncio.gather(*(w.ready.wait() for w in workers))
+        transport = httpx.ASGITransport(app=create_ingest(bus))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as ingest:
+            gateway = create_gateway(sessions, ingest, city)
+            feed = (
+                asyncio.create_task(demo.feed(ingest, interval=settings.demo_interval))
+                if settings.demo
+                else None
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(gateway, host="127.0.0.1", port=settings.port, log_level="warning")
+            )
+            print(
+                f"Plaza is running: http://127.0.0.1:{settings.port}/docs "
+                f"(queue of Gràcia: /api/v1/districts/06/queue; Ctrl-C stops)",
+                flush=True,
+            )
+            try:
+                await server.serve()  # returns on Ctrl-C / SIGTERM
+            finally:
+                if feed is not None:
+                    feed.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feed
+                for w in workers:
+                    w.stop()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await bus.close()
+    finally:
+        await engine.dispose()
+        if postgres is not None:
+            postgres.stop()
+    print("Plaza stopped; data kept in", settings.home, flush=True)

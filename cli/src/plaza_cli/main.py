@@ -1,0 +1,129 @@
+"""The `plaza` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from plaza.bus import bus_from_settings
+from plaza.contracts import TOPICS
+from plaza.service import configure_logging
+from plaza.settings import PlazaSettings, SettingsError, load
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from plaza_cli.embedded import EmbeddedSettings, run
+
+    settings = load(EmbeddedSettings)
+    configure_logging(settings.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run(settings))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from plaza_ingest.replay import replay
+
+    path: Path = args.file
+    if not path.is_file():
+        print(f"plaza replay: {path}: no such file", file=sys.stderr)
+        return 2
+    settings = load(PlazaSettings)
+    configure_logging(settings.log_level)
+    if settings.bus.value == "memory":
+        print("plaza replay: PLAZA_BUS=memory has no other process to read the posts; "
+              "use Kafka (make up) or make run's demo", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        bus = bus_from_settings(settings)
+        await bus.start()
+        try:
+            report = await replay(bus, path, progress=not args.quiet)
+        finally:
+            await bus.close()
+        print(f"published {report.published} posts; {len(report.errors)} lines refused",
+              file=sys.stderr)
+        return 1 if report.errors else 0
+
+    return asyncio.run(go())
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from plaza.db.migrate import upgrade
+
+    settings = load(PlazaSettings)
+    asyncio.run(upgrade(settings.require_database()))
+    print("database is at the newest schema", file=sys.stderr)
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    settings = load(PlazaSettings)
+    names = [t.topic for t in TOPICS.all()] + [t.dead_letter_topic for t in TOPICS.all()]
+
+    async def go() -> None:
+        await bus_from_settings(settings).create_topics(names, args.partitions)
+
+    asyncio.run(go())
+    print("\n".join(settings.kafka_namespace + n for n in names))
+    return 0
+
+
+def _cmd_postgres(args: argparse.Namespace) -> int:
+    from plaza_cli.postgres import EmbeddedPostgres, stop_server
+
+    data = args.data_dir
+    if args.action == "stop":
+        print("stopped" if stop_server(data) else f"no PostgreSQL running in {data}", file=sys.stderr)
+        return 0
+    server = EmbeddedPostgres(data, keep_running=args.action == "start")
+    server.ensure_database()
+    print(server.url())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plaza", description="Plaza: a city answers its citizens in public.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="embedded Plaza: every service in one process, with a demo feed")
+    run.set_defaults(func=_cmd_run)
+
+    replay = sub.add_parser("replay", help="publish a JSON-lines file of posts onto Kafka")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(func=_cmd_replay)
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=_cmd_db)
+
+    topics = sub.add_parser("topics", help="create Plaza's Kafka topics and dead-letter topics")
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("--partitions", type=int, default=6)
+    topics.set_defaults(func=_cmd_topics)
+
+    pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
+    pg.add_argument("action", choices=["start", "stop", "url"])
+    pg.add_argument("--data-dir", type=Path, default=Path(".plaza/pgdata"))
+    pg.set_defaults(func=_cmd_postgres)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        sys.exit(args.func(args))
+    except SettingsError as exc:
+        print(f"plaza {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

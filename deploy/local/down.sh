@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make down`: stops what `make up` started (services first, then PostgreSQL and Kafka).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root="$PWD"
+home="${PLAZA_HOME:-$root/.plaza}"
+
+for name in api ingest classifier router notifier; do
+  pidfile="$home/run/$name.pid"
+  [ -f "$pidfile" ] || continue
+  pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    echo "stopped $name"
+  fi
+  rm -f "$pidfile"
+done
+if [ -f "$home/run/postgres.embedded" ]; then
+  "$root/.venv/bin/plaza" postgres stop --data-dir "$home/pgdata"
+  rm -f "$home/run/postgres.embedded"
+fi
+PLAZA_KAFKA_DATA="$home/kafka" deploy/local/kafka.sh stop

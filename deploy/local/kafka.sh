@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Runs one Apache Kafka broker in KRaft mode (broker and controller in one JVM) on 127.0.0.1.
+#
+#   deploy/local/kafka.sh start   resolve Kafka from Maven Central (cached), format storage once, start, wait
+#   deploy/local/kafka.sh stop    stop the broker started from the same data directory
+#   deploy/local/kafka.sh status  exit 0 when the broker answers on its port
+#   deploy/local/kafka.sh classpath  resolve only, print the classpath file
+#
+# Settings (environment):
+#   PLAZA_KAFKA_PORT        broker port                       (default 9092)
+#   PLAZA_KAFKA_DATA        data, config, pid and log dir      (default ./.plaza/kafka)
+#   PLAZA_CACHE_DIR         Maven repository and classpath     (default ~/.cache/plaza)
+#   PLAZA_KAFKA_HEAP        JVM heap                           (default 512m)
+#   PLAZA_KAFKA_PARTITIONS  default partitions of new topics   (default 6)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+port="${PLAZA_KAFKA_PORT:-9092}"
+data="${PLAZA_KAFKA_DATA:-$PWD/.plaza/kafka}"
+cache="${PLAZA_CACHE_DIR:-$HOME/.cache/plaza}"
+heap="${PLAZA_KAFKA_HEAP:-512m}"
+partitions="${PLAZA_KAFKA_PARTITIONS:-6}"
+mkdir -p "$data" "$cache"
+data="$(cd "$data" && pwd)"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-
+}
+
+classpath() {
+  local pom="$here/kafka/pom.xml"
+  local sum; sum="$(sha256sum "$pom" | cut -c1-16)"
+  local cp="$cache/kafka-classpath-$sum.txt"
+  if [ ! -s "$cp" ]; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to resolve Kafka from Maven Central"
+    echo "kafka.sh: resolving Apache Kafka from Maven Central into $cache/m2 ..." >&2
+    mvn -q -B -f "$pom" -Dmaven.repo.local="$cache/m2" \
+      dependency:build-classpath -Dmdep.outputFile="$cp.tmp" >&2 \
+      || die "Maven could not resolve Kafka (see above)"
+    mv "$cp.tmp" "$cp"
+  fi
+  echo "$cp"
+}
+
+write_config() {
+  local cport=$((port + 1))
+  cat > "$data/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$data/log
+num.partitions=$partitions
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.retention.hours=168
+PROPS
+}
+
+start() {
+  if port_open "$port"; then
+    if [ -f "$data/kafka.pid" ] && kill -0 "$(cat "$data/kafka.pid")" 2>/dev/null; then
+      echo "kafka.sh: already running on 127.0.0.1:$port (pid $(cat "$data/kafka.pid"))" >&2; return 0
+    fi
+    die "port $port is taken by another process; set PLAZA_KAFKA_PORT"
+  fi
+  command -v java >/dev/null || die "java (17+) is needed to run Kafka"
+  local cp; cp="$(cat "$(classpath)")"
+  write_config
+  local java_opts=(-Xms128m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+                   -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml")
+  if [ ! -f "$data/log/meta.properties" ]; then
+    local cluster_id; cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+    java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format --standalone \
+      -t "$cluster_id" -c "$data/server.properties" >"$data/format.log" 2>&1 \
+      || { cat "$data/format.log" >&2; die "formatting storage failed"; }
+  fi
+  nohup java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$data/server.properties" \
+    >"$data/kafka.log" 2>&1 < /dev/null &
+  echo $! > "$data/kafka.pid"
+  local pid; pid="$(cat "$data/kafka.pid")"
+  for _ in $(seq 1 120); do
+    if port_open "$port"; then
+      echo "kafka.sh: Kafka is up on 127.0.0.1:$port (pid $pid, log $data/kafka.log)" >&2; return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -n 30 "$data/kafka.log" >&2; die "the broker exited during start-up"; }
+    sleep 0.5
+  done
+  tail -n 30 "$data/kafka.log" >&2
+  die "the broker did not open 127.0.0.1:$port within 60 s"
+}
+
+stop() {
+  [ -f "$data/kafka.pid" ] || { echo "kafka.sh: not running (no $data/kafka.pid)" >&2; return 0; }
+  local pid; pid="$(cat "$data/kafka.pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  fi
+  rm -f "$data/kafka.pid"
+  echo "kafka.sh: stopped" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) port_open "$port" ;;
+  classpath) classpath ;;
+  *) die "usage: $0 start|stop|status|classpath" ;;
+esac

@@ -1,0 +1,113 @@
+"""The message bus: one interface, with a Kafka adapter and an in-memory adapter of the same semantics.
+
+Semantics both adapters keep (and tests/integration/test_bus_contract.py checks on both):
+- records with the same key go to the same partition and are read in the order written;
+- each consumer group reads every record; members of a group share the partitions;
+- a consumer commits offsets explicitly; what a group has not committed is delivered again
+  to whichever member owns the partition next (after a crash, a close or a rebalance);
+- before partitions are taken away, the owner's `on_revoked` callback runs, so it can commit.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from plaza.settings import BusKind, PlazaSettings
+
+TopicPartition = tuple[str, int]
+RevokedCallback = Callable[[frozenset[TopicPartition]], Awaitable[None]]
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record as a consumer reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: Headers = ()
+    timestamp_ms: int = 0
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to publish."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    headers: Headers = field(default=())
+
+
+class Consumer(abc.ABC):
+    """A member of a consumer group, subscribed to some topics."""
+
+    @abc.abstractmethod
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to max_records records, in partition order; empty after `timeout` seconds idle."""
+
+    @abc.abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commits, per partition, the offset of the next record to read."""
+
+    @abc.abstractmethod
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns now."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Leaves the group without committing anything more."""
+
+
+class Bus(abc.ABC):
+    """Publishes records and creates consumers."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Publishes records and returns once every one is durably acknowledged."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_revoked: RevokedCallback | None = None,
+    ) -> Consumer:
+        """Joins `group` and returns once the member owns its share of the partitions."""
+
+    @abc.abstractmethod
+    async def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        """Creates topics that do not exist yet."""
+
+
+def bus_from_settings(settings: PlazaSettings) -> Bus:
+    """Builds the adapter the settings name (nothing connects until start())."""
+    if settings.bus is BusKind.MEMORY:
+        from plaza.bus.memory import MemoryBus
+
+        return MemoryBus()
+    from plaza.bus.kafka import KafkaBus
+
+    return KafkaBus(settings.kafka_bootstrap, namespace=settings.kafka_namespace)

@@ -1,0 +1,177 @@
+"""Kafka adapter of the bus (aiokafka): idempotent acks=all producer, manually committed consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition as KafkaTopicPartition
+
+from plaza.bus import Bus, Consumer, OutRecord, Record, RevokedCallback, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
+        await self._consumer._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
+        self._consumer._assigned.set()
+
+
+class KafkaConsumer(Consumer):
+    def __init__(
+        self, consumer: AIOKafkaConsumer, namespace: str, on_revoked: RevokedCallback | None
+    ) -> None:
+        self._consumer = consumer
+        self._ns = namespace
+        self._on_revoked = on_revoked
+        self._assigned = asyncio.Event()
+
+    def _local(self, topic: str) -> str:
+        return topic[len(self._ns) :]
+
+    async def _revoked(self, revoked: set[KafkaTopicPartition]) -> None:
+        if self._on_revoked is not None and revoked:
+            await self._on_revoked(frozenset((self._local(tp.topic), tp.partition) for tp in revoked))
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset((self._local(tp.topic), tp.partition) for tp in self._consumer.assignment())
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        batches = await self._consumer.getmany(
+            timeout_ms=int(timeout * 1000), max_records=max_records
+        )
+        out: list[Record] = []
+        for tp, msgs in batches.items():
+            topic = self._local(tp.topic)
+            for m in msgs:
+                out.append(
+                    Record(
+                        topic=topic,
+                        partition=tp.partition,
+                        offset=m.offset,
+                        key=m.key.decode() if m.key is not None else None,
+                        value=m.value,
+                        headers=tuple(m.headers or ()),
+                        timestamp_ms=m.timestamp,
+                    )
+                )
+        return out
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if offsets:
+            await self._consumer.commit(
+                {KafkaTopicPartition(self._ns + t, p): o for (t, p), o in offsets.items()}
+            )
+
+    async def wait_assigned(self, timeout: float) -> None:
+        await asyncio.wait_for(self._assigned.wait(), timeout)
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+
+
+class KafkaBus(Bus):
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        namespace: str = "",
+        client_id: str = "plaza",
+        linger_ms: int = 5,
+        join_timeout: float = 60.0,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._ns = namespace
+        self._client_id = client_id
+        self._linger_ms = linger_ms
+        self._join_timeout = join_timeout
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=self._linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30000,
+        )
+        await self._producer.start()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        if self._producer is None:
+            raise RuntimeError("KafkaBus.publish before start()")
+        futures = [
+            await self._producer.send(
+                self._ns + r.topic,
+                value=r.value,
+                key=r.key.encode() if r.key is not None else None,
+                headers=list(r.headers),
+            )
+            for r in records
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def subscribe(
+        self, group: str, topics: Sequence[str], *, on_revoked: RevokedCallback | None = None
+    ) -> KafkaConsumer:
+        raw = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"{self._client_id}-{group}",
+            group_id=self._ns + group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_interval_ms=300000,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=5000,
+        )
+        consumer = KafkaConsumer(raw, self._ns, on_revoked)
+        await raw.start()
+        raw.subscribe(topics=[self._ns + t for t in topics], listener=_Listener(consumer))
+        # aiokafka joins the group in a background task; wait for the first assignment.
+        try:
+            await consumer.wait_assigned(self._join_timeout)
+        except TimeoutError:
+            await raw.stop()
+            raise TimeoutError(
+                f"consumer group {group!r} got no partitions within {self._join_timeout}s"
+            ) from None
+        return consumer
+
+    async def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(name=self._ns + t, num_partitions=partitions, replication_factor=1)
+                for t in topics
+                if self._ns + t not in existing
+            ]
+            if new:
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()

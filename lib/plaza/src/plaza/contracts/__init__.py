@@ -1,0 +1,189 @@
+"""Plaza's event contracts: the topics, their event types, and the envelope every record carries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from plaza.contracts.v1.events_pb2 import (
+    Envelope,
+    LocationSource,
+    Placement,
+    Post,
+    PostClassified,
+    PostReceived,
+    ReplyKind,
+    ReplyPosted,
+    ReplyRequested,
+    RequestCreated,
+    RequestStatusChanged,
+    Urgency,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TOPICS",
+    "ContractError",
+    "Envelope",
+    "EventType",
+    "LocationSource",
+    "Outgoing",
+    "Placement",
+    "Post",
+    "PostClassified",
+    "PostReceived",
+    "ReplyKind",
+    "ReplyPosted",
+    "ReplyRequested",
+    "RequestCreated",
+    "RequestStatusChanged",
+    "Urgency",
+    "decode",
+    "derive_event_id",
+    "envelope",
+    "from_timestamp",
+    "post_key",
+    "timestamp",
+]
+
+SCHEMA_VERSION: Final = 1
+_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-4d7e-9a55-0b2c1e4d9a10")
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One kind of event: its name, its topic and the envelope field that holds it."""
+
+    name: str
+    body_field: str
+
+    @property
+    def topic(self) -> str:
+        return f"plaza.{self.name}.v1"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+class TOPICS:  # noqa: N801 - a namespace of constants
+    POST_RECEIVED: Final = EventType("post-received", "post_received")
+    POST_CLASSIFIED: Final = EventType("post-classified", "post_classified")
+    REQUEST_CREATED: Final = EventType("request-created", "request_created")
+    REQUEST_STATUS_CHANGED: Final = EventType("request-status-changed", "request_status_changed")
+    REPLY_REQUESTED: Final = EventType("reply-requested", "reply_requested")
+    REPLY_POSTED: Final = EventType("reply-posted", "reply_posted")
+
+    @classmethod
+    def all(cls) -> tuple[EventType, ...]:
+        return tuple(v for v in vars(cls).values() if isinstance(v, EventType))
+
+    @classmethod
+    def by_topic(cls, topic: str) -> EventType:
+        for event_type in cls.all():
+            if event_type.topic == topic:
+                return event_type
+        raise KeyError(f"no event type is published on topic {topic!r}")
+
+
+class ContractError(ValueError):
+    """A record that does not satisfy the contract of its topic (a poison message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An event ready to publish: topic, partition key and the encoded envelope."""
+
+    topic: str
+    key: str
+    envelope: Envelope
+
+    def encode(self) -> bytes:
+        return self.envelope.SerializeToString(deterministic=True)
+
+
+def post_key(platform: str, post_id: str) -> str:
+    """The partition key of every event about one post."""
+    return f"{platform}:{post_id}"
+
+
+def derive_event_id(*parts: str) -> str:
+    """A deterministic event id, so that re-processing a redelivered input re-emits the same
+    events and consumers recognise them as already seen."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def timestamp(value: datetime) -> Timestamp:
+    if value.tzinfo is None:
+        raise ValueError("datetimes on the bus must be timezone-aware")
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def from_timestamp(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+_BODY_TYPES: dict[type[Message], EventType] = {
+    PostReceived: TOPICS.POST_RECEIVED,
+    PostClassified: TOPICS.POST_CLASSIFIED,
+    RequestCreated: TOPICS.REQUEST_CREATED,
+    RequestStatusChanged: TOPICS.REQUEST_STATUS_CHANGED,
+    ReplyRequested: TOPICS.REPLY_REQUESTED,
+    ReplyPosted: TOPICS.REPLY_POSTED,
+}
+
+
+def envelope(
+    body: Message,
+    *,
+    key: str,
+    event_id: str,
+    correlation_id: str,
+    occurred_at: datetime | None = None,
+) -> Outgoing:
+    """Wraps an event body in the envelope of its topic."""
+    event_type = _BODY_TYPES.get(type(body))
+    if event_type is None:
+        raise TypeError(f"{type(body).__name__} is not an event of the contract")
+    env = Envelope(
+        event_id=event_id,
+        event_type=event_type.name,
+        correlation_id=correlation_id,
+        schema_version=SCHEMA_VERSION,
+        occurred_at=timestamp(occurred_at or datetime.now(UTC)),
+    )
+    getattr(env, event_type.body_field).CopyFrom(body)
+    return Outgoing(topic=event_type.topic, key=key, envelope=env)
+
+
+def decode(topic: str, value: bytes) -> Envelope:
+    """Decodes and checks a record of `topic`; raises ContractError naming what is wrong."""
+    try:
+        event_type = TOPICS.by_topic(topic)
+    except KeyError as exc:
+        raise ContractError(str(exc)) from exc
+    env = Envelope()
+    try:
+        env.ParseFromString(value)
+    except DecodeError as exc:
+        raise ContractError(f"not a protobuf Envelope: {exc}") from exc
+    if not env.event_id:
+        raise ContractError("envelope has no event_id")
+    if env.schema_version != SCHEMA_VERSION:
+        raise ContractError(
+            f"schema_version {env.schema_version} is not supported (expected {SCHEMA_VERSION})"
+        )
+    if env.event_type != event_type.name:
+        raise ContractError(
+            f"event_type {env.event_type!r} does not belong on {topic} ({event_type.name!r})"
+        )
+    if env.WhichOneof("body") != event_type.body_field:
+        raise ContractError(f"envelope body is {env.WhichOneof('body')!r}, expected {event_type.body_field!r}")
+    return env

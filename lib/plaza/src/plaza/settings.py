@@ -1,0 +1,74 @@
+"""Settings shared by every Plaza process, read from PLAZA_* environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Self, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BusKind(StrEnum):
+    KAFKA = "kafka"
+    MEMORY = "memory"
+
+
+class SettingsError(SystemExit):
+    """Start-up stops: a setting is missing or invalid. The message names the variable."""
+
+
+class PlazaSettings(BaseSettings):
+    """What every service reads. Services extend it with their own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="PLAZA_", extra="ignore", frozen=True)
+
+    bus: BusKind = BusKind.KAFKA
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prefixed to every topic and consumer group, so several Plazas (or tests) share a broker.
+    kafka_namespace: str = ""
+    database_url: str = Field(
+        default="",
+        description="postgresql+asyncpg://user:pass@host:port/db; required where a database is used",
+    )
+    city_data_dir: Path | None = Field(
+        default=None,
+        description="Directory with districtes_geo.json and barris_geo.json for exact polygons",
+    )
+    log_level: str = "INFO"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics server")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.bus is BusKind.KAFKA and not self.kafka_bootstrap.strip():
+            raise ValueError("PLAZA_KAFKA_BOOTSTRAP must name at least one broker host:port")
+        if self.database_url and not self.database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError(
+                "PLAZA_DATABASE_URL must start with postgresql+asyncpg:// (asyncpg is the driver)"
+            )
+        if self.city_data_dir is not None and not self.city_data_dir.is_dir():
+            raise ValueError(f"PLAZA_CITY_DATA_DIR={self.city_data_dir} is not a directory")
+        return self
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise SettingsError("PLAZA_DATABASE_URL is not set: this service needs PostgreSQL")
+        return self.database_url
+
+
+S = TypeVar("S", bound=PlazaSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Reads settings from the environment, turning a validation error into a clear stop."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
+            name = f"{prefix}{field}".upper() if field else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

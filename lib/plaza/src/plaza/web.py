@@ -1,0 +1,96 @@
+"""HTTP conventions shared by Plaza's FastAPI apps: RFC 9457 problem+json errors and request metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+HTTP_REQUESTS = Counter(
+    "plaza_http_requests_total",
+    "HTTP requests served, by app, route template, method and status code",
+    ["app", "route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "plaza_http_request_duration_seconds",
+    "Time to serve an HTTP request, by app and route template",
+    ["app", "route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extensions: object,
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves as application/problem+json, naming the bad field where there is one."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": _field_name(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        return problem(
+            422,
+            f"{first['field']}: {first['message']}",
+            title="Invalid request",
+            type_="https://plaza.example/problems/validation",
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def install_request_metrics(app: FastAPI, app_name: str) -> None:
+    """Counts requests and their duration by route template (never by raw path: bounded labels)."""
+
+    @app.middleware("http")
+    async def _metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(app_name, template, request.method, str(status)).inc()
+            HTTP_DURATION.labels(app_name, template, request.method).observe(
+                time.perf_counter() - started
+            )

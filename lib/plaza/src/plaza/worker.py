@@ -1,0 +1,225 @@
+"""The worker runtime: the one consume-handle-publish-commit loop that wraps every handler.
+
+For each batch of records it decodes each record against its topic's contract, calls the
+handler, publishes what the handler returns, and only then commits the offsets. A handler
+does its own database transaction and must be idempotent: a record whose offset was not
+committed (a crash, a rebalance) is handled again, and the handler must then change nothing
+and return the same events (their ids are derived from the input, so consumers skip them).
+
+Failures:
+- a record that does not decode, or that the handler rejects (`Rejected`), goes to
+  `<topic>.dlq` at once with the reason in its headers;
+- a transient error (database or broker unavailable) is retried with capped exponential
+  backoff for as long as it lasts, since dead-lettering would lose good records;
+- any other error is retried `max_attempts` times, then the record is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from plaza import metrics
+from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
+from plaza.contracts import ContractError, Envelope, EventType, Outgoing, decode
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]
+
+
+class Rejected(Exception):
+    """Raised by a handler for a record that can never succeed; it goes to the dead-letter topic."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say "try again later" rather than "this record is bad"."""
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if isinstance(exc, OperationalError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency of plaza
+        pass
+    try:
+        from aiokafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError) and getattr(exc, "retriable", False):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_delay: float = 0.1
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class _Stopping(Exception):
+    pass
+
+
+class Worker:
+    """Runs one handler as a member of consumer group `group`."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        group: str,
+        topics: Sequence[EventType],
+        handler: Handler,
+        retry: RetryPolicy = RetryPolicy(),
+        max_batch: int = 500,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self._bus = bus
+        self.group = group
+        self._topics = [t.topic for t in topics]
+        self._handler = handler
+        self._retry = retry
+        self._max_batch = max_batch
+        self._poll_timeout = poll_timeout
+        self._lock = asyncio.Lock()
+        self._pending: dict[TopicPartition, int] = {}
+        self._consumer: Consumer | None = None
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Consumes until stop() is called; commits what was handled before returning."""
+        self._consumer = await self._bus.subscribe(
+            self.group, self._topics, on_revoked=self._on_revoked
+        )
+        self.ready.set()
+        log.info("worker %s consuming %s", self.group, ", ".join(self._topics))
+        try:
+            while not self._stop.is_set():
+                records = await self._consumer.fetch(self._max_batch, self._poll_timeout)
+                if records:
+                    async with self._lock:
+                        await self._handle_batch(self._consumer, records)
+        finally:
+            await self._consumer.close()
+            log.info("worker %s stopped", self.group)
+
+    async def _on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        # Kafka calls this from its coordinator while a batch may be in flight: wait for it,
+        # then commit what was handled so that the next owner does not handle it again.
+        async with self._lock:
+            if self._consumer is not None:
+                await self._commit(self._consumer)
+
+    async def _handle_batch(self, consumer: Consumer, records: list[Record]) -> None:
+        outgoing: list[OutRecord] = []
+        owned = consumer.assignment()
+        try:
+            for record in records:
+                if record.topic_partition not in owned:
+                    continue  # revoked while we held the batch: the next owner reads it
+                for event in await self._handle_one(record):
+                    outgoing.append(OutRecord(event.topic, event.key, event.encode()))
+                self._pending[record.topic_partition] = record.offset + 1
+        except _Stopping:
+            log.info("worker %s stopping mid-batch; unhandled records stay uncommitted", self.group)
+        if outgoing:
+            await self._bus.publish(outgoing)
+            for out in outgoing:
+                metrics.MESSAGES_PUBLISHED.labels(out.topic).inc()
+        await self._commit(consumer)
+
+    async def _commit(self, consumer: Consumer) -> None:
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:
+            # The partitions moved to another member; it will handle those records again,
+            # which idempotent handlers allow.
+            log.warning("worker %s could not commit %s: %s", self.group, offsets, exc)
+
+    async def _handle_one(self, record: Record) -> Sequence[Outgoing]:
+        started = time.perf_counter()
+        try:
+            try:
+                event = decode(record.topic, record.value)
+            except ContractError as exc:
+                await self._dead_letter(record, "contract", str(exc))
+                return ()
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    result = await self._handler(event)
+                except Rejected as exc:
+                    await self._dead_letter(record, "rejected", str(exc))
+                    return ()
+                except Exception as exc:
+                    transient = is_transient(exc)
+                    kind = "transient" if transient else "error"
+                    metrics.HANDLER_RETRIES.labels(self.group, record.topic, kind).inc()
+                    if not transient and attempt >= self._retry.max_attempts:
+                        log.exception(
+                            "worker %s: %s@%s/%s failed %d times; dead-lettering",
+                            self.group, record.topic, record.partition, record.offset, attempt,
+                        )
+                        await self._dead_letter(record, "error", f"{type(exc).__name__}: {exc}")
+                        return ()
+                    delay = self._retry.delay(min(attempt, 16))
+                    log.warning(
+                        "worker %s: %s error on %s@%s/%s (attempt %d), retrying in %.2fs: %s",
+                        self.group, kind, record.topic, record.partition, record.offset,
+                        attempt, delay, exc,
+                    )
+                    if await self._sleep_or_stop(delay):
+                        raise _Stopping from exc
+                    continue
+                metrics.MESSAGES_CONSUMED.labels(self.group, record.topic, "processed").inc()
+                return result
+        finally:
+            metrics.HANDLER_DURATION.labels(self.group, record.topic).observe(
+                time.perf_counter() - started
+            )
+
+    async def _sleep_or_stop(self, delay: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _dead_letter(self, record: Record, reason_class: str, reason: str) -> None:
+        log.error(
+            "worker %s: dead-lettering %s@%s/%s (%s): %s",
+            self.group, record.topic, record.partition, record.offset, reason_class, reason,
+        )
+        headers = (
+            *record.headers,
+            ("plaza-dlq-reason", reason.encode()[:4000]),
+            ("plaza-dlq-reason-class", reason_class.encode()),
+            ("plaza-dlq-group", self.group.encode()),
+            ("plaza-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            ("plaza-dlq-at", str(int(time.time() * 1000)).encode()),
+        )
+        await self._bus.publish([OutRecord(f"{record.topic}.dlq", record.key, record.value, headers)])
+        metrics.DEAD_LETTERS.labels(self.group, record.topic, reason_class).inc()
+        metrics.MESSAGES_CONSUMED.labels(self.group, record.topic, "dead_lettered").inc()

@@ -1,0 +1,1 @@
+"""Plaza gateway: Open311 GeoReport v2 for civic developers and the manager API."""

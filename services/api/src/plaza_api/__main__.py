@@ -1,0 +1,41 @@
+"""Runs the gateway as its own process: `python -m plaza_api`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import uvicorn
+from pydantic import Field
+
+from plaza.city import City
+from plaza.db import create_engine, session_factory
+from plaza.service import configure_logging
+from plaza.settings import PlazaSettings, load
+from plaza_api.app import create_app
+
+
+class ApiSettings(PlazaSettings):
+    port: int = Field(default=8000, ge=1, le=65535)
+    ingest_url: str = Field(default="http://127.0.0.1:8101", pattern=r"^https?://")
+
+
+async def serve(settings: ApiSettings) -> None:
+    engine = create_engine(settings.require_database())
+    async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
+        app = create_app(session_factory(engine), ingest, City.barcelona(settings.city_data_dir))
+        config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await engine.dispose()
+
+
+def main() -> None:
+    settings = load(ApiSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Builds the gateway app from its dependencies (the composition happens in main or the CLI)."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza.city import City
+from plaza.web import install_problem_handlers, install_request_metrics
+from plaza_api import gateway, manager, open311
+
+
+def create_app(
+    sessions: async_sessionmaker[AsyncSession], ingest: httpx.AsyncClient, city: City
+) -> FastAPI:
+    app = FastAPI(
+        title="Plaza",
+        version="1",
+        description="A city answers its citizens in public: Open311 GeoReport v2 and the manager API.",
+    )
+    app.state.sessions = sessions
+    app.state.ingest = ingest
+    app.state.city = city
+    install_problem_handlers(app)
+    install_request_metrics(app, "api")
+    app.include_router(gateway.router)
+    app.include_router(open311.router)
+    app.include_router(manager.router)
+    return app

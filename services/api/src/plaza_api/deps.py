@@ -1,0 +1,33 @@
+"""Dependencies of the gateway's routes, as Annotated aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza.city import City
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session:
+        yield session
+
+
+def _ingest(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.ingest
+    return client
+
+
+def _city(request: Request) -> City:
+    city: City = request.app.state.city
+    return city
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+IngestDep = Annotated[httpx.AsyncClient, Depends(_ingest)]
+CityDep = Annotated[City, Depends(_city)]

@@ -1,0 +1,46 @@
+"""Routes the gateway forwards to other services (ingest's webhook), and health and metrics."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from plaza.web import problem
+from plaza_api.deps import IngestDep, SessionDep
+
+router = APIRouter()
+
+_FORWARDED_HEADERS = ("content-type", "retry-after")
+
+
+@router.post("/api/v1/posts", status_code=202, tags=["Ingest"])
+async def submit_post(request: Request, ingest: IngestDep) -> Response:
+    """Hands a post to ingest, which validates it (422 problem+json naming the field) and
+    answers 202 once it is on the bus."""
+    body = await request.body()
+    try:
+        upstream = await ingest.post(
+            "/api/v1/posts",
+            content=body,
+            headers={"content-type": request.headers.get("content-type", "application/json")},
+        )
+    except httpx.HTTPError as exc:
+        return problem(503, f"ingest is unavailable: {type(exc).__name__}", headers={"Retry-After": "5"})
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() in _FORWARDED_HEADERS}
+    return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+@router.get("/healthz", tags=["Operations"])
+async def healthz(session: SessionDep) -> Response:
+    try:
+        await session.execute(text("select 1"))
+    except Exception as exc:
+        return problem(503, f"database unavailable: {type(exc).__name__}")
+    return Response('{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,27 @@
+"""Runs the classifier as its own process: `python -m plaza_classifier`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from plaza.bus import bus_from_settings
+from plaza.city import City
+from plaza.contracts import TOPICS
+from plaza.service import configure_logging, run_worker_service, serve_metrics
+from plaza.settings import PlazaSettings, load
+from plaza.worker import Worker
+from plaza_classifier.handler import GROUP, ClassifyPost
+
+
+def main() -> None:
+    settings = load(PlazaSettings)
+    configure_logging(settings.log_level)
+    serve_metrics(settings.metrics_port)
+    city = City.barcelona(settings.city_data_dir)
+    bus = bus_from_settings(settings)
+    worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city))
+    asyncio.run(run_worker_service(bus, worker))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The classifier's handler: post-received in, post-classified out. Stateless and deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from plaza.city import City, Location
+from plaza.contracts import (
+    Envelope,
+    LocationSource,
+    Outgoing,
+    Placement,
+    PostClassified,
+    Urgency,
+    derive_event_id,
+    envelope,
+    post_key,
+)
+from plaza.worker import Rejected
+from plaza_classifier.classify import classify
+
+GROUP = "plaza-classifier"
+
+_SOURCES = {
+    "geo": LocationSource.LOCATION_SOURCE_GEO,
+    "text": LocationSource.LOCATION_SOURCE_TEXT,
+    "none": LocationSource.LOCATION_SOURCE_NONE,
+}
+
+
+def placement(location: Location) -> Placement:
+    return Placement(
+        district_code=location.district.code if location.district else "",
+        district_name=location.district.name if location.district else "",
+        barri_code=location.barri.code if location.barri else "",
+        barri_name=location.barri.name if location.barri else "",
+        source=_SOURCES[location.source],
+        confidence=location.confidence,
+    )
+
+
+class ClassifyPost:
+    def __init__(self, city: City) -> None:
+        self._city = city
+
+    async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
+        post = event.post_received.post
+        if not post.platform or not post.post_id:
+            raise Rejected("post has no platform or post_id")
+        if not post.text.strip():
+            raise Rejected(f"post {post.platform}:{post.post_id} has no text")
+        result = classify(
+            post.text,
+            self._city,
+            lat=post.latitude if post.HasField("latitude") else None,
+            lon=post.longitude if post.HasField("longitude") else None,
+            language_hint=post.language,
+            service_code_hint=post.service_code,
+        )
+        body = PostClassified(
+            post=post,
+            service_code=result.service_code,
+            service_confidence=result.service_confidence,
+            actionable=result.actionable,
+            placement=placement(result.location),
+            language=result.language,
+            urgency=Urgency.URGENCY_URGENT if result.urgency == "urgent" else Urgency.URGENCY_NORMAL,
+            model_version=result.model_version,
+        )
+        return [
+            envelope(
+                body,
+                key=post_key(post.platform, post.post_id),
+                event_id=derive_event_id("post-classified", event.event_id),
+                correlation_id=event.correlation_id or event.event_id,
+            )
+        ]

@@ -1,0 +1,69 @@
+"""The JSON shape of a post handed to Plaza by a bridge, a webhook or a replay file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Self
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from plaza.contracts import Post, timestamp
+
+Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+
+class PostIn(BaseModel):
+    """A citizen's post. Unknown fields are refused, so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    platform: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = Field(
+        description="mastodon, bluesky, x, webhook, ...", examples=["mastodon"]
+    )
+    post_id: Token = Field(description="The platform's id of the post; unique per platform")
+    author_handle: Token = Field(examples=["@maria@bcn.social"])
+    author_id: Annotated[str, StringConstraints(max_length=256)] = ""
+    text: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    lang: Annotated[str, StringConstraints(pattern=r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})*)?$")] = ""
+    created_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    long: float | None = Field(default=None, ge=-180, le=180)
+    address: Annotated[str, StringConstraints(max_length=500)] = ""
+    media_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
+    reply_to: Annotated[str, StringConstraints(max_length=256)] = ""
+    url: AnyHttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.lat is None) != (self.long is None):
+            raise ValueError("lat and long must be given together")
+        if self.created_at is not None and self.created_at.tzinfo is None:
+            raise ValueError("created_at must include a timezone, e.g. 2026-05-01T10:00:00Z")
+        return self
+
+    def to_post(self, channel: str) -> Post:
+        post = Post(
+            platform=self.platform,
+            post_id=self.post_id,
+            author_handle=self.author_handle,
+            author_id=self.author_id,
+            text=self.text,
+            language=self.lang,
+            created_at=timestamp(self.created_at or datetime.now(UTC)),
+            media_urls=[str(u) for u in self.media_urls],
+            reply_to_post_id=self.reply_to,
+            public_url=str(self.url) if self.url else "",
+            channel=channel,
+            address=self.address,
+        )
+        if self.lat is not None and self.long is not None:
+            post.latitude = self.lat
+            post.longitude = self.long
+        return post
+
+
+class PostAccepted(BaseModel):
+    status: str = "accepted"
+    platform: str
+    post_id: str
+    event_id: str

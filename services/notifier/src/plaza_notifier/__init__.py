@@ -1,0 +1,1 @@
+"""Plaza notifier: words and posts the public replies to citizens."""

@@ -1,0 +1,72 @@
+"""The notifier's handler: reply-requested in; a recorded reply and reply-posted out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza.contracts import (
+    Envelope,
+    Outgoing,
+    ReplyKind,
+    ReplyPosted,
+    derive_event_id,
+    envelope,
+    timestamp,
+)
+from plaza.db.models import Reply
+from plaza.worker import Rejected
+from plaza_notifier.channels import OutgoingReply, record_reply
+from plaza_notifier.templates import TemplateError, render
+
+GROUP = "plaza-notifier"
+
+
+class PostReply:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
+        req = event.reply_requested
+        if not req.reply_id or not req.service_request_id.isdigit():
+            raise Rejected("reply-requested needs a reply_id and a numeric service_request_id")
+        try:
+            text, language = render(req.kind, req.language, req.params)
+        except TemplateError as exc:
+            raise Rejected(str(exc)) from exc
+        reply = OutgoingReply(
+            reply_id=req.reply_id,
+            service_request_id=req.service_request_id,
+            kind=ReplyKind.Name(req.kind).removeprefix("REPLY_KIND_").lower(),
+            language=language,
+            platform=req.platform,
+            in_reply_to_post_id=req.in_reply_to_post_id,
+            author_handle=req.author_handle,
+            text=text,
+        )
+        async with self._sessions.begin() as session:
+            await record_reply(session, reply, datetime.now(UTC))
+            # On a redelivery the stored reply is the truth: announce exactly what was posted.
+            stored = (
+                await session.execute(select(Reply).where(Reply.reply_id == req.reply_id))
+            ).scalar_one()
+        posted = ReplyPosted(
+            reply_id=stored.reply_id,
+            service_request_id=req.service_request_id,
+            platform=stored.platform,
+            channel=stored.channel,
+            text=stored.text,
+            remote_id=stored.remote_id or "",
+            posted_at=timestamp(stored.posted_at),
+        )
+        return [
+            envelope(
+                posted,
+                key=req.service_request_id,
+                event_id=derive_event_id("reply-posted", stored.reply_id),
+                correlation_id=event.correlation_id or event.event_id,
+            )
+        ]

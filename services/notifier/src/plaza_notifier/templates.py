@@ -1,0 +1,37 @@
+"""Reply templates in Catalan, Spanish and English, keyed by reply kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from plaza.contracts import ReplyKind
+
+LANGUAGES = ("ca", "es", "en")
+DEFAULT_LANGUAGE = "ca"  # Barcelona's own language, for posts in any other
+
+# A district request and a triage request differ only in where it went.
+TEMPLATES: Mapping[tuple[ReplyKind.ValueType, str, bool], str] = {
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "ca", True): "Rebut! Petició #{service_request_id}, districte de {district_name}.",
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "es", True): "¡Recibido! Petición #{service_request_id}, distrito de {district_name}.",
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "en", True): "Received! Request #{service_request_id}, {district_name} district.",
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "ca", False): "Rebut! Petició #{service_request_id}. L'assignem al districte que correspon.",
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "es", False): "¡Recibido! Petición #{service_request_id}. La asignamos al distrito que corresponde.",
+    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "en", False): "Received! Request #{service_request_id}. We are passing it to the right district.",
+}
+
+
+class TemplateError(LookupError):
+    """No template for a reply: its kind is not supported yet or a parameter is missing."""
+
+
+def render(kind: ReplyKind.ValueType, language: str, params: Mapping[str, str]) -> tuple[str, str]:
+    """The reply text and the language it is in (falls back to Catalan)."""
+    lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
+    in_district = bool(params.get("district_name"))
+    template = TEMPLATES.get((kind, lang, in_district))
+    if template is None:
+        raise TemplateError(f"no {lang} template for reply kind {ReplyKind.Name(kind)}")
+    try:
+        return template.format_map(params), lang
+    except KeyError as exc:
+        raise TemplateError(f"reply kind {ReplyKind.Name(kind)} needs parameter {exc}") from None
