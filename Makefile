@@ -28,6 +28,7 @@ down:
 
 proto: env
 	$(PY) python scripts/protogen.py $(PROTO_OUT)
+	$(PY) python scripts/protocompat.py
 
 lint: env
 	$(PY) ruff check .

@@ -69,6 +69,6 @@ def load(cls: type[S]) -> S:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
-            name = f"{prefix}{field}".upper() if field else "settings"
-            lines.append(f"  {name}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {(prefix + field).upper()}: {message}" if field else f"  {message}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

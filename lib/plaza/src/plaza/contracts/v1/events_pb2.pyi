@@ -10,7 +10,7 @@ one post, and later of one request, land on one partition and stay in order:
   request-*, reply-*                      key = service_request_id
 
 Compatibility rules, checked by tests/unit/test_contracts.py against
-proto/plaza/contracts/v1/compat.lock: field numbers and types are never reused or changed;
+proto/compat.lock.json: field numbers and types are never reused or changed;
 new fields and new oneof members may be added; removed fields are reserved.
 """
 

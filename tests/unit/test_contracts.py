@@ -1,0 +1,107 @@
+"""The event contracts: topics, envelopes, decoding errors, generated code and wire compatibility."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from plaza.contracts import (
+    TOPICS,
+    ContractError,
+    Post,
+    PostReceived,
+    ReplyPosted,
+    decode,
+    derive_event_id,
+    envelope,
+    post_key,
+)
+from tests.infra import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import protocompat  # noqa: E402
+import protogen  # noqa: E402
+
+
+def received(post_id: str = "1") -> PostReceived:
+    return PostReceived(post=Post(platform="mastodon", post_id=post_id, author_handle="@a", text="hola"))
+
+
+def test_every_event_type_has_its_own_versioned_topic() -> None:
+    topics = [t.topic for t in TOPICS.all()]
+    assert len(set(topics)) == len(topics) == 6
+    assert all(t.startswith("plaza.") and t.endswith(".v1") for t in topics)
+    assert TOPICS.POST_RECEIVED.dead_letter_topic == "plaza.post-received.v1.dlq"
+
+
+def test_an_envelope_round_trips_with_its_metadata() -> None:
+    out = envelope(received(), key=post_key("mastodon", "1"), event_id="e1", correlation_id="c1")
+    assert out.topic == "plaza.post-received.v1" and out.key == "mastodon:1"
+    env = decode(out.topic, out.encode())
+    assert (env.event_id, env.event_type, env.correlation_id, env.schema_version) == ("e1", "post-received", "c1", 1)
+    assert env.post_received.post.text == "hola"
+    assert env.occurred_at.seconds > 0
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "message"),
+    [
+        ("plaza.post-received.v1", b"\xff\xff\xff", "not a protobuf Envelope"),
+        ("plaza.nowhere.v1", b"", "no event type"),
+        ("plaza.post-classified.v1", None, "does not belong"),
+        ("plaza.post-received.v1", b"", "no event_id"),
+    ],
+)
+def test_records_that_break_the_contract_are_refused_with_a_reason(topic: str, value: bytes | None, message: str) -> None:
+    if value is None:
+        value = envelope(received(), key="k", event_id="e", correlation_id="c").encode()
+    with pytest.raises(ContractError, match=message):
+        decode(topic, value)
+
+
+def test_a_future_schema_version_is_refused() -> None:
+    out = envelope(received(), key="k", event_id="e", correlation_id="c")
+    out.envelope.schema_version = 2
+    with pytest.raises(ContractError, match="schema_version 2"):
+        decode(out.topic, out.encode())
+
+
+def test_envelope_refuses_what_is_not_an_event_and_naive_times() -> None:
+    with pytest.raises(TypeError, match="not an event"):
+        envelope(Post(), key="k", event_id="e", correlation_id="c")
+    from datetime import datetime
+
+    with pytest.raises(ValueError, match="timezone"):
+        envelope(ReplyPosted(), key="k", event_id="e", correlation_id="c", occurred_at=datetime(2026, 1, 1))
+
+
+def test_derived_event_ids_are_stable_and_distinct() -> None:
+    assert derive_event_id("a", "b") == derive_event_id("a", "b")
+    assert derive_event_id("a", "b") != derive_event_id("ab")
+
+
+def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
+    for path in protogen.generate(tmp_path):
+        committed = ROOT / "lib/plaza/src" / path.relative_to(tmp_path)
+        assert committed.exists(), f"{committed} is missing: run make proto"
+        assert committed.read_text() == path.read_text(), f"{committed} is stale: run make proto"
+
+
+def test_the_contracts_keep_every_locked_field() -> None:
+    locked = json.loads(protocompat.LOCK.read_text())
+    now = protocompat.current()
+    assert protocompat.breaking_changes(locked, now, protocompat.reserved_numbers()) == []
+    for message, fields in now.items():
+        assert set(fields) <= set(locked.get(message, {})), f"{message} has unlocked fields: run make proto"
+
+
+def test_the_compatibility_check_catches_a_breaking_change() -> None:
+    locked = {"plaza.contracts.v1.Post": {"2": "post_id:9:single", "99": "gone:9:single"}}
+    now = {"plaza.contracts.v1.Post": {"2": "post_id:3:single"}}
+    problems = protocompat.breaking_changes(locked, now, {})
+    assert len(problems) == 2
+    assert "changed" in problems[0] and "removed" in problems[1]
+    assert protocompat.breaking_changes(locked, now, {"plaza.contracts.v1.Post": {2, 99}}) == []

@@ -1,0 +1,116 @@
+"""Ingest: the webhook validates posts (422 problem+json naming the field) and replay reports bad lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from plaza.bus.memory import MemoryBus
+from plaza.contracts import TOPICS, decode
+from plaza_ingest.app import create_app
+from plaza_ingest.replay import replay
+
+GOOD = {
+    "platform": "mastodon",
+    "post_id": "109",
+    "author_handle": "@marta@bcn.social",
+    "text": "El fanal del carrer de Verdi no s'encén",
+    "lat": 41.4036,
+    "long": 2.1566,
+    "created_at": "2026-05-04T10:00:00+02:00",
+    "media_urls": ["https://files.bcn.social/1.jpg"],
+}
+
+
+async def published(bus: MemoryBus) -> list[str]:
+    consumer = await bus.subscribe("probe", [TOPICS.POST_RECEIVED.topic])
+    records = await consumer.fetch(100, 0.1)
+    await consumer.close()
+    return [decode(r.topic, r.value).post_received.post.post_id for r in records]
+
+
+@pytest.fixture
+def bus() -> MemoryBus:
+    return MemoryBus()
+
+
+@pytest.fixture
+async def client(bus: MemoryBus) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(bus)), base_url="http://t")
+
+
+async def test_a_valid_post_is_accepted_and_published(client: httpx.AsyncClient, bus: MemoryBus) -> None:
+    response = await client.post("/api/v1/posts", json=GOOD)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["post_id"] == "109" and body["status"] == "accepted" and body["event_id"]
+    consumer = await bus.subscribe("probe", [TOPICS.POST_RECEIVED.topic])
+    [record] = await consumer.fetch(10, 0.1)
+    assert record.key == "mastodon:109"
+    post = decode(record.topic, record.value).post_received.post
+    assert (post.latitude, post.longitude, post.channel) == (41.4036, 2.1566, "webhook")
+    assert list(post.media_urls) == ["https://files.bcn.social/1.jpg"]
+    assert post.created_at.seconds == 1777881600  # 08:00 UTC
+
+
+async def test_posting_the_same_post_twice_gives_the_same_event_id(client: httpx.AsyncClient) -> None:
+    a = (await client.post("/api/v1/posts", json=GOOD)).json()
+    b = (await client.post("/api/v1/posts", json=GOOD)).json()
+    assert a["event_id"] == b["event_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"text": ""}, "text"),
+        ({"lat": 123.0}, "lat"),
+        ({"long": None}, "lat and long must be given together"),
+        ({"platform": "Mastodon!"}, "platform"),
+        ({"created_at": "2026-05-04T10:00:00"}, "timezone"),
+        ({"colour": "red"}, "colour"),
+        ({"post_id": None}, "post_id"),
+        ({"media_urls": ["not a url"]}, "media_urls.0"),
+    ],
+)
+async def test_a_malformed_post_gets_a_problem_naming_the_field(
+    client: httpx.AsyncClient, bus: MemoryBus, change: dict[str, object], field: str
+) -> None:
+    post = {**GOOD, **change}
+    if change.get("long", 0) is None or change.get("post_id", 0) is None:
+        post = {k: v for k, v in post.items() if v is not None}
+    response = await client.post("/api/v1/posts", json=post)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["title"] == "Invalid request"
+    assert field in problem["detail"]
+    assert await published(bus) == []
+
+
+async def test_a_body_that_is_not_json_is_a_problem_too(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/posts", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_replay_publishes_good_lines_and_names_the_bad_ones(tmp_path: Path, bus: MemoryBus) -> None:
+    lines = [
+        json.dumps({**GOOD, "post_id": "1"}),
+        "{broken",
+        json.dumps({**GOOD, "post_id": "2", "lat": 500}),
+        "",
+        json.dumps({**GOOD, "post_id": "3"}),
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        report = await replay(bus, path, batch_size=1, progress=False, stderr=stderr)
+    assert report.published == 2
+    assert [e.split(": ", 1)[0] for e in report.errors] == [f"{path}:2", f"{path}:3"]
+    assert "not valid JSON" in report.errors[0] and "lat" in report.errors[1]
+    assert f"{path}:2" in errors.read_text()
+    assert sorted(await published(bus)) == ["1", "3"]
