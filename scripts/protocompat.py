@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from google.protobuf.descriptor import Descriptor, FileDescriptor
-
 from plaza.contracts.v1 import events_pb2
 
 LOCK = Path(__file__).resolve().parent.parent / "proto" / "compat.lock.json"
@@ -22,7 +21,11 @@ Fields = dict[str, dict[str, str]]
 def _walk(desc: Descriptor, out: Fields) -> None:
     fields = {}
     for f in desc.fields:
-        kind = f.message_type.full_name if f.message_type else (f.enum_type.full_name if f.enum_type else str(f.type))
+        kind = (
+            f.message_type.full_name
+            if f.message_type
+            else (f.enum_type.full_name if f.enum_type else str(f.type))
+        )
         repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED
         fields[str(f.number)] = f"{f.name}:{kind}:{'repeated' if repeated else 'single'}"
     out[desc.full_name] = fields
@@ -57,7 +60,9 @@ def breaking_changes(locked: Fields, now: Fields, reserved: dict[str, set[int]])
                 continue
             got = now.get(message, {}).get(number)
             if got is None:
-                problems.append(f"{message} field {number} ({spec}) was removed without `reserved {number};`")
+                problems.append(
+                    f"{message} field {number} ({spec}) was removed without `reserved {number};`"
+                )
             elif got.split(":", 1)[1] != spec.split(":", 1)[1]:
                 problems.append(f"{message} field {number} changed from {spec} to {got}")
     return problems

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from plaza.db import create_engine, session_factory
 from plaza.db.migrate import upgrade
 from plaza_cli.postgres import EmbeddedPostgres
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
 from tests.infra import SHARED_DATA, KafkaBroker, start_kafka
 
 TEMPLATE_DB = "plaza_template"

@@ -49,7 +49,11 @@ class KafkaBroker:
         if self.data_dir is not None:
             subprocess.run(
                 [str(ROOT / "deploy/local/kafka.sh"), "stop"],
-                env={**os.environ, "PLAZA_KAFKA_DATA": str(self.data_dir), "PLAZA_KAFKA_PORT": str(self.port)},
+                env={
+                    **os.environ,
+                    "PLAZA_KAFKA_DATA": str(self.data_dir),
+                    "PLAZA_KAFKA_PORT": str(self.port),
+                },
                 check=False,
                 capture_output=True,
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-
 from plaza.bus import Bus
 from plaza.bus.kafka import KafkaBus
 from plaza.bus.memory import MemoryBus

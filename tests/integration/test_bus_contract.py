@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
+
 from tests.integration.conftest import BusFactory
 
 TOPIC = "plaza.contract-test.v1"
@@ -31,7 +32,11 @@ def offsets_after(records: list[Record]) -> dict[TopicPartition, int]:
 async def publish_keyed(bus: Bus, keys: int, per_key: int) -> None:
     await bus.create_topics([TOPIC], 3)
     await bus.publish(
-        [OutRecord(TOPIC, f"k{k}", f"k{k}:{i}".encode()) for i in range(per_key) for k in range(keys)]
+        [
+            OutRecord(TOPIC, f"k{k}", f"k{k}:{i}".encode())
+            for i in range(per_key)
+            for k in range(keys)
+        ]
     )
 
 
@@ -54,7 +59,9 @@ async def test_every_group_reads_every_record(bus: Bus) -> None:
     await publish_keyed(bus, keys=4, per_key=5)
     a = await bus.subscribe("g-a", [TOPIC])
     b = await bus.subscribe("g-b", [TOPIC])
-    assert sorted(r.value for r in await drain(a, 20)) == sorted(r.value for r in await drain(b, 20))
+    assert sorted(r.value for r in await drain(a, 20)) == sorted(
+        r.value for r in await drain(b, 20)
+    )
     await a.close()
     await b.close()
 

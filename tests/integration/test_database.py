@@ -6,9 +6,6 @@ from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from plaza.contracts import (
     TOPICS,
     LocationSource,
@@ -27,6 +24,8 @@ from plaza.db.models import Base, Reply, ServiceRequest
 from plaza_notifier.handler import PostReply
 from plaza_router.handler import RoutePost
 from plaza_router.sla import SlaPolicy
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 
 def classified(
@@ -48,22 +47,34 @@ def classified(
         channel="webhook",
     )
     place = (
-        Placement(district_code=district, district_name="Gràcia", barri_code="31",
-                  barri_name="la Vila de Gràcia", source=LocationSource.LOCATION_SOURCE_GEO, confidence=1.0)
+        Placement(
+            district_code=district,
+            district_name="Gràcia",
+            barri_code="31",
+            barri_name="la Vila de Gràcia",
+            source=LocationSource.LOCATION_SOURCE_GEO,
+            confidence=1.0,
+        )
         if district
         else Placement(source=LocationSource.LOCATION_SOURCE_NONE)
     )
     return PostClassified(
-        post=post, service_code="streetlight", service_confidence=0.9, actionable=actionable,
-        placement=place, language=language,
+        post=post,
+        service_code="streetlight",
+        service_confidence=0.9,
+        actionable=actionable,
+        placement=place,
+        language=language,
         urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
     )
 
 
 def as_event(body: PostClassified) -> object:
     return envelope(
-        body, key=f"mastodon:{body.post.post_id}",
-        event_id=derive_event_id("post-classified", body.post.post_id), correlation_id="c",
+        body,
+        key=f"mastodon:{body.post.post_id}",
+        event_id=derive_event_id("post-classified", body.post.post_id),
+        correlation_id="c",
     ).envelope
 
 
@@ -72,7 +83,9 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -
         return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
 
 
-async def test_migrations_match_the_models_and_go_down_and_up(database_url: str, engine: AsyncEngine) -> None:
+async def test_migrations_match_the_models_and_go_down_and_up(
+    database_url: str, engine: AsyncEngine
+) -> None:
     async with engine.connect() as conn:
         diff = await conn.run_sync(
             lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
@@ -82,7 +95,9 @@ async def test_migrations_match_the_models_and_go_down_and_up(database_url: str,
     await upgrade(database_url)
 
 
-async def test_inbox_recognises_a_redelivered_event(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_inbox_recognises_a_redelivered_event(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     async with sessions.begin() as s:
         assert await first_time(s, "router", "e1") is True
     async with sessions.begin() as s:
@@ -135,10 +150,17 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
         posted_once = await notify(reply_requested.envelope)
         posted_twice = await notify(reply_requested.envelope)
         assert posted_once[0].envelope.event_id == posted_twice[0].envelope.event_id
-        assert posted_once[0].envelope.reply_posted.text == posted_twice[0].envelope.reply_posted.text
+        assert (
+            posted_once[0].envelope.reply_posted.text == posted_twice[0].envelope.reply_posted.text
+        )
     async with sessions() as s:
-        replies = {r.in_reply_to_post_id: r.text for r in (await s.execute(select(Reply))).scalars()}
-        ids = {r.source_post_id: r.service_request_id for r in (await s.execute(select(ServiceRequest))).scalars()}
+        replies = {
+            r.in_reply_to_post_id: r.text for r in (await s.execute(select(Reply))).scalars()
+        }
+        ids = {
+            r.source_post_id: r.service_request_id
+            for r in (await s.execute(select(ServiceRequest))).scalars()
+        }
     assert len(replies) == 4
     assert replies["ca1"] == f"Rebut! Petició #{ids['ca1']}, districte de Gràcia."
     assert replies["es1"] == f"¡Recibido! Petición #{ids['es1']}, distrito de Gràcia."

@@ -6,13 +6,13 @@ import asyncio
 import random
 from pathlib import Path
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.bus import OutRecord
 from plaza.bus.kafka import KafkaBus
 from plaza.contracts import TOPICS, decode
 from plaza.db.models import ServiceRequest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from tests.infra import KafkaBroker
 from tests.integration.test_bus_contract import drain
 from tests.integration.test_database import as_event, classified
@@ -27,13 +27,18 @@ async def requests_count(sessions: async_sessionmaker[AsyncSession]) -> int:
 
 
 async def wait_for_count(
-    sessions: async_sessionmaker[AsyncSession], router: ServiceProcess, at_least: int, timeout: float = 90
+    sessions: async_sessionmaker[AsyncSession],
+    router: ServiceProcess,
+    at_least: int,
+    timeout: float = 90,
 ) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while (n := await requests_count(sessions)) < at_least:
         assert router.alive(), f"router exited:\n{router.log()[-3000:]}"
-        assert loop.time() < deadline, f"only {n} requests after {timeout}s:\n{router.log()[-3000:]}"
+        assert loop.time() < deadline, (
+            f"only {n} requests after {timeout}s:\n{router.log()[-3000:]}"
+        )
         await asyncio.sleep(0.02)
     return n
 
@@ -48,11 +53,19 @@ async def test_router_killed_mid_stream_loses_nothing_and_creates_nothing_twice(
     bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
     await bus.start()
     await bus.create_topics([t.topic for t in TOPICS.all()], 3)
-    events = [as_event(classified(f"post-{n}", district=random.choice(["01", "06", ""]))) for n in range(POSTS)]
+    events = [
+        as_event(classified(f"post-{n}", district=random.choice(["01", "06", ""])))
+        for n in range(POSTS)
+    ]
     await bus.publish(
-        [OutRecord(TOPICS.POST_CLASSIFIED.topic, f"mastodon:post-{n}", e.SerializeToString()) for n, e in enumerate(events)]  # type: ignore[attr-defined]
+        [
+            OutRecord(TOPICS.POST_CLASSIFIED.topic, f"mastodon:post-{n}", e.SerializeToString())
+            for n, e in enumerate(events)
+        ]  # type: ignore[attr-defined]
     )
-    router = ServiceProcess("router", base_env(kafka.bootstrap, kafka_namespace, database_url), tmp_path).start()
+    router = ServiceProcess(
+        "router", base_env(kafka.bootstrap, kafka_namespace, database_url), tmp_path
+    ).start()
     kills = []
     try:
         for fraction in (0.2, 0.55):
@@ -66,7 +79,9 @@ async def test_router_killed_mid_stream_loses_nothing_and_creates_nothing_twice(
         assert await requests_count(sessions) == POSTS
         assert all(k < POSTS for k in kills), f"the router finished before it was killed: {kills}"
         async with sessions() as s:
-            distinct = (await s.execute(select(func.count(func.distinct(ServiceRequest.source_post_id))))).scalar_one()
+            distinct = (
+                await s.execute(select(func.count(func.distinct(ServiceRequest.source_post_id))))
+            ).scalar_one()
         assert distinct == POSTS
 
         # Every request was announced; redeliveries re-announce with the same event id.

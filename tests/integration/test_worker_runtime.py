@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-
 from plaza.bus import Bus, OutRecord
 from plaza.contracts import (
     TOPICS,
@@ -18,6 +17,7 @@ from plaza.contracts import (
     envelope,
 )
 from plaza.worker import Rejected, RetryPolicy, Worker
+
 from tests.integration.conftest import BusFactory
 from tests.integration.test_bus_contract import drain
 
@@ -27,18 +27,27 @@ FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
 def post_event(n: int, text: str = "hi") -> Outgoing:
     post = Post(platform="test", post_id=str(n), author_handle="@a", text=text)
-    return envelope(PostReceived(post=post), key=f"test:{n}", event_id=derive_event_id("t", str(n)), correlation_id="c")
+    return envelope(
+        PostReceived(post=post),
+        key=f"test:{n}",
+        event_id=derive_event_id("t", str(n)),
+        correlation_id="c",
+    )
 
 
 async def publish(bus: Bus, events: Sequence[Outgoing]) -> None:
-    await bus.create_topics([SOURCE.topic, SOURCE.dead_letter_topic, TOPICS.POST_CLASSIFIED.topic], 3)
+    await bus.create_topics(
+        [SOURCE.topic, SOURCE.dead_letter_topic, TOPICS.POST_CLASSIFIED.topic], 3
+    )
     await bus.publish([OutRecord(e.topic, e.key, e.encode()) for e in events])
 
 
 class Recorder:
     """A handler that echoes each post as a post-classified and can fail on purpose."""
 
-    def __init__(self, fail: dict[str, BaseException | type[BaseException]] | None = None, times: int = 10**6) -> None:
+    def __init__(
+        self, fail: dict[str, BaseException | type[BaseException]] | None = None, times: int = 10**6
+    ) -> None:
         self.seen: list[str] = []
         self.fail = fail or {}
         self.times = times
@@ -52,7 +61,11 @@ class Recorder:
         from plaza.contracts import PostClassified
 
         body = PostClassified(post=event.post_received.post, service_code="other")
-        return [envelope(body, key="k", event_id=derive_event_id("out", event.event_id), correlation_id="c")]
+        return [
+            envelope(
+                body, key="k", event_id=derive_event_id("out", event.event_id), correlation_id="c"
+            )
+        ]
 
 
 async def run_until(worker: Worker, condition: object, timeout: float = 30) -> None:
@@ -82,7 +95,9 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_flow(bus:
     reasons = sorted((r.header("plaza-dlq-reason-class") or b"").decode() for r in dead)
     assert reasons == ["contract", "rejected"]
     assert any(b"no text I can use" in (r.header("plaza-dlq-reason") or b"") for r in dead)
-    assert all((r.header("plaza-dlq-source") or b"").startswith(SOURCE.topic.encode()) for r in dead)
+    assert all(
+        (r.header("plaza-dlq-source") or b"").startswith(SOURCE.topic.encode()) for r in dead
+    )
     out = await bus.subscribe("w-dlq-out", [TOPICS.POST_CLASSIFIED.topic])
     assert len(await drain(out, 2)) == 2
     await dlq.close()
@@ -116,11 +131,16 @@ async def test_offsets_are_committed_only_after_handling(bus_factory: BusFactory
     await bus.start()
     await publish(bus, [post_event(n) for n in range(10)])
     first = Recorder()
-    await run_until(Worker(bus, group="w-commit", topics=[SOURCE], handler=first), lambda: len(first.seen) == 10)
+    await run_until(
+        Worker(bus, group="w-commit", topics=[SOURCE], handler=first), lambda: len(first.seen) == 10
+    )
     await publish(bus, [post_event(n) for n in range(10, 15)])
     second = Recorder()
     # A new member of the same group resumes after what was committed: only the new five.
-    await run_until(Worker(bus, group="w-commit", topics=[SOURCE], handler=second), lambda: len(second.seen) >= 5)
+    await run_until(
+        Worker(bus, group="w-commit", topics=[SOURCE], handler=second),
+        lambda: len(second.seen) >= 5,
+    )
     await asyncio.sleep(1.0)
     assert sorted(second.seen, key=int) == [str(n) for n in range(10, 15)]
     await bus.close()
@@ -130,7 +150,9 @@ async def test_offsets_are_committed_only_after_handling(bus_factory: BusFactory
 async def test_handler_errors_are_never_swallowed_silently(bus: Bus, exc: Exception) -> None:
     await publish(bus, [post_event(1, "boom")])
     handler = Recorder(fail={"boom": exc})
-    worker = Worker(bus, group=f"w-loud-{type(exc).__name__}", topics=[SOURCE], handler=handler, retry=FAST)
+    worker = Worker(
+        bus, group=f"w-loud-{type(exc).__name__}", topics=[SOURCE], handler=handler, retry=FAST
+    )
     dlq = await bus.subscribe(f"w-loud-r-{type(exc).__name__}", [SOURCE.dead_letter_topic])
     await run_until(worker, lambda: handler.seen.count("1") == FAST.max_attempts)
     assert len(await drain(dlq, 1)) == 1

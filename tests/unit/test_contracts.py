@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from plaza.contracts import (
     TOPICS,
     ContractError,
@@ -19,15 +18,18 @@ from plaza.contracts import (
     envelope,
     post_key,
 )
+
 from tests.infra import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import protocompat  # noqa: E402
-import protogen  # noqa: E402
+import protocompat
+import protogen
 
 
 def received(post_id: str = "1") -> PostReceived:
-    return PostReceived(post=Post(platform="mastodon", post_id=post_id, author_handle="@a", text="hola"))
+    return PostReceived(
+        post=Post(platform="mastodon", post_id=post_id, author_handle="@a", text="hola")
+    )
 
 
 def test_every_event_type_has_its_own_versioned_topic() -> None:
@@ -41,7 +43,12 @@ def test_an_envelope_round_trips_with_its_metadata() -> None:
     out = envelope(received(), key=post_key("mastodon", "1"), event_id="e1", correlation_id="c1")
     assert out.topic == "plaza.post-received.v1" and out.key == "mastodon:1"
     env = decode(out.topic, out.encode())
-    assert (env.event_id, env.event_type, env.correlation_id, env.schema_version) == ("e1", "post-received", "c1", 1)
+    assert (env.event_id, env.event_type, env.correlation_id, env.schema_version) == (
+        "e1",
+        "post-received",
+        "c1",
+        1,
+    )
     assert env.post_received.post.text == "hola"
     assert env.occurred_at.seconds > 0
 
@@ -55,7 +62,9 @@ def test_an_envelope_round_trips_with_its_metadata() -> None:
         ("plaza.post-received.v1", b"", "no event_id"),
     ],
 )
-def test_records_that_break_the_contract_are_refused_with_a_reason(topic: str, value: bytes | None, message: str) -> None:
+def test_records_that_break_the_contract_are_refused_with_a_reason(
+    topic: str, value: bytes | None, message: str
+) -> None:
     if value is None:
         value = envelope(received(), key="k", event_id="e", correlation_id="c").encode()
     with pytest.raises(ContractError, match=message):
@@ -75,7 +84,13 @@ def test_envelope_refuses_what_is_not_an_event_and_naive_times() -> None:
     from datetime import datetime
 
     with pytest.raises(ValueError, match="timezone"):
-        envelope(ReplyPosted(), key="k", event_id="e", correlation_id="c", occurred_at=datetime(2026, 1, 1))
+        envelope(
+            ReplyPosted(),
+            key="k",
+            event_id="e",
+            correlation_id="c",
+            occurred_at=datetime(2026, 1, 1),
+        )
 
 
 def test_derived_event_ids_are_stable_and_distinct() -> None:
@@ -95,7 +110,9 @@ def test_the_contracts_keep_every_locked_field() -> None:
     now = protocompat.current()
     assert protocompat.breaking_changes(locked, now, protocompat.reserved_numbers()) == []
     for message, fields in now.items():
-        assert set(fields) <= set(locked.get(message, {})), f"{message} has unlocked fields: run make proto"
+        assert set(fields) <= set(locked.get(message, {})), (
+            f"{message} has unlocked fields: run make proto"
+        )
 
 
 def test_the_compatibility_check_catches_a_breaking_change() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from plaza.bus.memory import MemoryBus
 from plaza.contracts import TOPICS, decode
 from plaza_ingest.app import create_app
@@ -39,10 +38,14 @@ def bus() -> MemoryBus:
 
 @pytest.fixture
 async def client(bus: MemoryBus) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(bus)), base_url="http://t")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(bus)), base_url="http://t"
+    )
 
 
-async def test_a_valid_post_is_accepted_and_published(client: httpx.AsyncClient, bus: MemoryBus) -> None:
+async def test_a_valid_post_is_accepted_and_published(
+    client: httpx.AsyncClient, bus: MemoryBus
+) -> None:
     response = await client.post("/api/v1/posts", json=GOOD)
     assert response.status_code == 202
     body = response.json()
@@ -56,7 +59,9 @@ async def test_a_valid_post_is_accepted_and_published(client: httpx.AsyncClient,
     assert post.created_at.seconds == 1777881600  # 08:00 UTC
 
 
-async def test_posting_the_same_post_twice_gives_the_same_event_id(client: httpx.AsyncClient) -> None:
+async def test_posting_the_same_post_twice_gives_the_same_event_id(
+    client: httpx.AsyncClient,
+) -> None:
     a = (await client.post("/api/v1/posts", json=GOOD)).json()
     b = (await client.post("/api/v1/posts", json=GOOD)).json()
     assert a["event_id"] == b["event_id"]
@@ -91,12 +96,16 @@ async def test_a_malformed_post_gets_a_problem_naming_the_field(
 
 
 async def test_a_body_that_is_not_json_is_a_problem_too(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/posts", content=b"{not json", headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/posts", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_replay_publishes_good_lines_and_names_the_bad_ones(tmp_path: Path, bus: MemoryBus) -> None:
+async def test_replay_publishes_good_lines_and_names_the_bad_ones(
+    tmp_path: Path, bus: MemoryBus
+) -> None:
     lines = [
         json.dumps({**GOOD, "post_id": "1"}),
         "{broken",

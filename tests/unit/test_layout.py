@@ -28,13 +28,19 @@ def test_a_service_never_imports_another(service: str) -> None:
     package = ROOT / "services" / service / "src" / f"plaza_{service}"
     assert package.is_dir()
     others = {f"plaza_{s}" for s in SERVICES if s != service} | {"plaza_cli"}
-    bad = sorted(f"{where} imports {mod}" for mod, where in imported_modules(package) if mod in others)
+    bad = sorted(
+        f"{where} imports {mod}" for mod, where in imported_modules(package) if mod in others
+    )
     assert bad == []
 
 
 def test_the_core_library_imports_no_service() -> None:
     apps = {f"plaza_{s}" for s in SERVICES} | {"plaza_cli"}
-    bad = [f"{where} imports {mod}" for mod, where in imported_modules(ROOT / "lib/plaza/src/plaza") if mod in apps]
+    bad = [
+        f"{where} imports {mod}"
+        for mod, where in imported_modules(ROOT / "lib/plaza/src/plaza")
+        if mod in apps
+    ]
     assert bad == []
 
 

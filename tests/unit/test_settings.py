@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from plaza.settings import BusKind, PlazaSettings, SettingsError, load
 
 
@@ -22,12 +21,18 @@ def test_defaults_are_the_local_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value", "expected"),
     [
         ("PLAZA_BUS", "rabbit", "PLAZA_BUS"),
-        ("PLAZA_DATABASE_URL", "mysql://x", "PLAZA_DATABASE_URL must start with postgresql+asyncpg"),
+        (
+            "PLAZA_DATABASE_URL",
+            "mysql://x",
+            "PLAZA_DATABASE_URL must start with postgresql+asyncpg",
+        ),
         ("PLAZA_METRICS_PORT", "99999", "PLAZA_METRICS_PORT"),
         ("PLAZA_CITY_DATA_DIR", "/nonexistent/dir", "PLAZA_CITY_DATA_DIR=/nonexistent/dir"),
     ],
 )
-def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str) -> None:
+def test_invalid_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=re.escape(expected)):
         load(PlazaSettings)
@@ -41,6 +46,8 @@ def test_a_service_needing_a_database_says_which_variable(monkeypatch: pytest.Mo
 
 def test_a_service_process_refuses_to_start_without_its_settings() -> None:
     env = {"PATH": "/usr/bin:/bin", "PLAZA_BUS": "kafka"}
-    result = subprocess.run([sys.executable, "-m", "plaza_router"], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "plaza_router"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "PLAZA_DATABASE_URL" in result.stderr

@@ -8,25 +8,28 @@ import logging
 from pathlib import Path
 
 import httpx
-import uvicorn
-from pydantic import Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.bus import Bus
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
 from plaza.db.migrate import upgrade
+from plaza.service import http_server
 from plaza.worker import Worker
 from plaza_api.app import create_app as create_gateway
-from plaza_classifier.handler import GROUP as CLASSIFIER, ClassifyPost
+from plaza_classifier.handler import GROUP as CLASSIFIER
+from plaza_classifier.handler import ClassifyPost
+from plaza_ingest.app import create_app as create_ingest
+from plaza_notifier.handler import GROUP as NOTIFIER
+from plaza_notifier.handler import PostReply
+from plaza_router.handler import GROUP as ROUTER
+from plaza_router.handler import RoutePost
+from plaza_router.settings import RouterSettings
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from plaza_cli import demo
 from plaza_cli.postgres import EmbeddedPostgres
-from plaza_ingest.app import create_app as create_ingest
-from plaza_notifier.handler import GROUP as NOTIFIER, PostReply
-from plaza_router.handler import GROUP as ROUTER, RoutePost
-from plaza_router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,12 @@ def build_workers(
 ) -> list[Worker]:
     return [
         Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
-        Worker(bus, group=ROUTER, topics=[TOPICS.POST_CLASSIFIED], handler=RoutePost(sessions, settings.sla())),
+        Worker(
+            bus,
+            group=ROUTER,
+            topics=[TOPICS.POST_CLASSIFIED],
+            handler=RoutePost(sessions, settings.sla()),
+        ),
         Worker(bus, group=NOTIFIER, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(sessions)),
     ]
 
@@ -74,9 +82,7 @@ async def run(settings: EmbeddedSettings) -> None:
                 if settings.demo
                 else None
             )
-            server = uvicorn.Server(
-                uvicorn.Config(gateway, host="127.0.0.1", port=settings.port, log_level="warning")
-            )
+            server = http_server(gateway, settings.port)
             print(
                 f"Plaza is running: http://127.0.0.1:{settings.port}/docs "
                 f"(queue of Gràcia: /api/v1/districts/06/queue; Ctrl-C stops)",

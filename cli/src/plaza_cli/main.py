@@ -38,8 +38,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
     if settings.bus.value == "memory":
-        print("plaza replay: PLAZA_BUS=memory has no other process to read the posts; "
-              "use Kafka (make up) or make run's demo", file=sys.stderr)
+        print(
+            "plaza replay: PLAZA_BUS=memory has no other process to read the posts; "
+            "use Kafka (make up) or make run's demo",
+            file=sys.stderr,
+        )
         return 2
 
     async def go() -> int:
@@ -49,8 +52,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             report = await replay(bus, path, progress=not args.quiet)
         finally:
             await bus.close()
-        print(f"published {report.published} posts; {len(report.errors)} lines refused",
-              file=sys.stderr)
+        print(
+            f"published {report.published} posts; {len(report.errors)} lines refused",
+            file=sys.stderr,
+        )
         return 1 if report.errors else 0
 
     return asyncio.run(go())
@@ -82,7 +87,9 @@ def _cmd_postgres(args: argparse.Namespace) -> int:
 
     data = args.data_dir
     if args.action == "stop":
-        print("stopped" if stop_server(data) else f"no PostgreSQL running in {data}", file=sys.stderr)
+        print(
+            "stopped" if stop_server(data) else f"no PostgreSQL running in {data}", file=sys.stderr
+        )
         return 0
     server = EmbeddedPostgres(data, keep_running=args.action == "start")
     server.ensure_database()
@@ -91,10 +98,14 @@ def _cmd_postgres(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plaza", description="Plaza: a city answers its citizens in public.")
+    p = argparse.ArgumentParser(
+        prog="plaza", description="Plaza: a city answers its citizens in public."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="embedded Plaza: every service in one process, with a demo feed")
+    run = sub.add_parser(
+        "run", help="embedded Plaza: every service in one process, with a demo feed"
+    )
     run.set_defaults(func=_cmd_run)
 
     replay = sub.add_parser("replay", help="publish a JSON-lines file of posts onto Kafka")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -16,12 +18,11 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, keep_running: bool = False) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(
-            data_dir.resolve(), cleanup_mode=None if keep_running else "stop"
-        )
+        _forget_dead_handles(data_dir)
+        self._server = get_server(data_dir.resolve(), cleanup_mode=None if keep_running else "stop")
         self.data_dir = data_dir
 
     def socket_dir(self) -> str:
@@ -51,4 +52,28 @@ def stop_server(data_dir: Path) -> bool:
     if not (data_dir / "postmaster.pid").exists():
         return False
     EmbeddedPostgres(data_dir).stop()  # attaching with cleanup "stop" stops it on release
+    return True
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """pgserver stops the server when its last handle is released, counting handles by pid in
+    a file. A process that was killed never released its handle, so the server would never stop:
+    drop the pids of processes that no longer exist."""
+    handles = data_dir / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text())]
+    except (ValueError, TypeError):
+        pids = []
+    handles.write_text(json.dumps([p for p in pids if _alive(p)]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True

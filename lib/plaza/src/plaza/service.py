@@ -7,8 +7,11 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 
+import uvicorn
 from prometheus_client import start_http_server
+from starlette.types import ASGIApp
 
 from plaza.bus import Bus
 from plaza.worker import Worker
@@ -22,7 +25,8 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "httpx", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def on_stop_signals(callback: Callable[[], None]) -> None:
@@ -51,3 +55,19 @@ async def run_worker_service(
         await bus.close()
         if cleanup is not None:
             await cleanup()
+
+
+class _HttpServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # SIGTERM/SIGINT ask for a clean stop: once it is done the process exits 0, rather than
+        # re-raising the signal as uvicorn does (which reads as a crash to a supervisor).
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def http_server(app: ASGIApp, port: int) -> uvicorn.Server:
+    """A uvicorn server on 127.0.0.1:port that shuts down gracefully on SIGTERM and Ctrl-C."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    return _HttpServer(config)

@@ -180,15 +180,25 @@ class Worker:
                     if not transient and attempt >= self._retry.max_attempts:
                         log.exception(
                             "worker %s: %s@%s/%s failed %d times; dead-lettering",
-                            self.group, record.topic, record.partition, record.offset, attempt,
+                            self.group,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            attempt,
                         )
                         await self._dead_letter(record, "error", f"{type(exc).__name__}: {exc}")
                         return ()
                     delay = self._retry.delay(min(attempt, 16))
                     log.warning(
                         "worker %s: %s error on %s@%s/%s (attempt %d), retrying in %.2fs: %s",
-                        self.group, kind, record.topic, record.partition, record.offset,
-                        attempt, delay, exc,
+                        self.group,
+                        kind,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt,
+                        delay,
+                        exc,
                     )
                     if await self._sleep_or_stop(delay):
                         raise _Stopping from exc
@@ -210,7 +220,12 @@ class Worker:
     async def _dead_letter(self, record: Record, reason_class: str, reason: str) -> None:
         log.error(
             "worker %s: dead-lettering %s@%s/%s (%s): %s",
-            self.group, record.topic, record.partition, record.offset, reason_class, reason,
+            self.group,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason_class,
+            reason,
         )
         headers = (
             *record.headers,
@@ -220,6 +235,8 @@ class Worker:
             ("plaza-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
             ("plaza-dlq-at", str(int(time.time() * 1000)).encode()),
         )
-        await self._bus.publish([OutRecord(f"{record.topic}.dlq", record.key, record.value, headers)])
+        await self._bus.publish(
+            [OutRecord(f"{record.topic}.dlq", record.key, record.value, headers)]
+        )
         metrics.DEAD_LETTERS.labels(self.group, record.topic, reason_class).inc()
         metrics.MESSAGES_CONSUMED.labels(self.group, record.topic, "dead_lettered").inc()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import uvicorn
-from pydantic import Field
-
 from plaza.city import City
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging
+from plaza.service import configure_logging, http_server
 from plaza.settings import PlazaSettings, load
+from pydantic import Field
+
 from plaza_api.app import create_app
 
 
@@ -24,9 +23,8 @@ async def serve(settings: ApiSettings) -> None:
     engine = create_engine(settings.require_database())
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
         app = create_app(session_factory(engine), ingest, City.barcelona(settings.city_data_dir))
-        config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
         try:
-            await uvicorn.Server(config).serve()
+            await http_server(app, settings.port).serve()
         finally:
             await engine.dispose()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.city import City
 from plaza.web import install_problem_handlers, install_request_metrics
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from plaza_api import gateway, manager, open311
 
 

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.city import City
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 from fastapi import APIRouter, Request, Response
+from plaza.web import problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from plaza.web import problem
 from plaza_api.deps import IngestDep, SessionDep
 
 router = APIRouter()
@@ -27,7 +27,9 @@ async def submit_post(request: Request, ingest: IngestDep) -> Response:
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )
     except httpx.HTTPError as exc:
-        return problem(503, f"ingest is unavailable: {type(exc).__name__}", headers={"Retry-After": "5"})
+        return problem(
+            503, f"ingest is unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
+        )
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in _FORWARDED_HEADERS}
     return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 

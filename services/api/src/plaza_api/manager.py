@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from plaza.db.models import Reply, ServiceRequest
+from plaza.requests import OPEN_STATUSES, TRIAGE_QUEUE, open311_status
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from plaza.db.models import Reply, ServiceRequest
-from plaza.requests import OPEN_STATUSES, TRIAGE_QUEUE, open311_status
 from plaza_api.deps import CityDep, SessionDep
 from plaza_api.open311 import w3c
 

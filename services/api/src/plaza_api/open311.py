@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-
 from plaza.db.models import ServiceRequest
 from plaza.requests import CLOSED_STATUSES, OPEN_STATUSES, open311_status
 from plaza.taxonomy import service_name
+from sqlalchemy import select
+
 from plaza_api.deps import SessionDep
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
@@ -62,7 +62,9 @@ async def list_requests(
     service_code: Annotated[str | None, Query(description="Comma-separated service codes")] = None,
     start_date: datetime | None = None,
     end_date: datetime | None = None,
-    status: Annotated[str | None, Query(description="open, closed, or both comma-separated")] = None,
+    status: Annotated[
+        str | None, Query(description="open, closed, or both comma-separated")
+    ] = None,
 ) -> JSONResponse:
     stmt = select(ServiceRequest)
     ids = _csv(service_request_id)

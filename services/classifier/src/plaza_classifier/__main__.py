@@ -10,6 +10,7 @@ from plaza.contracts import TOPICS
 from plaza.service import configure_logging, run_worker_service, serve_metrics
 from plaza.settings import PlazaSettings, load
 from plaza.worker import Worker
+
 from plaza_classifier.handler import GROUP, ClassifyPost
 
 

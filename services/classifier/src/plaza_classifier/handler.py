@@ -17,6 +17,7 @@ from plaza.contracts import (
     post_key,
 )
 from plaza.worker import Rejected
+
 from plaza_classifier.classify import classify
 
 GROUP = "plaza-classifier"
@@ -64,7 +65,9 @@ class ClassifyPost:
             actionable=result.actionable,
             placement=placement(result.location),
             language=result.language,
-            urgency=Urgency.URGENCY_URGENT if result.urgency == "urgent" else Urgency.URGENCY_NORMAL,
+            urgency=Urgency.URGENCY_URGENT
+            if result.urgency == "urgent"
+            else Urgency.URGENCY_NORMAL,
             model_version=result.model_version,
         )
         return [

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import uvicorn
+from plaza.bus import bus_from_settings
+from plaza.service import configure_logging, http_server
+from plaza.settings import PlazaSettings, load
 from pydantic import Field
 
-from plaza.bus import bus_from_settings
-from plaza.service import configure_logging
-from plaza.settings import PlazaSettings, load
 from plaza_ingest.app import create_app
 
 
@@ -21,10 +20,7 @@ async def serve(settings: IngestSettings) -> None:
     bus = bus_from_settings(settings)
     await bus.start()
     try:
-        config = uvicorn.Config(
-            create_app(bus), host="127.0.0.1", port=settings.ingest_port, log_level="warning"
-        )
-        await uvicorn.Server(config).serve()
+        await http_server(create_app(bus), settings.ingest_port).serve()
     finally:
         await bus.close()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from plaza.bus import Bus
 from plaza.web import install_problem_handlers, install_request_metrics
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from plaza_ingest.publish import post_received, publish
 from plaza_ingest.schemas import PostAccepted, PostIn
 

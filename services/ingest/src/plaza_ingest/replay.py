@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from plaza.bus import Bus
+from plaza.contracts import Outgoing
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from plaza.bus import Bus
-from plaza.contracts import Outgoing
 from plaza_ingest.publish import post_received, publish
 from plaza_ingest.schemas import PostIn
 

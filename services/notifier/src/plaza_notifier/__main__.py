@@ -10,6 +10,7 @@ from plaza.db import create_engine, session_factory
 from plaza.service import configure_logging, run_worker_service, serve_metrics
 from plaza.settings import PlazaSettings, load
 from plaza.worker import Worker
+
 from plaza_notifier.handler import GROUP, PostReply
 
 
@@ -20,7 +21,10 @@ def main() -> None:
     serve_metrics(settings.metrics_port)
     bus = bus_from_settings(settings)
     worker = Worker(
-        bus, group=GROUP, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(session_factory(engine))
+        bus,
+        group=GROUP,
+        topics=[TOPICS.REPLY_REQUESTED],
+        handler=PostReply(session_factory(engine)),
     )
     asyncio.run(run_worker_service(bus, worker, cleanup=engine.dispose))
 

@@ -7,10 +7,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from plaza.db.models import Reply
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from plaza.db.models import Reply
 
 log = logging.getLogger(__name__)
 
@@ -48,5 +47,11 @@ async def record_reply(session: AsyncSession, reply: OutgoingReply, posted_at: d
     )
     created = (await session.execute(stmt)).first() is not None
     if created:
-        log.info("reply %s to %s on %s: %s", reply.reply_id, reply.author_handle, reply.platform, reply.text)
+        log.info(
+            "reply %s to %s on %s: %s",
+            reply.reply_id,
+            reply.author_handle,
+            reply.platform,
+            reply.text,
+        )
     return created

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.contracts import (
     Envelope,
     Outgoing,
@@ -19,6 +16,9 @@ from plaza.contracts import (
 )
 from plaza.db.models import Reply
 from plaza.worker import Rejected
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from plaza_notifier.channels import OutgoingReply, record_reply
 from plaza_notifier.templates import TemplateError, render
 

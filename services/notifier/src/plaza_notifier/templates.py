@@ -11,13 +11,54 @@ DEFAULT_LANGUAGE = "ca"  # Barcelona's own language, for posts in any other
 
 # A district request and a triage request differ only in where it went.
 TEMPLATES: Mapping[tuple[ReplyKind.ValueType, str, bool], str] = {
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "ca", True): "Rebut! Petició #{service_request_id}, districte de {district_name}.",
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "es", True): "¡Recibido! Petición #{service_request_id}, distrito de {district_name}.",
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "en", True): "Received! Request #{service_request_id}, {district_name} district.",
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "ca", False): "Rebut! Petició #{service_request_id}. L'assignem al districte que correspon.",
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "es", False): "¡Recibido! Petición #{service_request_id}. La asignamos al distrito que corresponde.",
-    (ReplyKind.REPLY_KIND_ACKNOWLEDGED, "en", False): "Received! Request #{service_request_id}. We are passing it to the right district.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "ca",
+        True,
+    ): "Rebut! Petició #{service_request_id}, districte {district_name_ca}.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "es",
+        True,
+    ): "¡Recibido! Petición #{service_request_id}, distrito {district_name_es}.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "en",
+        True,
+    ): "Received! Request #{service_request_id}, {district_name} district.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "ca",
+        False,
+    ): "Rebut! Petició #{service_request_id}. L'assignem al districte que correspon.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "es",
+        False,
+    ): "¡Recibido! Petición #{service_request_id}. La asignamos al distrito que corresponde.",
+    (
+        ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+        "en",
+        False,
+    ): "Received! Request #{service_request_id}. We are passing it to the right district.",
 }
+
+
+def of_district(language: str, name: str) -> str:
+    """The preposition before a district's name, as a Barcelona reader expects it:
+    "districte de Gràcia", "districte d'Horta-Guinardó", "districte de l'Eixample",
+    "distrito del Eixample"."""
+    if language == "ca":
+        if name == "Eixample":
+            return "de l'Eixample"
+        if name[:1].lower() in "aeiouhàèéíòóú":
+            return f"d'{name}"
+        if name.startswith("Les "):
+            return f"de les {name[4:]}"
+        return f"de {name}"
+    if name == "Eixample":
+        return "del Eixample"
+    return f"de {name}"
 
 
 class TemplateError(LookupError):
@@ -31,7 +72,11 @@ def render(kind: ReplyKind.ValueType, language: str, params: Mapping[str, str]) 
     template = TEMPLATES.get((kind, lang, in_district))
     if template is None:
         raise TemplateError(f"no {lang} template for reply kind {ReplyKind.Name(kind)}")
+    values = dict(params)
+    if in_district:
+        values["district_name_ca"] = of_district("ca", params["district_name"])
+        values["district_name_es"] = of_district("es", params["district_name"])
     try:
-        return template.format_map(params), lang
+        return template.format_map(values), lang
     except KeyError as exc:
         raise TemplateError(f"reply kind {ReplyKind.Name(kind)} needs parameter {exc}") from None

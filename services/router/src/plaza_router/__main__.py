@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+
 from plaza.bus import bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
 from plaza.service import configure_logging, run_worker_service, serve_metrics
 from plaza.settings import load
 from plaza.worker import Worker
+
 from plaza_router.handler import GROUP, RoutePost
 from plaza_router.settings import RouterSettings
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from plaza.contracts import (
     Envelope,
     LocationSource,
@@ -23,6 +21,8 @@ from plaza.contracts import (
 from plaza.db.inbox import first_time
 from plaza.db.models import ServiceRequest
 from plaza.requests import NEW, TRIAGE_QUEUE
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from plaza_router.repository import create_request, request_for_post
 from plaza_router.sla import SlaPolicy
 
@@ -71,7 +71,9 @@ class RoutePost:
             "long": post.longitude if post.HasField("longitude") else None,
             "media_url": post.media_urls[0] if post.media_urls else None,
             "media_urls": list(post.media_urls),
-            "agency_responsible": f"Districte de {place.district_name}" if district else CITY_AGENCY,
+            "agency_responsible": f"Districte de {place.district_name}"
+            if district
+            else CITY_AGENCY,
             "district_code": district,
             "barri_code": place.barri_code or None,
             "location_source": _SOURCE_NAMES.get(place.source, "none"),
@@ -120,6 +122,16 @@ class RoutePost:
             params=params,
         )
         return [
-            envelope(created, key=rid, event_id=derive_event_id("request-created", rid), correlation_id=correlation),
-            envelope(reply, key=rid, event_id=derive_event_id("reply-requested", reply.reply_id), correlation_id=correlation),
+            envelope(
+                created,
+                key=rid,
+                event_id=derive_event_id("request-created", rid),
+                correlation_id=correlation,
+            ),
+            envelope(
+                reply,
+                key=rid,
+                event_id=derive_event_id("reply-requested", reply.reply_id),
+                correlation_id=correlation,
+            ),
         ]

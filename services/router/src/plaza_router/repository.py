@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from plaza.db.models import ServiceRequest
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from plaza.db.models import ServiceRequest
 
 
 async def create_request(session: AsyncSession, values: Mapping[str, object]) -> ServiceRequest:
@@ -19,7 +18,9 @@ async def create_request(session: AsyncSession, values: Mapping[str, object]) ->
         .on_conflict_do_nothing(constraint="uq_service_requests_source")
     )
     await session.execute(stmt)
-    return await request_for_post(session, str(values["source_platform"]), str(values["source_post_id"]))
+    return await request_for_post(
+        session, str(values["source_platform"]), str(values["source_post_id"])
+    )
 
 
 async def request_for_post(session: AsyncSession, platform: str, post_id: str) -> ServiceRequest:

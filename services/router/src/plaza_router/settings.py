@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from plaza.settings import PlazaSettings
 from pydantic import Field
 
-from plaza.settings import PlazaSettings
 from plaza_router.sla import SlaPolicy
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -41,10 +42,14 @@ class KafkaConsumer(Consumer):
 
     async def _revoked(self, revoked: set[KafkaTopicPartition]) -> None:
         if self._on_revoked is not None and revoked:
-            await self._on_revoked(frozenset((self._local(tp.topic), tp.partition) for tp in revoked))
+            await self._on_revoked(
+                frozenset((self._local(tp.topic), tp.partition) for tp in revoked)
+            )
 
     def assignment(self) -> frozenset[TopicPartition]:
-        return frozenset((self._local(tp.topic), tp.partition) for tp in self._consumer.assignment())
+        return frozenset(
+            (self._local(tp.topic), tp.partition) for tp in self._consumer.assignment()
+        )
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         batches = await self._consumer.getmany(
@@ -169,9 +174,7 @@ class KafkaBus(Bus):
                 if self._ns + t not in existing
             ]
             if new:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
         finally:
             await admin.close()

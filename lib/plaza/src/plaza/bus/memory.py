@@ -159,9 +159,7 @@ class MemoryBus(Bus):
         """Round-robin assignment; revoke before assign, as Kafka's eager protocol does."""
         async with self._rebalancing:
             state = self._groups[group]
-            partitions = sorted(
-                (t, p) for t in state.topics for p in range(len(self._ensure(t)))
-            )
+            partitions = sorted((t, p) for t in state.topics for p in range(len(self._ensure(t))))
             members = state.members
             target: dict[int, set[TopicPartition]] = {id(m): set() for m in members}
             for i, tp in enumerate(partitions):

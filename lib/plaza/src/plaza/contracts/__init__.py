@@ -71,7 +71,7 @@ class EventType:
         return f"{self.topic}.dlq"
 
 
-class TOPICS:  # noqa: N801 - a namespace of constants
+class TOPICS:
     POST_RECEIVED: Final = EventType("post-received", "post_received")
     POST_CLASSIFIED: Final = EventType("post-classified", "post_classified")
     REQUEST_CREATED: Final = EventType("request-created", "request_created")
@@ -185,5 +185,7 @@ def decode(topic: str, value: bytes) -> Envelope:
             f"event_type {env.event_type!r} does not belong on {topic} ({event_type.name!r})"
         )
     if env.WhichOneof("body") != event_type.body_field:
-        raise ContractError(f"envelope body is {env.WhichOneof('body')!r}, expected {event_type.body_field!r}")
+        raise ContractError(
+            f"envelope body is {env.WhichOneof('body')!r}, expected {event_type.body_field!r}"
+        )
     return env

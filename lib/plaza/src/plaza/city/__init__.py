@@ -1,0 +1,395 @@
+"""The city's districts and barris, and where a point or a piece of text places a post."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import shapely
+import shapely.errors
+from shapely.geometry import Point, shape
+from shapely.strtree import STRtree
+
+from plaza.city import names
+
+__all__ = [
+    "Barri",
+    "BarriPolygons",
+    "BoundingBox",
+    "City",
+    "District",
+    "Location",
+    "PlaceNames",
+    "fold",
+]
+
+# Local equirectangular projection: metres per degree at Barcelona's latitude. Good to well under
+# 1% across the city, which is all a 150 m snapping distance needs.
+_LAT0 = 41.39
+_M_PER_DEG_LAT = 110_574.0
+_M_PER_DEG_LON = 111_320.0 * math.cos(math.radians(_LAT0))
+
+SNAP_METRES = 150.0
+"""A point this close to a barri but inside none (beach, port, a border) snaps to the nearest."""
+
+BBOX_MARGIN_DEG = 0.005
+"""Without polygons, how far outside the city's bounding box a point may fall (about 500 m)."""
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    code: str
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Barri:
+    code: str
+    name: str
+    district_code: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    district: District | None
+    barri: Barri | None
+    source: Literal["geo", "text", "none"]
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class BoundingBox:
+    min_lat: float
+    min_lon: float
+    max_lat: float
+    max_lon: float
+
+    def contains(self, lat: float, lon: float, margin: float = 0.0) -> bool:
+        return (
+            self.min_lat - margin <= lat <= self.max_lat + margin
+            and self.min_lon - margin <= lon <= self.max_lon + margin
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceNames:
+    """Names beyond the official ones. Keys are district or barri codes; all text is folded."""
+
+    district_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    barri_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    landmarks: Mapping[str, str] = field(default_factory=dict)  # name -> barri code
+    proper_nouns: Mapping[str, str] = field(default_factory=dict)  # case-sensitive -> barri code
+    not_places: tuple[str, ...] = ()
+    ambiguous_official_barris: frozenset[str] = frozenset()
+
+
+_APOSTROPHES_AND_DOTS = str.maketrans({"·": "", "\u2027": "", "\u0140": "l"})
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def fold(text: str, *, keep_case: bool = False) -> str:
+    """Text for matching: accents stripped, "l·l" joined, punctuation (apostrophes, hyphens)
+    turned into single spaces, lowercased unless keep_case. Both forms have the same length."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES_AND_DOTS))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    spaced = _NOT_WORD.sub(" ", bare)
+    return spaced if keep_case else spaced.lower()
+
+
+class BarriPolygons:
+    """Exact barri shapes in a metric projection, indexed for point lookups."""
+
+    def __init__(self, shapes: Mapping[str, object], district_of: Mapping[str, str]) -> None:
+        """shapes: barri code -> GeoJSON geometry mapping (WGS84 lon/lat)."""
+        self.codes: tuple[str, ...] = tuple(shapes)
+        self.district_of: Mapping[str, str] = MappingProxyType(dict(district_of))
+        geometries = [_project(shape(g)) for g in shapes.values()]
+        self._tree = STRtree(geometries)
+
+    @classmethod
+    def from_geojson(cls, path: Path) -> BarriPolygons:
+        """Reads CartoBCN's barris_geo.json (C_Barri, C_Distri, geometry)."""
+        shapes: dict[str, object] = {}
+        district_of: dict[str, str] = {}
+        for props, geometry in _read_features(path):
+            try:
+                code, district_code = str(props["C_Barri"]), str(props["C_Distri"])
+            except KeyError as e:
+                raise ValueError(f"{path}: a feature has no {e.args[0]} property") from e
+            shapes[code] = geometry
+            district_of[code] = district_code
+        try:
+            return cls(shapes, district_of)
+        except (TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as e:
+            raise ValueError(f"{path}: malformed geometry: {e}") from e
+
+    def locate(self, lat: float, lon: float) -> tuple[str, float] | None:
+        """(barri code, confidence) for a WGS84 point, or None when it is not in or near any."""
+        point = _project(Point(lon, lat))
+        inside = self._tree.query(point, predicate="within")
+        if len(inside):
+            return self.codes[int(inside[0])], 1.0
+        nearest, distances = self._tree.query_nearest(
+            point, max_distance=SNAP_METRES, return_distance=True
+        )
+        if not len(nearest):
+            return None
+        distance = float(distances[0])
+        return self.codes[int(nearest[0])], round(0.9 - 0.3 * distance / SNAP_METRES, 2)
+
+
+def _project(geometry: object) -> object:
+    return shapely.transform(geometry, lambda xy: xy * (_M_PER_DEG_LON, _M_PER_DEG_LAT))
+
+
+def _read_features(path: Path) -> list[tuple[Mapping[str, object], object]]:
+    try:
+        collection = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: file not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable GeoJSON: {e}") from e
+    features = collection.get("features") if isinstance(collection, dict) else None
+    if not isinstance(features, list) or not features:
+        raise ValueError(f"{path}: not a GeoJSON FeatureCollection with features")
+    read: list[tuple[Mapping[str, object], object]] = []
+    for feature in features:
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or not isinstance(geometry, dict):
+            raise ValueError(f"{path}: a feature lacks properties or geometry")
+        read.append((props, geometry))
+    return read
+
+
+Place = District | Barri
+
+
+class _TextMatcher:
+    """Finds every place name in folded text; longest (most specific) names win overlaps."""
+
+    def __init__(
+        self, folded: Mapping[str, Place | None], case_sensitive: Mapping[str, Place]
+    ) -> None:
+        self._folded = folded
+        self._cased = case_sensitive
+        self._folded_re = _alternation(folded)
+        self._cased_re = _alternation(case_sensitive)
+
+    def places(self, text: str) -> list[Place]:
+        """The places named in text, in order of first mention (repeats kept)."""
+        hits: list[tuple[int, int, Place | None]] = []
+        for pattern, table, haystack in (
+            (self._folded_re, self._folded, fold(text)),
+            (self._cased_re, self._cased, fold(text, keep_case=True)),
+        ):
+            if pattern is None:
+                continue
+            for m in pattern.finditer(haystack):
+                hits.append((m.start(), m.start() + len(m.group(1)), table[m.group(1)]))
+        taken: list[tuple[int, int, Place | None]] = []
+        for start, end, place in sorted(hits, key=lambda h: (h[0] - h[1], h[0])):
+            if all(end <= s or start >= e for s, e, _ in taken):
+                taken.append((start, end, place))
+        return [place for _, _, place in sorted(taken, key=lambda t: t[0]) if place is not None]
+
+
+def _alternation(table: Mapping[str, object]) -> re.Pattern[str] | None:
+    if not table:
+        return None
+    alternatives = "|".join(re.escape(name) for name in sorted(table, key=len, reverse=True))
+    # A zero-width match at every word start, so overlapping names are all seen.
+    return re.compile(rf"(?<!\S)(?=({alternatives})(?!\S))")
+
+
+class City:
+    """A city's districts and barris, and the lookups that place a post in them."""
+
+    def __init__(
+        self,
+        name: str,
+        districts: Iterable[District],
+        barris: Iterable[Barri],
+        bbox: BoundingBox,
+        *,
+        place_names: PlaceNames | None = None,
+        polygons: BarriPolygons | None = None,
+    ) -> None:
+        self.name = name
+        self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
+        self.barris: Mapping[str, Barri] = MappingProxyType({b.code: b for b in barris})
+        self.bbox = bbox
+        for barri in self.barris.values():
+            if barri.district_code not in self.districts:
+                raise ValueError(f"barri {barri.code} is in unknown district {barri.district_code}")
+        if polygons is not None and set(polygons.codes) != set(self.barris):
+            raise ValueError(
+                f"polygons cover barris {sorted(polygons.codes)}, the city has {sorted(self.barris)}"
+            )
+        self._polygons = polygons
+        self._matcher = self._build_matcher(place_names or PlaceNames())
+
+    @property
+    def has_polygons(self) -> bool:
+        return self._polygons is not None
+
+    def district(self, code: str) -> District:
+        try:
+            return self.districts[code]
+        except KeyError:
+            raise KeyError(
+                f"{self.name} has no district {code!r}; known: {', '.join(self.districts)}"
+            ) from None
+
+    def barri(self, code: str) -> Barri:
+        try:
+            return self.barris[code]
+        except KeyError:
+            raise KeyError(f"{self.name} has no barri {code!r}") from None
+
+    def locate(self, lat: float, lon: float) -> Location | None:
+        """Where a point falls: the barri polygon holding it, or (without polygons) the nearest
+        barri centre inside the city's bounding box. None outside the city."""
+        if self._polygons is not None:
+            found = self._polygons.locate(lat, lon)
+            if found is None:
+                return None
+            code, confidence = found
+            return self._location(self.barris[code], "geo", confidence)
+        if not self.bbox.contains(lat, lon, BBOX_MARGIN_DEG):
+            return None
+        nearest = min(self.barris.values(), key=lambda b: _distance_sq(b.lat, b.lon, lat, lon))
+        return self._location(nearest, "geo", 0.6)
+
+    def find_in_text(self, text: str) -> Location | None:
+        """The district or barri a text names. A barri or landmark beats its district; when
+        different districts are named, the first-mentioned place wins with low confidence."""
+        places = self._matcher.places(text)
+        if not places:
+            return None
+        district_codes = dict.fromkeys(_district_code(p) for p in places)
+        if len(district_codes) > 1:
+            first = places[0]
+            return self._location(first, "text", 0.5 if isinstance(first, Barri) else 0.4)
+        barri = next((p for p in places if isinstance(p, Barri)), None)
+        if barri is not None:
+            return self._location(barri, "text", 0.8)
+        return self._location(places[0], "text", 0.7)
+
+    @classmethod
+    def barcelona(cls, data_dir: Path | None = None) -> City:
+        """Barcelona from the packaged names and centres; with data_dir, also the exact barri
+        polygons from data_dir/barris_geo.json (checked against districtes_geo.json)."""
+        packaged = resources.files("plaza.city").joinpath("barcelona.json").read_text("utf-8")
+        config = json.loads(packaged)
+        districts = [District(**d) for d in config["districts"]]
+        barris = [Barri(**b) for b in config["barris"]]
+        polygons = None
+        if data_dir is not None:
+            polygons = _barcelona_polygons(data_dir, districts, barris)
+        place_names = PlaceNames(
+            district_aliases=names.DISTRICT_ALIASES,
+            barri_aliases=names.BARRI_ALIASES,
+            landmarks=names.LANDMARKS,
+            proper_nouns=names.PROPER_NOUNS,
+            not_places=names.NOT_PLACES,
+            ambiguous_official_barris=names.AMBIGUOUS_OFFICIAL_BARRIS,
+        )
+        return cls(
+            config["name"],
+            districts,
+            barris,
+            BoundingBox(**config["bbox"]),
+            place_names=place_names,
+            polygons=polygons,
+        )
+
+    def _location(
+        self, place: Place, source: Literal["geo", "text"], confidence: float
+    ) -> Location:
+        if isinstance(place, Barri):
+            return Location(self.districts[place.district_code], place, source, confidence)
+        return Location(place, None, source, confidence)
+
+    def _build_matcher(self, place_names: PlaceNames) -> _TextMatcher:
+        folded: dict[str, Place | None] = {}
+
+        def add(name: str, place: Place | None) -> None:
+            key = fold(name).strip()
+            previous = folded.get(key, place)
+            if previous == place:
+                folded[key] = place
+            elif isinstance(place, Barri) and previous == self.districts[place.district_code]:
+                folded[key] = place  # a barri sharing its district's name (Sants, les Corts)
+            elif not (
+                isinstance(previous, Barri) and place == self.districts[previous.district_code]
+            ):
+                raise ValueError(f"{name!r} names both {previous} and {place}")
+
+        for district in self.districts.values():
+            add(district.name, district)
+        for code, aliases in place_names.district_aliases.items():
+            for alias in aliases:
+                add(alias, self.district(code))
+        for barri in self.barris.values():
+            if barri.code not in place_names.ambiguous_official_barris:
+                add(barri.name, barri)
+        for code, aliases in place_names.barri_aliases.items():
+            for alias in aliases:
+                add(alias, self.barri(code))
+        for landmark, code in place_names.landmarks.items():
+            add(landmark, self.barri(code))
+        for phrase in place_names.not_places:
+            folded[fold(phrase).strip()] = None
+        cased = {
+            fold(n, keep_case=True).strip(): self.barri(c)
+            for n, c in place_names.proper_nouns.items()
+        }
+        return _TextMatcher(folded, cased)
+
+
+def _district_code(place: Place) -> str:
+    return place.district_code if isinstance(place, Barri) else place.code
+
+
+def _distance_sq(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    dy = (lat1 - lat2) * _M_PER_DEG_LAT
+    dx = (lon1 - lon2) * _M_PER_DEG_LON
+    return dx * dx + dy * dy
+
+
+def _barcelona_polygons(
+    data_dir: Path, districts: list[District], barris: list[Barri]
+) -> BarriPolygons:
+    districts_path = data_dir / "districtes_geo.json"
+    district_codes = set()
+    for props, _ in _read_features(districts_path):
+        if "C_Distri" not in props:
+            raise ValueError(f"{districts_path}: a feature has no C_Distri property")
+        district_codes.add(str(props["C_Distri"]))
+    if district_codes != {d.code for d in districts}:
+        raise ValueError(
+            f"{districts_path}: district codes {sorted(district_codes)} differ from the packaged "
+            f"{sorted(d.code for d in districts)}; re-run scripts/derive_city.py"
+        )
+    barris_path = data_dir / "barris_geo.json"
+    polygons = BarriPolygons.from_geojson(barris_path)
+    packaged = {b.code: b.district_code for b in barris}
+    if dict(polygons.district_of) != packaged:
+        raise ValueError(
+            f"{barris_path}: barri codes or their districts differ from the packaged "
+            "barcelona.json; re-run scripts/derive_city.py"
+        )
+    return polygons

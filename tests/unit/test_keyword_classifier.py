@@ -1,0 +1,296 @@
+"""The keyword baseline: service, actionability, urgency, language and place of realistic posts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from plaza.city import City
+from plaza.taxonomy import load_taxonomy
+from plaza_classifier import keywords
+from plaza_classifier.classify import MODEL_VERSION, classify
+from plaza_classifier.language import detect_language
+
+from tests.infra import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def city() -> City:
+    return City.barcelona()
+
+
+@pytest.fixture(scope="module")
+def exact_city() -> City:
+    return City.barcelona(SHARED_DATA / "barcelona")
+
+
+# --- the vocabulary -------------------------------------------------------------------------
+
+
+def test_the_vocabulary_covers_exactly_the_taxonomy_in_order() -> None:
+    assert list(keywords.SERVICE_KEYWORDS) == list(load_taxonomy())
+
+
+@pytest.mark.parametrize("code", list(load_taxonomy()))
+def test_every_service_has_keywords_in_all_three_languages(code: str) -> None:
+    by_language = keywords.SERVICE_KEYWORDS[code]
+    assert set(by_language) == {"ca", "es", "en"}
+    for language, patterns in by_language.items():
+        assert patterns, f"{code} has no {language} keywords"
+        for pattern in patterns:
+            re.compile(pattern)
+
+
+def test_every_cue_list_has_all_three_languages() -> None:
+    for table in (keywords.URGENT, keywords.BROKEN, keywords.REQUEST, keywords.CHATTER):
+        assert set(table) == {"ca", "es", "en"}
+        assert all(table.values())
+
+
+def test_weak_patterns_are_patterns_of_the_vocabulary() -> None:
+    everywhere = {
+        p
+        for by_language in keywords.SERVICE_KEYWORDS.values()
+        for ps in by_language.values()
+        for p in ps
+    }
+    assert everywhere >= keywords.WEAK
+
+
+# --- realistic posts ------------------------------------------------------------------------
+
+CATALAN = [
+    (
+        "El fanal del carrer Verdi fa una setmana que no funciona, tot el carrer a les fosques",
+        "streetlight",
+    ),
+    ("Hi ha un clot enorme a la calçada del carrer d'Aragó, perill per a les motos", "pavement"),
+    (
+        "Els contenidors de la plaça del Sol estan plens a vessar i fa una pudor horrible",
+        "cleaning",
+    ),
+    ("Han fet pintades a tota la façana de l'escola del Poble-sec", "graffiti"),
+    ("Cal podar els arbres del carrer, les branques toquen els balcons", "parks_trees"),
+    ("Fuita d'aigua a la vorera davant del número 23, l'aigua baixa pel carrer", "water_sewer"),
+    ("El semàfor del pas de vianants de Gran Via amb Muntaner està apagat", "traffic"),
+    ("L'estació de Bicing de Glòries no té cap bici des de fa dies", "mobility"),
+    ("Rates a la plaça de Sant Pere, cada nit en veiem més", "animals"),
+    ("Els bancs del parc de l'Espanya Industrial estan trencats", "street_furniture"),
+    ("Quin soroll cada nit al bar de sota, no podem dormir!", "noise"),
+    ("La terrassa ocupa tota la vorera i no es pot passar amb el cotxet", "public_space"),
+    ("Un cotxe abandonat fa mesos al carrer Pujades, ple de pols", "traffic"),
+    ("Han deixat un matalàs i mobles vells al costat del contenidor", "cleaning"),
+]
+
+SPANISH = [
+    ("La farola de mi calle lleva dos semanas apagada, está todo a oscuras", "streetlight"),
+    ("Un bache enorme en la calzada de la calle Sants, casi me caigo con la moto", "pavement"),
+    ("Los contenedores de basura están llenos desde hace días en el Raval", "cleaning"),
+    ("Otra vez pintadas en la persiana de la tienda, vaya vergüenza", "graffiti"),
+    ("Las raíces del árbol han levantado todo el alcorque", "parks_trees"),
+    ("La fuente de la plaza lleva meses sin agua", "water_sewer"),
+    ("El semáforo de la esquina no funciona y los coches pasan sin parar", "traffic"),
+    ("El parquímetro de la calle Balmes no acepta tarjetas", "mobility"),
+    ("Hay cucarachas y ratas por todo el parque de la Ciutadella", "animals"),
+    ("Han roto todos los bancos de la plaza, por favor arréglenlos", "street_furniture"),
+    ("Ruido insoportable de la discoteca hasta las 6 de la mañana, no se puede dormir", "noise"),
+    ("Botellón todas las noches en la plaza, gritos y meados por todas partes", "public_space"),
+    ("La marquesina de la parada del bus está destrozada", "mobility"),
+    ("Excrementos de perro por toda la acera, qué asco", "cleaning"),
+]
+
+ENGLISH = [
+    ("The street light outside my flat in Gràcia has been out for a week", "streetlight"),
+    ("Huge pothole on the road near Sagrada Familia, nearly lost a wheel", "pavement"),
+    ("Bins overflowing on my street in the Gothic Quarter, rubbish everywhere", "cleaning"),
+    ("Someone sprayed graffiti all over the shutters in Park Güell", "graffiti"),
+    ("The playground swings in our park have been broken for weeks", "parks_trees"),
+    ("Water leaking from a burst pipe on Carrer de Mallorca", "water_sewer"),
+    ("Traffic light at the crossing on Diagonal is broken, cars not stopping", "traffic"),
+    ("The bus stop shelter on Via Laietana is smashed", "mobility"),
+    ("Rats everywhere near the Boqueria market at night", "animals"),
+    ("The bench in the square has been ripped out and the railings are bent", "street_furniture"),
+    ("Loud music from the bar until 4am every night, we can't sleep", "noise"),
+    ("Illegal street vendors blocking the whole of La Rambla", "public_space"),
+    ("Cockroaches coming out of the drains on our street", "animals"),
+    ("Abandoned car with flat tyres parked here for months", "traffic"),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), CATALAN)
+def test_catalan_posts(city: City, text: str, code: str) -> None:
+    result = classify(text, city)
+    assert (result.service_code, result.actionable, result.language) == (code, True, "ca")
+    assert 0.5 <= result.service_confidence <= 0.95
+
+
+@pytest.mark.parametrize(("text", "code"), SPANISH)
+def test_spanish_posts(city: City, text: str, code: str) -> None:
+    result = classify(text, city)
+    assert (result.service_code, result.actionable, result.language) == (code, True, "es")
+    assert 0.5 <= result.service_confidence <= 0.95
+
+
+@pytest.mark.parametrize(("text", "code"), ENGLISH)
+def test_english_posts(city: City, text: str, code: str) -> None:
+    result = classify(text, city)
+    assert (result.service_code, result.actionable, result.language) == (code, True, "en")
+    assert 0.5 <= result.service_confidence <= 0.95
+
+
+# --- urgency --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Un arbre ha caigut al mig del carrer, talla el pas!",
+        "Arbre caigut sobre la calçada al carrer Escorial",
+        "Fa pudor de gas a tota l'escala",
+        "S'està inundant el pas subterrani",
+        "Claveguera sense tapa a la cantonada, algú hi caurà",
+        "Cables pelats penjant del fanal",
+        "El semàfor del pas de vianants està espatllat",
+        "Hi ha foc en un contenidor",
+        "Se ha caído un árbol en la Diagonal, cuidado",
+        "Huele a gas en toda la calle",
+        "La calle está inundada después de la tormenta",
+        "Alcantarilla sin tapa en la calle Mallorca",
+        "Cables pelados al aire junto al parque infantil",
+        "El semáforo del paso de peatones está averiado",
+        "Un contenedor ardiendo en la plaza",
+        "Fallen tree blocking the road in Poblenou!",
+        "Strong gas smell outside the school",
+        "The underpass is flooded",
+        "Open manhole on Carrer de Sants, someone will fall in",
+        "Exposed live wires hanging from a lamp post",
+        "Traffic light at the crossing is not working",
+        "Bin on fire outside the metro",
+    ],
+)
+def test_danger_is_urgent(city: City, text: str) -> None:
+    result = classify(text, city)
+    assert result.urgency == "urgent"
+    assert result.actionable
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "El fanal fa pampallugues",
+        "Las papeleras están llenas",
+        "Graffiti on the school wall",
+        "Contenidor sense tapa",
+        "La boca d'incendis vessa aigua",
+        "Leaking fire hydrant on my street",
+        "Fuegos artificiales preciosos esta noche",
+    ],
+)
+def test_everyday_problems_are_not_urgent(city: City, text: str) -> None:
+    assert classify(text, city).urgency == "normal"
+
+
+# --- actionability --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Moltes gràcies a l'Ajuntament per la festa major, preciosa!",
+        "Gràcies per arreglar el fanal tan ràpid!",
+        "Bon dia Barcelona! Quin sol avui",
+        "Votarem en les eleccions municipals, a veure qui guanya",
+        "Muchas gracias por arreglar la farola tan rápido!",
+        "Qué bonito está Barcelona hoy jajaja",
+        "El alcalde debería dimitir ya",
+        "Thanks for the quick fix on our street, great job!",
+        "Lovely sunset over Barceloneta tonight",
+        "Vote for change in the next election!",
+        "haha this city never sleeps lol",
+        "Mañana hay partido del Barça",
+    ],
+)
+def test_praise_thanks_jokes_politics_and_chatter_are_not_actionable(city: City, text: str) -> None:
+    assert not classify(text, city).actionable
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Si us plau, que algú vingui a mirar això, s'ha trencat i ningú fa res",
+        "Por favor, vengan a arreglarlo, lleva semanas así",
+        "Please fix this, it's been like this for weeks",
+        "No funciona des de fa dies",
+    ],
+)
+def test_a_request_without_a_service_is_other_and_actionable(city: City, text: str) -> None:
+    result = classify(text, city)
+    assert (result.service_code, result.actionable) == ("other", True)
+    assert result.service_confidence < 0.5
+
+
+def test_thanks_with_a_remaining_problem_is_actionable(city: City) -> None:
+    result = classify("Gràcies per arreglar el fanal, però el del costat encara no funciona", city)
+    assert (result.service_code, result.actionable) == ("streetlight", True)
+
+
+def test_a_valid_service_code_hint_wins(city: City) -> None:
+    result = classify("Bon dia!", city, service_code_hint="graffiti")
+    assert (result.service_code, result.service_confidence, result.actionable) == (
+        "graffiti",
+        1.0,
+        True,
+    )
+
+
+def test_an_invalid_service_code_hint_is_ignored(city: City) -> None:
+    result = classify("La farola está rota", city, service_code_hint="lamps")
+    assert result.service_code == "streetlight"
+    assert result.service_confidence < 1.0
+
+
+# --- place, language, version ---------------------------------------------------------------
+
+
+def test_a_point_in_the_city_beats_the_text(exact_city: City) -> None:
+    result = classify("Soroll a Gràcia", exact_city, lat=41.38264, lon=2.17701)
+    assert result.location.source == "geo"
+    assert result.location.barri is not None and result.location.barri.name == "el Barri Gòtic"
+
+
+def test_a_point_outside_the_city_falls_back_to_the_text(exact_city: City) -> None:
+    result = classify("Soroll a Gràcia", exact_city, lat=40.4169, lon=-3.7035)
+    assert result.location.source == "text"
+    assert result.location.district is not None and result.location.district.code == "06"
+
+
+def test_no_place_is_a_none_location(city: City) -> None:
+    location = classify("La farola no funciona", city).location
+    assert (location.source, location.district, location.barri, location.confidence) == (
+        "none",
+        None,
+        None,
+        0.0,
+    )
+
+
+def test_a_language_hint_is_trusted_and_the_model_version_reported(city: City) -> None:
+    result = classify("Farola", city, language_hint="es-ES")
+    assert (result.language, result.model_version) == ("es", MODEL_VERSION)
+    assert MODEL_VERSION == "keywords-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("El carrer està molt brut", "ca"),
+        ("Què passa amb l'enllumenat del barri?", "ca"),
+        ("La calle está muy sucia", "es"),
+        ("¿Cuándo arreglarán la acera?", "es"),
+        ("The street is very dirty", "en"),
+        ("Bonjour", "other"),
+        ("", "other"),
+    ],
+)
+def test_language_detection(text: str, language: str) -> None:
+    assert detect_language(text) == language

@@ -1,0 +1,45 @@
+"""Reply templates: the citizen's language, and Catalan and Spanish grammar around district names."""
+
+from __future__ import annotations
+
+import pytest
+from plaza.contracts import ReplyKind
+from plaza_notifier.templates import TemplateError, of_district, render
+
+ACK = ReplyKind.REPLY_KIND_ACKNOWLEDGED
+
+
+@pytest.mark.parametrize(
+    ("language", "name", "expected"),
+    [
+        ("ca", "Gràcia", "de Gràcia"),
+        ("ca", "Horta-Guinardó", "d'Horta-Guinardó"),
+        ("ca", "Eixample", "de l'Eixample"),
+        ("ca", "Les Corts", "de les Corts"),
+        ("ca", "Sant Martí", "de Sant Martí"),
+        ("es", "Eixample", "del Eixample"),
+        ("es", "Horta-Guinardó", "de Horta-Guinardó"),
+    ],
+)
+def test_district_names_take_the_right_preposition(language: str, name: str, expected: str) -> None:
+    assert of_district(language, name) == expected
+
+
+def test_a_reply_is_in_the_citizens_language_or_else_in_catalan() -> None:
+    params = {"service_request_id": "7", "district_name": "Eixample"}
+    assert render(ACK, "ca", params) == ("Rebut! Petició #7, districte de l'Eixample.", "ca")
+    assert render(ACK, "es", params) == ("¡Recibido! Petición #7, distrito del Eixample.", "es")
+    assert render(ACK, "en", params) == ("Received! Request #7, Eixample district.", "en")
+    assert render(ACK, "fr", params)[1] == "ca"
+
+
+def test_a_request_without_district_says_where_it_goes() -> None:
+    text, _ = render(ACK, "es", {"service_request_id": "8"})
+    assert text == "¡Recibido! Petición #8. La asignamos al distrito que corresponde."
+
+
+def test_unsupported_kinds_and_missing_parameters_are_errors() -> None:
+    with pytest.raises(TemplateError, match="RESOLVED"):
+        render(ReplyKind.REPLY_KIND_RESOLVED, "ca", {"service_request_id": "1"})
+    with pytest.raises(TemplateError, match="service_request_id"):
+        render(ACK, "ca", {"district_name": "Gràcia"})
