@@ -3,6 +3,11 @@ SHELL := /bin/bash
 UV ?= uv
 PY := $(UV) run --frozen
 PROTO_OUT := lib/plaza/src
+# Exact district and barri polygons from the shared reference data, when it is there.
+PLAZA_CITY_DATA_DIR ?= $(wildcard $(CURDIR)/../shared/data/barcelona)
+ifneq ($(PLAZA_CITY_DATA_DIR),)
+export PLAZA_CITY_DATA_DIR
+endif
 
 .PHONY: help run up down test test-unit lint proto env
 

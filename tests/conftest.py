@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -60,12 +62,15 @@ class Postgres:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+def postgres() -> Iterator[Postgres]:
     existing = os.environ.get("PLAZA_TEST_DATABASE_URL")
     if existing:
         pg = Postgres(None, existing)
     else:
-        server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+        # Not under pytest's basetemp: pytest resets that tree to mode 0700 whenever a session
+        # starts, which would lock out the server's own (non-root) user mid-run.
+        data = Path(tempfile.mkdtemp(prefix="plaza-test-pg-"))
+        server = EmbeddedPostgres(data / "data")
         pg = Postgres(server, server.url("postgres"))
     asyncio.run(_prepare_template(pg))
     try:
@@ -73,6 +78,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     finally:
         if pg.server is not None:
             pg.server.stop()
+            shutil.rmtree(pg.server.data_dir.parent, ignore_errors=True)
 
 
 async def _prepare_template(pg: Postgres) -> None:

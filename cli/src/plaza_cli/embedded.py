@@ -83,6 +83,14 @@ async def run(settings: EmbeddedSettings) -> None:
                 else None
             )
             server = http_server(gateway, settings.port)
+
+            def stop_if_a_worker_dies(task: asyncio.Task[None]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("worker %s died; stopping Plaza", task.get_name(), exc_info=task.exception())
+                    server.should_exit = True
+
+            for task in tasks:
+                task.add_done_callback(stop_if_a_worker_dies)
             print(
                 f"Plaza is running: http://127.0.0.1:{settings.port}/docs "
                 f"(queue of Gràcia: /api/v1/districts/06/queue; Ctrl-C stops)",

@@ -114,7 +114,6 @@ _WORDS: Final[dict[Language, frozenset[str]]] = {
             "estas",
             "los",
             "las",
-            "del",
             "por",
             "para",
             "es",

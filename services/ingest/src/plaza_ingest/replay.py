@@ -24,7 +24,8 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
 
 
-def read_posts(path: Path, report: ReplayReport, channel: str) -> Iterator[Outgoing]:
+def read_posts(path: Path, report: ReplayReport, channel: str) -> Iterator[Outgoing | None]:
+    """One item per non-empty line: its event, or None (and an error in the report)."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -33,10 +34,12 @@ def read_posts(path: Path, report: ReplayReport, channel: str) -> Iterator[Outgo
                 yield post_received(PostIn.model_validate(json.loads(line)), channel)
             except json.JSONDecodeError as exc:
                 report.errors.append(f"{path}:{number}: not valid JSON: {exc.msg}")
+                yield None
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "post"
                 report.errors.append(f"{path}:{number}: {where}: {err['msg']}")
+                yield None
 
 
 async def replay(
@@ -54,16 +57,16 @@ async def replay(
     batch: list[Outgoing] = []
     with tqdm(total=total, unit="post", disable=not progress, file=stderr) as bar:
         for event in read_posts(path, report, channel):
-            batch.append(event)
+            if event is not None:
+                batch.append(event)
             if len(batch) >= batch_size:
                 await publish(bus, batch)
                 report.published += len(batch)
-                bar.update(len(batch))
                 batch = []
+            bar.update(1)
         if batch:
             await publish(bus, batch)
             report.published += len(batch)
-            bar.update(len(batch))
     for error in report.errors:
         print(error, file=stderr)
     return report
