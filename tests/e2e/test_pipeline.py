@@ -170,8 +170,8 @@ async def test_a_post_reaches_its_district_queue_with_its_reply_recorded(
         assert open311["service_request_id"] == request_id
         assert open311["status"] == "open"
         assert open311["requested_datetime"].endswith("+00:00")
-        if queue != "triage":
-            assert open311["agency_responsible"].startswith("Districte de ")
+        agencies = {"06": "Districte de Gràcia", "10": "Districte de Sant Martí"}
+        assert open311["agency_responsible"] == agencies.get(queue, "Ajuntament de Barcelona")
         listed = (
             await client.get("/open311/v2/requests.json", params={"service_request_id": request_id})
         ).json()

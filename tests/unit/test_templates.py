@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from plaza.city import of_district
 from plaza.contracts import ReplyKind
-from plaza_notifier.templates import TemplateError, of_district, render
+from plaza_notifier.templates import TemplateError, render
 
 ACK = ReplyKind.REPLY_KIND_ACKNOWLEDGED
 

@@ -86,7 +86,9 @@ async def run(settings: EmbeddedSettings) -> None:
 
             def stop_if_a_worker_dies(task: asyncio.Task[None]) -> None:
                 if not task.cancelled() and task.exception() is not None:
-                    log.error("worker %s died; stopping Plaza", task.get_name(), exc_info=task.exception())
+                    log.error(
+                        "worker %s died; stopping Plaza", task.get_name(), exc_info=task.exception()
+                    )
                     server.should_exit = True
 
             for task in tasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from plaza.city import of_district
 from plaza.contracts import ReplyKind
 
 LANGUAGES = ("ca", "es", "en")
@@ -42,23 +43,6 @@ TEMPLATES: Mapping[tuple[ReplyKind.ValueType, str, bool], str] = {
         False,
     ): "Received! Request #{service_request_id}. We are passing it to the right district.",
 }
-
-
-def of_district(language: str, name: str) -> str:
-    """The preposition before a district's name, as a Barcelona reader expects it:
-    "districte de Gràcia", "districte d'Horta-Guinardó", "districte de l'Eixample",
-    "distrito del Eixample"."""
-    if language == "ca":
-        if name == "Eixample":
-            return "de l'Eixample"
-        if name[:1].lower() in "aeiouhàèéíòóú":
-            return f"d'{name}"
-        if name.startswith("Les "):
-            return f"de les {name[4:]}"
-        return f"de {name}"
-    if name == "Eixample":
-        return "del Eixample"
-    return f"de {name}"
 
 
 class TemplateError(LookupError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from plaza.city import of_district
 from plaza.contracts import (
     Envelope,
     LocationSource,
@@ -71,9 +72,9 @@ class RoutePost:
             "long": post.longitude if post.HasField("longitude") else None,
             "media_url": post.media_urls[0] if post.media_urls else None,
             "media_urls": list(post.media_urls),
-            "agency_responsible": f"Districte de {place.district_name}"
-            if district
-            else CITY_AGENCY,
+            "agency_responsible": (
+                f"Districte {of_district('ca', place.district_name)}" if district else CITY_AGENCY
+            ),
             "district_code": district,
             "barri_code": place.barri_code or None,
             "location_source": _SOURCE_NAMES.get(place.source, "none"),

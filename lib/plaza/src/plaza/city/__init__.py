@@ -393,3 +393,20 @@ def _barcelona_polygons(
             "barcelona.json; re-run scripts/derive_city.py"
         )
     return polygons
+
+
+def of_district(language: str, name: str) -> str:
+    """The preposition before a district's name, as a Barcelona reader expects it:
+    "districte de Gràcia", "districte d'Horta-Guinardó", "districte de l'Eixample",
+    "distrito del Eixample"."""
+    if language == "ca":
+        if name == "Eixample":
+            return "de l'Eixample"
+        if name[:1].lower() in "aeiouhàèéíòóú":
+            return f"d'{name}"
+        if name.startswith("Les "):
+            return f"de les {name[4:]}"
+        return f"de {name}"
+    if name == "Eixample":
+        return "del Eixample"
+    return f"de {name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -20,19 +21,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
+async def _run(url: str, migrate: Callable[[Config], None]) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), revision))
+            await conn.run_sync(lambda c: migrate(alembic_config(c)))
     finally:
         await engine.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    await _run(url, lambda cfg: command.upgrade(cfg, revision))
 
 
 async def downgrade(url: str, revision: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), revision))
-    finally:
-        await engine.dispose()
+    await _run(url, lambda cfg: command.downgrade(cfg, revision))
