@@ -29,6 +29,7 @@ __all__ = [
     "Location",
     "PlaceNames",
     "fold",
+    "of_district",
 ]
 
 # Local equirectangular projection: metres per degree at Barcelona's latitude. Good to well under
