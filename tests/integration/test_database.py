@@ -23,6 +23,7 @@ from plaza.db.migrate import downgrade, upgrade
 from plaza.db.models import Base, Reply, ServiceRequest
 from plaza_notifier.handler import PostReply
 from plaza_router.handler import RoutePost
+from plaza_router.settings import NotActionableReply
 from plaza_router.sla import SlaPolicy
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -166,3 +167,26 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
     assert replies["es1"] == f"¡Recibido! Petición #{ids['es1']}, distrito de Gràcia."
     assert replies["en1"] == f"Received! Request #{ids['en1']}, Gràcia district."
     assert replies["fr1"].startswith("Rebut!")  # other languages get Barcelona's own
+
+
+async def test_chatter_gets_a_polite_reply_only_when_the_city_wants_one(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    silent = RoutePost(sessions, SlaPolicy())
+    polite = RoutePost(sessions, SlaPolicy(), NotActionableReply.ACKNOWLEDGE)
+    notify = PostReply(sessions)
+    thanks = as_event(classified("thanks-1", actionable=False, language="es"))
+    assert await silent(thanks) == []  # type: ignore[arg-type]
+
+    [ask] = await polite(thanks)  # type: ignore[arg-type]
+    [again] = await polite(thanks)  # type: ignore[arg-type]
+    assert ask.envelope.event_id == again.envelope.event_id
+    assert ask.key == "mastodon:thanks-1"
+    assert ask.envelope.reply_requested.kind == ReplyKind.REPLY_KIND_NOT_ACTIONABLE
+    await notify(ask.envelope)
+    [posted] = await notify(again.envelope)
+    assert posted.envelope.reply_posted.text.startswith("¡Gracias por el mensaje!")
+    assert await count(sessions, ServiceRequest) == 0
+    async with sessions() as s:
+        [reply] = (await s.execute(select(Reply))).scalars().all()
+    assert reply.service_request_id is None and reply.in_reply_to_post_id == "thanks-1"

@@ -44,3 +44,9 @@ def test_unsupported_kinds_and_missing_parameters_are_errors() -> None:
         render(ReplyKind.REPLY_KIND_RESOLVED, "ca", {"service_request_id": "1"})
     with pytest.raises(TemplateError, match="service_request_id"):
         render(ACK, "ca", {"district_name": "Gràcia"})
+
+
+def test_chatter_is_thanked_without_a_request_number() -> None:
+    for language in ("ca", "es", "en"):
+        text, lang = render(ReplyKind.REPLY_KIND_NOT_ACTIONABLE, language, {})
+        assert lang == language and "#" not in text and len(text) <= 280

@@ -32,7 +32,7 @@ async def record_reply(session: AsyncSession, reply: OutgoingReply, posted_at: d
         insert(Reply)
         .values(
             reply_id=reply.reply_id,
-            service_request_id=int(reply.service_request_id),
+            service_request_id=int(reply.service_request_id) if reply.service_request_id else None,
             kind=reply.kind,
             language=reply.language,
             platform=reply.platform,

@@ -12,6 +12,7 @@ from plaza.contracts import (
     ReplyPosted,
     derive_event_id,
     envelope,
+    post_key,
     timestamp,
 )
 from plaza.db.models import Reply
@@ -31,8 +32,12 @@ class PostReply:
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         req = event.reply_requested
-        if not req.reply_id or not req.service_request_id.isdigit():
-            raise Rejected("reply-requested needs a reply_id and a numeric service_request_id")
+        if not req.reply_id:
+            raise Rejected("reply-requested has no reply_id")
+        if req.service_request_id and not req.service_request_id.isdigit():
+            raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
+        if not req.service_request_id and req.kind != ReplyKind.REPLY_KIND_NOT_ACTIONABLE:
+            raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")
         try:
             text, language = render(req.kind, req.language, req.params)
         except TemplateError as exc:
@@ -65,7 +70,7 @@ class PostReply:
         return [
             envelope(
                 posted,
-                key=req.service_request_id,
+                key=req.service_request_id or post_key(req.platform, req.in_reply_to_post_id),
                 event_id=derive_event_id("reply-posted", stored.reply_id),
                 correlation_id=event.correlation_id or event.event_id,
             )

@@ -42,6 +42,21 @@ TEMPLATES: Mapping[tuple[ReplyKind.ValueType, str, bool], str] = {
         "en",
         False,
     ): "Received! Request #{service_request_id}. We are passing it to the right district.",
+    (
+        ReplyKind.REPLY_KIND_NOT_ACTIONABLE,
+        "ca",
+        False,
+    ): "Gràcies pel missatge! Si vols avisar d'una incidència a la via pública, explica'ns què passa i on, i l'enviarem al districte.",
+    (
+        ReplyKind.REPLY_KIND_NOT_ACTIONABLE,
+        "es",
+        False,
+    ): "¡Gracias por el mensaje! Si quieres avisar de una incidencia en la vía pública, cuéntanos qué pasa y dónde, y la enviaremos al distrito.",
+    (
+        ReplyKind.REPLY_KIND_NOT_ACTIONABLE,
+        "en",
+        False,
+    ): "Thanks for your message! To report a problem in the street, tell us what is wrong and where, and we will send it to the district.",
 }
 
 

@@ -17,6 +17,7 @@ from plaza.contracts import (
     derive_event_id,
     envelope,
     from_timestamp,
+    post_key,
     timestamp,
 )
 from plaza.db.inbox import first_time
@@ -25,6 +26,7 @@ from plaza.requests import NEW, TRIAGE_QUEUE
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_router.repository import create_request, request_for_post
+from plaza_router.settings import NotActionableReply
 from plaza_router.sla import SlaPolicy
 
 GROUP = "plaza-router"
@@ -37,17 +39,27 @@ _SOURCE_NAMES = {
 
 
 class RoutePost:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], sla: SlaPolicy) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        sla: SlaPolicy,
+        not_actionable_reply: NotActionableReply = NotActionableReply.NONE,
+    ) -> None:
         self._sessions = sessions
         self._sla = sla
+        self._not_actionable_reply = not_actionable_reply
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         classified = event.post_classified
         post = classified.post
+        if not classified.actionable:
+            # Praise, jokes, chatter: no request, no queue entry; at most a polite reply,
+            # whose id derives from the post so that a redelivery cannot reply twice.
+            if self._not_actionable_reply is NotActionableReply.NONE:
+                return []
+            return [self._acknowledge_chatter(event)]
         async with self._sessions.begin() as session:
             fresh = await first_time(session, GROUP, event.event_id)
-            if not classified.actionable:
-                return []
             if fresh:
                 request = await create_request(session, self._values(classified))
             else:
@@ -88,6 +100,26 @@ class RoutePost:
             "source_author_handle": post.author_handle,
             "source_public_url": post.public_url or None,
         }
+
+    @staticmethod
+    def _acknowledge_chatter(event: Envelope) -> Outgoing:
+        classified = event.post_classified
+        post = classified.post
+        key = post_key(post.platform, post.post_id)
+        reply = ReplyRequested(
+            reply_id=derive_event_id("reply", key, "not-actionable"),
+            kind=ReplyKind.REPLY_KIND_NOT_ACTIONABLE,
+            language=classified.language or post.language,
+            platform=post.platform,
+            in_reply_to_post_id=post.post_id,
+            author_handle=post.author_handle,
+        )
+        return envelope(
+            reply,
+            key=key,
+            event_id=derive_event_id("reply-requested", reply.reply_id),
+            correlation_id=event.correlation_id or event.event_id,
+        )
 
     @staticmethod
     def _announce(event: Envelope, request: ServiceRequest, district_name: str) -> list[Outgoing]:

@@ -85,7 +85,8 @@ class Reply(Base):
     __tablename__ = "replies"
 
     reply_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    service_request_id: Mapped[int] = mapped_column(
+    # None for a reply to a post that opened no request (a thank-you, a joke).
+    service_request_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE"), index=True
     )
     kind: Mapped[str] = mapped_column(String(32))
