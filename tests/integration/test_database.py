@@ -190,3 +190,17 @@ async def test_chatter_gets_a_polite_reply_only_when_the_city_wants_one(
     async with sessions() as s:
         [reply] = (await s.execute(select(Reply))).scalars().all()
     assert reply.service_request_id is None and reply.in_reply_to_post_id == "thanks-1"
+
+
+async def test_an_unsure_district_goes_to_triage_with_the_hint_kept(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = RoutePost(sessions, SlaPolicy(), min_location_confidence=0.6)
+    unsure = classified("unsure-1")
+    unsure.placement.confidence = 0.4  # two districts named in the text, say
+    [_, reply] = await route(as_event(unsure))  # type: ignore[arg-type]
+    async with sessions() as s:
+        request = (await s.execute(select(ServiceRequest))).scalar_one()
+    assert (request.queue, request.district_code) == ("triage", "06")
+    assert request.agency_responsible == "Ajuntament de Barcelona"
+    assert "district_name" not in reply.envelope.reply_requested.params

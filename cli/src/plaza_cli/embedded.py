@@ -50,7 +50,7 @@ def build_workers(
             bus,
             group=ROUTER,
             topics=[TOPICS.POST_CLASSIFIED],
-            handler=RoutePost(sessions, settings.sla(), settings.not_actionable_reply),
+            handler=RoutePost.from_settings(sessions, settings),
         ),
         Worker(bus, group=NOTIFIER, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(sessions)),
     ]

@@ -21,7 +21,7 @@ def main() -> None:
     engine = create_engine(settings.require_database())
     serve_metrics(settings.metrics_port)
     bus = bus_from_settings(settings)
-    handler = RoutePost(session_factory(engine), settings.sla(), settings.not_actionable_reply)
+    handler = RoutePost.from_settings(session_factory(engine), settings)
     worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_CLASSIFIED], handler=handler)
     asyncio.run(run_worker_service(bus, worker, cleanup=engine.dispose))
 

@@ -26,7 +26,7 @@ from plaza.requests import NEW, TRIAGE_QUEUE
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_router.repository import create_request, request_for_post
-from plaza_router.settings import NotActionableReply
+from plaza_router.settings import NotActionableReply, RouterSettings
 from plaza_router.sla import SlaPolicy
 
 GROUP = "plaza-router"
@@ -44,10 +44,23 @@ class RoutePost:
         sessions: async_sessionmaker[AsyncSession],
         sla: SlaPolicy,
         not_actionable_reply: NotActionableReply = NotActionableReply.NONE,
+        min_location_confidence: float = 0.5,
     ) -> None:
         self._sessions = sessions
         self._sla = sla
         self._not_actionable_reply = not_actionable_reply
+        self._min_location_confidence = min_location_confidence
+
+    @classmethod
+    def from_settings(
+        cls, sessions: async_sessionmaker[AsyncSession], settings: RouterSettings
+    ) -> RoutePost:
+        return cls(
+            sessions,
+            settings.sla(),
+            settings.not_actionable_reply,
+            settings.min_location_confidence,
+        )
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         classified = event.post_classified
@@ -72,6 +85,8 @@ class RoutePost:
         place = c.placement
         requested_at = from_timestamp(post.created_at)
         district = place.district_code or None
+        # A district the classifier is unsure of is only a hint: a person in triage decides.
+        routed = district if place.confidence >= self._min_location_confidence else None
         return {
             "status": NEW,
             "service_code": c.service_code,
@@ -85,12 +100,12 @@ class RoutePost:
             "media_url": post.media_urls[0] if post.media_urls else None,
             "media_urls": list(post.media_urls),
             "agency_responsible": (
-                f"Districte {of_district('ca', place.district_name)}" if district else CITY_AGENCY
+                f"Districte {of_district('ca', place.district_name)}" if routed else CITY_AGENCY
             ),
             "district_code": district,
             "barri_code": place.barri_code or None,
             "location_source": _SOURCE_NAMES.get(place.source, "none"),
-            "queue": district or TRIAGE_QUEUE,
+            "queue": routed or TRIAGE_QUEUE,
             "urgency": "urgent" if c.urgency == Urgency.URGENCY_URGENT else "normal",
             "language": c.language or post.language or "other",
             "service_confidence": c.service_confidence,
@@ -140,7 +155,7 @@ class RoutePost:
         if request.expected_datetime is not None:
             created.expected_at.CopyFrom(timestamp(request.expected_datetime))
         params = {"service_request_id": rid, "queue": request.queue}
-        if district_name and request.district_code:
+        if district_name and request.queue != TRIAGE_QUEUE:
             params["district_name"] = district_name
         if request.expected_datetime is not None:
             params["expected_datetime"] = request.expected_datetime.isoformat()

@@ -21,6 +21,12 @@ class NotActionableReply(StrEnum):
 class RouterSettings(PlazaSettings):
     sla_resolve_hours: float = Field(default=72, gt=0, description="Due time of a normal request")
     sla_resolve_urgent_hours: float = Field(default=24, gt=0, description="Due time if urgent")
+    min_location_confidence: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Below this, a district found by the classifier goes to triage instead",
+    )
     not_actionable_reply: NotActionableReply = Field(
         default=NotActionableReply.NONE,
         description="PLAZA_NOT_ACTIONABLE_REPLY: none, or acknowledge (a polite public reply)",
