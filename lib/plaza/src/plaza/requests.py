@@ -1,22 +1,120 @@
-"""The lifecycle statuses of a service request and how they map onto Open311's open/closed."""
+"""The lifecycle of a service request: its statuses, the actions that move it, and their Open311 names.
+
+    new ──acknowledge──▶ acknowledged ──assign──▶ assigned ──start──▶ in_progress ──resolve──▶ resolved ──close──▶ closed
+     │                        │                                                                   │                │
+     └── transfer / mark_duplicate / not_responsible (from any status that is still waiting) ────┘◀─── reopen ────┘
+
+`transferred` and `reopened` wait for a manager as `new` does; `duplicate` and `not_responsible`
+end the request (and can only be closed). Everything here is pure: no I/O, no framework.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Final, Literal
 
-NEW: Final = "new"
-ACKNOWLEDGED: Final = "acknowledged"
-ASSIGNED: Final = "assigned"
-IN_PROGRESS: Final = "in_progress"
-RESOLVED: Final = "resolved"
-CLOSED: Final = "closed"
 
+class Status(StrEnum):
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    DUPLICATE = "duplicate"
+    TRANSFERRED = "transferred"
+    NOT_RESPONSIBLE = "not_responsible"
+    REOPENED = "reopened"
+
+
+class Action(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    ASSIGN = "assign"
+    START = "start"
+    RESOLVE = "resolve"
+    CLOSE = "close"
+    REOPEN = "reopen"
+    TRANSFER = "transfer"
+    MARK_DUPLICATE = "mark_duplicate"
+    NOT_RESPONSIBLE = "not_responsible"
+
+
+NEW: Final = Status.NEW
 TRIAGE_QUEUE: Final = "triage"
+CITY_HALL_QUEUE: Final = "city-hall"
 
-OPEN_STATUSES: Final = frozenset({NEW, ACKNOWLEDGED, ASSIGNED, IN_PROGRESS})
-CLOSED_STATUSES: Final = frozenset({RESOLVED, CLOSED})
+# Statuses in which nobody has taken the request on yet: the acknowledgement clock runs.
+WAITING: Final = frozenset({Status.NEW, Status.TRANSFERRED, Status.REOPENED})
+OPEN_STATUSES: Final = frozenset(
+    {*WAITING, Status.ACKNOWLEDGED, Status.ASSIGNED, Status.IN_PROGRESS}
+)
+CLOSED_STATUSES: Final = frozenset(Status) - OPEN_STATUSES
+
+_TRANSITIONS: Final[Mapping[Action, tuple[frozenset[Status], Status]]] = {
+    Action.ACKNOWLEDGE: (WAITING, Status.ACKNOWLEDGED),
+    Action.ASSIGN: (
+        WAITING | {Status.ACKNOWLEDGED, Status.ASSIGNED, Status.IN_PROGRESS},
+        Status.ASSIGNED,
+    ),
+    Action.START: (frozenset({Status.ASSIGNED}), Status.IN_PROGRESS),
+    Action.RESOLVE: (
+        frozenset({Status.ACKNOWLEDGED, Status.ASSIGNED, Status.IN_PROGRESS}),
+        Status.RESOLVED,
+    ),
+    Action.CLOSE: (
+        frozenset({Status.RESOLVED, Status.DUPLICATE, Status.NOT_RESPONSIBLE}),
+        Status.CLOSED,
+    ),
+    Action.REOPEN: (frozenset({Status.RESOLVED, Status.CLOSED}), Status.REOPENED),
+    Action.TRANSFER: (WAITING | {Status.ACKNOWLEDGED, Status.ASSIGNED}, Status.TRANSFERRED),
+    Action.MARK_DUPLICATE: (WAITING | {Status.ACKNOWLEDGED}, Status.DUPLICATE),
+    Action.NOT_RESPONSIBLE: (WAITING | {Status.ACKNOWLEDGED}, Status.NOT_RESPONSIBLE),
+}
+
+
+class InvalidTransition(Exception):
+    """An action that the request's status does not allow; says which actions it does allow."""
+
+    def __init__(self, status: Status, action: Action) -> None:
+        self.status = status
+        self.action = action
+        self.allowed = allowed_actions(status)
+        allowed = ", ".join(self.allowed) or "none"
+        super().__init__(f"cannot {action} a request that is {status}; allowed: {allowed}")
+
+
+def allowed_actions(status: Status) -> list[Action]:
+    return [action for action, (sources, _) in _TRANSITIONS.items() if status in sources]
+
+
+def next_status(status: Status, action: Action) -> Status:
+    """The status after `action`, or InvalidTransition."""
+    sources, target = _TRANSITIONS[action]
+    if status not in sources:
+        raise InvalidTransition(status, action)
+    return target
 
 
 def open311_status(status: str) -> Literal["open", "closed"]:
     """Open311 GeoReport v2 knows only open and closed."""
-    return "closed" if status in CLOSED_STATUSES else "open"
+    return "open" if status in OPEN_STATUSES else "closed"
+
+
+# FixMyStreet's extended Open311 statuses, which third-party Open311 clients understand.
+_EXTENDED: Final[Mapping[Status, str]] = {
+    Status.NEW: "OPEN",
+    Status.ACKNOWLEDGED: "INVESTIGATING",
+    Status.ASSIGNED: "ACTION_SCHEDULED",
+    Status.IN_PROGRESS: "IN_PROGRESS",
+    Status.RESOLVED: "FIXED",
+    Status.CLOSED: "CLOSED",
+    Status.DUPLICATE: "DUPLICATE",
+    Status.TRANSFERRED: "INTERNAL_REFERRAL",
+    Status.NOT_RESPONSIBLE: "NOT_COUNCILS_RESPONSIBILITY",
+    Status.REOPENED: "OPEN",
+}
+
+
+def extended_status(status: str) -> str:
+    return _EXTENDED[Status(status)]
