@@ -15,10 +15,12 @@ from tests.infra import SHARED_DATA
 
 
 class ServiceProcess:
-    """`python -m plaza_<name>` with its own environment; output goes to a log file."""
+    """`python -m plaza_<name>` (or another module) with its own environment; output goes to a
+    log file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, module: str = "") -> None:
         self.name = name
+        self.module = module or f"plaza_{name}"
         self.env = {**os.environ, "PLAZA_LOG_LEVEL": "INFO", **env}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -26,7 +28,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"plaza_{self.name}"], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
         )
         return self
 

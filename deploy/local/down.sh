@@ -5,7 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root="$PWD"
 home="${PLAZA_HOME:-$root/.plaza}"
 
-for name in api ingest classifier router notifier; do
+for name in api ingest classifier router relay notifier; do
   pidfile="$home/run/$name.pid"
   [ -f "$pidfile" ] || continue
   pid="$(cat "$pidfile")"

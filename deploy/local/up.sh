@@ -30,7 +30,9 @@ start() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "$name is already running (pid $(cat "$pidfile"))"; return
   fi
-  env "$@" "$py" -m "plaza_$name" >>"$home/logs/$name.log" 2>&1 < /dev/null &
+  local module="plaza_$name"
+  [ "$name" = relay ] && module=plaza_router.relay
+  env "$@" "$py" -m "$module" >>"$home/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   echo "started $name (pid $!, log $home/logs/$name.log)"
 }
@@ -38,6 +40,7 @@ port="${PLAZA_PORT:-8000}"
 start ingest PLAZA_INGEST_PORT="${PLAZA_INGEST_PORT:-8101}"
 start classifier PLAZA_METRICS_PORT="${PLAZA_CLASSIFIER_METRICS_PORT:-9102}"
 start router PLAZA_METRICS_PORT="${PLAZA_ROUTER_METRICS_PORT:-9103}"
+start relay PLAZA_METRICS_PORT="${PLAZA_RELAY_METRICS_PORT:-9105}"
 start notifier PLAZA_METRICS_PORT="${PLAZA_NOTIFIER_METRICS_PORT:-9104}"
 start api PLAZA_PORT="$port" PLAZA_INGEST_URL="http://127.0.0.1:${PLAZA_INGEST_PORT:-8101}"
 

@@ -57,6 +57,7 @@ async def stack(kafka: KafkaBroker, postgres: Postgres, stack_dir: Path) -> Asyn
         ),
         "classifier": ServiceProcess("classifier", env, stack_dir),
         "router": ServiceProcess("router", env, stack_dir),
+        "relay": ServiceProcess("relay", env, stack_dir, module="plaza_router.relay"),
         "notifier": ServiceProcess("notifier", env, stack_dir),
         "api": ServiceProcess(
             "api",

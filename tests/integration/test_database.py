@@ -6,77 +6,16 @@ from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from plaza.contracts import (
-    TOPICS,
-    LocationSource,
-    Placement,
-    Post,
-    PostClassified,
-    ReplyKind,
-    Urgency,
-    derive_event_id,
-    envelope,
-    timestamp,
-)
+from plaza.contracts import ReplyKind
 from plaza.db.inbox import first_time
 from plaza.db.migrate import downgrade, upgrade
-from plaza.db.models import Base, Reply, ServiceRequest
+from plaza.db.models import Base, Reply, RequestReport, ServiceRequest
 from plaza_notifier.handler import PostReply
-from plaza_router.handler import RoutePost
 from plaza_router.settings import NotActionableReply
-from plaza_router.sla import SlaPolicy
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-
-def classified(
-    post_id: str,
-    *,
-    district: str = "06",
-    actionable: bool = True,
-    urgent: bool = False,
-    language: str = "ca",
-) -> PostClassified:
-    post = Post(
-        platform="mastodon",
-        post_id=post_id,
-        author_handle="@marta@bcn.social",
-        text="El fanal del carrer de Verdi no funciona",
-        created_at=timestamp(datetime(2026, 5, 4, 10, 0, tzinfo=UTC)),
-        latitude=41.4036,
-        longitude=2.1566,
-        channel="webhook",
-    )
-    place = (
-        Placement(
-            district_code=district,
-            district_name="Gràcia",
-            barri_code="31",
-            barri_name="la Vila de Gràcia",
-            source=LocationSource.LOCATION_SOURCE_GEO,
-            confidence=1.0,
-        )
-        if district
-        else Placement(source=LocationSource.LOCATION_SOURCE_NONE)
-    )
-    return PostClassified(
-        post=post,
-        service_code="streetlight",
-        service_confidence=0.9,
-        actionable=actionable,
-        placement=place,
-        language=language,
-        urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
-    )
-
-
-def as_event(body: PostClassified) -> object:
-    return envelope(
-        body,
-        key=f"mastodon:{body.post.post_id}",
-        event_id=derive_event_id("post-classified", body.post.post_id),
-        correlation_id="c",
-    ).envelope
+from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
 
 
 async def count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> int:
@@ -106,54 +45,85 @@ async def test_inbox_recognises_a_redelivered_event(
         assert await first_time(s, "notifier", "e1") is True
 
 
-async def test_routing_a_post_twice_opens_one_request_and_announces_the_same_events(
+async def test_routing_a_post_twice_opens_one_request_and_stages_its_events_once(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    route = RoutePost(sessions, SlaPolicy())
+    route = router(sessions)
     event = as_event(classified("p1"))
-    first = await route(event)  # type: ignore[arg-type]
-    second = await route(event)  # type: ignore[arg-type]
+    assert await route(event) == []  # everything goes through the outbox
+    assert await route(event) == []
     assert await count(sessions, ServiceRequest) == 1
-    assert [o.envelope.event_id for o in first] == [o.envelope.event_id for o in second]
-    assert [o.topic for o in first] == [TOPICS.REQUEST_CREATED.topic, TOPICS.REPLY_REQUESTED.topic]
-    created = first[0].envelope.request_created
+    assert await count(sessions, RequestReport) == 1
+    staged = await outbox(sessions)
+    assert [e.event_type for e in staged] == ["request-created", "reply-requested"]
     async with sessions() as s:
         request = (await s.execute(select(ServiceRequest))).scalar_one()
-    assert created.service_request_id == request.service_request_id
+    assert staged[0].request_created.service_request_id == request.service_request_id
     assert request.queue == "06" and request.district_code == "06"
     assert request.agency_responsible == "Districte de Gràcia"
+    # streetlight: acknowledge within 24 h, resolve within 72 h (plaza/config/sla.toml)
+    assert request.ack_due_at == datetime(2026, 5, 5, 10, 0, tzinfo=UTC)
     assert request.expected_datetime == datetime(2026, 5, 7, 10, 0, tzinfo=UTC)
-    assert first[1].key == request.service_request_id  # every event of a request on one key
+
+
+async def test_the_same_post_by_another_channel_changes_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    body = classified("p1")
+    await route(as_event(body))
+    again = as_event(body)
+    again.event_id = "another-event-id-for-the-same-post"
+    await route(again)
+    assert await count(sessions, ServiceRequest) == 1 and len(await outbox(sessions)) == 2
 
 
 async def test_router_puts_unlocated_posts_in_triage_and_ignores_chatter(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    route = RoutePost(sessions, SlaPolicy())
-    assert await route(as_event(classified("chat", actionable=False))) == []  # type: ignore[arg-type]
-    out = await route(as_event(classified("nowhere", district="", urgent=True)))  # type: ignore[arg-type]
+    route = router(sessions)
+    await route(as_event(classified("chat", actionable=False)))
+    await route(
+        as_event(
+            classified("nowhere", district="", latlon=None, urgent=True, service_code="traffic")
+        )
+    )
     async with sessions() as s:
         [request] = (await s.execute(select(ServiceRequest))).scalars().all()
     assert request.queue == "triage" and request.district_code is None
     assert request.urgency == "urgent"
-    assert request.expected_datetime == datetime(2026, 5, 5, 10, 0, tzinfo=UTC)
-    assert "district_name" not in out[1].envelope.reply_requested.params
+    # urgent traffic: acknowledge in 15 minutes, resolve in 4 hours
+    assert request.ack_due_at == datetime(2026, 5, 4, 10, 15, tzinfo=UTC)
+    assert request.expected_datetime == datetime(2026, 5, 4, 14, 0, tzinfo=UTC)
+    [ask] = await outbox(sessions, "reply-requested.v1")
+    assert "district_name" not in ask.reply_requested.params
+
+
+async def test_city_wide_services_go_to_their_city_queue(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(classified("bicing", service_code="mobility")))
+    async with sessions() as s:
+        request = (await s.execute(select(ServiceRequest))).scalar_one()
+    assert (request.queue, request.district_code) == ("city-mobility", "06")
+    assert request.agency_responsible == "Barcelona de Serveis Municipals (BSM)"
 
 
 async def test_notifier_records_each_reply_once_in_the_citizens_language(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    route = RoutePost(sessions, SlaPolicy())
+    route = router(sessions)
     notify = PostReply(sessions)
-    for pid, lang in (("ca1", "ca"), ("es1", "es"), ("en1", "en"), ("fr1", "other")):
-        [_, reply_requested] = await route(as_event(classified(pid, language=lang)))  # type: ignore[arg-type]
-        assert reply_requested.envelope.reply_requested.kind == ReplyKind.REPLY_KIND_ACKNOWLEDGED
-        posted_once = await notify(reply_requested.envelope)
-        posted_twice = await notify(reply_requested.envelope)
-        assert posted_once[0].envelope.event_id == posted_twice[0].envelope.event_id
-        assert (
-            posted_once[0].envelope.reply_posted.text == posted_twice[0].envelope.reply_posted.text
-        )
+    for n, (pid, lang) in enumerate(
+        (("ca1", "ca"), ("es1", "es"), ("en1", "en"), ("fr1", "other"))
+    ):
+        # 200 m apart, so that none is a duplicate of another
+        await route(as_event(classified(pid, language=lang, latlon=(41.400 + 0.002 * n, 2.15))))
+    for ask in await outbox(sessions, "reply-requested.v1"):
+        assert ask.reply_requested.kind == ReplyKind.REPLY_KIND_ACKNOWLEDGED
+        once, twice = await notify(ask), await notify(ask)
+        assert once[0].envelope.event_id == twice[0].envelope.event_id
+        assert once[0].envelope.reply_posted.text == twice[0].envelope.reply_posted.text
     async with sessions() as s:
         replies = {
             r.in_reply_to_post_id: r.text for r in (await s.execute(select(Reply))).scalars()
@@ -172,19 +142,19 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
 async def test_chatter_gets_a_polite_reply_only_when_the_city_wants_one(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    silent = RoutePost(sessions, SlaPolicy())
-    polite = RoutePost(sessions, SlaPolicy(), NotActionableReply.ACKNOWLEDGE)
-    notify = PostReply(sessions)
     thanks = as_event(classified("thanks-1", actionable=False, language="es"))
-    assert await silent(thanks) == []  # type: ignore[arg-type]
-
-    [ask] = await polite(thanks)  # type: ignore[arg-type]
-    [again] = await polite(thanks)  # type: ignore[arg-type]
-    assert ask.envelope.event_id == again.envelope.event_id
-    assert ask.key == "mastodon:thanks-1"
-    assert ask.envelope.reply_requested.kind == ReplyKind.REPLY_KIND_NOT_ACTIONABLE
-    await notify(ask.envelope)
-    [posted] = await notify(again.envelope)
+    await router(sessions)(thanks)
+    assert await outbox(sessions) == []
+    polite = router(sessions, not_actionable_reply=NotActionableReply.ACKNOWLEDGE)
+    thanks.event_id = "second-delivery-with-a-polite-router"
+    await polite(thanks)
+    await polite(thanks)
+    [ask] = await outbox(sessions)
+    assert ask.reply_requested.kind == ReplyKind.REPLY_KIND_NOT_ACTIONABLE
+    notify = PostReply(sessions)
+    await notify(ask)
+    [posted] = await notify(ask)
+    assert posted.key == "mastodon:thanks-1"
     assert posted.envelope.reply_posted.text.startswith("¡Gracias por el mensaje!")
     assert await count(sessions, ServiceRequest) == 0
     async with sessions() as s:
@@ -195,12 +165,12 @@ async def test_chatter_gets_a_polite_reply_only_when_the_city_wants_one(
 async def test_an_unsure_district_goes_to_triage_with_the_hint_kept(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    route = RoutePost(sessions, SlaPolicy(), min_location_confidence=0.6)
-    unsure = classified("unsure-1")
-    unsure.placement.confidence = 0.4  # two districts named in the text, say
-    [_, reply] = await route(as_event(unsure))  # type: ignore[arg-type]
+    await router(sessions, min_location_confidence=0.6)(
+        as_event(classified("unsure-1", confidence=0.4))
+    )
     async with sessions() as s:
         request = (await s.execute(select(ServiceRequest))).scalar_one()
     assert (request.queue, request.district_code) == ("triage", "06")
     assert request.agency_responsible == "Ajuntament de Barcelona"
-    assert "district_name" not in reply.envelope.reply_requested.params
+    [ask] = await outbox(sessions, "reply-requested.v1")
+    assert "district_name" not in ask.reply_requested.params

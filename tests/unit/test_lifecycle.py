@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from plaza.requests import (
     CLOSED_STATUSES,
     OPEN_STATUSES,
@@ -75,7 +74,7 @@ def test_refused_transition_says_what_is_allowed(status: Status, action: Action)
 
 
 def test_every_status_is_open_or_closed_for_open311_and_has_an_extended_name() -> None:
-    assert OPEN_STATUSES | CLOSED_STATUSES == set(Status)
+    assert set(Status) == OPEN_STATUSES | CLOSED_STATUSES
     assert not OPEN_STATUSES & CLOSED_STATUSES
     assert {open311_status(s) for s in OPEN_STATUSES} == {"open"}
     assert {open311_status(s) for s in CLOSED_STATUSES} == {"closed"}

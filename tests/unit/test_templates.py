@@ -39,11 +39,49 @@ def test_a_request_without_district_says_where_it_goes() -> None:
     assert text == "¡Recibido! Petición #8. La asignamos al distrito que corresponde."
 
 
-def test_unsupported_kinds_and_missing_parameters_are_errors() -> None:
-    with pytest.raises(TemplateError, match="RESOLVED"):
-        render(ReplyKind.REPLY_KIND_RESOLVED, "ca", {"service_request_id": "1"})
+def test_missing_parameters_and_unknown_kinds_are_errors() -> None:
+    with pytest.raises(TemplateError, match="worker"):
+        render(ReplyKind.REPLY_KIND_ASSIGNED, "ca", {"service_request_id": "1"})
     with pytest.raises(TemplateError, match="service_request_id"):
         render(ACK, "ca", {"district_name": "Gràcia"})
+    with pytest.raises(TemplateError, match="UNSPECIFIED"):
+        render(ReplyKind.REPLY_KIND_UNSPECIFIED, "ca", {"service_request_id": "1"})
+
+
+def test_the_lifecycle_replies_mention_the_worker_the_photo_and_the_neighbours() -> None:
+    assigned, _ = render(
+        ReplyKind.REPLY_KIND_ASSIGNED,
+        "ca",
+        {"service_request_id": "5", "worker": "@electricista_jun"},
+    )
+    assert assigned == "Hem enviat @electricista_jun a resoldre la petició #5."
+    resolved, _ = render(
+        ReplyKind.REPLY_KIND_RESOLVED,
+        "es",
+        {
+            "service_request_id": "5",
+            "note": "Farola reparada.",
+            "photo_url": "https://x.example/p.jpg",
+        },
+    )
+    assert resolved == "Petición #5 resuelta: Farola reparada. https://x.example/p.jpg"
+    dup, _ = render(
+        ReplyKind.REPLY_KIND_DUPLICATE, "en", {"service_request_id": "5", "reporters_count": "12"}
+    )
+    assert dup == "We're on it! It is request #5: 12 neighbours reported it."
+    moved, _ = render(
+        ReplyKind.REPLY_KIND_TRANSFERRED,
+        "ca",
+        {"service_request_id": "5", "district_name": "Horta-Guinardó"},
+    )
+    assert moved == "La petició #5 ara la porta el districte d'Horta-Guinardó."
+
+
+def test_every_kind_has_every_language() -> None:
+    from plaza_notifier.templates import templates
+
+    for kind, texts in templates().items():
+        assert {"ca", "es", "en"} <= set(texts), kind
 
 
 def test_chatter_is_thanked_without_a_request_number() -> None:

@@ -14,6 +14,8 @@ from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
 from plaza.db.migrate import upgrade
+from plaza.outbox import Relay
+from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import http_server
 from plaza.worker import Worker
 from plaza_api.app import create_app as create_gateway
@@ -25,6 +27,7 @@ from plaza_notifier.handler import PostReply
 from plaza_router.handler import GROUP as ROUTER
 from plaza_router.handler import RoutePost
 from plaza_router.settings import RouterSettings
+from plaza_router.sla_scanner import SlaScanner
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,7 +53,7 @@ def build_workers(
             bus,
             group=ROUTER,
             topics=[TOPICS.POST_CLASSIFIED],
-            handler=RoutePost.from_settings(sessions, settings),
+            handler=RoutePost.from_settings(sessions, city, settings),
         ),
         Worker(bus, group=NOTIFIER, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(sessions)),
     ]
@@ -67,16 +70,29 @@ async def run(settings: EmbeddedSettings) -> None:
     engine = create_engine(url)
     try:
         await upgrade(url)
-        city = City.barcelona(settings.city_data_dir)
+        city = City.from_settings(
+            city_config=settings.city_config, city_data_dir=settings.city_data_dir
+        )
         bus = MemoryBus()
         await bus.start()
         sessions = session_factory(engine)
         workers = build_workers(bus, settings, city, sessions)
-        tasks = [asyncio.create_task(w.run(), name=w.group) for w in workers]
+        loops: list[Worker | Relay | SlaScanner] = [
+            *workers,
+            Relay(bus, engine),
+            SlaScanner(sessions, interval=settings.sla_scan_interval),
+        ]
+        tasks = [asyncio.create_task(loop.run(), name=type(loop).__name__) for loop in loops]
         await asyncio.gather(*(w.ready.wait() for w in workers))
         transport = httpx.ASGITransport(app=create_ingest(bus))
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as ingest:
-            gateway = create_gateway(sessions, ingest, city)
+            gateway = create_gateway(
+                sessions,
+                ingest,
+                city,
+                sla=SlaPolicy.load(settings.sla_config),
+                routing=RoutingTable.load(settings.routing_config),
+            )
             feed = (
                 asyncio.create_task(demo.feed(ingest, interval=settings.demo_interval))
                 if settings.demo
@@ -86,9 +102,7 @@ async def run(settings: EmbeddedSettings) -> None:
 
             def stop_if_a_worker_dies(task: asyncio.Task[None]) -> None:
                 if not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "worker %s died; stopping Plaza", task.get_name(), exc_info=task.exception()
-                    )
+                    log.error("%s died; stopping Plaza", task.get_name(), exc_info=task.exception())
                     server.should_exit = True
 
             for task in tasks:
@@ -105,8 +119,8 @@ async def run(settings: EmbeddedSettings) -> None:
                     feed.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await feed
-                for w in workers:
-                    w.stop()
+                for loop in loops:
+                    loop.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await bus.close()
     finally:

@@ -61,6 +61,38 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import os
+
+    from plaza.city import City
+
+    from plaza_cli.classify_cmd import PROGRESS_AFTER_LINES, classify_lines
+
+    settings = load(PlazaSettings)
+    configure_logging(settings.log_level)
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
+    )
+    if args.progress is None:
+        progress_after = None if sys.stdin.isatty() else PROGRESS_AFTER_LINES
+    else:
+        progress_after = 0 if args.progress else None
+    try:
+        report = classify_lines(
+            sys.stdin.buffer, city, sys.stdout.buffer, sys.stderr, progress_after=progress_after
+        )
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if report.refused:
+        print(
+            f"plaza classify: {report.classified} posts classified, {report.refused} lines refused",
+            file=sys.stderr,
+        )
+    return 1 if report.refused else 0
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from plaza.db.migrate import upgrade
 
@@ -112,6 +144,23 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("file", type=Path)
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=_cmd_replay)
+
+    classify = sub.add_parser(
+        "classify",
+        help="classify posts: JSON lines on stdin, one classification per line on stdout",
+        description='Reads posts as JSON lines ({"id": ..., "text": ...} plus optional "lat", '
+        '"long", "address", "lang") and writes one JSON line per post with its service code, '
+        "district, language and urgency, using the classifier service's code and the city of "
+        "PLAZA_CITY_CONFIG / PLAZA_CITY_DATA_DIR. A refused line is named on stderr by its "
+        "number; the exit code is then 1.",
+    )
+    classify.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: once piped input passes 1000 lines)",
+    )
+    classify.set_defaults(func=_cmd_classify)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])

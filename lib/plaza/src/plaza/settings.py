@@ -28,6 +28,12 @@ class PlazaSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Prefixed to every topic and consumer group, so several Plazas (or tests) share a broker.
     kafka_namespace: str = ""
+    kafka_session_timeout_ms: int = Field(
+        default=10000,
+        ge=6000,
+        le=300000,
+        description="How soon a consumer that died loses its partitions (the broker's bounds)",
+    )
     database_url: str = Field(
         default="",
         description="postgresql+asyncpg://user:pass@host:port/db; required where a database is used",
@@ -35,6 +41,17 @@ class PlazaSettings(BaseSettings):
     city_data_dir: Path | None = Field(
         default=None,
         description="Directory with districtes_geo.json and barris_geo.json for exact polygons",
+    )
+    city_config: Path | None = Field(
+        default=None,
+        description="A city configuration file (TOML, see plaza.city.config); without it, "
+        "Plaza serves Barcelona. When set, PLAZA_CITY_DATA_DIR is not used",
+    )
+    sla_config: Path | None = Field(
+        default=None, description="PLAZA_SLA_CONFIG: a TOML file overriding the SLA defaults"
+    )
+    routing_config: Path | None = Field(
+        default=None, description="PLAZA_ROUTING_CONFIG: a TOML file replacing the routing rules"
     )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics server")
@@ -47,8 +64,14 @@ class PlazaSettings(BaseSettings):
             raise ValueError(
                 "PLAZA_DATABASE_URL must start with postgresql+asyncpg:// (asyncpg is the driver)"
             )
+        for name in ("sla_config", "routing_config"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"PLAZA_{name.upper()}={path} is not a file")
         if self.city_data_dir is not None and not self.city_data_dir.is_dir():
             raise ValueError(f"PLAZA_CITY_DATA_DIR={self.city_data_dir} is not a directory")
+        if self.city_config is not None and not self.city_config.is_file():
+            raise ValueError(f"PLAZA_CITY_CONFIG={self.city_config} is not a file")
         return self
 
     def require_database(self) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 from plaza.city import City
 from plaza.db import create_engine, session_factory
+from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import configure_logging, http_server
 from plaza.settings import PlazaSettings, load
 from pydantic import Field
@@ -22,7 +23,15 @@ class ApiSettings(PlazaSettings):
 async def serve(settings: ApiSettings) -> None:
     engine = create_engine(settings.require_database())
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
-        app = create_app(session_factory(engine), ingest, City.barcelona(settings.city_data_dir))
+        app = create_app(
+            session_factory(engine),
+            ingest,
+            City.from_settings(
+                city_config=settings.city_config, city_data_dir=settings.city_data_dir
+            ),
+            sla=SlaPolicy.load(settings.sla_config),
+            routing=RoutingTable.load(settings.routing_config),
+        )
         try:
             await http_server(app, settings.port).serve()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 from plaza.city import City
+from plaza.policy import RoutingTable, SlaPolicy
 from plaza.web import install_problem_handlers, install_request_metrics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -12,7 +13,12 @@ from plaza_api import gateway, manager, open311
 
 
 def create_app(
-    sessions: async_sessionmaker[AsyncSession], ingest: httpx.AsyncClient, city: City
+    sessions: async_sessionmaker[AsyncSession],
+    ingest: httpx.AsyncClient,
+    city: City,
+    *,
+    sla: SlaPolicy | None = None,
+    routing: RoutingTable | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Plaza",
@@ -22,6 +28,8 @@ def create_app(
     app.state.sessions = sessions
     app.state.ingest = ingest
     app.state.city = city
+    app.state.sla = sla or SlaPolicy.load()
+    app.state.routing = routing or RoutingTable.load()
     install_problem_handlers(app)
     install_request_metrics(app, "api")
     app.include_router(gateway.router)

@@ -8,6 +8,7 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 from plaza.city import City
+from plaza.policy import RoutingTable, SlaPolicy
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
@@ -27,6 +28,18 @@ def _city(request: Request) -> City:
     return city
 
 
+def _sla(request: Request) -> SlaPolicy:
+    sla: SlaPolicy = request.app.state.sla
+    return sla
+
+
+def _routing(request: Request) -> RoutingTable:
+    routing: RoutingTable = request.app.state.routing
+    return routing
+
+
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 IngestDep = Annotated[httpx.AsyncClient, Depends(_ingest)]
 CityDep = Annotated[City, Depends(_city)]
+SlaDep = Annotated[SlaPolicy, Depends(_sla)]
+RoutingDep = Annotated[RoutingTable, Depends(_routing)]

@@ -18,7 +18,9 @@ def main() -> None:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
-    city = City.barcelona(settings.city_data_dir)
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
+    )
     bus = bus_from_settings(settings)
     worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city))
     asyncio.run(run_worker_service(bus, worker))

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_notifier.channels import OutgoingReply, record_reply
-from plaza_notifier.templates import TemplateError, render
+from plaza_notifier.templates import TemplateError, kind_name, render
 
 GROUP = "plaza-notifier"
 
@@ -45,7 +45,7 @@ class PostReply:
         reply = OutgoingReply(
             reply_id=req.reply_id,
             service_request_id=req.service_request_id,
-            kind=ReplyKind.Name(req.kind).removeprefix("REPLY_KIND_").lower(),
+            kind=kind_name(req.kind),
             language=language,
             platform=req.platform,
             in_reply_to_post_id=req.in_reply_to_post_id,

@@ -1,29 +1,58 @@
-"""Runs the router as its own process: `python -m plaza_router`."""
+"""Runs the router as its own process: `python -m plaza_router` (its outbox relay runs as
+`python -m plaza_router.relay`)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from plaza.bus import bus_from_settings
+from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, run_worker_service, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, serve_metrics
 from plaza.settings import load
 from plaza.worker import Worker
 
 from plaza_router.handler import GROUP, RoutePost
 from plaza_router.settings import RouterSettings
+from plaza_router.sla_scanner import SlaScanner
+
+
+async def serve(settings: RouterSettings) -> None:
+    engine = create_engine(settings.require_database())
+    sessions = session_factory(engine)
+    bus = bus_from_settings(settings)
+    handler = RoutePost.from_settings(
+        sessions,
+        City.from_settings(city_config=settings.city_config, city_data_dir=settings.city_data_dir),
+        settings,
+    )
+    worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_CLASSIFIED], handler=handler)
+    scanner = SlaScanner(sessions, interval=settings.sla_scan_interval)
+
+    def stop() -> None:
+        worker.stop()
+        scanner.stop()
+
+    on_stop_signals(stop)
+    await bus.start()
+    try:
+        scanning = asyncio.create_task(scanner.run())
+        try:
+            await worker.run()
+        finally:
+            scanner.stop()
+            await scanning
+    finally:
+        await bus.close()
+        await engine.dispose()
 
 
 def main() -> None:
     settings = load(RouterSettings)
     configure_logging(settings.log_level)
-    engine = create_engine(settings.require_database())
     serve_metrics(settings.metrics_port)
-    bus = bus_from_settings(settings)
-    handler = RoutePost.from_settings(session_factory(engine), settings)
-    worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_CLASSIFIED], handler=handler)
-    asyncio.run(run_worker_service(bus, worker, cleanup=engine.dispose))
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,123 +1,252 @@
-"""The router's handler: post-classified in; a request in a queue, request-created and reply-requested out."""
+"""The router's handler: post-classified in; a new request in a queue, or a report merged into an
+open one, or a reopened request. All its effects go through the outbox, in one transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
-from plaza.city import of_district
+from plaza.city import City
 from plaza.contracts import (
     Envelope,
-    LocationSource,
     Outgoing,
     PostClassified,
     ReplyKind,
     ReplyRequested,
-    RequestCreated,
     Urgency,
     derive_event_id,
     envelope,
     from_timestamp,
     post_key,
-    timestamp,
 )
 from plaza.db.inbox import first_time
-from plaza.db.models import ServiceRequest
-from plaza.requests import NEW, TRIAGE_QUEUE
+from plaza.db.models import Reply, RequestReport, ServiceRequest
+from plaza.lifecycle import Command, NewReport, act, merge_report, open_request
+from plaza.outbox import stage
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza.requests import CLOSED_STATUSES, Action, Status
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_router.repository import create_request, request_for_post
+from plaza_router.dedupe import DuplicatePolicy, find_duplicate, lock_service
 from plaza_router.settings import NotActionableReply, RouterSettings
-from plaza_router.sla import SlaPolicy
 
 GROUP = "plaza-router"
-CITY_AGENCY = "Ajuntament de Barcelona"
-
-_SOURCE_NAMES = {
-    LocationSource.LOCATION_SOURCE_GEO: "geo",
-    LocationSource.LOCATION_SOURCE_TEXT: "text",
-}
 
 
 class RoutePost:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        city: City,
+        *,
         sla: SlaPolicy,
+        routing: RoutingTable,
+        duplicates: DuplicatePolicy = DuplicatePolicy(),
         not_actionable_reply: NotActionableReply = NotActionableReply.NONE,
         min_location_confidence: float = 0.5,
     ) -> None:
         self._sessions = sessions
+        self._city = city
         self._sla = sla
+        self._routing = routing
+        self._duplicates = duplicates
         self._not_actionable_reply = not_actionable_reply
         self._min_location_confidence = min_location_confidence
 
     @classmethod
     def from_settings(
-        cls, sessions: async_sessionmaker[AsyncSession], settings: RouterSettings
+        cls, sessions: async_sessionmaker[AsyncSession], city: City, settings: RouterSettings
     ) -> RoutePost:
         return cls(
             sessions,
-            settings.sla(),
-            settings.not_actionable_reply,
-            settings.min_location_confidence,
+            city,
+            sla=SlaPolicy.load(settings.sla_config),
+            routing=RoutingTable.load(settings.routing_config),
+            duplicates=DuplicatePolicy(
+                radius_m=settings.duplicate_radius_m,
+                window=timedelta(hours=settings.duplicate_window_hours),
+                text_similarity=settings.duplicate_text_similarity,
+            ),
+            not_actionable_reply=settings.not_actionable_reply,
+            min_location_confidence=settings.min_location_confidence,
         )
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         classified = event.post_classified
-        post = classified.post
-        if not classified.actionable:
-            # Praise, jokes, chatter: no request, no queue entry; at most a polite reply,
-            # whose id derives from the post so that a redelivery cannot reply twice.
-            if self._not_actionable_reply is NotActionableReply.NONE:
-                return []
-            return [self._acknowledge_chatter(event)]
         async with self._sessions.begin() as session:
-            fresh = await first_time(session, GROUP, event.event_id)
-            if fresh:
-                request = await create_request(session, self._values(classified))
-            else:
-                # A redelivery: the request exists; announce it again with the same event ids.
-                request = await request_for_post(session, post.platform, post.post_id)
-        return self._announce(event, request, classified.placement.district_name)
+            # Everything this event causes is committed with its inbox row: a redelivery finds
+            # the row and does nothing, so each effect happens once.
+            if not await first_time(session, GROUP, event.event_id):
+                return []
+            await self._route(session, event, classified)
+        return []
 
-    def _values(self, c: PostClassified) -> dict[str, object]:
+    async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
+        correlation = event.correlation_id or event.event_id
+        if await self._already_reported(session, post.platform, post.post_id):
+            return  # the same post reached us twice by different channels
+        report = NewReport(
+            platform=post.platform,
+            post_id=post.post_id,
+            author_handle=post.author_handle,
+            text=post.text,
+            language=c.language or post.language or "other",
+            reported_at=from_timestamp(post.created_at),
+            lat=post.latitude if post.HasField("latitude") else None,
+            long=post.longitude if post.HasField("longitude") else None,
+            address=post.address or None,
+            public_url=post.public_url or None,
+            channel=post.channel,
+            media_urls=tuple(post.media_urls),
+        )
+        now = datetime.now(UTC)
+        if post.reply_to_post_id and await self._follow_up(
+            session, report, post.reply_to_post_id, now, correlation
+        ):
+            return
+        if not c.actionable:
+            if self._not_actionable_reply is NotActionableReply.ACKNOWLEDGE:
+                stage(session, [self._thank(event)])
+            return
+        await lock_service(session, c.service_code)
         place = c.placement
-        requested_at = from_timestamp(post.created_at)
-        district = place.district_code or None
+        duplicate = await find_duplicate(
+            session,
+            self._duplicates,
+            service_code=c.service_code,
+            reported_at=report.reported_at,
+            text_=report.text,
+            lat=report.lat,
+            lon=report.long,
+            barri_code=place.barri_code or None,
+        )
+        if duplicate is not None:
+            await merge_report(
+                session,
+                duplicate,
+                report,
+                actor="router",
+                now=now,
+                correlation_id=correlation,
+                city=self._city,
+            )
+            return
         # A district the classifier is unsure of is only a hint: a person in triage decides.
-        routed = district if place.confidence >= self._min_location_confidence else None
-        return {
-            "status": NEW,
-            "service_code": c.service_code,
-            "description": post.text,
-            "requested_datetime": requested_at,
-            "updated_datetime": requested_at,
-            "expected_datetime": self._sla.due(requested_at, c.urgency),
-            "address": post.address or None,
-            "lat": post.latitude if post.HasField("latitude") else None,
-            "long": post.longitude if post.HasField("longitude") else None,
-            "media_url": post.media_urls[0] if post.media_urls else None,
-            "media_urls": list(post.media_urls),
-            "agency_responsible": (
-                f"Districte {of_district('ca', place.district_name)}" if routed else CITY_AGENCY
-            ),
-            "district_code": district,
-            "barri_code": place.barri_code or None,
-            "location_source": _SOURCE_NAMES.get(place.source, "none"),
-            "queue": routed or TRIAGE_QUEUE,
-            "urgency": "urgent" if c.urgency == Urgency.URGENCY_URGENT else "normal",
-            "language": c.language or post.language or "other",
-            "service_confidence": c.service_confidence,
-            "channel": post.channel or post.platform,
-            "source_platform": post.platform,
-            "source_post_id": post.post_id,
-            "source_author_handle": post.author_handle,
-            "source_public_url": post.public_url or None,
-        }
+        sure = place.district_code and place.confidence >= self._min_location_confidence
+        route = self._routing.route(
+            place.district_code if sure else None, place.district_name, c.service_code
+        )
+        await open_request(
+            session,
+            report,
+            service_code=c.service_code,
+            urgent=c.urgency == Urgency.URGENCY_URGENT,
+            service_confidence=c.service_confidence,
+            placement=place,
+            route=route,
+            sla=self._sla,
+            actor="router",
+            correlation_id=correlation,
+        )
 
     @staticmethod
-    def _acknowledge_chatter(event: Envelope) -> Outgoing:
+    async def _already_reported(session: AsyncSession, platform: str, post_id: str) -> bool:
+        found = await session.execute(
+            select(RequestReport.id).where(
+                RequestReport.platform == platform, RequestReport.post_id == post_id
+            )
+        )
+        return found.first() is not None
+
+    async def _follow_up(
+        self,
+        session: AsyncSession,
+        report: NewReport,
+        reply_to: str,
+        now: datetime,
+        correlation: str,
+    ) -> bool:
+        """A citizen answering in a request's thread: a resolved request they reported is
+        reopened; an open one gets the post as another report. False if not a known thread."""
+        request_id = (
+            await session.execute(
+                select(RequestReport.service_request_id).where(
+                    RequestReport.platform == report.platform, RequestReport.post_id == reply_to
+                )
+            )
+        ).scalar_one_or_none()
+        if request_id is None:
+            request_id = (
+                await session.execute(
+                    select(Reply.service_request_id).where(
+                        Reply.platform == report.platform, Reply.remote_id == reply_to
+                    )
+                )
+            ).scalar_one_or_none()
+        if request_id is None:
+            return False
+        request = await session.get(ServiceRequest, request_id, with_for_update=True)
+        if request is None:
+            return False
+        while request.duplicate_of is not None:  # follow a merge to the request that lives on
+            target = await session.get(ServiceRequest, request.duplicate_of, with_for_update=True)
+            if target is None:
+                break
+            request = target
+        reporters = set(
+            (
+                await session.execute(
+                    select(RequestReport.author_handle).where(
+                        RequestReport.service_request_id == request.id
+                    )
+                )
+            ).scalars()
+        )
+        if request.status in CLOSED_STATUSES:
+            if report.author_handle not in reporters or request.status not in (
+                Status.RESOLVED,
+                Status.CLOSED,
+            ):
+                return False  # someone else's closed request: treat the post as a new report
+            await act(
+                session,
+                request.id,
+                Command(Action.REOPEN, actor=f"citizen:{report.author_handle}", note=report.text),
+                now=now,
+                sla=self._sla,
+                routing=self._routing,
+                city=self._city,
+            )
+            session.add(
+                RequestReport(
+                    service_request_id=request.id,
+                    platform=report.platform,
+                    post_id=report.post_id,
+                    author_handle=report.author_handle,
+                    text=report.text,
+                    lat=report.lat,
+                    long=report.long,
+                    language=report.language,
+                    reported_at=report.reported_at,
+                    merged=True,
+                )
+            )
+            return True
+        await merge_report(
+            session,
+            request,
+            report,
+            actor="router",
+            now=now,
+            correlation_id=correlation,
+            city=self._city,
+        )
+        return True
+
+    @staticmethod
+    def _thank(event: Envelope) -> Outgoing:
         classified = event.post_classified
         post = classified.post
         key = post_key(post.platform, post.post_id)
@@ -135,51 +264,3 @@ class RoutePost:
             event_id=derive_event_id("reply-requested", reply.reply_id),
             correlation_id=event.correlation_id or event.event_id,
         )
-
-    @staticmethod
-    def _announce(event: Envelope, request: ServiceRequest, district_name: str) -> list[Outgoing]:
-        rid = request.service_request_id
-        correlation = event.correlation_id or event.event_id
-        created = RequestCreated(
-            service_request_id=rid,
-            status=request.status,
-            service_code=request.service_code,
-            queue=request.queue,
-            placement=event.post_classified.placement,
-            requested_at=timestamp(request.requested_datetime),
-            urgency=event.post_classified.urgency,
-            source_platform=request.source_platform,
-            source_post_id=request.source_post_id,
-            language=request.language,
-        )
-        if request.expected_datetime is not None:
-            created.expected_at.CopyFrom(timestamp(request.expected_datetime))
-        params = {"service_request_id": rid, "queue": request.queue}
-        if district_name and request.queue != TRIAGE_QUEUE:
-            params["district_name"] = district_name
-        if request.expected_datetime is not None:
-            params["expected_datetime"] = request.expected_datetime.isoformat()
-        reply = ReplyRequested(
-            reply_id=derive_event_id("reply", rid, "acknowledged"),
-            service_request_id=rid,
-            kind=ReplyKind.REPLY_KIND_ACKNOWLEDGED,
-            language=request.language,
-            platform=request.source_platform,
-            in_reply_to_post_id=request.source_post_id,
-            author_handle=request.source_author_handle,
-            params=params,
-        )
-        return [
-            envelope(
-                created,
-                key=rid,
-                event_id=derive_event_id("request-created", rid),
-                correlation_id=correlation,
-            ),
-            envelope(
-                reply,
-                key=rid,
-                event_id=derive_event_id("reply-requested", reply.reply_id),
-                correlation_id=correlation,
-            ),
-        ]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from enum import StrEnum
 
 from plaza.settings import PlazaSettings
 from pydantic import Field
-
-from plaza_router.sla import SlaPolicy
 
 
 class NotActionableReply(StrEnum):
@@ -19,8 +16,6 @@ class NotActionableReply(StrEnum):
 
 
 class RouterSettings(PlazaSettings):
-    sla_resolve_hours: float = Field(default=72, gt=0, description="Due time of a normal request")
-    sla_resolve_urgent_hours: float = Field(default=24, gt=0, description="Due time if urgent")
     min_location_confidence: float = Field(
         default=0.5,
         ge=0,
@@ -31,9 +26,13 @@ class RouterSettings(PlazaSettings):
         default=NotActionableReply.NONE,
         description="PLAZA_NOT_ACTIONABLE_REPLY: none, or acknowledge (a polite public reply)",
     )
-
-    def sla(self) -> SlaPolicy:
-        return SlaPolicy(
-            resolve_normal=timedelta(hours=self.sla_resolve_hours),
-            resolve_urgent=timedelta(hours=self.sla_resolve_urgent_hours),
-        )
+    duplicate_radius_m: float = Field(
+        default=60, ge=0, description="Same service this close: one request"
+    )
+    duplicate_window_hours: float = Field(
+        default=72, ge=0, description="...reported within this time"
+    )
+    duplicate_text_similarity: float = Field(
+        default=0.5, ge=0, le=1, description="Without coordinates: same barri and texts this alike"
+    )
+    sla_scan_interval: float = Field(default=15, gt=0, description="Seconds between SLA scans")

@@ -110,4 +110,8 @@ def bus_from_settings(settings: PlazaSettings) -> Bus:
         return MemoryBus()
     from plaza.bus.kafka import KafkaBus
 
-    return KafkaBus(settings.kafka_bootstrap, namespace=settings.kafka_namespace)
+    return KafkaBus(
+        settings.kafka_bootstrap,
+        namespace=settings.kafka_namespace,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+    )

@@ -94,12 +94,14 @@ class KafkaBus(Bus):
         client_id: str = "plaza",
         linger_ms: int = 5,
         join_timeout: float = 60.0,
+        session_timeout_ms: int = 10000,
     ) -> None:
         self._bootstrap = bootstrap
         self._ns = namespace
         self._client_id = client_id
         self._linger_ms = linger_ms
         self._join_timeout = join_timeout
+        self._session_timeout_ms = session_timeout_ms
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -145,8 +147,9 @@ class KafkaBus(Bus):
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_interval_ms=300000,
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=1000,
+            # How long a dead member keeps its partitions before the group moves them.
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=min(1000, self._session_timeout_ms // 3),
             fetch_max_wait_ms=100,
             metadata_max_age_ms=5000,
         )

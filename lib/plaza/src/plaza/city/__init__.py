@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -13,33 +12,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-import shapely
-import shapely.errors
-from shapely.geometry import Point, shape
-from shapely.strtree import STRtree
-
 from plaza.city import names
+from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features
+from plaza.settings import SettingsError
 
 __all__ = [
+    "SNAP_METRES",
     "Barri",
-    "BarriPolygons",
     "BoundingBox",
     "City",
     "District",
     "Location",
     "PlaceNames",
+    "Polygons",
     "fold",
     "of_district",
 ]
-
-# Local equirectangular projection: metres per degree at Barcelona's latitude. Good to well under
-# 1% across the city, which is all a 150 m snapping distance needs.
-_LAT0 = 41.39
-_M_PER_DEG_LAT = 110_574.0
-_M_PER_DEG_LON = 111_320.0 * math.cos(math.radians(_LAT0))
-
-SNAP_METRES = 150.0
-"""A point this close to a barri but inside none (beach, port, a border) snaps to the nearest."""
 
 BBOX_MARGIN_DEG = 0.005
 """Without polygons, how far outside the city's bounding box a point may fall (about 500 m)."""
@@ -83,10 +71,16 @@ class BoundingBox:
             and self.min_lon - margin <= lon <= self.max_lon + margin
         )
 
+    def metres(self) -> Metres:
+        """The projection to metres that is accurate inside this box."""
+        return Metres.at((self.min_lat + self.max_lat) / 2)
+
 
 @dataclass(frozen=True, slots=True)
 class PlaceNames:
-    """Names beyond the official ones. Keys are district or barri codes; all text is folded."""
+    """Names beyond the official ones. Keys are district or barri codes; all text is folded.
+    An official name that is also an everyday word ("Centro", "el Clot") is matched only through
+    the aliases of its place when the place's code is in ambiguous_official_*."""
 
     district_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     barri_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -94,6 +88,7 @@ class PlaceNames:
     proper_nouns: Mapping[str, str] = field(default_factory=dict)  # case-sensitive -> barri code
     not_places: tuple[str, ...] = ()
     ambiguous_official_barris: frozenset[str] = frozenset()
+    ambiguous_official_districts: frozenset[str] = frozenset()
 
 
 _APOSTROPHES_AND_DOTS = str.maketrans({"·": "", "\u2027": "", "\u0140": "l"})
@@ -107,72 +102,6 @@ def fold(text: str, *, keep_case: bool = False) -> str:
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     spaced = _NOT_WORD.sub(" ", bare)
     return spaced if keep_case else spaced.lower()
-
-
-class BarriPolygons:
-    """Exact barri shapes in a metric projection, indexed for point lookups."""
-
-    def __init__(self, shapes: Mapping[str, object], district_of: Mapping[str, str]) -> None:
-        """shapes: barri code -> GeoJSON geometry mapping (WGS84 lon/lat)."""
-        self.codes: tuple[str, ...] = tuple(shapes)
-        self.district_of: Mapping[str, str] = MappingProxyType(dict(district_of))
-        geometries = [_project(shape(g)) for g in shapes.values()]
-        self._tree = STRtree(geometries)
-
-    @classmethod
-    def from_geojson(cls, path: Path) -> BarriPolygons:
-        """Reads CartoBCN's barris_geo.json (C_Barri, C_Distri, geometry)."""
-        shapes: dict[str, object] = {}
-        district_of: dict[str, str] = {}
-        for props, geometry in _read_features(path):
-            try:
-                code, district_code = str(props["C_Barri"]), str(props["C_Distri"])
-            except KeyError as e:
-                raise ValueError(f"{path}: a feature has no {e.args[0]} property") from e
-            shapes[code] = geometry
-            district_of[code] = district_code
-        try:
-            return cls(shapes, district_of)
-        except (TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as e:
-            raise ValueError(f"{path}: malformed geometry: {e}") from e
-
-    def locate(self, lat: float, lon: float) -> tuple[str, float] | None:
-        """(barri code, confidence) for a WGS84 point, or None when it is not in or near any."""
-        point = _project(Point(lon, lat))
-        inside = self._tree.query(point, predicate="within")
-        if len(inside):
-            return self.codes[int(inside[0])], 1.0
-        nearest, distances = self._tree.query_nearest(
-            point, max_distance=SNAP_METRES, return_distance=True
-        )
-        if not len(nearest):
-            return None
-        distance = float(distances[0])
-        return self.codes[int(nearest[0])], round(0.9 - 0.3 * distance / SNAP_METRES, 2)
-
-
-def _project(geometry: object) -> object:
-    return shapely.transform(geometry, lambda xy: xy * (_M_PER_DEG_LON, _M_PER_DEG_LAT))
-
-
-def _read_features(path: Path) -> list[tuple[Mapping[str, object], object]]:
-    try:
-        collection = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ValueError(f"{path}: file not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable GeoJSON: {e}") from e
-    features = collection.get("features") if isinstance(collection, dict) else None
-    if not isinstance(features, list) or not features:
-        raise ValueError(f"{path}: not a GeoJSON FeatureCollection with features")
-    read: list[tuple[Mapping[str, object], object]] = []
-    for feature in features:
-        props = feature.get("properties") if isinstance(feature, dict) else None
-        geometry = feature.get("geometry") if isinstance(feature, dict) else None
-        if not isinstance(props, dict) or not isinstance(geometry, dict):
-            raise ValueError(f"{path}: a feature lacks properties or geometry")
-        read.append((props, geometry))
-    return read
 
 
 Place = District | Barri
@@ -226,25 +155,36 @@ class City:
         bbox: BoundingBox,
         *,
         place_names: PlaceNames | None = None,
-        polygons: BarriPolygons | None = None,
+        barri_polygons: Polygons | None = None,
+        district_polygons: Polygons | None = None,
     ) -> None:
+        """A city may have no barris; then a point is placed by its district's polygon. Polygons,
+        when given, must cover exactly the city's barris (or districts)."""
         self.name = name
         self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
         self.barris: Mapping[str, Barri] = MappingProxyType({b.code: b for b in barris})
         self.bbox = bbox
+        if not self.districts:
+            raise ValueError(f"{name} has no districts")
         for barri in self.barris.values():
             if barri.district_code not in self.districts:
                 raise ValueError(f"barri {barri.code} is in unknown district {barri.district_code}")
-        if polygons is not None and set(polygons.codes) != set(self.barris):
-            raise ValueError(
-                f"polygons cover barris {sorted(polygons.codes)}, the city has {sorted(self.barris)}"
-            )
-        self._polygons = polygons
+        for kind, polygons, codes in (
+            ("barris", barri_polygons, self.barris),
+            ("districts", district_polygons, self.districts),
+        ):
+            if polygons is not None and set(polygons.codes) != set(codes):
+                raise ValueError(
+                    f"polygons cover {kind} {sorted(polygons.codes)}, the city has {sorted(codes)}"
+                )
+        self._barri_polygons = barri_polygons
+        self._district_polygons = district_polygons
+        self._metres = bbox.metres()
         self._matcher = self._build_matcher(place_names or PlaceNames())
 
     @property
     def has_polygons(self) -> bool:
-        return self._polygons is not None
+        return self._barri_polygons is not None or self._district_polygons is not None
 
     def district(self, code: str) -> District:
         try:
@@ -261,18 +201,26 @@ class City:
             raise KeyError(f"{self.name} has no barri {code!r}") from None
 
     def locate(self, lat: float, lon: float) -> Location | None:
-        """Where a point falls: the barri polygon holding it, or (without polygons) the nearest
-        barri centre inside the city's bounding box. None outside the city."""
-        if self._polygons is not None:
-            found = self._polygons.locate(lat, lon)
+        """Where a point falls: the barri polygon holding it; in a city without barri polygons,
+        the district polygon holding it (barri None); without any polygons, the nearest barri
+        (or, lacking barris, district) centre inside the city's bounding box. None outside the
+        city."""
+        if self._barri_polygons is not None:
+            found = self._barri_polygons.locate(lat, lon)
             if found is None:
                 return None
-            code, confidence = found
-            return self._location(self.barris[code], "geo", confidence)
+            return self._location(self.barris[found[0]], "geo", found[1])
+        if self._district_polygons is not None:
+            found = self._district_polygons.locate(lat, lon)
+            if found is None:
+                return None
+            return self._location(self.districts[found[0]], "geo", found[1])
         if not self.bbox.contains(lat, lon, BBOX_MARGIN_DEG):
             return None
-        nearest = min(self.barris.values(), key=lambda b: _distance_sq(b.lat, b.lon, lat, lon))
-        return self._location(nearest, "geo", 0.6)
+        centres: Iterable[Place] = self.barris.values() or self.districts.values()
+        nearest = min(centres, key=lambda p: self._metres.distance_sq(p.lat, p.lon, lat, lon))
+        # A district's centre says much less about a point than a barri's.
+        return self._location(nearest, "geo", 0.6 if isinstance(nearest, Barri) else 0.4)
 
     def find_in_text(self, text: str) -> Location | None:
         """The district or barri a text names. A barri or landmark beats its district; when
@@ -297,25 +245,40 @@ class City:
         config = json.loads(packaged)
         districts = [District(**d) for d in config["districts"]]
         barris = [Barri(**b) for b in config["barris"]]
+        bbox = BoundingBox(**config["bbox"])
         polygons = None
         if data_dir is not None:
-            polygons = _barcelona_polygons(data_dir, districts, barris)
-        place_names = PlaceNames(
-            district_aliases=names.DISTRICT_ALIASES,
-            barri_aliases=names.BARRI_ALIASES,
-            landmarks=names.LANDMARKS,
-            proper_nouns=names.PROPER_NOUNS,
-            not_places=names.NOT_PLACES,
-            ambiguous_official_barris=names.AMBIGUOUS_OFFICIAL_BARRIS,
-        )
+            polygons = _barcelona_polygons(data_dir, districts, barris, bbox.metres())
         return cls(
             config["name"],
             districts,
             barris,
-            BoundingBox(**config["bbox"]),
-            place_names=place_names,
-            polygons=polygons,
+            bbox,
+            place_names=barcelona_place_names(),
+            barri_polygons=polygons,
         )
+
+    @classmethod
+    def from_config(cls, path: Path) -> City:
+        """A city described by a TOML file (see plaza.city.config): its districts, and optionally
+        its barris, read from GeoJSON files named in it. Raises ValueError naming the file and
+        the key at fault."""
+        from plaza.city.config import load_city_config
+
+        return load_city_config(path)
+
+    @classmethod
+    def from_settings(cls, *, city_config: Path | None, city_data_dir: Path | None) -> City:
+        """The city Plaza serves: the one PLAZA_CITY_CONFIG describes, else Barcelona (with exact
+        polygons from PLAZA_CITY_DATA_DIR when set; it is ignored when a config is given).
+        A file that cannot be used stops start-up with a SettingsError naming the variable."""
+        try:
+            if city_config is not None:
+                return cls.from_config(city_config)
+            return cls.barcelona(city_data_dir)
+        except ValueError as e:
+            variable = "PLAZA_CITY_CONFIG" if city_config is not None else "PLAZA_CITY_DATA_DIR"
+            raise SettingsError(f"{variable}: {e}") from e
 
     def _location(
         self, place: Place, source: Literal["geo", "text"], confidence: float
@@ -340,7 +303,8 @@ class City:
                 raise ValueError(f"{name!r} names both {previous} and {place}")
 
         for district in self.districts.values():
-            add(district.name, district)
+            if district.code not in place_names.ambiguous_official_districts:
+                add(district.name, district)
         for code, aliases in place_names.district_aliases.items():
             for alias in aliases:
                 add(alias, self.district(code))
@@ -365,18 +329,24 @@ def _district_code(place: Place) -> str:
     return place.district_code if isinstance(place, Barri) else place.code
 
 
-def _distance_sq(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    dy = (lat1 - lat2) * _M_PER_DEG_LAT
-    dx = (lon1 - lon2) * _M_PER_DEG_LON
-    return dx * dx + dy * dy
+def barcelona_place_names() -> PlaceNames:
+    """What people call Barcelona's districts, barris and landmarks (plaza.city.names)."""
+    return PlaceNames(
+        district_aliases=names.DISTRICT_ALIASES,
+        barri_aliases=names.BARRI_ALIASES,
+        landmarks=names.LANDMARKS,
+        proper_nouns=names.PROPER_NOUNS,
+        not_places=names.NOT_PLACES,
+        ambiguous_official_barris=names.AMBIGUOUS_OFFICIAL_BARRIS,
+    )
 
 
 def _barcelona_polygons(
-    data_dir: Path, districts: list[District], barris: list[Barri]
-) -> BarriPolygons:
+    data_dir: Path, districts: list[District], barris: list[Barri], metres: Metres
+) -> Polygons:
     districts_path = data_dir / "districtes_geo.json"
     district_codes = set()
-    for props, _ in _read_features(districts_path):
+    for props, _ in read_features(districts_path):
         if "C_Distri" not in props:
             raise ValueError(f"{districts_path}: a feature has no C_Distri property")
         district_codes.add(str(props["C_Distri"]))
@@ -386,9 +356,20 @@ def _barcelona_polygons(
             f"{sorted(d.code for d in districts)}; re-run scripts/derive_city.py"
         )
     barris_path = data_dir / "barris_geo.json"
-    polygons = BarriPolygons.from_geojson(barris_path)
-    packaged = {b.code: b.district_code for b in barris}
-    if dict(polygons.district_of) != packaged:
+    shapes: dict[str, object] = {}
+    district_of: dict[str, str] = {}
+    for props, geometry in read_features(barris_path):
+        try:
+            code, district_code = str(props["C_Barri"]), str(props["C_Distri"])
+        except KeyError as e:
+            raise ValueError(f"{barris_path}: a feature has no {e.args[0]} property") from e
+        shapes[code] = geometry
+        district_of[code] = district_code
+    try:
+        polygons = Polygons(shapes, metres)
+    except ValueError as e:
+        raise ValueError(f"{barris_path}: {e}") from e
+    if district_of != {b.code: b.district_code for b in barris}:
         raise ValueError(
             f"{barris_path}: barri codes or their districts differ from the packaged "
             "barcelona.json; re-run scripts/derive_city.py"

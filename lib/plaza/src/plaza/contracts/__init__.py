@@ -21,6 +21,8 @@ from plaza.contracts.v1.events_pb2 import (
     ReplyPosted,
     ReplyRequested,
     RequestCreated,
+    RequestMerged,
+    RequestSlaBreached,
     RequestStatusChanged,
     Urgency,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "ReplyPosted",
     "ReplyRequested",
     "RequestCreated",
+    "RequestMerged",
+    "RequestSlaBreached",
     "RequestStatusChanged",
     "Urgency",
     "decode",
@@ -78,6 +82,8 @@ class TOPICS:
     REQUEST_STATUS_CHANGED: Final = EventType("request-status-changed", "request_status_changed")
     REPLY_REQUESTED: Final = EventType("reply-requested", "reply_requested")
     REPLY_POSTED: Final = EventType("reply-posted", "reply_posted")
+    REQUEST_MERGED: Final = EventType("request-merged", "request_merged")
+    REQUEST_SLA_BREACHED: Final = EventType("request-sla-breached", "request_sla_breached")
 
     @classmethod
     def all(cls) -> tuple[EventType, ...]:
@@ -137,6 +143,8 @@ _BODY_TYPES: dict[type[Message], EventType] = {
     RequestStatusChanged: TOPICS.REQUEST_STATUS_CHANGED,
     ReplyRequested: TOPICS.REPLY_REQUESTED,
     ReplyPosted: TOPICS.REPLY_POSTED,
+    RequestMerged: TOPICS.REQUEST_MERGED,
+    RequestSlaBreached: TOPICS.REQUEST_SLA_BREACHED,
 }
 
 

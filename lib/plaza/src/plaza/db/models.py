@@ -6,18 +6,22 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Identity,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -66,9 +70,36 @@ class ServiceRequest(Base):
     source_public_url: Mapped[str | None] = mapped_column(Text)
     media_urls: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The lifecycle (issue 4): clocks, who works on it, what became of it.
+    ack_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ack_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolve_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    assigned_worker: Mapped[str | None] = mapped_column(String(256))
+    status_notes: Mapped[str | None] = mapped_column(Text)
+    resolution_photo_url: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("service_requests.id"))
+    reporters_count: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
+    version: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
 
     __table_args__ = (
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
+        Index(
+            "ix_service_requests_dedupe",
+            "service_code",
+            "requested_datetime",
+            postgresql_where=text(
+                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+            ),
+        ),
+        Index(
+            "ix_service_requests_escalated",
+            "escalated_at",
+            postgresql_where=text("escalated_at IS NOT NULL"),
+        ),
         Index("ix_service_requests_queue_due", "queue", "status", "expected_datetime"),
         Index("ix_service_requests_requested", "requested_datetime"),
         Index("ix_service_requests_updated", "updated_datetime"),
@@ -108,4 +139,66 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class RequestReport(Base):
+    """One citizen's report of a request: the post that opened it, or one merged into it.
+
+    Every actionable post ends as exactly one row here."""
+
+    __tablename__ = "request_reports"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
+    service_request_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE"), index=True
+    )
+    platform: Mapped[str] = mapped_column(String(32))
+    post_id: Mapped[str] = mapped_column(String(256))
+    author_handle: Mapped[str] = mapped_column(String(256))
+    text: Mapped[str] = mapped_column(Text)
+    lat: Mapped[float | None] = mapped_column(Float)
+    long: Mapped[float | None] = mapped_column(Float)
+    language: Mapped[str] = mapped_column(String(8))
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    merged: Mapped[bool] = mapped_column(Boolean)  # False for the post that opened the request
+
+    __table_args__ = (UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),)
+
+
+class RequestEvent(Base):
+    """The audit trail: every change to a request, with who made it, when, and before and after."""
+
+    __tablename__ = "request_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
+    service_request_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)  # the request's version after the change
+    kind: Mapped[str] = mapped_column(String(32))  # created, merged, acknowledge, ..., sla_breached
+    actor: Mapped[str] = mapped_column(String(256))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    before: Mapped[dict[str, object]] = mapped_column(JSONB)
+    after: Mapped[dict[str, object]] = mapped_column(JSONB)
+    note: Mapped[str | None] = mapped_column(Text)
+    public: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_request_events_history", "service_request_id", "id"),)
+
+
+class OutboxRecord(Base):
+    """The transactional outbox: events written with the change they announce, relayed to Kafka."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(256))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     )

@@ -353,6 +353,13 @@ class RequestStatusChanged(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    AGENCY_RESPONSIBLE_FIELD_NUMBER: _builtins.int
+    ASSIGNED_WORKER_FIELD_NUMBER: _builtins.int
+    PHOTO_URL_FIELD_NUMBER: _builtins.int
+    DUPLICATE_OF_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     service_request_id: _builtins.str
     from_status: _builtins.str
     to_status: _builtins.str
@@ -360,6 +367,20 @@ class RequestStatusChanged(_message.Message):
     """who did it: a manager's id, "router", "sla-scanner" """
     note: _builtins.str
     """public note, if any"""
+    action: _builtins.str
+    """the action that caused it: acknowledge, assign, transfer..."""
+    queue: _builtins.str
+    """the queue after the change"""
+    agency_responsible: _builtins.str
+    """the team or agency after the change"""
+    assigned_worker: _builtins.str
+    """a worker's handle, after assign"""
+    photo_url: _builtins.str
+    """resolution photo, after resolve"""
+    duplicate_of: _builtins.str
+    """the request it was merged into, after mark_duplicate"""
+    version: _builtins.int
+    """the request's version after the change (1 = created)"""
     @_builtins.property
     def changed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -371,14 +392,102 @@ class RequestStatusChanged(_message.Message):
         actor: _builtins.str = ...,
         note: _builtins.str = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
+        action: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        agency_responsible: _builtins.str = ...,
+        assigned_worker: _builtins.str = ...,
+        photo_url: _builtins.str = ...,
+        duplicate_of: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "changed_at", b"changed_at", "from_status", b"from_status", "note", b"note", "service_request_id", b"service_request_id", "to_status", b"to_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "agency_responsible", b"agency_responsible", "assigned_worker", b"assigned_worker", "changed_at", b"changed_at", "duplicate_of", b"duplicate_of", "from_status", b"from_status", "note", b"note", "photo_url", b"photo_url", "queue", b"queue", "service_request_id", b"service_request_id", "to_status", b"to_status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestStatusChanged: _TypeAlias = RequestStatusChanged  # noqa: Y015
+
+@_typing.final
+class RequestMerged(_message.Message):
+    """Another report of the same problem joined an open request instead of opening a new one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    POST_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_HANDLE_FIELD_NUMBER: _builtins.int
+    REPORTERS_COUNT_FIELD_NUMBER: _builtins.int
+    MERGED_AT_FIELD_NUMBER: _builtins.int
+    service_request_id: _builtins.str
+    platform: _builtins.str
+    post_id: _builtins.str
+    author_handle: _builtins.str
+    reporters_count: _builtins.int
+    """after this report"""
+    @_builtins.property
+    def merged_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        service_request_id: _builtins.str = ...,
+        platform: _builtins.str = ...,
+        post_id: _builtins.str = ...,
+        author_handle: _builtins.str = ...,
+        reporters_count: _builtins.int = ...,
+        merged_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["merged_at", b"merged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "merged_at", b"merged_at", "platform", b"platform", "post_id", b"post_id", "reporters_count", b"reporters_count", "service_request_id", b"service_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestMerged: _TypeAlias = RequestMerged  # noqa: Y015
+
+@_typing.final
+class RequestSlaBreached(_message.Message):
+    """A request missed its SLA: nobody acknowledged it, or it was not resolved, in time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    DISTRICT_CODE_FIELD_NUMBER: _builtins.int
+    SERVICE_CODE_FIELD_NUMBER: _builtins.int
+    ESCALATED_TO_FIELD_NUMBER: _builtins.int
+    service_request_id: _builtins.str
+    deadline: _builtins.str
+    """"acknowledge" or "resolve" """
+    district_code: _builtins.str
+    service_code: _builtins.str
+    escalated_to: _builtins.str
+    """the queue it was escalated to"""
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        service_request_id: _builtins.str = ...,
+        deadline: _builtins.str = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        district_code: _builtins.str = ...,
+        service_code: _builtins.str = ...,
+        escalated_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "due_at", b"due_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "detected_at", b"detected_at", "district_code", b"district_code", "due_at", b"due_at", "escalated_to", b"escalated_to", "service_code", b"service_code", "service_request_id", b"service_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestSlaBreached: _TypeAlias = RequestSlaBreached  # noqa: Y015
 
 @_typing.final
 class ReplyRequested(_message.Message):
@@ -510,6 +619,8 @@ class Envelope(_message.Message):
     REQUEST_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
     REPLY_REQUESTED_FIELD_NUMBER: _builtins.int
     REPLY_POSTED_FIELD_NUMBER: _builtins.int
+    REQUEST_MERGED_FIELD_NUMBER: _builtins.int
+    REQUEST_SLA_BREACHED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUID; consumers use it to recognise redeliveries"""
     event_type: _builtins.str
@@ -532,6 +643,10 @@ class Envelope(_message.Message):
     def reply_requested(self) -> Global___ReplyRequested: ...
     @_builtins.property
     def reply_posted(self) -> Global___ReplyPosted: ...
+    @_builtins.property
+    def request_merged(self) -> Global___RequestMerged: ...
+    @_builtins.property
+    def request_sla_breached(self) -> Global___RequestSlaBreached: ...
     def __init__(
         self,
         *,
@@ -546,12 +661,14 @@ class Envelope(_message.Message):
         request_status_changed: Global___RequestStatusChanged | None = ...,
         reply_requested: Global___ReplyRequested | None = ...,
         reply_posted: Global___ReplyPosted | None = ...,
+        request_merged: Global___RequestMerged | None = ...,
+        request_sla_breached: Global___RequestSlaBreached | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_status_changed", b"request_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_status_changed", b"request_status_changed", "schema_version", b"schema_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed", "schema_version", b"schema_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["post_received", "post_classified", "request_created", "request_status_changed", "reply_requested", "reply_posted"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["post_received", "post_classified", "request_created", "request_status_changed", "reply_requested", "reply_posted", "request_merged", "request_sla_breached"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -1,0 +1,109 @@
+"""Shapes of a city's areas (districts or barris): GeoJSON reading, projection, point lookups."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import shapely
+import shapely.errors
+from shapely.geometry import Point, shape
+from shapely.strtree import STRtree
+
+__all__ = ["SNAP_METRES", "Metres", "Polygons", "bounds", "centre", "read_features"]
+
+SNAP_METRES = 150.0
+"""A point this close to an area but inside none (beach, port, a border) snaps to the nearest."""
+
+_M_PER_DEG_LAT = 110_574.0
+_M_PER_DEG_LON_AT_EQUATOR = 111_320.0
+
+
+@dataclass(frozen=True, slots=True)
+class Metres:
+    """A local equirectangular projection around one latitude: good to well under 1% across a
+    city, which is all a 150 m snapping distance needs."""
+
+    per_deg_lon: float
+    per_deg_lat: float = _M_PER_DEG_LAT
+
+    @classmethod
+    def at(cls, lat: float) -> Metres:
+        return cls(per_deg_lon=_M_PER_DEG_LON_AT_EQUATOR * math.cos(math.radians(lat)))
+
+    def project(self, geometry: object) -> object:
+        scale = (self.per_deg_lon, self.per_deg_lat)
+        return shapely.transform(geometry, lambda xy: xy * scale)
+
+    def distance_sq(self, lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+        dy = (lat1 - lat2) * self.per_deg_lat
+        dx = (lon1 - lon2) * self.per_deg_lon
+        return dx * dx + dy * dy
+
+
+class Polygons:
+    """Exact area shapes in a metric projection, indexed (STRtree) for point lookups."""
+
+    def __init__(self, shapes: Mapping[str, object], metres: Metres) -> None:
+        """shapes: area code -> GeoJSON geometry mapping (WGS84 lon/lat)."""
+        self.codes: tuple[str, ...] = tuple(shapes)
+        self._metres = metres
+        try:
+            geometries = [metres.project(shape(g)) for g in shapes.values()]
+        except (TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as e:
+            raise ValueError(f"malformed geometry: {e}") from e
+        self._tree = STRtree(geometries)
+
+    def locate(self, lat: float, lon: float) -> tuple[str, float] | None:
+        """(area code, confidence) for a WGS84 point, or None when it is not in or near any."""
+        point = self._metres.project(Point(lon, lat))
+        inside = self._tree.query(point, predicate="within")
+        if len(inside):
+            return self.codes[int(inside[0])], 1.0
+        nearest, distances = self._tree.query_nearest(
+            point, max_distance=SNAP_METRES, return_distance=True
+        )
+        if not len(nearest):
+            return None
+        distance = float(distances[0])
+        return self.codes[int(nearest[0])], round(0.9 - 0.3 * distance / SNAP_METRES, 2)
+
+
+def read_features(path: Path) -> list[tuple[Mapping[str, object], Mapping[str, object]]]:
+    """(properties, geometry) of every feature of a GeoJSON FeatureCollection, in file order."""
+    try:
+        collection = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: file not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable GeoJSON: {e}") from e
+    features = collection.get("features") if isinstance(collection, dict) else None
+    if not isinstance(features, list) or not features:
+        raise ValueError(f"{path}: not a GeoJSON FeatureCollection with features")
+    read: list[tuple[Mapping[str, object], Mapping[str, object]]] = []
+    for feature in features:
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or not isinstance(geometry, dict):
+            raise ValueError(f"{path}: a feature lacks properties or geometry")
+        read.append((props, geometry))
+    return read
+
+
+def centre(geometry: Mapping[str, object]) -> tuple[float, float]:
+    """(lat, lon) of an area's centre: its centroid when that lies inside it, else shapely's
+    representative point; rounded to 6 decimals (about 10 cm), as scripts/derive_city.py does."""
+    area = shape(geometry)
+    point = area.centroid if area.contains(area.centroid) else area.representative_point()
+    return round(point.y, 6), round(point.x, 6)
+
+
+def bounds(geometries: list[Mapping[str, object]]) -> tuple[float, float, float, float]:
+    """(min_lat, min_lon, max_lat, max_lon) around all the geometries, rounded to 6 decimals."""
+    min_lon, min_lat, max_lon, max_lat = (
+        round(float(b), 6) for b in shapely.total_bounds([shape(g) for g in geometries])
+    )
+    return min_lat, min_lon, max_lat, max_lon

@@ -1,0 +1,725 @@
+"""Changes to service requests. Each change writes, in the caller's transaction, the request,
+its audit entry (actor, time, before and after) and the events announcing it (outbox).
+
+Used by the router (open, merge, reopen), the SLA scanner (breach) and the manager API (act)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from plaza.city import City
+from plaza.contracts import (
+    LocationSource,
+    Outgoing,
+    Placement,
+    ReplyKind,
+    ReplyRequested,
+    RequestCreated,
+    RequestMerged,
+    RequestSlaBreached,
+    RequestStatusChanged,
+    Urgency,
+    derive_event_id,
+    envelope,
+    timestamp,
+)
+from plaza.db.models import RequestEvent, RequestReport, ServiceRequest
+from plaza.outbox import stage
+from plaza.policy import Route, RoutingTable, SlaPolicy
+from plaza.requests import (
+    CITY_HALL_QUEUE,
+    OPEN_STATUSES,
+    TRIAGE_QUEUE,
+    Action,
+    Status,
+    next_status,
+)
+
+_SOURCES = {LocationSource.LOCATION_SOURCE_GEO: "geo", LocationSource.LOCATION_SOURCE_TEXT: "text"}
+
+__all__ = [
+    "Command",
+    "InvalidCommand",
+    "NewReport",
+    "RequestNotFound",
+    "act",
+    "breach",
+    "history",
+    "merge_report",
+    "open_request",
+    "snapshot",
+    "split_report",
+]
+
+
+class RequestNotFound(LookupError):
+    pass
+
+
+class InvalidCommand(ValueError):
+    """An action whose details are missing or wrong (no worker to assign, no reason to transfer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewReport:
+    """A citizen's post about a problem, as the router hands it over."""
+
+    platform: str
+    post_id: str
+    author_handle: str
+    text: str
+    language: str
+    reported_at: datetime
+    lat: float | None = None
+    long: float | None = None
+    address: str | None = None
+    public_url: str | None = None
+    channel: str = ""
+    media_urls: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A manager's (or a citizen's) action on a request."""
+
+    action: Action
+    actor: str
+    note: str | None = None
+    public: bool = True
+    worker: str | None = None
+    photo_url: str | None = None
+    district_code: str | None = None
+    agency: str | None = None
+    duplicate_of: int | None = None
+
+
+_SNAPSHOT_FIELDS = (
+    "status",
+    "queue",
+    "agency_responsible",
+    "district_code",
+    "assigned_worker",
+    "status_notes",
+    "resolution_photo_url",
+    "duplicate_of",
+    "reporters_count",
+    "ack_due_at",
+    "expected_datetime",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "ack_breached_at",
+    "resolve_breached_at",
+    "escalated_at",
+)
+
+
+def snapshot(request: ServiceRequest) -> dict[str, object]:
+    """The fields a change can touch, as JSON, for the audit trail."""
+    out: dict[str, object] = {}
+    for name in _SNAPSHOT_FIELDS:
+        value = getattr(request, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _audit(
+    session: AsyncSession,
+    request: ServiceRequest,
+    kind: str,
+    actor: str,
+    at: datetime,
+    before: dict[str, object],
+    *,
+    note: str | None = None,
+    public: bool = True,
+) -> None:
+    after = snapshot(request)
+    session.add(
+        RequestEvent(
+            service_request_id=request.id,
+            version=request.version,
+            kind=kind,
+            actor=actor,
+            at=at,
+            before={k: v for k, v in before.items() if after.get(k) != v},
+            after={k: v for k, v in after.items() if before.get(k) != v},
+            note=note,
+            public=public,
+        )
+    )
+
+
+def _reply(
+    request: ServiceRequest,
+    report: RequestReport | NewReport,
+    kind: ReplyKind.ValueType,
+    tag: str,
+    correlation_id: str,
+    **params: str,
+) -> Outgoing:
+    rid = request.service_request_id
+    reply = ReplyRequested(
+        reply_id=derive_event_id("reply", rid, tag, report.platform, report.post_id),
+        service_request_id=rid,
+        kind=kind,
+        language=report.language,
+        platform=report.platform,
+        in_reply_to_post_id=report.post_id,
+        author_handle=report.author_handle,
+        params={"service_request_id": rid, **params},
+    )
+    return envelope(
+        reply,
+        key=rid,
+        event_id=derive_event_id("reply-requested", reply.reply_id),
+        correlation_id=correlation_id,
+    )
+
+
+def _district_params(request: ServiceRequest, city: City | None) -> dict[str, str]:
+    if request.district_code and request.queue not in (TRIAGE_QUEUE,) and city is not None:
+        district = city.districts.get(request.district_code)
+        if district is not None:
+            return {"district_name": district.name}
+    return {}
+
+
+async def open_request(
+    session: AsyncSession,
+    report: NewReport,
+    *,
+    service_code: str,
+    urgent: bool,
+    service_confidence: float,
+    placement: Placement,
+    route: Route,
+    sla: SlaPolicy,
+    actor: str,
+    correlation_id: str,
+) -> ServiceRequest:
+    deadlines = sla.deadlines(service_code, urgent, report.reported_at)
+    routed = route.queue == placement.district_code
+    request = ServiceRequest(
+        status=Status.NEW.value,
+        service_code=service_code,
+        description=report.text,
+        requested_datetime=report.reported_at,
+        updated_datetime=report.reported_at,
+        expected_datetime=deadlines.resolve_by,
+        ack_due_at=deadlines.acknowledge_by,
+        address=report.address,
+        lat=report.lat,
+        long=report.long,
+        media_url=report.media_urls[0] if report.media_urls else None,
+        media_urls=list(report.media_urls),
+        agency_responsible=route.team,
+        district_code=placement.district_code or None,
+        barri_code=placement.barri_code or None,
+        location_source=_SOURCES.get(placement.source, "none"),
+        queue=route.queue,
+        urgency="urgent" if urgent else "normal",
+        language=report.language or "other",
+        service_confidence=service_confidence,
+        channel=report.channel or report.platform,
+        source_platform=report.platform,
+        source_post_id=report.post_id,
+        source_author_handle=report.author_handle,
+        source_public_url=report.public_url,
+        reporters_count=1,
+        version=1,
+    )
+    session.add(request)
+    await session.flush()
+    session.add(_report_row(request, report, merged=False))
+    _audit(session, request, "created", actor, report.reported_at, {})
+    rid = request.service_request_id
+    created = RequestCreated(
+        service_request_id=rid,
+        status=request.status,
+        service_code=service_code,
+        queue=request.queue,
+        placement=placement,
+        requested_at=timestamp(request.requested_datetime),
+        expected_at=timestamp(deadlines.resolve_by),
+        urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
+        source_platform=report.platform,
+        source_post_id=report.post_id,
+        language=request.language,
+    )
+    params = {"expected_datetime": deadlines.resolve_by.isoformat()}
+    if routed and placement.district_name:
+        params["district_name"] = placement.district_name
+    stage(
+        session,
+        [
+            envelope(
+                created,
+                key=rid,
+                event_id=derive_event_id("request-created", rid),
+                correlation_id=correlation_id,
+            ),
+            _reply(
+                request,
+                report,
+                ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+                "acknowledged",
+                correlation_id,
+                **params,
+            ),
+        ],
+    )
+    return request
+
+
+def _report_row(request: ServiceRequest, report: NewReport, *, merged: bool) -> RequestReport:
+    return RequestReport(
+        service_request_id=request.id,
+        platform=report.platform,
+        post_id=report.post_id,
+        author_handle=report.author_handle,
+        text=report.text,
+        lat=report.lat,
+        long=report.long,
+        language=report.language or "other",
+        reported_at=report.reported_at,
+        merged=merged,
+    )
+
+
+async def merge_report(
+    session: AsyncSession,
+    request: ServiceRequest,
+    report: NewReport,
+    *,
+    actor: str,
+    now: datetime,
+    correlation_id: str,
+    city: City | None = None,
+) -> None:
+    """Another report of the same problem joins `request` (locked by the caller)."""
+    before = snapshot(request)
+    request.reporters_count += 1
+    request.version += 1
+    request.updated_datetime = now
+    session.add(_report_row(request, report, merged=True))
+    _audit(
+        session, request, "merged", actor, now, before, note=f"{report.platform}:{report.post_id}"
+    )
+    rid = request.service_request_id
+    merged = RequestMerged(
+        service_request_id=rid,
+        platform=report.platform,
+        post_id=report.post_id,
+        author_handle=report.author_handle,
+        reporters_count=request.reporters_count,
+        merged_at=timestamp(now),
+    )
+    stage(
+        session,
+        [
+            envelope(
+                merged,
+                key=rid,
+                event_id=derive_event_id("request-merged", rid, report.platform, report.post_id),
+                correlation_id=correlation_id,
+            ),
+            _reply(
+                request,
+                report,
+                ReplyKind.REPLY_KIND_DUPLICATE,
+                "duplicate",
+                correlation_id,
+                reporters_count=str(request.reporters_count),
+                **_district_params(request, city),
+            ),
+        ],
+    )
+
+
+async def _locked(session: AsyncSession, request_id: int) -> ServiceRequest:
+    request = await session.get(
+        ServiceRequest, request_id, with_for_update=True, populate_existing=True
+    )
+    if request is None:
+        raise RequestNotFound(f"no service request {request_id}")
+    return request
+
+
+async def act(
+    session: AsyncSession,
+    request_id: int,
+    cmd: Command,
+    *,
+    now: datetime,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+    city: City,
+) -> ServiceRequest:
+    """Applies a manager's action, or raises InvalidTransition (409) or InvalidCommand (422)."""
+    request = await _locked(session, request_id)
+    before = snapshot(request)
+    target = next_status(Status(request.status), cmd.action)
+    replies: list[tuple[ReplyKind.ValueType, dict[str, str]]] = []
+    # Who hears back: everyone who reported it (read now, before a merge moves the reports).
+    reporters = list(
+        (
+            await session.execute(
+                select(RequestReport)
+                .where(RequestReport.service_request_id == request.id)
+                .order_by(RequestReport.id)
+            )
+        ).scalars()
+    )
+    match cmd.action:
+        case Action.ACKNOWLEDGE:
+            request.acknowledged_at = request.acknowledged_at or now
+        case Action.ASSIGN:
+            if not cmd.worker:
+                raise InvalidCommand("assign needs a worker (the worker's public handle)")
+            request.assigned_worker = cmd.worker
+            request.acknowledged_at = request.acknowledged_at or now
+            replies.append((ReplyKind.REPLY_KIND_ASSIGNED, {"worker": cmd.worker}))
+        case Action.START:
+            pass
+        case Action.RESOLVE:
+            if not cmd.note:
+                raise InvalidCommand("resolve needs a public note saying what was done")
+            request.resolved_at = now
+            request.status_notes = cmd.note
+            request.resolution_photo_url = cmd.photo_url
+            params = {"note": cmd.note}
+            if cmd.photo_url:
+                params["photo_url"] = cmd.photo_url
+            replies.append((ReplyKind.REPLY_KIND_RESOLVED, params))
+        case Action.CLOSE:
+            request.closed_at = now
+        case Action.REOPEN:
+            window = sla.window(request.service_code, request.urgency == "urgent")
+            request.resolved_at = request.closed_at = None
+            request.ack_due_at, request.expected_datetime = (
+                now + window.acknowledge,
+                now + window.resolve,
+            )
+            request.ack_breached_at = request.resolve_breached_at = request.escalated_at = None
+        case Action.TRANSFER:
+            await _transfer(request, cmd, now=now, sla=sla, routing=routing, city=city)
+            replies.append((ReplyKind.REPLY_KIND_TRANSFERRED, _district_params(request, city)))
+        case Action.MARK_DUPLICATE:
+            target_request = await _duplicate_target(session, request, cmd)
+            await _absorb(session, target_request, request, actor=cmd.actor, now=now)
+            request.duplicate_of = target_request.id
+            request.closed_at = now
+            replies.append(
+                (
+                    ReplyKind.REPLY_KIND_DUPLICATE,
+                    {
+                        "service_request_id": target_request.service_request_id,
+                        "reporters_count": str(target_request.reporters_count),
+                        **_district_params(target_request, city),
+                    },
+                )
+            )
+        case Action.NOT_RESPONSIBLE:
+            if not cmd.note:
+                raise InvalidCommand(
+                    "not_responsible needs a public note saying who is responsible"
+                )
+            request.status_notes = cmd.note
+            request.closed_at = now
+    request.status = target.value
+    request.version += 1
+    request.updated_datetime = now
+    _audit(
+        session, request, cmd.action.value, cmd.actor, now, before, note=cmd.note, public=cmd.public
+    )
+    rid = request.service_request_id
+    changed = RequestStatusChanged(
+        service_request_id=rid,
+        from_status=str(before["status"]),
+        to_status=request.status,
+        actor=cmd.actor,
+        note=(cmd.note or "") if cmd.public else "",
+        changed_at=timestamp(now),
+        action=cmd.action.value,
+        queue=request.queue,
+        agency_responsible=request.agency_responsible,
+        assigned_worker=request.assigned_worker or "",
+        photo_url=request.resolution_photo_url or "",
+        duplicate_of=str(request.duplicate_of or ""),
+        version=request.version,
+    )
+    events = [
+        envelope(
+            changed,
+            key=rid,
+            event_id=derive_event_id("request-status-changed", rid, str(request.version)),
+            correlation_id=rid,
+        )
+    ]
+    for report in reporters if replies else ():
+        for kind, params in replies:
+            events.append(_reply(request, report, kind, f"v{request.version}", rid, **params))
+    stage(session, events)
+    return request
+
+
+async def _transfer(
+    request: ServiceRequest,
+    cmd: Command,
+    *,
+    now: datetime,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+    city: City,
+) -> None:
+    if not cmd.note:
+        raise InvalidCommand("transfer needs a reason (note)")
+    if cmd.district_code is None and not cmd.agency:
+        raise InvalidCommand("transfer needs a district_code or an agency")
+    if cmd.district_code is not None:
+        if cmd.district_code not in city.districts:
+            raise InvalidCommand(f"no district {cmd.district_code!r}")
+        district = city.districts[cmd.district_code]
+        route = routing.route(district.code, district.name, request.service_code)
+        request.district_code, request.queue = district.code, route.queue
+        request.agency_responsible = cmd.agency or route.team
+    else:
+        request.agency_responsible = str(cmd.agency)
+    window = sla.window(request.service_code, request.urgency == "urgent")
+    request.ack_due_at = now + window.acknowledge
+    request.acknowledged_at = None
+    request.escalated_at = None
+
+
+async def _duplicate_target(
+    session: AsyncSession, request: ServiceRequest, cmd: Command
+) -> ServiceRequest:
+    if cmd.duplicate_of is None:
+        raise InvalidCommand("mark_duplicate needs duplicate_of, the request it repeats")
+    if cmd.duplicate_of == request.id:
+        raise InvalidCommand("a request cannot duplicate itself")
+    target = await session.get(ServiceRequest, cmd.duplicate_of, with_for_update=True)
+    if target is None:
+        raise InvalidCommand(f"no service request {cmd.duplicate_of} to merge into")
+    if target.status not in OPEN_STATUSES:
+        raise InvalidCommand(
+            f"request {target.id} is {target.status}; merge only into an open request"
+        )
+    return target
+
+
+async def _absorb(
+    session: AsyncSession,
+    target: ServiceRequest,
+    source: ServiceRequest,
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Moves the reports of `source` onto `target`, which now counts their reporters."""
+    before = snapshot(target)
+    await session.execute(
+        update(RequestReport)
+        .where(RequestReport.service_request_id == source.id)
+        .values(service_request_id=target.id, merged=True)
+    )
+    target.reporters_count += source.reporters_count
+    target.version += 1
+    target.updated_datetime = now
+    _audit(session, target, "merged", actor, now, before, note=f"request {source.id}")
+
+
+async def split_report(
+    session: AsyncSession,
+    request_id: int,
+    platform: str,
+    post_id: str,
+    *,
+    actor: str,
+    now: datetime,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+    city: City,
+) -> ServiceRequest:
+    """Undoes a wrong merge: the report becomes a request of its own."""
+    request = await _locked(session, request_id)
+    report = (
+        await session.execute(
+            select(RequestReport).where(
+                RequestReport.service_request_id == request.id,
+                RequestReport.platform == platform,
+                RequestReport.post_id == post_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if report is None:
+        raise InvalidCommand(f"request {request_id} has no report {platform}:{post_id}")
+    if not report.merged:
+        raise InvalidCommand("that report opened the request; it cannot be split from it")
+    before = snapshot(request)
+    request.reporters_count -= 1
+    request.version += 1
+    request.updated_datetime = now
+    _audit(session, request, "split", actor, now, before, note=f"{platform}:{post_id}")
+    revived = (
+        await session.execute(
+            select(ServiceRequest)
+            .where(
+                ServiceRequest.source_platform == platform, ServiceRequest.source_post_id == post_id
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if revived is not None:
+        # The report opened a request of its own that was later marked a duplicate: revive it.
+        return await _revive(session, revived, report, actor=actor, now=now)
+    await session.delete(report)
+    await session.flush()
+    district = city.districts.get(request.district_code or "")
+    route = routing.route(
+        request.district_code, district.name if district else "", request.service_code
+    )
+    return await open_request(
+        session,
+        NewReport(
+            platform=report.platform,
+            post_id=report.post_id,
+            author_handle=report.author_handle,
+            text=report.text,
+            language=report.language,
+            reported_at=report.reported_at,
+            lat=report.lat,
+            long=report.long,
+        ),
+        service_code=request.service_code,
+        urgent=request.urgency == "urgent",
+        service_confidence=request.service_confidence,
+        placement=Placement(
+            district_code=request.district_code or "",
+            district_name=district.name if district else "",
+            barri_code=request.barri_code or "",
+        ),
+        route=route,
+        sla=sla,
+        actor=actor,
+        correlation_id=f"split:{request.id}",
+    )
+
+
+async def _revive(
+    session: AsyncSession,
+    request: ServiceRequest,
+    report: RequestReport,
+    *,
+    actor: str,
+    now: datetime,
+) -> ServiceRequest:
+    before = snapshot(request)
+    report.service_request_id = request.id
+    report.merged = False
+    request.status = Status.NEW.value
+    request.duplicate_of = None
+    request.closed_at = None
+    request.reporters_count = 1
+    request.version += 1
+    request.updated_datetime = now
+    _audit(
+        session,
+        request,
+        "split",
+        actor,
+        now,
+        before,
+        note="split from the request it was merged into",
+    )
+    rid = request.service_request_id
+    changed = RequestStatusChanged(
+        service_request_id=rid,
+        from_status=str(before["status"]),
+        to_status=request.status,
+        actor=actor,
+        changed_at=timestamp(now),
+        action="split",
+        queue=request.queue,
+        agency_responsible=request.agency_responsible,
+        version=request.version,
+    )
+    stage(
+        session,
+        [
+            envelope(
+                changed,
+                key=rid,
+                event_id=derive_event_id("request-status-changed", rid, str(request.version)),
+                correlation_id=rid,
+            )
+        ],
+    )
+    return request
+
+
+async def breach(
+    session: AsyncSession,
+    request: ServiceRequest,
+    deadline: str,
+    *,
+    now: datetime,
+    correlation_id: str = "",
+) -> None:
+    """Records a missed deadline on a locked request and escalates it to city hall."""
+    before = snapshot(request)
+    due = request.ack_due_at if deadline == "acknowledge" else request.expected_datetime
+    if deadline == "acknowledge":
+        request.ack_breached_at = now
+    else:
+        request.resolve_breached_at = now
+    request.escalated_at = request.escalated_at or now
+    request.version += 1
+    _audit(
+        session,
+        request,
+        "sla_breached",
+        "sla-scanner",
+        now,
+        before,
+        note=f"{deadline} deadline missed",
+    )
+    rid = request.service_request_id
+    body = RequestSlaBreached(
+        service_request_id=rid,
+        deadline=deadline,
+        detected_at=timestamp(now),
+        district_code=request.district_code or "",
+        service_code=request.service_code,
+        escalated_to=CITY_HALL_QUEUE,
+    )
+    if due is not None:
+        body.due_at.CopyFrom(timestamp(due))
+    stage(
+        session,
+        [
+            envelope(
+                body,
+                key=rid,
+                event_id=derive_event_id(
+                    "request-sla-breached", rid, deadline, str(request.version)
+                ),
+                correlation_id=correlation_id or rid,
+            )
+        ],
+    )
+
+
+async def history(session: AsyncSession, request_id: int) -> list[RequestEvent]:
+    rows = await session.execute(
+        select(RequestEvent)
+        .where(RequestEvent.service_request_id == request_id)
+        .order_by(RequestEvent.id)
+    )
+    return list(rows.scalars())

@@ -1,0 +1,35 @@
+"""Runs the outbox relay as its own process: `python -m plaza_router.relay`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from plaza.bus import bus_from_settings
+from plaza.db import create_engine
+from plaza.outbox import Relay
+from plaza.service import configure_logging, on_stop_signals, serve_metrics
+from plaza.settings import PlazaSettings, load
+
+
+async def serve(settings: PlazaSettings) -> None:
+    engine = create_engine(settings.require_database(), pool_size=2)
+    bus = bus_from_settings(settings)
+    relay = Relay(bus, engine)
+    on_stop_signals(relay.stop)
+    await bus.start()
+    try:
+        await relay.run()
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+def main() -> None:
+    settings = load(PlazaSettings)
+    configure_logging(settings.log_level)
+    serve_metrics(settings.metrics_port)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The SLA scanner: finds requests past their acknowledgement or resolution deadline, records the
+breach, escalates them to city hall and counts them. One scanner works at a time (advisory lock)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from plaza.db.models import ServiceRequest
+from plaza.lifecycle import breach
+from plaza.requests import OPEN_STATUSES, WAITING
+from prometheus_client import Counter
+from sqlalchemy import and_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+
+SCANNER_LOCK = 0x534C41  # "SLA"
+
+BREACHES = Counter(
+    "plaza_sla_breaches_total",
+    "Requests that missed a deadline, by deadline (acknowledge or resolve), district and service",
+    ["deadline", "district", "service_code"],
+)
+
+
+class SlaScanner:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        interval: float = 15.0,
+        batch: int = 500,
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._batch = batch
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.scan_once(datetime.now(UTC))
+            except Exception:
+                # Loud, and tried again next round: a breach found a round late beats a dead scanner.
+                log.exception("SLA scan failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+
+    async def scan_once(self, now: datetime) -> int:
+        """Records every breach due by `now`; returns how many it found."""
+        found = 0
+        while True:
+            async with self._sessions.begin() as session:
+                locked = (
+                    await session.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SCANNER_LOCK}
+                    )
+                ).scalar_one()
+                if not locked:
+                    return found  # another scanner is at it
+                overdue = (
+                    (
+                        await session.execute(
+                            select(ServiceRequest)
+                            .where(
+                                or_(
+                                    and_(
+                                        ServiceRequest.status.in_(WAITING),
+                                        ServiceRequest.ack_breached_at.is_(None),
+                                        ServiceRequest.ack_due_at < now,
+                                    ),
+                                    and_(
+                                        ServiceRequest.status.in_(OPEN_STATUSES),
+                                        ServiceRequest.resolve_breached_at.is_(None),
+                                        ServiceRequest.expected_datetime < now,
+                                    ),
+                                )
+                            )
+                            .order_by(ServiceRequest.id)
+                            .limit(self._batch)
+                            .with_for_update(skip_locked=True)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                for request in overdue:
+                    for deadline in self._missed(request, now):
+                        await breach(session, request, deadline, now=now)
+                        BREACHES.labels(
+                            deadline, request.district_code or "none", request.service_code
+                        ).inc()
+                        found += 1
+            if len(overdue) < self._batch:
+                return found
+
+    @staticmethod
+    def _missed(request: ServiceRequest, now: datetime) -> list[str]:
+        missed = []
+        if (
+            request.status in WAITING
+            and request.ack_breached_at is None
+            and request.ack_due_at is not None
+            and request.ack_due_at < now
+        ):
+            missed.append("acknowledge")
+        if (
+            request.resolve_breached_at is None
+            and request.expected_datetime is not None
+            and request.expected_datetime < now
+        ):
+            missed.append("resolve")
+        return missed

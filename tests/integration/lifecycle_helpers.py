@@ -1,0 +1,116 @@
+"""Builders shared by the lifecycle tests: classified posts, the router under test, the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from plaza.city import City
+from plaza.contracts import (
+    Envelope,
+    LocationSource,
+    Placement,
+    Post,
+    PostClassified,
+    Urgency,
+    decode,
+    derive_event_id,
+    envelope,
+    timestamp,
+)
+from plaza.db.models import OutboxRecord
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza_router.dedupe import DuplicatePolicy
+from plaza_router.handler import RoutePost
+from plaza_router.settings import NotActionableReply
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+POSTED_AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+VERDI = (41.4036, 2.1566)  # carrer de Verdi, la Vila de Gràcia
+
+
+def classified(
+    post_id: str,
+    *,
+    district: str = "06",
+    actionable: bool = True,
+    urgent: bool = False,
+    language: str = "ca",
+    service_code: str = "streetlight",
+    text: str = "El fanal del carrer de Verdi no funciona",
+    at: datetime = POSTED_AT,
+    latlon: tuple[float, float] | None = VERDI,
+    barri: str = "31",
+    confidence: float = 1.0,
+    author: str = "@marta@bcn.social",
+    reply_to: str = "",
+) -> PostClassified:
+    post = Post(
+        platform="mastodon",
+        post_id=post_id,
+        author_handle=author,
+        text=text,
+        created_at=timestamp(at),
+        channel="webhook",
+        reply_to_post_id=reply_to,
+    )
+    if latlon is not None:
+        post.latitude, post.longitude = latlon
+    place = (
+        Placement(
+            district_code=district,
+            district_name=City.barcelona().districts[district].name,
+            barri_code=barri,
+            source=LocationSource.LOCATION_SOURCE_GEO
+            if latlon
+            else LocationSource.LOCATION_SOURCE_TEXT,
+            confidence=confidence,
+        )
+        if district
+        else Placement(source=LocationSource.LOCATION_SOURCE_NONE)
+    )
+    return PostClassified(
+        post=post,
+        service_code=service_code,
+        service_confidence=0.9,
+        actionable=actionable,
+        placement=place,
+        language=language,
+        urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
+    )
+
+
+def as_event(body: PostClassified) -> Envelope:
+    return envelope(
+        body,
+        key=f"mastodon:{body.post.post_id}",
+        event_id=derive_event_id("post-classified", body.post.post_id),
+        correlation_id="c",
+    ).envelope
+
+
+def router(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    duplicates: DuplicatePolicy | None = None,
+    not_actionable_reply: NotActionableReply = NotActionableReply.NONE,
+    min_location_confidence: float = 0.5,
+) -> RoutePost:
+    return RoutePost(
+        sessions,
+        City.barcelona(),
+        sla=SlaPolicy.load(),
+        routing=RoutingTable.load(),
+        duplicates=duplicates or DuplicatePolicy(radius_m=60, window=timedelta(hours=72)),
+        not_actionable_reply=not_actionable_reply,
+        min_location_confidence=min_location_confidence,
+    )
+
+
+async def outbox(
+    sessions: async_sessionmaker[AsyncSession], topic_suffix: str = ""
+) -> list[Envelope]:
+    """The events staged so far, oldest first (optionally only one topic, by its name)."""
+    async with sessions() as s:
+        rows = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars().all()
+    return [decode(r.topic, r.payload) for r in rows if r.topic.endswith(topic_suffix)]

@@ -1,0 +1,339 @@
+"""The request lifecycle on real PostgreSQL: duplicates, manager actions with their audit trail,
+SLA breaches, citizens reopening, and the outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from plaza.bus.memory import MemoryBus
+from plaza.city import City
+from plaza.contracts import TOPICS, ReplyKind, decode
+from plaza.db.models import OutboxRecord, RequestReport, ServiceRequest
+from plaza.lifecycle import Command, InvalidCommand, act, history, split_report
+from plaza.outbox import Relay
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza.requests import Action, InvalidTransition
+from plaza_router.sla_scanner import SlaScanner
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.integration.lifecycle_helpers import (
+    POSTED_AT,
+    VERDI,
+    as_event,
+    classified,
+    outbox,
+    router,
+)
+
+CITY = City.barcelona()
+SLA = SlaPolicy.load()
+ROUTING = RoutingTable.load()
+
+
+async def requests(sessions: async_sessionmaker[AsyncSession]) -> list[ServiceRequest]:
+    async with sessions() as s:
+        return list((await s.execute(select(ServiceRequest).order_by(ServiceRequest.id))).scalars())
+
+
+async def do(
+    sessions: async_sessionmaker[AsyncSession],
+    request_id: int,
+    action: Action,
+    at: datetime = POSTED_AT,
+    **kw: object,
+) -> ServiceRequest:
+    async with sessions.begin() as s:
+        return await act(
+            s,
+            request_id,
+            Command(action, actor="manager-06", **kw),
+            now=at,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )  # type: ignore[arg-type]
+
+
+async def test_a_nearby_report_of_the_same_service_joins_the_open_request(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(classified("first")))
+    await route(
+        as_event(classified("near", latlon=(VERDI[0] + 0.0002, VERDI[1]), author="@pau"))
+    )  # ~22 m
+    await route(as_event(classified("far", latlon=(VERDI[0] + 0.002, VERDI[1]))))  # ~220 m
+    await route(as_event(classified("other-service", service_code="cleaning")))
+    await route(as_event(classified("later", at=POSTED_AT + timedelta(days=4))))  # outside 72 h
+    opened = await requests(sessions)
+    assert [r.source_post_id for r in opened] == ["first", "far", "other-service", "later"]
+    assert opened[0].reporters_count == 2
+    [merged] = await outbox(sessions, "request-merged.v1")
+    assert merged.request_merged.post_id == "near" and merged.request_merged.reporters_count == 2
+    duplicate_reply = [e.reply_requested for e in await outbox(sessions, "reply-requested.v1")][1]
+    assert duplicate_reply.kind == ReplyKind.REPLY_KIND_DUPLICATE
+    assert duplicate_reply.in_reply_to_post_id == "near"
+    assert duplicate_reply.params["service_request_id"] == opened[0].service_request_id
+
+
+async def test_without_coordinates_similar_text_in_the_same_barri_is_a_duplicate(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    text = "Fanal apagat al carrer de Verdi, davant del número 20"
+    await route(as_event(classified("a", latlon=None, text=text)))
+    await route(
+        as_event(
+            classified("b", latlon=None, text="fanal apagat al carrer Verdi davant del numero 20!")
+        )
+    )
+    await route(
+        as_event(classified("c", latlon=None, text="Un contenidor cremat a la plaça del Sol"))
+    )
+    await route(as_event(classified("d", latlon=None, text=text, barri="32")))
+    assert [(r.source_post_id, r.reporters_count) for r in await requests(sessions)] == [
+        ("a", 2),
+        ("c", 1),
+        ("d", 1),
+    ]
+
+
+async def test_a_manager_works_a_request_through_its_life_and_every_step_is_audited(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(classified("p")))
+    await router(sessions)(
+        as_event(classified("q", latlon=(VERDI[0] + 0.0001, VERDI[1]), author="@veina"))
+    )
+    [request] = await requests(sessions)
+    t = POSTED_AT + timedelta(hours=1)
+    await do(sessions, request.id, Action.ACKNOWLEDGE, t)
+    await do(sessions, request.id, Action.ASSIGN, t, worker="@electricista_jun")
+    await do(sessions, request.id, Action.START, t)
+    with pytest.raises(InvalidCommand, match="public note"):
+        await do(sessions, request.id, Action.RESOLVE, t)
+    done = await do(
+        sessions,
+        request.id,
+        Action.RESOLVE,
+        t,
+        note="Fanal reparat.",
+        photo_url="https://x.example/f.jpg",
+    )
+    assert (done.status, done.resolution_photo_url, done.status_notes) == (
+        "resolved",
+        "https://x.example/f.jpg",
+        "Fanal reparat.",
+    )
+    with pytest.raises(InvalidTransition) as refused:
+        await do(sessions, request.id, Action.START, t)
+    assert refused.value.allowed == [Action.CLOSE, Action.REOPEN]
+    await do(sessions, request.id, Action.CLOSE, t)
+
+    async with sessions() as s:
+        trail = await history(s, request.id)
+    assert [e.kind for e in trail] == [
+        "created",
+        "merged",
+        "acknowledge",
+        "assign",
+        "start",
+        "resolve",
+        "close",
+    ]
+    assert [e.version for e in trail] == list(range(1, 8))
+    assign = trail[3]
+    assert (assign.actor, assign.before["status"], assign.after["status"]) == (
+        "manager-06",
+        "acknowledged",
+        "assigned",
+    )
+    assert assign.after["assigned_worker"] == "@electricista_jun"
+    changes = await outbox(sessions, "request-status-changed.v1")
+    assert [c.request_status_changed.to_status for c in changes] == [
+        "acknowledged",
+        "assigned",
+        "in_progress",
+        "resolved",
+        "closed",
+    ]
+    replies = [e.reply_requested for e in await outbox(sessions, "reply-requested.v1")]
+    # both reporters hear that the worker was sent, and that it was fixed, with the photo
+    sent = [
+        (r.kind, r.in_reply_to_post_id)
+        for r in replies
+        if r.kind in (ReplyKind.REPLY_KIND_ASSIGNED, ReplyKind.REPLY_KIND_RESOLVED)
+    ]
+    assert sorted(sent) == sorted(
+        [
+            (k, p)
+            for k in (ReplyKind.REPLY_KIND_ASSIGNED, ReplyKind.REPLY_KIND_RESOLVED)
+            for p in ("p", "q")
+        ]
+    )
+    assert {
+        r.params.get("photo_url") for r in replies if r.kind == ReplyKind.REPLY_KIND_RESOLVED
+    } == {"https://x.example/f.jpg"}
+
+
+async def test_transfer_moves_the_request_to_another_district_with_a_reason(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(classified("p")))
+    [request] = await requests(sessions)
+    with pytest.raises(InvalidCommand, match="reason"):
+        await do(sessions, request.id, Action.TRANSFER, district_code="05")
+    with pytest.raises(InvalidCommand, match="no district"):
+        await do(sessions, request.id, Action.TRANSFER, district_code="42", note="wrong")
+    moved = await do(
+        sessions, request.id, Action.TRANSFER, district_code="05", note="El carrer és a Sarrià"
+    )
+    assert (moved.status, moved.queue, moved.agency_responsible) == (
+        "transferred",
+        "05",
+        "Districte de Sarrià-Sant Gervasi",
+    )
+    assert moved.ack_due_at == POSTED_AT + timedelta(hours=24)
+
+
+async def test_marking_a_duplicate_moves_its_reporters_and_a_wrong_merge_can_be_split(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(classified("a")))
+    await route(as_event(classified("b", latlon=(41.41, 2.16))))
+    a, b = await requests(sessions)
+    with pytest.raises(InvalidCommand, match="itself"):
+        await do(sessions, b.id, Action.MARK_DUPLICATE, duplicate_of=b.id)
+    await do(sessions, b.id, Action.MARK_DUPLICATE, duplicate_of=a.id)
+    a, b = await requests(sessions)
+    assert (b.status, b.duplicate_of, a.reporters_count) == ("duplicate", a.id, 2)
+    async with sessions() as s:
+        moved = (
+            (
+                await s.execute(
+                    select(RequestReport.post_id).where(RequestReport.service_request_id == a.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(moved) == ["a", "b"]
+    async with sessions.begin() as s:
+        with pytest.raises(InvalidCommand, match="opened the request"):
+            await split_report(
+                s,
+                a.id,
+                "mastodon",
+                "a",
+                actor="m",
+                now=POSTED_AT,
+                sla=SLA,
+                routing=ROUTING,
+                city=CITY,
+            )
+    async with sessions.begin() as s:
+        new = await split_report(
+            s, a.id, "mastodon", "b", actor="m", now=POSTED_AT, sla=SLA, routing=ROUTING, city=CITY
+        )
+        new_id = new.id
+    a = (await requests(sessions))[0]
+    assert a.reporters_count == 1
+    async with sessions() as s:
+        assert (await s.get(ServiceRequest, new_id)).source_post_id == "b"  # type: ignore[union-attr]
+        assert [e.kind for e in await history(s, a.id)][-1] == "split"
+
+
+async def test_the_scanner_records_each_breach_once_and_escalates_to_city_hall(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(
+        as_event(classified("late", urgent=True, service_code="traffic"))
+    )  # ack 15 min, resolve 4 h
+    await route(as_event(classified("fine", latlon=(41.39, 2.17))))  # ack 24 h
+    scanner = SlaScanner(sessions)
+    assert await scanner.scan_once(POSTED_AT + timedelta(minutes=10)) == 0
+    assert await scanner.scan_once(POSTED_AT + timedelta(minutes=20)) == 1
+    assert await scanner.scan_once(POSTED_AT + timedelta(minutes=30)) == 0  # not twice
+    late, fine = await requests(sessions)
+    assert late.ack_breached_at is not None and late.escalated_at is not None
+    assert fine.escalated_at is None
+    assert await scanner.scan_once(POSTED_AT + timedelta(hours=5)) == 1  # now the resolve deadline
+    [ack, resolve] = await outbox(sessions, "request-sla-breached.v1")
+    assert (ack.request_sla_breached.deadline, resolve.request_sla_breached.deadline) == (
+        "acknowledge",
+        "resolve",
+    )
+    assert ack.request_sla_breached.escalated_to == "city-hall"
+    async with sessions() as s:
+        assert [e.kind for e in await history(s, late.id)][-2:] == ["sla_breached", "sla_breached"]
+    # acknowledged in time, a request no longer runs the acknowledgement clock
+    await do(sessions, fine.id, Action.ACKNOWLEDGE, POSTED_AT + timedelta(hours=1))
+    assert await scanner.scan_once(POSTED_AT + timedelta(hours=30)) == 0
+
+
+async def test_a_citizen_answering_a_resolved_request_reopens_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(classified("orig")))
+    [request] = await requests(sessions)
+    await do(sessions, request.id, Action.ACKNOWLEDGE)
+    await do(sessions, request.id, Action.RESOLVE, note="Arreglat")
+    answer = classified("answer", text="Encara no funciona!", reply_to="orig", latlon=None)
+    await route(as_event(answer))
+    [request] = await requests(sessions)
+    assert request.status == "reopened" and request.resolved_at is None
+    async with sessions() as s:
+        trail = await history(s, request.id)
+    assert (trail[-1].kind, trail[-1].actor) == ("reopen", "citizen:@marta@bcn.social")
+    # someone else's answer to a resolved request does not reopen it: it is a report of its own
+    await do(sessions, request.id, Action.ACKNOWLEDGE)
+    await do(sessions, request.id, Action.RESOLVE, note="Ara sí")
+    await route(
+        as_event(classified("stranger", reply_to="orig", author="@troll", latlon=(41.38, 2.17)))
+    )
+    statuses = [r.status for r in await requests(sessions)]
+    assert statuses == ["resolved", "new"]
+
+
+async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    route = router(sessions)
+    for n in range(30):
+        await route(as_event(classified(f"p{n}", latlon=(41.38 + 0.001 * n, 2.17))))
+    bus = MemoryBus()
+    leader, follower = Relay(bus, engine, batch=7), Relay(bus, engine, batch=7)
+    tasks = [asyncio.create_task(leader.run()), asyncio.create_task(follower.run())]
+    await asyncio.wait_for(leader.leading.wait(), 10)
+    for _ in range(100):
+        async with sessions() as s:
+            left = (
+                await s.execute(select(func.count()).where(OutboxRecord.published_at.is_(None)))
+            ).scalar_one()
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0
+    assert not follower.leading.is_set()  # one relay at a time
+    leader.stop()
+    follower.stop()
+    await asyncio.gather(*tasks)
+    consumer = await bus.subscribe("probe", [TOPICS.REQUEST_CREATED.topic])
+    records = await consumer.fetch(1000, 0.1)
+    ids = [
+        int(decode(r.topic, r.value).request_created.service_request_id)
+        for r in sorted(records, key=lambda r: r.timestamp_ms)
+    ]
+    assert sorted(ids) == list(range(1, 31))
+    by_partition: dict[int, list[int]] = {}
+    for r in records:
+        by_partition.setdefault(r.partition, []).append(
+            int(decode(r.topic, r.value).request_created.service_request_id)
+        )
+    assert all(seq == sorted(seq) for seq in by_partition.values())
