@@ -1,0 +1,168 @@
+"""The manager API over HTTP (in process) on real PostgreSQL: actions, 409s, history, queues."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from plaza.city import City
+from plaza_api.app import create_app
+from plaza_router.sla_scanner import SlaScanner
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.lifecycle_helpers import as_event, classified, router
+
+
+@pytest.fixture
+async def api(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+    ingest = httpx.AsyncClient(base_url="http://ingest.invalid")
+    app = create_app(sessions, ingest, City.barcelona())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://plaza"
+    ) as client:
+        yield client
+    await ingest.aclose()
+
+
+async def open_request(
+    sessions: async_sessionmaker[AsyncSession], post_id: str = "p1", **kw: object
+) -> str:
+    now = datetime.now(UTC)
+    await router(sessions)(as_event(classified(post_id, at=now, **kw)))  # type: ignore[arg-type]
+    return "1"
+
+
+async def test_a_manager_acknowledges_assigns_and_resolves_through_the_api(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    detail = (await api.get(f"/api/v1/requests/{rid}")).json()
+    assert detail["allowed_actions"] == [
+        "acknowledge",
+        "assign",
+        "transfer",
+        "mark_duplicate",
+        "not_responsible",
+    ]
+    ok = await api.post(f"/api/v1/requests/{rid}/actions/acknowledge", json={"actor": "manager-06"})
+    assert ok.status_code == 200 and ok.json()["status"] == "acknowledged"
+    assigned = await api.post(
+        f"/api/v1/requests/{rid}/actions/assign", json={"actor": "manager-06", "worker": "@jordi"}
+    )
+    assert assigned.json()["assigned_worker"] == "@jordi"
+    assert assigned.json()["extended_status"] == "ACTION_SCHEDULED"
+    resolved = await api.post(
+        f"/api/v1/requests/{rid}/actions/resolve",
+        json={
+            "actor": "manager-06",
+            "note": "Fanal canviat",
+            "photo_url": "https://x.example/f.jpg",
+        },
+    )
+    body = resolved.json()
+    assert (body["status"], body["open311_status"], body["resolution_photo_url"]) == (
+        "resolved",
+        "closed",
+        "https://x.example/f.jpg",
+    )
+    history = (await api.get(f"/api/v1/requests/{rid}/history")).json()
+    assert [h["kind"] for h in history] == ["created", "acknowledge", "assign", "resolve"]
+    assert (
+        history[2]["before"]["status"] == "acknowledged"
+        and history[2]["after"]["assigned_worker"] == "@jordi"
+    )
+
+
+async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    refused = await api.post(f"/api/v1/requests/{rid}/actions/close", json={"actor": "manager-06"})
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["status_now"] == "new"
+    assert problem["allowed_actions"] == [
+        "acknowledge",
+        "assign",
+        "transfer",
+        "mark_duplicate",
+        "not_responsible",
+    ]
+    assert "cannot close a request that is new" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "status", "says"),
+    [
+        ("assign", {"actor": "m"}, 422, "needs a worker"),
+        ("transfer", {"actor": "m", "district_code": "05"}, 422, "reason"),
+        ("transfer", {"actor": "m", "note": "x", "district_code": "5"}, 422, "district_code"),
+        ("fly", {"actor": "m"}, 422, "action"),
+        ("acknowledge", {}, 422, "actor"),
+    ],
+)
+async def test_bad_actions_are_explained(
+    api: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    action: str,
+    body: dict[str, object],
+    status: int,
+    says: str,
+) -> None:
+    rid = await open_request(sessions)
+    response = await api.post(f"/api/v1/requests/{rid}/actions/{action}", json=body)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert says in response.json()["detail"]
+
+
+async def test_unknown_requests_and_queues_are_404_problems(api: httpx.AsyncClient) -> None:
+    for path in (
+        "/api/v1/requests/77",
+        "/api/v1/requests/abc/history",
+        "/api/v1/districts/11/queue",
+    ):
+        response = await api.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+    missing = await api.post("/api/v1/requests/77/actions/acknowledge", json={"actor": "m"})
+    assert missing.status_code == 404
+
+
+async def test_an_overdue_request_shows_in_the_city_hall_queue(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await open_request(sessions, urgent=True, service_code="traffic")
+    assert (await api.get("/api/v1/districts/city-hall/queue")).json()["count"] == 0
+    await SlaScanner(sessions).scan_once(datetime.now(UTC) + timedelta(minutes=20))
+    queue = (await api.get("/api/v1/districts/city-hall/queue")).json()
+    assert queue["count"] == 1 and queue["items"][0]["escalated"] is True
+    district = (await api.get("/api/v1/districts/06/queue")).json()
+    assert district["items"][0]["escalated"] is True  # still the district's to fix
+
+
+async def test_a_wrong_merge_is_split_through_the_api(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    await router(sessions)(as_event(classified("p2", at=datetime.now(UTC), author="@other")))
+    detail = (await api.get(f"/api/v1/requests/{rid}")).json()
+    assert detail["reporters_count"] == 2 and [r["merged"] for r in detail["reports"]] == [
+        False,
+        True,
+    ]
+    split = await api.post(
+        f"/api/v1/requests/{rid}/split",
+        json={"actor": "m", "platform": "mastodon", "post_id": "p2"},
+    )
+    assert split.status_code == 201
+    assert split.json()["source_post_id"] == "p2" and split.json()["service_request_id"] != rid
+    assert (await api.get(f"/api/v1/requests/{rid}")).json()["reporters_count"] == 1
+    again = await api.post(
+        f"/api/v1/requests/{rid}/split",
+        json={"actor": "m", "platform": "mastodon", "post_id": "p1"},
+    )
+    assert again.status_code == 422
