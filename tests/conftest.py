@@ -28,8 +28,13 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    yield from start_kafka(tmp_path_factory.mktemp("infra"))
+def kafka() -> Iterator[KafkaBroker]:
+    # Outside pytest's basetemp, which another pytest session may prune while this one runs.
+    data = Path(tempfile.mkdtemp(prefix="plaza-test-kafka-"))
+    try:
+        yield from start_kafka(data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
