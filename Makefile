@@ -9,7 +9,7 @@ ifneq ($(PLAZA_CITY_DATA_DIR),)
 export PLAZA_CITY_DATA_DIR
 endif
 
-.PHONY: help run up down test test-unit lint proto env
+.PHONY: help run up down test test-unit lint proto env train eval dashboards
 
 help:
 	@echo "make run     embedded Plaza: one process, in-memory bus, embedded PostgreSQL, demo feed"
@@ -17,6 +17,9 @@ help:
 	@echo "make down    stop what make up started"
 	@echo "make test    lint, unit, integration (real Kafka and PostgreSQL) and end-to-end tests"
 	@echo "make proto   regenerate Python code from proto/"
+	@echo "make train   train the classifier's service model from ../shared/data"
+	@echo "make eval    the model's figures on held-out data (precision, recall, F1, throughput)"
+	@echo "make dashboards  regenerate the Grafana dashboards (deploy/grafana) from generate.py"
 
 env:
 	@command -v $(UV) >/dev/null || { echo "uv not found: pip install uv" >&2; exit 1; }
@@ -45,3 +48,15 @@ test: lint
 
 test-unit: env
 	$(PY) pytest -p no:cacheprovider tests/unit
+
+# The service model: trains from ../shared/data and writes the packaged artifact.
+SHARED_DATA ?= $(CURDIR)/../shared/data
+train: env
+	$(PY) python -m plaza_classifier.train --data $(SHARED_DATA)
+
+# Figures of the committed model on the held-out splits, also written into its MODEL_CARD.md.
+eval: env
+	$(PY) python -m plaza_classifier.evaluate --data $(SHARED_DATA)
+
+dashboards: env
+	$(PY) python deploy/grafana/generate.py

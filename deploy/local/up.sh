@@ -36,6 +36,13 @@ start() {
   echo $! > "$pidfile"
   echo "started $name (pid $!, log $home/logs/$name.log)"
 }
+# The gateway signs staff tokens with PLAZA_JWT_SECRET; on one machine, make one once and keep it
+# in PLAZA_HOME (as `make run` does).
+if [ -z "${PLAZA_JWT_SECRET:-}" ]; then
+  [ -s "$home/jwt_secret" ] || (umask 077; "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$home/jwt_secret")
+  PLAZA_JWT_SECRET="$(cat "$home/jwt_secret")"
+  export PLAZA_JWT_SECRET
+fi
 port="${PLAZA_PORT:-8000}"
 start ingest PLAZA_INGEST_PORT="${PLAZA_INGEST_PORT:-8101}"
 start classifier PLAZA_METRICS_PORT="${PLAZA_CLASSIFIER_METRICS_PORT:-9102}"

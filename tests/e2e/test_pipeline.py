@@ -7,6 +7,7 @@ the request with its public reply; a civic developer reads it through Open311.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import pytest
 from plaza.bus import OutRecord
 from plaza.bus.kafka import KafkaBus
 from plaza.contracts import TOPICS
+from plaza.db import create_engine, session_factory
+from plaza_api.auth import Role, create_api_key
 
 from tests.conftest import TEMPLATE_DB, Postgres
 from tests.infra import KafkaBroker, free_port
@@ -29,6 +32,7 @@ class Stack:
     api: str
     bus: KafkaBus
     services: dict[str, ServiceProcess]
+    headers: dict[str, str]  # an admin key's: it may post (as a bridge) and read every queue
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()[-2000:]}" for n, p in self.services.items())
@@ -43,6 +47,10 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def stack(kafka: KafkaBroker, postgres: Postgres, stack_dir: Path) -> AsyncIterator[Stack]:
     database = f"e2e_{uuid.uuid4().hex[:8]}"
     await postgres.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE_DB}"')
+    engine = create_engine(postgres.url(database))
+    async with session_factory(engine).begin() as session:
+        _, admin_key = await create_api_key(session, name="e2e-admin", role=Role.ADMIN)
+    await engine.dispose()
     namespace = f"e2e{uuid.uuid4().hex[:8]}."
     bus = KafkaBus(kafka.bootstrap, namespace=namespace)
     await bus.start()
@@ -65,6 +73,7 @@ async def stack(kafka: KafkaBroker, postgres: Postgres, stack_dir: Path) -> Asyn
                 **env,
                 "PLAZA_PORT": str(api_port),
                 "PLAZA_INGEST_URL": f"http://127.0.0.1:{ingest_port}",
+                "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
             },
             stack_dir,
         ),
@@ -74,7 +83,12 @@ async def stack(kafka: KafkaBroker, postgres: Postgres, stack_dir: Path) -> Asyn
     try:
         wait_http(f"http://127.0.0.1:{ingest_port}/healthz", proc=services["ingest"])
         wait_http(f"http://127.0.0.1:{api_port}/healthz", proc=services["api"])
-        yield Stack(f"http://127.0.0.1:{api_port}", bus, services)
+        yield Stack(
+            f"http://127.0.0.1:{api_port}",
+            bus,
+            services,
+            {"Authorization": f"Bearer {admin_key}"},
+        )
         codes = {name: proc.stop() for name, proc in services.items()}
         assert all(code == 0 for code in codes.values()), f"unclean shutdown {codes}"
     finally:
@@ -152,7 +166,7 @@ def post(post_id: str, text: str, **extra: object) -> dict[str, object]:
 async def test_a_post_reaches_its_district_queue_with_its_reply_recorded(
     stack: Stack, body: dict[str, object], queue: str, district_reply: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.api, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.api, timeout=10, headers=stack.headers) as client:
         accepted = await client.post("/api/v1/posts", json=body)
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["post_id"] == body["post_id"]
@@ -180,7 +194,11 @@ async def test_a_post_reaches_its_district_queue_with_its_reply_recorded(
 
 
 async def test_a_malformed_post_is_refused_at_the_gateway(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.api, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.api, timeout=10) as anonymous:
+        refused = await anonymous.post("/api/v1/posts", json=post("anon-1", "Un fanal apagat"))
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+    async with httpx.AsyncClient(base_url=stack.api, timeout=10, headers=stack.headers) as client:
         response = await client.post("/api/v1/posts", json=post("bad-1", "x", lat=41.4))
         assert response.status_code == 422
         assert response.headers["content-type"] == "application/problem+json"
@@ -199,7 +217,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_pipeline_carries_on(sta
     await stack.bus.publish(
         [OutRecord(TOPICS.POST_RECEIVED.topic, "mastodon:poison", b"\x08\x96\x01garbage")]
     )
-    async with httpx.AsyncClient(base_url=stack.api, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.api, timeout=10, headers=stack.headers) as client:
         accepted = await client.post(
             "/api/v1/posts",
             json=post("after-poison", "Pintades a la façana de l'escola del carrer de Sants"),

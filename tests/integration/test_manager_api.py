@@ -9,9 +9,11 @@ import httpx
 import pytest
 from plaza.city import City
 from plaza_api.app import create_app
+from plaza_api.auth import Role
 from plaza_router.sla_scanner import SlaScanner
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.integration.api_helpers import new_key
 from tests.integration.lifecycle_helpers import as_event, classified, router
 
 
@@ -19,8 +21,11 @@ from tests.integration.lifecycle_helpers import as_event, classified, router
 async def api(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
     ingest = httpx.AsyncClient(base_url="http://ingest.invalid")
     app = create_app(sessions, ingest, City.barcelona())
+    key = await new_key(sessions, Role.CITY_HALL)  # sees every queue; roles: test_access_control
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://plaza"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://plaza",
+        headers={"Authorization": f"Bearer {key}"},
     ) as client:
         yield client
     await ingest.aclose()
@@ -101,7 +106,7 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
         ("transfer", {"actor": "m", "district_code": "05"}, 422, "reason"),
         ("transfer", {"actor": "m", "note": "x", "district_code": "5"}, 422, "district_code"),
         ("fly", {"actor": "m"}, 422, "action"),
-        ("acknowledge", {}, 422, "actor"),
+        ("acknowledge", {"public": "sometimes"}, 422, "public"),
     ],
 )
 async def test_bad_actions_are_explained(

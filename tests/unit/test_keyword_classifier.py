@@ -8,7 +8,7 @@ import pytest
 from plaza.city import City
 from plaza.taxonomy import load_taxonomy
 from plaza_classifier import keywords
-from plaza_classifier.classify import MODEL_VERSION, classify
+from plaza_classifier.classify import MODEL_VERSION, Classifier, classify, default_classifier
 from plaza_classifier.language import detect_language
 
 from tests.infra import SHARED_DATA
@@ -87,7 +87,10 @@ SPANISH = [
     ("Un bache enorme en la calzada de la calle Sants, casi me caigo con la moto", "pavement"),
     ("Los contenedores de basura están llenos desde hace días en el Raval", "cleaning"),
     ("Otra vez pintadas en la persiana de la tienda, vaya vergüenza", "graffiti"),
-    ("Las raíces del árbol han levantado todo el alcorque", "parks_trees"),
+    # Roots lifting the paving is a pavement repair where a city has data: 315 of 333 such
+    # Madrid reports went to the pavement service (MODEL_CARD.md); the lexicon alone said trees.
+    ("Las raíces del árbol han levantado todo el alcorque", "pavement"),
+    ("Hay que podar el árbol de la plaza, las ramas tocan las ventanas", "parks_trees"),
     ("La fuente de la plaza lleva meses sin agua", "water_sewer"),
     ("El semáforo de la esquina no funciona y los coches pasan sin parar", "traffic"),
     ("El parquímetro de la calle Balmes no acepta tarjetas", "mobility"),
@@ -276,7 +279,10 @@ def test_no_place_is_a_none_location(city: City) -> None:
 
 def test_a_language_hint_is_trusted_and_the_model_version_reported(city: City) -> None:
     result = classify("Farola", city, language_hint="es-ES")
-    assert (result.language, result.model_version) == ("es", MODEL_VERSION)
+    assert (result.language, result.model_version) == ("es", default_classifier().model_version)
+    assert result.model_version.startswith("tfidf-linear-")
+    lexicon_alone = Classifier(None).classify("Farola", city, language_hint="es-ES")
+    assert (lexicon_alone.language, lexicon_alone.model_version) == ("es", MODEL_VERSION)
     assert MODEL_VERSION == "keywords-1"
 
 

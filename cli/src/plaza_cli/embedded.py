@@ -19,6 +19,7 @@ from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import http_server
 from plaza.worker import Worker
 from plaza_api.app import create_app as create_gateway
+from plaza_api.settings import AccessSettings, persisted_secret
 from plaza_classifier.handler import GROUP as CLASSIFIER
 from plaza_classifier.handler import ClassifyPost
 from plaza_ingest.app import create_app as create_ingest
@@ -32,12 +33,13 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_cli import demo
+from plaza_cli.access_cmd import first_admin_key
 from plaza_cli.postgres import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddedSettings(RouterSettings):
+class EmbeddedSettings(RouterSettings, AccessSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
     home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
     demo: bool = Field(default=True, description="PLAZA_DEMO: run the demo feed")
@@ -70,12 +72,18 @@ async def run(settings: EmbeddedSettings) -> None:
     engine = create_engine(url)
     try:
         await upgrade(url)
+        sessions = session_factory(engine)
+        admin_hint = await first_admin_key(sessions, settings.home)
+        secret = (
+            settings.jwt_secret.get_secret_value()
+            if settings.jwt_secret
+            else persisted_secret(settings.home)
+        )
         city = City.from_settings(
             city_config=settings.city_config, city_data_dir=settings.city_data_dir
         )
         bus = MemoryBus()
         await bus.start()
-        sessions = session_factory(engine)
         workers = build_workers(bus, settings, city, sessions)
         loops: list[Worker | Relay | SlaScanner] = [
             *workers,
@@ -92,6 +100,7 @@ async def run(settings: EmbeddedSettings) -> None:
                 city,
                 sla=SlaPolicy.load(settings.sla_config),
                 routing=RoutingTable.load(settings.routing_config),
+                access=settings.access(secret),
             )
             feed = (
                 asyncio.create_task(demo.feed(ingest, interval=settings.demo_interval))
@@ -112,6 +121,7 @@ async def run(settings: EmbeddedSettings) -> None:
                 f"(queue of Gràcia: /api/v1/districts/06/queue; Ctrl-C stops)",
                 flush=True,
             )
+            print(admin_hint.format(port=settings.port), flush=True)
             try:
                 await server.serve()  # returns on Ctrl-C / SIGTERM
             finally:

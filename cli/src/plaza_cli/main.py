@@ -129,6 +129,47 @@ def _cmd_postgres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_access(args: argparse.Namespace) -> int:
+    from plaza_cli.access_cmd import run
+
+    return run(args)
+
+
+def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from plaza_cli.access_cmd import grant_arguments
+
+    keys = sub.add_parser(
+        "keys",
+        help="API keys: create (prints the key alone on the last line), list, revoke",
+        description="API keys are stored hashed: `create` shows the key once. The database is "
+        "PLAZA_DATABASE_URL, or embedded mode's in PLAZA_HOME.",
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="a new key")
+    create.add_argument("--name", required=True)
+    grant_arguments(create)
+    key_actions.add_parser("list", help="every key (never the keys themselves)")
+    revoke = key_actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id", type=int)
+    keys.set_defaults(func=_cmd_access)
+
+    users = sub.add_parser(
+        "users",
+        help="staff users who log in for tokens: create, list, disable",
+        description="Without --password-stdin, a terminal asks for the password twice; "
+        "otherwise one is generated and printed once.",
+    )
+    user_actions = users.add_subparsers(dest="action", required=True)
+    create_user = user_actions.add_parser("create", help="a new staff user")
+    create_user.add_argument("username")
+    grant_arguments(create_user)
+    create_user.add_argument("--password-stdin", action="store_true")
+    user_actions.add_parser("list", help="every user")
+    disable = user_actions.add_parser("disable", help="no more tokens for this user")
+    disable.add_argument("username")
+    users.set_defaults(func=_cmd_access)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="plaza", description="Plaza: a city answers its citizens in public."
@@ -170,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create"])
     topics.add_argument("--partitions", type=int, default=6)
     topics.set_defaults(func=_cmd_topics)
+
+    _access_parsers(sub)
 
     pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
     pg.add_argument("action", choices=["start", "stop", "url"])

@@ -5,13 +5,15 @@ Used by the router (open, merge, reopen), the SLA scanner (breach) and the manag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from plaza import metrics
 from plaza.city import City
 from plaza.contracts import (
     LocationSource,
@@ -48,6 +50,7 @@ __all__ = [
     "NewReport",
     "RequestNotFound",
     "act",
+    "add_note",
     "breach",
     "history",
     "merge_report",
@@ -238,6 +241,8 @@ async def open_request(
     await session.flush()
     session.add(_report_row(request, report, merged=False))
     _audit(session, request, "created", actor, report.reported_at, {})
+    created_labels = (*_labels(request), request.channel)
+    metrics.on_commit(session, metrics.REQUESTS_CREATED.labels(*created_labels).inc)
     rid = request.service_request_id
     created = RequestCreated(
         service_request_id=rid,
@@ -438,6 +443,7 @@ async def act(
     _audit(
         session, request, cmd.action.value, cmd.actor, now, before, note=cmd.note, public=cmd.public
     )
+    _observe(session, request, cmd.action, before, now)
     rid = request.service_request_id
     changed = RequestStatusChanged(
         service_request_id=rid,
@@ -467,6 +473,53 @@ async def act(
             events.append(_reply(request, report, kind, f"v{request.version}", rid, **params))
     stage(session, events)
     return request
+
+
+def _labels(request: ServiceRequest) -> tuple[str, str, str]:
+    return (metrics.district_label(request.district_code), request.service_code, request.urgency)
+
+
+def _observe(
+    session: AsyncSession,
+    request: ServiceRequest,
+    action: Action,
+    before: dict[str, object],
+    now: datetime,
+) -> None:
+    """Records, once the action commits, how long the city took and whether it kept its SLA."""
+    labels = _labels(request)
+    age = metrics.seconds_between(request.requested_datetime, now)
+    records: list[Callable[[], None]] = []
+    if before["acknowledged_at"] is None and request.acknowledged_at is not None:
+        records.append(partial(metrics.TIME_TO_ACKNOWLEDGE.labels(*labels).observe, age))
+        records += _sla_outcome("acknowledge", labels, request.ack_due_at, before, now)
+    if action is Action.ASSIGN and before["assigned_worker"] is None:
+        records.append(partial(metrics.TIME_TO_ASSIGN.labels(*labels).observe, age))
+    if action is Action.RESOLVE:
+        records.append(partial(metrics.TIME_TO_RESOLVE.labels(*labels).observe, age))
+        records += _sla_outcome("resolve", labels, request.expected_datetime, before, now)
+    if before["status"] in OPEN_STATUSES and request.status not in OPEN_STATUSES:
+        records.append(metrics.REQUESTS_CLOSED.labels(*labels, request.status).inc)
+    for record in records:
+        metrics.on_commit(session, record)
+
+
+def _sla_outcome(
+    deadline: str,
+    labels: tuple[str, str, str],
+    due: datetime | None,
+    before: dict[str, object],
+    now: datetime,
+) -> list[Callable[[], None]]:
+    """Met, or breached unless the scanner already counted this deadline as breached."""
+    if due is None:
+        return []
+    if now <= due:
+        return [metrics.SLA_MET.labels(deadline, *labels).inc]
+    breached_field = "ack_breached_at" if deadline == "acknowledge" else "resolve_breached_at"
+    if before[breached_field] is None:
+        return [metrics.SLA_BREACHES.labels(deadline, *labels).inc]
+    return []
 
 
 async def _transfer(
@@ -714,6 +767,28 @@ async def breach(
             )
         ],
     )
+
+
+async def add_note(
+    session: AsyncSession,
+    request_id: int,
+    *,
+    actor: str,
+    note: str,
+    public: bool,
+    now: datetime,
+) -> ServiceRequest:
+    """A note on a request without changing its status: public (Open311 shows it) or internal
+    (only staff see it, in the history)."""
+    if not note.strip():
+        raise InvalidCommand("a note needs text")
+    request = await _locked(session, request_id)
+    before = snapshot(request)
+    request.version += 1
+    if public:
+        request.updated_datetime = now
+    _audit(session, request, "note", actor, now, before, note=note, public=public)
+    return request
 
 
 async def history(session: AsyncSession, request_id: int) -> list[RequestEvent]:

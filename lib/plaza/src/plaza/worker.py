@@ -17,19 +17,36 @@ Failures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from plaza import metrics
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
-from plaza.contracts import ContractError, Envelope, EventType, Outgoing, decode
+from plaza.contracts import (
+    TOPICS,
+    ContractError,
+    Envelope,
+    EventType,
+    Outgoing,
+    decode,
+    from_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]
+
+# The pipeline stage a record of each topic completes once its handler is done with it.
+STAGES: Mapping[str, str] = {
+    TOPICS.POST_RECEIVED.topic: "classified",
+    TOPICS.POST_CLASSIFIED.topic: "routed",
+    TOPICS.REPLY_REQUESTED.topic: "replied",
+}
 
 
 class Rejected(Exception):
@@ -87,6 +104,7 @@ class Worker:
         retry: RetryPolicy = RetryPolicy(),
         max_batch: int = 500,
         poll_timeout: float = 0.5,
+        lag_interval: float = 1.0,
     ) -> None:
         self._bus = bus
         self.group = group
@@ -95,6 +113,9 @@ class Worker:
         self._retry = retry
         self._max_batch = max_batch
         self._poll_timeout = poll_timeout
+        self._lag_interval = lag_interval
+        self._lag_reported_at = 0.0
+        self._lag_series: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._pending: dict[TopicPartition, int] = {}
         self._consumer: Consumer | None = None
@@ -117,7 +138,9 @@ class Worker:
                 if records:
                     async with self._lock:
                         await self._handle_batch(self._consumer, records)
+                await self._report_lag(self._consumer)
         finally:
+            self._forget_lag(self._lag_series)
             await self._consumer.close()
             log.info("worker %s stopped", self.group)
 
@@ -156,6 +179,29 @@ class Worker:
             # The partitions moved to another member; it will handle those records again,
             # which idempotent handlers allow.
             log.warning("worker %s could not commit %s: %s", self.group, offsets, exc)
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        """Sets the lag of the partitions this member owns, and drops those it lost, so each
+        partition is reported by one process only."""
+        now = time.monotonic()
+        if now - self._lag_reported_at < self._lag_interval:
+            return
+        self._lag_reported_at = now
+        try:
+            lag = await consumer.lag()
+        except Exception as exc:
+            # A metric is not worth stopping the work for; the gauge goes stale, and says so here.
+            log.warning("worker %s could not read its consumer lag: %s", self.group, exc)
+            return
+        for (topic, partition), records in lag.items():
+            metrics.CONSUMER_LAG.labels(self.group, topic, str(partition)).set(records)
+        self._forget_lag(self._lag_series - lag.keys())
+        self._lag_series = set(lag)
+
+    def _forget_lag(self, partitions: set[TopicPartition]) -> None:
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):  # never reported
+                metrics.CONSUMER_LAG.remove(self.group, topic, str(partition))
 
     async def _handle_one(self, record: Record) -> Sequence[Outgoing]:
         started = time.perf_counter()
@@ -204,11 +250,19 @@ class Worker:
                         raise _Stopping from exc
                     continue
                 metrics.MESSAGES_CONSUMED.labels(self.group, record.topic, "processed").inc()
+                self._observe_stage(record.topic, event)
                 return result
         finally:
             metrics.HANDLER_DURATION.labels(self.group, record.topic).observe(
                 time.perf_counter() - started
             )
+
+    @staticmethod
+    def _observe_stage(topic: str, event: Envelope) -> None:
+        stage = STAGES.get(topic)
+        if stage is not None and event.HasField("occurred_at"):
+            latency = metrics.seconds_between(from_timestamp(event.occurred_at), datetime.now(UTC))
+            metrics.PIPELINE_STAGE_LATENCY.labels(stage).observe(latency)
 
     async def _sleep_or_stop(self, delay: float) -> bool:
         try:

@@ -9,15 +9,10 @@ from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import configure_logging, http_server
-from plaza.settings import PlazaSettings, load
-from pydantic import Field
+from plaza.settings import load
 
 from plaza_api.app import create_app
-
-
-class ApiSettings(PlazaSettings):
-    port: int = Field(default=8000, ge=1, le=65535)
-    ingest_url: str = Field(default="http://127.0.0.1:8101", pattern=r"^https?://")
+from plaza_api.settings import ApiSettings
 
 
 async def serve(settings: ApiSettings) -> None:
@@ -31,6 +26,7 @@ async def serve(settings: ApiSettings) -> None:
             ),
             sla=SlaPolicy.load(settings.sla_config),
             routing=RoutingTable.load(settings.routing_config),
+            access=settings.access(settings.secret()),
         )
         try:
             await http_server(app, settings.port).serve()

@@ -10,6 +10,8 @@ from plaza.web import install_problem_handlers, install_request_metrics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_api import gateway, manager, open311
+from plaza_api.access import AccessConfig, install_access
+from plaza_api.backlog import BacklogCollector
 
 
 def create_app(
@@ -19,7 +21,9 @@ def create_app(
     *,
     sla: SlaPolicy | None = None,
     routing: RoutingTable | None = None,
+    access: AccessConfig | None = None,
 ) -> FastAPI:
+    """Without `access` (tests), tokens are signed with a secret made for this app alone."""
     app = FastAPI(
         title="Plaza",
         version="1",
@@ -30,7 +34,9 @@ def create_app(
     app.state.city = city
     app.state.sla = sla or SlaPolicy.load()
     app.state.routing = routing or RoutingTable.load()
+    app.state.backlog = BacklogCollector(sessions)
     install_problem_handlers(app)
+    install_access(app, sessions, access or AccessConfig())
     install_request_metrics(app, "api")
     app.include_router(gateway.router)
     app.include_router(open311.router)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from plaza.web import problem
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from plaza_api.auth import POST_WRITERS, Principal, require
+from plaza_api.backlog import BacklogCollector
 from plaza_api.deps import IngestDep, SessionDep
 
 router = APIRouter()
@@ -16,9 +20,13 @@ _FORWARDED_HEADERS = ("content-type", "retry-after")
 
 
 @router.post("/api/v1/posts", status_code=202, tags=["Ingest"])
-async def submit_post(request: Request, ingest: IngestDep) -> Response:
+async def submit_post(
+    request: Request,
+    ingest: IngestDep,
+    _: Annotated[Principal, Depends(require(*POST_WRITERS))],
+) -> Response:
     """Hands a post to ingest, which validates it (422 problem+json naming the field) and
-    answers 202 once it is on the bus."""
+    answers 202 once it is on the bus. Needs an API key of role `bridge` (or `admin`)."""
     body = await request.body()
     try:
         upstream = await ingest.post(
@@ -44,5 +52,7 @@ async def healthz(session: SessionDep) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """This process's metrics (in `make run`, every service's) and the open backlog."""
+    backlog: BacklogCollector = request.app.state.backlog
+    return Response(await backlog.exposition(), media_type=CONTENT_TYPE_LATEST)

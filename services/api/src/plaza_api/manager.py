@@ -1,14 +1,34 @@
-"""The manager API (/api/v1): district queues, a request with its reports, replies and history,
-and the actions that move a request through its lifecycle."""
+"""The manager API (/api/v1): district queues (filters, due-time order, cursor pages, live updates
+as Server-Sent Events), a request with its reports, replies, notes and history, and the actions
+that move requests through their lifecycle, one by one or in bulk.
+
+Who sees what: a manager the queues and districts in their scopes, a worker the requests assigned
+to them, city hall and admins everything (plaza_api.auth)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Final, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
-from plaza.db.models import Reply, RequestEvent, RequestReport, ServiceRequest
-from plaza.lifecycle import Command, InvalidCommand, RequestNotFound, act, history, split_report
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from plaza.city import City
+from plaza.db.models import Open311Submission, Reply, RequestEvent, RequestReport, ServiceRequest
+from plaza.lifecycle import (
+    Command,
+    InvalidCommand,
+    RequestNotFound,
+    act,
+    add_note,
+    history,
+    split_report,
+)
+from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import (
     CITY_HALL_QUEUE,
     OPEN_STATUSES,
@@ -20,15 +40,22 @@ from plaza.requests import (
     extended_status,
     open311_status,
 )
+from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from plaza_api.auth import CurrentPrincipal, Principal, Role, StaffPrincipal
 from plaza_api.deps import CityDep, RoutingDep, SessionDep, SlaDep
 from plaza_api.open311 import w3c
 
 router = APIRouter(prefix="/api/v1", tags=["Manager API"])
+
+# What a worker may do to a request assigned to them; managers may do every action.
+WORKER_ACTIONS: Final = frozenset({Action.START, Action.RESOLVE})
+MAX_BULK: Final = 100
+SSE_HEARTBEAT_SECONDS: Final = 15.0
 
 
 class QueueItem(BaseModel):
@@ -60,8 +87,11 @@ class QueueItem(BaseModel):
 class Queue(BaseModel):
     queue: str
     name: str
-    count: int
+    count: int = Field(description="How many items this page has")
     items: list[QueueItem]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page"
+    )
 
 
 class ReplyOut(BaseModel):
@@ -75,6 +105,15 @@ class ReplyOut(BaseModel):
     posted_at: str | None
 
 
+class ContactOut(BaseModel):
+    """An Open311 reporter's contact details: for the city's staff only."""
+
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+
+
 class ReportOut(BaseModel):
     platform: str
     post_id: str
@@ -82,6 +121,15 @@ class ReportOut(BaseModel):
     text: str
     reported_at: str | None
     merged: bool
+    contact: ContactOut | None = None
+
+
+class NoteOut(BaseModel):
+    at: str | None
+    actor: str
+    kind: str
+    note: str
+    public: bool
 
 
 class RequestDetail(QueueItem):
@@ -93,6 +141,7 @@ class RequestDetail(QueueItem):
     allowed_actions: list[str]
     reports: list[ReportOut]
     replies: list[ReplyOut]
+    notes: list[NoteOut] = Field(default_factory=list, description="Public and internal notes")
 
 
 class HistoryEntry(BaseModel):
@@ -109,10 +158,13 @@ class HistoryEntry(BaseModel):
 class ActionIn(BaseModel):
     """What a manager does to a request. Which fields an action needs: assign → worker;
     resolve → note (public), photo_url optional; transfer → note (the reason) and district_code
-    or agency; mark_duplicate → duplicate_of; not_responsible → note."""
+    or agency; mark_duplicate → duplicate_of; not_responsible → note. The audit trail records
+    the authenticated caller, not `actor`."""
 
-    actor: str = Field(min_length=1, max_length=256, description="Who acts (a manager's id)")
-    note: str | None = Field(default=None, max_length=2000)
+    actor: str | None = Field(
+        default=None, max_length=256, description="Ignored: the audit trail names the caller"
+    )
+    note: str | None = Field(default=None, max_length=2000, examples=["Fanal canviat"])
     public: bool = Field(default=True, description="False for an internal note")
     worker: str | None = Field(default=None, max_length=256, examples=["@electricista_jun"])
     photo_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
@@ -121,10 +173,50 @@ class ActionIn(BaseModel):
     duplicate_of: int | None = Field(default=None, ge=1)
 
 
+class BulkActionIn(ActionIn):
+    service_request_ids: list[int] = Field(min_length=1, max_length=MAX_BULK, examples=[[12, 15]])
+
+
+class BulkResult(BaseModel):
+    service_request_id: str
+    status: int = Field(description="200 done, or the error's status (403, 404, 409, 422)")
+    detail: str | None = None
+    request_status: str | None = None
+
+
+class BulkOut(BaseModel):
+    succeeded: int
+    failed: int
+    results: list[BulkResult]
+
+
+class NoteIn(BaseModel):
+    note: str = Field(min_length=1, max_length=2000, examples=["Cal una grua; trucar a BCASA"])
+    public: bool = Field(default=False, description="True publishes it in Open311's notes")
+
+
 class SplitIn(BaseModel):
-    actor: str = Field(min_length=1, max_length=256)
+    actor: str | None = Field(default=None, max_length=256, description="Ignored (the caller)")
     platform: str
     post_id: str
+
+
+class Me(BaseModel):
+    kind: str
+    name: str
+    role: str | None
+    scopes: list[str]
+    worker_handle: str | None
+
+
+class SlaWindowOut(BaseModel):
+    acknowledge_hours: float
+    resolve_hours: float
+
+
+class SlaServiceOut(BaseModel):
+    normal: SlaWindowOut
+    urgent: SlaWindowOut
 
 
 def _now() -> datetime:
@@ -162,40 +254,267 @@ def _item(r: ServiceRequest, now: datetime) -> dict[str, object]:
     }
 
 
+# --- who am I ------------------------------------------------------------------------------
+
+
+@router.get("/me", response_model=Me, tags=["Access"])
+async def me(principal: CurrentPrincipal) -> Me:
+    """Who the credentials belong to, their role and scopes."""
+    return Me(
+        kind=principal.kind,
+        name=principal.name,
+        role=principal.role.value if principal.role else None,
+        scopes=sorted(principal.scopes),
+        worker_handle=principal.worker_handle,
+    )
+
+
+# --- queues --------------------------------------------------------------------------------
+
+
+def _queue(code: str, city: City, routing: RoutingTable) -> tuple[str, ColumnElement[bool]]:
+    """A queue's name and which requests are in it (open or not), or 404."""
+    if code == CITY_HALL_QUEUE:
+        return "City hall (escalated)", ServiceRequest.escalated_at.is_not(None)
+    if code == TRIAGE_QUEUE:
+        return "Triage (no district found)", ServiceRequest.queue == code
+    if code in city.districts:
+        return city.districts[code].name, ServiceRequest.queue == code
+    if code in routing.queues:
+        return code, ServiceRequest.queue == code
+    known = ", ".join([*city.districts, TRIAGE_QUEUE, CITY_HALL_QUEUE, *sorted(routing.queues)])
+    raise HTTPException(404, f"no queue {code!r}; queues are {known}")
+
+
+def _may_read_queue(principal: Principal, code: str) -> None:
+    if not principal.manages_queue(code):
+        theirs = ", ".join(sorted(principal.scopes)) or "none"
+        raise HTTPException(
+            403, f"queue {code!r} is not yours ({principal.role}; queues: {theirs})"
+        )
+
+
+def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) -> list[str]:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    unknown = sorted(set(items) - set(allowed))
+    if unknown:
+        raise HTTPException(422, f"{name}: unknown {unknown}; one of {', '.join(sorted(allowed))}")
+    return items
+
+
+def _encode_cursor(r: ServiceRequest) -> str:
+    due = r.expected_datetime.isoformat() if r.expected_datetime else None  # to the microsecond
+    raw = json.dumps([due, r.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime | None, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        due, last_id = json.loads(raw)
+        return (datetime.fromisoformat(due) if due else None), int(last_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise HTTPException(422, "cursor: not a cursor this API gave") from None
+
+
+def _after(cursor: str, descending: bool) -> ColumnElement[bool]:
+    """Keyset pagination over (expected_datetime NULLS LAST, id): the rows after the cursor."""
+    due, last_id = _decode_cursor(cursor)
+    column, ident = ServiceRequest.expected_datetime, ServiceRequest.id
+    if due is None:
+        return and_(column.is_(None), ident < last_id if descending else ident > last_id)
+    beyond = column < due if descending else column > due
+    same = and_(column == due, ident < last_id if descending else ident > last_id)
+    return or_(beyond, same, column.is_(None))
+
+
 @router.get("/districts/{code}/queue", response_model=Queue)
 async def district_queue(
     code: str,
     session: SessionDep,
     city: CityDep,
     routing: RoutingDep,
+    principal: StaffPrincipal,
+    status: Annotated[
+        str | None,
+        Query(description="Comma-separated statuses (default: every open one)", examples=["new"]),
+    ] = None,
+    service_code: Annotated[
+        str | None, Query(description="Comma-separated service codes", examples=["streetlight"])
+    ] = None,
+    urgency: Annotated[Literal["normal", "urgent"] | None, Query()] = None,
+    overdue: Annotated[
+        bool | None, Query(description="true: past their resolve-by time; false: not yet")
+    ] = None,
+    assigned_worker: Annotated[str | None, Query(examples=["@jordi"])] = None,
+    sort: Annotated[
+        Literal["due", "-due"], Query(description="due: the earliest due first; -due: latest")
+    ] = "due",
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Queue:
-    """The open requests of a queue, the earliest due first: a district ("01".."10"),
-    `triage` (no sure district), `city-hall` (escalated after a missed SLA) or a city-wide
-    service queue (e.g. `city-mobility`)."""
-    stmt = select(ServiceRequest).where(ServiceRequest.status.in_(OPEN_STATUSES))
-    if code == TRIAGE_QUEUE:
-        name = "Triage (no district found)"
-        stmt = stmt.where(ServiceRequest.queue == code)
-    elif code == CITY_HALL_QUEUE:
-        name = "City hall (escalated)"
-        stmt = stmt.where(ServiceRequest.escalated_at.is_not(None))
-    elif code in city.districts:
-        name = city.districts[code].name
-        stmt = stmt.where(ServiceRequest.queue == code)
-    elif code in routing.queues:
-        name = code
-        stmt = stmt.where(ServiceRequest.queue == code)
-    else:
-        known = ", ".join([*city.districts, TRIAGE_QUEUE, CITY_HALL_QUEUE, *sorted(routing.queues)])
-        raise HTTPException(404, f"no queue {code!r}; queues are {known}")
-    stmt = stmt.order_by(
-        ServiceRequest.expected_datetime.asc().nulls_last(), ServiceRequest.id
-    ).limit(limit)
+    """The requests of a queue, the earliest due first: a district ("01".."10"), `triage` (no sure
+    district), `city-hall` (escalated after a missed SLA) or a city-wide service queue (e.g.
+    `city-mobility`). Open requests unless `status` says otherwise; one page at a time."""
+    name, in_queue = _queue(code, city, routing)
+    _may_read_queue(principal, code)
+    statuses = _csv_of(status, {s.value for s in Status}, "status") or sorted(OPEN_STATUSES)
+    stmt = select(ServiceRequest).where(in_queue, ServiceRequest.status.in_(statuses))
+    codes = _csv_of(service_code, set(load_taxonomy()), "service_code")
+    if codes:
+        stmt = stmt.where(ServiceRequest.service_code.in_(codes))
+    if urgency is not None:
+        stmt = stmt.where(ServiceRequest.urgency == urgency)
+    now = _now()
+    if overdue is True:
+        stmt = stmt.where(ServiceRequest.expected_datetime < now)
+    elif overdue is False:
+        stmt = stmt.where(
+            or_(ServiceRequest.expected_datetime.is_(None), ServiceRequest.expected_datetime >= now)
+        )
+    if assigned_worker is not None:
+        stmt = stmt.where(ServiceRequest.assigned_worker == assigned_worker)
+    descending = sort == "-due"
+    if cursor:
+        stmt = stmt.where(_after(cursor, descending))
+    due = ServiceRequest.expected_datetime
+    order = (due.desc() if descending else due.asc()).nulls_last()
+    ident = ServiceRequest.id.desc() if descending else ServiceRequest.id.asc()
+    rows = list((await session.execute(stmt.order_by(order, ident).limit(limit + 1))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [QueueItem.model_validate(_item(r, now)) for r in rows]
+    return Queue(
+        queue=code,
+        name=name,
+        count=len(items),
+        items=items,
+        next_cursor=_encode_cursor(rows[-1]) if more else None,
+    )
+
+
+@router.get("/assignments", response_model=Queue)
+async def my_assignments(
+    session: SessionDep,
+    principal: StaffPrincipal,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Queue:
+    """A worker's open requests (those assigned to their handle), the earliest due first."""
+    if principal.worker_handle is None:
+        raise HTTPException(403, "only workers have assignments; managers filter a queue")
+    stmt = (
+        select(ServiceRequest)
+        .where(
+            ServiceRequest.assigned_worker == principal.worker_handle,
+            ServiceRequest.status.in_(OPEN_STATUSES),
+        )
+        .order_by(ServiceRequest.expected_datetime.asc().nulls_last(), ServiceRequest.id)
+        .limit(limit)
+    )
     rows = (await session.execute(stmt)).scalars().all()
     now = _now()
     items = [QueueItem.model_validate(_item(r, now)) for r in rows]
-    return Queue(queue=code, name=name, count=len(items), items=items)
+    return Queue(queue="assignments", name=principal.worker_handle, count=len(items), items=items)
+
+
+# --- live updates ----------------------------------------------------------------------------
+
+
+def _sse(event_id: int, data: dict[str, object]) -> str:
+    return f"id: {event_id}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _queue_changes(
+    request: Request,
+    sessions: async_sessionmaker[AsyncSession],
+    code: str,
+    in_queue: ColumnElement[bool],
+    last_id: int,
+    poll_seconds: float,
+) -> AsyncIterator[str]:
+    yield "retry: 3000\n: connected\n\n"
+    quiet = 0.0
+    # A request that left the queue (transferred away) is announced there one last time.
+    left = RequestEvent.before["queue"].astext == code
+    while not await request.is_disconnected():
+        async with sessions() as session:
+            rows = await session.execute(
+                select(RequestEvent, ServiceRequest)
+                .join(ServiceRequest, ServiceRequest.id == RequestEvent.service_request_id)
+                .where(RequestEvent.id > last_id, or_(in_queue, left))
+                .order_by(RequestEvent.id)
+                .limit(500)
+            )
+            changes = [(event, changed) for event, changed in rows]
+            now = _now()
+            for event, changed in changes:
+                last_id = event.id
+                yield _sse(
+                    event.id,
+                    {
+                        "kind": event.kind,
+                        "at": w3c(event.at),
+                        "actor": event.actor,
+                        "in_queue": changed.status in OPEN_STATUSES
+                        and (changed.queue == code or code == CITY_HALL_QUEUE),
+                        "item": _item(changed, now),
+                    },
+                )
+        if changes:
+            quiet = 0.0
+            continue
+        if quiet >= SSE_HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(poll_seconds)
+        quiet += poll_seconds
+
+
+@router.get(
+    "/districts/{code}/queue/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "text/event-stream: one event per change to a request of the queue",
+            "content": {
+                "text/event-stream": {
+                    "example": 'id: 42\ndata: {"kind": "acknowledge", "at": "…", "actor": '
+                    '"user:maria", "in_queue": true, "item": {"service_request_id": "7", …}}\n\n'
+                }
+            },
+        }
+    },
+)
+async def queue_events(
+    code: str,
+    request: Request,
+    city: CityDep,
+    routing: RoutingDep,
+    principal: StaffPrincipal,
+    last_event_id: Annotated[str | None, Header(description="Resume after this event")] = None,
+) -> StreamingResponse:
+    """Live updates of a queue as Server-Sent Events: every change to one of its requests
+    (created, merged, each action, notes, SLA breaches) with the request as it now is.
+    `in_queue: false` means it left the queue (closed, transferred). Browsers' EventSource
+    cannot send headers: pass `?access_token=` (a token or key) instead."""
+    _, in_queue = _queue(code, city, routing)
+    _may_read_queue(principal, code)
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    if last_event_id and last_event_id.isdigit():
+        after = int(last_event_id)
+    else:  # the changes from now on (fixed before the answer starts, so none slips by)
+        async with sessions() as session:
+            after = (await session.execute(select(func.max(RequestEvent.id)))).scalar() or 0
+    poll: float = request.app.state.sse_poll_seconds
+    stream = _queue_changes(request, sessions, code, in_queue, after, poll)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- one request -----------------------------------------------------------------------------
 
 
 async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDetail:
@@ -204,11 +523,36 @@ async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDeta
             select(Reply).where(Reply.service_request_id == request.id).order_by(Reply.posted_at)
         )
     ).scalars()
-    reports = (
+    reports = list(
+        (
+            await session.execute(
+                select(RequestReport)
+                .where(RequestReport.service_request_id == request.id)
+                .order_by(RequestReport.id)
+            )
+        ).scalars()
+    )
+    tokens = [r.post_id for r in reports if r.platform == "open311"]
+    contacts = (
+        {
+            s.token: ContactOut(
+                email=s.email, phone=s.phone, first_name=s.first_name, last_name=s.last_name
+            )
+            for s in (
+                await session.execute(
+                    select(Open311Submission).where(Open311Submission.token.in_(tokens))
+                )
+            ).scalars()
+        }
+        if tokens
+        else {}
+    )
+    notes = (
         await session.execute(
-            select(RequestReport)
-            .where(RequestReport.service_request_id == request.id)
-            .order_by(RequestReport.id)
+            select(RequestEvent)
+            .where(RequestEvent.service_request_id == request.id, RequestEvent.note.is_not(None))
+            .where(RequestEvent.kind.not_in(("merged", "split")))
+            .order_by(RequestEvent.id)
         )
     ).scalars()
     return RequestDetail.model_validate(
@@ -228,6 +572,7 @@ async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDeta
                     "text": r.text,
                     "reported_at": w3c(r.reported_at),
                     "merged": r.merged,
+                    "contact": contacts.get(r.post_id) if r.platform == "open311" else None,
                 }
                 for r in reports
             ],
@@ -244,31 +589,69 @@ async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDeta
                 }
                 for r in replies
             ],
+            "notes": [
+                {
+                    "at": w3c(n.at),
+                    "actor": n.actor,
+                    "kind": n.kind,
+                    "note": n.note,
+                    "public": n.public,
+                }
+                for n in notes
+            ],
         }
     )
 
 
-async def _get(session: AsyncSession, service_request_id: str) -> ServiceRequest:
-    request = (
-        await session.get(ServiceRequest, int(service_request_id))
-        if service_request_id.isdigit()
-        else None
+def _request_id(service_request_id: str) -> int:
+    if not service_request_id.isdigit():
+        raise HTTPException(404, f"no service request {service_request_id!r}")
+    return int(service_request_id)
+
+
+async def _readable(
+    session: AsyncSession, service_request_id: str, principal: Principal, *, lock: bool = False
+) -> ServiceRequest:
+    """The request, if the caller may see it: 404 if there is none, 403 if it is not theirs."""
+    request = await session.get(
+        ServiceRequest, _request_id(service_request_id), with_for_update=lock or None
     )
     if request is None:
         raise HTTPException(404, f"no service request {service_request_id!r}")
+    if not principal.may_read(request):
+        where = request.district_code or request.queue
+        raise HTTPException(
+            403, f"request {service_request_id} ({request.queue}, {where}) is not yours"
+        )
     return request
 
 
+def _may_act(principal: Principal, request: ServiceRequest, action: Action) -> None:
+    if principal.manages(request):
+        return
+    if principal.works_on(request) and action in WORKER_ACTIONS:
+        return
+    if principal.works_on(request):
+        allowed = ", ".join(sorted(WORKER_ACTIONS))
+        raise HTTPException(403, f"a worker may only {allowed} what is assigned to them")
+    raise HTTPException(403, f"request {request.id} is not yours")
+
+
 @router.get("/requests/{service_request_id}", response_model=RequestDetail)
-async def request_detail(service_request_id: str, session: SessionDep) -> RequestDetail:
-    """One request with its reports, the public replies it got and the actions it allows now."""
-    return await _detail(session, await _get(session, service_request_id))
+async def request_detail(
+    service_request_id: str, session: SessionDep, principal: StaffPrincipal
+) -> RequestDetail:
+    """One request with its reports (and, for Open311 reports, the reporter's private contact),
+    the public replies it got, its notes and the actions it allows now."""
+    return await _detail(session, await _readable(session, service_request_id, principal))
 
 
 @router.get("/requests/{service_request_id}/history", response_model=list[HistoryEntry])
-async def request_history(service_request_id: str, session: SessionDep) -> list[HistoryEntry]:
+async def request_history(
+    service_request_id: str, session: SessionDep, principal: StaffPrincipal
+) -> list[HistoryEntry]:
     """Every change to the request, oldest first: who, when, what it was and what it became."""
-    request = await _get(session, service_request_id)
+    request = await _readable(session, service_request_id, principal)
     return [_entry(e) for e in await history(session, request.id)]
 
 
@@ -285,27 +668,30 @@ def _entry(e: RequestEvent) -> HistoryEntry:
     )
 
 
-@router.post(
-    "/requests/{service_request_id}/actions/{action}",
-    response_model=RequestDetail,
-    responses={409: {"description": "The request's status does not allow this action"}},
-)
-async def request_action(
-    service_request_id: str,
+# --- actions ---------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def _apply(
+    session: AsyncSession,
+    request_id: str,
     action: Action,
     body: ActionIn,
-    session: SessionDep,
-    city: CityDep,
-    sla: SlaDep,
-    routing: RoutingDep,
-) -> RequestDetail | Response:
-    """Moves the request: acknowledge, assign, start, resolve, close, reopen, transfer,
-    mark_duplicate, not_responsible. A refused move answers 409 with the allowed actions."""
-    if not service_request_id.isdigit():
-        raise HTTPException(404, f"no service request {service_request_id!r}")
+    principal: Principal,
+    *,
+    city: City,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+) -> ServiceRequest:
+    """One action in its own transaction, after checking the caller may take it (and, for a
+    duplicate, that the request it joins is theirs too). Raises HTTPException or _Refused."""
     command = Command(
         action=action,
-        actor=body.actor,
+        actor=principal.actor,
         note=body.note,
         public=body.public,
         worker=body.worker,
@@ -316,32 +702,128 @@ async def request_action(
     )
     try:
         async with session.begin():
-            request = await act(
-                session,
-                int(service_request_id),
-                command,
-                now=_now(),
-                sla=sla,
-                routing=routing,
-                city=city,
+            request = await _readable(session, request_id, principal, lock=True)
+            _may_act(principal, request, action)
+            if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:
+                target = await session.get(ServiceRequest, body.duplicate_of)
+                if target is not None and not principal.manages(target):
+                    raise HTTPException(403, f"request {body.duplicate_of} is not yours")
+            return await act(
+                session, request.id, command, now=_now(), sla=sla, routing=routing, city=city
             )
     except RequestNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except InvalidTransition as exc:
-        return problem(
-            409,
-            str(exc),
-            title="Action not allowed in this status",
-            type_="https://plaza.example/problems/invalid-transition",
-            status_now=exc.status.value,
-            allowed_actions=[a.value for a in exc.allowed],
-        )
+        raise _Refused(
+            problem(
+                409,
+                str(exc),
+                title="Action not allowed in this status",
+                type_="https://plaza.example/problems/invalid-transition",
+                status_now=exc.status.value,
+                allowed_actions=[a.value for a in exc.allowed],
+            )
+        ) from None
     except InvalidCommand as exc:
-        return problem(
-            422,
-            str(exc),
-            title="Invalid action",
-            type_="https://plaza.example/problems/invalid-action",
+        raise _Refused(
+            problem(
+                422,
+                str(exc),
+                title="Invalid action",
+                type_="https://plaza.example/problems/invalid-action",
+            )
+        ) from None
+
+
+@router.post(
+    "/requests/{service_request_id}/actions/{action}",
+    response_model=RequestDetail,
+    responses={
+        403: {"description": "The request is not the caller's"},
+        409: {"description": "The request's status does not allow this action"},
+    },
+)
+async def request_action(
+    service_request_id: str,
+    action: Action,
+    body: ActionIn,
+    session: SessionDep,
+    city: CityDep,
+    sla: SlaDep,
+    routing: RoutingDep,
+    principal: StaffPrincipal,
+) -> RequestDetail | Response:
+    """Moves the request: acknowledge, assign, start, resolve, close, reopen, transfer,
+    mark_duplicate, not_responsible. A refused move answers 409 with the allowed actions.
+    `public: false` keeps the note internal (history only, never in Open311)."""
+    try:
+        request = await _apply(
+            session,
+            service_request_id,
+            action,
+            body,
+            principal,
+            city=city,
+            sla=sla,
+            routing=routing,
+        )
+    except _Refused as refused:
+        return refused.response
+    return await _detail(session, request)
+
+
+@router.post("/requests/actions/{action}", response_model=BulkOut)
+async def bulk_action(
+    action: Action,
+    body: BulkActionIn,
+    session: SessionDep,
+    city: CityDep,
+    sla: SlaDep,
+    routing: RoutingDep,
+    principal: StaffPrincipal,
+) -> BulkOut:
+    """The same action on up to 100 requests, each in its own transaction: one refused request
+    (not yours, wrong status) does not stop the others. Each result says what happened."""
+    results: list[BulkResult] = []
+    for request_id in dict.fromkeys(body.service_request_ids):
+        rid = str(request_id)
+        try:
+            done = await _apply(
+                session, rid, action, body, principal, city=city, sla=sla, routing=routing
+            )
+            results.append(
+                BulkResult(service_request_id=rid, status=200, request_status=done.status)
+            )
+        except HTTPException as exc:
+            results.append(
+                BulkResult(service_request_id=rid, status=exc.status_code, detail=str(exc.detail))
+            )
+        except _Refused as refused:
+            detail = json.loads(bytes(refused.response.body))["detail"]
+            results.append(
+                BulkResult(
+                    service_request_id=rid, status=refused.response.status_code, detail=detail
+                )
+            )
+    ok = sum(1 for r in results if r.status == 200)
+    return BulkOut(succeeded=ok, failed=len(results) - ok, results=results)
+
+
+@router.post("/requests/{service_request_id}/notes", response_model=RequestDetail, status_code=201)
+async def request_note(
+    service_request_id: str, body: NoteIn, session: SessionDep, principal: StaffPrincipal
+) -> RequestDetail:
+    """A note without a status change: internal by default (staff only, in the history), or
+    public (Open311's notes and the updates feed show it, contact details masked)."""
+    async with session.begin():
+        request = await _readable(session, service_request_id, principal, lock=True)
+        request = await add_note(
+            session,
+            request.id,
+            actor=principal.actor,
+            note=body.note,
+            public=body.public,
+            now=_now(),
         )
     return await _detail(session, request)
 
@@ -354,18 +836,20 @@ async def split(
     city: CityDep,
     sla: SlaDep,
     routing: RoutingDep,
+    principal: StaffPrincipal,
 ) -> RequestDetail | Response:
     """Undoes a wrong merge: one report leaves the request and becomes a request of its own."""
-    if not service_request_id.isdigit():
-        raise HTTPException(404, f"no service request {service_request_id!r}")
     try:
         async with session.begin():
+            request = await _readable(session, service_request_id, principal, lock=True)
+            if not principal.manages(request):
+                raise HTTPException(403, "only the request's manager may split it")
             new = await split_report(
                 session,
-                int(service_request_id),
+                request.id,
                 body.platform,
                 body.post_id,
-                actor=body.actor,
+                actor=principal.actor,
                 now=_now(),
                 sla=sla,
                 routing=routing,
@@ -376,3 +860,26 @@ async def split(
     except InvalidCommand as exc:
         return problem(422, str(exc), title="Cannot split")
     return await _detail(session, new)
+
+
+# --- city hall -------------------------------------------------------------------------------
+
+
+@router.get("/sla", response_model=dict[str, SlaServiceOut], tags=["City hall"])
+async def sla_configuration(sla: SlaDep, principal: StaffPrincipal) -> dict[str, SlaServiceOut]:
+    """The SLA windows in force, per service code and urgency (PLAZA_SLA_CONFIG on top of the
+    packaged defaults). City hall, admins and managers."""
+    if principal.role not in (Role.CITY_HALL, Role.ADMIN, Role.MANAGER):
+        raise HTTPException(403, f"a {principal.role} may not read the SLA configuration")
+
+    def window(code: str, urgent: bool) -> SlaWindowOut:
+        w = sla.window(code, urgent)
+        return SlaWindowOut(
+            acknowledge_hours=w.acknowledge.total_seconds() / 3600,
+            resolve_hours=w.resolve.total_seconds() / 3600,
+        )
+
+    return {
+        code: SlaServiceOut(normal=window(code, False), urgent=window(code, True))
+        for code in load_taxonomy()
+    }

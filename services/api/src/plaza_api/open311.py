@@ -1,48 +1,389 @@
-"""Open311 GeoReport v2 (read side for now): requests.json and requests/{id}.json."""
+"""Open311 GeoReport v2 for civic developers, in JSON and XML exactly as the spec defines them:
+discovery, services and their definitions, requests (read, filter, page, POST), tokens, and
+FixMyStreet's servicerequestupdates feed. Errors are the spec's own: [{code, description}].
+
+Everything here is public data: a reporter's contact details, handle and private notes never
+appear, and e-mail addresses, phone numbers and licence plates in public text are masked."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Final, cast
+from xml.etree import ElementTree
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
-from plaza.db.models import ServiceRequest
-from plaza.requests import CLOSED_STATUSES, OPEN_STATUSES, open311_status
-from plaza.taxonomy import service_name
+import httpx
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from plaza.city import City
+from plaza.db.models import Open311Submission, RequestEvent, RequestReport, ServiceRequest
+from plaza.requests import CLOSED_STATUSES, OPEN_STATUSES, Action, extended_status, open311_status
+from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from plaza_api.deps import SessionDep
+from plaza_api.auth import OPEN311_WRITERS, InvalidCredentials, authenticator
+from plaza_api.deps import CityDep, IngestDep, SessionDep
+from plaza_api.limits import OPEN311_PREFIX, enforce_rate_limit
+from plaza_api.privacy import mask
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
 
-DEFAULT_WINDOW = timedelta(days=90)  # the spec's default when no dates are given
-MAX_RESULTS = 1000
+SPEC_URL: Final = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET: Final = "2026-11-26T00:00:00+00:00"
+DEFAULT_WINDOW: Final = timedelta(days=90)  # the spec's default when no dates are given
+MAX_PAGE_SIZE: Final = 1000
+UPDATES_WINDOW: Final = timedelta(days=1)  # FixMyStreet's default for servicerequestupdates
+FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
+# The audit-trail kinds a citizen sees as updates of their request.
+PUBLIC_UPDATE_KINDS: Final = frozenset({*(a.value for a in Action), "note"})
 
-
-def open311_error(status: int, description: str) -> JSONResponse:
-    """Open311's own error format: an array of {code, description}."""
-    return JSONResponse([{"code": status, "description": description}], status_code=status)
+# Service groups for Open311 clients' menus (the taxonomy's codes; unknown codes are "Other").
+_GROUPS: Final[Mapping[str, str]] = {
+    "streetlight": "Streets",
+    "pavement": "Streets",
+    "street_furniture": "Streets",
+    "graffiti": "Streets",
+    "cleaning": "Cleaning and waste",
+    "parks_trees": "Green spaces and animals",
+    "animals": "Green spaces and animals",
+    "water_sewer": "Water",
+    "traffic": "Mobility",
+    "mobility": "Mobility",
+    "noise": "Civic life",
+    "public_space": "Civic life",
+}
+_LANGUAGE_NAMES: Final = {"ca": "Català", "es": "Español", "en": "English"}
+# XML element names for the items of a list field.
+_ITEM_TAGS: Final = {
+    "endpoints": "endpoint",
+    "formats": "format",
+    "attributes": "attribute",
+    "values": "value",
+    "notes": "note",
+}
 
 
 def w3c(value: datetime | None) -> str | None:
+    """A W3C datetime with its timezone, e.g. 2026-05-04T10:00:00+00:00."""
     return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
 
 
+# --- rendering: one structure, two formats ---------------------------------------------------
+
+
+def _xml_value(parent: ElementTree.Element, tag: str, value: object) -> None:
+    element = ElementTree.SubElement(parent, tag)
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _xml_value(element, str(key), inner)
+    elif isinstance(value, list | tuple):
+        item_tag = _ITEM_TAGS.get(tag, "item")
+        for inner in value:
+            _xml_value(element, item_tag, inner)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    else:
+        element.text = str(value)
+
+
+def to_xml(root: str, item: str | None, body: object) -> bytes:
+    """`body` (a list of items under `root`, or one mapping as `root`) as the spec's XML."""
+    element = ElementTree.Element(root)
+    if item is None:
+        assert isinstance(body, Mapping)
+        for key, value in body.items():
+            _xml_value(element, str(key), value)
+    else:
+        assert isinstance(body, list)
+        for entry in body:
+            _xml_value(element, item, entry)
+    out: bytes = ElementTree.tostring(element, encoding="utf-8", xml_declaration=True)
+    return out
+
+
+def render(
+    fmt: str,
+    root: str,
+    item: str | None,
+    body: object,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    if fmt == "xml":
+        return Response(
+            to_xml(root, item, body), status, headers=headers, media_type=FORMATS["xml"]
+        )
+    return Response(
+        json.dumps(body, ensure_ascii=False).encode(),
+        status,
+        headers=headers,
+        media_type=FORMATS["json"],
+    )
+
+
+def open311_error(
+    status: int, description: str, fmt: str = "json", headers: Mapping[str, str] | None = None
+) -> Response:
+    """The spec's error format: an array of {code, description} (XML: <errors><error>…)."""
+    return render(
+        fmt, "errors", "error", [{"code": status, "description": description}], status, headers
+    )
+
+
+class Open311Error(Exception):
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+
+
+def _format(path_format: str) -> str:
+    if path_format not in FORMATS:
+        raise Open311Error(404, f"unknown format {path_format!r}: use .json or .xml")
+    return path_format
+
+
+def _check_jurisdiction(request: Request, jurisdiction_id: str | None) -> None:
+    ours: str = request.app.state.jurisdiction_id
+    if jurisdiction_id and jurisdiction_id != ours:
+        raise Open311Error(404, f"unknown jurisdiction_id {jurisdiction_id!r}; this is {ours!r}")
+
+
+async def _public_caller(request: Request) -> None:
+    """Reads are public; a key (api_key or a header) only earns its own rate limit. A wrong key
+    is refused (403), never silently ignored."""
+    bearer = request.headers.get("authorization", "")
+    credential = (
+        request.query_params.get("api_key")
+        or request.headers.get("x-api-key")
+        or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
+    )
+    try:
+        principal = await authenticator(request).principal(credential)
+    except InvalidCredentials as exc:
+        raise Open311Error(403, str(exc)) from None
+    enforce_rate_limit(request, principal)
+
+
+_Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def install_open311_errors(app: FastAPI) -> None:
+    """Under /open311/ every error takes the spec's format (422 becomes 400, 401 becomes 403);
+    elsewhere the app's problem+json handlers answer as before."""
+    fallback_validation = cast(_Handler, app.exception_handlers[RequestValidationError])
+    fallback_http = cast(_Handler, app.exception_handlers[StarletteHTTPException])
+
+    def fmt_of(request: Request) -> str:
+        return "xml" if request.url.path.endswith(".xml") else "json"
+
+    async def on_open311_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Open311Error)
+        return open311_error(exc.status, exc.description, fmt_of(request))
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith(OPEN311_PREFIX):
+            return await fallback_validation(request, exc)
+        assert isinstance(exc, RequestValidationError)
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body"))
+            parts.append(f"{field}: {err['msg']}")
+        return open311_error(400, "; ".join(parts) or "invalid request", fmt_of(request))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith(OPEN311_PREFIX):
+            return await fallback_http(request, exc)
+        assert isinstance(exc, StarletteHTTPException)
+        status = 403 if exc.status_code == 401 else exc.status_code
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        return open311_error(status, str(exc.detail), fmt_of(request), headers)
+
+    handlers: dict[type[Exception], _Handler] = {
+        Open311Error: on_open311_error,
+        RequestValidationError: on_validation,
+        StarletteHTTPException: on_http,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+
+
+# --- discovery and services ------------------------------------------------------------------
+
+_FORMAT_PARAM = Annotated[str, Path(description="json or xml", examples=["json"])]
+_JURISDICTION = Annotated[
+    str | None,
+    Query(description="Accepted as the spec says; this endpoint serves one jurisdiction"),
+]
+
+
+def _responses(example: object, root: str, item: str | None) -> dict[int | str, dict[str, object]]:
+    return {
+        200: {
+            "description": "JSON (the .json path) or XML (the .xml path)",
+            "content": {
+                "application/json": {"example": example},
+                "text/xml": {"example": to_xml(root, item, example).decode()},
+            },
+        },
+        "4XX": {
+            "description": "Open311 errors: 400 bad parameter, 403 api_key, 404 not found",
+            "content": {"application/json": {"example": [{"code": 404, "description": "…"}]}},
+        },
+    }
+
+
+@router.get(
+    "/discovery.{format}",
+    response_class=Response,
+    responses=_responses(
+        {
+            "changeset": CHANGESET,
+            "contact": "…",
+            "key_service": "…",
+            "endpoints": [
+                {
+                    "specification": SPEC_URL,
+                    "url": "https://plaza.example/open311/v2",
+                    "changeset": CHANGESET,
+                    "type": "production",
+                    "formats": ["text/xml", "application/json"],
+                }
+            ],
+        },
+        "discovery",
+        None,
+    ),
+)
+async def discovery(request: Request, format: _FORMAT_PARAM) -> Response:
+    """Where this Open311 endpoint is, what it speaks, and how to get an API key."""
+    fmt = _format(format)
+    await _public_caller(request)
+    base = str(request.base_url).rstrip("/") + "/open311/v2"
+    body = {
+        "changeset": CHANGESET,
+        "contact": "The city's Plaza administrators",
+        "key_service": "Ask the city's Plaza administrators for an API key (role civic_developer)",
+        "endpoints": [
+            {
+                "specification": SPEC_URL,
+                "url": base,
+                "changeset": CHANGESET,
+                "type": "production",
+                "formats": ["text/xml", "application/json"],
+            }
+        ],
+    }
+    return render(fmt, "discovery", None, body)
+
+
+def _language(lang: str | None) -> str:
+    return lang if lang in LANGUAGES else "en"
+
+
+def service_entry(code: str, lang: str = "en") -> dict[str, object]:
+    service = load_taxonomy()[code]
+    name = service.names[_language(lang)]
+    return {
+        "service_code": code,
+        "service_name": name,
+        "description": f"{name}: {service.covers}",
+        "metadata": True,
+        "type": "batch",  # a POST answers with a token; the request id follows (tokens/{token})
+        "keywords": service.covers,
+        "group": _GROUPS.get(code, "Other"),
+    }
+
+
+_LANG = Annotated[
+    str | None, Query(description="Names in ca, es or en (default en)", examples=["ca"])
+]
+
+
+@router.get(
+    "/services.{format}",
+    response_class=Response,
+    responses=_responses([service_entry("streetlight")], "services", "service"),
+)
+async def services(
+    request: Request,
+    format: _FORMAT_PARAM,
+    jurisdiction_id: _JURISDICTION = None,
+    lang: _LANG = None,
+) -> Response:
+    """Every service code of the city's taxonomy: the service_code a POST names."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    return render(
+        fmt, "services", "service", [service_entry(c, lang or "en") for c in load_taxonomy()]
+    )
+
+
+def service_definition(code: str) -> dict[str, object]:
+    return {
+        "service_code": code,
+        "attributes": [
+            {
+                "variable": True,
+                "code": "language",
+                "datatype": "singlevaluelist",
+                "required": False,
+                "datatype_description": "One of the keys: ca, es or en",
+                "order": 1,
+                "description": "The language the city answers in (otherwise the description's)",
+                "values": [{"key": k, "name": n} for k, n in _LANGUAGE_NAMES.items()],
+            }
+        ],
+    }
+
+
+@router.get(
+    "/services/{service_code}.{format}",
+    response_class=Response,
+    responses=_responses(service_definition("streetlight"), "service_definition", None),
+)
+async def service_definition_of(
+    request: Request,
+    service_code: str,
+    format: _FORMAT_PARAM,
+    jurisdiction_id: _JURISDICTION = None,
+) -> Response:
+    """The attributes a POST of this service may carry, as `attribute[code]=key`."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    if service_code not in load_taxonomy():
+        raise Open311Error(404, f"no service {service_code!r}; GET services.{fmt} lists them")
+    return render(fmt, "service_definition", None, service_definition(service_code))
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
 def as_open311(r: ServiceRequest) -> dict[str, object]:
+    """A request as the spec's fields, public text masked."""
     return {
         "service_request_id": r.service_request_id,
         "status": open311_status(r.status),
-        "status_notes": None,
+        "status_notes": mask(r.status_notes),
         "service_name": service_name(r.service_code, "en"),
         "service_code": r.service_code,
-        "description": r.description,
+        "description": mask(r.description),
         "agency_responsible": r.agency_responsible,
         "service_notice": None,
         "requested_datetime": w3c(r.requested_datetime),
         "updated_datetime": w3c(r.updated_datetime),
         "expected_datetime": w3c(r.expected_datetime),
-        "address": r.address,
+        "address": mask(r.address),
         "address_id": None,
         "zipcode": None,
         "lat": r.lat,
@@ -51,60 +392,488 @@ def as_open311(r: ServiceRequest) -> dict[str, object]:
     }
 
 
+def _extended(r: ServiceRequest, city: City, notes: Sequence[RequestEvent]) -> dict[str, object]:
+    district = city.districts.get(r.district_code or "")
+    barri = city.barris.get(r.barri_code or "")
+    return {
+        "district_code": r.district_code,
+        "district_name": district.name if district else None,
+        "barri_code": r.barri_code,
+        "barri_name": barri.name if barri else None,
+        "extended_status": extended_status(r.status),
+        "channel": r.channel,
+        "reporters_count": r.reporters_count,
+        "duplicate_of": str(r.duplicate_of) if r.duplicate_of else None,
+        "notes": [
+            {
+                "datetime": w3c(e.at),
+                "type": e.kind,
+                "summary": extended_status(str(e.after.get("status") or r.status)),
+                "description": mask(e.note),
+            }
+            for e in notes
+        ],
+    }
+
+
+async def _public_notes(session: AsyncSession, ids: Iterable[int]) -> dict[int, list[RequestEvent]]:
+    ids = list(ids)
+    notes: dict[int, list[RequestEvent]] = {i: [] for i in ids}
+    if not ids:
+        return notes
+    rows = await session.execute(
+        select(RequestEvent)
+        .where(
+            RequestEvent.service_request_id.in_(ids),
+            RequestEvent.public.is_(True),
+            RequestEvent.kind.in_(PUBLIC_UPDATE_KINDS),
+            RequestEvent.note.is_not(None),
+        )
+        .order_by(RequestEvent.id)
+    )
+    for event in rows.scalars():
+        notes[event.service_request_id].append(event)
+    return notes
+
+
+async def _requests_body(
+    session: AsyncSession, city: City, rows: Sequence[ServiceRequest], extensions: bool
+) -> list[dict[str, object]]:
+    if not extensions:
+        return [as_open311(r) for r in rows]
+    notes = await _public_notes(session, (r.id for r in rows))
+    return [{**as_open311(r), "extended_attributes": _extended(r, city, notes[r.id])} for r in rows]
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-@router.get("/requests.json", response_model=None)
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Open311Error(400, f"{name} needs a timezone (W3C format, e.g. 2026-05-01T00:00:00Z)")
+    return value
+
+
+_EXAMPLE_REQUEST: Final = {
+    "service_request_id": "123",
+    "status": "open",
+    "status_notes": None,
+    "service_name": "Street lighting",
+    "service_code": "streetlight",
+    "description": "El fanal del carrer de Verdi no funciona",
+    "agency_responsible": "Districte de Gràcia",
+    "service_notice": None,
+    "requested_datetime": "2026-05-04T08:00:00+00:00",
+    "updated_datetime": "2026-05-04T08:00:00+00:00",
+    "expected_datetime": "2026-05-07T08:00:00+00:00",
+    "address": None,
+    "address_id": None,
+    "zipcode": None,
+    "lat": 41.4036,
+    "long": 2.1566,
+    "media_url": None,
+}
+
+
+@router.get(
+    "/requests.{format}",
+    response_class=Response,
+    responses=_responses([_EXAMPLE_REQUEST], "service_requests", "request"),
+)
 async def list_requests(
+    request: Request,
+    format: _FORMAT_PARAM,
     session: SessionDep,
-    service_request_id: Annotated[str | None, Query(description="Comma-separated ids")] = None,
-    service_code: Annotated[str | None, Query(description="Comma-separated service codes")] = None,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
-    status: Annotated[
-        str | None, Query(description="open, closed, or both comma-separated")
+    city: CityDep,
+    jurisdiction_id: _JURISDICTION = None,
+    service_request_id: Annotated[
+        str | None,
+        Query(description="Comma-separated ids; overrides every other filter", examples=["1,2"]),
     ] = None,
-) -> JSONResponse:
+    service_code: Annotated[
+        str | None, Query(description="Comma-separated service codes", examples=["streetlight"])
+    ] = None,
+    start_date: Annotated[
+        datetime | None, Query(description="Requested at or after (W3C, with a timezone)")
+    ] = None,
+    end_date: Annotated[datetime | None, Query(description="Requested at or before")] = None,
+    status: Annotated[
+        str | None, Query(description="open, closed, or both comma-separated", examples=["open"])
+    ] = None,
+    updated_after: Annotated[datetime | None, Query(description="Changed after (W3C)")] = None,
+    updated_before: Annotated[datetime | None, Query(description="Changed before (W3C)")] = None,
+    page: Annotated[int, Query(ge=1, description="1 for the newest requests")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    extensions: Annotated[
+        bool,
+        Query(
+            description="true adds extended_attributes: district, barri, extended (FixMyStreet) "
+            "status, public notes and channel"
+        ),
+    ] = False,
+) -> Response:
+    """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
+    default)."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
     stmt = select(ServiceRequest)
     ids = _csv(service_request_id)
     if ids:
         if not all(i.isdigit() for i in ids):
-            return open311_error(400, "service_request_id must be a comma-separated list of ids")
+            raise Open311Error(400, "service_request_id must be a comma-separated list of ids")
         stmt = stmt.where(ServiceRequest.id.in_([int(i) for i in ids]))
     else:
-        # The spec: without ids, requests of the last 90 days unless dates are given.
-        end = end_date or datetime.now(UTC)
-        start = start_date or end - DEFAULT_WINDOW
-        if start.tzinfo is None or end.tzinfo is None:
-            return open311_error(400, "start_date and end_date need a timezone (W3C format)")
-        stmt = stmt.where(
-            ServiceRequest.requested_datetime >= start, ServiceRequest.requested_datetime <= end
+        start, end = _aware("start_date", start_date), _aware("end_date", end_date)
+        after, before = (
+            _aware("updated_after", updated_after),
+            _aware("updated_before", updated_before),
         )
-    codes = _csv(service_code)
-    if codes:
-        stmt = stmt.where(ServiceRequest.service_code.in_(codes))
-    statuses = _csv(status)
-    if statuses:
-        unknown = set(statuses) - {"open", "closed"}
-        if unknown:
-            return open311_error(400, f"status must be open or closed, not {sorted(unknown)}")
-        wanted: set[str] = set()
-        if "open" in statuses:
-            wanted |= OPEN_STATUSES
-        if "closed" in statuses:
-            wanted |= CLOSED_STATUSES
-        stmt = stmt.where(ServiceRequest.status.in_(wanted))
-    stmt = stmt.order_by(ServiceRequest.requested_datetime.desc()).limit(MAX_RESULTS)
+        if start is None and end is None and after is None and before is None:
+            start = datetime.now(UTC) - DEFAULT_WINDOW
+        if start is not None:
+            stmt = stmt.where(ServiceRequest.requested_datetime >= start)
+        if end is not None:
+            stmt = stmt.where(ServiceRequest.requested_datetime <= end)
+        if after is not None:
+            stmt = stmt.where(ServiceRequest.updated_datetime > after)
+        if before is not None:
+            stmt = stmt.where(ServiceRequest.updated_datetime < before)
+        codes = _csv(service_code)
+        if codes:
+            stmt = stmt.where(ServiceRequest.service_code.in_(codes))
+        statuses = _csv(status)
+        if statuses:
+            unknown = set(statuses) - {"open", "closed"}
+            if unknown:
+                raise Open311Error(400, f"status must be open or closed, not {sorted(unknown)}")
+            wanted: set[str] = set()
+            if "open" in statuses:
+                wanted |= OPEN_STATUSES
+            if "closed" in statuses:
+                wanted |= CLOSED_STATUSES
+            stmt = stmt.where(ServiceRequest.status.in_(wanted))
+    stmt = (
+        stmt.order_by(ServiceRequest.requested_datetime.desc(), ServiceRequest.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
     rows = (await session.execute(stmt)).scalars().all()
-    return JSONResponse([as_open311(r) for r in rows])
+    body = await _requests_body(session, city, rows, extensions)
+    return render(fmt, "service_requests", "request", body)
 
 
-@router.get("/requests/{service_request_id}.json", response_model=None)
-async def get_request(service_request_id: str, session: SessionDep) -> JSONResponse:
-    if not service_request_id.isdigit():
-        return open311_error(404, f"no service request {service_request_id!r}")
-    request = await session.get(ServiceRequest, int(service_request_id))
-    if request is None:
-        return open311_error(404, f"no service request {service_request_id!r}")
-    return JSONResponse([as_open311(request)])
+@router.get(
+    "/requests/{service_request_id}.{format}",
+    response_class=Response,
+    responses=_responses([_EXAMPLE_REQUEST], "service_requests", "request"),
+)
+async def get_request(
+    request: Request,
+    service_request_id: str,
+    format: _FORMAT_PARAM,
+    session: SessionDep,
+    city: CityDep,
+    jurisdiction_id: _JURISDICTION = None,
+    extensions: bool = False,
+) -> Response:
+    """One request (as a list of one, as the spec says)."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    row = (
+        await session.get(ServiceRequest, int(service_request_id))
+        if service_request_id.isdigit()
+        else None
+    )
+    if row is None:
+        raise Open311Error(404, f"no service request {service_request_id!r}")
+    body = await _requests_body(session, city, [row], extensions)
+    return render(fmt, "service_requests", "request", body)
+
+
+# --- POST requests ---------------------------------------------------------------------------
+
+_POST_FIELDS: Final = {
+    "api_key": "Your API key (role civic_developer). Required.",
+    "jurisdiction_id": "Optional; this endpoint's jurisdiction",
+    "service_code": "Required: a service_code of services.json",
+    "lat": "Latitude (WGS84); with long, or give address_string",
+    "long": "Longitude (WGS84)",
+    "address_string": "A human address, when there are no coordinates",
+    "address_id": "An address id of the city's registry",
+    "email": "The reporter's e-mail: private, never published",
+    "device_id": "The reporting device's id: private",
+    "account_id": "The reporter's account in your app: private",
+    "first_name": "The reporter's first name: private",
+    "last_name": "The reporter's last name: private",
+    "phone": "The reporter's phone: private",
+    "description": "What is wrong, in the citizen's words (published, contact details masked)",
+    "media_url": "A photo's URL",
+    "attribute[language]": "ca, es or en: the language of the city's answers",
+}
+_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _number(form: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+    raw = form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a number, not {raw!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise Open311Error(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def _text(form: Mapping[str, str], name: str, max_length: int) -> str | None:
+    value = form.get(name, "").strip()
+    if len(value) > max_length:
+        raise Open311Error(400, f"{name} is longer than {max_length} characters")
+    return value or None
+
+
+@router.post(
+    "/requests.{format}",
+    response_class=Response,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["api_key", "service_code"],
+                        "properties": {
+                            name: {"type": "string", "description": text}
+                            for name, text in _POST_FIELDS.items()
+                        },
+                    },
+                    "example": {
+                        "api_key": "plz_…",
+                        "service_code": "streetlight",
+                        "lat": "41.4036",
+                        "long": "2.1566",
+                        "description": "El fanal del carrer de Verdi no funciona",
+                        "email": "marta@example.org",
+                    },
+                }
+            },
+        }
+    },
+    responses={
+        201: {
+            "description": "Accepted: the token resolves to the request's id (tokens/{token})",
+            "content": {
+                "application/json": {
+                    "example": [{"token": "…", "service_notice": "…", "account_id": None}]
+                }
+            },
+        },
+        "4XX": {"description": "400 bad parameter, 403 missing or wrong api_key"},
+    },
+)
+async def post_request(
+    request: Request, format: _FORMAT_PARAM, session: SessionDep, ingest: IngestDep
+) -> Response:
+    """Submits a request (form-encoded, as the spec says). It enters the same pipeline as a social
+    post: the service code is the one given, the district is found from the location. The answer
+    carries a token; tokens/{token} gives the service_request_id once the request is open."""
+    fmt = _format(format)
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    _check_jurisdiction(request, form.get("jurisdiction_id"))
+    key = form.get("api_key") or request.headers.get("x-api-key")
+    if not key:
+        raise Open311Error(400, "api_key is required to POST a request")
+    try:
+        caller = await authenticator(request).principal(key)
+    except InvalidCredentials as exc:
+        raise Open311Error(403, str(exc)) from None
+    enforce_rate_limit(request, caller)
+    if caller.kind != "key" or caller.role not in OPEN311_WRITERS:
+        raise Open311Error(403, f"a {caller.role} may not POST requests; it needs an API key")
+    code = form.get("service_code", "").strip()
+    if not code:
+        raise Open311Error(400, "service_code is required")
+    if code not in load_taxonomy():
+        raise Open311Error(400, f"no service {code!r}; GET services.{fmt} lists them")
+    lat, long = _number(form, "lat", -90, 90), _number(form, "long", -180, 180)
+    if (lat is None) != (long is None):
+        raise Open311Error(400, "lat and long must be given together")
+    address = _text(form, "address_string", 500)
+    address_id = _text(form, "address_id", 256)
+    if lat is None and not address and not address_id:
+        raise Open311Error(400, "a location is required: lat and long, or address_string")
+    description = _text(form, "description", 10_000)
+    email = _text(form, "email", 256)
+    if email and not _EMAIL.match(email):
+        raise Open311Error(400, f"email {email!r} is not an e-mail address")
+    media_url = _text(form, "media_url", 2000)
+    if media_url and not media_url.startswith(("http://", "https://")):
+        raise Open311Error(400, "media_url must be an http(s) URL")
+    language = form.get("attribute[language]", "").strip()
+    if language and language not in _LANGUAGE_NAMES:
+        raise Open311Error(400, f"attribute[language] must be one of {', '.join(_LANGUAGE_NAMES)}")
+    attributes = {
+        k[10:-1]: v for k, v in form.items() if k.startswith("attribute[") and k.endswith("]")
+    }
+    token = secrets.token_hex(12)
+    now = datetime.now(UTC)
+    async with session.begin():
+        session.add(
+            Open311Submission(
+                token=token,
+                api_key_id=caller.id,
+                service_code=code,
+                email=email,
+                phone=_text(form, "phone", 64),
+                first_name=_text(form, "first_name", 128),
+                last_name=_text(form, "last_name", 128),
+                device_id=_text(form, "device_id", 256),
+                account_id=_text(form, "account_id", 256),
+                attributes=attributes,
+                submitted_at=now,
+            )
+        )
+    post: dict[str, object] = {
+        "platform": "open311",
+        "post_id": token,
+        # Who submitted it: the app, never the citizen (their details stay in the submission).
+        "author_handle": f"open311:{caller.name}",
+        "text": description or service_name(code, language or "en"),
+        "lang": language,
+        "created_at": now.isoformat(),
+        "address": address or address_id or "",
+        "service_code": code,
+        "media_urls": [media_url] if media_url else [],
+    }
+    if lat is not None:
+        post["lat"], post["long"] = lat, long
+    try:
+        accepted = await ingest.post("/api/v1/open311/posts", json=post)
+    except httpx.HTTPError as exc:
+        accepted = None
+        reason = f"ingest is unavailable: {type(exc).__name__}"
+    if accepted is None or accepted.status_code != 202:
+        reason = reason if accepted is None else f"ingest refused it: {accepted.text[:300]}"
+        async with session.begin():
+            gone = await session.get(Open311Submission, token)
+            if gone is not None:
+                await session.delete(gone)
+        status = 400 if accepted is not None and accepted.status_code == 422 else 503
+        raise Open311Error(status, reason)
+    body = [
+        {
+            "token": token,
+            "service_notice": "Received: the city answers in public. "
+            f"GET tokens/{token}.{fmt} gives the request's id.",
+            "account_id": form.get("account_id") or None,
+        }
+    ]
+    return render(fmt, "service_requests", "request", body, status=201)
+
+
+@router.get(
+    "/tokens/{token}.{format}",
+    response_class=Response,
+    responses=_responses(
+        [{"service_request_id": "123", "token": "…"}], "service_requests", "request"
+    ),
+)
+async def resolve_token(
+    request: Request,
+    token: str,
+    format: _FORMAT_PARAM,
+    session: SessionDep,
+    jurisdiction_id: _JURISDICTION = None,
+) -> Response:
+    """The service_request_id a POST's token became (empty until the pipeline has opened it; a
+    report that joined an open request gives that request's id)."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    if await session.get(Open311Submission, token) is None:
+        raise Open311Error(404, f"no token {token!r}")
+    request_id = (
+        await session.execute(
+            select(RequestReport.service_request_id).where(
+                RequestReport.platform == "open311", RequestReport.post_id == token
+            )
+        )
+    ).scalar_one_or_none()
+    body = [{"service_request_id": str(request_id) if request_id else None, "token": token}]
+    return render(fmt, "service_requests", "request", body)
+
+
+# --- FixMyStreet's servicerequestupdates -----------------------------------------------------
+
+
+def _update(event: RequestEvent, current_status: str) -> dict[str, object]:
+    status = str(event.after.get("status") or event.before.get("status") or current_status)
+    photo = event.after.get("resolution_photo_url")
+    return {
+        "update_id": str(event.id),
+        "service_request_id": str(event.service_request_id),
+        "status": extended_status(status),
+        "updated_datetime": w3c(event.at),
+        "description": mask(event.note) or "",
+        "media_url": str(photo) if photo else None,
+    }
+
+
+@router.get(
+    "/servicerequestupdates.{format}",
+    response_class=Response,
+    responses=_responses(
+        [
+            {
+                "update_id": "7",
+                "service_request_id": "123",
+                "status": "FIXED",
+                "updated_datetime": "2026-05-05T09:00:00+00:00",
+                "description": "Fanal canviat",
+                "media_url": "https://…/photo.jpg",
+            }
+        ],
+        "service_requests_updates",
+        "request_update",
+    ),
+)
+async def service_request_updates(
+    request: Request,
+    format: _FORMAT_PARAM,
+    session: SessionDep,
+    jurisdiction_id: _JURISDICTION = None,
+    start_date: Annotated[
+        datetime | None, Query(description="Updates at or after (default: a day ago)")
+    ] = None,
+    end_date: Annotated[datetime | None, Query(description="Updates at or before")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+) -> Response:
+    """FixMyStreet's feed of public updates (status changes and public notes, with the extended
+    status), oldest first. Internal notes are never in it."""
+    fmt = _format(format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    end = _aware("end_date", end_date) or datetime.now(UTC)
+    start = _aware("start_date", start_date) or end - UPDATES_WINDOW
+    rows = await session.execute(
+        select(RequestEvent, ServiceRequest.status)
+        .join(ServiceRequest, ServiceRequest.id == RequestEvent.service_request_id)
+        .where(
+            RequestEvent.public.is_(True),
+            RequestEvent.kind.in_(PUBLIC_UPDATE_KINDS),
+            RequestEvent.at >= start,
+            RequestEvent.at <= end,
+        )
+        .order_by(RequestEvent.at, RequestEvent.id)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    body = [_update(event, status) for event, status in rows]
+    return render(fmt, "service_requests_updates", "request_update", body)

@@ -11,6 +11,7 @@ from plaza.service import configure_logging, run_worker_service, serve_metrics
 from plaza.settings import PlazaSettings, load
 from plaza.worker import Worker
 
+from plaza_classifier.classify import default_classifier
 from plaza_classifier.handler import GROUP, ClassifyPost
 
 
@@ -22,7 +23,8 @@ def main() -> None:
         city_config=settings.city_config, city_data_dir=settings.city_data_dir
     )
     bus = bus_from_settings(settings)
-    worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city))
+    handler = ClassifyPost(city, default_classifier())  # the model loads here, at start
+    worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_RECEIVED], handler=handler)
     asyncio.run(run_worker_service(bus, worker))
 
 

@@ -18,7 +18,7 @@ from plaza.contracts import (
 )
 from plaza.worker import Rejected
 
-from plaza_classifier.classify import classify
+from plaza_classifier.classify import Classifier, default_classifier
 
 GROUP = "plaza-classifier"
 
@@ -41,8 +41,9 @@ def placement(location: Location) -> Placement:
 
 
 class ClassifyPost:
-    def __init__(self, city: City) -> None:
+    def __init__(self, city: City, classifier: Classifier | None = None) -> None:
         self._city = city
+        self._classifier = classifier or default_classifier()
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         post = event.post_received.post
@@ -50,7 +51,7 @@ class ClassifyPost:
             raise Rejected("post has no platform or post_id")
         if not post.text.strip():
             raise Rejected(f"post {post.platform}:{post.post_id} has no text")
-        result = classify(
+        result = self._classifier.classify(
             post.text,
             self._city,
             lat=post.latitude if post.HasField("latitude") else None,

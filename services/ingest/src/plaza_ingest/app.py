@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
-from plaza.web import install_problem_handlers, install_request_metrics
+from plaza.metrics import PIPELINE_STAGE_LATENCY, seconds_between
+from plaza.web import install_problem_handlers, install_request_metrics, problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plaza_ingest.publish import post_received, publish
 from plaza_ingest.schemas import PostAccepted, PostIn
+
+OPEN311_PLATFORM = "open311"
 
 
 def create_app(bus: Bus) -> FastAPI:
@@ -17,15 +22,41 @@ def create_app(bus: Bus) -> FastAPI:
     install_problem_handlers(app)
     install_request_metrics(app, "ingest")
 
-    @app.post("/api/v1/posts", status_code=202, response_model=PostAccepted)
-    async def accept_post(post: PostIn) -> JSONResponse:
-        """Accepts one post for classification and routing; answers once it is durably on the bus."""
-        event = post_received(post, channel="webhook")
+    async def accept(post: PostIn, channel: str) -> JSONResponse:
+        event = post_received(post, channel=channel)
         await publish(bus, [event])
+        if post.created_at is not None:
+            latency = seconds_between(post.created_at, datetime.now(UTC))
+            PIPELINE_STAGE_LATENCY.labels("received").observe(latency)
         body = PostAccepted(
             platform=post.platform, post_id=post.post_id, event_id=event.envelope.event_id
         )
         return JSONResponse(body.model_dump(), status_code=202)
+
+    @app.post("/api/v1/posts", status_code=202, response_model=PostAccepted)
+    async def accept_post(post: PostIn) -> Response:
+        """Accepts one post for classification and routing; answers once it is durably on the bus."""
+        if post.platform == OPEN311_PLATFORM:
+            return problem(
+                422,
+                "platform: 'open311' is reserved for requests POSTed through Open311",
+                title="Invalid request",
+                type_="https://plaza.example/problems/validation",
+            )
+        return await accept(post, "webhook")
+
+    @app.post("/api/v1/open311/posts", status_code=202, response_model=PostAccepted)
+    async def accept_open311_post(post: PostIn) -> Response:
+        """A request POSTed through the gateway's Open311 endpoint: platform open311, its token as
+        post_id, the chosen service_code."""
+        if post.platform != OPEN311_PLATFORM or not post.service_code:
+            return problem(
+                422,
+                "an Open311 post has platform 'open311' and a service_code",
+                title="Invalid request",
+                type_="https://plaza.example/problems/validation",
+            )
+        return await accept(post, OPEN311_PLATFORM)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Self
 
 from plaza.contracts import Post, timestamp
+from plaza.taxonomy import load_taxonomy
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
@@ -31,9 +32,18 @@ class PostIn(BaseModel):
     media_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
     reply_to: Annotated[str, StringConstraints(max_length=256)] = ""
     url: AnyHttpUrl | None = None
+    service_code: str = Field(
+        default="",
+        description="The service the citizen chose (an Open311 POST): a code of the taxonomy. "
+        "The classifier then only finds the district.",
+        examples=["streetlight"],
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.service_code and self.service_code not in load_taxonomy():
+            known = ", ".join(load_taxonomy())
+            raise ValueError(f"service_code {self.service_code!r} is unknown; known: {known}")
         if (self.lat is None) != (self.long is None):
             raise ValueError("lat and long must be given together")
         if self.created_at is not None and self.created_at.tzinfo is None:
@@ -54,6 +64,7 @@ class PostIn(BaseModel):
             public_url=str(self.url) if self.url else "",
             channel=channel,
             address=self.address,
+            service_code=self.service_code,
         )
         if self.lat is not None and self.long is not None:
             post.latitude = self.lat

@@ -17,6 +17,7 @@ from plaza.contracts import (
 )
 from plaza.db.models import Reply
 from plaza.worker import Rejected
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,12 +26,35 @@ from plaza_notifier.templates import TemplateError, kind_name, render
 
 GROUP = "plaza-notifier"
 
+REPLIES_POSTED = Counter(
+    "plaza_replies_posted_total",
+    "Public replies posted to citizens (once each, redeliveries not counted), by platform and kind",
+    ["platform", "kind"],
+)
+REPLIES_FAILED = Counter(
+    "plaza_replies_failed_total",
+    "Attempts to post a reply that failed, by platform and reason: rejected (it can never be "
+    "posted; dead-lettered) or error (tried again)",
+    ["platform", "reason"],
+)
+
 
 class PostReply:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
+        platform = event.reply_requested.platform or "none"
+        try:
+            return await self._post(event)
+        except Rejected:
+            REPLIES_FAILED.labels(platform, "rejected").inc()
+            raise
+        except Exception:
+            REPLIES_FAILED.labels(platform, "error").inc()
+            raise
+
+    async def _post(self, event: Envelope) -> Sequence[Outgoing]:
         req = event.reply_requested
         if not req.reply_id:
             raise Rejected("reply-requested has no reply_id")
@@ -53,11 +77,13 @@ class PostReply:
             text=text,
         )
         async with self._sessions.begin() as session:
-            await record_reply(session, reply, datetime.now(UTC))
+            posted_now = await record_reply(session, reply, datetime.now(UTC))
             # On a redelivery the stored reply is the truth: announce exactly what was posted.
             stored = (
                 await session.execute(select(Reply).where(Reply.reply_id == req.reply_id))
             ).scalar_one()
+        if posted_now:
+            REPLIES_POSTED.labels(stored.platform, stored.kind).inc()
         posted = ReplyPosted(
             reply_id=stored.reply_id,
             service_request_id=req.service_request_id,

@@ -8,22 +8,16 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from plaza import metrics
 from plaza.db.models import ServiceRequest
 from plaza.lifecycle import breach
 from plaza.requests import OPEN_STATUSES, WAITING
-from prometheus_client import Counter
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
 
 SCANNER_LOCK = 0x534C41  # "SLA"
-
-BREACHES = Counter(
-    "plaza_sla_breaches_total",
-    "Requests that missed a deadline, by deadline (acknowledge or resolve), district and service",
-    ["deadline", "district", "service_code"],
-)
 
 
 class SlaScanner:
@@ -93,9 +87,13 @@ class SlaScanner:
                 for request in overdue:
                     for deadline in self._missed(request, now):
                         await breach(session, request, deadline, now=now)
-                        BREACHES.labels(
-                            deadline, request.district_code or "none", request.service_code
-                        ).inc()
+                        breached = metrics.SLA_BREACHES.labels(
+                            deadline,
+                            metrics.district_label(request.district_code),
+                            request.service_code,
+                            request.urgency,
+                        )
+                        metrics.on_commit(session, breached.inc)
                         found += 1
             if len(overdue) < self._batch:
                 return found

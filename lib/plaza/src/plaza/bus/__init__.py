@@ -70,6 +70,11 @@ class Consumer(abc.ABC):
         """The partitions this member owns now."""
 
     @abc.abstractmethod
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Per owned partition, how many records lie beyond this member's position (those it
+        has not read yet). A partition whose end this member does not know yet is left out."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Leaves the group without committing anything more."""
 

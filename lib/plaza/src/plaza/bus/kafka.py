@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
 from plaza.bus import Bus, Consumer, OutRecord, Record, RevokedCallback, TopicPartition
@@ -50,6 +50,21 @@ class KafkaConsumer(Consumer):
         return frozenset(
             (self._local(tp.topic), tp.partition) for tp in self._consumer.assignment()
         )
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            # The end as of the last fetch response: the last stable offset under read_committed.
+            lso = self._consumer.last_stable_offset(tp)
+            end = lso if lso is not None and lso >= 0 else self._consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched from it yet, so its position may be unknown too
+            try:
+                position = await self._consumer.position(tp)
+            except IllegalStateError:
+                continue  # revoked meanwhile
+            out[(self._local(tp.topic), tp.partition)] = max(0, end - position)
+        return out
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         batches = await self._consumer.getmany(

@@ -39,6 +39,9 @@ class MemoryConsumer(Consumer):
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._positions)
 
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: len(self._bus._log(tp)) - pos for tp, pos in self._positions.items()}
+
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         deadline = time.monotonic() + timeout
         while not self._closed:

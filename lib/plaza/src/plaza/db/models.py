@@ -1,4 +1,5 @@
-"""Tables of Plaza's database: service requests, public replies and the consumers' inbox."""
+"""Tables of Plaza's database: service requests, public replies, the consumers' inbox, and who
+may use the API (staff users, API keys) with the private contact details of Open311 reporters."""
 
 from __future__ import annotations
 
@@ -101,6 +102,21 @@ class ServiceRequest(Base):
             postgresql_where=text("escalated_at IS NOT NULL"),
         ),
         Index("ix_service_requests_queue_due", "queue", "status", "expected_datetime"),
+        # A queue's page: its open requests by due time, then id (the keyset of its cursor).
+        Index(
+            "ix_service_requests_open_queue",
+            "queue",
+            "expected_datetime",
+            "id",
+            postgresql_where=text(
+                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+            ),
+        ),
+        Index(
+            "ix_service_requests_assigned",
+            "assigned_worker",
+            postgresql_where=text("assigned_worker IS NOT NULL"),
+        ),
         Index("ix_service_requests_requested", "requested_datetime"),
         Index("ix_service_requests_updated", "updated_datetime"),
     )
@@ -184,7 +200,11 @@ class RequestEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     public: Mapped[bool] = mapped_column(Boolean)
 
-    __table_args__ = (Index("ix_request_events_history", "service_request_id", "id"),)
+    __table_args__ = (
+        Index("ix_request_events_history", "service_request_id", "id"),
+        # Open311's servicerequestupdates feed: the public changes in a time window.
+        Index("ix_request_events_public_at", "at", postgresql_where=text("public")),
+    )
 
 
 class OutboxRecord(Base):
@@ -202,3 +222,56 @@ class OutboxRecord(Base):
     __table_args__ = (
         Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     )
+
+
+class StaffUser(Base):
+    """A member of staff who logs in for bearer tokens: a manager, a worker, city hall, an admin."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    # The queues a manager manages: district codes ("06"), "triage" or a city queue.
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+    # A worker's public handle, as managers assign it (service_requests.assigned_worker).
+    worker_handle: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256 only: the key itself is shown once, when it is made."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # so an admin can tell keys apart
+    role: Mapped[str] = mapped_column(String(32))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+    worker_handle: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Open311Submission(Base):
+    """A request POSTed through Open311: its token and its reporter's contact details, which are
+    private (never in a public response). The request itself is the router's, keyed
+    ("open311", token) like any post."""
+
+    __tablename__ = "open311_submissions"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_keys.id"), index=True)
+    service_code: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(256))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(128))
+    last_name: Mapped[str | None] = mapped_column(String(128))
+    device_id: Mapped[str | None] = mapped_column(String(256))
+    account_id: Mapped[str | None] = mapped_column(String(256))
+    attributes: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,187 @@
+"""`plaza keys …` and `plaza users …`: API keys and staff users, straight in the database; and the
+admin key embedded mode makes on its first start."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+
+from plaza.db import create_engine, session_factory
+from plaza.db.migrate import upgrade
+from plaza.db.models import ApiKey, StaffUser
+from plaza.settings import PlazaSettings, load
+from plaza_api.auth import GrantError, Role, create_api_key, create_user
+from pydantic import Field
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza_cli.postgres import EmbeddedPostgres
+
+ADMIN_KEY_FILE = "admin_key"
+
+
+class AccessCliSettings(PlazaSettings):
+    home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
+
+
+def _database(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[object]]:
+    """PLAZA_DATABASE_URL, or embedded mode's PostgreSQL in PLAZA_HOME (shared with a running
+    `make run`)."""
+    if settings.database_url:
+        return settings.database_url, nullcontext()
+    server = EmbeddedPostgres(settings.home / "pgdata")
+    server.ensure_database()
+
+    class _Stop(AbstractContextManager[object]):
+        def __exit__(self, *exc: object) -> None:
+            server.stop()
+
+    return server.url(), _Stop()
+
+
+def grant_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help="a manager's queue: a district code (06), triage, city-mobility; repeat for more",
+    )
+    p.add_argument("--worker-handle", help="a worker's public handle, as managers assign it")
+
+
+async def _run_keys(args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions.begin() as session:
+        if args.action == "create":
+            row, key = await create_api_key(
+                session,
+                name=args.name,
+                role=Role(args.role),
+                scopes=args.scope,
+                worker_handle=args.worker_handle,
+            )
+            scopes = f", scopes {', '.join(row.scopes)}" if row.scopes else ""
+            print(f"created API key {row.name!r} (id {row.id}, role {row.role}{scopes}):")
+            print(key)
+        elif args.action == "list":
+            for row in (await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars():
+                state = "revoked" if row.revoked_at else "active"
+                print(
+                    f"{row.id}\t{row.name}\t{row.role}\t{','.join(row.scopes)}\t{row.prefix}…\t{state}"
+                )
+        else:
+            found = await session.get(ApiKey, args.id)
+            if found is None:
+                print(f"plaza keys revoke: no key {args.id}", file=sys.stderr)
+                return 1
+            found.revoked_at = found.revoked_at or datetime.now(UTC)
+            print(f"revoked key {found.name!r} (gateways notice within 30 s)", file=sys.stderr)
+    return 0
+
+
+def _password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated)."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise GrantError("the passwords differ")
+        return first, False
+    return secrets.token_urlsafe(15), True
+
+
+async def _run_users(args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions.begin() as session:
+        if args.action == "create":
+            password, generated = _password(args)
+            user = await create_user(
+                session,
+                username=args.username,
+                password=password,
+                role=Role(args.role),
+                scopes=args.scope,
+                worker_handle=args.worker_handle,
+            )
+            print(f"created user {user.username!r} (id {user.id}, role {user.role})")
+            if generated:
+                print(f"password (shown once): {password}")
+        elif args.action == "list":
+            for row in (await session.execute(select(StaffUser).order_by(StaffUser.id))).scalars():
+                state = "disabled" if row.disabled_at else "active"
+                print(f"{row.id}\t{row.username}\t{row.role}\t{','.join(row.scopes)}\t{state}")
+        else:
+            found = (
+                await session.execute(select(StaffUser).where(StaffUser.username == args.username))
+            ).scalar_one_or_none()
+            if found is None:
+                print(f"plaza users disable: no user {args.username!r}", file=sys.stderr)
+                return 1
+            found.disabled_at = found.disabled_at or datetime.now(UTC)
+            print(f"disabled {found.username!r}: tokens already issued expire", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    settings = load(AccessCliSettings)
+    url, server = _database(settings)
+    command = args.command
+
+    async def go() -> int:
+        await upgrade(url)
+        engine = create_engine(url, pool_size=1)
+        try:
+            sessions = session_factory(engine)
+            if command == "keys":
+                return await _run_keys(args, sessions)
+            return await _run_users(args, sessions)
+        finally:
+            await engine.dispose()
+
+    with server:
+        try:
+            return asyncio.run(go())
+        except GrantError as exc:
+            print(f"plaza {command}: {exc}", file=sys.stderr)
+            return 2
+        except IntegrityError:
+            name = getattr(args, "name", None) or getattr(args, "username", "")
+            print(f"plaza {command}: {name!r} exists already", file=sys.stderr)
+            return 1
+
+
+def _save_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+
+
+async def first_admin_key(sessions: async_sessionmaker[AsyncSession], home: Path) -> str:
+    """On a first start (no keys, no users), an admin key, kept in PLAZA_HOME/admin_key.
+    Returns how to use it (with {port} to fill in)."""
+    path = home / ADMIN_KEY_FILE
+    async with sessions.begin() as session:
+        keys = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
+        users = (await session.execute(select(func.count()).select_from(StaffUser))).scalar_one()
+        created = ""
+        if keys == 0 and users == 0:
+            _, key = await create_api_key(session, name="embedded-admin", role=Role.ADMIN)
+            _save_private(path, key)
+            created = f"First start: an admin API key was made and saved in {path}:\n  {key}\n"
+    if not path.is_file():
+        return "API keys: plaza keys create --name NAME --role ROLE (see README, Access control)"
+    return (
+        created
+        + f'Use it (every role\'s endpoints): curl -H "Authorization: Bearer $(cat {path})" '
+        "http://127.0.0.1:{port}/api/v1/districts/06/queue"
+    )

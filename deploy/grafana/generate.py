@@ -1,0 +1,735 @@
+"""City hall's Grafana dashboards, as code: `make dashboards` writes them to dashboards/*.json.
+
+The JSON is committed (Grafana provisions it from deploy/grafana/provisioning) and
+tests/unit/test_dashboards.py checks that regenerating gives the same files, so edit this file,
+never the JSON. Every query reads Plaza's metrics or the recording rules of
+deploy/prometheus/rules; tests/e2e/test_prometheus.py runs each one against a real Prometheus
+that scraped a running Plaza, and expects every `{{label}}` of a legend in its result.
+
+The backlog gauges (plaza_requests_open, _overdue, _open_age_seconds, plaza_workers_busy) come
+from every gateway alike: queries take them once with `max without (instance, job)`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    common,
+    dashboard,
+    prometheus,
+    stat,
+    timeseries,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    BarGaugeDisplayMode,
+    BigValueGraphMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    VizOrientation,
+)
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
+TAGS = ["plaza"]
+
+Query = tuple[str, str]  # (PromQL, legend format)
+Panel = timeseries.Panel | stat.Panel | bargauge.Panel
+
+
+def backlog(metric: str, selector: str = "") -> str:
+    """A backlog gauge taken once whatever the number of gateways reporting it."""
+    return f"max without (instance, job) ({metric}{selector})"
+
+
+def _targets(panel: Panel, queries: list[Query], *, instant: bool = False) -> Panel:
+    for ref, (expr, legend) in zip("ABCDEFGH", queries, strict=False):
+        query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
+        query = query.datasource(PROMETHEUS)
+        panel.with_target(query.instant() if instant else query.range())
+    return panel.datasource(PROMETHEUS)
+
+
+def graph(
+    title: str, description: str, unit: str, *queries: Query, span: int = 12, height: int = 8
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .fill_opacity(10)
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(LegendDisplayMode.LIST)
+            .placement(LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+    )
+    _targets(panel, list(queries))
+    return panel
+
+
+def single(
+    title: str, description: str, unit: str, query: Query, *, span: int = 6, height: int = 4
+) -> stat.Panel:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .graph_mode(BigValueGraphMode.AREA)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+    _targets(panel, [query])
+    return panel
+
+
+def bars(
+    title: str, description: str, unit: str, query: Query, *, span: int = 12, height: int = 8
+) -> bargauge.Panel:
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .span(span)
+        .height(height)
+        .display_mode(BarGaugeDisplayMode.GRADIENT)
+        .orientation(VizOrientation.HORIZONTAL)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+    _targets(panel, [query], instant=True)
+    return panel
+
+
+def board(uid: str, title: str, description: str) -> dashboard.Dashboard:
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .refresh("1m")
+        .time("now-24h", "now")
+        .timezone("browser")
+        .readonly()
+    )
+
+
+# The p90 of a lifecycle histogram per service over the dashboard's range.
+def slowest(metric: str, selector: str = "") -> str:
+    return (
+        f"topk(10, histogram_quantile(0.9, sum by (service_code, le) "
+        f"(increase({metric}_bucket{selector}[$__range]))))"
+    )
+
+
+def city_sla() -> dashboard.Dashboard:
+    return (
+        board(
+            "plaza-city-sla",
+            "City SLA overview",
+            "How well each district keeps its SLAs, what is open and overdue, and which services "
+            "are slowest.",
+        )
+        .with_row(dashboard.Row("SLA compliance"))
+        .with_panel(
+            single(
+                "Compliance, last hour",
+                "Share of deadlines (acknowledge and resolve) met among those due in the hour",
+                "percentunit",
+                ("city:plaza_sla_compliance:ratio1h", ""),
+                span=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Compliance, last 24 h",
+                "Share of deadlines met among those due in the last day (target 90%)",
+                "percentunit",
+                ("city:plaza_sla_compliance:ratio24h", ""),
+                span=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Compliance, last 7 days",
+                "Share of deadlines met among those due in the last week",
+                "percentunit",
+                ("city:plaza_sla_compliance:ratio7d", ""),
+                span=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Compliance by district (24 h)",
+                "Deadlines met among those due over the previous 24 h, district by district",
+                "percentunit",
+                ("district:plaza_sla_compliance:ratio24h", "{{district}}"),
+                span=16,
+            )
+        )
+        .with_panel(
+            bars(
+                "Compliance by district (7 days)",
+                "Deadlines met among those due over the last week",
+                "percentunit",
+                ("district:plaza_sla_compliance:ratio7d", "{{district}}"),
+                span=8,
+            )
+        )
+        .with_row(dashboard.Row("Backlog"))
+        .with_panel(
+            graph(
+                "Open requests by district",
+                "Requests not yet resolved or closed (read from the database)",
+                "short",
+                ("district:plaza_requests_open:sum", "{{district}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Overdue requests by district",
+                "Open requests past their acknowledgement or resolution deadline",
+                "short",
+                (
+                    f"sum by (district, deadline) ({backlog('plaza_requests_overdue')})",
+                    "{{district}} {{deadline}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests opened and closed per hour",
+                "Opened by the router; closed when resolved, marked duplicate or not the "
+                "city's responsibility",
+                "short",
+                ("sum(increase(plaza_requests_created_total[1h]))", "opened"),
+                ("sum(increase(plaza_requests_closed_total[1h]))", "closed"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests opened per hour by channel",
+                "Where citizens' requests come from",
+                "short",
+                ("sum by (channel) (increase(plaza_requests_created_total[1h]))", "{{channel}}"),
+            )
+        )
+        .with_row(dashboard.Row("Breaches and the slowest services"))
+        .with_panel(
+            graph(
+                "SLA breaches per hour by district",
+                "Deadlines missed, found by the SLA scanner or by a late action; each breached "
+                "request is escalated to the city-hall queue",
+                "short",
+                (
+                    "sum by (district, deadline) (increase(plaza_sla_breaches_total[1h]))",
+                    "{{district}} {{deadline}}",
+                ),
+            )
+        )
+        .with_panel(
+            bars(
+                "Most breached services",
+                "Deadlines missed over the dashboard's range, by service",
+                "short",
+                (
+                    "topk(10, sum by (service_code) (increase(plaza_sla_breaches_total[$__range])))",
+                    "{{service_code}}",
+                ),
+            )
+        )
+        .with_panel(
+            bars(
+                "Slowest services to acknowledge (p90)",
+                "90% of the requests of each service were acknowledged within this time",
+                "s",
+                (slowest("plaza_request_time_to_acknowledge_seconds"), "{{service_code}}"),
+            )
+        )
+        .with_panel(
+            bars(
+                "Slowest services to resolve (p90)",
+                "90% of the requests of each service were resolved within this time",
+                "s",
+                (slowest("plaza_request_time_to_resolve_seconds"), "{{service_code}}"),
+            )
+        )
+    )
+
+
+def district() -> dashboard.Dashboard:
+    d = '{district="$district"}'
+    return (
+        board(
+            "plaza-district",
+            "District",
+            "One district's queue: what is open and overdue, how old it is, who works on it, "
+            "and how fast it is answered.",
+        )
+        .with_variable(
+            dashboard.QueryVariable("district")
+            .label("District")
+            .datasource(PROMETHEUS)
+            .query("label_values(plaza_requests_open, district)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+        )
+        .with_row(dashboard.Row("Queue of $district"))
+        .with_panel(
+            single(
+                "Open requests",
+                "Requests of the district not yet resolved or closed",
+                "short",
+                (f"sum({backlog('plaza_requests_open', d)})", ""),
+            )
+        )
+        .with_panel(
+            single(
+                "Overdue",
+                "Open requests past a deadline (acknowledge or resolve)",
+                "short",
+                (f"sum({backlog('plaza_requests_overdue', d)})", ""),
+            )
+        )
+        .with_panel(
+            single(
+                "Compliance, last 24 h",
+                "Deadlines met among those due in the last day (target 90%)",
+                "percentunit",
+                (f"district:plaza_sla_compliance:ratio24h{d}", ""),
+            )
+        )
+        .with_panel(
+            single(
+                "Workers busy",
+                "Workers with at least one open request assigned",
+                "short",
+                (f"sum({backlog('plaza_workers_busy', d)})", ""),
+            )
+        )
+        .with_panel(
+            graph(
+                "Open requests by status",
+                "new and transferred wait for a manager; acknowledged, assigned and "
+                "in_progress are being worked on",
+                "short",
+                (f"sum by (status) ({backlog('plaza_requests_open', d)})", "{{status}}"),
+            )
+        )
+        .with_panel(
+            bars(
+                "Open requests by service",
+                "The district's queue, by service",
+                "short",
+                (
+                    f"sum by (service_code) ({backlog('plaza_requests_open', d)})",
+                    "{{service_code}}",
+                ),
+            )
+        )
+        .with_row(dashboard.Row("Request ages and workers"))
+        .with_panel(
+            graph(
+                "Age of the open requests",
+                "How long open requests have waited: half of them less than the median, 90% "
+                "less than the p90",
+                "s",
+                (
+                    "histogram_quantile(0.5, sum by (le) "
+                    f"({backlog('plaza_requests_open_age_seconds_bucket', d)}))",
+                    "median",
+                ),
+                (
+                    "histogram_quantile(0.9, sum by (le) "
+                    f"({backlog('plaza_requests_open_age_seconds_bucket', d)}))",
+                    "p90",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Overdue by deadline",
+                "Still waiting for acknowledgement past ack_due_at, or unresolved past "
+                "expected_datetime",
+                "short",
+                (f"sum by (deadline) ({backlog('plaza_requests_overdue', d)})", "{{deadline}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Workers busy",
+                "Workers with at least one open request assigned",
+                "short",
+                (f"sum({backlog('plaza_workers_busy', d)})", "workers"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Time to acknowledge, assign and resolve (median, last hour)",
+                "From the citizen's report to each step, for the requests that reached it",
+                "s",
+                *(
+                    (
+                        "histogram_quantile(0.5, sum by (le) "
+                        f"(increase(plaza_request_time_to_{step}_seconds_bucket{d}[1h])))",
+                        step,
+                    )
+                    for step in ("acknowledge", "assign", "resolve")
+                ),
+            )
+        )
+        .with_row(dashboard.Row("Services and breaches"))
+        .with_panel(
+            bars(
+                "Slowest services to resolve (p90)",
+                "90% of the district's requests of each service were resolved within this time",
+                "s",
+                (slowest("plaza_request_time_to_resolve_seconds", d), "{{service_code}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "SLA breaches per hour by service",
+                "Deadlines the district missed, by service and deadline",
+                "short",
+                (
+                    f"sum by (service_code, deadline) (increase(plaza_sla_breaches_total{d}[1h]))",
+                    "{{service_code}} {{deadline}}",
+                ),
+            )
+        )
+    )
+
+
+def pipeline() -> dashboard.Dashboard:
+    return (
+        board(
+            "plaza-pipeline",
+            "Pipeline health",
+            "Posts through ingest, classifier, router and notifier: throughput and latency per "
+            "stage, consumer lag, dead letters, replies and the outbox.",
+        )
+        .with_row(dashboard.Row("Stages"))
+        .with_panel(
+            single(
+                "Services up",
+                "Plaza processes answering Prometheus's scrapes",
+                "short",
+                ('sum(up{job=~"plaza-.*"})', ""),
+                span=4,
+            )
+        )
+        .with_panel(
+            graph(
+                "Targets up by service",
+                "1 when the process answers its /metrics",
+                "short",
+                ('up{job=~"plaza-.*"}', "{{job}} {{instance}}"),
+                span=20,
+                height=4,
+            )
+        )
+        .with_panel(
+            graph(
+                "Throughput by stage",
+                "Posts received by ingest, classified, routed, and replies posted, per second",
+                "ops",
+                (
+                    "sum by (stage) "
+                    "(rate(plaza_pipeline_stage_latency_seconds_count[$__rate_interval]))",
+                    "{{stage}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Latency by stage (p95)",
+                "received: from the post on its platform to ingest; classified, routed, replied: "
+                "from the previous stage's event to the end of this stage",
+                "s",
+                ("stage:plaza_pipeline_stage_latency_seconds:p95_rate5m", "{{stage}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Handler time by consumer group (p95)",
+                "Time a handler takes for one record, retries included",
+                "s",
+                (
+                    "histogram_quantile(0.95, sum by (group, le) "
+                    "(rate(plaza_bus_handler_duration_seconds_bucket[$__rate_interval])))",
+                    "{{group}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Records handled by consumer group",
+                "processed, or dead_lettered, per second",
+                "ops",
+                (
+                    "sum by (group, outcome) "
+                    "(rate(plaza_bus_messages_consumed_total[$__rate_interval]))",
+                    "{{group}} {{outcome}}",
+                ),
+            )
+        )
+        .with_row(dashboard.Row("Lag, retries and dead letters"))
+        .with_panel(
+            graph(
+                "Consumer lag by group and topic",
+                "Records waiting to be handled; the PlazaConsumerLagHigh alert fires over 1000",
+                "short",
+                ("group_topic:plaza_bus_consumer_lag_records:sum", "{{group}} {{topic}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Consumer lag by partition",
+                "A partition that keeps growing while the others drain is stuck behind one record",
+                "short",
+                (
+                    "sum by (group, topic, partition) (plaza_bus_consumer_lag_records)",
+                    "{{group}} {{topic}}/{{partition}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Dead letters (last 15 min)",
+                "Records sent to <topic>.dlq; their reason is in the plaza-dlq-reason header",
+                "short",
+                ("group_topic:plaza_bus_dead_letters:increase15m", "{{group}} {{topic}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Handler retries",
+                "Failed attempts retried: transient (database or broker away) or error",
+                "ops",
+                (
+                    "sum by (group, kind) "
+                    "(rate(plaza_bus_handler_retries_total[$__rate_interval]))",
+                    "{{group}} {{kind}}",
+                ),
+            )
+        )
+        .with_row(dashboard.Row("Replies and the outbox"))
+        .with_panel(
+            graph(
+                "Replies by platform",
+                "Public replies posted, and attempts that failed, per second",
+                "ops",
+                (
+                    "sum by (platform) (rate(plaza_replies_posted_total[$__rate_interval]))",
+                    "{{platform}} posted",
+                ),
+                (
+                    "sum by (platform, reason) "
+                    "(rate(plaza_replies_failed_total[$__rate_interval]))",
+                    "{{platform}} failed ({{reason}})",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Reply failure ratio",
+                "Failed attempts among all; the PlazaNotifierFailing alert fires over 10%",
+                "percentunit",
+                ("platform:plaza_replies_failed:ratio_rate10m", "{{platform}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Outbox published by topic",
+                "Events the relay moved from the outbox to Kafka, per second",
+                "ops",
+                (
+                    "sum by (topic) (rate(plaza_outbox_published_total[$__rate_interval]))",
+                    "{{topic}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Oldest unpublished outbox event",
+                "Zero when the relay keeps up",
+                "s",
+                ("max(plaza_outbox_oldest_pending_seconds)", "oldest pending"),
+            )
+        )
+    )
+
+
+def open_api() -> dashboard.Dashboard:
+    api = 'app="api"'
+    return (
+        board(
+            "plaza-open-api",
+            "Open API",
+            "The gateway as civic developers and managers use it: Open311, the manager API "
+            "and posts; rate, errors and duration by endpoint.",
+        )
+        .with_row(dashboard.Row("Traffic"))
+        .with_panel(
+            single(
+                "Requests per second",
+                "All of the gateway's endpoints",
+                "reqps",
+                (f"sum(rate(plaza_http_requests_total{{{api}}}[$__rate_interval]))", ""),
+                span=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Errors (5xx) per second",
+                "Answers that are the gateway's fault",
+                "reqps",
+                (
+                    f'sum(rate(plaza_http_requests_total{{{api},status=~"5.."}}[$__rate_interval]))'
+                    " or vector(0)",
+                    "",
+                ),
+                span=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Posts accepted per second",
+                "Posts that ingest put on the bus (202)",
+                "reqps",
+                (
+                    'sum(rate(plaza_http_requests_total{app="ingest",route="/api/v1/posts",'
+                    'status="202"}[$__rate_interval])) or vector(0)',
+                    "",
+                ),
+                span=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests per second by endpoint",
+                "By route template, never by raw path",
+                "reqps",
+                (
+                    "sum by (route, method) "
+                    f"(rate(plaza_http_requests_total{{{api}}}[$__rate_interval]))",
+                    "{{method}} {{route}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Open311 requests per second by endpoint",
+                "GeoReport v2 clients",
+                "reqps",
+                (
+                    "sum by (route) (rate(plaza_http_requests_total"
+                    f'{{{api},route=~"/open311/.*"}}[$__rate_interval]))',
+                    "{{route}}",
+                ),
+            )
+        )
+        .with_row(dashboard.Row("Errors and duration"))
+        .with_panel(
+            graph(
+                "Client and server errors by endpoint",
+                "4xx (a bad request, a missing request) and 5xx answers per second",
+                "reqps",
+                (
+                    "sum by (route, status) (rate(plaza_http_requests_total"
+                    f'{{{api},status=~"4..|5.."}}[$__rate_interval]))',
+                    "{{route}} {{status}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Server error ratio by endpoint",
+                "5xx among all answers of the endpoint",
+                "percentunit",
+                (
+                    "(sum by (route) (rate(plaza_http_requests_total"
+                    f'{{{api},status=~"5.."}}[$__rate_interval]))'
+                    " or sum by (route) (rate(plaza_http_requests_total"
+                    f"{{{api}}}[$__rate_interval])) * 0)"
+                    " / sum by (route) (rate(plaza_http_requests_total"
+                    f"{{{api}}}[$__rate_interval]))",
+                    "{{route}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Duration by endpoint (p95)",
+                "95% of the requests to each endpoint were answered within this time",
+                "s",
+                (
+                    "histogram_quantile(0.95, sum by (route, le) (rate("
+                    f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))",
+                    "{{route}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Duration by endpoint (median)",
+                "Half of the requests to each endpoint were answered within this time",
+                "s",
+                (
+                    "histogram_quantile(0.5, sum by (route, le) (rate("
+                    f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))",
+                    "{{route}}",
+                ),
+            )
+        )
+    )
+
+
+DASHBOARDS: dict[str, Callable[[], dashboard.Dashboard]] = {
+    "city-sla.json": city_sla,
+    "district.json": district,
+    "pipeline.json": pipeline,
+    "open-api.json": open_api,
+}
+
+
+def _number_panels(panels: list[dict[str, object]]) -> Iterator[dict[str, object]]:
+    for number, panel in enumerate(panels, start=1):
+        yield {**panel, "id": number}
+
+
+def render() -> dict[str, str]:
+    """Each dashboard's file name and JSON text, as committed."""
+    out = {}
+    for name, build in DASHBOARDS.items():
+        model = json.loads(json.dumps(build().build(), cls=JSONEncoder))
+        model["panels"] = list(_number_panels(model["panels"]))
+        out[name] = json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return out
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    rendered = render()
+    for stale in {p.name for p in OUT.glob("*.json")} - rendered.keys():
+        (OUT / stale).unlink()
+    for name, text in rendered.items():
+        (OUT / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(rendered)} dashboards to {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

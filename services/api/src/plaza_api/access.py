@@ -1,0 +1,68 @@
+"""Wires access control into the gateway: who is calling (keys, tokens), rate and size limits,
+CORS for public reads, Open311's own error format, the access routes, and the docs' text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from plaza_api import admin
+from plaza_api.auth import AuthConfig, Authenticator
+from plaza_api.limits import BodySizeLimit, Limits, PublicCors, RateLimiter
+from plaza_api.open311 import install_open311_errors
+
+DESCRIPTION = """
+A city answers its citizens in public. Three audiences use this API:
+
+* **Civic developers** — [Open311 GeoReport v2](http://wiki.open311.org/GeoReport_v2) under
+  `/open311/v2/`, in `.json` and `.xml`. Reads are public (no key needed, CORS open);
+  `POST /open311/v2/requests.json` needs an `api_key` (role `civic_developer`) and answers with a
+  token that `GET /open311/v2/tokens/{token}.json` turns into the request's id.
+  Reporters' contact details are never published; e-mails, phone numbers and licence plates in
+  public text are masked.
+* **District managers, workers and city hall** — the manager API under `/api/v1`. Log in with
+  `POST /api/v1/auth/token` (OAuth2 password flow) and send `Authorization: Bearer <token>`.
+  A manager sees the queues in their scopes, a worker what is assigned to them, city hall
+  everything.
+* **Admins** — `/api/v1/admin/keys` and `/api/v1/admin/users`; or `plaza keys create` and
+  `plaza users create` on the command line.
+
+API keys (`plz_…`) go in `Authorization: Bearer`, `X-API-Key`, or Open311's `api_key` parameter.
+Errors are RFC 9457 `application/problem+json` (Open311's own `[{code, description}]` under
+`/open311/`). Each key has a rate limit: past it, `429` with `Retry-After`.
+"""
+
+TAGS = [
+    {"name": "Open311 GeoReport v2", "description": "Public data for civic developers"},
+    {"name": "Manager API", "description": "Queues, requests and actions, for staff"},
+    {"name": "City hall", "description": "City-wide configuration"},
+    {"name": "Access", "description": "Log in; users and API keys (admins)"},
+    {"name": "Ingest", "description": "The bridges' webhook (role bridge)"},
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: Limits = field(default_factory=Limits)
+    jurisdiction_id: str = "barcelona"
+    sse_poll_seconds: float = 1.0
+
+
+def install_access(
+    app: FastAPI, sessions: async_sessionmaker[AsyncSession], config: AccessConfig
+) -> None:
+    """Call after the app's problem handlers are installed (Open311's wrap them)."""
+    app.description = DESCRIPTION
+    app.openapi_tags = TAGS
+    app.state.auth = Authenticator(sessions, config.auth)
+    app.state.limits = config.limits
+    app.state.rate_limiter = RateLimiter()
+    app.state.jurisdiction_id = config.jurisdiction_id
+    app.state.sse_poll_seconds = config.sse_poll_seconds
+    install_open311_errors(app)
+    app.add_middleware(PublicCors)
+    app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
+    app.include_router(admin.router)

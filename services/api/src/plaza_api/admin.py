@@ -1,0 +1,200 @@
+"""Access management over HTTP: staff log in for bearer tokens (OAuth2 password flow), and admins
+create and revoke users and API keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from plaza.db.models import ApiKey, StaffUser
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from plaza_api.auth import (
+    ANONYMOUS,
+    AdminPrincipal,
+    GrantError,
+    InvalidCredentials,
+    Role,
+    authenticator,
+    create_api_key,
+    create_user,
+)
+from plaza_api.deps import SessionDep
+from plaza_api.limits import enforce_rate_limit
+
+router = APIRouter(prefix="/api/v1", tags=["Access"])
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the token is valid")
+
+
+class GrantIn(BaseModel):
+    role: Role
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="A manager's queues: district codes, triage, city queues",
+        examples=[["06"]],
+    )
+    worker_handle: str | None = Field(
+        default=None, max_length=256, description="A worker's handle", examples=[None]
+    )
+
+
+class KeyIn(GrantIn):
+    name: str = Field(min_length=1, max_length=128, examples=["bcn-open-data-app"])
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    scopes: list[str]
+    worker_handle: str | None
+    prefix: str
+    created_at: str | None
+    revoked: bool
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The key itself: shown once, stored only as its hash")
+
+
+class UserIn(GrantIn):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[\w.@-]+$", examples=["maria"])
+    password: str = Field(min_length=10, max_length=256)
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    scopes: list[str]
+    worker_handle: str | None
+    disabled: bool
+
+
+def _key_out(row: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        scopes=list(row.scopes),
+        worker_handle=row.worker_handle,
+        prefix=row.prefix,
+        created_at=row.created_at.isoformat() if row.created_at else None,
+        revoked=row.revoked_at is not None,
+    )
+
+
+def _user_out(row: StaffUser) -> UserOut:
+    return UserOut(
+        id=row.id,
+        username=row.username,
+        role=row.role,
+        scopes=list(row.scopes),
+        worker_handle=row.worker_handle,
+        disabled=row.disabled_at is not None,
+    )
+
+
+@router.post("/auth/token", response_model=TokenOut)
+async def login(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+) -> TokenOut:
+    """OAuth2 password flow: a staff user's username and password (form-encoded) for a bearer
+    token (a JWT). Send it as `Authorization: Bearer <token>`."""
+    enforce_rate_limit(request, ANONYMOUS)  # guessing passwords costs the address its budget
+    auth = authenticator(request)
+    try:
+        user = await auth.login(session, form.username, form.password)
+    except InvalidCredentials as exc:
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    return TokenOut(
+        access_token=auth.issue_token(user),
+        expires_in=int(auth.config.token_ttl.total_seconds()),
+    )
+
+
+@router.post("/admin/keys", response_model=NewKeyOut, status_code=201)
+async def new_key(body: KeyIn, session: SessionDep, _: AdminPrincipal) -> NewKeyOut:
+    """A new API key. The answer carries the key once; Plaza keeps only its hash."""
+    try:
+        async with session.begin():
+            row, key = await create_api_key(
+                session,
+                name=body.name,
+                role=body.role,
+                scopes=body.scopes,
+                worker_handle=body.worker_handle,
+            )
+    except GrantError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except IntegrityError:
+        raise HTTPException(409, f"a key named {body.name!r} exists") from None
+    return NewKeyOut(**_key_out(row).model_dump(), key=key)
+
+
+@router.get("/admin/keys", response_model=list[KeyOut])
+async def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
+    rows = (await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars()
+    return [_key_out(r) for r in rows]
+
+
+@router.delete("/admin/keys/{key_id}", status_code=204)
+async def revoke_key(
+    key_id: int, request: Request, session: SessionDep, _: AdminPrincipal
+) -> Response:
+    """Revokes a key: at once on this gateway, within 30 s on the others (their key cache)."""
+    async with session.begin():
+        row = await session.get(ApiKey, key_id)
+        if row is None:
+            raise HTTPException(404, f"no key {key_id}")
+        row.revoked_at = row.revoked_at or datetime.now(UTC)
+    authenticator(request).forget_keys()
+    return Response(status_code=204)
+
+
+@router.post("/admin/users", response_model=UserOut, status_code=201)
+async def new_user(body: UserIn, session: SessionDep, _: AdminPrincipal) -> UserOut:
+    """A staff user, who logs in at /api/v1/auth/token."""
+    try:
+        async with session.begin():
+            user = await create_user(
+                session,
+                username=body.username,
+                password=body.password,
+                role=body.role,
+                scopes=body.scopes,
+                worker_handle=body.worker_handle,
+            )
+    except GrantError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except IntegrityError:
+        raise HTTPException(409, f"a user named {body.username!r} exists") from None
+    return _user_out(user)
+
+
+@router.get("/admin/users", response_model=list[UserOut])
+async def list_users(session: SessionDep, _: AdminPrincipal) -> list[UserOut]:
+    rows = (await session.execute(select(StaffUser).order_by(StaffUser.id))).scalars()
+    return [_user_out(r) for r in rows]
+
+
+@router.delete("/admin/users/{user_id}", status_code=204)
+async def disable_user(user_id: int, session: SessionDep, _: AdminPrincipal) -> Response:
+    """Disables a user: no new tokens; tokens already issued expire within their lifetime."""
+    async with session.begin():
+        row = await session.get(StaffUser, user_id)
+        if row is None:
+            raise HTTPException(404, f"no user {user_id}")
+        row.disabled_at = row.disabled_at or datetime.now(UTC)
+    return Response(status_code=204)

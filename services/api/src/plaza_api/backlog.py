@@ -1,0 +1,166 @@
+"""The open backlog as Prometheus metrics, read from the database when the gateway is scraped.
+
+A scrape reads the database at most once every `max_age` seconds; scrapes in between get the
+last reading. If the database cannot be read, the backlog metrics are left out of the scrape
+(a gap in the graphs, and a warning in the log) rather than shown stale.
+
+Several gateways report the same numbers: aggregate them with max, not sum, across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from plaza.db.models import ServiceRequest
+from plaza.metrics import district_label
+from plaza.requests import OPEN_STATUSES, WAITING
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Float, and_, cast, distinct, extract, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+
+# How old the open requests are: an hour, four hours, a day, three days, a week, two, a month.
+AGE_BUCKETS = (3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class DistrictAges:
+    cumulative: tuple[int, ...]  # requests at most AGE_BUCKETS[i] old
+    count: int
+    sum_seconds: float
+    busy_workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    open: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    overdue: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    districts: dict[str, DistrictAges] = field(default_factory=dict)
+
+
+async def read_backlog(session: AsyncSession) -> Snapshot:
+    """Two grouped queries over the open requests (the partial dedupe index covers them)."""
+    r = ServiceRequest
+    is_open = r.status.in_(OPEN_STATUSES)
+    now = func.now()
+    by_service = await session.execute(
+        select(
+            r.district_code,
+            r.service_code,
+            r.status,
+            r.urgency,
+            func.count(),
+            func.count().filter(and_(r.status.in_(WAITING), r.ack_due_at < now)),
+            func.count().filter(r.expected_datetime < now),
+        )
+        .where(is_open)
+        .group_by(r.district_code, r.service_code, r.status, r.urgency)
+    )
+    snapshot = Snapshot()
+    for district, service, status, urgency, count, ack_late, resolve_late in by_service:
+        d = district_label(district)
+        snapshot.open[(d, service, status, urgency)] = count
+        for deadline, late in (("acknowledge", ack_late), ("resolve", resolve_late)):
+            key = (d, service, deadline)
+            snapshot.overdue[key] = snapshot.overdue.get(key, 0) + late
+    age = cast(extract("epoch", now - r.requested_datetime), Float)
+    by_district = await session.execute(
+        select(
+            r.district_code,
+            *(func.count().filter(age <= bound) for bound in AGE_BUCKETS),
+            func.count(),
+            func.coalesce(func.sum(func.greatest(age, 0.0)), 0.0),
+            func.count(distinct(r.assigned_worker)),
+        )
+        .where(is_open)
+        .group_by(r.district_code)
+    )
+    for district, *values in by_district:
+        n = len(AGE_BUCKETS)
+        snapshot.districts[district_label(district)] = DistrictAges(
+            cumulative=tuple(int(v) for v in values[:n]),
+            count=int(values[n]),
+            sum_seconds=float(values[n + 1]),
+            busy_workers=int(values[n + 2]),
+        )
+    return snapshot
+
+
+class BacklogCollector(Collector):
+    """Serves the last reading of the backlog; `refresh` reads it again once it is too old."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_age: float = 5.0) -> None:
+        self._sessions = sessions
+        self._max_age = max_age
+        self._snapshot: Snapshot | None = None
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    async def refresh(self) -> None:
+        async with self._lock:  # concurrent scrapes wait for one reading
+            if time.monotonic() - self._read_at < self._max_age:
+                return
+            try:
+                async with self._sessions() as session:
+                    self._snapshot = await read_backlog(session)
+            except Exception as exc:
+                log.warning("could not read the backlog for /metrics: %s", exc)
+                self._snapshot = None
+            self._read_at = time.monotonic()
+
+    async def exposition(self) -> bytes:
+        """This process's metrics followed by the backlog, in the Prometheus text format."""
+        await self.refresh()
+        return generate_latest(REGISTRY) + generate_latest(self.registry)
+
+    def collect(self) -> Iterable[Metric]:
+        if self._snapshot is not None:
+            yield from _families(self._snapshot)
+
+
+def _families(snapshot: Snapshot) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily(
+        "plaza_requests_open",
+        "Open service requests (the backlog), by district, service, status and urgency",
+        labels=["district", "service_code", "status", "urgency"],
+    )
+    for status_labels, count in sorted(snapshot.open.items()):
+        open_.add_metric(list(status_labels), count)
+    yield open_
+    overdue = GaugeMetricFamily(
+        "plaza_requests_overdue",
+        "Open service requests past their deadline, by district, service and deadline "
+        "(acknowledge: still waiting past ack_due_at; resolve: past expected_datetime)",
+        labels=["district", "service_code", "deadline"],
+    )
+    for labels, count in sorted(snapshot.overdue.items()):
+        overdue.add_metric(list(labels), count)
+    yield overdue
+    ages = GaugeHistogramMetricFamily(
+        "plaza_requests_open_age_seconds",
+        "How long the open service requests have been waiting, by district",
+        labels=["district"],
+    )
+    workers = GaugeMetricFamily(
+        "plaza_workers_busy",
+        "Workers with at least one open service request assigned, by district",
+        labels=["district"],
+    )
+    for district, d in sorted(snapshot.districts.items()):
+        buckets = [
+            *((str(float(b)), c) for b, c in zip(AGE_BUCKETS, d.cumulative, strict=True)),
+            ("+Inf", d.count),
+        ]
+        ages.add_metric([district], buckets, d.sum_seconds)
+        workers.add_metric([district], d.busy_workers)
+    yield ages
+    yield workers

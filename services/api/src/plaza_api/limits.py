@@ -1,0 +1,183 @@
+"""What protects the gateway: rate limits per key (429 with Retry-After), a cap on request
+bodies (413), and CORS for the public Open311 reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from fastapi import HTTPException, Request
+from plaza.web import PROBLEM_JSON
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from plaza_api.auth import Principal
+
+OPEN311_PREFIX = "/open311/"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per minute, for each API key or user; anonymous callers share a budget per address.
+    0 turns a limit off (e.g. for `make bench`)."""
+
+    per_key_per_minute: int = 600
+    anonymous_per_minute: int = 120
+    max_body_bytes: int = 1_048_576
+
+
+class RateLimiter:
+    """Token buckets in this process: a burst up to the budget, refilled evenly over a minute."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, at)
+
+    def take(self, bucket: str, per_minute: int) -> float:
+        """0 when allowed, else the seconds until the next request would be."""
+        if per_minute <= 0:
+            return 0.0
+        now = self._clock()
+        rate = per_minute / 60.0
+        tokens, at = self._buckets.get(bucket, (float(per_minute), now))
+        tokens = min(float(per_minute), tokens + (now - at) * rate)
+        if tokens < 1.0:
+            self._buckets[bucket] = (tokens, now)
+            return (1.0 - tokens) / rate
+        if len(self._buckets) > 50_000:
+            self._buckets.clear()  # bounded memory; a clear only refills everyone's budget
+        self._buckets[bucket] = (tokens - 1.0, now)
+        return 0.0
+
+
+def enforce_rate_limit(request: Request, principal: Principal) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limits: Limits = request.app.state.limits
+    if principal.role is None:
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.take(f"addr:{client}", limits.anonymous_per_minute)
+    else:
+        wait = limiter.take(f"{principal.kind}:{principal.id}", limits.per_key_per_minute)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            f"rate limit exceeded for {principal.actor}; retry in {math.ceil(wait)} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _error_body(path: str, status: int, detail: str) -> tuple[bytes, bytes]:
+    """Open311's own error format under /open311/, RFC 9457 problem+json elsewhere."""
+    if path.startswith(OPEN311_PREFIX):
+        if path.endswith(".xml"):
+            xml = (
+                f"<?xml version='1.0' encoding='utf-8'?>\n<errors><error><code>{status}</code>"
+                f"<description>{escape(detail)}</description></error></errors>"
+            )
+            return xml.encode(), b"text/xml; charset=utf-8"
+        return json.dumps([{"code": status, "description": detail}]).encode(), b"application/json"
+    body = {"type": "about:blank", "title": "Content Too Large", "status": status, "detail": detail}
+    return json.dumps(body).encode(), PROBLEM_JSON.encode()
+
+
+class BodySizeLimit:
+    """Refuses a body over `max_bytes` with 413, by its Content-Length or, when it is streamed,
+    as soon as it grows past the cap."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_bytes <= 0:
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body is larger than {self.max_bytes} bytes"
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, send, detail)
+                return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send, detail)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, detail: str) -> None:
+        body, content_type = _error_body(scope["path"], 413, detail)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", content_type), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class PublicCors:
+    """CORS for Open311 only: any web page may read the public data and POST requests with its
+    api_key (no cookies are involved). The manager API sends no CORS headers: browsers keep
+    other sites' pages from calling it with a manager's token."""
+
+    ALLOW = (
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-expose-headers", b"Retry-After"),
+    )
+    PREFLIGHT = (
+        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+        (b"access-control-allow-headers", b"Content-Type, X-API-Key"),
+        (b"access-control-max-age", b"86400"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(OPEN311_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and any(
+            name == b"access-control-request-method" for name, _ in scope["headers"]
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [*self.ALLOW, *self.PREFLIGHT, (b"vary", b"Origin")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.ALLOW]}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)

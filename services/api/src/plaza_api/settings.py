@@ -1,0 +1,81 @@
+"""The gateway's settings (PLAZA_* environment variables): its port, and access control."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Self
+
+from plaza.settings import PlazaSettings
+from pydantic import Field, SecretStr, model_validator
+
+from plaza_api.access import AccessConfig
+from plaza_api.auth import AuthConfig, check_jwt_secret
+from plaza_api.limits import Limits
+
+
+class AccessSettings(PlazaSettings):
+    """What access control reads; shared by the gateway process and embedded mode."""
+
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="PLAZA_JWT_SECRET: signs staff tokens (HS256); 32+ random characters",
+    )
+    token_ttl_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Per API key or user; 0 = no limit"
+    )
+    anonymous_rate_limit_per_minute: int = Field(
+        default=120, ge=0, description="Per address, for calls without credentials; 0 = no limit"
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    jurisdiction_id: str = Field(default="barcelona", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _check_access(self) -> Self:
+        if self.jwt_secret is not None:
+            check_jwt_secret(self.jwt_secret.get_secret_value())
+        return self
+
+    def access(self, jwt_secret: str) -> AccessConfig:
+        return AccessConfig(
+            auth=AuthConfig(
+                jwt_secret=jwt_secret, token_ttl=timedelta(minutes=self.token_ttl_minutes)
+            ),
+            limits=Limits(
+                per_key_per_minute=self.rate_limit_per_minute,
+                anonymous_per_minute=self.anonymous_rate_limit_per_minute,
+                max_body_bytes=self.max_body_bytes,
+            ),
+            jurisdiction_id=self.jurisdiction_id,
+        )
+
+
+class ApiSettings(AccessSettings):
+    port: int = Field(default=8000, ge=1, le=65535)
+    ingest_url: str = Field(default="http://127.0.0.1:8101", pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _require_secret(self) -> Self:
+        # Outside embedded mode there is no safe default: a missing secret stops start-up.
+        self.secret()
+        return self
+
+    def secret(self) -> str:
+        return check_jwt_secret(self.jwt_secret.get_secret_value() if self.jwt_secret else None)
+
+
+def persisted_secret(home: Path) -> str:
+    """Embedded mode's secret: made once, kept in PLAZA_HOME/jwt_secret (readable by its owner
+    only), so tokens survive a restart."""
+    path = home / "jwt_secret"
+    if path.is_file():
+        return check_jwt_secret(path.read_text().strip(), f"{path}")
+    home.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return secret

@@ -1,0 +1,388 @@
+"""Measures the committed service model on the held-out test splits: `make eval`.
+
+Prints per-class precision, recall and F1, the Madrid macro-F1 and confusion matrix, the
+Bengaluru accuracy, the actionable F1, language sanity figures and throughput of the full
+classify() path, and writes them into model/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from plaza.city import City, fold
+from plaza.taxonomy import OTHER
+from tqdm import tqdm
+
+from plaza_classifier.classify import Classifier, Signals
+from plaza_classifier.language import detect_language
+from plaza_classifier.model import ServiceModel, packaged_artifact
+from plaza_classifier.train import (
+    DEFAULT_DATA,
+    EXAMPLE_WEIGHT,
+    EXAMPLES,
+    MADRID_ACTIONABLE_SAMPLE,
+    MADRID_TEST,
+    MADRID_VALIDATION,
+    NOT_ACTIONABLE,
+    Posts,
+    binary_f1,
+    load_corpus,
+    macro_f1,
+    madrid_labels,
+)
+
+TIMED_POSTS: Final = 5000
+BARCELONA_BOX: Final = (41.36, 41.44, 2.11, 2.21)  # lat min, lat max, lon min, lon max
+
+
+def per_class(
+    truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]
+) -> list[tuple[str, float, float, float, int]]:
+    """(label, precision, recall, F1, support) per label."""
+    t, p = np.asarray(truth), np.asarray(predicted)
+    rows = []
+    for label in labels:
+        tp = float(np.sum((t == label) & (p == label)))
+        predicted_n = float(np.sum(p == label))
+        support = int(np.sum(t == label))
+        precision = tp / predicted_n if predicted_n else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append((label, precision, recall, f1, support))
+    return rows
+
+
+def confusion(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> str:
+    counts = Counter(zip(truth, predicted, strict=True))
+    short = [label[:7] for label in labels]
+    lines = ["truth \\ predicted".ljust(17) + "".join(s.rjust(8) for s in short)]
+    for label in labels:
+        lines.append(
+            label.ljust(17) + "".join(str(counts[(label, other)]).rjust(8) for other in labels)
+        )
+    return "\n".join(lines)
+
+
+def _signals(classifier: Classifier, posts: Posts, label: str) -> list[Signals]:
+    return [classifier.signals(t) for t in tqdm(posts.texts, desc=label, unit="post", leave=False)]
+
+
+def throughput(classifier: Classifier, texts: Sequence[str], city: City) -> dict[str, float]:
+    """Single-thread posts/s and per-post latency of the full classify() path, location
+    included; half the posts carry a point inside Barcelona."""
+    rng = random.Random(7)
+    lat0, lat1, lon0, lon1 = BARCELONA_BOX
+    points = [
+        (rng.uniform(lat0, lat1), rng.uniform(lon0, lon1)) if i % 2 else (None, None)
+        for i in range(len(texts))
+    ]
+    for text in texts[:200]:  # warm caches as a running service has them
+        classifier.classify(text, city)
+    latencies = []
+    started = time.perf_counter()
+    for text, (lat, lon) in zip(texts, points, strict=True):
+        t0 = time.perf_counter()
+        classifier.classify(text, city, lat=lat, lon=lon)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "posts_per_s": len(texts) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "max_ms": 1000 * latencies[-1],
+    }
+
+
+def district_agreement(data: Path, city_file: Path) -> tuple[int, int]:
+    """How many Madrid reports our point-in-polygon puts in the district Madrid gave them."""
+    city = City.from_config(city_file)
+    agree = placed = 0
+    with gzip.open(data / "madrid" / "avisos_2021-2023.csv.gz", "rt", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if not (row["district_from_latlon"] and row["lat"] and row["long"]):
+                continue
+            placed += 1
+            found = city.locate(float(row["lat"]), float(row["long"]))
+            if (
+                found
+                and found.district
+                and fold(found.district.name) == fold(row["district_from_latlon"])
+            ):
+                agree += 1
+    return agree, placed
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument(
+        "--model", type=Path, default=packaged_artifact(), help="artifact to evaluate"
+    )
+    parser.add_argument("--card", type=Path, default=packaged_artifact().with_name("MODEL_CARD.md"))
+    parser.add_argument(
+        "--madrid-city",
+        type=Path,
+        default=Path("deploy/cities/madrid.toml"),
+        help="Madrid's city file, for the district check",
+    )
+    args = parser.parse_args(argv)
+    if not (args.data / "madrid").is_dir():
+        sys.exit(f"no Madrid data under {args.data}: pass --data ../shared/data")
+
+    model = ServiceModel.load(args.model)
+    classifier = Classifier(model)
+    lexicon = Classifier(None)
+    settings = model.settings
+    corpus = load_corpus(args.data)
+    out: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line)
+        out.append(line)
+
+    say(f"model {model.version} ({args.model.stat().st_size / 1e6:.2f} MB), rule {dict(settings)}")
+
+    madrid = corpus.madrid.test
+    signals = _signals(classifier, madrid, "Madrid test")
+    predicted = [Classifier.service_of(s, settings)[0] for s in signals]
+    lexicon_only = [
+        Classifier.service_of(
+            Signals(s.lexicon_scores, s.urgent, s.complaint, s.chatter, None), settings
+        )[0]
+        for s in signals
+    ]
+    # the model alone: no per-language thresholds, the model's best guess always stands
+    unblended = {"model_wins": 0.0, "blend": 1.0, "no_service_below": 0.0, "lexicon_wins": 99.0}
+    model_only = [Classifier.service_of(s, unblended)[0] for s in signals]
+    labels = madrid_labels()
+    shown = [*labels, OTHER, *sorted({*predicted} - {*labels, OTHER})]
+    say()
+    say(f"## Madrid, held-out months {MADRID_TEST[0]}..{MADRID_TEST[-1]} ({len(madrid)} reports)")
+    say()
+    say("service_code       precision  recall      F1  support")
+    for label, precision, recall, f1, support in per_class(madrid.labels, predicted, shown):
+        say(f"{label:<17} {precision:>9.3f} {recall:>7.3f} {f1:>7.3f} {support:>8}")
+    macro = macro_f1(madrid.labels, predicted, labels)
+    say()
+    say(
+        f"macro-F1 over {len(labels)} codes (all Madrid codes but other): {macro:.4f} (target 0.85)"
+    )
+    say(
+        f"  lexicon alone {macro_f1(madrid.labels, lexicon_only, labels):.4f}, model alone {macro_f1(madrid.labels, model_only, labels):.4f}"
+    )
+    say(f"accuracy {np.mean(np.asarray(madrid.labels) == np.asarray(predicted)):.4f}")
+    say()
+    say("confusion matrix (rows: citizen's category, columns: predicted)")
+    say(confusion(madrid.labels, predicted, shown))
+
+    bengaluru = corpus.bengaluru.test
+    civic = bengaluru.subset(label != NOT_ACTIONABLE for label in bengaluru.labels)
+    b_signals = _signals(classifier, bengaluru, "Bengaluru test")
+    civic_signals = [
+        s for s, label in zip(b_signals, bengaluru.labels, strict=True) if label != NOT_ACTIONABLE
+    ]
+    b_predicted = [Classifier.service_of(s, settings)[0] for s in civic_signals]
+    b_accuracy = float(np.mean(np.asarray(civic.labels) == np.asarray(b_predicted)))
+    say()
+    say(f"## Bengaluru, seeded held-out 10% ({len(civic)} civic complaints)")
+    say(f"service accuracy {b_accuracy:.4f} (target 0.85)")
+
+    examples = corpus.examples.test
+    e_signals = _signals(classifier, examples, "examples test")
+    madrid_sample = madrid.subset(i % 20 == 0 for i in range(len(madrid)))
+    m_signals = signals[::20]
+    say()
+    say("## Actionable or not (held-out)")
+    say("set                          posts      F1  (cues alone, model alone)")
+    actionable_rows: dict[str, float] = {}
+    all_truth: list[bool] = []
+    all_predicted: list[bool] = []
+    for name, posts, sig in (
+        ("Bengaluru test", bengaluru, b_signals),
+        ("hand-written examples test", examples, e_signals),
+        ("Madrid test, 1 in 20", madrid_sample, m_signals),
+    ):
+        truth = [label != NOT_ACTIONABLE for label in posts.labels]
+        decided = [Classifier.actionable_of(s, settings) for s in sig]
+        cues = [Classifier.actionable_of(s, settings, cue_only=True) for s in sig]
+        alone = [s.prediction is not None and s.prediction.actionable >= 0.5 for s in sig]
+        f1 = binary_f1(truth, decided)
+        actionable_rows[name] = f1
+        all_truth += truth
+        all_predicted += decided
+        say(
+            f"{name:<28} {len(posts):>6} {f1:>7.4f}  ({binary_f1(truth, cues):.4f}, {binary_f1(truth, alone):.4f})"
+        )
+    actionable_f1 = binary_f1(all_truth, all_predicted)
+    say(f"{'all of them':<28} {len(all_truth):>6} {actionable_f1:>7.4f}  (target 0.9)")
+
+    say()
+    say("## Language detection (sanity)")
+    es = np.mean([detect_language(t) == "es" for t in madrid_sample.texts])
+    en = np.mean([detect_language(t) == "en" for t in civic.texts])
+    say(f"Madrid reports detected as es: {es:.3f}; Bengaluru complaints detected as en: {en:.3f}")
+
+    say()
+    say("## District from coordinates (Madrid, every report with a district)")
+    agree, placed = district_agreement(args.data, args.madrid_city)
+    say(
+        f"agrees with Madrid's district_from_latlon on {agree / placed:.4%} of {placed} points "
+        "(target 99%)"
+    )
+
+    city = City.barcelona(args.data / "barcelona")
+    timed = (madrid.texts[::16] + bengaluru.texts[::4])[:TIMED_POSTS]
+    speed = throughput(classifier, timed, city)
+    say()
+    say(f"## Throughput (one core, {len(timed)} posts, classify() with location)")
+    say(
+        f"{speed['posts_per_s']:.0f} posts/s; p50 {speed['p50_ms']:.3f} ms, p99 {speed['p99_ms']:.3f} ms, max {speed['max_ms']:.3f} ms (target 5000 posts/s, p99 2 ms)"
+    )
+    lexicon_speed = throughput(lexicon, timed, city)
+    say(
+        f"lexicon alone: {lexicon_speed['posts_per_s']:.0f} posts/s; p99 {lexicon_speed['p99_ms']:.3f} ms"
+    )
+
+    write_card(
+        args.card,
+        model,
+        args.model,
+        out,
+        {
+            "macro": macro,
+            "bengaluru": b_accuracy,
+            "actionable": actionable_f1,
+            **speed,
+        },
+    )
+    print(f"\nwrote {args.card}")
+
+
+def write_card(
+    path: Path,
+    model: ServiceModel,
+    artifact: Path,
+    figures: Sequence[str],
+    headline: Mapping[str, float],
+) -> None:
+    import json
+
+    validation = json.dumps(model.meta.get("validation", {}), indent=2, sort_keys=True)
+    trained_on = json.dumps(model.meta.get("trained_on", {}), indent=2, sort_keys=True)
+    text = CARD.format(
+        version=model.version,
+        examples=sum(1 for line in EXAMPLES.read_text(encoding="utf-8").splitlines() if line),
+        example_weight=EXAMPLE_WEIGHT,
+        madrid_sample=MADRID_ACTIONABLE_SAMPLE,
+        size=artifact.stat().st_size / 1e6,
+        classes=", ".join(model.classes),
+        validation_months=", ".join(MADRID_VALIDATION),
+        test_months=f"{MADRID_TEST[0]}..{MADRID_TEST[-1]}",
+        trained_on=trained_on,
+        validation=validation,
+        figures="\n".join(figures),
+        macro=headline["macro"],
+        bengaluru=headline["bengaluru"],
+        actionable=headline["actionable"],
+        speed=headline["posts_per_s"],
+        p99=headline["p99_ms"],
+    )
+    path.write_text(text, encoding="utf-8")
+
+
+CARD: Final = """# Service model card
+
+Version `{version}`, {size:.2f} MB (`service_model.npz`). Generated by `make eval`; rebuild the
+model with `make train` (reads `../shared/data`, deterministic: fixed seeds, fixed splits).
+
+## What it is
+A linear model over hashed TF-IDF features (plaza_classifier.features): folded text (lowercase,
+no accents, digits as 0), char n-grams 2-5 inside word boundaries, words and word bigrams, hashed
+with zlib.crc32 into 2^18 columns, sublinear tf, idf, L2 norm. One-vs-rest linear SVM
+(scikit-learn LinearSVC at training time) over the service codes {classes}; scores become
+probabilities by a softmax with a temperature fitted on validation. A second head, a logistic
+regression on the same features, gives the probability that a post is a request at all.
+Weights are float16; inference is numpy only. The keyword lexicon (keywords.py) is combined with
+it by the rule documented in classify.py.
+
+## Data and splits
+- Madrid Avisos (Spanish, 263k reports; label: the citizen's category through
+  `madrid/category_map.csv`). Split by time: train on 2021-06..2023-07 (months 2022-03..2023-03
+  are missing from the data), validate on {validation_months}, test on {test_months}, the last
+  four months: a model in production always meets later reports than it learnt from, and four
+  months (~80k reports) span a change of season.
+- Bengaluru complaints (English, `bengaluru/category_map.csv`; non-civic tweets are "not
+  actionable"): seeded 80/10/10 shuffle (no usable dates).
+- `services/classifier/data/actionable_examples.jsonl`: {examples} hand-written posts in
+  ca/es/en (praise, thanks, jokes, politics, spam, chatter; requests labelled with their
+  service code, noise and public_space included), seeded 80/10/10, weighted x{example_weight:g}
+  in the actionable head; the combination rule is tuned on their train+validation requests.
+- The actionable head also sees a seeded sample of {madrid_sample:,} Madrid training reports
+  (all requests).
+
+Trained on:
+```
+{trained_on}
+```
+
+Choices made on validation (never on test): regularisation, temperature, the combination rule
+thresholds; the lexicon alone, the model alone and the combination on validation:
+```
+{validation}
+```
+
+## Test figures (`make eval`)
+Headline: Madrid macro-F1 {macro:.4f} (target 0.85), Bengaluru accuracy {bengaluru:.4f} (target
+0.85), actionable F1 {actionable:.4f} (target 0.9), {speed:.0f} posts/s and p99 {p99:.3f} ms
+per post on one core (target 5,000 posts/s and 2 ms).
+
+```
+{figures}
+```
+
+## Targets not reached, and why
+- Madrid macro-F1: the model alone comes closer than the combination (figures above). The
+  combination rule trades some Madrid F1 for Barcelona-style posts (Catalan, English about
+  Barcelona, noise, public_space), where the model alone is poor (validation: examples
+  accuracy model alone vs combined). The rest of the gap is three small, overlapping Madrid
+  categories: street_furniture (~120 test reports; "Banco" vs vandalism and "other"),
+  parks_trees vs pavement (roots and tree pits) and traffic vs "other" (new installations).
+- Bengaluru accuracy: its labels are noisy (Waste vs Sanitation vs Plastic, "Air"), and the
+  combination lets the lexicon override a less confident model on some English posts.
+- Throughput: the lexicon's ~600 regular expressions (prefiltered per service), the place
+  matcher of plaza.city and language detection cost more than the model (~80 us); one core
+  runs the full path at about half the 5,000 posts/s target. Batch scoring of the model
+  (ServiceModel.scores_batch) does not change that; the lexicon needs a single-pass matcher.
+
+## Limits
+- Madrid labels are the category the citizen picked: some are wrong, and several categories
+  overlap (a broken bench is `street_furniture` or `graffiti`/vandalism; "other" holds requests
+  for new installations of anything), so the ceiling of any model on them is below 1.
+- No labelled Catalan, noise or public_space data exists here: those rely on the lexicon and
+  on char n-grams shared between Spanish and Catalan; they are checked by the unit tests'
+  realistic posts, not by a measured figure.
+- Bengaluru's categories are noisy and its non-civic posts are generic English tweets, easier
+  to tell apart than a Barcelona citizen's chatter. Spanish and Catalan non-requests exist only
+  as ~100 hand-written examples, so Spanish chatter with no cue word ("He quedado con mis amigos
+  para cenar") often gets an actionable probability above the threshold: the chatter cues of
+  the lexicon catch thanks, praise, jokes and politics, not plain small talk. More Spanish and
+  Catalan non-requests are the fix.
+- The model learnt Madrid's routing, which is not always the taxonomy's wording: roots lifting
+  a tree pit's paving go to pavement (315 of 333 such Madrid reports), not parks_trees.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The text features the service model reads: hashed char n-grams and words, TF-IDF weighted.
+
+One implementation for training and for the service, so that a post is seen the same way by
+both. Text is folded (plaza.city.fold: lowercase, no accents, punctuation as spaces) and digits
+become 0, so "Aragó" and "Arago" or "nº 23" and "nº 41" share features. Each word gives its char
+n-grams of 2 to 5 inside "<word>" (they carry Spanish stems over to Catalan: "contenedor" and
+"contenidor" share "<cont", "nedo"/"nido" do not) and itself; neighbouring words give a bigram.
+Every feature is hashed with zlib.crc32, which is the same in every process and on every
+machine (Python's own hash() is salted per process), into BUCKETS columns.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+BUCKETS: Final = 1 << 18
+NGRAMS: Final = range(2, 6)
+MAX_CHARS: Final = 1000  # a longer post says what it is about in its first thousand characters
+MAX_WORD: Final = 24  # longer "words" are URLs and glued hashtags: their start is enough
+
+_MASK: Final = BUCKETS - 1
+_DIGITS: Final = str.maketrans("123456789", "000000000")
+_CACHE_LIMIT: Final = 200_000
+
+Indices = npt.NDArray[np.int32]
+Floats = npt.NDArray[np.float32]
+
+_word_cache: dict[str, list[int]] = {}
+
+
+def bucket(feature: str) -> int:
+    """The column of one feature string ("c:<fa", "w:farola", "b:farola rota")."""
+    return zlib.crc32(feature.encode("utf-8")) & _MASK
+
+
+def _word_buckets(word: str) -> list[int]:
+    cached = _word_cache.get(word)
+    if cached is not None:
+        return cached
+    marked = f"<{word[:MAX_WORD]}>"
+    found = [bucket("w:" + word[:MAX_WORD])]
+    for n in NGRAMS:
+        found.extend(bucket("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1))
+    if len(_word_cache) >= _CACHE_LIMIT:
+        _word_cache.clear()  # a bounded memo: the result never depends on what is cached
+    _word_cache[word] = found
+    return found
+
+
+def hashed(folded: str) -> tuple[Indices, Indices]:
+    """Distinct columns of a folded text, sorted, with how often each occurs."""
+    words = folded[:MAX_CHARS].translate(_DIGITS).split()
+    columns: list[int] = []
+    for word in words:
+        columns.extend(_word_buckets(word))
+    columns.extend(bucket(f"b:{a} {b}") for a, b in pairwise(words))
+    if not columns:
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty
+    indices, counts = np.unique(np.asarray(columns, dtype=np.int32), return_counts=True)
+    return indices.astype(np.int32), counts.astype(np.int32)
+
+
+def tfidf(indptr: Indices, indices: Indices, counts: Indices, idf: Floats) -> Floats:
+    """Values of CSR rows: sublinear tf (1 + ln count) times idf, each row scaled to unit L2
+    norm. The training matrix and a single post go through this same function."""
+    values = (1.0 + np.log(counts.astype(np.float32))) * idf[indices]
+    squares = values * values
+    lengths = np.diff(indptr)
+    starts = indptr[:-1][lengths > 0]
+    norms = np.zeros(len(lengths), dtype=np.float32)
+    norms[lengths > 0] = np.sqrt(np.add.reduceat(squares, starts)) if len(starts) else 0.0
+    norms[norms == 0] = 1.0
+    return (values / np.repeat(norms, lengths)).astype(np.float32)
+
+
+def hashed_rows(folded_texts: Iterable[str]) -> tuple[Indices, Indices, Indices]:
+    """(indptr, indices, counts) of the texts as CSR rows."""
+    indptr = [0]
+    all_indices: list[Indices] = []
+    all_counts: list[Indices] = []
+    for folded in folded_texts:
+        indices, counts = hashed(folded)
+        all_indices.append(indices)
+        all_counts.append(counts)
+        indptr.append(indptr[-1] + len(indices))
+    return (
+        np.asarray(indptr, dtype=np.int32),
+        np.concatenate(all_indices) if all_indices else np.zeros(0, dtype=np.int32),
+        np.concatenate(all_counts) if all_counts else np.zeros(0, dtype=np.int32),
+    )
+
+
+def document_frequency_idf(indptr: Indices, indices: Indices, n_rows: int) -> Floats:
+    """Smoothed idf per column, ln((1 + n) / (1 + df)) + 1, from rows whose indices are
+    distinct (as hashed() returns them)."""
+    del indptr  # rows are distinct already: a column's count is its document frequency
+    df = np.bincount(indices, minlength=BUCKETS).astype(np.float64)
+    return (np.log((1.0 + n_rows) / (1.0 + df)) + 1.0).astype(np.float32)
+
+
+def feature_strings(folded: str) -> Sequence[str]:
+    """The feature strings of a folded text before hashing, for tests and explanations."""
+    words = folded[:MAX_CHARS].translate(_DIGITS).split()
+    found: list[str] = []
+    for word in words:
+        marked = f"<{word[:MAX_WORD]}>"
+        found.append("w:" + word[:MAX_WORD])
+        for n in NGRAMS:
+            found.extend("c:" + marked[i : i + n] for i in range(len(marked) - n + 1))
+    found.extend(f"b:{a} {b}" for a, b in pairwise(words))
+    return found

@@ -1,0 +1,581 @@
+"""Builds the service model artifact from the shared reference data: `make train`.
+
+Data: Madrid's Avisos reports (Spanish, label = the citizen's category mapped to our service
+code) and Bengaluru's complaints (English; non-civic tweets are the "not actionable" examples),
+plus the hand-written examples in services/classifier/data/actionable_examples.jsonl.
+Splits (see MODEL_CARD.md): Madrid by time, Bengaluru and the examples by a seeded shuffle.
+Every choice (regularisation, temperature, the thresholds of the combination rule) is made on
+the validation split; the test split is read only by `make eval`.
+
+scikit-learn is imported here only; the service itself runs on numpy (plaza_classifier.model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import numpy.typing as npt
+from plaza.city import fold
+from plaza.taxonomy import OTHER, load_taxonomy
+from tqdm import tqdm
+
+from plaza_classifier import features
+from plaza_classifier.model import ServiceModel, packaged_artifact
+
+if TYPE_CHECKING:
+    from plaza_classifier.classify import Signals
+
+SEED: Final = 20231231
+NOT_ACTIONABLE: Final = "NOT_ACTIONABLE"
+
+# Madrid by time. The last four months are the test (what production meets next); the month
+# before them is the validation split, the closest data to the test that the choices may see.
+MADRID_VALIDATION: Final = ("2023-08",)
+MADRID_TEST: Final = ("2023-09", "2023-10", "2023-11", "2023-12")
+# Bengaluru and the hand-written examples have no usable dates: a seeded 80/10/10 shuffle.
+SHUFFLED_SPLIT: Final = (0.8, 0.1, 0.1)
+# Madrid reports are all requests: a sample of them teaches the actionable head Spanish requests
+# without drowning the few Spanish and Catalan non-requests.
+MADRID_ACTIONABLE_SAMPLE: Final = 1500
+EXAMPLE_WEIGHT: Final = 20.0  # a hand-written example stands for a kind of post, not one tweet
+
+SERVICE_C: Final = (0.5, 1.0)  # LinearSVC regularisation tried on validation
+ACTIONABLE_C: Final = (1.0, 4.0)
+TEMPERATURES: Final = np.geomspace(0.03, 1.0, 40)
+MODEL_WINS: Final = (0.7, 0.8, 0.9, 0.95, 1.01)  # 1.01: the model never wins alone
+BLEND: Final = (0.1, 0.3, 0.5, 0.7)
+LEXICON_WINS: Final = (1.0, 2.0, 3.0, 99.0)  # 99: the lexicon never wins alone
+ACTIONABLE_AT: Final = (0.3, 0.4, 0.5, 0.6, 0.7)
+NO_SERVICE_BELOW: Final = (0.5, 0.7, 0.9)  # no lexicon cue and a weaker guess: "other"
+
+DEFAULT_DATA: Final = Path(__file__).resolve().parents[4].parent / "shared" / "data"
+EXAMPLES: Final = Path(__file__).resolve().parents[2] / "data" / "actionable_examples.jsonl"
+
+Labels = npt.NDArray[np.str_]
+
+
+@dataclass(frozen=True)
+class Posts:
+    """Texts (raw, as citizens wrote them) and their labels: a service code, or NOT_ACTIONABLE."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __add__(self, other: Posts) -> Posts:
+        return Posts(self.texts + other.texts, self.labels + other.labels, self.source)
+
+    def folded(self) -> list[str]:
+        return [fold(t) for t in self.texts]
+
+    def subset(self, keep: Iterable[bool]) -> Posts:
+        rows = [i for i, k in enumerate(keep) if k]
+        return Posts([self.texts[i] for i in rows], [self.labels[i] for i in rows], self.source)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Posts
+    validation: Posts
+    test: Posts
+
+
+@dataclass(frozen=True)
+class Corpus:
+    madrid: Splits
+    bengaluru: Splits
+    examples: Splits
+
+
+def _read_map(path: Path, key: str) -> dict[str, str]:
+    with path.open(encoding="utf-8") as f:
+        return {row[key]: row["service_code"] for row in csv.DictReader(f)}
+
+
+def _checked_code(code: str, where: str, taxonomy: Iterable[str]) -> str:
+    if code != NOT_ACTIONABLE and code not in set(taxonomy):
+        raise ValueError(f"{where}: service code {code!r} is not in the taxonomy")
+    return code
+
+
+def load_madrid(data: Path) -> Splits:
+    """Madrid's reports split by month (see MADRID_VALIDATION and MADRID_TEST)."""
+    mapping = _read_map(data / "madrid" / "category_map.csv", "service_name")
+    taxonomy = list(load_taxonomy())
+    split: dict[str, tuple[list[str], list[str]]] = {k: ([], []) for k in ("train", "val", "test")}
+    with gzip.open(data / "madrid" / "avisos_2021-2023.csv.gz", "rt", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            name = row["service_name"]
+            if name not in mapping:
+                raise ValueError(f"madrid/category_map.csv has no service code for {name!r}")
+            code = _checked_code(mapping[name], "madrid/category_map.csv", taxonomy)
+            month = row["requested_datetime"][:7]
+            part = (
+                "test" if month in MADRID_TEST else "val" if month in MADRID_VALIDATION else "train"
+            )
+            split[part][0].append(row["description"])
+            split[part][1].append(code)
+    return Splits(*(Posts(*split[k], source="madrid") for k in ("train", "val", "test")))
+
+
+def _shuffled(posts: Posts, seed: int) -> Splits:
+    order = np.random.default_rng(seed).permutation(len(posts))
+    cut1 = int(SHUFFLED_SPLIT[0] * len(posts))
+    cut2 = int((SHUFFLED_SPLIT[0] + SHUFFLED_SPLIT[1]) * len(posts))
+    parts = (order[:cut1], order[cut1:cut2], order[cut2:])
+    return Splits(
+        *(
+            Posts([posts.texts[i] for i in p], [posts.labels[i] for i in p], posts.source)
+            for p in parts
+        )
+    )
+
+
+def load_bengaluru(data: Path) -> Splits:
+    """Bengaluru's complaints (and non-civic tweets), seeded 80/10/10."""
+    mapping = _read_map(data / "bengaluru" / "category_map.csv", "category")
+    taxonomy = list(load_taxonomy())
+    texts: list[str] = []
+    labels: list[str] = []
+    with (data / "bengaluru" / "complaints_train.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            category = row["category"] if row["civic_issue"] == "1" else ""
+            if category not in mapping:
+                raise ValueError(f"bengaluru/category_map.csv has no service code for {category!r}")
+            texts.append(row["description"])
+            labels.append(_checked_code(mapping[category], "bengaluru/category_map.csv", taxonomy))
+    return _shuffled(Posts(texts, labels, "bengaluru"), SEED)
+
+
+def load_examples(path: Path = EXAMPLES) -> Splits:
+    """The hand-written examples: a request is labelled with its service code, anything else
+    NOT_ACTIONABLE. They are Barcelona's kind of post (Catalan, noise, public_space), which
+    Madrid and Bengaluru lack: the combination rule is tuned on them too."""
+    texts: list[str] = []
+    labels: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+            texts.append(str(example["text"]))
+            code = str(example["service_code"]) if example["actionable"] else NOT_ACTIONABLE
+            labels.append(_checked_code(code, f"{path}:{number}", load_taxonomy()))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{number}: not an example ({e})") from e
+    return _shuffled(Posts(texts, labels, "examples"), SEED + 1)
+
+
+def load_corpus(data: Path) -> Corpus:
+    return Corpus(load_madrid(data), load_bengaluru(data), load_examples())
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Hashed rows of some posts, before TF-IDF weighting."""
+
+    indptr: npt.NDArray[np.int32]
+    indices: npt.NDArray[np.int32]
+    counts: npt.NDArray[np.int32]
+
+    @classmethod
+    def of(cls, folded: Sequence[str], label: str = "") -> Matrix:
+        progress = tqdm(folded, desc=f"features {label}".strip(), unit="post", leave=False)
+        return cls(*features.hashed_rows(progress))
+
+    def rows(self) -> int:
+        return len(self.indptr) - 1
+
+
+def tfidf_matrix(matrix: Matrix, idf: npt.NDArray[np.float32]) -> object:
+    from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+
+    values = features.tfidf(matrix.indptr, matrix.indices, matrix.counts, idf)
+    return csr_matrix(
+        (values, matrix.indices, matrix.indptr), shape=(matrix.rows(), features.BUCKETS)
+    )
+
+
+def _stack(matrices: Sequence[Matrix]) -> Matrix:
+    offsets = np.cumsum([0] + [len(m.indices) for m in matrices[:-1]])
+    indptr = np.concatenate(
+        [matrices[0].indptr[:1]]
+        + [m.indptr[1:] + o for m, o in zip(matrices, offsets, strict=True)]
+    )
+    return Matrix(
+        indptr.astype(np.int32),
+        np.concatenate([m.indices for m in matrices]),
+        np.concatenate([m.counts for m in matrices]),
+    )
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    classes: tuple[str, ...]
+    coef: npt.NDArray[np.float32]  # (BUCKETS, outputs)
+    intercept: npt.NDArray[np.float32]
+
+
+def fit_services(x: object, labels: Sequence[str], c: float) -> LinearFit:
+    """One-vs-rest linear SVM over the service codes present in labels."""
+    from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
+
+    svm = LinearSVC(C=c, random_state=SEED, max_iter=2000)
+    svm.fit(x, np.asarray(labels))
+    coef = np.asarray(svm.coef_, dtype=np.float32)
+    intercept = np.asarray(svm.intercept_, dtype=np.float32)
+    if coef.shape[0] == 1:  # two classes: sklearn keeps one row, for the second class
+        coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+    return LinearFit(tuple(str(c) for c in svm.classes_), coef.T.copy(), intercept)
+
+
+def fit_actionable(
+    x: object, actionable: Sequence[bool], weights: Sequence[float], c: float
+) -> LinearFit:
+    """Logistic regression: the log-odds that a post is a request at all."""
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    model = LogisticRegression(C=c, solver="liblinear", random_state=SEED, max_iter=1000)
+    model.fit(x, np.asarray(actionable, dtype=int), sample_weight=np.asarray(weights))
+    return LinearFit(
+        ("actionable",),
+        np.asarray(model.coef_, dtype=np.float32).T.copy(),
+        np.asarray(model.intercept_, dtype=np.float32),
+    )
+
+
+def _scores(x: object, fit: LinearFit) -> npt.NDArray[np.float32]:
+    product = x @ fit.coef  # type: ignore[operator]
+    return np.asarray(product, dtype=np.float32) + fit.intercept
+
+
+def macro_f1(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> float:
+    """Mean F1 over labels (predictions outside labels count as misses)."""
+    scores = []
+    t = np.asarray(truth)
+    p = np.asarray(predicted)
+    for label in labels:
+        tp = float(np.sum((t == label) & (p == label)))
+        fp = float(np.sum((t != label) & (p == label)))
+        fn = float(np.sum((t == label) & (p != label)))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def binary_f1(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
+    t = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    tp = float(np.sum(t & p))
+    denominator = 2 * tp + float(np.sum(~t & p)) + float(np.sum(t & ~p))
+    return 0.0 if denominator == 0 else 2 * tp / denominator
+
+
+def madrid_labels() -> list[str]:
+    """The codes the Madrid targets are measured on: those Madrid has, except "other"."""
+    return [c for c in load_taxonomy() if c not in {OTHER, "noise", "public_space"}]
+
+
+def _temperature(
+    scores: npt.NDArray[np.float32], truth: Sequence[str], classes: Sequence[str]
+) -> float:
+    index = {c: i for i, c in enumerate(classes)}
+    rows = np.array([index[t] for t in truth])
+    best, best_loss = 1.0, np.inf
+    for t in TEMPERATURES:
+        z = scores / t
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -float(log_p[np.arange(len(rows)), rows].mean())
+        if loss < best_loss:
+            best, best_loss = float(t), loss
+    return best
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: ServiceModel
+    report: Mapping[str, object]
+
+
+def train(corpus: Corpus, log: Callable[[str], None] = print) -> Trained:
+    """Fits, chooses on validation, and returns the model with the validation figures."""
+    started = time.perf_counter()
+    m, b, e = corpus.madrid, corpus.bengaluru, corpus.examples
+    hashed = {
+        name: Matrix.of(posts.folded(), name)
+        for name, posts in {
+            "madrid train": m.train,
+            "madrid validation": m.validation,
+            "bengaluru train": b.train,
+            "bengaluru validation": b.validation,
+            "examples train": e.train,
+            "examples validation": e.validation,
+        }.items()
+    }
+    civic_train, civic_val = _civic(b.train), _civic(b.validation)
+    train_all = _stack(
+        [hashed["madrid train"], hashed["bengaluru train"], hashed["examples train"]]
+    )
+    idf = features.document_frequency_idf(train_all.indptr, train_all.indices, train_all.rows())
+
+    # the service model: Madrid's earlier months and Bengaluru's civic complaints
+    x_train = tfidf_matrix(
+        _stack([hashed["madrid train"], _rows(hashed["bengaluru train"], civic_train)]), idf
+    )
+    y_train = m.train.labels + b.train.subset(civic_train).labels
+    x_val = tfidf_matrix(
+        _stack([hashed["madrid validation"], _rows(hashed["bengaluru validation"], civic_val)]), idf
+    )
+    service_val = [m.validation, b.validation.subset(civic_val)]
+    y_val = service_val[0].labels + service_val[1].labels
+    n_madrid = len(m.validation)
+    best: tuple[float, float, LinearFit] | None = None
+    for c in SERVICE_C:
+        fit = fit_services(x_train, y_train, c)
+        predicted = [fit.classes[i] for i in _scores(x_val, fit).argmax(axis=1)]
+        f1 = macro_f1(y_val[:n_madrid], predicted[:n_madrid], madrid_labels())
+        accuracy = _accuracy(y_val[n_madrid:], predicted[n_madrid:])
+        log(
+            f"service model C={c}: validation Madrid macro-F1 {f1:.4f}, Bengaluru accuracy {accuracy:.4f}"
+        )
+        if best is None or f1 + accuracy > best[0]:
+            best = (f1 + accuracy, c, fit)
+    assert best is not None
+    _, service_c, services = best
+    temperature = _temperature(_scores(x_val, services), y_val, services.classes)
+    log(f"chosen C={service_c}, temperature {temperature:.3f}")
+
+    # the actionable head: Bengaluru civic vs non-civic, a sample of Madrid, the examples
+    sample = np.zeros(len(m.train), dtype=bool)
+    rng = np.random.default_rng(SEED)
+    sample[
+        rng.choice(len(m.train), size=min(MADRID_ACTIONABLE_SAMPLE, len(m.train)), replace=False)
+    ] = True
+    x_act = tfidf_matrix(
+        _stack(
+            [
+                _rows(hashed["madrid train"], sample),
+                hashed["bengaluru train"],
+                hashed["examples train"],
+            ]
+        ),
+        idf,
+    )
+    y_act = [True] * int(sample.sum()) + _actionable(b.train) + _actionable(e.train)
+    w_act = [1.0] * (int(sample.sum()) + len(b.train)) + [EXAMPLE_WEIGHT] * len(e.train)
+    every_eighth = np.arange(len(m.validation)) % 8 == 0
+    actionable_val = [b.validation, e.validation, m.validation.subset(every_eighth)]
+    x_act_val = tfidf_matrix(
+        _stack(
+            [
+                hashed["bengaluru validation"],
+                hashed["examples validation"],
+                _rows(hashed["madrid validation"], every_eighth),
+            ]
+        ),
+        idf,
+    )
+    y_act_val = [a for p in actionable_val for a in _actionable(p)]
+    best_head: tuple[float, float, LinearFit] | None = None
+    for c in ACTIONABLE_C:
+        head = fit_actionable(x_act, y_act, w_act, c)
+        f1 = binary_f1(y_act_val, list(_scores(x_act_val, head)[:, 0] > 0))
+        log(f"actionable head C={c}: validation F1 {f1:.4f}")
+        if best_head is None or f1 > best_head[0]:
+            best_head = (f1, c, head)
+    assert best_head is not None
+    _, actionable_c, head = best_head
+
+    untuned = ServiceModel(
+        classes=services.classes,
+        weights=np.hstack([services.coef, head.coef]).astype(np.float16).astype(np.float32),
+        intercepts=np.concatenate([services.intercept, head.intercept]),
+        idf=idf.astype(np.float16).astype(np.float32),
+        temperature=temperature,
+        settings={
+            "model_wins": 1.01,
+            "blend": 0.5,
+            "actionable_at": 0.5,
+            "no_service_below": 0.5,
+            "lexicon_wins": 99.0,
+        },
+    )
+    requests = _requests(e.train) + _requests(e.validation)
+    settings, rule_report = tune_rule(untuned, [*service_val, requests], actionable_val, log)
+    meta: dict[str, object] = {
+        "trained_on": {
+            "madrid_train_posts": len(m.train),
+            "bengaluru_train_civic_posts": int(civic_train.sum()),
+            "bengaluru_train_posts": len(b.train),
+            "examples_train": len(e.train),
+            "madrid_actionable_sample": int(sample.sum()),
+        },
+        "validation": {
+            "service_c": service_c,
+            "actionable_c": actionable_c,
+            "temperature": round(temperature, 4),
+            **rule_report,
+        },
+        "seed": SEED,
+    }
+    model = replace(untuned, settings=settings, meta=meta)
+    log(f"trained in {time.perf_counter() - started:.0f} s")
+    return Trained(model, meta)
+
+
+def _civic(posts: Posts) -> npt.NDArray[np.bool_]:
+    return np.array([label != NOT_ACTIONABLE for label in posts.labels], dtype=bool)
+
+
+def _actionable(posts: Posts) -> list[bool]:
+    return [label != NOT_ACTIONABLE for label in posts.labels]
+
+
+def _accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
+    return float(np.mean(np.asarray(truth) == np.asarray(predicted))) if truth else 0.0
+
+
+def _rows(matrix: Matrix, keep: npt.NDArray[np.bool_]) -> Matrix:
+    """The rows of matrix where keep is true."""
+    starts, ends = matrix.indptr[:-1][keep], matrix.indptr[1:][keep]
+    take = np.concatenate(
+        [np.arange(s, t) for s, t in zip(starts, ends, strict=True)]
+        or [np.zeros(0, dtype=np.int64)]
+    )
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int32)
+    return Matrix(indptr, matrix.indices[take], matrix.counts[take])
+
+
+def _requests(posts: Posts) -> Posts:
+    return posts.subset(label != NOT_ACTIONABLE for label in posts.labels)
+
+
+def tune_rule(
+    model: ServiceModel,
+    service_val: Sequence[Posts],
+    actionable_val: Sequence[Posts],
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Chooses the combination rule's thresholds on validation posts (Madrid, Bengaluru's civic
+    complaints, the hand-written requests: each counts one third) and reports the lexicon
+    alone, the model alone and the combination."""
+    from plaza_classifier.classify import Classifier
+
+    probe = Classifier(model)
+
+    def signals_of(posts: Posts) -> list[Signals]:
+        progress = tqdm(posts.texts, desc=f"{posts.source} rule", unit="post", leave=False)
+        return [probe.signals(t) for t in progress]
+
+    parts = [(posts, signals_of(posts)) for posts in service_val]
+    labels = madrid_labels()
+    # predictions under the current settings; a language's stage recomputes only its posts
+    current: list[list[str]] = [[""] * len(posts) for posts, _ in parts]
+
+    def service_score(
+        settings: Mapping[str, float], language: str | None = None
+    ) -> dict[str, float]:
+        figures = {}
+        for (posts, signals), predicted in zip(parts, current, strict=True):
+            trial = [
+                Classifier.service_of(s, settings)[0] if language in (None, s.language) else old
+                for s, old in zip(signals, predicted, strict=True)
+            ]
+            if posts.source == "madrid":
+                figures["madrid_macro_f1"] = round(macro_f1(posts.labels, trial, labels), 4)
+            else:
+                figures[f"{posts.source}_accuracy"] = round(_accuracy(posts.labels, trial), 4)
+        return figures
+
+    settings = dict(model.settings)
+    report: dict[str, object] = {
+        "lexicon_only": service_score(
+            {**settings, "model_wins": 2.0, "blend": 0.0, "no_service_below": 2.0}
+        ),
+        "model_only": service_score({**settings, "model_wins": 0.0, "no_service_below": 0.0}),
+    }
+    # one setting for all languages, then each language's own, holding the others fixed
+    for language in (None, "es", "en", "ca", "other"):
+        suffix = "" if language is None else f".{language}"
+        best: tuple[float, dict[str, float], dict[str, float]] | None = None
+        grid = itertools.product(MODEL_WINS, BLEND, NO_SERVICE_BELOW, LEXICON_WINS)
+        for wins, blend, below, lexicon_wins in grid:
+            trial = {
+                **settings,
+                f"model_wins{suffix}": wins,
+                f"blend{suffix}": blend,
+                f"no_service_below{suffix}": below,
+                f"lexicon_wins{suffix}": lexicon_wins,
+            }
+            figures = service_score(trial, language)
+            total = sum(figures.values())
+            if best is None or total > best[0] + 1e-9:
+                best = (total, trial, figures)
+        assert best is not None
+        settings, report["combined"] = best[1], best[2]
+        for (_, signals), predicted in zip(parts, current, strict=True):
+            predicted[:] = [Classifier.service_of(s, settings)[0] for s in signals]
+    log(
+        f"service rule on validation: lexicon alone {report['lexicon_only']}, model alone "
+        f"{report['model_only']}, combined {report['combined']} with {settings}"
+    )
+
+    act_signals = [s for posts in actionable_val for s in signals_of(posts)]
+    act_truth = [a for posts in actionable_val for a in _actionable(posts)]
+
+    def act_f1(at: float, *, cue_only: bool = False) -> float:
+        trial = {**settings, "actionable_at": at}
+        decided = [Classifier.actionable_of(s, trial, cue_only=cue_only) for s in act_signals]
+        return round(binary_f1(act_truth, decided), 4)
+
+    chosen = max(ACTIONABLE_AT, key=act_f1)  # first of equals: the lowest threshold
+    settings["actionable_at"] = chosen
+    report["actionable"] = {
+        "cues_only_f1": act_f1(chosen, cue_only=True),
+        "model_only_f1": round(
+            binary_f1(
+                act_truth,
+                [s.prediction is not None and s.prediction.actionable >= 0.5 for s in act_signals],
+            ),
+            4,
+        ),
+        "combined_f1": act_f1(chosen),
+        "actionable_at": chosen,
+    }
+    log(f"actionable rule on validation: {report['actionable']}")
+    return settings, report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--out", type=Path, default=packaged_artifact(), help="artifact to write")
+    args = parser.parse_args(argv)
+    if not (args.data / "madrid").is_dir():
+        sys.exit(f"no Madrid data under {args.data}: pass --data ../shared/data")
+    corpus = load_corpus(args.data)
+    trained = train(corpus, log=lambda line: print(line, file=sys.stderr))
+    version = trained.model.save(args.out)
+    size = args.out.stat().st_size
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB), version {version}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""City hall's view, checked on a real Prometheus: it scrapes the service processes of an
+end-to-end run (each worker on its PLAZA_METRICS_PORT, ingest and the gateway on their HTTP
+port) with deploy/prometheus's scrape jobs and rules; then every recording rule and every query
+of every committed dashboard must return series carrying the labels its legend shows.
+
+The run gives every panel something to show: two requests in one district, one acknowledged,
+assigned and resolved in time, the other left to breach its (shortened) acknowledgement SLA; a
+malformed post; Open311 reads; a poison record, a record the router fails on (retried, then
+dead-lettered) and a reply the notifier rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import tomllib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+from plaza.bus import OutRecord
+from plaza.bus.kafka import KafkaBus
+from plaza.contracts import (
+    TOPICS,
+    Placement,
+    Post,
+    PostClassified,
+    ReplyKind,
+    ReplyRequested,
+    envelope,
+    timestamp,
+)
+from plaza.db import create_engine, session_factory
+from plaza_api.auth import Role, create_api_key
+
+from tests.conftest import TEMPLATE_DB, Postgres
+from tests.infra import KafkaBroker, free_port
+from tests.processes import ServiceProcess, base_env, wait_http
+from tests.prometheus import (
+    Prometheus,
+    level_labels,
+    panel_queries,
+    recording_rules,
+    scrape_config,
+    start_prometheus,
+)
+
+ACK_HOURS = 0.002  # 7.2 s: long enough to acknowledge in time, short enough to breach in a test
+# How the test stands in for Grafana's variables.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m"}
+
+
+@dataclass
+class Run:
+    api: str
+    headers: dict[str, str]
+    bus: KafkaBus
+    services: dict[str, ServiceProcess]
+    prometheus: Prometheus
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.log()[-1500:]}" for n, p in self.services.items())
+
+
+def short_acknowledgement_sla(path: Path) -> Path:
+    """Every service and urgency acknowledges within ACK_HOURS; resolution deadlines stay."""
+    packaged = tomllib.loads(resources.files("plaza").joinpath("config/sla.toml").read_text())
+    tables = ["default", "default.urgent"]
+    for code in packaged.get("services", {}):
+        tables += [f"services.{code}", f"services.{code}.urgent"]
+    path.write_text("".join(f"[{t}]\nacknowledge_hours = {ACK_HOURS}\n\n" for t in tables))
+    return path
+
+
+async def staff_key(database_url: str) -> str:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with session_factory(engine).begin() as session:
+            _, key = await create_api_key(session, name="prometheus-e2e", role=Role.ADMIN)
+    finally:
+        await engine.dispose()
+    return key
+
+
+@pytest.fixture(scope="module")
+async def run(
+    kafka: KafkaBroker, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Run]:
+    workdir = tmp_path_factory.mktemp("prometheus-run")
+    database = f"prom_{uuid.uuid4().hex[:8]}"
+    await postgres.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE_DB}"')
+    namespace = f"prom{uuid.uuid4().hex[:8]}."
+    bus = KafkaBus(kafka.bootstrap, namespace=namespace)
+    await bus.start()
+    await bus.create_topics(
+        [t.topic for t in TOPICS.all()] + [t.dead_letter_topic for t in TOPICS.all()], 3
+    )
+    env = {
+        **base_env(kafka.bootstrap, namespace, postgres.url(database)),
+        "PLAZA_SLA_CONFIG": str(short_acknowledgement_sla(workdir / "sla.toml")),
+        "PLAZA_SLA_SCAN_INTERVAL": "1",
+        "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
+    }
+    ports = {name: free_port() for name in ("api", "ingest", "classifier", "router", "notifier")}
+    ports["relay"] = free_port()
+    services = {
+        "ingest": ServiceProcess(
+            "ingest", {**env, "PLAZA_INGEST_PORT": str(ports["ingest"])}, workdir
+        ),
+        **{
+            name: ServiceProcess(name, {**env, "PLAZA_METRICS_PORT": str(ports[name])}, workdir)
+            for name in ("classifier", "router", "notifier")
+        },
+        "relay": ServiceProcess(
+            "relay",
+            {**env, "PLAZA_METRICS_PORT": str(ports["relay"])},
+            workdir,
+            module="plaza_router.relay",
+        ),
+        "api": ServiceProcess(
+            "api",
+            {
+                **env,
+                "PLAZA_PORT": str(ports["api"]),
+                "PLAZA_INGEST_URL": f"http://127.0.0.1:{ports['ingest']}",
+            },
+            workdir,
+        ),
+    }
+    for proc in services.values():
+        proc.start()
+    prometheus = start_prometheus(
+        scrape_config({f"plaza-{name}": f"127.0.0.1:{port}" for name, port in ports.items()}),
+        workdir / "prometheus",
+    )
+    try:
+        for name in ("api", "ingest"):
+            wait_http(f"http://127.0.0.1:{ports[name]}/healthz", proc=services[name])
+        for name in ("classifier", "router", "notifier", "relay"):
+            wait_http(f"http://127.0.0.1:{ports[name]}/metrics", proc=services[name])
+        headers = {"X-API-Key": await staff_key(postgres.url(database))}
+        yield Run(f"http://127.0.0.1:{ports['api']}", headers, bus, services, prometheus)
+        codes = {name: proc.stop() for name, proc in services.items()}
+        assert all(code == 0 for code in codes.values()), f"unclean shutdown {codes}"
+    finally:
+        prometheus.stop()
+        for proc in services.values():
+            if proc.alive():
+                proc.kill()
+        await bus.close()
+
+
+def post(post_id: str, text: str, lat: float, long: float) -> dict[str, object]:
+    return {
+        "platform": "mastodon",
+        "post_id": post_id,
+        "author_handle": "@vei@bcn.social",
+        "text": text,
+        "lat": lat,
+        "long": long,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+async def find_request(client: httpx.AsyncClient, run: Run, post_id: str) -> dict[str, object]:
+    """The request a post opened, from the district queue it was routed to."""
+    for _ in range(300):
+        for queue in ("06", "triage", "city-mobility"):
+            response = await client.get(f"/api/v1/districts/{queue}/queue")
+            assert response.status_code == 200, response.text
+            for item in response.json()["items"]:
+                if item["source_post_id"] == post_id:
+                    return dict(item)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"post {post_id} opened no request\n{run.logs()}")
+
+
+async def act(client: httpx.AsyncClient, rid: str, action: str, **body: str) -> None:
+    response = await client.post(
+        f"/api/v1/requests/{rid}/actions/{action}", json={"actor": "manager-06", **body}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def publish_bad_records(bus: KafkaBus) -> None:
+    """A record that is not an event, one the router cannot store (a service code too long for
+    its column: retried, then dead-lettered) and a reply the notifier rejects (no reply_id)."""
+    now = datetime.now(UTC)
+    too_long = PostClassified(
+        post=Post(
+            platform="mastodon",
+            post_id="too-long",
+            author_handle="@vei@bcn.social",
+            text="x",
+            created_at=timestamp(now),
+            channel="webhook",
+        ),
+        service_code="x" * 100,
+        actionable=True,
+        placement=Placement(district_code="06", confidence=1.0),
+    )
+    no_reply_id = ReplyRequested(
+        service_request_id="1", kind=ReplyKind.REPLY_KIND_ACKNOWLEDGED, platform="mastodon"
+    )
+    events = [
+        envelope(too_long, key="mastodon:too-long", event_id=str(uuid.uuid4()), correlation_id="t"),
+        envelope(no_reply_id, key="1", event_id=str(uuid.uuid4()), correlation_id="t"),
+    ]
+    await bus.publish(
+        [
+            OutRecord(TOPICS.POST_RECEIVED.topic, "mastodon:poison", b"\x08\x96\x01garbage"),
+            *(OutRecord(e.topic, e.key, e.encode()) for e in events),
+        ]
+    )
+
+
+async def drive_the_city(run: Run) -> str:
+    """What citizens, managers and developers do; returns the district it all happened in."""
+    async with httpx.AsyncClient(base_url=run.api, headers=run.headers, timeout=10) as client:
+        fixed = post("prom-a", "El fanal del carrer de Verdi no funciona", 41.4036, 2.1566)
+        ignored = post(
+            "prom-b", "Hi ha un forat molt gran a la vorera de la plaça del Sol", 41.4009, 2.1577
+        )
+        for body in (fixed, ignored):
+            accepted = await client.post("/api/v1/posts", json=body)
+            assert accepted.status_code == 202, accepted.text
+        malformed = await client.post("/api/v1/posts", json={**fixed, "lat": 91})
+        assert malformed.status_code == 422
+        await publish_bad_records(run.bus)
+
+        a = await find_request(client, run, "prom-a")
+        b = await find_request(client, run, "prom-b")
+        district = str(a["district_code"])
+        assert district and b["district_code"] == district, (a, b)
+        rid = str(a["service_request_id"])
+        await act(client, rid, "acknowledge")
+        await act(client, rid, "assign", worker="@brigada_enllumenat")
+        await act(client, rid, "resolve", note="Fanal canviat")
+        assert (await client.get("/open311/v2/requests.json")).status_code == 200
+        assert (await client.get("/open311/v2/requests/999999.json")).status_code == 404
+    return district
+
+
+def missing_series(prometheus: Prometheus, district: str) -> list[str]:
+    """Every recording rule and panel query that returns no series, or series without the
+    labels it should carry; empty when city hall's view is complete."""
+    problems = []
+    for record in recording_rules():
+        wanted = level_labels(record)
+        result = prometheus.query(record)
+        if not result:
+            problems.append(f"recording rule {record}: no series")
+        for series in result:
+            labels = set(series["metric"])  # type: ignore[arg-type]
+            if not wanted <= labels:
+                problems.append(f"recording rule {record}: {labels} lacks {wanted - labels}")
+    for query in panel_queries():
+        expr = query.expr.replace("$district", district)
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"{query.dashboard} / {query.panel}: a variable is left in {expr}"
+        result = prometheus.query(expr)
+        where = f"{query.dashboard} / {query.panel}: {expr}"
+        if not result:
+            problems.append(f"{where}: no series")
+        for series in result:
+            labels = set(series["metric"])  # type: ignore[arg-type]
+            if not query.labels() <= labels:
+                problems.append(f"{where}: {labels} lacks {query.labels() - labels}")
+    return problems
+
+
+async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        targets = run.prometheus.targets()
+        if len(targets) == 6 and all(t["health"] == "up" for t in targets):
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"targets not all up: {targets}"
+        await asyncio.sleep(0.5)
+
+    district = await drive_the_city(run)
+
+    # The untouched request breaches its acknowledgement deadline a few seconds later.
+    deadline = asyncio.get_running_loop().time() + 45
+    problems: list[str] = []
+    while asyncio.get_running_loop().time() < deadline:
+        problems = missing_series(run.prometheus, district)
+        if not problems:
+            break
+        await asyncio.sleep(1)
+    assert problems == [], "\n".join(problems) + f"\n{run.logs()}"
+
+    unhealthy = [r for r in run.prometheus.rules() if r.get("health") != "ok"]
+    assert unhealthy == [], unhealthy
+    breaches = run.prometheus.query(
+        f'sum by (deadline) (plaza_sla_breaches_total{{district="{district}"}})'
+    )
+    assert [b["metric"] for b in breaches] == [{"deadline": "acknowledge"}]
+    met = run.prometheus.query(f'sum by (deadline) (plaza_sla_met_total{{district="{district}"}})')
+    assert sorted(m["metric"]["deadline"] for m in met) == ["acknowledge", "resolve"]  # type: ignore[index]

@@ -1,0 +1,484 @@
+"""Access control on real PostgreSQL: every role against every endpoint. Nobody reads or changes
+another district's data; tokens, keys, rate and size limits, CORS and problem+json."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from plaza.city import City
+from plaza.db.models import RequestEvent, ServiceRequest
+from plaza.lifecycle import Command, act
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza.requests import Action
+from plaza_api.access import AccessConfig
+from plaza_api.auth import AuthConfig, Role
+from plaza_api.limits import Limits
+from plaza_router.sla_scanner import SlaScanner
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.api_helpers import PASSWORD, client, gateway, new_key, new_user
+from tests.integration.lifecycle_helpers import as_event, classified, router
+
+ROLES = (
+    "anonymous",
+    "civic_developer",
+    "bridge",
+    "worker",
+    "manager_06",
+    "manager_05",
+    "city_hall",
+    "admin",
+)
+
+
+@dataclass
+class World:
+    app: FastAPI
+    app_clients: dict[str, httpx.AsyncClient]
+    r06: int  # Gràcia, assigned to the worker @jordi
+    r05: int  # Sarrià-Sant Gervasi
+    triage: int
+
+
+def accepting_ingest() -> httpx.AsyncClient:
+    """Ingest as a stub that accepts every post (the gateway's forwarding is what is tested)."""
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(202, json={"status": "accepted"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(accept), base_url="http://ingest")
+
+
+async def request_id(sessions: async_sessionmaker[AsyncSession], post_id: str) -> int:
+    async with sessions() as s:
+        return int(
+            (
+                await s.execute(
+                    select(ServiceRequest.id).where(ServiceRequest.source_post_id == post_id)
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.fixture
+async def world(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[World]:
+    now = datetime.now(UTC)
+    route = router(sessions)
+    await route(as_event(classified("g1", at=now, service_code="traffic", urgent=True)))
+    await route(
+        as_event(classified("s1", at=now, district="05", latlon=(41.4010, 2.1300), barri="25"))
+    )
+    await route(as_event(classified("t1", at=now, district="", latlon=None)))
+    r06, r05, triage = (
+        await request_id(sessions, "g1"),
+        await request_id(sessions, "s1"),
+        await request_id(sessions, "t1"),
+    )
+    async with sessions.begin() as s:
+        await act(
+            s,
+            r06,
+            Command(Action.ASSIGN, actor="setup", worker="@jordi"),
+            now=now,
+            sla=SlaPolicy.load(),
+            routing=RoutingTable.load(),
+            city=City.barcelona(),
+        )
+    await SlaScanner(sessions).scan_once(now + timedelta(hours=5))  # r06 escalates to city hall
+    app = gateway(sessions, accepting_ingest())
+    await new_user(sessions, "maria", Role.MANAGER, ["06"])
+    async with client(app) as anonymous:
+        login = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "maria", "password": PASSWORD}
+        )
+    assert login.status_code == 200, login.text
+    credentials = {
+        "anonymous": None,
+        "civic_developer": await new_key(sessions, Role.CIVIC_DEVELOPER),
+        "bridge": await new_key(sessions, Role.BRIDGE),
+        "worker": await new_key(sessions, Role.WORKER, worker_handle="@jordi"),
+        "manager_06": login.json()["access_token"],  # a logged-in user's JWT
+        "manager_05": await new_key(sessions, Role.MANAGER, ["05"]),  # a manager's API key
+        "city_hall": await new_key(sessions, Role.CITY_HALL),
+        "admin": await new_key(sessions, Role.ADMIN),
+    }
+    clients = {role: client(app, key) for role, key in credentials.items()}
+    yield World(app, clients, r06, r05, triage)
+    for c in clients.values():
+        await c.aclose()
+
+
+def expect(*allowed: str, denied: int = 403, ok: int = 200) -> dict[str, int]:
+    """The status each role gets: `ok` for the allowed, 401 for anonymous, `denied` for others."""
+    return {
+        role: ok if role in allowed else (401 if role == "anonymous" else denied) for role in ROLES
+    }
+
+
+EVERY_QUEUE = ("city_hall", "admin")
+
+
+def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str, int]]]:
+    """(method, path, JSON body, expected status per role) for every endpoint."""
+    r06, r05, tr = w.r06, w.r05, w.triage
+    return [
+        # queues: a manager only theirs; triage and city-hall only city-wide roles
+        ("GET", "/api/v1/districts/06/queue", None, expect("manager_06", *EVERY_QUEUE)),
+        ("GET", "/api/v1/districts/05/queue", None, expect("manager_05", *EVERY_QUEUE)),
+        ("GET", "/api/v1/districts/triage/queue", None, expect(*EVERY_QUEUE)),
+        ("GET", "/api/v1/districts/city-hall/queue", None, expect(*EVERY_QUEUE)),
+        ("GET", "/api/v1/districts/city-mobility/queue", None, expect(*EVERY_QUEUE)),
+        (
+            "GET",
+            "/api/v1/districts/06/queue/events",
+            None,
+            expect("manager_06", *EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "GET",
+            "/api/v1/districts/05/queue/events",
+            None,
+            expect("manager_05", *EVERY_QUEUE, ok=-1),
+        ),
+        # one request: its manager, its worker, city-wide roles
+        ("GET", f"/api/v1/requests/{r06}", None, expect("worker", "manager_06", *EVERY_QUEUE)),
+        ("GET", f"/api/v1/requests/{r05}", None, expect("manager_05", *EVERY_QUEUE)),
+        ("GET", f"/api/v1/requests/{tr}", None, expect(*EVERY_QUEUE)),
+        (
+            "GET",
+            f"/api/v1/requests/{r06}/history",
+            None,
+            expect("worker", "manager_06", *EVERY_QUEUE),
+        ),
+        ("GET", f"/api/v1/requests/{r05}/history", None, expect("manager_05", *EVERY_QUEUE)),
+        ("GET", "/api/v1/assignments", None, expect("worker")),
+        ("GET", "/api/v1/sla", None, expect("manager_06", "manager_05", *EVERY_QUEUE)),
+        ("GET", "/api/v1/admin/keys", None, expect("admin")),
+        ("GET", "/api/v1/admin/users", None, expect("admin")),
+        ("GET", "/api/v1/me", None, {**expect(*ROLES), "anonymous": 200}),
+        # changes to another district's request are refused, and change nothing
+        (
+            "POST",
+            f"/api/v1/requests/{r05}/actions/acknowledge",
+            {},
+            expect("manager_05", *EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "POST",
+            f"/api/v1/requests/{r05}/notes",
+            {"note": "x"},
+            expect("manager_05", *EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "POST",
+            f"/api/v1/requests/{r05}/split",
+            {"platform": "mastodon", "post_id": "s1"},
+            expect("manager_05", *EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "POST",
+            f"/api/v1/requests/{r06}/actions/mark_duplicate",
+            {"duplicate_of": r05},
+            expect(*EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "POST",
+            f"/api/v1/requests/{r06}/actions/close",
+            {},
+            expect("manager_06", *EVERY_QUEUE, ok=-1),
+        ),
+        # bulk: the call itself is staff-only; each item is checked (below)
+        (
+            "POST",
+            "/api/v1/requests/actions/acknowledge",
+            {"service_request_ids": [r05]},
+            expect("worker", "manager_06", "manager_05", *EVERY_QUEUE, ok=-1),
+        ),
+        (
+            "POST",
+            "/api/v1/admin/keys",
+            {"name": "x", "role": "civic_developer"},
+            expect("admin", ok=-1),
+        ),
+        (
+            "POST",
+            "/api/v1/admin/users",
+            {"username": "x", "password": "0123456789ab", "role": "city_hall"},
+            expect("admin", ok=-1),
+        ),
+        ("DELETE", "/api/v1/admin/keys/1", None, expect("admin", ok=-1)),
+        # the bridges' webhook
+        (
+            "POST",
+            "/api/v1/posts",
+            {"platform": "x", "post_id": "1", "author_handle": "@a", "text": "t"},
+            expect("bridge", "admin", ok=202),
+        ),
+        # Open311 reads are public
+        ("GET", "/open311/v2/requests.json", None, dict.fromkeys(ROLES, 200)),
+        ("GET", f"/open311/v2/requests/{r05}.json", None, dict.fromkeys(ROLES, 200)),
+    ]
+
+
+async def snapshot(sessions: async_sessionmaker[AsyncSession], rid: int) -> tuple[object, ...]:
+    async with sessions() as s:
+        r = await s.get(ServiceRequest, rid)
+        assert r is not None
+        events = (
+            await s.execute(
+                select(func.count())
+                .select_from(RequestEvent)
+                .where(RequestEvent.service_request_id == rid)
+            )
+        ).scalar_one()
+        return (r.status, r.version, r.reporters_count, r.queue, events)
+
+
+async def test_every_role_against_every_endpoint(
+    world: World, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    before_05 = await snapshot(sessions, world.r05)
+    wrong: list[str] = []
+    for method, path, body, expected in matrix(world):
+        for role in ROLES:
+            want = expected[role]
+            if want == -1:
+                continue  # allowed, but it would change the data (or stream): tested below
+            response = await world.app_clients[role].request(method, path, json=body)
+            if response.status_code != want:
+                wrong.append(f"{role} {method} {path}: {response.status_code}, wanted {want}")
+            elif want >= 400:
+                problem = response.headers["content-type"]
+                if path.startswith("/open311/"):
+                    assert isinstance(response.json(), list)
+                elif problem != "application/problem+json":
+                    wrong.append(f"{role} {method} {path}: {problem}, not problem+json")
+    assert wrong == [], "\n".join(wrong)
+    assert await snapshot(sessions, world.r05) == before_05, "a refused change changed data"
+
+
+async def test_a_manager_sees_only_their_districts_requests(world: World) -> None:
+    queue = (await world.app_clients["manager_06"].get("/api/v1/districts/06/queue")).json()
+    assert {i["district_code"] for i in queue["items"]} == {"06"}
+    assert [i["service_request_id"] for i in queue["items"]] == [str(world.r06)]
+    bulk = await world.app_clients["manager_06"].post(
+        "/api/v1/requests/actions/assign",
+        json={"service_request_ids": [world.r06, world.r05, 999], "worker": "@anna"},
+    )
+    results = {r["service_request_id"]: r["status"] for r in bulk.json()["results"]}
+    assert results == {str(world.r06): 200, str(world.r05): 403, "999": 404}
+    duplicate = await world.app_clients["manager_06"].post(
+        f"/api/v1/requests/{world.r06}/actions/mark_duplicate", json={"duplicate_of": world.r05}
+    )
+    assert duplicate.status_code == 403 and "not yours" in duplicate.json()["detail"]
+
+
+async def test_a_worker_starts_and_resolves_only_what_is_theirs(world: World) -> None:
+    worker = world.app_clients["worker"]
+    mine = (await worker.get("/api/v1/assignments")).json()
+    assert [i["service_request_id"] for i in mine["items"]] == [str(world.r06)]
+    refused = await worker.post(
+        f"/api/v1/requests/{world.r06}/actions/transfer", json={"note": "x", "district_code": "05"}
+    )
+    assert refused.status_code == 403 and "start" in refused.json()["detail"]
+    started = await worker.post(f"/api/v1/requests/{world.r06}/actions/start", json={})
+    assert started.status_code == 200 and started.json()["status"] == "in_progress"
+    resolved = await worker.post(
+        f"/api/v1/requests/{world.r06}/actions/resolve", json={"note": "Semàfor reparat"}
+    )
+    assert resolved.json()["status"] == "resolved"
+    history = (await worker.get(f"/api/v1/requests/{world.r06}/history")).json()
+    assert history[-1]["actor"] == "key:worker-@jordi"  # the caller, not a claimed name
+    other = await worker.post(f"/api/v1/requests/{world.r05}/actions/start", json={})
+    assert other.status_code == 403
+
+
+async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
+    world: World, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    admin = world.app_clients["admin"]
+    made = await admin.post(
+        "/api/v1/admin/keys", json={"name": "app", "role": "manager", "scopes": ["05"]}
+    )
+    assert made.status_code == 201
+    key = made.json()["key"]
+    assert key.startswith("plz_") and made.json()["prefix"] == key[:10]
+    listed = (await admin.get("/api/v1/admin/keys")).json()
+    assert all("key" not in k and "key_hash" not in k for k in listed)
+    app = world.app
+    async with client(app, key) as new:
+        assert (await new.get("/api/v1/districts/05/queue")).status_code == 200
+        assert (await admin.delete(f"/api/v1/admin/keys/{made.json()['id']}")).status_code == 204
+        gone = await new.get("/api/v1/districts/05/queue")
+        assert gone.status_code == 401
+    bad = await admin.post("/api/v1/admin/keys", json={"name": "m", "role": "manager"})
+    assert bad.status_code == 422 and "scope" in bad.json()["detail"]
+    user = await admin.post(
+        "/api/v1/admin/users",
+        json={"username": "pau", "password": "a long passphrase", "role": "city_hall"},
+    )
+    assert user.status_code == 201
+    async with client(app) as anonymous:
+        token = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "pau", "password": "a long passphrase"}
+        )
+        assert token.status_code == 200 and token.json()["token_type"] == "bearer"
+        wrong = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "pau", "password": "not it at all"}
+        )
+        assert wrong.status_code == 401
+        assert wrong.headers["content-type"] == "application/problem+json"
+    assert (await admin.delete(f"/api/v1/admin/users/{user.json()['id']}")).status_code == 204
+    async with client(app) as anonymous:
+        disabled = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "pau", "password": "a long passphrase"}
+        )
+        assert disabled.status_code == 401
+
+
+async def test_bad_tokens_are_refused_not_downgraded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await new_user(sessions, "jan", Role.CITY_HALL)
+    app = gateway(sessions, access=AccessConfig(auth=AuthConfig(token_ttl=timedelta(seconds=-1))))
+    async with client(app) as anonymous:
+        expired = (
+            await anonymous.post(
+                "/api/v1/auth/token", data={"username": "jan", "password": PASSWORD}
+            )
+        ).json()["access_token"]
+    other_app = gateway(sessions)  # another secret: its tokens mean nothing here
+    for token in (expired, "plz_not-a-key", "not.a.jwt"):
+        async with client(app, token) as c:
+            response = await c.get("/open311/v2/requests.json")
+            assert response.status_code == 403, token  # Open311 says 403 for a bad key
+            response = await c.get("/api/v1/districts/06/queue")
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+    async with client(other_app) as anonymous:
+        fresh = (
+            await anonymous.post(
+                "/api/v1/auth/token", data={"username": "jan", "password": PASSWORD}
+            )
+        ).json()["access_token"]
+    async with client(app, fresh) as c:
+        assert (await c.get("/api/v1/districts/06/queue")).status_code == 401
+
+
+async def test_rate_limits_answer_429_with_retry_after(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    app = gateway(
+        sessions, access=AccessConfig(limits=Limits(per_key_per_minute=3, anonymous_per_minute=2))
+    )
+    key = await new_key(sessions, Role.CITY_HALL)
+    async with client(app, key) as c:
+        statuses = [(await c.get("/api/v1/districts/06/queue")).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = await c.get("/api/v1/districts/06/queue")
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["retry-after"]) >= 1
+    other = await new_key(sessions, Role.CITY_HALL, name="another")
+    async with client(app, other) as c:  # a budget per key
+        assert (await c.get("/api/v1/districts/06/queue")).status_code == 200
+    async with client(app) as anonymous:
+        await anonymous.get("/open311/v2/services.json")
+        await anonymous.get("/open311/v2/services.json")
+        limited = await anonymous.get("/open311/v2/services.json")
+        assert limited.status_code == 429 and "retry-after" in limited.headers
+        assert limited.json()[0]["code"] == 429  # Open311's format under /open311/
+
+
+async def test_oversized_bodies_are_refused_and_cors_is_for_public_reads_only(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    app = gateway(sessions, access=AccessConfig(limits=Limits(max_body_bytes=2048)))
+    key = await new_key(sessions, Role.BRIDGE)
+    async with client(app, key) as c:
+        big = {"platform": "x", "post_id": "1", "author_handle": "@a", "text": "x" * 5000}
+        response = await c.post("/api/v1/posts", json=big)
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        form = await c.post("/open311/v2/requests.xml", data={"description": "x" * 5000})
+        assert form.status_code == 413 and form.text.endswith("</errors>")
+        preflight = await c.options(
+            "/open311/v2/requests.json",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        public = await c.get("/open311/v2/services.json", headers={"Origin": "https://a.example"})
+        assert public.headers["access-control-allow-origin"] == "*"
+        private = await c.get("/api/v1/me", headers={"Origin": "https://a.example"})
+        assert "access-control-allow-origin" not in private.headers
+
+
+def plaza(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from plaza_cli.main import main; main()", *args],
+        env={**os.environ, "PLAZA_DATABASE_URL": database_url},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_cli_makes_keys_and_users_that_the_gateway_accepts(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    made = await asyncio.to_thread(
+        plaza,
+        database_url,
+        "keys",
+        "create",
+        "--name",
+        "gracia",
+        "--role",
+        "manager",
+        "--scope",
+        "06",
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]  # the key alone on the last line
+    assert key.startswith("plz_") and " " not in key
+    user = await asyncio.to_thread(
+        plaza,
+        database_url,
+        "users",
+        "create",
+        "anna",
+        "--role",
+        "worker",
+        "--worker-handle",
+        "@anna",
+        "--password-stdin",
+        stdin="una contrasenya llarga\n",
+    )
+    assert user.returncode == 0, user.stderr
+    refused = await asyncio.to_thread(
+        plaza, database_url, "keys", "create", "--name", "m", "--role", "manager"
+    )
+    assert refused.returncode == 2 and "scope" in refused.stderr
+    listed = await asyncio.to_thread(plaza, database_url, "keys", "list")
+    assert "gracia" in listed.stdout and key not in listed.stdout
+    app = gateway(sessions)
+    async with client(app, key) as manager:
+        assert (await manager.get("/api/v1/districts/06/queue")).status_code == 200
+        assert (await manager.get("/api/v1/districts/05/queue")).status_code == 403
+    async with client(app) as anonymous:
+        token = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "anna", "password": "una contrasenya llarga"}
+        )
+        assert token.status_code == 200

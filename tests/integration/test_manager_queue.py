@@ -1,0 +1,157 @@
+"""The manager API's queue on real PostgreSQL: filters, due-time order, cursor pages, notes,
+bulk actions, and live updates as Server-Sent Events over a real HTTP connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from plaza_api.access import AccessConfig
+from plaza_api.auth import Role
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.api_helpers import Server, client, gateway, new_key
+from tests.integration.lifecycle_helpers import as_event, classified, router
+
+
+@pytest.fixture
+async def api(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+    key = await new_key(sessions, Role.MANAGER, ["06"])
+    async with client(gateway(sessions), key) as c:
+        yield c
+
+
+async def open_requests(sessions: async_sessionmaker[AsyncSession], n: int) -> datetime:
+    """n streetlight requests in Gràcia, 200 m apart (no duplicates), one every 10 minutes, and
+    an urgent traffic one."""
+    now = datetime.now(UTC)
+    route = router(sessions)
+    for i in range(n):
+        at = now - timedelta(hours=80) + timedelta(minutes=10 * i)
+        await route(as_event(classified(f"p{i}", at=at, latlon=(41.40 + 0.002 * i, 2.156))))
+    await route(as_event(classified("urgent", at=now, urgent=True, service_code="traffic")))
+    return now
+
+
+async def test_filters_sort_and_cursor_pages(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await open_requests(sessions, 7)  # streetlight resolves in 72 h: the first ones are overdue
+
+    async def page(**params: object) -> dict[str, object]:
+        response = await api.get("/api/v1/districts/06/queue", params=params)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    everything = await page(limit=500)
+    ids = [i["service_request_id"] for i in everything["items"]]  # type: ignore[attr-defined]
+    dues = [i["expected_datetime"] for i in everything["items"]]  # type: ignore[attr-defined]
+    assert len(ids) == 8 and dues == sorted(dues)
+    # Cursor pages of 3 walk the same order without gaps or repeats.
+    seen: list[str] = []
+    cursor = None
+    while True:
+        got = await page(limit=3, **({"cursor": cursor} if cursor else {}))
+        seen += [i["service_request_id"] for i in got["items"]]  # type: ignore[attr-defined]
+        cursor = got["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    latest_first = await page(sort="-due", limit=500)
+    assert [i["service_request_id"] for i in latest_first["items"]] == ids[::-1]  # type: ignore[attr-defined]
+    urgent = await page(urgency="urgent")
+    assert [i["service_code"] for i in urgent["items"]] == ["traffic"]  # type: ignore[attr-defined]
+    lights = await page(service_code="streetlight")
+    assert lights["count"] == 7
+    overdue = await page(overdue="true")
+    assert overdue["count"] and all(i["overdue"] for i in overdue["items"])  # type: ignore[attr-defined]
+    on_time = await page(overdue="false")
+    assert overdue["count"] + on_time["count"] == 8  # type: ignore[operator]
+    first = ids[0]
+    await api.post(f"/api/v1/requests/{first}/actions/acknowledge", json={})
+    acknowledged = await page(status="acknowledged")
+    assert [i["service_request_id"] for i in acknowledged["items"]] == [first]  # type: ignore[attr-defined]
+    bad = await api.get("/api/v1/districts/06/queue", params={"status": "sleeping"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    forged = await api.get("/api/v1/districts/06/queue", params={"cursor": "bm9wZQ"})
+    assert forged.status_code == 422
+
+
+async def test_internal_notes_stay_internal_and_bulk_actions_report_each_request(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await open_requests(sessions, 2)
+    internal = await api.post("/api/v1/requests/1/notes", json={"note": "Veí conflictiu"})
+    assert internal.status_code == 201
+    public = await api.post("/api/v1/requests/1/notes", json={"note": "Hi anem", "public": True})
+    notes = public.json()["notes"]
+    assert [(n["note"], n["public"]) for n in notes] == [
+        ("Veí conflictiu", False),
+        ("Hi anem", True),
+    ]
+    open311 = (await api.get("/open311/v2/requests/1.json?extensions=true")).text
+    assert "Hi anem" in open311 and "conflictiu" not in open311
+    history = (await api.get("/api/v1/requests/1/history")).json()
+    assert [h["kind"] for h in history][-2:] == ["note", "note"]
+    bulk = await api.post(
+        "/api/v1/requests/actions/acknowledge", json={"service_request_ids": [1, 2, 1, 42]}
+    )
+    body = bulk.json()
+    assert (body["succeeded"], body["failed"]) == (2, 1)
+    assert [r["status"] for r in body["results"]] == [200, 200, 404]
+    again = await api.post(
+        "/api/v1/requests/actions/acknowledge", json={"service_request_ids": [1]}
+    )
+    [refused] = again.json()["results"]
+    assert refused["status"] == 409 and "cannot acknowledge" in refused["detail"]
+
+
+async def read_events(response: httpx.Response, n: int) -> list[dict[str, object]]:
+    events: list[dict[str, object]] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            events.append(json.loads(line[6:]))
+            if len(events) == n:
+                return events
+    raise AssertionError(f"the stream ended after {len(events)} events")
+
+
+async def test_a_queue_streams_its_changes_as_server_sent_events(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    app = gateway(sessions, access=AccessConfig(sse_poll_seconds=0.05))
+    manager = await new_key(sessions, Role.MANAGER, ["06"])
+    await open_requests(sessions, 1)
+    async with Server(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        refused = await http.get(
+            "/api/v1/districts/05/queue/events", headers={"Authorization": f"Bearer {manager}"}
+        )
+        assert refused.status_code == 403
+        async with http.stream(
+            "GET", f"/api/v1/districts/06/queue/events?access_token={manager}"
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+
+            async def act() -> None:
+                await asyncio.sleep(0.2)
+                headers = {"Authorization": f"Bearer {manager}"}
+                await http.post("/api/v1/requests/1/actions/acknowledge", json={}, headers=headers)
+                await http.post(
+                    "/api/v1/requests/1/actions/transfer",
+                    json={"note": "És de Sarrià", "district_code": "05"},
+                    headers=headers,
+                )
+                await router(sessions)(as_event(classified("new-one", at=datetime.now(UTC))))
+
+            acting = asyncio.create_task(act())
+            events = await asyncio.wait_for(read_events(stream, 3), 10)
+            await acting
+    assert [e["kind"] for e in events] == ["acknowledge", "transfer", "created"]
+    assert events[0]["in_queue"] is True and events[0]["actor"] == "key:manager-06"
+    assert events[1]["in_queue"] is False  # transferred to 05: it left this queue
+    assert events[2]["item"]["source_post_id"] == "new-one"  # type: ignore[index]

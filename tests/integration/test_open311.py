@@ -1,0 +1,431 @@
+"""Open311 GeoReport v2 on real PostgreSQL: every endpoint in JSON and XML as the spec defines
+them, a third-party client (georeport, from PyPI) working unchanged against a real server, a
+POSTed request going through ingest, the classifier and the router, and privacy."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+from georeport import GeoReport
+from plaza.bus.memory import MemoryBus
+from plaza.city import City
+from plaza.contracts import TOPICS, decode
+from plaza.lifecycle import Command, act, add_note
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza.requests import Action
+from plaza.taxonomy import load_taxonomy
+from plaza_api.auth import Role
+from plaza_classifier.handler import ClassifyPost
+from plaza_ingest.app import create_app as create_ingest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.api_helpers import Server, client, gateway, new_key
+from tests.integration.lifecycle_helpers import as_event, classified, router
+
+W3C = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+REQUEST_FIELDS = [
+    "service_request_id",
+    "status",
+    "status_notes",
+    "service_name",
+    "service_code",
+    "description",
+    "agency_responsible",
+    "service_notice",
+    "requested_datetime",
+    "updated_datetime",
+    "expected_datetime",
+    "address",
+    "address_id",
+    "zipcode",
+    "lat",
+    "long",
+    "media_url",
+]
+
+
+async def change(
+    sessions: async_sessionmaker[AsyncSession], rid: int, command: Command, at: datetime
+) -> None:
+    async with sessions.begin() as s:
+        await act(
+            s,
+            rid,
+            command,
+            now=at,
+            sla=SlaPolicy.load(),
+            routing=RoutingTable.load(),
+            city=City.barcelona(),
+        )
+
+
+@pytest.fixture
+async def requests(sessions: async_sessionmaker[AsyncSession]) -> datetime:
+    """Three requests: 1 open (with a public and an internal note), 2 resolved, 3 another
+    service, reported with a phone number and a plate in its text."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    route = router(sessions)
+    await route(as_event(classified("p1", at=now - timedelta(hours=3))))
+    await route(
+        as_event(
+            classified("p2", at=now - timedelta(hours=2), latlon=(41.3870, 2.1700), barri="02")
+        )
+    )
+    await route(
+        as_event(
+            classified(
+                "p3",
+                at=now - timedelta(hours=1),
+                service_code="traffic",
+                latlon=(41.3800, 2.1400),
+                text="Cotxe abandonat 1234 BCD, truqueu-me al 612 345 678 o a marta@example.org",
+            )
+        )
+    )
+    async with sessions.begin() as s:
+        await add_note(s, 1, actor="m", note="Ho mirem, gràcies", public=True, now=now)
+        await add_note(s, 1, actor="m", note="El veí és conflictiu", public=False, now=now)
+    await change(sessions, 2, Command(Action.ACKNOWLEDGE, actor="m"), now)
+    await change(
+        sessions,
+        2,
+        Command(
+            Action.RESOLVE, actor="m", note="Fanal canviat", photo_url="https://x.example/f.jpg"
+        ),
+        now,
+    )
+    return now
+
+
+@pytest.fixture
+async def api(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(gateway(sessions)) as c:
+        yield c
+
+
+async def test_services_list_every_code_of_the_taxonomy_in_json_and_xml(
+    api: httpx.AsyncClient,
+) -> None:
+    services = (await api.get("/open311/v2/services.json")).json()
+    assert [s["service_code"] for s in services] == list(load_taxonomy())
+    for s in services:
+        assert set(s) == {
+            "service_code",
+            "service_name",
+            "description",
+            "metadata",
+            "type",
+            "keywords",
+            "group",
+        }
+        assert s["metadata"] is True and s["type"] in ("realtime", "batch", "blackbox")
+    catalan = (await api.get("/open311/v2/services.json", params={"lang": "ca"})).json()
+    assert catalan[0]["service_name"] == "Enllumenat públic"
+    xml = await api.get("/open311/v2/services.xml")
+    assert xml.headers["content-type"].startswith("text/xml")
+    root = ElementTree.fromstring(xml.content)
+    assert root.tag == "services"
+    assert [e.findtext("service_code") for e in root.findall("service")] == list(load_taxonomy())
+    assert root.find("service/metadata").text == "true"  # type: ignore[union-attr]
+    definition = (await api.get("/open311/v2/services/streetlight.json")).json()
+    assert definition["service_code"] == "streetlight"
+    [attribute] = definition["attributes"]
+    assert attribute["code"] == "language" and attribute["datatype"] == "singlevaluelist"
+    assert [v["key"] for v in attribute["values"]] == ["ca", "es", "en"]
+    xml_def = ElementTree.fromstring((await api.get("/open311/v2/services/noise.xml")).content)
+    assert xml_def.tag == "service_definition"
+    assert xml_def.findtext("attributes/attribute/values/value/key") == "ca"
+    discovery = ElementTree.fromstring((await api.get("/open311/v2/discovery.xml")).content)
+    assert discovery.findtext("endpoints/endpoint/specification") == (
+        "http://wiki.open311.org/GeoReport_v2"
+    )
+    assert [f.text for f in discovery.findall("endpoints/endpoint/formats/format")] == [
+        "text/xml",
+        "application/json",
+    ]
+
+
+async def test_requests_have_the_spec_fields_and_every_filter_works(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    listed = (await api.get("/open311/v2/requests.json")).json()
+    assert [r["service_request_id"] for r in listed] == ["3", "2", "1"]  # newest first
+    for r in listed:
+        assert list(r) == REQUEST_FIELDS
+        for field in ("requested_datetime", "updated_datetime", "expected_datetime"):
+            assert W3C.match(r[field]), r[field]
+
+    async def ids(**params: object) -> list[str]:
+        response = await api.get("/open311/v2/requests.json", params=params)
+        assert response.status_code == 200, response.text
+        return [r["service_request_id"] for r in response.json()]
+
+    now = requests
+    assert await ids(service_request_id="1,3") == ["3", "1"]
+    assert await ids(service_code="traffic") == ["3"]
+    assert await ids(service_code="streetlight,traffic") == ["3", "2", "1"]
+    assert await ids(status="closed") == ["2"]
+    assert await ids(status="open") == ["3", "1"]
+    assert await ids(status="open,closed") == ["3", "2", "1"]
+    window = {
+        "start_date": (now - timedelta(hours=2, minutes=30)).isoformat(),
+        "end_date": (now - timedelta(minutes=90)).isoformat(),
+    }
+    assert await ids(**window) == ["2"]
+    assert await ids(start_date=(now + timedelta(days=1)).isoformat().replace("+00:00", "Z")) == []
+    assert await ids(updated_after=(now - timedelta(minutes=30)).isoformat()) == ["2", "1"]
+    assert await ids(updated_before=(now - timedelta(minutes=30)).isoformat()) == ["3"]
+    assert await ids(page_size=2) == ["3", "2"]
+    assert await ids(page_size=2, page=2) == ["1"]
+    assert await ids(page=3, page_size=2) == []
+    resolved = (await api.get("/open311/v2/requests/2.json")).json()
+    assert len(resolved) == 1 and resolved[0]["status"] == "closed"
+    assert resolved[0]["status_notes"] == "Fanal canviat"
+
+
+async def test_extensions_add_district_barri_extended_status_public_notes_and_channel(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    plain = (await api.get("/open311/v2/requests/1.json")).json()[0]
+    assert "extended_attributes" not in plain
+    [one] = (await api.get("/open311/v2/requests/1.json", params={"extensions": "true"})).json()
+    extended = one["extended_attributes"]
+    assert extended["district_code"] == "06" and extended["district_name"] == "Gràcia"
+    assert extended["barri_code"] == "31" and extended["barri_name"]
+    assert extended["extended_status"] == "OPEN" and extended["channel"] == "webhook"
+    assert [n["description"] for n in extended["notes"]] == ["Ho mirem, gràcies"]  # not internal
+    listed = (await api.get("/open311/v2/requests.json", params={"extensions": "true"})).json()
+    assert {
+        r["service_request_id"]: r["extended_attributes"]["extended_status"] for r in listed
+    } == {
+        "1": "OPEN",
+        "2": "FIXED",
+        "3": "OPEN",
+    }
+    xml = ElementTree.fromstring(
+        (await api.get("/open311/v2/requests/1.xml", params={"extensions": "true"})).content
+    )
+    assert xml.findtext("request/extended_attributes/district_name") == "Gràcia"
+    assert xml.findtext("request/extended_attributes/notes/note/description") == (
+        "Ho mirem, gràcies"
+    )
+
+
+async def test_xml_is_the_spec_shape(api: httpx.AsyncClient, requests: datetime) -> None:
+    response = await api.get("/open311/v2/requests.xml")
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    assert response.content.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+    root = ElementTree.fromstring(response.content)
+    assert root.tag == "service_requests"
+    requests_ = root.findall("request")
+    assert [r.findtext("service_request_id") for r in requests_] == ["3", "2", "1"]
+    assert [child.tag for child in requests_[0]] == REQUEST_FIELDS
+    assert W3C.match(requests_[0].findtext("requested_datetime") or "")
+    assert requests_[0].find("address_id") is not None  # empty elements are there, empty
+
+
+async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
+    cases = [
+        ("/open311/v2/requests/999.json", 404),
+        ("/open311/v2/requests/abc.json", 404),
+        ("/open311/v2/services/nope.json", 404),
+        ("/open311/v2/requests.json?status=pending", 400),
+        ("/open311/v2/requests.json?start_date=2026-01-01T00:00:00", 400),
+        ("/open311/v2/requests.json?start_date=yesterday", 400),
+        ("/open311/v2/requests.json?jurisdiction_id=madrid", 404),
+        ("/open311/v2/requests.json?api_key=plz_wrong", 403),
+        ("/open311/v2/requests.yaml", 404),
+        ("/open311/v2/tokens/nope.json", 404),
+    ]
+    for path, status in cases:
+        response = await api.get(path)
+        assert response.status_code == status, path
+        [error] = response.json()
+        assert set(error) == {"code", "description"} and error["code"] == status, path
+    xml = await api.get("/open311/v2/requests/999.xml")
+    root = ElementTree.fromstring(xml.content)
+    assert root.tag == "errors" and root.findtext("error/code") == "404"
+    assert (await api.get("/open311/v2/requests.json?jurisdiction_id=barcelona")).status_code == 200
+
+
+async def test_public_text_is_masked_and_reporters_are_never_shown(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    [r] = (await api.get("/open311/v2/requests/3.json", params={"extensions": "true"})).json()
+    assert r["description"] == "Cotxe abandonat [plate], truqueu-me al [phone] o a [email]"
+    for path in ("/open311/v2/requests.json?extensions=true", "/open311/v2/requests.xml"):
+        text = (await api.get(path)).text
+        assert "@marta@bcn.social" not in text and "612 345 678" not in text
+        assert "marta@example.org" not in text and "1234 BCD" not in text
+        assert "conflictiu" not in text  # the internal note
+
+
+async def test_the_updates_feed_has_public_changes_only(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    since = (requests - timedelta(minutes=1)).isoformat()
+    updates = (
+        await api.get("/open311/v2/servicerequestupdates.json", params={"start_date": since})
+    ).json()
+    assert [(u["service_request_id"], u["status"], u["description"]) for u in updates] == [
+        ("1", "OPEN", "Ho mirem, gràcies"),
+        ("2", "INVESTIGATING", ""),
+        ("2", "FIXED", "Fanal canviat"),
+    ]
+    assert updates[2]["media_url"] == "https://x.example/f.jpg"
+    assert all(W3C.match(u["updated_datetime"]) for u in updates)
+    xml = ElementTree.fromstring(
+        (
+            await api.get("/open311/v2/servicerequestupdates.xml", params={"start_date": since})
+        ).content
+    )
+    assert xml.tag == "service_requests_updates"
+    assert [u.findtext("status") for u in xml.findall("request_update")] == [
+        "OPEN",
+        "INVESTIGATING",
+        "FIXED",
+    ]
+    assert xml.findtext("request_update/update_id")
+
+
+@pytest.mark.parametrize("output_format", ["json", "xml"])
+async def test_a_third_party_open311_client_works_unchanged(
+    sessions: async_sessionmaker[AsyncSession], requests: datetime, output_format: str
+) -> None:
+    async with Server(gateway(sessions)) as server:
+        geo = GeoReport(
+            f"{server.url}/open311/v2", jurisdiction="barcelona", output_format=output_format
+        )
+        services = await asyncio.to_thread(geo.get_service_list)
+        assert [s["service_code"] for s in services] == list(load_taxonomy())
+        definition = await asyncio.to_thread(geo.get_service_definition, "streetlight")
+        assert definition["service_code"] == "streetlight"
+        listed = await asyncio.to_thread(geo.get_service_requests, status="open")
+        assert [r["service_request_id"] for r in listed] == ["3", "1"]
+        listed = await asyncio.to_thread(
+            geo.get_service_requests, service_request_id="2", service_code="streetlight"
+        )
+        one = listed if isinstance(listed, dict) else listed[0]  # xmltodict: one is a dict
+        assert one["service_request_id"] == "2"
+        request = await asyncio.to_thread(geo.get_service_request, "1")
+        assert request["service_code"] == "streetlight" and request["status"] == "open"
+
+
+async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = MemoryBus()
+    await bus.start()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_ingest(bus)), base_url="http://ingest"
+    ) as ingest:
+        app = gateway(sessions, ingest)
+        civic = await new_key(sessions, Role.CIVIC_DEVELOPER, name="bcn-app")
+        bridge = await new_key(sessions, Role.BRIDGE)
+        city_hall = await new_key(sessions, Role.CITY_HALL)
+        form = {
+            "api_key": civic,
+            "jurisdiction_id": "barcelona",
+            "service_code": "streetlight",
+            "lat": "41.4036",
+            "long": "2.1566",
+            "description": "El fanal del carrer de Verdi no funciona; truqueu al 612345678",
+            "email": "marta@example.org",
+            "phone": "+34 612 345 678",
+            "first_name": "Marta",
+            "last_name": "Puig",
+            "account_id": "u-77",
+            "attribute[language]": "ca",
+        }
+        async with client(app) as api:
+            posted = await api.post("/open311/v2/requests.json", data=form)
+            assert posted.status_code == 201, posted.text
+            [answer] = posted.json()
+            token = answer["token"]
+            assert answer["account_id"] == "u-77" and answer["service_notice"]
+            pending = (await api.get(f"/open311/v2/tokens/{token}.json")).json()
+            assert pending == [{"service_request_id": None, "token": token}]
+
+            consumer = await bus.subscribe("test", [TOPICS.POST_RECEIVED.topic])
+            [record] = await consumer.fetch(10, 5.0)
+            event = decode(record.topic, record.value)
+            post = event.post_received.post
+            assert (post.platform, post.post_id, post.channel) == ("open311", token, "open311")
+            assert post.service_code == "streetlight" and post.language == "ca"
+            assert post.author_handle == "open311:bcn-app"
+            assert "marta@example.org" not in str(post) and "Puig" not in str(post)
+
+            # The classifier keeps the service the citizen chose and finds the district.
+            [out] = await ClassifyPost(City.barcelona())(event)
+            assert out.envelope.post_classified.service_code == "streetlight"
+            assert out.envelope.post_classified.placement.district_code == "06"
+            await router(sessions)(out.envelope)
+
+            [resolved] = (await api.get(f"/open311/v2/tokens/{token}.json")).json()
+            rid = resolved["service_request_id"]
+            assert rid is not None
+            xml = ElementTree.fromstring((await api.get(f"/open311/v2/tokens/{token}.xml")).content)
+            assert xml.findtext("request/service_request_id") == rid
+            public = await api.get(
+                f"/open311/v2/requests/{rid}.json", params={"extensions": "true"}
+            )
+            [request] = public.json()
+            assert request["service_code"] == "streetlight"
+            assert request["extended_attributes"]["channel"] == "open311"
+            assert request["description"].endswith("truqueu al [phone]")
+            for secret in ("marta@example.org", "612", "Marta", "Puig", "open311:bcn-app"):
+                assert secret not in public.text
+
+            # Staff see the reporter's contact details.
+            detail = (
+                await api.get(
+                    f"/api/v1/requests/{rid}", headers={"Authorization": f"Bearer {city_hall}"}
+                )
+            ).json()
+            assert detail["reports"][0]["contact"]["email"] == "marta@example.org"
+
+            refused = {
+                "no key": ({k: v for k, v in form.items() if k != "api_key"}, 400),
+                "a wrong key": ({**form, "api_key": "plz_wrong"}, 403),
+                "a bridge's key": ({**form, "api_key": bridge}, 403),
+                "an unknown service": ({**form, "service_code": "unicorns"}, 400),
+                "no location": ({k: v for k, v in form.items() if k not in ("lat", "long")}, 400),
+                "lat alone": ({k: v for k, v in form.items() if k != "long"}, 400),
+                "a bad latitude": ({**form, "lat": "91"}, 400),
+                "a bad language": ({**form, "attribute[language]": "fr"}, 400),
+                "another jurisdiction": ({**form, "jurisdiction_id": "madrid"}, 404),
+            }
+            for why, (body, status) in refused.items():
+                response = await api.post("/open311/v2/requests.json", data=body)
+                assert response.status_code == status, why
+                assert response.json()[0]["code"] == status, why
+            by_address = {k: v for k, v in form.items() if k not in ("lat", "long")}
+            by_address["address_string"] = "Carrer de Verdi 10, Barcelona"
+            xml_post = await api.post("/open311/v2/requests.xml", data=by_address)
+            assert xml_post.status_code == 201
+            root = ElementTree.fromstring(xml_post.content)
+            assert root.tag == "service_requests" and root.findtext("request/token")
+    await bus.close()
+
+
+async def test_the_openapi_docs_are_3_1_with_examples_and_security(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    assert {"OAuth2PasswordBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+    for path, operations in spec["paths"].items():
+        if path.startswith("/open311/"):
+            for operation in operations.values():
+                content = {
+                    **operation.get("requestBody", {}).get("content", {}),
+                    **operation["responses"].get("200", operation["responses"].get("201", {}))[
+                        "content"
+                    ],
+                }
+                assert any("example" in c for c in content.values()), path
+    assert (await api.get("/docs")).status_code == 200
