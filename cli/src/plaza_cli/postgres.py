@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 DATABASE = "plaza"
+KEEP_RUNNING = ".plaza_keep_running"
 
 
 class EmbeddedPostgres:
@@ -22,7 +23,13 @@ class EmbeddedPostgres:
 
         data_dir.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(data_dir)
-        self._server = get_server(data_dir.resolve(), cleanup_mode=None if keep_running else "stop")
+        kept = data_dir / KEEP_RUNNING
+        # A server that `plaza postgres start` keeps running for `make up` outlives whoever else
+        # attaches to it (`plaza keys create`, say); only `plaza postgres stop` stops it.
+        keep = keep_running or kept.exists()
+        self._server = get_server(data_dir.resolve(), cleanup_mode=None if keep else "stop")
+        if keep_running:
+            kept.touch()  # after get_server: initdb wants an empty directory
         self.data_dir = data_dir
 
     def socket_dir(self) -> str:
@@ -49,6 +56,7 @@ class EmbeddedPostgres:
 
 def stop_server(data_dir: Path) -> bool:
     """Stops a server left running by `plaza postgres start` in data_dir; False if none ran."""
+    (data_dir / KEEP_RUNNING).unlink(missing_ok=True)
     if not (data_dir / "postmaster.pid").exists():
         return False
     EmbeddedPostgres(data_dir).stop()  # attaching with cleanup "stop" stops it on release
