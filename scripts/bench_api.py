@@ -78,9 +78,19 @@ async def prepare(url: str, n: int) -> str:
 
 def wrk(url: str, key: str, seconds: int, connections: int) -> tuple[float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Authorization: Bearer {key}", url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {key}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -105,9 +115,15 @@ def main() -> None:
     try:
         key = asyncio.run(prepare(pg.url(), args.requests))
         port = free_port()
-        env = {**os.environ, "PLAZA_DATABASE_URL": pg.url(), "PLAZA_PORT": str(port),
-               "PLAZA_JWT_SECRET": secrets.token_urlsafe(48), "PLAZA_RATE_LIMIT_PER_MINUTE": "0",
-               "PLAZA_ANONYMOUS_RATE_LIMIT_PER_MINUTE": "0", "PLAZA_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "PLAZA_DATABASE_URL": pg.url(),
+            "PLAZA_PORT": str(port),
+            "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
+            "PLAZA_RATE_LIMIT_PER_MINUTE": "0",
+            "PLAZA_ANONYMOUS_RATE_LIMIT_PER_MINUTE": "0",
+            "PLAZA_LOG_LEVEL": "WARNING",
+        }
         api = subprocess.Popen([sys.executable, "-m", "plaza_api"], env=env)
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
