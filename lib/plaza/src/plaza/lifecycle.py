@@ -239,7 +239,7 @@ async def open_request(
     )
     session.add(request)
     await session.flush()
-    session.add(_report_row(request, report, merged=False))
+    add_report(session, request, report, merged=False)
     _audit(session, request, "created", actor, report.reported_at, {})
     created_labels = (*_labels(request), request.channel)
     metrics.on_commit(session, metrics.REQUESTS_CREATED.labels(*created_labels).inc)
@@ -282,6 +282,13 @@ async def open_request(
     return request
 
 
+def add_report(
+    session: AsyncSession, request: ServiceRequest, report: NewReport, *, merged: bool
+) -> None:
+    """Records who reported what about `request`: its opening post, or one merged into it."""
+    session.add(_report_row(request, report, merged=merged))
+
+
 def _report_row(request: ServiceRequest, report: NewReport, *, merged: bool) -> RequestReport:
     return RequestReport(
         service_request_id=request.id,
@@ -312,7 +319,7 @@ async def merge_report(
     request.reporters_count += 1
     request.version += 1
     request.updated_datetime = now
-    session.add(_report_row(request, report, merged=True))
+    add_report(session, request, report, merged=True)
     _audit(
         session, request, "merged", actor, now, before, note=f"{report.platform}:{report.post_id}"
     )
@@ -445,27 +452,14 @@ async def act(
     )
     _observe(session, request, cmd.action, before, now)
     rid = request.service_request_id
-    changed = RequestStatusChanged(
-        service_request_id=rid,
-        from_status=str(before["status"]),
-        to_status=request.status,
-        actor=cmd.actor,
-        note=(cmd.note or "") if cmd.public else "",
-        changed_at=timestamp(now),
-        action=cmd.action.value,
-        queue=request.queue,
-        agency_responsible=request.agency_responsible,
-        assigned_worker=request.assigned_worker or "",
-        photo_url=request.resolution_photo_url or "",
-        duplicate_of=str(request.duplicate_of or ""),
-        version=request.version,
-    )
     events = [
-        envelope(
-            changed,
-            key=rid,
-            event_id=derive_event_id("request-status-changed", rid, str(request.version)),
-            correlation_id=rid,
+        _status_changed(
+            request,
+            before,
+            action=cmd.action.value,
+            actor=cmd.actor,
+            now=now,
+            note=(cmd.note or "") if cmd.public else "",
         )
     ]
     for report in reporters if replies else ():
@@ -473,6 +467,41 @@ async def act(
             events.append(_reply(request, report, kind, f"v{request.version}", rid, **params))
     stage(session, events)
     return request
+
+
+def _status_changed(
+    request: ServiceRequest,
+    before: dict[str, object],
+    *,
+    action: str,
+    actor: str,
+    now: datetime,
+    note: str = "",
+) -> Outgoing:
+    """The event announcing a change of `request` (already applied), keyed by its id; its event
+    id derives from the new version, so a redelivered change is recognised downstream."""
+    rid = request.service_request_id
+    changed = RequestStatusChanged(
+        service_request_id=rid,
+        from_status=str(before["status"]),
+        to_status=request.status,
+        actor=actor,
+        note=note,
+        changed_at=timestamp(now),
+        action=action,
+        queue=request.queue,
+        agency_responsible=request.agency_responsible,
+        assigned_worker=request.assigned_worker or "",
+        photo_url=request.resolution_photo_url or "",
+        duplicate_of=str(request.duplicate_of or ""),
+        version=request.version,
+    )
+    return envelope(
+        changed,
+        key=rid,
+        event_id=derive_event_id("request-status-changed", rid, str(request.version)),
+        correlation_id=rid,
+    )
 
 
 def _labels(request: ServiceRequest) -> tuple[str, str, str]:
@@ -691,29 +720,7 @@ async def _revive(
         before,
         note="split from the request it was merged into",
     )
-    rid = request.service_request_id
-    changed = RequestStatusChanged(
-        service_request_id=rid,
-        from_status=str(before["status"]),
-        to_status=request.status,
-        actor=actor,
-        changed_at=timestamp(now),
-        action="split",
-        queue=request.queue,
-        agency_responsible=request.agency_responsible,
-        version=request.version,
-    )
-    stage(
-        session,
-        [
-            envelope(
-                changed,
-                key=rid,
-                event_id=derive_event_id("request-status-changed", rid, str(request.version)),
-                correlation_id=rid,
-            )
-        ],
-    )
+    stage(session, [_status_changed(request, before, action="split", actor=actor, now=now)])
     return request
 
 

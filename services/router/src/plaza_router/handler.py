@@ -21,7 +21,7 @@ from plaza.contracts import (
 )
 from plaza.db.inbox import first_time
 from plaza.db.models import Reply, RequestReport, ServiceRequest
-from plaza.lifecycle import Command, NewReport, act, merge_report, open_request
+from plaza.lifecycle import Command, NewReport, act, add_report, merge_report, open_request
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import CLOSED_STATUSES, Action, Status
@@ -219,20 +219,7 @@ class RoutePost:
                 routing=self._routing,
                 city=self._city,
             )
-            session.add(
-                RequestReport(
-                    service_request_id=request.id,
-                    platform=report.platform,
-                    post_id=report.post_id,
-                    author_handle=report.author_handle,
-                    text=report.text,
-                    lat=report.lat,
-                    long=report.long,
-                    language=report.language,
-                    reported_at=report.reported_at,
-                    merged=True,
-                )
-            )
+            add_report(session, request, report, merged=True)
             return True
         await merge_report(
             session,
