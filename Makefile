@@ -9,7 +9,7 @@ ifneq ($(PLAZA_CITY_DATA_DIR),)
 export PLAZA_CITY_DATA_DIR
 endif
 
-.PHONY: help run up down test test-unit lint proto env train eval dashboards
+.PHONY: help run up down test test-unit lint proto env train eval dashboards bench
 
 help:
 	@echo "make run     embedded Plaza: one process, in-memory bus, embedded PostgreSQL, demo feed"
@@ -20,6 +20,7 @@ help:
 	@echo "make train   train the classifier's service model from ../shared/data"
 	@echo "make eval    the model's figures on held-out data (precision, recall, F1, throughput)"
 	@echo "make dashboards  regenerate the Grafana dashboards (deploy/grafana) from generate.py"
+	@echo "make bench   issue 8's performance figures on real Kafka and PostgreSQL (needs wrk)"
 
 env:
 	@command -v $(UV) >/dev/null || { echo "uv not found: pip install uv" >&2; exit 1; }
@@ -60,3 +61,8 @@ eval: env
 
 dashboards: env
 	$(PY) python deploy/grafana/generate.py
+
+# Throughput, latency, the raw aiokafka bound, API load (wrk) and RSS; under 15 minutes. BENCH_ARGS
+# passes options, e.g. BENCH_ARGS="--posts 2000 --no-scaling".
+bench: env
+	$(PY) python -m bench.run $(BENCH_ARGS)

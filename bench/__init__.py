@@ -1,0 +1,1 @@
+"""`make bench`: Plaza's throughput, latency, API and memory figures on real Kafka and PostgreSQL."""

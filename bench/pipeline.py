@@ -1,0 +1,241 @@
+"""Drives posts through the running pipeline and reads, from PostgreSQL, when each was routed
+and when its reply was recorded.
+
+Times: a post's ingest time is the wall clock when the bench hands it to the Kafka producer
+(its created_at is stamped then too). Routed is `processed_events.processed_at` of the router's
+inbox row for that post's post-classified event: PostgreSQL's now(), the start of the router's
+transaction that opened the request or merged the report (or decided it was not actionable), so
+it is early by that one transaction's duration. Reply recorded is `replies.posted_at`, stamped by
+the notifier just before it inserts the reply. Bench and database share one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from plaza.bus.kafka import KafkaBus
+from plaza.contracts import Outgoing, derive_event_id, post_key
+from plaza_ingest.publish import post_received, publish
+from plaza_ingest.schemas import PostIn
+
+from bench.posts import BenchPost, PostMix
+from bench.stack import Stack
+
+ROUTER = "plaza-router"
+STALL_SECONDS = 90.0  # no post routed for this long: the rest are counted lost
+
+
+def raw_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def event_for(post: BenchPost, created_at: datetime) -> Outgoing:
+    return post_received(
+        PostIn(
+            platform=post.platform,
+            post_id=post.post_id,
+            author_handle=post.author_handle,
+            text=post.text,
+            lang=post.lang,
+            lat=post.lat,
+            long=post.long,
+            created_at=created_at,
+        ),
+        "replay",
+    )
+
+
+def classified_id(received_event_id: str) -> str:
+    """The router's inbox key for a post: the classifier derives it from the received event."""
+    return derive_event_id("post-classified", received_event_id)
+
+
+def post_classified_id(post: BenchPost) -> str:
+    return classified_id(derive_event_id("post-received", post_key(post.platform, post.post_id)))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+@dataclass
+class PhaseResult:
+    published: int
+    distinct: int
+    publish_seconds: float
+    routed: int
+    lost: int
+    seconds_to_routed: float
+    routed_ms: list[float] = field(default_factory=list)
+    reply_ms: list[float] = field(default_factory=list)
+    requests_opened: int = 0
+    reports_merged: int = 0
+    not_actionable: int = 0
+    replies: int = 0
+
+    @property
+    def throughput(self) -> float:
+        return self.published / self.seconds_to_routed if self.seconds_to_routed else 0.0
+
+    @property
+    def offered_rate(self) -> float:
+        return self.published / self.publish_seconds if self.publish_seconds else 0.0
+
+
+class Driver:
+    """Publishes posts onto plaza.post-received.v1 the way `plaza replay` does."""
+
+    def __init__(self, stack: Stack, bootstrap: str) -> None:
+        self._stack = stack
+        self._bus = KafkaBus(bootstrap, namespace=stack.namespace, client_id="plaza-bench")
+        self.published_at: dict[str, float] = {}  # post-classified id -> first publish time
+
+    async def __aenter__(self) -> Driver:
+        await self._bus.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._bus.close()
+
+    def _stamp(self, posts: Sequence[BenchPost]) -> list[Outgoing]:
+        now = time.time()
+        events = [event_for(p, datetime.fromtimestamp(now, UTC)) for p in posts]
+        for e in events:
+            self.published_at.setdefault(classified_id(e.envelope.event_id), now)
+        return events
+
+    async def burst(self, mix: PostMix, batch: int = 500) -> float:
+        """Everything as fast as the producer takes it; returns the seconds it took."""
+        start = time.time()
+        for i in range(0, len(mix.posts), batch):
+            await publish(self._bus, self._stamp(mix.posts[i : i + batch]))
+        return time.time() - start
+
+    async def at_rate(self, mix: PostMix, rate: float) -> float:
+        """Posts at `rate` per second, in 10 ms ticks, each stamped when it is sent."""
+        start = time.monotonic()
+        sent = 0
+        pending: list[asyncio.Task[None]] = []
+        while sent < len(mix.posts):
+            due = min(len(mix.posts), int((time.monotonic() - start) * rate) + 1)
+            if due > sent:
+                events = self._stamp(mix.posts[sent:due])
+                pending.append(asyncio.create_task(publish(self._bus, events)))
+                sent = due
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*pending)
+        return time.monotonic() - start
+
+
+async def routed_times(conn: asyncpg.Connection, ids: list[str]) -> dict[str, float]:
+    rows = await conn.fetch(
+        "SELECT event_id, extract(epoch FROM processed_at)::float8 AS at FROM processed_events"
+        " WHERE consumer = $1 AND event_id = ANY($2::text[])",
+        ROUTER,
+        ids,
+    )
+    return {r["event_id"]: r["at"] for r in rows}
+
+
+async def wait_routed(stack: Stack, conn: asyncpg.Connection, ids: list[str]) -> int:
+    """Polls until every post is routed or nothing moved for STALL_SECONDS; returns how many."""
+    done, last_change = 0, time.monotonic()
+    while True:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::text[])",
+            ROUTER,
+            ids,
+        )
+        if n != done:
+            done, last_change = n, time.monotonic()
+        if done >= len(ids) or time.monotonic() - last_change > STALL_SECONDS:
+            return int(done)
+        stack.check_alive()
+        await asyncio.sleep(0.2)
+
+
+async def wait_replies(stack: Stack, conn: asyncpg.Connection, timeout: float = 120) -> None:
+    """Until the relay has published the whole outbox and the notifier recorded every reply
+    the router asked for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        asked = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic LIKE '%reply-requested%'"
+        )
+        recorded = await conn.fetchval("SELECT count(*) FROM replies")
+        if unpublished == 0 and recorded >= asked:
+            return
+        stack.check_alive()
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"replies not all recorded within {timeout}s")
+
+
+async def measure(
+    stack: Stack, driver: Driver, mix: PostMix, publish_seconds: float
+) -> PhaseResult:
+    conn = await asyncpg.connect(raw_dsn(stack.database_url))
+    try:
+        received = {post_classified_id(p): p for p in mix.posts}
+        ids = list(received)
+        routed = await wait_routed(stack, conn, ids)
+        await wait_replies(stack, conn)
+        at = await routed_times(conn, ids)
+        first = min(driver.published_at[i] for i in ids)
+        last = max(at.values()) if at else time.time()
+        routed_ms = [(at[i] - driver.published_at[i]) * 1000 for i in ids if i in at]
+        platform = mix.posts[0].platform
+        replies = await conn.fetch(
+            "SELECT in_reply_to_post_id, min(extract(epoch FROM posted_at))::float8 AS at"
+            " FROM replies WHERE platform = $1 GROUP BY in_reply_to_post_id",
+            platform,
+        )
+        by_post = {p.post_id: i for i, p in received.items()}
+        reply_ms = [
+            (r["at"] - driver.published_at[by_post[r["in_reply_to_post_id"]]]) * 1000
+            for r in replies
+            if r["in_reply_to_post_id"] in by_post
+        ]
+        reports = await conn.fetch(
+            "SELECT merged, count(*) AS n FROM request_reports WHERE platform = $1 GROUP BY merged",
+            platform,
+        )
+        counts = {r["merged"]: int(r["n"]) for r in reports}
+        return PhaseResult(
+            published=len(mix.posts),
+            distinct=len(ids),
+            publish_seconds=publish_seconds,
+            routed=routed,
+            lost=len(ids) - routed,
+            seconds_to_routed=last - first,
+            routed_ms=routed_ms,
+            reply_ms=reply_ms,
+            requests_opened=counts.get(False, 0),
+            reports_merged=counts.get(True, 0),
+            not_actionable=routed - sum(counts.values()),
+            replies=len(reply_ms),
+        )
+    finally:
+        await conn.close()
+
+
+async def burst_phase(stack: Stack, bootstrap: str, mix: PostMix) -> PhaseResult:
+    async with Driver(stack, bootstrap) as driver:
+        seconds = await driver.burst(mix)
+        return await measure(stack, driver, mix, seconds)
+
+
+async def rate_phase(stack: Stack, bootstrap: str, mix: PostMix, rate: float) -> PhaseResult:
+    async with Driver(stack, bootstrap) as driver:
+        seconds = await driver.at_rate(mix, rate)
+        return await measure(stack, driver, mix, seconds)

@@ -1,0 +1,159 @@
+"""The bound: the pipeline's hops as raw aiokafka pass-throughs, with no logic at all.
+
+    python -m bench.raw_chain HOP_NAME BOOTSTRAP SOURCE_TOPIC SINK_TOPIC
+
+Each hop is its own process with Plaza's client settings (idempotent acks=all producer with a
+5 ms linger; manually committed read_committed consumer, batches of up to 500): it reads a
+batch, produces every record unchanged to the next topic, waits for the acks, then commits.
+Plaza's hops are classifier, router, relay and notifier; the router's hand-over to the relay
+goes through PostgreSQL's outbox, here it is one more Kafka topic. The records are the same
+post-received envelopes the pipeline phase publishes, so the sizes are those of the first hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+HOPS = ("classifier", "router", "relay", "notifier")
+BATCH = 500
+
+
+def producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+
+
+def consumer(bootstrap: str, group: str, topic: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        fetch_max_wait_ms=100,
+    )
+
+
+async def assigned(c: AIOKafkaConsumer) -> None:
+    """Until the group gave this consumer its partitions (nothing is published yet)."""
+    while not c.assignment():
+        await c.getmany(timeout_ms=100)
+
+
+async def hop(bootstrap: str, source: str, sink: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    out = producer(bootstrap)
+    into = consumer(bootstrap, f"{source}-to-{sink}", source)
+    await out.start()
+    await into.start()
+    await assigned(into)
+    print("ready", flush=True)
+    try:
+        while not stop.is_set():
+            batches = await into.getmany(timeout_ms=200, max_records=BATCH)
+            futures = [
+                await out.send(sink, value=m.value, key=m.key)
+                for msgs in batches.values()
+                for m in msgs
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                await into.commit()
+    finally:
+        await into.stop()
+        await out.stop()
+
+
+async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in topics]
+        )
+    finally:
+        await admin.close()
+
+
+async def drive(
+    bootstrap: str, first: str, last: str, records: Sequence[tuple[bytes, bytes]]
+) -> float:
+    """Publishes the records onto the first topic and counts them off the last; the seconds from
+    the first send to the last arrival."""
+    sink = consumer(bootstrap, f"{last}-sink", last)
+    await sink.start()
+    await assigned(sink)
+    out = producer(bootstrap)
+    await out.start()
+    try:
+        start = time.monotonic()
+        for i in range(0, len(records), BATCH):
+            futures = [await out.send(first, value=v, key=k) for k, v in records[i : i + BATCH]]
+            await asyncio.gather(*futures)
+        seen = 0
+        deadline = time.monotonic() + 300
+        while seen < len(records):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"raw chain delivered {seen} of {len(records)}")
+            batches = await sink.getmany(timeout_ms=200, max_records=5000)
+            seen += sum(len(msgs) for msgs in batches.values())
+        return time.monotonic() - start
+    finally:
+        await out.stop()
+        await sink.stop()
+
+
+def run_chain(
+    bootstrap: str, prefix: str, records: Sequence[tuple[bytes, bytes]], log_dir: Path
+) -> float:
+    """Starts one process per hop, drives the records through them, stops them; seconds taken."""
+    topics = [f"{prefix}raw{i}" for i in range(len(HOPS) + 1)]
+    asyncio.run(create_topics(bootstrap, topics, 3))
+    procs = []
+    for name, source, sink in zip(HOPS, topics, topics[1:], strict=False):
+        log = (log_dir / f"raw-{name}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.raw_chain", name, bootstrap, source, sink],
+                stdout=log,
+                stderr=log,
+            )
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not all("ready" in (log_dir / f"raw-{name}.log").read_text() for name in HOPS):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"raw chain hops did not start; see {log_dir}/raw-*.log")
+            time.sleep(0.1)
+        return asyncio.run(drive(bootstrap, topics[0], topics[-1], records))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+if __name__ == "__main__":
+    _, _name, _bootstrap, _source, _sink = sys.argv
+    asyncio.run(hop(_bootstrap, _source, _sink))

@@ -1,0 +1,266 @@
+"""`make bench`: issue 8's figures for Plaza on real Kafka and PostgreSQL, each service its own
+process, everything on 127.0.0.1. Prints a table, then one JSON line per figure.
+
+    uv run --frozen python -m bench.run [--posts 4000] [--rate 1000] [--rate-seconds 5] [--no-scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import api, raw_chain
+from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate_phase
+from bench.posts import generate
+from bench.stack import Infra, RssSampler, infrastructure, plaza_stack
+
+
+@dataclass(frozen=True)
+class Figure:
+    metric: str
+    value: float
+    unit: str
+    what: str
+
+
+class Report:
+    def __init__(self) -> None:
+        self.figures: list[Figure] = []
+        self.notes: list[str] = []
+
+    def add(self, metric: str, value: float, unit: str, what: str) -> None:
+        self.figures.append(Figure(metric, value, unit, what))
+
+    def latencies(self, prefix: str, suffix: str, values: list[float], what: str) -> None:
+        for q in (50, 95, 99):
+            self.add(
+                f"{prefix}_p{q}_ms_{suffix}", percentile(values, q / 100), "ms", f"p{q} {what}"
+            )
+
+    def print(self) -> None:
+        print()
+        print(f"{'figure':<46}{'value':>12}  {'unit':<12}what")
+        print("-" * 120)
+        for f in self.figures:
+            shown = f"{f.value:.1f}" if abs(f.value) >= 10 or f.value == 0 else f"{f.value:.3f}"
+            print(f"{f.metric:<46}{shown:>12}  {f.unit:<12}{f.what}")
+        for note in self.notes:
+            print(f"note: {note}")
+        print()
+        for f in self.figures:
+            value = None if math.isnan(f.value) else float(f"{f.value:.6g}")
+            print(json.dumps({"metric": f.metric, "value": value, "unit": f.unit}))
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def describe(name: str, r: PhaseResult) -> None:
+    log(
+        f"{name}: {r.published} posts ({r.distinct} distinct) published in {r.publish_seconds:.1f}s, "
+        f"{r.routed} routed in {r.seconds_to_routed:.1f}s: {r.requests_opened} requests opened, "
+        f"{r.reports_merged} reports merged, {r.not_actionable} not actionable, "
+        f"{r.replies} posts replied to, {r.lost} lost"
+    )
+
+
+def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
+    bootstrap = infra.kafka.bootstrap
+    with plaza_stack(infra, logs) as stack:
+        rss = RssSampler(stack.services)
+        rss.start()
+        log("warm-up: 200 posts (consumer groups join, model loads)")
+        asyncio.run(burst_phase(stack, bootstrap, generate(200, seed=1, platform="warmup")))
+
+        mix = generate(args.posts, seed=args.seed, platform="bench-burst")
+        log(
+            f"sustained: {len(mix.posts)} posts, {mix.geotagged} geotagged, {mix.resends} re-sent, "
+            f"{mix.near_duplicates} near-duplicates, {mix.chatter} chatter"
+        )
+        burst = asyncio.run(burst_phase(stack, bootstrap, mix))
+        describe("sustained", burst)
+        report.add(
+            "e2e_throughput_posts_per_s",
+            burst.throughput,
+            "posts/s",
+            f"{burst.published} posts published at once; / seconds from first publish to last routed",
+        )
+        report.add(
+            "e2e_lost_posts", burst.lost, "posts", "distinct posts never routed (router inbox)"
+        )
+        report.latencies(
+            "e2e",
+            "ingest_to_routed",
+            burst.routed_ms,
+            "publish -> router inbox row, backlog included",
+        )
+        report.latencies(
+            "e2e",
+            "ingest_to_reply",
+            burst.reply_ms,
+            "publish -> replies.posted_at, backlog included",
+        )
+
+        n = int(args.rate * args.rate_seconds)
+        log(f"fixed rate: {n} posts at {args.rate:.0f}/s")
+        fixed = asyncio.run(
+            rate_phase(
+                stack, bootstrap, generate(n, seed=args.seed + 1, platform="bench-rate"), args.rate
+            )
+        )
+        describe("fixed rate", fixed)
+        report.add(
+            "e2e_offered_posts_per_s_at_1000",
+            fixed.offered_rate,
+            "posts/s",
+            "rate the bench actually published at",
+        )
+        report.add(
+            "e2e_throughput_posts_per_s_at_1000",
+            fixed.throughput,
+            "posts/s",
+            "posts / seconds from first publish to last routed",
+        )
+        report.add("e2e_lost_posts_at_1000", fixed.lost, "posts", "distinct posts never routed")
+        report.add(
+            "e2e_p50_ms_ingest_to_routed_at_1000",
+            percentile(fixed.routed_ms, 0.5),
+            "ms",
+            "p50 publish -> routed at the fixed rate",
+        )
+        report.add(
+            "e2e_p99_ms_ingest_to_routed_at_1000",
+            percentile(fixed.routed_ms, 0.99),
+            "ms",
+            "p99 publish -> routed at the fixed rate",
+        )
+        report.add(
+            "e2e_p99_ms_ingest_to_reply_at_1000",
+            percentile(fixed.reply_ms, 0.99),
+            "ms",
+            "p99 publish -> reply recorded at the fixed rate",
+        )
+        if fixed.throughput < 0.95 * fixed.offered_rate:
+            report.notes.append(
+                f"the pipeline did not sustain {args.rate:.0f} posts/s (it drained at "
+                f"{fixed.throughput:.0f}/s): the fixed-rate latencies are mostly queueing behind the backlog"
+            )
+
+        time.sleep(3)
+        steady = rss.sample()  # idle after the pipeline's load
+        log(f"filling the database to {args.api_requests} requests")
+        total = asyncio.run(api.fill_to(stack.database_url, args.api_requests))
+        log(f"API load with wrk ({total} requests in the database)")
+        loads = api.load_endpoints(stack.api, stack.api_key, args.api_seconds, args.connections)
+        time.sleep(2)
+        after_api = rss.sample()
+        rss.stop()
+        for name in steady:
+            steady[name] = max(steady[name], after_api.get(name, 0.0))
+        stack.check_alive()
+    report.add(
+        "api_queue_rps",
+        loads["api_queue"].rps,
+        "requests/s",
+        f"GET {api.QUEUE_PATH}, wrk {args.connections} connections",
+    )
+    report.add("api_queue_p50_ms", loads["api_queue"].p50_ms, "ms", "")
+    report.add("api_queue_p99_ms", loads["api_queue"].p99_ms, "ms", "")
+    report.add(
+        "open311_requests_rps",
+        loads["open311_requests"].rps,
+        "requests/s",
+        f"GET {api.OPEN311_PATH}",
+    )
+    report.add("open311_requests_p99_ms", loads["open311_requests"].p99_ms, "ms", "")
+    for name, mb in steady.items():
+        peak = max(rss.samples[name], default=mb)
+        report.add(
+            f"rss_mb_{name}",
+            mb,
+            "MB",
+            f"steady (idle after load); peak during the run {peak:.0f} MB",
+        )
+    report.add(
+        "max_service_rss_mb", max(steady.values()), "MB", "the largest steady RSS of any service"
+    )
+
+    log(f"raw chain: {burst.published} records through {len(raw_chain.HOPS)} pass-through hops")
+    records = [
+        (e.key.encode(), e.encode()) for e in (event_for(p, datetime.now(UTC)) for p in mix.posts)
+    ]
+    seconds = raw_chain.run_chain(bootstrap, stack.namespace, records, logs)
+    raw = len(records) / seconds
+    report.add(
+        "raw_chain_throughput_posts_per_s",
+        raw,
+        "posts/s",
+        "same records and hops as raw aiokafka pass-throughs",
+    )
+    report.add(
+        "pipeline_to_raw_chain_ratio",
+        burst.throughput / raw,
+        "ratio",
+        "e2e_throughput_posts_per_s / raw chain",
+    )
+
+
+def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
+    for k in (1, 2, 3):
+        (logs / f"classifiers{k}").mkdir()
+        with plaza_stack(infra, logs / f"classifiers{k}", classifiers=k) as stack:
+            asyncio.run(
+                burst_phase(stack, infra.kafka.bootstrap, generate(200, seed=1, platform="warmup"))
+            )
+            mix = generate(args.scaling_posts, seed=args.seed + 10 + k, platform="bench-scale")
+            r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
+            describe(f"{k} classifier(s)", r)
+            report.add(
+                f"e2e_throughput_posts_per_s_classifiers_{k}",
+                r.throughput,
+                "posts/s",
+                f"{r.published} posts, {k} classifier process(es) in one group, fresh database",
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=4000, help="posts of the sustained run")
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument("--api-requests", type=int, default=100_000)
+    parser.add_argument("--api-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--scaling-posts", type=int, default=2000)
+    parser.add_argument("--no-scaling", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the API figures: apt-get install wrk")
+    started = time.monotonic()
+    report = Report()
+    logs = Path(tempfile.mkdtemp(prefix="plaza-bench-logs-"))
+    log(f"service logs in {logs}")
+    try:
+        with infrastructure() as infra:
+            log(f"Kafka on {infra.kafka.bootstrap}, PostgreSQL in {infra.home}")
+            pipeline_figures(infra, args, logs, report)
+            if not args.no_scaling:
+                scaling_figures(infra, args, logs, report)
+    finally:  # what was measured is shown even when a later phase fails (which still fails)
+        report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole make bench")
+        report.print()
+
+
+if __name__ == "__main__":
+    main()
