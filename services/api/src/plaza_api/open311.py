@@ -157,6 +157,15 @@ def _check_jurisdiction(request: Request, jurisdiction_id: str | None) -> None:
         raise Open311Error(404, f"unknown jurisdiction_id {jurisdiction_id!r}; this is {ours!r}")
 
 
+async def _public_read(request: Request, path_format: str, jurisdiction_id: str | None) -> str:
+    """What every public read checks first: the format, the jurisdiction, the caller's key.
+    Returns the format."""
+    fmt = _format(path_format)
+    _check_jurisdiction(request, jurisdiction_id)
+    await _public_caller(request)
+    return fmt
+
+
 async def _public_caller(request: Request) -> None:
     """Reads are public; a key (api_key or a header) only earns its own rate limit. A wrong key
     is refused (403), never silently ignored."""
@@ -320,9 +329,7 @@ async def services(
     lang: _LANG = None,
 ) -> Response:
     """Every service code of the city's taxonomy: the service_code a POST names."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     return render(
         fmt, "services", "service", [service_entry(c, lang or "en") for c in load_taxonomy()]
     )
@@ -358,9 +365,7 @@ async def service_definition_of(
     jurisdiction_id: _JURISDICTION = None,
 ) -> Response:
     """The attributes a POST of this service may carry, as `attribute[code]=key`."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     if service_code not in load_taxonomy():
         raise Open311Error(404, f"no service {service_code!r}; GET services.{fmt} lists them")
     return render(fmt, "service_definition", None, service_definition(service_code))
@@ -515,9 +520,7 @@ async def list_requests(
 ) -> Response:
     """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
     default)."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     stmt = select(ServiceRequest)
     ids = _csv(service_request_id)
     if ids:
@@ -579,9 +582,7 @@ async def get_request(
     extensions: bool = False,
 ) -> Response:
     """One request (as a list of one, as the spec says)."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     row = (
         await session.get(ServiceRequest, int(service_request_id))
         if service_request_id.isdigit()
@@ -793,9 +794,7 @@ async def resolve_token(
 ) -> Response:
     """The service_request_id a POST's token became (empty until the pipeline has opened it; a
     report that joined an open request gives that request's id)."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     if await session.get(Open311Submission, token) is None:
         raise Open311Error(404, f"no token {token!r}")
     request_id = (
@@ -857,9 +856,7 @@ async def service_request_updates(
 ) -> Response:
     """FixMyStreet's feed of public updates (status changes and public notes, with the extended
     status), oldest first. Internal notes are never in it."""
-    fmt = _format(format)
-    _check_jurisdiction(request, jurisdiction_id)
-    await _public_caller(request)
+    fmt = await _public_read(request, format, jurisdiction_id)
     end = _aware("end_date", end_date) or datetime.now(UTC)
     start = _aware("start_date", start_date) or end - UPDATES_WINDOW
     rows = await session.execute(
