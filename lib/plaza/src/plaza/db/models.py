@@ -275,3 +275,59 @@ class Open311Submission(Base):
     account_id: Mapped[str | None] = mapped_column(String(256))
     attributes: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConnectorCursor(Base):
+    """Where an ingest connector stopped reading a platform: written only once the posts up to
+    it are durably on the bus, so a restart neither misses nor repeats a post."""
+
+    __tablename__ = "connector_cursors"
+
+    connector: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReplyDelivery(Base):
+    """A public reply on its way to a social platform: pending, sending (the HTTP call may have
+    been made), posted, or failed (dead-lettered, waiting for a manager to retry it).
+
+    `sending` is committed before the HTTP call: a delivery found in `sending` whose lease ran
+    out belongs to a process that died mid-call, so the thread is searched for the reply before
+    it is sent again (`maybe_sent`)."""
+
+    __tablename__ = "reply_deliveries"
+
+    reply_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service_request_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8))
+    platform: Mapped[str] = mapped_column(String(32))
+    in_reply_to_post_id: Mapped[str] = mapped_column(String(256))
+    author_handle: Mapped[str] = mapped_column(String(256))
+    # `body` in Python (`text` would hide sqlalchemy's text() below), `text` in the table.
+    body: Mapped[str] = mapped_column("text", Text)
+    photo_url: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    maybe_sent: Mapped[bool] = mapped_column(Boolean, server_default="false", default=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(256))
+    public_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # The delivery loop's work: due pending deliveries and sending ones whose lease ran out.
+        Index(
+            "ix_reply_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending','sending')"),
+        ),
+        Index("ix_reply_deliveries_state", "state", "updated_at"),
+    )
