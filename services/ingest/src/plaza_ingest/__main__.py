@@ -3,26 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import httpx
 from plaza.bus import bus_from_settings
+from plaza.db import create_engine, session_factory
 from plaza.service import configure_logging, http_server
-from plaza.settings import PlazaSettings, load
+from plaza.settings import load
+from plaza.social import SocialSettings
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_ingest.app import create_app
+from plaza_ingest.connectors import Connector, ConnectorRunner
+from plaza_ingest.connectors.mastodon import MastodonStream, Source
+from plaza_ingest.connectors.runner import RecentPosts
 
 
-class IngestSettings(PlazaSettings):
+class IngestSettings(SocialSettings):
     ingest_port: int = Field(default=8101, ge=1, le=65535)
+
+
+def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[Connector]:
+    """Every connector the settings turn on (none: ingest is the webhook alone)."""
+    connectors: list[Connector] = []
+    mastodon = settings.mastodon
+    if mastodon is not None:
+        if mastodon.mentions:
+            connectors.append(MastodonStream(mastodon, Source.MENTIONS, http))
+        connectors += [
+            MastodonStream(mastodon, Source.HASHTAG, http, hashtag=tag) for tag in mastodon.hashtags
+        ]
+    return connectors
 
 
 async def serve(settings: IngestSettings) -> None:
     bus = bus_from_settings(settings)
     await bus.start()
-    try:
-        await http_server(create_app(bus), settings.ingest_port).serve()
-    finally:
-        await bus.close()
+    async with httpx.AsyncClient(timeout=15.0) as http:
+        connectors = build_connectors(settings, http)
+        engine = create_engine(settings.require_database()) if connectors else None
+        tasks = []
+        if engine is not None:
+            sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+            seen = RecentPosts()
+            tasks = [
+                asyncio.create_task(ConnectorRunner(c, bus, sessions, seen=seen).run(), name=c.name)
+                for c in connectors
+            ]
+        try:
+            await http_server(create_app(bus), settings.ingest_port).serve()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if engine is not None:
+                await engine.dispose()
+            await bus.close()
 
 
 def main() -> None:

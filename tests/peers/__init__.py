@@ -1,0 +1,1 @@
+"""Local servers that speak the social platforms' documented APIs, started by the tests."""
