@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -133,9 +134,14 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
             for r in (await s.execute(select(ServiceRequest))).scalars()
         }
     assert len(replies) == 4
-    assert replies["ca1"] == f"Rebut! Petició #{ids['ca1']}, districte de Gràcia."
-    assert replies["es1"] == f"¡Recibido! Petición #{ids['es1']}, distrito de Gràcia."
-    assert replies["en1"] == f"Received! Request #{ids['en1']}, Gràcia district."
+    # ...with the due time, in the city's time (12/05 18:30)
+    assert re.fullmatch(
+        rf"Rebut! Petició #{ids['ca1']}, districte de Gràcia\. Previsió: \d\d/\d\d \d\d:\d\d\.",
+        replies["ca1"],
+    )
+    assert replies["es1"].startswith(f"¡Recibido! Petición #{ids['es1']}, distrito de Gràcia.")
+    assert replies["en1"].startswith(f"Received! Request #{ids['en1']}, Gràcia district.")
+    assert " Expected by " in replies["en1"]
     assert replies["fr1"].startswith("Rebut!")  # other languages get Barcelona's own
 
 

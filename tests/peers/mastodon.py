@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
+from plaza.social import MastodonAccount
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -108,6 +110,15 @@ class FakeMastodon:
         self.host = f"127.0.0.1:{port}"
         self.base_url = f"http://{self.host}"
         return self
+
+    def account(self, hashtags: tuple[str, ...] = ()) -> MastodonAccount:
+        """The city's account on this server, as the settings would give it."""
+        return MastodonAccount(
+            base_url=self.base_url,
+            streaming_url=self.base_url.replace("http://", "ws://"),
+            token=SecretStr(self.token),
+            hashtags=hashtags,
+        )
 
     def stop(self) -> None:
         self.release_replies()
@@ -480,7 +491,7 @@ class FakeMastodon:
         if media is None:
             return _error(404, "Record not found")
         upload = next(u for u in self.uploads if u["id"] == media["id"])
-        if media["url"] is None and time.time() - upload["at"] < 0.2:
+        if media["url"] is None and time.time() - upload["at"] < 0.5:
             return self._json(media, status=206)
         media["url"] = media["preview_url"] = f"{self.base_url}/files/{media['id']}.jpg"
         return self._json(media)

@@ -761,19 +761,32 @@ async def breach(
     )
     if due is not None:
         body.due_at.CopyFrom(timestamp(due))
-    stage(
-        session,
-        [
-            envelope(
-                body,
-                key=rid,
-                event_id=derive_event_id(
-                    "request-sla-breached", rid, deadline, str(request.version)
-                ),
-                correlation_id=correlation_id or rid,
+    events = [
+        envelope(
+            body,
+            key=rid,
+            event_id=derive_event_id("request-sla-breached", rid, deadline, str(request.version)),
+            correlation_id=correlation_id or rid,
+        )
+    ]
+    if deadline == "resolve":
+        # The acknowledgement promised a due time; everyone who reported it hears it is late.
+        reporters = await session.execute(
+            select(RequestReport)
+            .where(RequestReport.service_request_id == request.id)
+            .order_by(RequestReport.id)
+        )
+        events += [
+            _reply(
+                request,
+                report,
+                ReplyKind.REPLY_KIND_DELAYED,
+                f"delayed-v{request.version}",
+                correlation_id or rid,
             )
-        ],
-    )
+            for report in reporters.scalars()
+        ]
+    stage(session, events)
 
 
 async def add_note(

@@ -3,6 +3,7 @@ connectors) and the notifier (its reply channels). Credentials are SecretStr: ne
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Self
 
@@ -102,3 +103,27 @@ class MastodonAccount:
 
     def __repr__(self) -> str:
         return f"MastodonAccount({self.base_url!r}, hashtags={self.hashtags!r}, token=**********)"
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag == "p" and self.parts:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(content: str) -> str:
+    """Mastodon's status HTML (paragraphs, line breaks, links, mention spans) as plain text."""
+    parser = _Text()
+    parser.feed(content)
+    parser.close()
+    lines = "".join(parser.parts).split("\n")
+    return "\n".join(" ".join(line.split()) for line in lines).strip()

@@ -9,7 +9,7 @@ from plaza.policy import RoutingTable, SlaPolicy
 from plaza.web import install_problem_handlers, install_request_metrics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_api import gateway, manager, open311
+from plaza_api import gateway, manager, open311, replies
 from plaza_api.access import AccessConfig, install_access
 from plaza_api.backlog import BacklogCollector
 
@@ -41,4 +41,5 @@ def create_app(
     app.include_router(gateway.router)
     app.include_router(open311.router)
     app.include_router(manager.router)
+    app.include_router(replies.router)
     return app

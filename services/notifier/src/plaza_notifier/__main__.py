@@ -3,30 +3,104 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Self
 
+import httpx
 from plaza.bus import bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, run_worker_service, serve_metrics
-from plaza.settings import PlazaSettings, load
+from plaza.service import configure_logging, on_stop_signals, serve_metrics
+from plaza.settings import load
+from plaza.social import SocialSettings
 from plaza.worker import Worker
+from pydantic import Field, model_validator
 
+from plaza_notifier.channels import ReplyChannel
+from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import GROUP, PostReply
+from plaza_notifier.mastodon import MastodonChannel
+from plaza_notifier.templates import TemplateError, load_templates
+
+
+class NotifierSettings(SocialSettings):
+    reply_templates: Path | None = Field(
+        default=None,
+        description="PLAZA_REPLY_TEMPLATES: a TOML file whose entries replace the packaged "
+        "reply templates (plaza_notifier/templates.toml)",
+    )
+    reply_max_attempts: int = Field(
+        default=5, ge=1, description="PLAZA_REPLY_MAX_ATTEMPTS: tries before a dead letter"
+    )
+    reply_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="PLAZA_REPLY_RETRY_BASE_SECONDS: the first retry's delay"
+    )
+    reply_sending_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="PLAZA_REPLY_SENDING_LEASE_SECONDS: after this long a reply left in "
+        "`sending` is taken as interrupted (its thread is searched before sending again)",
+    )
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> Self:
+        if self.reply_templates is not None:
+            try:
+                load_templates(self.reply_templates)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            max_attempts=self.reply_max_attempts,
+            base_delay=self.reply_retry_base_seconds,
+            lease=self.reply_sending_lease_seconds,
+        )
+
+
+def build_channels(settings: SocialSettings, http: httpx.AsyncClient) -> dict[str, ReplyChannel]:
+    """A channel for each platform the settings turn on; the others get the log channel."""
+    channels: dict[str, ReplyChannel] = {}
+    if settings.mastodon is not None:
+        channels["mastodon"] = MastodonChannel(settings.mastodon, http)
+    return channels
+
+
+async def serve(settings: NotifierSettings) -> None:
+    engine = create_engine(settings.require_database())
+    sessions = session_factory(engine)
+    bus = bus_from_settings(settings)
+    async with httpx.AsyncClient(timeout=15.0) as http:
+        channels = build_channels(settings, http)
+        worker = Worker(
+            bus,
+            group=GROUP,
+            topics=[TOPICS.REPLY_REQUESTED],
+            handler=PostReply(sessions, channels, load_templates(settings.reply_templates)),
+        )
+        deliverer = Deliverer(sessions, channels, settings.delivery_policy())
+
+        def stop() -> None:
+            worker.stop()
+            deliverer.stop()
+
+        on_stop_signals(stop)
+        await bus.start()
+        try:
+            loops = [worker.run()] + ([deliverer.run()] if channels else [])
+            await asyncio.gather(*loops)
+        finally:
+            stop()
+            await bus.close()
+            await engine.dispose()
 
 
 def main() -> None:
-    settings = load(PlazaSettings)
+    settings = load(NotifierSettings)
     configure_logging(settings.log_level)
-    engine = create_engine(settings.require_database())
     serve_metrics(settings.metrics_port)
-    bus = bus_from_settings(settings)
-    worker = Worker(
-        bus,
-        group=GROUP,
-        topics=[TOPICS.REPLY_REQUESTED],
-        handler=PostReply(session_factory(engine)),
-    )
-    asyncio.run(run_worker_service(bus, worker, cleanup=engine.dispose))
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

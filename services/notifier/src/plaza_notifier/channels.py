@@ -1,11 +1,13 @@
-"""Reply channels. The log channel keeps every reply in the database (and the log) instead of
-posting it to a social platform; platform channels come with the social connectors."""
+"""Reply channels: what a platform adapter implements to answer citizens in public
+(ReplyChannel), and the log channel, which keeps a reply in the database (and the log) instead,
+for every platform that has no channel configured."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from plaza.db.models import Reply
 from sqlalchemy.dialects.postgresql import insert
@@ -24,6 +26,65 @@ class OutgoingReply:
     in_reply_to_post_id: str
     author_handle: str
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReply:
+    """A reply to post in the thread of the citizen's post."""
+
+    reply_id: str  # unique per reply: an idempotency key, or a record key, can derive from it
+    in_reply_to_post_id: str
+    author_handle: str
+    text: str  # already fitted to the platform's length limit (plaza_notifier.length)
+    language: str
+    photo_url: str | None  # an image to attach (the resolution photo), fetched by the channel
+
+
+@dataclass(frozen=True, slots=True)
+class PostedReply:
+    remote_id: str
+    public_url: str = ""
+
+
+class RateLimited(Exception):
+    """The platform refused for now (a 429, or a spent rate-limit budget): nothing was posted.
+    No reply goes to this platform before `until`; it does not count as a failed attempt."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(f"{reason} (until {until.isoformat()})")
+        self.until = until
+
+
+class Refused(Exception):
+    """The platform refused this reply for good (4xx: deleted post, invalid text, bad token):
+    retrying cannot help, so it is dead-lettered at once for a manager to look at."""
+
+
+class ReplyChannel(Protocol):
+    """Posts replies on one platform. Any other exception from `post` or `find` (5xx, a
+    timeout, a dropped connection) is transient: retried with backoff, then dead-lettered.
+
+    After a crash or a timeout the outcome of a `post` is unknown; before sending again the
+    delivery loop calls `find`, so a channel must be able to recognise its own reply in the
+    thread (by its text, or by a record key derived from `reply_id`)."""
+
+    @property
+    def platform(self) -> str:
+        """The platform it answers on: replies to posts of this platform go through it."""
+        ...
+
+    @property
+    def mention_author(self) -> bool:
+        """Whether the text must start with the citizen's handle for them to be notified."""
+        ...
+
+    async def post(self, reply: ChannelReply) -> PostedReply:
+        """Posts `reply` in reply to its post, with its photo; raises RateLimited or Refused."""
+        ...
+
+    async def find(self, reply: ChannelReply) -> PostedReply | None:
+        """Our reply in the thread of `reply.in_reply_to_post_id`, if it was already posted."""
+        ...
 
 
 async def record_reply(session: AsyncSession, reply: OutgoingReply, posted_at: datetime) -> bool:

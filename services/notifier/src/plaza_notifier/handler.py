@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from plaza.contracts import (
@@ -17,31 +17,31 @@ from plaza.contracts import (
 )
 from plaza.db.models import Reply
 from plaza.worker import Rejected
-from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_notifier.channels import OutgoingReply, record_reply
-from plaza_notifier.templates import TemplateError, kind_name, render
+from plaza_notifier.channels import OutgoingReply, ReplyChannel, record_reply
+from plaza_notifier.delivery import Delivery, enqueue
+from plaza_notifier.metrics import REPLIES_FAILED, REPLIES_POSTED
+from plaza_notifier.templates import TemplateError, Templates, compose, kind_name, render
 
 GROUP = "plaza-notifier"
 
-REPLIES_POSTED = Counter(
-    "plaza_replies_posted_total",
-    "Public replies posted to citizens (once each, redeliveries not counted), by platform and kind",
-    ["platform", "kind"],
-)
-REPLIES_FAILED = Counter(
-    "plaza_replies_failed_total",
-    "Attempts to post a reply that failed, by platform and reason: rejected (it can never be "
-    "posted; dead-lettered) or error (tried again)",
-    ["platform", "reason"],
-)
-
 
 class PostReply:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Words the reply. To a platform with a channel it is handed to the delivery loop (a
+    reply_deliveries row; its reply-posted event follows once it is posted); any other
+    platform gets the log channel."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, ReplyChannel] | None = None,
+        templates: Templates | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._channels = channels or {}
+        self._templates = templates
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         platform = event.reply_requested.platform or "none"
@@ -62,8 +62,12 @@ class PostReply:
             raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
         if not req.service_request_id and req.kind != ReplyKind.REPLY_KIND_NOT_ACTIONABLE:
             raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")
+        channel = self._channels.get(req.platform)
+        if channel is not None:
+            await self._hand_over(event, channel)
+            return []
         try:
-            text, language = render(req.kind, req.language, req.params)
+            text, language = render(req.kind, req.language, req.params, self._templates)
         except TemplateError as exc:
             raise Rejected(str(exc)) from exc
         reply = OutgoingReply(
@@ -101,3 +105,33 @@ class PostReply:
                 correlation_id=event.correlation_id or event.event_id,
             )
         ]
+
+    async def _hand_over(self, event: Envelope, channel: ReplyChannel) -> None:
+        req = event.reply_requested
+        photo = req.params.get("photo_url") or None
+        try:
+            text, language = compose(
+                req.kind,
+                req.language,
+                req.params,
+                platform=channel.platform,
+                mention=req.author_handle if channel.mention_author else "",
+                photo_attached=photo is not None,
+                table=self._templates,
+            )
+        except (TemplateError, ValueError) as exc:
+            raise Rejected(str(exc)) from exc
+        delivery = Delivery(
+            reply_id=req.reply_id,
+            service_request_id=int(req.service_request_id) if req.service_request_id else None,
+            kind=kind_name(req.kind),
+            language=language,
+            platform=req.platform,
+            in_reply_to_post_id=req.in_reply_to_post_id,
+            author_handle=req.author_handle,
+            text=text,
+            photo_url=photo,
+            correlation_id=event.correlation_id or event.event_id,
+        )
+        async with self._sessions.begin() as session:
+            await enqueue(session, delivery, datetime.now(UTC))

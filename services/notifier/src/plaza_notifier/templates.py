@@ -1,17 +1,27 @@
-"""Reply templates in Catalan, Spanish and English (templates.toml), rendered for one reply."""
+"""Reply templates in Catalan, Spanish and English (templates.toml, or a file given by
+PLAZA_REPLY_TEMPLATES that overrides any of them), rendered for one reply and fitted to the
+platform's length limit."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from plaza.city import of_district
 from plaza.contracts import ReplyKind
 
+from plaza_notifier.length import LIMITS, shorten
+
 LANGUAGES = ("ca", "es", "en")
 DEFAULT_LANGUAGE = "ca"  # Barcelona's own language, for posts in any other
+CITY_TIME = ZoneInfo("Europe/Madrid")
+
+Templates = Mapping[str, Mapping[str, str]]
 
 
 class TemplateError(LookupError):
@@ -19,19 +29,49 @@ class TemplateError(LookupError):
 
 
 @cache
-def templates() -> Mapping[str, Mapping[str, str]]:
+def templates() -> Templates:
+    """The packaged templates."""
     text = resources.files("plaza_notifier").joinpath("templates.toml").read_text("utf-8")
     return tomllib.loads(text)
+
+
+def load_templates(override: Path | None = None) -> Templates:
+    """The packaged templates, with every entry of `override` (same format) replacing its own."""
+    if override is None:
+        return templates()
+    try:
+        extra = tomllib.loads(override.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TemplateError(f"PLAZA_REPLY_TEMPLATES={override}: {exc}") from exc
+    merged = {kind: dict(texts) for kind, texts in templates().items()}
+    for kind, texts in extra.items():
+        if not isinstance(texts, dict) or not all(isinstance(t, str) for t in texts.values()):
+            raise TemplateError(f"PLAZA_REPLY_TEMPLATES={override}: [{kind}] must map keys to text")
+        merged.setdefault(kind, {}).update(texts)
+    return merged
 
 
 def kind_name(kind: ReplyKind.ValueType) -> str:
     return ReplyKind.Name(kind).removeprefix("REPLY_KIND_").lower()
 
 
-def render(kind: ReplyKind.ValueType, language: str, params: Mapping[str, str]) -> tuple[str, str]:
+def _due(expected: str) -> str:
+    """An ISO due time as the city reads it: 12/05 18:30."""
+    try:
+        return datetime.fromisoformat(expected).astimezone(CITY_TIME).strftime("%d/%m %H:%M")
+    except ValueError:
+        return ""
+
+
+def render(
+    kind: ReplyKind.ValueType,
+    language: str,
+    params: Mapping[str, str],
+    table: Templates | None = None,
+) -> tuple[str, str]:
     """The reply text and the language it is in (falls back to Catalan)."""
     lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
-    by_language = templates().get(kind_name(kind), {})
+    by_language = (table or templates()).get(kind_name(kind), {})
     district = params.get("district_name")
     template = by_language.get(lang if district else f"{lang}_no_district") or by_language.get(lang)
     if template is None:
@@ -40,6 +80,9 @@ def render(kind: ReplyKind.ValueType, language: str, params: Mapping[str, str]) 
     if district:
         values["district_name_ca"] = of_district("ca", district)
         values["district_name_es"] = of_district("es", district)
+    if params.get("expected_datetime") and (due := _due(params["expected_datetime"])):
+        values["due"] = due
+        template += by_language.get(f"{lang}_due", "")
     try:
         text = template.format_map(values)
     except KeyError as exc:
@@ -47,3 +90,38 @@ def render(kind: ReplyKind.ValueType, language: str, params: Mapping[str, str]) 
     if params.get("photo_url"):
         text = f"{text} {params['photo_url']}"
     return text, lang
+
+
+def compose(
+    kind: ReplyKind.ValueType,
+    language: str,
+    params: Mapping[str, str],
+    *,
+    platform: str,
+    mention: str = "",
+    photo_attached: bool = False,
+    table: Templates | None = None,
+) -> tuple[str, str]:
+    """The reply as posted on `platform`: after `mention` (the citizen's handle, where the
+    platform needs it to notify them), within the platform's length limit. A long note is
+    shortened first; the request number, the mention and the worker's handle are never cut.
+    With `photo_attached` the photo goes as media, not as a link in the text."""
+    values = dict(params)
+    if photo_attached:
+        values.pop("photo_url", None)
+    prefix = f"{mention} " if mention else ""
+    text, lang = render(kind, language, values, table)
+    limit = LIMITS.get(platform)
+    if limit is None or limit.fits(prefix + text):
+        return prefix + text, lang
+    note = values.get("note", "")
+    if note:
+        # The longest start of the note (cut between words) that lets the reply fit.
+        words = note.split(" ")
+        for n in range(len(words) - 1, 0, -1):
+            values["note"] = " ".join(words[:n]).rstrip(" ,;:.") + "…"
+            text, lang = render(kind, language, values, table)
+            if limit.fits(prefix + text):
+                return prefix + text, lang
+    keep = [f"#{values.get('service_request_id', '')}", mention, values.get("worker", "")]
+    return shorten(prefix + text, limit, [k for k in keep if k.strip("#")]), lang

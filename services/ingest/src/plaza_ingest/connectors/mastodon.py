@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from html.parser import HTMLParser
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
-from plaza.social import MastodonAccount
+from plaza.social import MastodonAccount, html_to_text
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 
@@ -33,30 +32,6 @@ Json = Mapping[str, object]
 class Source(StrEnum):
     MENTIONS = "mentions"
     HASHTAG = "hashtag"
-
-
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag == "p" and self.parts:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(content: str) -> str:
-    """Mastodon's status HTML (paragraphs, line breaks, links, mention spans) as plain text."""
-    parser = _Text()
-    parser.feed(content)
-    parser.close()
-    lines = "".join(parser.parts).split("\n")
-    return "\n".join(" ".join(line.split()) for line in lines).strip()
 
 
 def newer(a: str, b: str) -> bool:

@@ -1,0 +1,78 @@
+"""How long a reply may be on each platform, counted the platform's way, and fitting a reply
+into it without ever cutting the request number or a mention."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+URL = re.compile(r"https?://\S+")
+ELLIPSIS: Final = "…"
+
+
+def graphemes(text: str) -> int:
+    """User-perceived characters: combining marks, variation selectors, skin tones and the
+    characters a zero-width joiner glues on do not count on their own."""
+    count, joined = 0, False
+    for ch in text:
+        code = ord(ch)
+        if ch == "\u200d":
+            joined = True
+            continue
+        if (
+            unicodedata.combining(ch)
+            or 0xFE00 <= code <= 0xFE0F
+            or 0x1F3FB <= code <= 0x1F3FF
+            or 0xE0020 <= code <= 0xE007F
+        ):
+            continue
+        if not joined:
+            count += 1
+        joined = False
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class LengthLimit:
+    """`size` units of `unit`; with `url_length`, every URL counts that many (X's t.co)."""
+
+    size: int
+    unit: Literal["characters", "graphemes"] = "characters"
+    url_length: int | None = None
+
+    def length(self, text: str) -> int:
+        if self.url_length is not None:
+            text = URL.sub("x" * self.url_length, text)
+        return graphemes(text) if self.unit == "graphemes" else len(text)
+
+    def fits(self, text: str) -> bool:
+        return self.length(text) <= self.size
+
+
+# By platform, from each platform's documentation. A platform without an entry (the log
+# channel, webhooks) takes any length.
+LIMITS: Final[Mapping[str, LengthLimit]] = {
+    "mastodon": LengthLimit(500),
+    "bluesky": LengthLimit(300, "graphemes"),
+    "x": LengthLimit(280, url_length=23),
+}
+
+
+def shorten(text: str, limit: LengthLimit, keep: Sequence[str] = ()) -> str:
+    """`text` if it fits; else words are dropped from the end, never a word holding one of
+    `keep` (the request number, the citizen's and the worker's handles), and an ellipsis
+    marks the cut. ValueError if even the kept words do not fit."""
+    if limit.fits(text):
+        return text
+    words = text.split(" ")
+    kept = [any(k and k in w for k in keep) for w in words]
+    for end in range(len(words) - 1, -1, -1):
+        head = " ".join(words[:end]).rstrip(" ,;:.") + ELLIPSIS
+        tail = " ".join(w for i, w in enumerate(words[end:], start=end) if kept[i])
+        out = f"{head} {tail}" if tail else head
+        if limit.fits(out):
+            return out
+    raise ValueError(f"a reply cannot fit in {limit.size} {limit.unit} with {list(keep)} kept")

@@ -1,0 +1,203 @@
+"""The Mastodon reply channel: a public reply in the citizen's thread (POST /api/v1/statuses
+with in_reply_to_id and an Idempotency-Key derived from the reply id), the resolution photo
+uploaded first (POST /api/v2/media, waiting for it to be processed), rate limits read from
+X-RateLimit-Remaining/Reset and 429s, and our reply found in the thread
+(GET /api/v1/statuses/:id/context) when an earlier attempt's outcome is unknown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import cast
+from urllib.parse import urlsplit
+
+import httpx
+from plaza.social import MastodonAccount, html_to_text
+
+from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused
+
+log = logging.getLogger(__name__)
+
+Json = Mapping[str, object]
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _obj(value: object) -> Json:
+    return cast(Json, value) if isinstance(value, dict) else {}
+
+
+def _words(text: str) -> list[str]:
+    """A reply's words without mentions: Mastodon shows `@marta` for `@marta@bcn.social`."""
+    return [w for w in text.split() if not w.startswith("@")]
+
+
+def _reset_at(response: httpx.Response, now: datetime) -> datetime | None:
+    """When the budget comes back: Retry-After (seconds or a date) or X-RateLimit-Reset."""
+    retry = response.headers.get("retry-after")
+    if retry:
+        if retry.isdigit():
+            return now + timedelta(seconds=int(retry))
+        return parsedate_to_datetime(retry)
+    reset = response.headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return datetime.fromisoformat(reset.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+class MastodonChannel:
+    def __init__(
+        self,
+        account: MastodonAccount,
+        http: httpx.AsyncClient,
+        *,
+        media_timeout: float = 30.0,
+        clock: type[datetime] = datetime,
+    ) -> None:
+        self._account = account
+        self._http = http
+        self._media_timeout = media_timeout
+        self._clock = clock
+        self._paused_until: datetime | None = None
+        self._own_id: str | None = None
+        self.host = urlsplit(account.base_url).netloc
+
+    @property
+    def platform(self) -> str:
+        return "mastodon"
+
+    @property
+    def mention_author(self) -> bool:
+        return True
+
+    def _now(self) -> datetime:
+        return self._clock.now(UTC)
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._account.token.get_secret_value()}", **extra}
+
+    def _before_call(self) -> None:
+        if self._paused_until is not None and self._paused_until > self._now():
+            raise RateLimited(self._paused_until, "mastodon: rate-limit budget spent")
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        """Reads the rate-limit headers; raises on anything but success."""
+        now = self._now()
+        reset = _reset_at(response, now)
+        if response.headers.get("x-ratelimit-remaining") == "0" and reset and reset > now:
+            self._paused_until = reset
+        if response.status_code == 429:
+            until = reset if reset and reset > now else now + timedelta(seconds=60)
+            self._paused_until = until
+            raise RateLimited(until, f"mastodon: 429 on {what}")
+        if response.is_success:
+            return
+        try:
+            error = _str(_obj(response.json()).get("error"))
+        except ValueError:
+            error = response.text[:200]
+        message = f"mastodon: {response.status_code} on {what}: {error}"
+        if response.status_code >= 500 or response.status_code == 408:
+            raise httpx.HTTPStatusError(message, request=response.request, response=response)
+        raise Refused(message)
+
+    async def _own_account_id(self) -> str:
+        if self._own_id is None:
+            self._before_call()
+            response = await self._http.get(
+                f"{self._account.base_url}/api/v1/accounts/verify_credentials",
+                headers=self._headers(),
+            )
+            self._check(response, "verify_credentials")
+            self._own_id = _str(_obj(response.json()).get("id"))
+        return self._own_id
+
+    async def _upload(self, photo_url: str) -> str | None:
+        """The media id of the photo, processed and ready to attach; None if the photo is gone."""
+        photo = await self._http.get(photo_url, follow_redirects=True)
+        if 400 <= photo.status_code < 500:
+            log.warning("photo %s answered %d: replying without it", photo_url, photo.status_code)
+            return None
+        photo.raise_for_status()
+        name = urlsplit(photo_url).path.rsplit("/", 1)[-1] or "photo.jpg"
+        content_type = photo.headers.get("content-type", "image/jpeg")
+        self._before_call()
+        response = await self._http.post(
+            f"{self._account.base_url}/api/v2/media",
+            headers=self._headers(),
+            files={"file": (name, photo.content, content_type)},
+        )
+        self._check(response, "POST /api/v2/media")
+        media = _obj(response.json())
+        media_id = _str(media.get("id"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._media_timeout
+        # 202: processed in the background; GET answers 206 until it is, then 200 with its URL.
+        while response.status_code != 200 or not media.get("url"):
+            if loop.time() > deadline:
+                raise TimeoutError(f"mastodon: media {media_id} still processing")
+            await asyncio.sleep(0.2)
+            response = await self._http.get(
+                f"{self._account.base_url}/api/v1/media/{media_id}", headers=self._headers()
+            )
+            self._check(response, "GET /api/v1/media")
+            media = _obj(response.json())
+        return media_id
+
+    async def post(self, reply: ChannelReply) -> PostedReply:
+        self._before_call()
+        fields: list[tuple[str, str]] = [
+            ("status", reply.text),
+            ("in_reply_to_id", reply.in_reply_to_post_id),
+            ("visibility", "public"),
+        ]
+        if reply.language:
+            fields.append(("language", reply.language))
+        if reply.photo_url:
+            media_id = await self._upload(reply.photo_url)
+            if media_id:
+                fields.append(("media_ids[]", media_id))
+        response = await self._http.post(
+            f"{self._account.base_url}/api/v1/statuses",
+            data=cast(Mapping[str, Sequence[str]], _multi(fields)),
+            # Mastodon keeps this key for an hour: a repeated POST returns the first status.
+            headers=self._headers(**{"Idempotency-Key": reply.reply_id}),
+        )
+        self._check(response, "POST /api/v1/statuses")
+        status = _obj(response.json())
+        return PostedReply(_str(status.get("id")), _str(status.get("url")))
+
+    async def find(self, reply: ChannelReply) -> PostedReply | None:
+        own = await self._own_account_id()
+        self._before_call()
+        response = await self._http.get(
+            f"{self._account.base_url}/api/v1/statuses/{reply.in_reply_to_post_id}/context",
+            headers=self._headers(),
+        )
+        self._check(response, "GET /api/v1/statuses/:id/context")
+        descendants = _obj(response.json()).get("descendants")
+        wanted = _words(reply.text)
+        for status in map(_obj, descendants if isinstance(descendants, list) else []):
+            if (
+                _str(_obj(status.get("account")).get("id")) == own
+                and _str(status.get("in_reply_to_id")) == reply.in_reply_to_post_id
+                and _words(html_to_text(_str(status.get("content")))) == wanted
+            ):
+                return PostedReply(_str(status.get("id")), _str(status.get("url")))
+        return None
+
+
+def _multi(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Form fields with repeated names (media_ids[]) as httpx takes them."""
+    out: dict[str, list[str]] = {}
+    for name, value in fields:
+        out.setdefault(name, []).append(value)
+    return out

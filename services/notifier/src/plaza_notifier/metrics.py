@@ -1,0 +1,22 @@
+"""The notifier's metrics: replies posted and failed, by platform."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+REPLIES_POSTED = Counter(
+    "plaza_replies_posted_total",
+    "Public replies posted to citizens (once each, redeliveries not counted), by platform and kind",
+    ["platform", "kind"],
+)
+REPLIES_FAILED = Counter(
+    "plaza_replies_failed_total",
+    "Attempts to post a reply that failed, by platform and reason: rejected (it can never be "
+    "posted; dead-lettered) or error (tried again)",
+    ["platform", "reason"],
+)
+REPLIES_RATE_LIMITED = Counter(
+    "plaza_replies_rate_limited_total",
+    "Times a platform asked the notifier to wait (429 or a spent rate-limit budget), by platform",
+    ["platform"],
+)
