@@ -217,6 +217,19 @@ def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str,
             expect("admin", ok=-1),
         ),
         ("DELETE", "/api/v1/admin/keys/1", None, expect("admin", ok=-1)),
+        # replies on their way to the platforms: managers (their districts' only), city-wide roles
+        (
+            "GET",
+            "/api/v1/replies?state=failed",
+            None,
+            expect("manager_06", "manager_05", *EVERY_QUEUE),
+        ),
+        (
+            "POST",
+            "/api/v1/replies/no-such-reply/retry",
+            None,
+            expect("manager_06", "manager_05", *EVERY_QUEUE, ok=404),
+        ),
         # the bridges' webhook
         (
             "POST",
