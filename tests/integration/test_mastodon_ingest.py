@@ -108,6 +108,16 @@ async def cursor_of(sessions: async_sessionmaker[AsyncSession], name: str) -> st
         ).scalar_one_or_none()
 
 
+async def cursor_becomes(
+    sessions: async_sessionmaker[AsyncSession], name: str, expected: str
+) -> None:
+    for _ in range(100):
+        if await cursor_of(sessions, name) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"cursor of {name} is {await cursor_of(sessions, name)}, not {expected}")
+
+
 async def test_mentions_and_hashtags_stream_in_with_text_and_media(
     mastodon: FakeMastodon,
     bus: Bus,
@@ -133,6 +143,9 @@ async def test_mentions_and_hashtags_stream_in_with_text_and_media(
                 tags=("bcnincidencies",),
             )
             posts = await received.until(2)
+            # each cursor follows its post once the bus has acknowledged it
+            await cursor_becomes(sessions, mentions.name, mastodon.notifications[-1]["id"])
+            await cursor_becomes(sessions, tag.name, tagged["id"])
     by_id = {p.post_id: p for p in posts}
     assert set(by_id) == {mention["id"], tagged["id"]}  # not the one from before the start
     assert old["id"] not in by_id
@@ -144,8 +157,6 @@ async def test_mentions_and_hashtags_stream_in_with_text_and_media(
     assert first.language == "ca" and first.public_url == mention["url"]
     assert not first.HasField("latitude")  # Mastodon has no geotags
     assert by_id[tagged["id"]].text == "Contenidor cremat a Sants #bcnincidencies"
-    assert await cursor_of(sessions, mentions.name) == mastodon.notifications[-1]["id"]
-    assert await cursor_of(sessions, tag.name) == tagged["id"]
     auth = {r.headers["authorization"] for r in mastodon.requests}
     assert auth == {"Bearer city-token"}
 
@@ -218,10 +229,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
         await streaming()
         before = mastodon.citizen_posts("Abans de l'aturada")
         await received.until(1)
-        for _ in range(100):  # the cursor follows the post onto the bus
-            if await cursor_of(sessions, name) == mastodon.notifications[-1]["id"]:
-                break
-            await asyncio.sleep(0.1)
+        await cursor_becomes(sessions, name, mastodon.notifications[-1]["id"])
         ingest.kill()
         while_down = [
             mastodon.citizen_posts("Mentre estava aturat"),
