@@ -1,4 +1,5 @@
-"""The `bus` fixture: every test using it runs once on the in-memory bus and once on real Kafka."""
+"""The `bus` fixture: every test using it runs once on the in-memory bus and once on real Kafka;
+the session fixture `bluesky_peer` (registered here only: each import starts a peer of its own)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from plaza.bus import Bus
 from plaza.bus.kafka import KafkaBus
 from plaza.bus.memory import MemoryBus
+
+from tests.peers.bluesky import bluesky_peer_fixture  # noqa: F401  (the fixture `bluesky_peer`)
 
 BusFactory = Callable[[], Bus]
 

@@ -19,7 +19,6 @@ from tests.peers.bluesky import (
     POST,
     BlueskyPeer,
     XrpcError,
-    bluesky_peer_fixture,  # noqa: F401  (provides the session fixture `bluesky_peer`)
     tid,
     tiny_png,
 )

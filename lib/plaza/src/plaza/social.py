@@ -9,7 +9,7 @@ from typing import Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from plaza.settings import PlazaSettings
+from plaza.bluesky import BlueskySettings
 
 
 def read_secret(value: SecretStr | None, file: Path | None, variable: str) -> SecretStr | None:
@@ -30,8 +30,9 @@ def csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-class SocialSettings(PlazaSettings):
-    """A platform is on when its base URL is set; its token is then required."""
+class SocialSettings(BlueskySettings):
+    """A platform is on when its base URL is set; its token is then required. Bluesky's
+    settings are in plaza.bluesky."""
 
     mastodon_base_url: AnyHttpUrl | None = Field(
         default=None, description="PLAZA_MASTODON_BASE_URL: the city account's instance"

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_ingest.app import create_app
 from plaza_ingest.connectors import Connector, ConnectorRunner
+from plaza_ingest.connectors.bluesky import BlueskyMentions
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
 from plaza_ingest.connectors.runner import RecentPosts
 
@@ -34,6 +35,8 @@ def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[
         connectors += [
             MastodonStream(mastodon, Source.HASHTAG, http, hashtag=tag) for tag in mastodon.hashtags
         ]
+    if settings.bluesky is not None:
+        connectors.append(BlueskyMentions(settings.bluesky, http))
     return connectors
 
 
