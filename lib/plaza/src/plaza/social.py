@@ -10,6 +10,7 @@ from typing import Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from plaza.bluesky import BlueskySettings
+from plaza.x import XSettings
 
 
 def read_secret(value: SecretStr | None, file: Path | None, variable: str) -> SecretStr | None:
@@ -30,9 +31,9 @@ def csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-class SocialSettings(BlueskySettings):
+class SocialSettings(BlueskySettings, XSettings):
     """A platform is on when its base URL is set; its token is then required. Bluesky's
-    settings are in plaza.bluesky."""
+    settings are in plaza.bluesky, X's in plaza.x."""
 
     mastodon_base_url: AnyHttpUrl | None = Field(
         default=None, description="PLAZA_MASTODON_BASE_URL: the city account's instance"

@@ -19,6 +19,7 @@ from plaza_ingest.connectors import Connector, ConnectorRunner
 from plaza_ingest.connectors.bluesky import BlueskyMentions
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
 from plaza_ingest.connectors.runner import RecentPosts
+from plaza_ingest.connectors.x import XMentions
 
 
 class IngestSettings(SocialSettings):
@@ -37,6 +38,8 @@ def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[
         ]
     if settings.bluesky is not None:
         connectors.append(BlueskyMentions(settings.bluesky, http))
+    if settings.x is not None:
+        connectors.append(XMentions(settings.x, http))
     return connectors
 
 
