@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from plaza.bluesky import BlueskyAccount
 from pydantic import SecretStr
 
@@ -23,6 +24,37 @@ def account(peer: BlueskyPeer, *, password: bool = True, **urls: str) -> Bluesky
         plc_url=peer.plc_url,
         image_url=image_url(peer),
     )
+
+
+class Faults(httpx.AsyncBaseTransport):
+    """The real PDS, except for the answers queued with `fail_next`: what the PDS answers when
+    rate-limited (429, RateLimit-* headers, a RateLimitExceeded body) or down (5xx); the call is
+    not passed on. `calls` keeps every XRPC method called."""
+
+    def __init__(self) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+        self._queued: list[tuple[str, httpx.Response]] = []
+        self.calls: list[str] = []
+
+    def fail_next(
+        self, method: str, status: int, *, headers: dict[str, str] | None = None, times: int = 1
+    ) -> None:
+        error = "RateLimitExceeded" if status == 429 else "InternalServerError"
+        for _ in range(times):
+            body = {"error": error, "message": "Rate Limit Exceeded" if status == 429 else ""}
+            self._queued.append((method, httpx.Response(status, headers=headers, json=body)))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        method = request.url.path.removeprefix("/xrpc/")
+        self.calls.append(method)
+        for i, (wanted, response) in enumerate(self._queued):
+            if wanted == method:
+                del self._queued[i]
+                return response
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
 
 
 def image_url(peer: BlueskyPeer) -> str:

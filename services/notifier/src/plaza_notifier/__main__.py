@@ -16,6 +16,7 @@ from plaza.social import SocialSettings
 from plaza.worker import Worker
 from pydantic import Field, model_validator
 
+from plaza_notifier.bluesky import BlueskyChannel
 from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import GROUP, PostReply
@@ -43,6 +44,16 @@ class NotifierSettings(SocialSettings):
     )
 
     @model_validator(mode="after")
+    def _check_bluesky_password(self) -> Self:
+        bluesky = self.bluesky  # the notifier posts as the city: it needs the password
+        if bluesky is not None and bluesky.password is None:
+            raise ValueError(
+                "PLAZA_BLUESKY_HANDLE is set but neither PLAZA_BLUESKY_PASSWORD nor "
+                "PLAZA_BLUESKY_PASSWORD_FILE is"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_templates(self) -> Self:
         if self.reply_templates is not None:
             try:
@@ -64,6 +75,8 @@ def build_channels(settings: SocialSettings, http: httpx.AsyncClient) -> dict[st
     channels: dict[str, ReplyChannel] = {}
     if settings.mastodon is not None:
         channels["mastodon"] = MastodonChannel(settings.mastodon, http)
+    if settings.bluesky is not None:
+        channels["bluesky"] = BlueskyChannel(settings.bluesky, http)
     return channels
 
 
