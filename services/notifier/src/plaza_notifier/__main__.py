@@ -22,6 +22,7 @@ from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import GROUP, PostReply
 from plaza_notifier.mastodon import MastodonChannel
 from plaza_notifier.templates import TemplateError, load_templates
+from plaza_notifier.x import XChannel
 
 
 class NotifierSettings(SocialSettings):
@@ -62,6 +63,16 @@ class NotifierSettings(SocialSettings):
                 raise ValueError(str(exc)) from None
         return self
 
+    @model_validator(mode="after")
+    def _check_x_user_token(self) -> Self:
+        x = self.x  # the notifier posts as the city: it needs the account's user token
+        if x is not None and x.user_token() is None:
+            raise ValueError(
+                "PLAZA_X_USER_ID is set but neither PLAZA_X_USER_TOKEN nor "
+                "PLAZA_X_USER_TOKEN_FILE is"
+            )
+        return self
+
     def delivery_policy(self) -> DeliveryPolicy:
         return DeliveryPolicy(
             max_attempts=self.reply_max_attempts,
@@ -77,6 +88,8 @@ def build_channels(settings: SocialSettings, http: httpx.AsyncClient) -> dict[st
         channels["mastodon"] = MastodonChannel(settings.mastodon, http)
     if settings.bluesky is not None:
         channels["bluesky"] = BlueskyChannel(settings.bluesky, http)
+    if settings.x is not None:
+        channels["x"] = XChannel(settings.x, http)
     return channels
 
 

@@ -35,17 +35,30 @@ def graphemes(text: str) -> int:
     return count
 
 
+# twitter-text's weights: code points in these ranges (Latin, general punctuation) count 1,
+# every other one (CJK, emoji...) counts 2.
+X_LIGHT: Final = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+
+
+def x_weighted(text: str) -> int:
+    """X's length: light code points 1, the others 2 (its limit of 280 is 140 CJK or emoji)."""
+    text = unicodedata.normalize("NFC", text)
+    return sum(1 if any(a <= ord(ch) <= b for a, b in X_LIGHT) else 2 for ch in text)
+
+
 @dataclass(frozen=True, slots=True)
 class LengthLimit:
     """`size` units of `unit`; with `url_length`, every URL counts that many (X's t.co)."""
 
     size: int
-    unit: Literal["characters", "graphemes"] = "characters"
+    unit: Literal["characters", "graphemes", "x-weighted"] = "characters"
     url_length: int | None = None
 
     def length(self, text: str) -> int:
         if self.url_length is not None:
             text = URL.sub("x" * self.url_length, text)
+        if self.unit == "x-weighted":
+            return x_weighted(text)
         return graphemes(text) if self.unit == "graphemes" else len(text)
 
     def fits(self, text: str) -> bool:
@@ -57,7 +70,7 @@ class LengthLimit:
 LIMITS: Final[Mapping[str, LengthLimit]] = {
     "mastodon": LengthLimit(500),
     "bluesky": LengthLimit(300, "graphemes"),
-    "x": LengthLimit(280, url_length=23),
+    "x": LengthLimit(280, "x-weighted", url_length=23),
 }
 
 
