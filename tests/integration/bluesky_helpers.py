@@ -37,11 +37,17 @@ class Faults(httpx.AsyncBaseTransport):
         self.calls: list[str] = []
 
     def fail_next(
-        self, method: str, status: int, *, headers: dict[str, str] | None = None, times: int = 1
+        self,
+        method: str,
+        status: int,
+        *,
+        headers: dict[str, str] | None = None,
+        error: str = "",
+        times: int = 1,
     ) -> None:
-        error = "RateLimitExceeded" if status == 429 else "InternalServerError"
+        error = error or ("RateLimitExceeded" if status == 429 else "InternalServerError")
         for _ in range(times):
-            body = {"error": error, "message": "Rate Limit Exceeded" if status == 429 else ""}
+            body = {"error": error, "message": "Rate Limit Exceeded" if status == 429 else error}
             self._queued.append((method, httpx.Response(status, headers=headers, json=body)))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

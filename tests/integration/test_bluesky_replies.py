@@ -219,6 +219,30 @@ async def test_the_resolution_photo_is_an_image_embed(
     assert f"#{ask.reply_requested.service_request_id}" in text
 
 
+async def test_an_expired_access_token_is_refreshed(
+    bluesky_peer: BlueskyPeer,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    peer = bluesky_peer
+    post, ask = await citizen_request(sessions, peer)
+    faults = Faults()
+    async with httpx.AsyncClient(transport=faults, timeout=10) as http:
+        channels: dict[str, ReplyChannel] = {"bluesky": BlueskyChannel(account(peer), http)}
+        await PostReply(sessions, channels)(ask)
+        # The PDS's answer once an access token has expired (its lifetime is two hours).
+        faults.fail_next("com.atproto.repo.getRecord", 400, error="ExpiredToken")
+        deliverer = Deliverer(sessions, channels, FAST)
+        await deliver_until(deliverer, sessions, [ask.reply_requested.reply_id], {"posted"})
+    assert faults.calls[:4] == [
+        "com.atproto.server.createSession",
+        "com.atproto.repo.getRecord",
+        "com.atproto.server.refreshSession",
+        "com.atproto.repo.getRecord",
+    ]
+    assert (await delivery(sessions, ask.reply_requested.reply_id)).attempts == 1
+    assert len(await city_replies_to(peer, post)) == 1
+
+
 class LostAnswer:
     """The channel, but the PDS's answer to the first post is lost (a crash after the call)."""
 
