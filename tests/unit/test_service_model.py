@@ -13,7 +13,7 @@ import pytest
 from plaza.city import City, fold
 from plaza.taxonomy import load_taxonomy
 from plaza_classifier import features
-from plaza_classifier.classify import Classifier, classify, default_classifier
+from plaza_classifier.classify import Classifier, PostInput, classify, default_classifier
 from plaza_classifier.model import ServiceModel, packaged_artifact
 from plaza_classifier.train import (
     NOT_ACTIONABLE,
@@ -61,7 +61,7 @@ def test_the_artifact_loads_with_the_trained_service_codes(model: ServiceModel) 
     assert set(model.classes) <= set(load_taxonomy())
     assert model.weights.shape == (features.BUCKETS, len(model.classes) + 1)
     assert model.version.startswith("tfidf-linear-")
-    assert {"model_wins", "blend", "no_service_below", "lexicon_wins", "actionable_at"} <= set(
+    assert {"lexicon_weight", "untrained_floor", "no_service_below", "actionable_at"} <= set(
         model.settings
     )
     assert model.temperature > 0
@@ -210,10 +210,9 @@ def test_a_tiny_training_runs_end_to_end(tmp_path: Path, city: City) -> None:
         idf=idf,
         temperature=0.3,
         settings={
-            "model_wins": 0.5,
-            "blend": 0.5,
+            "lexicon_weight": 0.0,
+            "untrained_floor": 0.01,
             "no_service_below": 0.3,
-            "lexicon_wins": 99.0,
             "actionable_at": 0.5,
         },
     )
@@ -236,3 +235,38 @@ def test_a_tiny_training_runs_end_to_end(tmp_path: Path, city: City) -> None:
         version,
     )
     assert trained.save(tmp_path / "again.npz") == version  # the same model, the same version
+
+
+def test_classify_batch_answers_as_classify_one_post_at_a_time(city: City) -> None:
+    classifier = default_classifier()
+    posts = [
+        PostInput("Farola apagada en el carrer de Sants", 41.3755, 2.1340),
+        PostInput("La font de beure del parc no raja", language_hint="ca"),
+        PostInput("Bins overflowing near the Sagrada Familia"),
+        PostInput("Quina pel·lícula més bona vam veure ahir"),
+        PostInput("Me han dejado un sofá en la acera", service_code_hint="cleaning"),
+        PostInput(""),
+    ]
+    batch = classifier.classify_batch(posts, city)
+    one_by_one = [
+        classifier.classify(
+            p.text,
+            city,
+            lat=p.lat,
+            lon=p.lon,
+            language_hint=p.language_hint,
+            service_code_hint=p.service_code_hint,
+        )
+        for p in posts
+    ]
+    assert len(batch) == len(posts)
+    for got, expected in zip(batch, one_by_one, strict=True):
+        assert got.service_code == expected.service_code
+        assert got.service_confidence == pytest.approx(expected.service_confidence, abs=0.011)
+        assert (got.actionable, got.location, got.language, got.urgency) == (
+            expected.actionable,
+            expected.location,
+            expected.language,
+            expected.urgency,
+        )
+    assert classifier.classify_batch([], city) == []

@@ -5,17 +5,16 @@ Madrid's and Bengaluru's reports are labelled with, in Spanish and English, and 
 is a request at all. The keyword lexicon (keywords.py) knows every service, noise and
 public_space included, in Catalan too, and the cues of urgency, complaint and chatter.
 
-The combination rule, its thresholds chosen on the validation split (MODEL_CARD.md):
-- service: a citizen's valid service_code_hint wins. A strong lexicon cue for a service the
-  model was never trained on (noise, public_space) wins, and so do the lexicon's cues for one
-  service when they weigh at least `lexicon_wins` and twice any other service's (a place word
-  such as "park" weighs half, so "broken benches in the park" stays street_furniture). Otherwise the model wins when its
-  probability reaches `model_wins`. Otherwise the two are blended, `blend` * model probability
-  + (1 - `blend`) * the lexicon's share of cues; when the lexicon found nothing, the model's
-  guess stands if it reaches `no_service_below`, and the post is "other" below it. These four
-  thresholds are chosen per detected language: the model learnt from Spanish (Madrid) and
-  English (Bengaluru) reports, so on Catalan or on a Barcelona post unlike those it deserves
-  less trust than the lexicon.
+The combination rule, its settings chosen on the validation split (MODEL_CARD.md):
+- service: a citizen's valid service_code_hint wins. Otherwise each service scores
+  log(model probability) + `lexicon_weight` x (the lexicon's cues for it), and the best wins: a
+  confident model needs several cues against it to be overruled, an unsure one gives way to a
+  single cue, and cues that agree with the model reinforce it. Services the model never learnt
+  (noise, public_space) count with probability `untrained_floor`. The confidence is the winner's
+  share of the combined scores (softmax). When the winner has no cue and the model gives it less
+  than `no_service_below`, the post is "other": nobody knows what it is about. Catalan posts have
+  their own settings ("lexicon_weight.ca"): the model learnt from Spanish (Madrid) and English
+  (Bengaluru) reports, so on Catalan the lexicon deserves more weight.
 - actionable: a complaint cue (request, broken, danger) makes a post actionable; a chatter cue
   (thanks, praise, politics) without one makes it not actionable. Otherwise it is actionable
   when the model's probability reaches `actionable_at` or the lexicon names a service.
@@ -23,8 +22,8 @@ The combination rule, its thresholds chosen on the validation split (MODEL_CARD.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Final, Literal
@@ -34,6 +33,7 @@ from plaza.taxonomy import OTHER, load_taxonomy
 
 from plaza_classifier import keywords
 from plaza_classifier.language import detect_language
+from plaza_classifier.lexicon import Lexicon
 from plaza_classifier.model import Prediction, ServiceModel
 
 MODEL_VERSION: Final = "keywords-1"  # the lexicon alone, when no model is loaded
@@ -55,34 +55,34 @@ class Classification:
     model_version: str
 
 
-def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
-
-
-def _all_languages(table: Mapping[str, tuple[str, ...]]) -> re.Pattern[str]:
-    return _compile(p for patterns in table.values() for p in patterns)
-
-
 # Patterns of every language apply to every post: tweets mix languages and detection of short
-# ones is unreliable. (pattern, weight) per service, in taxonomy order so ties go to the first.
-_SERVICE_PATTERNS: Final[dict[str, list[tuple[re.Pattern[str], float]]]] = {
-    code: [
-        (re.compile(rf"\b(?:{p})"), 0.5 if p in keywords.WEAK else 1.0)
-        for p in dict.fromkeys(p for patterns in by_language.values() for p in patterns)
-    ]
-    for code, by_language in keywords.SERVICE_KEYWORDS.items()
-}
-# One alternation per service finds the services with any cue; only their patterns are then
-# counted one by one. Same scores as counting every pattern, at a fifth of the cost.
-_SERVICE_ANY: Final[dict[str, re.Pattern[str]]] = {
-    code: _compile(dict.fromkeys(p for patterns in by_language.values() for p in patterns))
-    for code, by_language in keywords.SERVICE_KEYWORDS.items()
-}
-_URGENT: Final = _all_languages(keywords.URGENT)
-_TRAFFIC_LIGHT: Final = _compile([keywords.TRAFFIC_LIGHT])
-_BROKEN: Final = _all_languages(keywords.BROKEN)
-_REQUEST: Final = _all_languages(keywords.REQUEST)
-_CHATTER: Final = _all_languages(keywords.CHATTER)
+# ones is unreliable. Every service pattern and every cue pattern goes into one Lexicon, which
+# finds all of them in one pass over the post's words (see lexicon.py).
+_CUES: Final = ("urgent", "traffic_light", "broken", "request", "chatter")
+
+
+def _entries() -> list[tuple[str, str, float]]:
+    """(pattern, what it is a cue for: a service code or one of _CUES, weight)."""
+    entries: list[tuple[str, str, float]] = []
+    for code, by_language in keywords.SERVICE_KEYWORDS.items():
+        for p in dict.fromkeys(p for patterns in by_language.values() for p in patterns):
+            entries.append((p, code, 0.5 if p in keywords.WEAK else 1.0))
+    tables = {
+        "urgent": keywords.URGENT,
+        "broken": keywords.BROKEN,
+        "request": keywords.REQUEST,
+        "chatter": keywords.CHATTER,
+    }
+    for cue, table in tables.items():
+        for p in dict.fromkeys(p for patterns in table.values() for p in patterns):
+            entries.append((p, cue, 1.0))
+    entries.append((keywords.TRAFFIC_LIGHT, "traffic_light", 1.0))
+    return entries
+
+
+_ENTRIES: Final = _entries()
+_LEXICON: Final = Lexicon([pattern for pattern, _, _ in _ENTRIES])
+_SERVICE_CODES: Final = tuple(keywords.SERVICE_KEYWORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,37 @@ class Signals:
     language: str = "other"
 
 
+@dataclass(frozen=True, slots=True)
+class PostInput:
+    """One post for Classifier.classify_batch: the arguments of Classifier.classify."""
+
+    text: str
+    lat: float | None = None
+    lon: float | None = None
+    language_hint: str = ""
+    service_code_hint: str = ""
+
+
+def _signals(text: str, folded: str, prediction: Prediction | None, language_hint: str) -> Signals:
+    scores = dict.fromkeys(_SERVICE_CODES, 0.0)
+    cues: set[str] = set()
+    for number in _LEXICON.matches(folded):
+        _, what, weight = _ENTRIES[number]
+        if what in scores:
+            scores[what] += weight
+        else:
+            cues.add(what)
+    urgent = "urgent" in cues or {"traffic_light", "broken"} <= cues
+    return Signals(
+        lexicon_scores=scores,
+        urgent=urgent,
+        complaint=urgent or bool(cues & {"request", "broken"}),
+        chatter="chatter" in cues,
+        prediction=prediction,
+        language=detect_language(text, language_hint),
+    )
+
+
 class Classifier:
     """Classifies posts with a loaded service model (or the lexicon alone, model=None)."""
 
@@ -107,17 +138,8 @@ class Classifier:
 
     def signals(self, text: str, language_hint: str = "") -> Signals:
         folded = fold(text)
-        urgent = bool(_URGENT.search(folded)) or bool(
-            _TRAFFIC_LIGHT.search(folded) and _BROKEN.search(folded)
-        )
-        return Signals(
-            lexicon_scores=_lexicon_scores(folded),
-            urgent=urgent,
-            complaint=urgent or bool(_REQUEST.search(folded) or _BROKEN.search(folded)),
-            chatter=bool(_CHATTER.search(folded)),
-            prediction=self.model.predict(folded) if self.model is not None else None,
-            language=detect_language(text, language_hint),
-        )
+        prediction = self.model.predict(folded) if self.model is not None else None
+        return _signals(text, folded, prediction, language_hint)
 
     def classify(
         self,
@@ -132,6 +154,37 @@ class Classifier:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
         inside the city beats a place named in the text."""
         signals = self.signals(text, language_hint)
+        return self._decide(signals, text, city, lat, lon, service_code_hint)
+
+    def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
+        """classify() of many posts, with the same answers: the model scores them all in one
+        matrix product, which saves the per-post cost of numpy's calls (`plaza classify`)."""
+        folded = [fold(post.text) for post in posts]
+        if self.model is not None:
+            predictions: Sequence[Prediction | None] = self.model.predict_batch(folded)
+        else:
+            predictions = [None] * len(posts)
+        return [
+            self._decide(
+                _signals(post.text, text, prediction, post.language_hint),
+                post.text,
+                city,
+                post.lat,
+                post.lon,
+                post.service_code_hint,
+            )
+            for post, text, prediction in zip(posts, folded, predictions, strict=True)
+        ]
+
+    def _decide(
+        self,
+        signals: Signals,
+        text: str,
+        city: City,
+        lat: float | None,
+        lon: float | None,
+        service_code_hint: str,
+    ) -> Classification:
         if service_code_hint in load_taxonomy():
             service_code, confidence, actionable = service_code_hint, 1.0, True
         else:
@@ -152,51 +205,26 @@ class Classifier:
     @staticmethod
     def service_of(signals: Signals, settings: Mapping[str, float]) -> tuple[str, float]:
         """The service code and its confidence by the combination rule (module docstring)."""
-        lexicon_code, lexicon_confidence = _lexicon_best(signals.lexicon_scores)
+        scores = signals.lexicon_scores
         prediction = signals.prediction
         if prediction is None:
-            return lexicon_code, lexicon_confidence
+            return _lexicon_best(scores)
         probabilities = prediction.probabilities
-        if (
-            lexicon_code not in probabilities
-            and lexicon_code != OTHER
-            and signals.lexicon_scores[lexicon_code] >= 1
-        ):
-            return lexicon_code, lexicon_confidence
-        total = sum(signals.lexicon_scores.values())
-        best_score = signals.lexicon_scores.get(lexicon_code, 0.0)
-        runner_up = max(
-            (score for code, score in signals.lexicon_scores.items() if code != lexicon_code),
-            default=0.0,
-        )
-        if (
-            lexicon_code != OTHER
-            and best_score >= 2 * runner_up
-            and best_score >= _setting(settings, "lexicon_wins", signals.language)
-        ):
-            return lexicon_code, lexicon_confidence
-        model_code = max(probabilities, key=lambda code: probabilities[code])
-        model_confidence = probabilities[model_code]
-        capped = round(min(CONFIDENCE_CAP, model_confidence), 2)
-        if model_confidence >= _setting(settings, "model_wins", signals.language):
-            return model_code, capped
-        if total == 0:
-            if model_confidence >= _setting(settings, "no_service_below", signals.language):
-                return model_code, capped
-            return OTHER, 0.0
-        blend = _setting(settings, "blend", signals.language)
+        language = signals.language
+        weight = _setting(settings, "lexicon_weight", language)
+        floor = _setting(settings, "untrained_floor", language)
         combined = {
-            code: blend * probabilities.get(code, 0.0) + (1 - blend) * score / total
-            for code, score in signals.lexicon_scores.items()
+            code: math.log(max(probabilities.get(code, floor), 1e-9)) + weight * score
+            for code, score in scores.items()
         }
         best = max(combined, key=lambda code: combined[code])  # first of equals: taxonomy order
-        # a source that agrees with the blend vouches for it with its own confidence
-        vouched = max(
-            combined[best],
-            lexicon_confidence if best == lexicon_code else 0.0,
-            model_confidence if best == model_code else 0.0,
-        )
-        return best, round(min(CONFIDENCE_CAP, vouched), 2)
+        top = combined[best]
+        confidence = 1.0 / sum(math.exp(value - top) for value in combined.values())
+        if scores[best] == 0 and probabilities.get(best, 0.0) < _setting(
+            settings, "no_service_below", language
+        ):
+            return OTHER, 0.0  # an unsure model and no cue for its guess: nobody knows
+        return best, round(min(CONFIDENCE_CAP, confidence), 2)
 
     @staticmethod
     def actionable_of(
@@ -215,7 +243,7 @@ class Classifier:
 
 
 def _setting(settings: Mapping[str, float], name: str, language: str) -> float:
-    """A threshold of the rule for posts in language ("model_wins.ca"), else for all posts."""
+    """A setting of the rule for posts in language ("lexicon_weight.ca"), else for all posts."""
     return settings.get(f"{name}.{language}", settings[name])
 
 
@@ -243,16 +271,6 @@ def classify(
         language_hint=language_hint,
         service_code_hint=service_code_hint,
     )
-
-
-def _lexicon_scores(folded: str) -> dict[str, float]:
-    """Weighted count of the lexicon's cues per service code, in taxonomy order."""
-    return {
-        code: sum(weight for pattern, weight in patterns if pattern.search(folded))
-        if _SERVICE_ANY[code].search(folded)
-        else 0.0
-        for code, patterns in _SERVICE_PATTERNS.items()
-    }
 
 
 def _lexicon_best(scores: Mapping[str, float]) -> tuple[str, float]:

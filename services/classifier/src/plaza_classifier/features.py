@@ -31,7 +31,8 @@ _CACHE_LIMIT: Final = 200_000
 Indices = npt.NDArray[np.int32]
 Floats = npt.NDArray[np.float32]
 
-_word_cache: dict[str, list[int]] = {}
+# word -> (its columns, the crc32 of "b:<word> " that its bigrams continue from)
+_word_cache: dict[str, tuple[list[int], int]] = {}
 
 
 def bucket(feature: str) -> int:
@@ -39,7 +40,7 @@ def bucket(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8")) & _MASK
 
 
-def _word_buckets(word: str) -> list[int]:
+def _word(word: str) -> tuple[list[int], int]:
     cached = _word_cache.get(word)
     if cached is not None:
         return cached
@@ -49,22 +50,36 @@ def _word_buckets(word: str) -> list[int]:
         found.extend(bucket("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1))
     if len(_word_cache) >= _CACHE_LIMIT:
         _word_cache.clear()  # a bounded memo: the result never depends on what is cached
-    _word_cache[word] = found
-    return found
+    entry = (found, zlib.crc32(f"b:{word} ".encode()))
+    _word_cache[word] = entry
+    return entry
 
 
 def hashed(folded: str) -> tuple[Indices, Indices]:
     """Distinct columns of a folded text, sorted, with how often each occurs."""
     words = folded[:MAX_CHARS].translate(_DIGITS).split()
     columns: list[int] = []
+    previous = -1
+    crc32 = zlib.crc32
     for word in words:
-        columns.extend(_word_buckets(word))
-    columns.extend(bucket(f"b:{a} {b}") for a, b in pairwise(words))
+        found, continued = _word(word)
+        columns.extend(found)
+        if previous != -1:
+            # crc32 continues over concatenation: the bigram "b:<previous> <word>"
+            columns.append(crc32(word.encode(), previous) & _MASK)
+        previous = continued
     if not columns:
         empty = np.zeros(0, dtype=np.int32)
         return empty, empty
-    indices, counts = np.unique(np.asarray(columns, dtype=np.int32), return_counts=True)
-    return indices.astype(np.int32), counts.astype(np.int32)
+    return _counted(np.asarray(columns, dtype=np.int32))
+
+
+def _counted(columns: Indices) -> tuple[Indices, Indices]:
+    """np.unique(columns, return_counts=True), without its generality: a sort and a diff."""
+    columns.sort()
+    starts = np.flatnonzero(np.diff(columns, prepend=-1))
+    counts = np.diff(starts, append=len(columns)).astype(np.int32)
+    return columns[starts], counts
 
 
 def tfidf(indptr: Indices, indices: Indices, counts: Indices, idf: Floats) -> Floats:
@@ -78,6 +93,17 @@ def tfidf(indptr: Indices, indices: Indices, counts: Indices, idf: Floats) -> Fl
     norms[lengths > 0] = np.sqrt(np.add.reduceat(squares, starts)) if len(starts) else 0.0
     norms[norms == 0] = 1.0
     return (values / np.repeat(norms, lengths)).astype(np.float32)
+
+
+def tfidf_row(indices: Indices, counts: Indices, idf: Floats) -> Floats:
+    """tfidf() of a single row, without the CSR bookkeeping."""
+    values: Floats = ((1.0 + np.log(counts.astype(np.float32))) * idf[indices]).astype(
+        np.float32, copy=False
+    )
+    norm = np.float32(np.sqrt(values @ values))
+    if norm:
+        values /= norm
+    return values
 
 
 def hashed_rows(folded_texts: Iterable[str]) -> tuple[Indices, Indices, Indices]:

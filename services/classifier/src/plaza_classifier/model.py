@@ -65,8 +65,7 @@ class ServiceModel:
         indices, counts = features.hashed(folded)
         if not len(indices):
             return self.intercepts.copy()
-        indptr = np.array([0, len(indices)], dtype=np.int32)
-        values = features.tfidf(indptr, indices, counts, self.idf)
+        values = features.tfidf_row(indices, counts, self.idf)
         result: npt.NDArray[np.float32] = values @ self.weights[indices] + self.intercepts
         return result
 
@@ -82,6 +81,20 @@ class ServiceModel:
             probabilities=dict(zip(self.classes, probabilities.tolist(), strict=True)),
             actionable=actionable,
         )
+
+    def predict_batch(self, folded_texts: Sequence[str]) -> list[Prediction]:
+        """predict() of many texts, scored in one matrix product."""
+        if not folded_texts:
+            return []
+        scores = self.scores_batch(folded_texts)
+        service = scores[:, :-1] / self.temperature
+        exp = np.exp(service - service.max(axis=1, keepdims=True))
+        probabilities = (exp / exp.sum(axis=1, keepdims=True)).tolist()
+        actionable = (1.0 / (1.0 + np.exp(-scores[:, -1]))).tolist()
+        return [
+            Prediction(dict(zip(self.classes, row, strict=True)), float(act))
+            for row, act in zip(probabilities, actionable, strict=True)
+        ]
 
     def scores_batch(self, folded_texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Raw scores of many texts at once, (len(texts), len(classes) + 1)."""

@@ -95,12 +95,36 @@ _APOSTROPHES_AND_DOTS = str.maketrans({"·": "", "\u2027": "", "\u0140": "l"})
 _NOT_WORD = re.compile(r"[\W_]+")
 
 
+def _fold_slow(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES_AND_DOTS))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _NOT_WORD.sub(" ", bare)
+
+
+def _latin_table() -> dict[int, str]:
+    """The accented Latin letters (and the dots of "l·l") as _fold_slow turns them, one
+    character each: most posts then fold with a translate instead of character by character."""
+    table: dict[int, str] = {}
+    for code in range(0x80, 0x250):
+        char = chr(code)
+        folded = _fold_slow(char)
+        if len(folded) == 1 and folded.isascii():
+            table[code] = folded
+    for point in _APOSTROPHES_AND_DOTS:
+        table[point] = _fold_slow(chr(point))
+    return table
+
+
+_LATIN = _latin_table()
+
+
 def fold(text: str, *, keep_case: bool = False) -> str:
     """Text for matching: accents stripped, "l·l" joined, punctuation (apostrophes, hyphens)
     turned into single spaces, lowercased unless keep_case. Both forms have the same length."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES_AND_DOTS))
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    spaced = _NOT_WORD.sub(" ", bare)
+    latin = text.translate(_LATIN)
+    # a text of ASCII and Latin letters folds by the table; anything else (emoji, other
+    # scripts, combining marks) by Unicode decomposition, with the same result
+    spaced = _NOT_WORD.sub(" ", latin) if latin.isascii() else _fold_slow(text)
     return spaced if keep_case else spaced.lower()
 
 
@@ -108,27 +132,24 @@ Place = District | Barri
 
 
 class _TextMatcher:
-    """Finds every place name in folded text; longest (most specific) names win overlaps."""
+    """Finds every place name in folded text; longest (most specific) names win overlaps.
+
+    Names are indexed by their first word, so a text is read once, word by word: at each word
+    the longest name that starts there (as whole words) is a hit."""
 
     def __init__(
         self, folded: Mapping[str, Place | None], case_sensitive: Mapping[str, Place]
     ) -> None:
-        self._folded = folded
-        self._cased = case_sensitive
-        self._folded_re = _alternation(folded)
-        self._cased_re = _alternation(case_sensitive)
+        self._folded = _by_first_word(folded)
+        self._cased = _by_first_word(case_sensitive)
 
     def places(self, text: str) -> list[Place]:
         """The places named in text, in order of first mention (repeats kept)."""
+        cased = fold(text, keep_case=True)
         hits: list[tuple[int, int, Place | None]] = []
-        for pattern, table, haystack in (
-            (self._folded_re, self._folded, fold(text)),
-            (self._cased_re, self._cased, fold(text, keep_case=True)),
-        ):
-            if pattern is None:
-                continue
-            for m in pattern.finditer(haystack):
-                hits.append((m.start(), m.start() + len(m.group(1)), table[m.group(1)]))
+        for index, haystack in ((self._folded, cased.lower()), (self._cased, cased)):
+            if index:
+                hits.extend(_hits(index, haystack))
         taken: list[tuple[int, int, Place | None]] = []
         for start, end, place in sorted(hits, key=lambda h: (h[0] - h[1], h[0])):
             if all(end <= s or start >= e for s, e, _ in taken):
@@ -136,12 +157,39 @@ class _TextMatcher:
         return [place for _, _, place in sorted(taken, key=lambda t: t[0]) if place is not None]
 
 
-def _alternation(table: Mapping[str, object]) -> re.Pattern[str] | None:
-    if not table:
-        return None
-    alternatives = "|".join(re.escape(name) for name in sorted(table, key=len, reverse=True))
-    # A zero-width match at every word start, so overlapping names are all seen.
-    return re.compile(rf"(?<!\S)(?=({alternatives})(?!\S))")
+_Names = dict[str, list[tuple[tuple[str, ...], "Place | None"]]]
+
+
+def _by_first_word(table: Mapping[str, Place | None]) -> _Names:
+    """Names (folded, words separated by single spaces) by first word, longest first."""
+    index: _Names = {}
+    for name in sorted(table, key=len, reverse=True):
+        words = tuple(name.split())
+        if words:
+            index.setdefault(words[0], []).append((words, table[name]))
+    return index
+
+
+def _hits(index: _Names, haystack: str) -> list[tuple[int, int, Place | None]]:
+    """(start, end, place) of the longest name that starts at each word of haystack, a folded
+    text (its words are separated by single spaces)."""
+    words = haystack.split()
+    found = []
+    for i, word in enumerate(words):
+        names = index.get(word)
+        if names is None:
+            continue
+        for name, place in names:
+            if len(name) == 1 or tuple(words[i : i + len(name)]) == name:
+                start = _offset(haystack, words, i)
+                found.append((start, start + sum(map(len, name)) + len(name) - 1, place))
+                break
+    return found
+
+
+def _offset(haystack: str, words: list[str], i: int) -> int:
+    """Where the i-th word of a folded text starts."""
+    return len(haystack) - len(haystack.lstrip(" ")) + sum(map(len, words[:i])) + i
 
 
 class City:
