@@ -35,7 +35,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused, ReplyChannel
-from plaza_notifier.metrics import REPLIES_FAILED, REPLIES_POSTED, REPLIES_RATE_LIMITED
+from plaza_notifier.metrics import (
+    REPLIES_DEAD_LETTERED,
+    REPLIES_FAILED,
+    REPLIES_POSTED,
+    REPLIES_RATE_LIMITED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +241,14 @@ class Deliverer:
             )
         except Refused as exc:
             REPLIES_FAILED.labels(d.platform, "rejected").inc()
+            REPLIES_DEAD_LETTERED.labels(d.platform).inc()
             log.error("reply %s refused by %s, dead-lettered: %s", d.reply_id, d.platform, exc)
             await self._update(claim, state=State.FAILED.value, last_error=str(exc))
         except Exception as exc:
             REPLIES_FAILED.labels(d.platform, "error").inc()
             error = f"{type(exc).__name__}: {exc}"
             if claim.attempts >= self._policy.max_attempts:
+                REPLIES_DEAD_LETTERED.labels(d.platform).inc()
                 log.error(
                     "reply %s failed %d times, dead-lettered: %s", d.reply_id, claim.attempts, error
                 )

@@ -15,6 +15,12 @@ REPLIES_FAILED = Counter(
     "posted; dead-lettered) or error (tried again)",
     ["platform", "reason"],
 )
+REPLIES_DEAD_LETTERED = Counter(
+    "plaza_replies_dead_lettered_total",
+    "Replies given up on (refused, or failed too many times): they wait, failed, for a manager "
+    "to retry them (GET /api/v1/replies?state=failed), by platform",
+    ["platform"],
+)
 REPLIES_RATE_LIMITED = Counter(
     "plaza_replies_rate_limited_total",
     "Times a platform asked the notifier to wait (429 or a spent rate-limit budget), by platform",
