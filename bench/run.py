@@ -2,6 +2,7 @@
 process, everything on 127.0.0.1. Prints a table, then one JSON line per figure.
 
     uv run --frozen python -m bench.run [--posts 4000] [--rate 1000] [--rate-seconds 5] [--no-scaling]
+    uv run --frozen python -m bench.run --api-only [--api-seconds 10]   # the gateway alone, ~1 min
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from bench import api, raw_chain
 from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate_phase
 from bench.posts import generate
-from bench.stack import Infra, RssSampler, infrastructure, plaza_stack
+from bench.stack import Infra, RssSampler, api_alone, database_only, infrastructure, plaza_stack
 
 
 @dataclass(frozen=True)
@@ -168,21 +169,7 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
         for name in steady:
             steady[name] = max(steady[name], after_api.get(name, 0.0))
         stack.check_alive()
-    report.add(
-        "api_queue_rps",
-        loads["api_queue"].rps,
-        "requests/s",
-        f"GET {api.QUEUE_PATH}, wrk {args.connections} connections",
-    )
-    report.add("api_queue_p50_ms", loads["api_queue"].p50_ms, "ms", "")
-    report.add("api_queue_p99_ms", loads["api_queue"].p99_ms, "ms", "")
-    report.add(
-        "open311_requests_rps",
-        loads["open311_requests"].rps,
-        "requests/s",
-        f"GET {api.OPEN311_PATH}",
-    )
-    report.add("open311_requests_p99_ms", loads["open311_requests"].p99_ms, "ms", "")
+    api_figures(loads, args, report)
     for name, mb in steady.items():
         peak = max(rss.samples[name], default=mb)
         report.add(
@@ -215,6 +202,38 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
     )
 
 
+def api_figures(loads: dict[str, api.Load], args: argparse.Namespace, report: Report) -> None:
+    report.add(
+        "api_queue_rps",
+        loads["api_queue"].rps,
+        "requests/s",
+        f"GET {api.QUEUE_PATH}, wrk {args.connections} connections",
+    )
+    report.add("api_queue_p50_ms", loads["api_queue"].p50_ms, "ms", "")
+    report.add("api_queue_p99_ms", loads["api_queue"].p99_ms, "ms", "")
+    report.add(
+        "open311_requests_rps",
+        loads["open311_requests"].rps,
+        "requests/s",
+        f"GET {api.OPEN311_PATH}",
+    )
+    report.add("open311_requests_p99_ms", loads["open311_requests"].p99_ms, "ms", "")
+
+
+def api_only_figures(args: argparse.Namespace, logs: Path, report: Report) -> None:
+    """The gateway alone on a fresh database of `--api-requests` requests: no Kafka, no pipeline."""
+    with database_only() as postgres, api_alone(postgres, logs) as stack:
+        log(f"filling the database to {args.api_requests} requests")
+        total = asyncio.run(api.fill_to(stack.database_url, args.api_requests))
+        log(f"API load with wrk ({total} requests in the database), api pid {stack.pid('api')}")
+        rss = RssSampler(stack.services)
+        loads = api.load_endpoints(stack.api, stack.api_key, args.api_seconds, args.connections)
+        after = rss.sample()
+        stack.check_alive()
+    api_figures(loads, args, report)
+    report.add("rss_mb_api", after.get("api", math.nan), "MB", "right after the load")
+
+
 def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
     for k in (1, 2, 3):
         (logs / f"classifiers{k}").mkdir()
@@ -244,6 +263,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--scaling-posts", type=int, default=2000)
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument(
+        "--api-only", action="store_true", help="only the gateway's figures (no Kafka, no pipeline)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the API figures: apt-get install wrk")
@@ -252,13 +274,16 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="plaza-bench-logs-"))
     log(f"service logs in {logs}")
     try:
+        if args.api_only:
+            api_only_figures(args, logs, report)
+            return
         with infrastructure() as infra:
             log(f"Kafka on {infra.kafka.bootstrap}, PostgreSQL in {infra.home}")
             pipeline_figures(infra, args, logs, report)
             if not args.no_scaling:
                 scaling_figures(infra, args, logs, report)
     finally:  # what was measured is shown even when a later phase fails (which still fails)
-        report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole make bench")
+        report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole run")
         report.print()
 
 

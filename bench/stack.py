@@ -52,6 +52,55 @@ def infrastructure() -> Iterator[Infra]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@contextmanager
+def database_only() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL alone, for `bench.run --api-only`: the gateway needs no Kafka."""
+    home = Path(tempfile.mkdtemp(prefix="plaza-bench-"))
+    postgres = EmbeddedPostgres(home / "pg")
+    try:
+        yield postgres
+    finally:
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def api_env(ingest_url: str) -> dict[str, str]:
+    """The gateway's own settings, on top of base_env."""
+    return {
+        "PLAZA_INGEST_URL": ingest_url,
+        "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
+        # The load generator is one client: the per-key limit would only measure the limiter.
+        "PLAZA_RATE_LIMIT_PER_MINUTE": "0",
+        "PLAZA_ANONYMOUS_RATE_LIMIT_PER_MINUTE": "0",
+    }
+
+
+@contextmanager
+def api_alone(postgres: EmbeddedPostgres, log_dir: Path) -> Iterator[Stack]:
+    """A fresh database and the gateway as its own process, nothing else."""
+    import asyncio
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    postgres.ensure_database(name)
+    url = postgres.url(name)
+    key = asyncio.run(prepare_database(url))
+    port = free_port()
+    api = ServiceProcess(
+        "api",
+        {
+            **base_env("127.0.0.1:9", "unused.", url),  # the gateway never touches the bus
+            **api_env("http://127.0.0.1:9"),
+            "PLAZA_PORT": str(port),
+        },
+        log_dir,
+    ).start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc=api)
+        yield Stack(f"http://127.0.0.1:{port}", key, url, "", {"api": api})
+    finally:
+        api.stop()
+
+
 async def create_topics(bootstrap: str, namespace: str) -> None:
     bus = KafkaBus(bootstrap, namespace=namespace)
     await bus.start()
@@ -115,6 +164,10 @@ class Stack:
     namespace: str
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
+    def pid(self, name: str) -> int | None:
+        proc = self.services[name].proc
+        return proc.pid if proc else None
+
     def check_alive(self) -> None:
         for name, proc in self.services.items():
             if not proc.alive():
@@ -148,12 +201,8 @@ def plaza_stack(infra: Infra, log_dir: Path, *, classifiers: int = 1) -> Iterato
         "api",
         {
             **env,
+            **api_env(f"http://127.0.0.1:{ingest_port}"),
             "PLAZA_PORT": str(api_port),
-            "PLAZA_INGEST_URL": f"http://127.0.0.1:{ingest_port}",
-            "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
-            # The load generator is one client: the per-key limit would only measure the limiter.
-            "PLAZA_RATE_LIMIT_PER_MINUTE": "0",
-            "PLAZA_ANONYMOUS_RATE_LIMIT_PER_MINUTE": "0",
         },
         log_dir,
     )
