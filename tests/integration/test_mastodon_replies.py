@@ -25,6 +25,7 @@ from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import PostReply
 from plaza_notifier.mastodon import MastodonChannel
+from plaza_notifier.metrics import REPLIES_DEAD_LETTERED
 from plaza_router.sla_scanner import SlaScanner
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -215,8 +216,10 @@ async def test_a_dead_letter_is_seen_and_retried_by_its_manager_through_the_api(
     mastodon.fail_next("POST", "/api/v1/statuses", 502, times=2)
     policy = DeliveryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.1)
     deliverer = Deliverer(sessions, channels, policy)
+    given_up = REPLIES_DEAD_LETTERED.labels("mastodon")._value.get()
     await deliver_until(deliverer, sessions, [reply_id], {"failed"})
     assert (await delivery(sessions, reply_id)).attempts == 2
+    assert REPLIES_DEAD_LETTERED.labels("mastodon")._value.get() == given_up + 1
     app = gateway(sessions)
     keys = {
         "gracia": await new_key(sessions, Role.MANAGER, ["06"]),
