@@ -12,11 +12,14 @@ from plaza.service import configure_logging, http_server
 from plaza.settings import load
 
 from plaza_api.app import create_app
+from plaza_api.reads import PooledReads
 from plaza_api.settings import ApiSettings
 
 
 async def serve(settings: ApiSettings) -> None:
-    engine = create_engine(settings.require_database())
+    database_url = settings.require_database()
+    engine = create_engine(database_url)
+    reads = await PooledReads.open(database_url)
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
         app = create_app(
             session_factory(engine),
@@ -27,10 +30,12 @@ async def serve(settings: ApiSettings) -> None:
             sla=SlaPolicy.load(settings.sla_config),
             routing=RoutingTable.load(settings.routing_config),
             access=settings.access(settings.secret()),
+            reads=reads,
         )
         try:
             await http_server(app, settings.port).serve()
         finally:
+            await reads.close()
             await engine.dispose()
 
 

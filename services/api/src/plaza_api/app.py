@@ -7,11 +7,12 @@ from fastapi import FastAPI
 from plaza.city import City
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.web import install_problem_handlers, install_request_metrics
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza_api import gateway, manager, open311, replies
 from plaza_api.access import AccessConfig, install_access
 from plaza_api.backlog import BacklogCollector
+from plaza_api.reads import EngineReads, Reads
 
 
 def create_app(
@@ -22,14 +23,17 @@ def create_app(
     sla: SlaPolicy | None = None,
     routing: RoutingTable | None = None,
     access: AccessConfig | None = None,
+    reads: Reads | None = None,
 ) -> FastAPI:
-    """Without `access` (tests), tokens are signed with a secret made for this app alone."""
+    """Without `access` (tests), tokens are signed with a secret made for this app alone; without
+    `reads`, the hot reads borrow the sessions' engine's connections."""
     app = FastAPI(
         title="Plaza",
         version="1",
         description="A city answers its citizens in public: Open311 GeoReport v2 and the manager API.",
     )
     app.state.sessions = sessions
+    app.state.reads = reads or EngineReads(_engine(sessions))
     app.state.ingest = ingest
     app.state.city = city
     app.state.sla = sla or SlaPolicy.load()
@@ -43,3 +47,10 @@ def create_app(
     app.include_router(manager.router)
     app.include_router(replies.router)
     return app
+
+
+def _engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise TypeError("the gateway's sessions must be bound to an AsyncEngine")
+    return bind

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, Protocol
 
@@ -44,12 +44,13 @@ from plaza.requests import (
 from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_api.auth import CurrentPrincipal, Principal, Role, StaffPrincipal
 from plaza_api.deps import CityDep, RoutingDep, SessionDep, SlaDep
 from plaza_api.open311 import w3c
+from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/api/v1", tags=["Manager API"])
 
@@ -249,8 +250,7 @@ class _QueueRow(Protocol):
     source_author_handle: str
 
 
-# A queue page reads only these columns, as plain rows: no ORM objects to build.
-_QUEUE_COLUMNS = tuple(getattr(ServiceRequest, name) for name in _QueueRow.__annotations__)
+_STATUS_VALUES: Final = frozenset(s.value for s in Status)
 
 
 def _item(r: _QueueRow, now: datetime) -> dict[str, object]:
@@ -332,9 +332,8 @@ def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) ->
     return items
 
 
-def _encode_cursor(r: _QueueRow) -> str:
-    due = r.expected_datetime.isoformat() if r.expected_datetime else None  # to the microsecond
-    raw = json.dumps([due, r.id]).encode()
+def _encode_cursor(due: datetime | None, last_id: int) -> str:
+    raw = json.dumps([due.isoformat() if due else None, last_id]).encode()  # to the microsecond
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -347,21 +346,65 @@ def _decode_cursor(cursor: str) -> tuple[datetime | None, int]:
         raise HTTPException(422, "cursor: not a cursor this API gave") from None
 
 
-def _after(cursor: str, descending: bool) -> ColumnElement[bool]:
-    """Keyset pagination over (expected_datetime NULLS LAST, id): the rows after the cursor."""
-    due, last_id = _decode_cursor(cursor)
-    column, ident = ServiceRequest.expected_datetime, ServiceRequest.id
-    if due is None:
-        return and_(column.is_(None), ident < last_id if descending else ident > last_id)
-    beyond = column < due if descending else column > due
-    same = and_(column == due, ident < last_id if descending else ident > last_id)
-    return or_(beyond, same, column.is_(None))
+def _sql_list(values: Iterable[str]) -> str:
+    """Statuses as SQL literals: only ever Status values (checked before), and literal so that
+    the planner matches the partial index of open requests whatever the parameters."""
+    return ", ".join(f"'{Status(v).value}'" for v in sorted(values))
+
+
+_OPEN_SQL: Final = _sql_list(OPEN_STATUSES)
+_EXTENDED_SQL: Final = " ".join(f"WHEN '{s.value}' THEN '{extended_status(s)}'" for s in Status)
+# QueueItem's fields, in its order, computed by PostgreSQL: the rows leave as the page's items.
+_QUEUE_ITEM_SQL: Final = f"""
+    id::text AS service_request_id, status,
+    CASE WHEN status IN ({_OPEN_SQL}) THEN 'open' ELSE 'closed' END AS open311_status,
+    CASE status {_EXTENDED_SQL} END AS extended_status,
+    service_code, description, district_code, barri_code, queue, agency_responsible,
+    location_source, urgency, language, reporters_count, assigned_worker, requested_datetime,
+    ack_due_at, expected_datetime,
+    (status IN ({_OPEN_SQL}) AND expected_datetime < $1) IS TRUE AS overdue,
+    escalated_at IS NOT NULL AS escalated,
+    source_platform, source_post_id, source_author_handle AS author_handle"""
+
+
+class _QueueQuery:
+    """The text and parameters of one queue page's statement ($1 is now)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.where: list[str] = []
+        self.args: list[object] = [now]
+
+    def param(self, value: object) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def keyset(self, cursor: str, descending: bool) -> None:
+        """Keyset pagination over (expected_datetime NULLS LAST, id): the rows after the cursor."""
+        due, last_id = _decode_cursor(cursor)
+        beyond = "<" if descending else ">"
+        after_id = f"id {beyond} {self.param(last_id)}"
+        if due is None:
+            self.where.append(f"expected_datetime IS NULL AND {after_id}")
+            return
+        at = self.param(due)
+        self.where.append(
+            f"(expected_datetime {beyond} {at} OR (expected_datetime = {at} AND {after_id})"
+            " OR expected_datetime IS NULL)"
+        )
+
+    def sql(self, descending: bool, limit: int) -> str:
+        order = "DESC" if descending else "ASC"
+        return (
+            f"SELECT {_QUEUE_ITEM_SQL} FROM service_requests WHERE {' AND '.join(self.where)}"
+            f" ORDER BY expected_datetime {order} NULLS LAST, id {order}"
+            f" LIMIT {self.param(limit)}"
+        )
 
 
 @router.get("/districts/{code}/queue", response_model=Queue)
 async def district_queue(
     code: str,
-    session: SessionDep,
+    request: Request,
     city: CityDep,
     routing: RoutingDep,
     principal: StaffPrincipal,
@@ -386,43 +429,50 @@ async def district_queue(
     """The requests of a queue, the earliest due first: a district ("01".."10"), `triage` (no sure
     district), `city-hall` (escalated after a missed SLA) or a city-wide service queue (e.g.
     `city-mobility`). Open requests unless `status` says otherwise; one page at a time."""
-    name, in_queue = _queue(code, city, routing)
+    name, _ = _queue(code, city, routing)
     _may_read_queue(principal, code)
-    statuses = _csv_of(status, {s.value for s in Status}, "status") or sorted(OPEN_STATUSES)
-    stmt = select(*_QUEUE_COLUMNS).where(in_queue, ServiceRequest.status.in_(statuses))
+    statuses = _csv_of(status, _STATUS_VALUES, "status") or OPEN_STATUSES
+    now = _now()
+    q = _QueueQuery(now)
+    if code == CITY_HALL_QUEUE:
+        q.where.append("escalated_at IS NOT NULL")
+    else:
+        q.where.append(f"queue = {q.param(code)}")
+    q.where.append(f"status IN ({_sql_list(statuses)})")
     codes = _csv_of(service_code, set(load_taxonomy()), "service_code")
     if codes:
-        stmt = stmt.where(ServiceRequest.service_code.in_(codes))
+        q.where.append(f"service_code = ANY({q.param(codes)}::text[])")
     if urgency is not None:
-        stmt = stmt.where(ServiceRequest.urgency == urgency)
-    now = _now()
+        q.where.append(f"urgency = {q.param(urgency)}")
     if overdue is True:
-        stmt = stmt.where(ServiceRequest.expected_datetime < now)
+        q.where.append("expected_datetime < $1")
     elif overdue is False:
-        stmt = stmt.where(
-            or_(ServiceRequest.expected_datetime.is_(None), ServiceRequest.expected_datetime >= now)
-        )
+        q.where.append("(expected_datetime IS NULL OR expected_datetime >= $1)")
     if assigned_worker is not None:
-        stmt = stmt.where(ServiceRequest.assigned_worker == assigned_worker)
+        q.where.append(f"assigned_worker = {q.param(assigned_worker)}")
     descending = sort == "-due"
     if cursor:
-        stmt = stmt.where(_after(cursor, descending))
-    due = ServiceRequest.expected_datetime
-    order = (due.desc() if descending else due.asc()).nulls_last()
-    ident = ServiceRequest.id.desc() if descending else ServiceRequest.id.asc()
-    rows = (await session.execute(stmt.order_by(order, ident).limit(limit + 1))).all()
+        q.keyset(cursor, descending)
+    reads: Reads = request.app.state.reads
+    rows = await reads.fetch(q.sql(descending, limit + 1), *q.args)
     more = len(rows) > limit
-    rows = rows[:limit]
-    # The hot path of a manager's screen: serialised straight from the rows (the shape is
-    # Queue's, which documents it; tests check the two agree).
+    items = [dict(r) for r in rows[:limit]]
+    # The hot path of a manager's screen: rows straight to JSON (the shape is Queue's, which
+    # documents it; tests check the two agree). W3C datetimes: to the second, with the zone.
     page = {
         "queue": code,
         "name": name,
-        "count": len(rows),
-        "items": [_item(r, now) for r in rows],
-        "next_cursor": _encode_cursor(rows[-1]) if more else None,
+        "count": len(items),
+        "items": items,
+        "next_cursor": _encode_cursor(
+            items[-1]["expected_datetime"], int(items[-1]["service_request_id"])
+        )
+        if more
+        else None,
     }
-    return Response(orjson.dumps(page), media_type="application/json")
+    return Response(
+        orjson.dumps(page, option=orjson.OPT_OMIT_MICROSECONDS), media_type="application/json"
+    )
 
 
 @router.get("/assignments", response_model=Queue)

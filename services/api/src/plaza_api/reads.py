@@ -1,0 +1,60 @@
+"""The gateway's hot reads (a district queue page): one statement on a bare asyncpg connection,
+prepared once per connection and kept in asyncpg's statement cache, no ORM and no transaction.
+
+`python -m plaza_api` gives the gateway its own small asyncpg pool (`PooledReads`): a checkout
+there costs no round trip, where the SQLAlchemy engine's pings each connection it hands out
+(BEGIN, `;`, ROLLBACK). Without one (tests, embedded mode) reads borrow the engine's connections
+(`EngineReads`): the same statements, the same results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class Reads(Protocol):
+    async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]: ...
+
+
+class EngineReads:
+    """Reads on the SQLAlchemy engine's pooled connections, through their asyncpg driver."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]:
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+            return rows
+
+
+async def _keep(_: asyncpg.Connection) -> None:
+    """Hands a connection back as it is: it only ran single reads in autocommit, so there is no
+    session state to reset (asyncpg's default reset is one more round trip per query)."""
+
+
+class PooledReads:
+    """Reads on a pool of the gateway's own: `await PooledReads.open(url)`, `await close()`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, *, size: int = 4) -> PooledReads:
+        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        # min_size 0: connects on first use, as the engine does.
+        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=size, reset=_keep)
+        return cls(pool)
+
+    async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]:
+        async with self._pool.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
+    async def close(self) -> None:
+        await self._pool.close()
