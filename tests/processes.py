@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -18,9 +19,17 @@ class ServiceProcess:
     """`python -m plaza_<name>` (or another module) with its own environment; output goes to a
     log file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, module: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        module: str = "",
+        args: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.module = module or f"plaza_{name}"
+        self.args = list(args)
         self.env = {**os.environ, "PLAZA_LOG_LEVEL": "INFO", **env}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -28,7 +37,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", self.module, *self.args], env=self.env, stdout=log, stderr=log
         )
         return self
 

@@ -1,10 +1,15 @@
-"""Embedded mode: all five services in one process over the in-memory bus (`make run`)."""
+"""Embedded mode: all five services in one process over the in-memory bus (`make run`).
+
+With a platform's settings (PLAZA_MASTODON_*, PLAZA_BLUESKY_*, PLAZA_X_*: README, "Social
+channels") it also listens there and answers there, as the ingest and notifier processes do:
+a town like Jun runs its whole Plaza on one machine."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -22,9 +27,16 @@ from plaza_api.app import create_app as create_gateway
 from plaza_api.settings import AccessSettings, persisted_secret
 from plaza_classifier.handler import GROUP as CLASSIFIER
 from plaza_classifier.handler import ClassifyPost
+from plaza_ingest.__main__ import build_connectors
 from plaza_ingest.app import create_app as create_ingest
+from plaza_ingest.connectors import ConnectorRunner
+from plaza_ingest.connectors.runner import RecentPosts
+from plaza_notifier.__main__ import NotifierSettings, build_channels
+from plaza_notifier.channels import ReplyChannel
+from plaza_notifier.delivery import Deliverer
 from plaza_notifier.handler import GROUP as NOTIFIER
 from plaza_notifier.handler import PostReply
+from plaza_notifier.templates import load_templates
 from plaza_router.handler import GROUP as ROUTER
 from plaza_router.handler import RoutePost
 from plaza_router.settings import RouterSettings
@@ -39,7 +51,7 @@ from plaza_cli.postgres import EmbeddedPostgres
 log = logging.getLogger(__name__)
 
 
-class EmbeddedSettings(RouterSettings, AccessSettings):
+class EmbeddedSettings(RouterSettings, AccessSettings, NotifierSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
     home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
     demo: bool = Field(default=True, description="PLAZA_DEMO: run the demo feed")
@@ -47,8 +59,13 @@ class EmbeddedSettings(RouterSettings, AccessSettings):
 
 
 def build_workers(
-    bus: Bus, settings: EmbeddedSettings, city: City, sessions: async_sessionmaker[AsyncSession]
+    bus: Bus,
+    settings: EmbeddedSettings,
+    city: City,
+    sessions: async_sessionmaker[AsyncSession],
+    channels: Mapping[str, ReplyChannel] | None = None,
 ) -> list[Worker]:
+    templates = load_templates(settings.reply_templates)
     return [
         Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
         Worker(
@@ -57,7 +74,12 @@ def build_workers(
             topics=[TOPICS.POST_CLASSIFIED],
             handler=RoutePost.from_settings(sessions, city, settings),
         ),
-        Worker(bus, group=NOTIFIER, topics=[TOPICS.REPLY_REQUESTED], handler=PostReply(sessions)),
+        Worker(
+            bus,
+            group=NOTIFIER,
+            topics=[TOPICS.REPLY_REQUESTED],
+            handler=PostReply(sessions, channels, templates),
+        ),
     ]
 
 
@@ -84,16 +106,34 @@ async def run(settings: EmbeddedSettings) -> None:
         )
         bus = MemoryBus()
         await bus.start()
-        workers = build_workers(bus, settings, city, sessions)
-        loops: list[Worker | Relay | SlaScanner] = [
+        social = httpx.AsyncClient(timeout=15.0)  # the platforms' APIs, when configured
+        channels = build_channels(settings, social)
+        workers = build_workers(bus, settings, city, sessions, channels)
+        loops: list[Worker | Relay | SlaScanner | Deliverer] = [
             *workers,
             Relay(bus, engine),
             SlaScanner(sessions, interval=settings.sla_scan_interval),
         ]
+        if channels:
+            loops.append(Deliverer(sessions, channels, settings.delivery_policy()))
         tasks = [asyncio.create_task(loop.run(), name=type(loop).__name__) for loop in loops]
         await asyncio.gather(*(w.ready.wait() for w in workers))
+        seen = RecentPosts()
+        listening = [
+            asyncio.create_task(ConnectorRunner(c, bus, sessions, seen=seen).run(), name=c.name)
+            for c in build_connectors(settings, social)
+        ]
+        if listening or channels:
+            log.info(
+                "social channels: listening as %s, replying on %s",
+                ", ".join(t.get_name() for t in listening) or "nothing",
+                ", ".join(channels) or "the log channel only",
+            )
         transport = httpx.ASGITransport(app=create_ingest(bus))
-        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as ingest:
+        async with (
+            social,
+            httpx.AsyncClient(transport=transport, base_url="http://ingest") as ingest,
+        ):
             gateway = create_gateway(
                 sessions,
                 ingest,
@@ -125,10 +165,10 @@ async def run(settings: EmbeddedSettings) -> None:
             try:
                 await server.serve()  # returns on Ctrl-C / SIGTERM
             finally:
-                if feed is not None:
-                    feed.cancel()
+                for listener in [*listening, *([feed] if feed is not None else [])]:
+                    listener.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await feed
+                        await listener
                 for loop in loops:
                     loop.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
