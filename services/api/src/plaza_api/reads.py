@@ -8,6 +8,7 @@ there costs no round trip, where the SQLAlchemy engine's pings each connection i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -41,18 +42,23 @@ async def _keep(_: asyncpg.Connection) -> None:
 class PooledReads:
     """Reads on a pool of the gateway's own: `await PooledReads.open(url)`, `await close()`."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
         self._pool = pool
+        # First come, first served: asyncpg's pool hands a released connection to whoever asks
+        # next, and a waiter it woke that lost the race queues again at the back, so under load
+        # some requests wait for seconds. asyncio.Semaphore wakes its waiters in order and lets
+        # nobody overtake them.
+        self._turns = asyncio.Semaphore(size)
 
     @classmethod
     async def open(cls, database_url: str, *, size: int = 4) -> PooledReads:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         # min_size 0: connects on first use, as the engine does.
         pool = await asyncpg.create_pool(dsn, min_size=0, max_size=size, reset=_keep)
-        return cls(pool)
+        return cls(pool, size)
 
     async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]:
-        async with self._pool.acquire() as conn:
+        async with self._turns, self._pool.acquire() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 
