@@ -337,3 +337,28 @@ async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
             int(decode(r.topic, r.value).request_created.service_request_id)
         )
     assert all(seq == sorted(seq) for seq in by_partition.values())
+
+
+async def test_a_batch_routes_as_one_post_at_a_time_would_in_one_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    events = [
+        as_event(classified("first")),
+        as_event(classified("near", latlon=(VERDI[0] + 0.0002, VERDI[1]), author="@pau")),
+        as_event(classified("far", latlon=(VERDI[0] + 0.002, VERDI[1]))),
+        as_event(classified("other-service", service_code="cleaning")),
+        as_event(classified("thanks", actionable=False)),
+    ]
+    route = router(sessions)
+    await route.batch(events)
+    opened = await requests(sessions)
+    # the repeat within the same batch found the request its neighbour had just opened
+    assert [r.source_post_id for r in opened] == ["first", "far", "other-service"]
+    assert opened[0].reporters_count == 2
+    [merged] = await outbox(sessions, "request-merged.v1")
+    assert merged.request_merged.post_id == "near"
+    staged = len(await outbox(sessions))
+
+    await route.batch(events)  # a redelivered batch (a crash before the offsets were committed)
+    assert [r.source_post_id for r in await requests(sessions)] == ["first", "far", "other-service"]
+    assert len(await outbox(sessions)) == staged  # nothing staged twice

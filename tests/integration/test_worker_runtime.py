@@ -157,3 +157,71 @@ async def test_handler_errors_are_never_swallowed_silently(bus: Bus, exc: Except
     await run_until(worker, lambda: handler.seen.count("1") == FAST.max_attempts)
     assert len(await drain(dlq, 1)) == 1
     await dlq.close()
+
+
+class BatchRecorder:
+    """A batch handler over Recorder: all of a batch's events or none (it raises when any of
+    them would fail, as a rolled-back transaction does)."""
+
+    def __init__(self, single: Recorder) -> None:
+        self.single = single
+        self.batches: list[list[str]] = []
+
+    async def __call__(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
+        ids = [e.post_received.post.post_id for e in events]
+        self.batches.append(ids)
+        if any(e.post_received.post.text in self.single.fail for e in events):
+            raise RuntimeError("one of them failed: the transaction rolled back")
+        out: list[Outgoing] = []
+        for event in events:
+            out.extend(await Recorder()(event))
+        return out
+
+
+async def test_a_batch_handler_handles_many_records_in_one_call(bus: Bus) -> None:
+    await publish(bus, [post_event(n) for n in range(40)])
+    single = Recorder()
+    batch = BatchRecorder(single)
+    worker = Worker(
+        bus, group="w-batch", topics=[SOURCE], handler=single, batch_handler=batch, batch_size=16
+    )
+    await run_until(worker, lambda: sum(map(len, batch.batches)) == 40)
+    assert single.seen == []  # every record went through the batch handler
+    assert max(map(len, batch.batches)) > 1 and max(map(len, batch.batches)) <= 16
+    out = await bus.subscribe("w-batch-out", [TOPICS.POST_CLASSIFIED.topic])
+    assert len(await drain(out, 40)) == 40
+    await out.close()
+
+
+async def test_a_failing_batch_falls_back_to_one_by_one_and_only_the_bad_record_dies(
+    bus: Bus,
+) -> None:
+    await publish(bus, [post_event(1), post_event(2, "bug"), post_event(3)])
+    await bus.publish([OutRecord(SOURCE.topic, "test:4", b"\x00not protobuf")])
+    await publish(bus, [post_event(5)])
+    single = Recorder(fail={"bug": ValueError("a bug")})
+    batch = BatchRecorder(single)
+    worker = Worker(
+        bus,
+        group="w-batch-fallback",
+        topics=[SOURCE],
+        handler=single,
+        batch_handler=batch,
+        retry=FAST,
+    )
+    await run_until(worker, lambda: {"1", "3", "5"} <= set(single.seen) | _flat(batch))
+    dlq = await bus.subscribe("w-batch-fallback-reader", [SOURCE.dead_letter_topic])
+    dead = await drain(dlq, 2)
+    reasons = sorted((r.header("plaza-dlq-reason-class") or b"").decode() for r in dead)
+    assert reasons == ["contract", "error"]
+    assert single.seen.count("2") == FAST.max_attempts  # the bad one got its retries
+    out = await bus.subscribe("w-batch-fallback-out", [TOPICS.POST_CLASSIFIED.topic])
+    posted = await drain(out, 3)
+    assert len(posted) == 3  # 1, 3 and 5, each once
+    await dlq.close()
+    await out.close()
+
+
+def _flat(batch: BatchRecorder) -> set[str]:
+    """Posts a successful batch handled (a failed batch's posts are handled one by one)."""
+    return {i for ids in batch.batches for i in ids if "2" not in ids}

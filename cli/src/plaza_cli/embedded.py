@@ -66,13 +66,16 @@ def build_workers(
     channels: Mapping[str, ReplyChannel] | None = None,
 ) -> list[Worker]:
     templates = load_templates(settings.reply_templates)
+    router = RoutePost.from_settings(sessions, city, settings)
     return [
         Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
         Worker(
             bus,
             group=ROUTER,
             topics=[TOPICS.POST_CLASSIFIED],
-            handler=RoutePost.from_settings(sessions, city, settings),
+            handler=router,
+            batch_handler=router.batch,
+            batch_size=settings.batch_size,
         ),
         Worker(
             bus,

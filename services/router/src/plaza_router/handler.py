@@ -82,6 +82,19 @@ class RoutePost:
             await self._route(session, event, classified)
         return []
 
+    async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
+        """Routes several events in one transaction (the worker's batch handler): one commit
+        for them all. The services' dedupe locks are taken up front in one order, so two
+        routers never wait for each other's locks in opposite orders."""
+        async with self._sessions.begin() as session:
+            codes = {e.post_classified.service_code for e in events if e.post_classified.actionable}
+            for code in sorted(codes):
+                await lock_service(session, code)
+            for event in events:
+                if await first_time(session, GROUP, event.event_id):
+                    await self._route(session, event, event.post_classified)
+        return []
+
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
         correlation = event.correlation_id or event.event_id
