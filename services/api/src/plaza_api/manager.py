@@ -11,13 +11,15 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from plaza.city import City
 from plaza.db.models import Open311Submission, Reply, RequestEvent, RequestReport, ServiceRequest
 from plaza.lifecycle import (
@@ -46,8 +48,19 @@ from plaza.web import problem
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import QueryParams
 
-from plaza_api.auth import CurrentPrincipal, Principal, Role, StaffPrincipal
+from plaza_api.auth import (
+    STAFF,
+    CurrentPrincipal,
+    Principal,
+    Role,
+    StaffPrincipal,
+    bearer_scheme,
+    current_principal,
+    key_scheme,
+    require,
+)
 from plaza_api.deps import CityDep, RoutingDep, SessionDep, SlaDep
 from plaza_api.open311 import w3c
 from plaza_api.reads import Reads
@@ -412,7 +425,6 @@ class _QueueQuery:
         )
 
 
-@router.get("/districts/{code}/queue", response_model=Queue)
 async def district_queue(
     code: str,
     request: Request,
@@ -478,6 +490,91 @@ async def district_queue(
         "next_cursor": _encode_cursor(rows[-1][1], rows[-1][2]) if more else None,
     }
     return Response(orjson.dumps(page), media_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueParams:
+    status: str | None = None
+    service_code: str | None = None
+    urgency: Literal["normal", "urgent"] | None = None
+    overdue: bool | None = None
+    assigned_worker: str | None = None
+    sort: Literal["due", "-due"] = "due"
+    cursor: str | None = None
+    limit: int = 100
+
+
+def _plain_queue_params(query: QueryParams) -> _QueueParams | None:
+    """The queue's query parameters when each is in its plainest form (`limit=50`,
+    `overdue=true`): what FastAPI would make of them, without its per-parameter machinery. None
+    for anything else, which then goes through FastAPI's own validation and its 422s."""
+    urgency, sort = query.get("urgency"), query.get("sort", "due")
+    overdue, limit = query.get("overdue"), query.get("limit", "100")
+    if (
+        (urgency is not None and urgency not in ("normal", "urgent"))
+        or sort not in ("due", "-due")
+        or (overdue is not None and overdue not in ("true", "false"))
+        or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 500)
+    ):
+        return None
+    return _QueueParams(
+        status=query.get("status"),
+        service_code=query.get("service_code"),
+        urgency="urgent" if urgency == "urgent" else "normal" if urgency == "normal" else None,
+        overdue=None if overdue is None else overdue == "true",
+        assigned_worker=query.get("assigned_worker"),
+        sort="-due" if sort == "-due" else "due",
+        cursor=query.get("cursor"),
+        limit=int(limit),
+    )
+
+
+_staff_only = require(*STAFF)
+
+
+class _QueueRoute(APIRoute):
+    """The queue's route with a short way in: a request whose parameters are plain has its
+    caller found and checked by the same functions as the route's dependencies (so the same
+    401, 403 and 429, in the same order) and goes straight to district_queue. Anything else takes
+    the route's full FastAPI handler. The route, its parameters and its OpenAPI entry are the
+    usual ones; this saves the dependency solving, a third of a page's cost."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        validated = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            params = _plain_queue_params(request.query_params)
+            if params is None:
+                return await validated(request)
+            bearer, header_key = await bearer_scheme(request), await key_scheme(request)
+            principal = await _staff_only(await current_principal(request, bearer, header_key))
+            state = request.app.state
+            return await district_queue(
+                request.path_params["code"],
+                request,
+                state.city,
+                state.routing,
+                principal,
+                status=params.status,
+                service_code=params.service_code,
+                urgency=params.urgency,
+                overdue=params.overdue,
+                assigned_worker=params.assigned_worker,
+                sort=params.sort,
+                cursor=params.cursor,
+                limit=params.limit,
+            )
+
+        return handler
+
+
+router.add_api_route(
+    "/districts/{code}/queue",
+    district_queue,
+    methods=["GET"],
+    response_model=Queue,
+    route_class_override=_QueueRoute,
+)
 
 
 @router.get("/assignments", response_model=Queue)
