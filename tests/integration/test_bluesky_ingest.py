@@ -6,92 +6,36 @@ restarts from its durable cursor missing and repeating nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from plaza.bluesky import AtUri
-from plaza.bus import Bus, Consumer
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS, Post, decode
-from plaza.db.models import ConnectorCursor
+from plaza.bus import Bus
 from plaza.worker import RetryPolicy
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.bluesky import BlueskyMentions, Position
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.infra import KafkaBroker, free_port
+from tests.infra import KafkaBroker
 from tests.integration.bluesky_helpers import account, image_url, proxy
+from tests.integration.social_helpers import (  # the fixtures `bus` and `received` too
+    Ingest,
+    Received,
+    cursor_of,
+    post_received_bus,  # noqa: F401
+    received_posts,  # noqa: F401
+    running,
+)
 from tests.peers.bluesky import BlueskyPeer, tiny_png
-from tests.processes import ServiceProcess, base_env, wait_http
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-@pytest.fixture
-async def bus(kafka: KafkaBroker, kafka_namespace: str) -> AsyncIterator[Bus]:
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, join_timeout=30)
-    await bus.start()
-    await bus.create_topics([TOPICS.POST_RECEIVED.topic], 3)
-    yield bus
-    await bus.close()
-
-
-class Received:
-    """Reads plaza.post-received.v1 as a consumer group of its own."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-        self.posts: list[Post] = []
-
-    async def until(self, count: int, timeout: float = 30) -> list[Post]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.posts) < count:
-            assert loop.time() < deadline, f"{len(self.posts)} of {count} posts arrived"
-            for record in await self._consumer.fetch(100, 0.5):
-                self.posts.append(decode(record.topic, record.value).post_received.post)
-        return self.posts
-
-    async def settle(self, seconds: float = 2.0) -> list[Post]:
-        """What arrives in the next `seconds` too (to see that nothing more does)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            for record in await self._consumer.fetch(100, 0.3):
-                self.posts.append(decode(record.topic, record.value).post_received.post)
-        return self.posts
-
-
-@pytest.fixture
-async def received(bus: Bus) -> AsyncIterator[Received]:
-    consumer = await bus.subscribe("test-reader", [TOPICS.POST_RECEIVED.topic])
-    yield Received(consumer)
-    await consumer.close()
-
-
-@contextlib.asynccontextmanager
-async def running(runner: ConnectorRunner) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(runner.connected.wait(), 15)
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def cursor_of(sessions: async_sessionmaker[AsyncSession], name: str) -> Position | None:
-    async with sessions() as s:
-        cursor = (
-            await s.execute(select(ConnectorCursor.cursor).where(ConnectorCursor.connector == name))
-        ).scalar_one_or_none()
+async def position_of(sessions: async_sessionmaker[AsyncSession], name: str) -> Position | None:
+    cursor = await cursor_of(sessions, name)
     return Position.parse(cursor) if cursor is not None else None
 
 
@@ -100,11 +44,11 @@ async def cursor_holds(
 ) -> Position:
     """The stored cursor, once there is one (that has recorded `post_id`)."""
     for _ in range(150):
-        position = await cursor_of(sessions, name)
+        position = await position_of(sessions, name)
         if position is not None and (post_id is None or post_id in position.seen):
             return position
         await asyncio.sleep(0.1)
-    raise AssertionError(f"cursor of {name}: {await cursor_of(sessions, name)}")
+    raise AssertionError(f"cursor of {name}: {await position_of(sessions, name)}")
 
 
 async def test_a_post_mentioning_the_city_reaches_kafka_with_its_images_and_language(
@@ -220,22 +164,15 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
     tmp_path: Path,
 ) -> None:
     peer = bluesky_peer
-    port = free_port()
-    env = {
-        **base_env(kafka.bootstrap, kafka_namespace, database_url),
-        "PLAZA_INGEST_PORT": str(port),
+    settings = {
         "PLAZA_BLUESKY_HANDLE": peer.city.handle,
         "PLAZA_BLUESKY_PDS_URL": peer.pds_url,
         "PLAZA_BLUESKY_JETSTREAM_URL": peer.jetstream_url,
         "PLAZA_BLUESKY_PLC_URL": peer.plc_url,
         "PLAZA_BLUESKY_IMAGE_URL": image_url(peer),
     }
+    process = Ingest(kafka, kafka_namespace, database_url, tmp_path, settings)
     name = f"bluesky:{peer.city.handle}:mentions"
-
-    def start() -> ServiceProcess:
-        proc = ServiceProcess("ingest", env, tmp_path).start()
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        return proc
 
     async with peer.session(peer.citizens[0]) as marta, peer.session(peer.citizens[1]) as jordi:
 
@@ -243,7 +180,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
             client = marta if who == "marta" else jordi
             return (await client.post(f"@ajuntament.test {text}", mentions=[peer.city])).uri
 
-        ingest = start()
+        ingest = process.start()
         try:
             await cursor_holds(sessions, name)  # connected: the first cursor is stored
             before = await mention("marta", "Abans de l'aturada")
@@ -254,7 +191,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
                 await mention("marta", "Mentre estava aturat"),
                 await mention("jordi", "També aturat: la font no raja"),
             ]
-            ingest = start()
+            ingest = process.start()
             await received.until(3)
             live = await mention("jordi", "Després de tornar")
             await received.until(4)

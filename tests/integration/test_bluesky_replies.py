@@ -6,21 +6,18 @@ one reply, whether a delivery is repeated or the notifier is SIGKILLed after the
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from plaza.bluesky import MENTION, AtUri, tid_for
-from plaza.bus import OutRecord
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS, Envelope, ReplyKind, ReplyRequested, envelope
-from plaza.db.models import ReplyDelivery
+from plaza.contracts import Envelope, ReplyKind
 from plaza_notifier.bluesky import BlueskyChannel
 from plaza_notifier.channels import ChannelReply, PostedReply, ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
@@ -30,14 +27,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.infra import KafkaBroker
 from tests.integration.bluesky_helpers import Faults, account, proxy
-from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
+from tests.integration.lifecycle_helpers import classified, outbox
+from tests.integration.social_helpers import (
+    Places,
+    asked,
+    delivery,
+    notifier_until_posted,
+    publish_asked,
+    routed,
+)
+from tests.integration.social_helpers import deliver_until as _deliver_until
 from tests.peers.bluesky import BlueskyPeer, RecordRef, tiny_png
 from tests.processes import ServiceProcess, base_env
 
 pytestmark = pytest.mark.postgres
 
 FAST = DeliveryPolicy(base_delay=0.05, max_delay=0.2, poll_interval=0.05)
-_places = itertools.count()
+_places = Places(41.380, 2.13)
+deliver_until = partial(_deliver_until, timeout=20)  # a real PDS answers slower than the fakes
 
 
 @pytest.fixture
@@ -59,63 +66,15 @@ async def citizen_request(
     async with peer.session(peer.citizens[0]) as marta:
         body = f"@{peer.city.handle} {text}"
         post = await marta.post(body, mentions=[peer.city], reply_to=reply_to, langs=["ca"])
-    n = next(_places)  # 200 m apart: never a duplicate of another test's request
     c = classified(
         post.uri,
         author="@marta.test",
-        latlon=(41.380 + 0.002 * (n % 5), 2.13 + 0.002 * (n // 5)),
+        latlon=_places.next(),
         text=body,
         reply_to=reply_to.uri if reply_to else "",
     )
     c.post.platform = "bluesky"
-    await router(sessions)(as_event(c))
-    [ask] = [
-        e
-        for e in await outbox(sessions, "reply-requested.v1")
-        if e.reply_requested.in_reply_to_post_id == post.uri
-    ]
-    return post, ask
-
-
-def asked(ask: Envelope, reply_id: str, kind: ReplyKind.ValueType, **params: str) -> Envelope:
-    """Another reply to the same post (an assignment, a resolution) for the same request."""
-    req = ask.reply_requested
-    reply = ReplyRequested(
-        reply_id=reply_id,
-        service_request_id=req.service_request_id,
-        kind=kind,
-        language=req.language,
-        platform="bluesky",
-        in_reply_to_post_id=req.in_reply_to_post_id,
-        author_handle=req.author_handle,
-        params={"service_request_id": req.service_request_id, **params},
-    )
-    return envelope(reply, key="1", event_id=f"e-{reply_id}", correlation_id="c").envelope
-
-
-async def delivery(sessions: async_sessionmaker[AsyncSession], reply_id: str) -> ReplyDelivery:
-    async with sessions() as s:
-        row = await s.get(ReplyDelivery, reply_id)
-        assert row is not None
-        return row
-
-
-async def deliver_until(
-    deliverer: Deliverer,
-    sessions: async_sessionmaker[AsyncSession],
-    reply_ids: list[str],
-    states: set[str],
-    timeout: float = 20,
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        await deliverer.deliver_due()
-        now = {(await delivery(sessions, r)).state for r in reply_ids}
-        if now <= states:
-            return
-        assert loop.time() < deadline, f"deliveries still {now}"
-        await asyncio.sleep(0.05)
+    return post, await routed(sessions, c)
 
 
 async def city_replies_to(peer: BlueskyPeer, post: RecordRef) -> list[dict[str, Any]]:
@@ -377,11 +336,7 @@ async def test_a_notifier_killed_after_the_pds_created_the_reply_never_replies_t
     peer = bluesky_peer
     post, ask = await citizen_request(sessions, peer)
     reply_id = ask.reply_requested.reply_id
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
-    await bus.start()
-    await bus.create_topics([TOPICS.REPLY_REQUESTED.topic], 3)
-    await bus.publish([OutRecord(TOPICS.REPLY_REQUESTED.topic, "1", ask.SerializeToString())])
-    await bus.close()
+    await publish_asked(kafka, kafka_namespace, ask)
     password = tmp_path / "bluesky-password"
     password.write_text(peer.city.password + "\n")
     async with proxy(peer.pds_url) as pds:
@@ -408,14 +363,7 @@ async def test_a_notifier_killed_after_the_pds_created_the_reply_never_replies_t
         assert len(await city_replies_to(peer, post)) == 1
         sending = await delivery(sessions, reply_id)
         assert (sending.state, sending.maybe_sent) == ("sending", True)  # ...but it never knew
-        notifier = ServiceProcess("notifier", env, tmp_path).start()
-        try:
-            for _ in range(300):
-                if (await delivery(sessions, reply_id)).state == "posted":
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            notifier.stop()
+        notifier = await notifier_until_posted(sessions, reply_id, env, tmp_path)
     done = await delivery(sessions, reply_id)
     [reply] = await city_replies_to(peer, post)  # exactly one record in the city's repo
     assert (done.state, done.remote_id) == ("posted", reply["uri"])

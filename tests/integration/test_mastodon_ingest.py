@@ -5,117 +5,36 @@ id, and a restart of `python -m plaza_ingest` from its durable cursor (no miss, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from plaza.bus import Bus, Consumer
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS, Post, decode
-from plaza.db.models import ConnectorCursor
-from plaza.social import MastodonAccount
+from plaza.bus import Bus
 from plaza.worker import RetryPolicy
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
-from pydantic import SecretStr
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.infra import KafkaBroker, free_port
+from tests.infra import KafkaBroker
+from tests.integration.social_helpers import (  # the fixtures `bus` and `received` too
+    Ingest,
+    Received,
+    cursor_becomes,
+    post_received_bus,  # noqa: F401
+    received_posts,  # noqa: F401
+    running,
+)
 from tests.peers.mastodon import FakeMastodon
-from tests.processes import ServiceProcess, base_env, wait_http
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
 @pytest.fixture
 def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def bus(kafka: KafkaBroker, kafka_namespace: str) -> AsyncIterator[Bus]:
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, join_timeout=30)
-    await bus.start()
-    await bus.create_topics([TOPICS.POST_RECEIVED.topic], 3)
-    yield bus
-    await bus.close()
-
-
-def account(server: FakeMastodon, hashtags: tuple[str, ...] = ()) -> MastodonAccount:
-    return MastodonAccount(
-        base_url=server.base_url,
-        streaming_url=server.base_url.replace("http://", "ws://"),
-        token=SecretStr(server.token),
-        hashtags=hashtags,
-    )
-
-
-class Received:
-    """Reads plaza.post-received.v1 as a consumer group of its own."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-        self.posts: list[Post] = []
-
-    async def until(self, count: int, timeout: float = 30) -> list[Post]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.posts) < count:
-            assert loop.time() < deadline, f"{len(self.posts)} of {count} posts arrived"
-            for record in await self._consumer.fetch(100, 0.5):
-                self.posts.append(decode(record.topic, record.value).post_received.post)
-        return self.posts
-
-    async def settle(self, seconds: float = 2.0) -> list[Post]:
-        """What arrives in the next `seconds` too (to see that nothing more does)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            for record in await self._consumer.fetch(100, 0.3):
-                self.posts.append(decode(record.topic, record.value).post_received.post)
-        return self.posts
-
-
-@pytest.fixture
-async def received(bus: Bus) -> AsyncIterator[Received]:
-    consumer = await bus.subscribe("test-reader", [TOPICS.POST_RECEIVED.topic])
-    yield Received(consumer)
-    await consumer.close()
-
-
-@contextlib.asynccontextmanager
-async def running(runner: ConnectorRunner) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(runner.connected.wait(), 15)
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def cursor_of(sessions: async_sessionmaker[AsyncSession], name: str) -> str | None:
-    async with sessions() as s:
-        return (
-            await s.execute(select(ConnectorCursor.cursor).where(ConnectorCursor.connector == name))
-        ).scalar_one_or_none()
-
-
-async def cursor_becomes(
-    sessions: async_sessionmaker[AsyncSession], name: str, expected: str
-) -> None:
-    for _ in range(100):
-        if await cursor_of(sessions, name) == expected:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"cursor of {name} is {await cursor_of(sessions, name)}, not {expected}")
+    with FakeMastodon() as server:
+        yield server
 
 
 async def test_mentions_and_hashtags_stream_in_with_text_and_media(
@@ -126,8 +45,8 @@ async def test_mentions_and_hashtags_stream_in_with_text_and_media(
 ) -> None:
     old = mastodon.citizen_posts("Abans de Plaza: no s'ha de publicar")
     async with httpx.AsyncClient() as http:
-        mentions = MastodonStream(account(mastodon), Source.MENTIONS, http)
-        tag = MastodonStream(account(mastodon), Source.HASHTAG, http, hashtag="BCNincidencies")
+        mentions = MastodonStream(mastodon.account(), Source.MENTIONS, http)
+        tag = MastodonStream(mastodon.account(), Source.HASHTAG, http, hashtag="BCNincidencies")
         async with (
             running(ConnectorRunner(mentions, bus, sessions)),
             running(ConnectorRunner(tag, bus, sessions)),
@@ -168,7 +87,7 @@ async def test_a_dropped_stream_reconnects_and_catches_up_from_the_last_id(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with httpx.AsyncClient() as http:
-        mentions = MastodonStream(account(mastodon), Source.MENTIONS, http)
+        mentions = MastodonStream(mastodon.account(), Source.MENTIONS, http)
         runner = ConnectorRunner(mentions, bus, sessions, backoff=RetryPolicy(base_delay=0.3))
         async with running(runner):
             first = mastodon.citizen_posts("Primer: soroll al carrer Gran")
@@ -200,22 +119,15 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    port = free_port()
     token_file = tmp_path / "mastodon-token"
     token_file.write_text(mastodon.token + "\n")
-    env = {
-        **base_env(kafka.bootstrap, kafka_namespace, database_url),
-        "PLAZA_INGEST_PORT": str(port),
+    settings = {
         "PLAZA_MASTODON_BASE_URL": mastodon.base_url,
         "PLAZA_MASTODON_TOKEN_FILE": str(token_file),
         "PLAZA_MASTODON_HASHTAGS": "bcnincidencies",
     }
+    process = Ingest(kafka, kafka_namespace, database_url, tmp_path, settings)
     name = f"mastodon:{mastodon.host}:mentions"
-
-    def start() -> ServiceProcess:
-        proc = ServiceProcess("ingest", env, tmp_path).start()
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        return proc
 
     async def streaming() -> None:
         for _ in range(150):
@@ -224,7 +136,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
             await asyncio.sleep(0.1)
         raise AssertionError("the ingest process did not open its two streams")
 
-    ingest = start()
+    ingest = process.start()
     try:
         await streaming()
         before = mastodon.citizen_posts("Abans de l'aturada")
@@ -238,7 +150,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
                 "També aturat, mencionant i amb etiqueta", tags=("bcnincidencies",)
             ),
         ]
-        ingest = start()
+        ingest = process.start()
         await received.until(4)
         await streaming()
         live = mastodon.citizen_posts("Després de tornar")

@@ -6,8 +6,6 @@ between the HTTP call and its commit."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from plaza.bus import OutRecord
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS, Envelope, ReplyKind, ReplyRequested, envelope
-from plaza.db.models import Reply, ReplyDelivery
+from plaza.contracts import Envelope, ReplyKind
+from plaza.db.models import Reply
 from plaza.social import html_to_text
 from plaza_api.auth import Role
 from plaza_notifier.channels import ReplyChannel
@@ -33,20 +29,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.infra import KafkaBroker
 from tests.integration.api_helpers import client, gateway, new_key
 from tests.integration.lifecycle_helpers import POSTED_AT, as_event, classified, outbox, router
+from tests.integration.social_helpers import (
+    Places,
+    asked,
+    deliver_until,
+    delivery,
+    kill_notifier_while_held,
+    notifier_until_posted,
+    publish_asked,
+    routed,
+)
 from tests.peers.mastodon import PHOTO, FakeMastodon
-from tests.processes import ServiceProcess, base_env
+from tests.processes import base_env
 
 pytestmark = pytest.mark.postgres
 
 FAST = DeliveryPolicy(base_delay=0.05, max_delay=0.2, poll_interval=0.05)
-_places = itertools.count()
+_places = Places(41.400, 2.15)
 
 
 @pytest.fixture
 def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon().start()
-    yield server
-    server.stop()
+    with FakeMastodon() as server:
+        yield server
 
 
 @pytest.fixture
@@ -64,46 +69,14 @@ async def citizen_request(
     """A citizen's mention on Mastodon, routed into a request: its status and the
     reply-requested event of the acknowledgement."""
     status = mastodon.citizen_posts(text, language=language)
-    n = next(_places)  # 200 m apart: never a duplicate of another test's request
     post = classified(
         status["id"],
         author=f"@marta@{mastodon.host}",
         language=language,
-        latlon=(41.400 + 0.002 * (n % 5), 2.15 + 0.002 * (n // 5)),
+        latlon=_places.next(),
         text=text,
     )
-    await router(sessions)(as_event(post))
-    [ask] = [
-        e
-        for e in await outbox(sessions, "reply-requested.v1")
-        if e.reply_requested.in_reply_to_post_id == status["id"]
-    ]
-    return status, ask
-
-
-async def delivery(sessions: async_sessionmaker[AsyncSession], reply_id: str) -> ReplyDelivery:
-    async with sessions() as s:
-        row = await s.get(ReplyDelivery, reply_id)
-        assert row is not None
-        return row
-
-
-async def deliver_until(
-    deliverer: Deliverer,
-    sessions: async_sessionmaker[AsyncSession],
-    reply_ids: list[str],
-    states: set[str],
-    timeout: float = 15,
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        await deliverer.deliver_due()
-        now = {(await delivery(sessions, r)).state for r in reply_ids}
-        if now <= states:
-            return
-        assert loop.time() < deadline, f"deliveries still {now}"
-        await asyncio.sleep(0.05)
+    return status, await routed(sessions, post)
 
 
 async def test_an_acknowledgement_is_posted_once_in_the_citizens_thread(
@@ -254,21 +227,8 @@ async def test_the_resolution_photo_is_uploaded_and_attached(
 ) -> None:
     status, ask = await citizen_request(sessions, mastodon, language="es")
     photo = f"{mastodon.base_url}/files/farola-arreglada.jpg"
-    resolved = ReplyRequested(
-        reply_id="resolved-1",
-        service_request_id=ask.reply_requested.service_request_id,
-        kind=ReplyKind.REPLY_KIND_RESOLVED,
-        language="es",
-        platform="mastodon",
-        in_reply_to_post_id=status["id"],
-        author_handle=ask.reply_requested.author_handle,
-        params={
-            "service_request_id": ask.reply_requested.service_request_id,
-            "note": "Farola reparada. " + "Hemos cambiado la lámpara y el cableado. " * 20,
-            "photo_url": photo,
-        },
-    )
-    event = envelope(resolved, key="1", event_id="e-resolved", correlation_id="c").envelope
+    note = "Farola reparada. " + "Hemos cambiado la lámpara y el cableado. " * 20
+    event = asked(ask, "resolved-1", ReplyKind.REPLY_KIND_RESOLVED, note=note, photo_url=photo)
     await PostReply(sessions, channels)(event)
     await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-1"], {"posted"})
     [reply] = mastodon.replies_to(status["id"])
@@ -308,40 +268,22 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
     tmp_path: Path,
 ) -> None:
     # Like GoToSocial, this server ignores Idempotency-Key: only the thread search can help.
-    mastodon = FakeMastodon(honour_idempotency=False).start()
-    try:
+    with FakeMastodon(honour_idempotency=False) as mastodon:
         status, ask = await citizen_request(sessions, mastodon)
         reply_id = ask.reply_requested.reply_id
-        bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
-        await bus.start()
-        await bus.create_topics([TOPICS.REPLY_REQUESTED.topic], 3)
-        await bus.publish([OutRecord(TOPICS.REPLY_REQUESTED.topic, "1", ask.SerializeToString())])
-        await bus.close()
+        await publish_asked(kafka, kafka_namespace, ask)
         env = {
             **base_env(kafka.bootstrap, kafka_namespace, database_url),
             "PLAZA_MASTODON_BASE_URL": mastodon.base_url,
             "PLAZA_MASTODON_TOKEN": mastodon.token,
             "PLAZA_REPLY_SENDING_LEASE_SECONDS": "2",
         }
-        mastodon.hold_replies()  # the status is created, the answer never comes
-        notifier = ServiceProcess("notifier", env, tmp_path).start()
-        try:
-            holding = await asyncio.to_thread(mastodon.wait_until_holding, 60)
-            assert holding, notifier.log()[-3000:]
-            notifier.kill()
-        finally:
-            mastodon.release_replies()
+        # the status is created, the answer never comes
+        await kill_notifier_while_held(mastodon, env, tmp_path)
         assert len(mastodon.replies_to(status["id"])) == 1  # it did post...
         sending = await delivery(sessions, reply_id)
         assert (sending.state, sending.maybe_sent) == ("sending", True)  # ...but never knew
-        notifier = ServiceProcess("notifier", env, tmp_path).start()
-        try:
-            for _ in range(300):
-                if (await delivery(sessions, reply_id)).state == "posted":
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            notifier.stop()
+        notifier = await notifier_until_posted(sessions, reply_id, env, tmp_path)
         done = await delivery(sessions, reply_id)
         [reply] = mastodon.replies_to(status["id"])  # exactly one status in the thread
         assert (done.state, done.remote_id) == ("posted", reply["id"])
@@ -349,5 +291,3 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
         assert mastodon.seen("GET", f"/api/v1/statuses/{status['id']}/context")
         assert "was already in the thread" in notifier.log()
         assert mastodon.token not in notifier.log()
-    finally:
-        mastodon.stop()

@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from plaza.bus import Bus
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS
 from plaza.worker import RetryPolicy
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.x import Backoff, XMentions
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.infra import KafkaBroker, free_port
-from tests.integration.test_mastodon_ingest import Received, cursor_becomes, running
-from tests.peers.x_api import FakeX, Seen
-from tests.processes import ServiceProcess, base_env, wait_http
+from tests.infra import KafkaBroker
+from tests.integration.social_helpers import (  # the fixtures `bus` and `received` too
+    Ingest,
+    Received,
+    cursor_becomes,
+    post_received_bus,  # noqa: F401
+    received_posts,  # noqa: F401
+    running,
+)
+from tests.peers._server import Seen
+from tests.peers.x_api import FakeX
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 STREAM = "/2/tweets/search/stream"
@@ -37,25 +42,8 @@ FAST = Backoff(
 
 @pytest.fixture
 def x() -> Iterator[FakeX]:
-    server = FakeX(heartbeat=0.2).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def bus(kafka: KafkaBroker, kafka_namespace: str) -> AsyncIterator[Bus]:
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, join_timeout=30)
-    await bus.start()
-    await bus.create_topics([TOPICS.POST_RECEIVED.topic], 3)
-    yield bus
-    await bus.close()
-
-
-@pytest.fixture
-async def received(bus: Bus) -> AsyncIterator[Received]:
-    consumer = await bus.subscribe("test-reader", [TOPICS.POST_RECEIVED.topic])
-    yield Received(consumer)
-    await consumer.close()
+    with FakeX(heartbeat=0.2) as server:
+        yield server
 
 
 def mentions(server: FakeX, http: httpx.AsyncClient) -> XMentions:
@@ -207,28 +195,21 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    port = free_port()
     token_file = tmp_path / "x-bearer"
     token_file.write_text(x.app_token + "\n")
-    env = {
-        **base_env(kafka.bootstrap, kafka_namespace, database_url),
-        "PLAZA_INGEST_PORT": str(port),
+    settings = {
         "PLAZA_X_API_URL": x.base_url,
         "PLAZA_X_USER_ID": x.city["id"],
         "PLAZA_X_USERNAME": "bcn",
         "PLAZA_X_BEARER_TOKEN_FILE": str(token_file),
     }
+    process = Ingest(kafka, kafka_namespace, database_url, tmp_path, settings)
     name = f"x:{x.city['id']}:mentions"
-
-    def start() -> ServiceProcess:
-        proc = ServiceProcess("ingest", env, tmp_path).start()
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        return proc
 
     async def streaming() -> None:
         await until(lambda: x.stream_count() == 1, timeout=20)
 
-    ingest = start()
+    ingest = process.start()
     try:
         await streaming()
         before = x.citizen_posts("Abans de l'aturada")
@@ -236,7 +217,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
         await cursor_becomes(sessions, name, before["id"])
         ingest.kill()
         while_down = [x.citizen_posts(f"Mentre estava aturat {i}") for i in range(3)]
-        ingest = start()
+        ingest = process.start()
         await received.until(4)
         await streaming()
         live = x.citizen_posts("Després de tornar")

@@ -6,9 +6,7 @@ notifier is SIGKILLed between the HTTP call and its commit, and looks before sen
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -17,9 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from plaza.bus import OutRecord
-from plaza.bus.kafka import KafkaBus
-from plaza.contracts import TOPICS, Envelope, ReplyKind, ReplyRequested, envelope
+from plaza.contracts import Envelope, ReplyKind
 from plaza.db.models import Reply
 from plaza_notifier.channels import ChannelReply, ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
@@ -30,23 +26,31 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.infra import KafkaBroker
-from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
-from tests.integration.test_mastodon_replies import deliver_until, delivery
+from tests.integration.lifecycle_helpers import classified, outbox
+from tests.integration.social_helpers import (
+    Places,
+    asked,
+    deliver_until,
+    delivery,
+    kill_notifier_while_held,
+    notifier_until_posted,
+    publish_asked,
+    routed,
+)
 from tests.peers.x_api import PHOTO, FakeX
-from tests.processes import ServiceProcess, base_env
+from tests.processes import base_env
 
 pytestmark = pytest.mark.postgres
 
 FAST = DeliveryPolicy(base_delay=0.05, max_delay=0.2, poll_interval=0.05)
 TWEETS = "/2/tweets"
-_places = itertools.count()
+_places = Places(41.400, 2.15)
 
 
 @pytest.fixture
 def x() -> Iterator[FakeX]:
-    server = FakeX().start()
-    yield server
-    server.stop()
+    with FakeX() as server:
+        yield server
 
 
 @pytest.fixture
@@ -64,21 +68,11 @@ async def citizen_request(
     """A citizen's mention on X, routed into a request: the post and the reply-requested
     event of the acknowledgement."""
     tweet = x.citizen_posts(text, lang=language)
-    n = next(_places)  # 200 m apart: never a duplicate of another test's request
     post = classified(
-        tweet["id"],
-        author="@marta",
-        language=language,
-        latlon=(41.400 + 0.002 * (n % 5), 2.15 + 0.002 * (n // 5)),
-        text=text,
+        tweet["id"], author="@marta", language=language, latlon=_places.next(), text=text
     )
     post.post.platform = "x"
-    await router(sessions)(as_event(post))
-    [ask] = [
-        e
-        for e in await outbox(sessions, "reply-requested.v1")
-        if e.reply_requested.in_reply_to_post_id == tweet["id"]
-    ]
+    ask = await routed(sessions, post)
     assert ask.reply_requested.platform == "x"
     return tweet, ask
 
@@ -190,21 +184,8 @@ async def test_the_resolution_photo_is_uploaded_and_attached(
 ) -> None:
     tweet, ask = await citizen_request(sessions, x, language="es")
     photo = f"{x.base_url}/media/farola-arreglada.jpg"
-    resolved = ReplyRequested(
-        reply_id="resolved-x-1",
-        service_request_id=ask.reply_requested.service_request_id,
-        kind=ReplyKind.REPLY_KIND_RESOLVED,
-        language="es",
-        platform="x",
-        in_reply_to_post_id=tweet["id"],
-        author_handle=ask.reply_requested.author_handle,
-        params={
-            "service_request_id": ask.reply_requested.service_request_id,
-            "note": "Farola reparada 💡. " + "Hemos cambiado la lámpara y el cableado. " * 10,
-            "photo_url": photo,
-        },
-    )
-    event = envelope(resolved, key="1", event_id="e-resolved-x", correlation_id="c").envelope
+    note = "Farola reparada 💡. " + "Hemos cambiado la lámpara y el cableado. " * 10
+    event = asked(ask, "resolved-x-1", ReplyKind.REPLY_KIND_RESOLVED, note=note, photo_url=photo)
     await PostReply(sessions, channels)(event)
     await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-x-1"], {"posted"})
     [reply] = x.replies_to(tweet["id"])
@@ -248,15 +229,10 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    x = FakeX().start()
-    try:
+    with FakeX() as x:
         tweet, ask = await citizen_request(sessions, x)
         reply_id = ask.reply_requested.reply_id
-        bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
-        await bus.start()
-        await bus.create_topics([TOPICS.REPLY_REQUESTED.topic], 3)
-        await bus.publish([OutRecord(TOPICS.REPLY_REQUESTED.topic, "1", ask.SerializeToString())])
-        await bus.close()
+        await publish_asked(kafka, kafka_namespace, ask)
         user_token = tmp_path / "x-user-token"
         user_token.write_text(x.user_token + "\n")
         env = {
@@ -268,25 +244,12 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
             "PLAZA_X_USER_TOKEN_FILE": str(user_token),
             "PLAZA_REPLY_SENDING_LEASE_SECONDS": "2",
         }
-        x.hold_replies()  # the post is created, the answer never comes
-        notifier = ServiceProcess("notifier", env, tmp_path).start()
-        try:
-            holding = await asyncio.to_thread(x.wait_until_holding, 60)
-            assert holding, notifier.log()[-3000:]
-            notifier.kill()
-        finally:
-            x.release_replies()
+        # the post is created, the answer never comes
+        await kill_notifier_while_held(x, env, tmp_path)
         assert len(x.replies_to(tweet["id"])) == 1  # it did post...
         sending = await delivery(sessions, reply_id)
         assert (sending.state, sending.maybe_sent) == ("sending", True)  # ...but never knew
-        notifier = ServiceProcess("notifier", env, tmp_path).start()
-        try:
-            for _ in range(300):
-                if (await delivery(sessions, reply_id)).state == "posted":
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            notifier.stop()
+        notifier = await notifier_until_posted(sessions, reply_id, env, tmp_path)
         done = await delivery(sessions, reply_id)
         [reply] = x.replies_to(tweet["id"])  # exactly one reply in the thread
         assert (done.state, done.remote_id) == ("posted", reply["id"])
@@ -294,5 +257,3 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
         assert x.seen("GET", f"/2/users/{x.city['id']}/tweets")
         assert "was already in the thread" in notifier.log()
         assert x.user_token not in notifier.log() and x.app_token not in notifier.log()
-    finally:
-        x.stop()

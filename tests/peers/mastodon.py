@@ -5,7 +5,8 @@ X-RateLimit-* headers, min_id/since_id/max_id paging, `Idempotency-Key`, async m
 streaming API over WebSocket (`/api/v1/streaming?stream=user:notification|hashtag&tag=`,
 messages `{"stream": [...], "event": ..., "payload": "<JSON string>"}`).
 
-It runs on uvicorn in a thread, on 127.0.0.1 and a free port. The test drives it from outside:
+It runs as a FakePlatform (tests/peers/_server.py): uvicorn in a thread, on 127.0.0.1 and a free
+port. The test drives it from outside:
 citizens post, streams drop, the next calls fail (429, 5xx), a reply's response is held (the
 status exists, the client has no answer yet), and `honour_idempotency=False` behaves like
 GoToSocial, which ignores the header."""
@@ -18,14 +19,10 @@ import html
 import itertools
 import json
 import re
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from plaza.social import MastodonAccount
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -34,82 +31,38 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.peers._server import FakePlatform, iso
+
 CHAR_LIMIT = 500
 RATE_LIMIT = 300
 # A 1x1 JPEG-ish payload: the server stores bytes, it does not decode images.
 PHOTO = b"\xff\xd8\xff\xe0" + b"plaza-test-photo" * 8 + b"\xff\xd9"
 
 
-@dataclass
-class Fault:
-    method: str
-    path: str  # a prefix of the request path
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    error: str = "Internal server error"
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    at: float
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class FakeMastodon:
+class FakeMastodon(FakePlatform):
     """One instance with the city's account (`@bcn`) and citizens who mention it."""
 
+    name = "Mastodon"
+    rate_limit = RATE_LIMIT
+
     def __init__(self, *, token: str = "city-token", honour_idempotency: bool = True) -> None:
+        super().__init__(rate_reset_in=300.0)
         self.token = token
         self.honour_idempotency = honour_idempotency
-        self.host = ""
-        self.base_url = ""
-        self._lock = threading.RLock()
         self._ids = itertools.count(110_000_000_000_000_001)
         self.city = self._account("bcn")
         self.statuses: dict[str, dict[str, Any]] = {}
         self.notifications: list[dict[str, Any]] = []
         self.media: dict[str, dict[str, Any]] = {}
         self.uploads: list[dict[str, Any]] = []
-        self.requests: list[Seen] = []
-        self.faults: deque[Fault] = deque()
-        self.rate_remaining: int | None = None  # force X-RateLimit-Remaining (e.g. 0)
-        self.rate_reset_in = 300.0
         self._idempotency: dict[str, str] = {}
         self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str | None], str]] = []
-        self._hold = threading.Event()  # while armed, replies are created but not answered
-        self._holding = threading.Event()
-        self._release = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- running ----------------------------------------------------------------------------
-
-    def start(self) -> FakeMastodon:
-        config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the fake Mastodon did not start"
-            time.sleep(0.02)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.host = f"127.0.0.1:{port}"
-        self.base_url = f"http://{self.host}"
-        return self
 
     def account(self, hashtags: tuple[str, ...] = ()) -> MastodonAccount:
         """The city's account on this server, as the settings would give it."""
@@ -119,13 +72,6 @@ class FakeMastodon:
             token=SecretStr(self.token),
             hashtags=hashtags,
         )
-
-    def stop(self) -> None:
-        self.release_replies()
-        self.drop_streams()
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -222,39 +168,12 @@ class FakeMastodon:
         error: str = "",
     ) -> None:
         default = {429: "Too many requests", 503: "Service Unavailable"}.get(status, "Error")
-        for _ in range(times):
-            self.faults.append(Fault(method, path, status, dict(headers or {}), error or default))
-
-    def rate_limited(self, seconds: float) -> dict[str, str]:
-        """The headers of a 429 from Mastodon: the budget is spent until the reset time."""
-        reset = datetime.now(UTC) + timedelta(seconds=seconds)
-        return {
-            "X-RateLimit-Limit": str(RATE_LIMIT),
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": _iso(reset),
-        }
-
-    def hold_replies(self) -> None:
-        """The next POST /api/v1/statuses creates its status, then does not answer until
-        release_replies(): a client killed meanwhile never learns that it posted."""
-        self._release.clear()
-        self._holding.clear()
-        self._hold.set()
-
-    def wait_until_holding(self, timeout: float = 30) -> bool:
-        return self._holding.wait(timeout)
-
-    def release_replies(self) -> None:
-        self._hold.clear()
-        self._release.set()
+        body = {"error": error or default}
+        self._queue_fault(method, path, status, times=times, headers=headers, body=body)
 
     def replies_to(self, status_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return [s for s in self.statuses.values() if s["in_reply_to_id"] == status_id]
-
-    def seen(self, method: str, path: str) -> list[Seen]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method and r.path.startswith(path)]
 
     # --- the API ----------------------------------------------------------------------------
 
@@ -272,7 +191,7 @@ class FakeMastodon:
             "id": sid,
             "uri": f"{self.base_url}/users/{account['username']}/statuses/{sid}",
             "url": f"{self.base_url}/@{account['username']}/{sid}",
-            "created_at": _iso(datetime.now(UTC)),
+            "created_at": iso(datetime.now(UTC)),
             "account": account,
             "content": content,
             "spoiler_text": "",
@@ -298,40 +217,21 @@ class FakeMastodon:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, message)
 
-    def _headers(self) -> dict[str, str]:
-        with self._lock:
-            remaining = self.rate_remaining
-            if remaining is None:
-                remaining = max(0, RATE_LIMIT - len(self.requests))
-        reset = datetime.now(UTC) + timedelta(seconds=self.rate_reset_in)
+    def _rate_headers(self, remaining: int, reset_at: float) -> dict[str, str]:
         return {
             "X-RateLimit-Limit": str(RATE_LIMIT),
             "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": _iso(reset),
+            "X-RateLimit-Reset": iso(datetime.fromtimestamp(reset_at, UTC)),
         }
 
     def _gate(self, request: Request) -> Response | None:
         """Logs the call; answers 401 without the token, or the next matching fault."""
-        with self._lock:
-            self.requests.append(
-                Seen(
-                    request.method,
-                    request.url.path,
-                    request.url.query,
-                    dict(request.headers),
-                    time.monotonic(),
-                )
-            )
+        self._record(request)
         if request.url.path.startswith("/files/"):
             return None
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return _error(401, "The access token is invalid")
-        with self._lock:
-            for fault in list(self.faults):
-                if fault.method == request.method and request.url.path.startswith(fault.path):
-                    self.faults.remove(fault)
-                    return _error(fault.status, fault.error, {**self._headers(), **fault.headers})
-        return None
+        return self._fault(request)
 
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
         return JSONResponse(body, status_code=status, headers=self._headers())
@@ -390,7 +290,7 @@ class FakeMastodon:
         with self._lock:
             if sid not in self.statuses:
                 return _error(404, "Record not found")
-            ancestors = []
+            ancestors: list[dict[str, Any]] = []
             parent = self.statuses[sid]["in_reply_to_id"]
             while parent and parent in self.statuses:
                 ancestors.insert(0, self.statuses[parent])
@@ -455,9 +355,7 @@ class FakeMastodon:
             status["media_attachments"] = [self.media[m] for m in media_ids]
             if key:
                 self._idempotency[key] = status["id"]
-        if self._hold.is_set():
-            self._holding.set()
-            await asyncio.to_thread(self._release.wait)
+        await self._answer_held()
         return self._json(status)
 
     async def _upload(self, request: Request) -> Response:

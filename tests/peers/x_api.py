@@ -17,7 +17,8 @@ for comes back) and:
   answering 201; duplicate text refused (403), as X does;
 - `POST /2/media/upload` (multipart `media`, `media_category`) and its STATUS query.
 
-It runs on uvicorn in a thread, on 127.0.0.1 and a free port. The test drives it from outside:
+It runs as a FakePlatform (tests/peers/_server.py): uvicorn in a thread, on 127.0.0.1 and a free
+port. The test drives it from outside:
 citizens post (with photos and geotags), streams drop, the next calls fail (429, 5xx, 403),
 and a reply's answer is held (the post exists, the client has no answer yet)."""
 
@@ -29,15 +30,12 @@ import html
 import itertools
 import json
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from plaza.x import EPOCH_MS, XAccount
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -45,11 +43,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.peers._server import FakePlatform, iso
+
 RATE_LIMIT = 450
 WINDOW = 900  # X's rate-limit windows are 15 minutes
 MAX_WEIGHTED = 280
 URL_WEIGHT = 23
 PHOTO = b"\xff\xd8\xff\xe0" + b"plaza-x-photo" * 8 + b"\xff\xd9"
+PROBLEM_JSON = "application/problem+json"
 URL = re.compile(r"https?://\S+")
 LEADING_MENTIONS = re.compile(r"^(@\w+\s+)+")
 PROBLEMS = {
@@ -80,32 +81,9 @@ def weighted_length(text: str) -> int:
     return sum(1 if any(a <= ord(c) <= b for a, b in light) else 2 for c in text)
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def problem(status: int, detail: str = "", **extra: Any) -> dict[str, Any]:
     title, kind = PROBLEMS.get(status, ("Error", "about:blank"))
     return {"title": title, "detail": detail or title, "type": kind, "status": status, **extra}
-
-
-@dataclass
-class Fault:
-    method: str
-    path: str  # the request path, or a prefix of it when it ends with /
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
 
 
 @dataclass
@@ -115,8 +93,11 @@ class _Stream:
     params: dict[str, str]
 
 
-class FakeX:
+class FakeX(FakePlatform):
     """X with the city's account (`@bcn`) and citizens who mention it."""
+
+    name = "X"
+    rate_limit = RATE_LIMIT
 
     def __init__(
         self,
@@ -126,12 +107,11 @@ class FakeX:
         heartbeat: float = 20.0,
         max_streams: int = 1,
     ) -> None:
+        super().__init__(rate_reset_in=float(WINDOW))
         self.app_token = app_token
         self.user_token = user_token
         self.heartbeat = heartbeat
         self.max_streams = max_streams
-        self.base_url = ""
-        self._lock = threading.RLock()
         self._sequence = itertools.count()
         self._last_ms = 0
         self.users: dict[str, dict[str, Any]] = {}
@@ -141,34 +121,10 @@ class FakeX:
         self.places: dict[str, dict[str, Any]] = {}
         self.uploads: list[dict[str, Any]] = []
         self.rules: list[dict[str, str]] = []
-        self.requests: list[Seen] = []
-        self.faults: deque[Fault] = deque()
-        self.rate_remaining: int | None = None  # force x-rate-limit-remaining (e.g. 0)
-        self.rate_reset_in = float(WINDOW)
         self._window_start = time.time()
         self._streams: list[_Stream] = []
-        self._hold = threading.Event()  # while armed, replies are created but not answered
-        self._holding = threading.Event()
-        self._release = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- running ----------------------------------------------------------------------------
-
-    def start(self) -> FakeX:
-        config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the fake X did not start"
-            time.sleep(0.02)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
 
     def account(self) -> XAccount:
         """The city's account on this server, as the settings would give it."""
@@ -179,13 +135,6 @@ class FakeX:
             bearer_token=SecretStr(self.app_token),
             user_token=SecretStr(self.user_token),
         )
-
-    def stop(self) -> None:
-        self.release_replies()
-        self.drop_streams()
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -241,7 +190,7 @@ class FakeX:
                 "id": tid,
                 "text": (f"@{self.city['username']} " if mention else "") + html.escape(text),
                 "author_id": author["id"],
-                "created_at": _iso(datetime.now(UTC)),
+                "created_at": iso(datetime.now(UTC)),
                 "lang": lang,
                 "conversation_id": tid,
                 "edit_history_tweet_ids": [tid],
@@ -250,15 +199,7 @@ class FakeX:
                 tweet["conversation_id"] = self.tweets[in_reply_to]["conversation_id"]
                 tweet["referenced_tweets"] = [{"type": "replied_to", "id": in_reply_to}]
             if photos:
-                keys = []
-                for _ in range(photos):
-                    key = f"3_{self._id()}"
-                    self.media[key] = {
-                        "media_key": key,
-                        "type": "photo",
-                        "url": f"{self.base_url}/media/{key}.jpg",
-                    }
-                    keys.append(key)
+                keys = [self._photo(f"3_{self._id()}") for _ in range(photos)]
                 tweet["attachments"] = {"media_keys": keys}
             if point is not None or place is not None:
                 tweet["geo"] = {}
@@ -270,6 +211,12 @@ class FakeX:
             self.tweets[tid] = tweet
         self._publish(tweet)
         return tweet
+
+    def _photo(self, key: str) -> str:
+        """A photo served here, known by its media key (which it returns)."""
+        url = f"{self.base_url}/media/{key}.jpg"
+        self.media[key] = {"media_key": key, "type": "photo", "url": url}
+        return key
 
     def drop_streams(self, *, error: bool = False) -> None:
         """Ends every stream connection (with an operational-disconnect message if `error`)."""
@@ -308,32 +255,15 @@ class FakeX:
         headers: dict[str, str] | None = None,
         detail: str = "",
     ) -> None:
-        for _ in range(times):
-            body = problem(status, detail)
-            self.faults.append(Fault(method, path, status, dict(headers or {}), body))
+        body = problem(status, detail)
+        self._queue_fault(
+            method, path, status, times=times, headers=headers, body=body, media_type=PROBLEM_JSON
+        )
 
     def rate_limited(self, seconds: float) -> dict[str, str]:
         """The headers of a 429: the endpoint's budget is spent until the reset (epoch seconds,
         whole: the client must not wake before it)."""
-        return {
-            "x-rate-limit-limit": str(RATE_LIMIT),
-            "x-rate-limit-remaining": "0",
-            "x-rate-limit-reset": str(int(time.time() + seconds) + 1),
-        }
-
-    def hold_replies(self) -> None:
-        """The next POST /2/tweets creates its post, then does not answer until
-        release_replies(): a client killed meanwhile never learns that it posted."""
-        self._release.clear()
-        self._holding.clear()
-        self._hold.set()
-
-    def wait_until_holding(self, timeout: float = 30) -> bool:
-        return self._holding.wait(timeout)
-
-    def release_replies(self) -> None:
-        self._hold.clear()
-        self._release.set()
+        return self._rate_headers(0, int(time.time() + seconds) + 1)
 
     def replies_to(self, tweet_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -343,21 +273,13 @@ class FakeX:
                 if {"type": "replied_to", "id": tweet_id} in t.get("referenced_tweets", [])
             ]
 
-    def seen(self, method: str, path: str) -> list[Seen]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method and r.path.startswith(path)]
-
     # --- the API ----------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        with self._lock:
-            remaining = self.rate_remaining
-            if remaining is None:
-                remaining = max(0, RATE_LIMIT - len(self.requests))
+    def _rate_headers(self, remaining: int, reset_at: float) -> dict[str, str]:
         return {
             "x-rate-limit-limit": str(RATE_LIMIT),
             "x-rate-limit-remaining": str(remaining),
-            "x-rate-limit-reset": str(int(time.time() + self.rate_reset_in)),
+            "x-rate-limit-reset": str(int(reset_at)),
         }
 
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
@@ -368,23 +290,17 @@ class FakeX:
             problem(status, detail, **extra),
             status_code=status,
             headers=self._headers(),
-            media_type="application/problem+json",
+            media_type=PROBLEM_JSON,
         )
+
+    @staticmethod
+    def _fault_applies(fault_path: str, path: str) -> bool:
+        """The request path, or a prefix of it when it ends with /."""
+        return path == fault_path or (fault_path.endswith("/") and path.startswith(fault_path))
 
     async def _gate(self, request: Request, auth: str) -> Response | None:
         """Logs the call; checks the token (`auth`: app, user or any); the next fault."""
-        body = await request.body()
-        with self._lock:
-            self.requests.append(
-                Seen(
-                    request.method,
-                    request.url.path,
-                    request.url.query,
-                    dict(request.headers),
-                    body,
-                    time.monotonic(),
-                )
-            )
+        self._record(request, await request.body())
         token = request.headers.get("authorization", "")
         if token not in (f"Bearer {self.app_token}", f"Bearer {self.user_token}"):
             return JSONResponse(
@@ -401,20 +317,7 @@ class FakeX:
             return self._unsupported(APP_ONLY)
         if auth == "user" and token != f"Bearer {self.user_token}":
             return self._unsupported(USER_CONTEXT)
-        with self._lock:
-            for fault in list(self.faults):
-                path = request.url.path
-                if fault.method == request.method and (
-                    path == fault.path or (fault.path.endswith("/") and path.startswith(fault.path))
-                ):
-                    self.faults.remove(fault)
-                    return JSONResponse(
-                        fault.body,
-                        status_code=fault.status,
-                        headers={**self._headers(), **fault.headers},
-                        media_type="application/problem+json",
-                    )
-        return None
+        return self._fault(request)
 
     def _unsupported(self, detail: str) -> JSONResponse:
         body = {
@@ -599,7 +502,7 @@ class FakeX:
                 "id": tid,
                 "text": escaped,
                 "author_id": self.city["id"],
-                "created_at": _iso(datetime.now(UTC)),
+                "created_at": iso(datetime.now(UTC)),
                 "lang": "und",
                 "conversation_id": self.tweets[in_reply_to]["conversation_id"]
                 if in_reply_to
@@ -610,21 +513,11 @@ class FakeX:
                 tweet["referenced_tweets"] = [{"type": "replied_to", "id": in_reply_to}]
                 tweet["in_reply_to_user_id"] = self.tweets[in_reply_to]["author_id"]
             if media_ids:
-                keys = []
-                for mid in media_ids:
-                    key = f"3_{mid}"
-                    self.media[key] = {
-                        "media_key": key,
-                        "type": "photo",
-                        "url": f"{self.base_url}/media/{key}.jpg",
-                    }
-                    keys.append(key)
+                keys = [self._photo(f"3_{mid}") for mid in media_ids]
                 tweet["attachments"] = {"media_keys": keys}
             self.tweets[tid] = tweet
         self._publish(tweet)
-        if self._hold.is_set():
-            self._holding.set()
-            await asyncio.to_thread(self._release.wait)
+        await self._answer_held()
         return self._json(
             {"data": {"id": tid, "text": escaped, "edit_history_tweet_ids": [tid]}}, 201
         )
@@ -733,7 +626,7 @@ class FakeX:
     async def _rules(self, request: Request) -> Response:
         if refused := await self._gate(request, "app"):
             return refused
-        sent = _iso(datetime.now(UTC))
+        sent = iso(datetime.now(UTC))
         if request.method == "GET":
             with self._lock:
                 rules = list(self.rules)
