@@ -1,5 +1,6 @@
 """The gateway's hot reads (a district queue page): one statement on a bare asyncpg connection,
-prepared once per connection and kept in asyncpg's statement cache, no ORM and no transaction.
+prepared once per connection and kept in asyncpg's statement cache, no ORM, in a session whose
+time zone is UTC.
 
 `python -m plaza_api` gives the gateway its own small asyncpg pool (`PooledReads`): a checkout
 there costs no round trip, where the SQLAlchemy engine's pings each connection it hands out
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 class Reads(Protocol):
+    """Runs one read statement in a session whose time zone is UTC."""
+
     async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]: ...
 
 
@@ -30,7 +33,9 @@ class EngineReads:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection
-            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+            async with driver.transaction():  # its own, so the time zone is set for it alone
+                await driver.execute("SET LOCAL timezone = 'UTC'")
+                rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
             return rows
 
 
@@ -54,7 +59,9 @@ class PooledReads:
     async def open(cls, database_url: str, *, size: int = 4) -> PooledReads:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         # min_size 0: connects on first use, as the engine does.
-        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=size, reset=_keep)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=size, reset=_keep, server_settings={"timezone": "UTC"}
+        )
         return cls(pool, size)
 
     async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]:
