@@ -59,8 +59,11 @@ class PooledReads:
     async def open(cls, database_url: str, *, size: int = 4) -> PooledReads:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         # min_size 0: connects on first use, as the engine does.
+        # Generic plans: a queue page's statement is planned once per connection, not on each
+        # execution (planning cost more than running it; its shape already picks the index).
+        settings = {"timezone": "UTC", "plan_cache_mode": "force_generic_plan"}
         pool = await asyncpg.create_pool(
-            dsn, min_size=0, max_size=size, reset=_keep, server_settings={"timezone": "UTC"}
+            dsn, min_size=0, max_size=size, reset=_keep, server_settings=settings
         )
         return cls(pool, size)
 
