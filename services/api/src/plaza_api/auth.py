@@ -188,9 +188,10 @@ class InvalidCredentials(Exception):
 
 
 class Authenticator:
-    """Checks keys (with a short cache, so the hot paths do no extra query) and issues and
-    verifies tokens. A revoked key stops working within `key_cache_seconds` (at once on the
-    gateway that revoked it)."""
+    """Checks keys and tokens (each with a short cache, so the hot paths do no extra query and
+    no extra decoding) and issues tokens. A revoked key stops working within
+    `key_cache_seconds` (at once on the gateway that revoked it); a token is never taken past
+    its expiry."""
 
     def __init__(
         self,
@@ -202,6 +203,7 @@ class Authenticator:
         self.config = config
         self._clock = clock
         self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._tokens: dict[str, tuple[float, Principal]] = {}
 
     def issue_token(self, user: StaffUser, now: datetime | None = None) -> str:
         now = now or datetime.now(UTC)
@@ -218,6 +220,12 @@ class Authenticator:
         return jwt.encode(claims, self.config.jwt_secret, algorithm=JWT_ALGORITHM)
 
     def verify_token(self, token: str) -> Principal:
+        """A token checked once is remembered for `key_cache_seconds`, never past its expiry
+        (a refused one is never remembered): a page of requests decodes it once."""
+        now = self._clock()
+        cached = self._tokens.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         try:
             claims = jwt.decode(
                 token,
@@ -226,7 +234,7 @@ class Authenticator:
                 issuer=JWT_ISSUER,
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
-            return Principal(
+            principal = Principal(
                 kind="user",
                 id=int(claims["sub"]),
                 name=str(claims["name"]),
@@ -234,8 +242,13 @@ class Authenticator:
                 scopes=frozenset(claims.get("scopes") or ()),
                 worker_handle=claims.get("worker"),
             )
+            lifetime = float(claims["exp"]) - time.time()
         except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
             raise InvalidCredentials(f"invalid bearer token: {exc}") from None
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[token] = (now + min(self.config.key_cache_seconds, lifetime), principal)
+        return principal
 
     async def verify_key(self, key: str) -> Principal:
         digest = hash_api_key(key)
