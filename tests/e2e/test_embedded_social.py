@@ -26,9 +26,8 @@ pytestmark = [pytest.mark.postgres]
 
 @pytest.fixture
 def mastodon() -> Iterator[FakeMastodon]:
-    server = FakeMastodon().start()
-    yield server
-    server.stop()
+    with FakeMastodon() as server:
+        yield server
 
 
 async def _replies(

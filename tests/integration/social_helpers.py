@@ -13,6 +13,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from plaza.bus import Bus, Consumer, OutRecord
@@ -35,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.infra import KafkaBroker, free_port
 from tests.integration.lifecycle_helpers import as_event, outbox, router
-from tests.peers._server import FakePlatform
 from tests.processes import ServiceProcess, base_env, wait_http
 
 # --- ingest ---------------------------------------------------------------------------------
@@ -217,8 +217,18 @@ async def publish_asked(kafka: KafkaBroker, kafka_namespace: str, ask: Envelope)
     await bus.close()
 
 
+class HoldsReplies(Protocol):
+    """A local platform that can create a reply and hold back its answer (tests/peers)."""
+
+    def hold_replies(self) -> None: ...
+
+    def wait_until_holding(self, timeout: float = 30) -> bool: ...
+
+    def release_replies(self) -> None: ...
+
+
 async def kill_notifier_while_held(
-    server: FakePlatform, env: dict[str, str], log_dir: Path
+    server: HoldsReplies, env: dict[str, str], log_dir: Path
 ) -> None:
     """A notifier SIGKILLed once the server has created its reply but not yet answered."""
     server.hold_replies()  # the post is created, the answer never comes

@@ -197,12 +197,7 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
 ) -> None:
     token_file = tmp_path / "x-bearer"
     token_file.write_text(x.app_token + "\n")
-    settings = {
-        "PLAZA_X_API_URL": x.base_url,
-        "PLAZA_X_USER_ID": x.city["id"],
-        "PLAZA_X_USERNAME": "bcn",
-        "PLAZA_X_BEARER_TOKEN_FILE": str(token_file),
-    }
+    settings = {**x.settings(), "PLAZA_X_BEARER_TOKEN_FILE": str(token_file)}
     process = Ingest(kafka, kafka_namespace, database_url, tmp_path, settings)
     name = f"x:{x.city['id']}:mentions"
 

@@ -237,9 +237,7 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
         user_token.write_text(x.user_token + "\n")
         env = {
             **base_env(kafka.bootstrap, kafka_namespace, database_url),
-            "PLAZA_X_API_URL": x.base_url,
-            "PLAZA_X_USER_ID": x.city["id"],
-            "PLAZA_X_USERNAME": "bcn",
+            **x.settings(),
             "PLAZA_X_BEARER_TOKEN": x.app_token,
             "PLAZA_X_USER_TOKEN_FILE": str(user_token),
             "PLAZA_REPLY_SENDING_LEASE_SECONDS": "2",

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -21,6 +21,9 @@ from starlette.responses import JSONResponse
 
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+StreamT = TypeVar("StreamT")
 
 
 @dataclass
@@ -43,12 +46,13 @@ class Seen:
     body: bytes = b""
 
 
-class FakePlatform:
-    """The running server and the test's hooks; each platform adds its API (`app`), its streams
-    and its own rate-limit headers (`_rate_headers`)."""
+class FakePlatform(Generic[StreamT]):
+    """The running server and the test's hooks; each platform adds its API (`app`), what its
+    streams are (StreamT) and how it drops them, its error bodies and its rate-limit headers."""
 
     name: ClassVar[str]  # as the platform is called in a failure message
     rate_limit: ClassVar[int]  # the budget of a rate-limit window
+    error_media_type: ClassVar[str] = "application/json"
 
     def __init__(self, *, rate_reset_in: float) -> None:
         self.host = ""
@@ -58,6 +62,7 @@ class FakePlatform:
         self.faults: deque[Fault] = deque()
         self.rate_remaining: int | None = None  # force the remaining budget (e.g. 0)
         self.rate_reset_in = rate_reset_in
+        self._streams: list[StreamT] = []
         self._hold = threading.Event()  # while armed, replies are created but not answered
         self._holding = threading.Event()
         self._release = threading.Event()
@@ -108,6 +113,27 @@ class FakePlatform:
 
     # --- what the test does -----------------------------------------------------------------
 
+    def stream_count(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        detail: str = "",
+    ) -> None:
+        """The next `times` calls to `path` answer `status`, with the platform's error body (saying
+        `detail`) and its rate-limit headers, `headers` on top."""
+        for _ in range(times):
+            body = self._error_body(status, detail)
+            fault = Fault(method, path, status, dict(headers or {}), body, self.error_media_type)
+            self.faults.append(fault)
+
     def rate_limited(self, seconds: float) -> dict[str, str]:
         """The headers of a 429: the budget is spent until the reset, `seconds` from now."""
         return self._rate_headers(0, time.time() + seconds)
@@ -132,6 +158,9 @@ class FakePlatform:
 
     # --- for the API ------------------------------------------------------------------------
 
+    def _error_body(self, status: int, detail: str) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _rate_headers(self, remaining: int, reset_at: float) -> dict[str, str]:
         """The platform's rate-limit headers for a budget with `remaining` calls left until
         `reset_at` (epoch seconds)."""
@@ -143,21 +172,6 @@ class FakePlatform:
             if remaining is None:
                 remaining = max(0, self.rate_limit - len(self.requests))
         return self._rate_headers(remaining, time.time() + self.rate_reset_in)
-
-    def _queue_fault(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        *,
-        times: int,
-        headers: dict[str, str] | None,
-        body: dict[str, Any],
-        media_type: str = "application/json",
-    ) -> None:
-        for _ in range(times):
-            fault = Fault(method, path, status, dict(headers or {}), dict(body), media_type)
-            self.faults.append(fault)
 
     def _record(self, request: Request, body: bytes = b"") -> None:
         with self._lock:

@@ -43,7 +43,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class FakeMastodon(FakePlatform):
+# a client's stream: its event loop, its queue (None ends it) and which stream it follows
+_Stream = tuple[asyncio.AbstractEventLoop, asyncio.Queue[str | None], str]
+
+
+class FakeMastodon(FakePlatform[_Stream]):
     """One instance with the city's account (`@bcn`) and citizens who mention it."""
 
     name = "Mastodon"
@@ -60,7 +64,6 @@ class FakeMastodon(FakePlatform):
         self.media: dict[str, dict[str, Any]] = {}
         self.uploads: list[dict[str, Any]] = []
         self._idempotency: dict[str, str] = {}
-        self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str | None], str]] = []
 
     # --- running ----------------------------------------------------------------------------
 
@@ -153,24 +156,6 @@ class FakeMastodon(FakePlatform):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    def stream_count(self) -> int:
-        with self._lock:
-            return len(self._streams)
-
-    def fail_next(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        error: str = "",
-    ) -> None:
-        default = {429: "Too many requests", 503: "Service Unavailable"}.get(status, "Error")
-        body = {"error": error or default}
-        self._queue_fault(method, path, status, times=times, headers=headers, body=body)
-
     def replies_to(self, status_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return [s for s in self.statuses.values() if s["in_reply_to_id"] == status_id]
@@ -216,6 +201,10 @@ class FakeMastodon(FakePlatform):
             if kind == stream:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, message)
+
+    def _error_body(self, status: int, detail: str) -> dict[str, Any]:
+        default = {429: "Too many requests", 503: "Service Unavailable"}.get(status, "Error")
+        return {"error": detail or default}
 
     def _rate_headers(self, remaining: int, reset_at: float) -> dict[str, str]:
         return {

@@ -93,11 +93,12 @@ class _Stream:
     params: dict[str, str]
 
 
-class FakeX(FakePlatform):
+class FakeX(FakePlatform[_Stream]):
     """X with the city's account (`@bcn`) and citizens who mention it."""
 
     name = "X"
     rate_limit = RATE_LIMIT
+    error_media_type = PROBLEM_JSON
 
     def __init__(
         self,
@@ -122,7 +123,6 @@ class FakeX(FakePlatform):
         self.uploads: list[dict[str, Any]] = []
         self.rules: list[dict[str, str]] = []
         self._window_start = time.time()
-        self._streams: list[_Stream] = []
 
     # --- running ----------------------------------------------------------------------------
 
@@ -135,6 +135,14 @@ class FakeX(FakePlatform):
             bearer_token=SecretStr(self.app_token),
             user_token=SecretStr(self.user_token),
         )
+
+    def settings(self) -> dict[str, str]:
+        """The city's account on this server as Plaza's environment (the tokens apart)."""
+        return {
+            "PLAZA_X_API_URL": self.base_url,
+            "PLAZA_X_USER_ID": self.city["id"],
+            "PLAZA_X_USERNAME": self.city["username"],
+        }
 
     def app(self) -> Starlette:
         return Starlette(
@@ -241,25 +249,6 @@ class FakeX(FakePlatform):
                     stream.loop.call_soon_threadsafe(stream.queue.put_nowait, message)
                 stream.loop.call_soon_threadsafe(stream.queue.put_nowait, None)
 
-    def stream_count(self) -> int:
-        with self._lock:
-            return len(self._streams)
-
-    def fail_next(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        detail: str = "",
-    ) -> None:
-        body = problem(status, detail)
-        self._queue_fault(
-            method, path, status, times=times, headers=headers, body=body, media_type=PROBLEM_JSON
-        )
-
     def rate_limited(self, seconds: float) -> dict[str, str]:
         """The headers of a 429: the endpoint's budget is spent until the reset (epoch seconds,
         whole: the client must not wake before it)."""
@@ -274,6 +263,9 @@ class FakeX(FakePlatform):
             ]
 
     # --- the API ----------------------------------------------------------------------------
+
+    def _error_body(self, status: int, detail: str) -> dict[str, Any]:
+        return problem(status, detail)
 
     def _rate_headers(self, remaining: int, reset_at: float) -> dict[str, str]:
         return {
