@@ -69,5 +69,7 @@ class _HttpServer(uvicorn.Server):
 
 def http_server(app: ASGIApp, port: int) -> uvicorn.Server:
     """A uvicorn server on 127.0.0.1:port that shuts down gracefully on SIGTERM and Ctrl-C."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+    )
     return _HttpServer(config)

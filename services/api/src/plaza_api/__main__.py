@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
+import uvloop
 from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.policy import RoutingTable, SlaPolicy
@@ -42,7 +41,9 @@ async def serve(settings: ApiSettings) -> None:
 def main() -> None:
     settings = load(ApiSettings)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    # uvloop: the event loop's own work (sockets, callbacks) in C; uvicorn's own `loop` setting
+    # applies only when uvicorn makes the loop, and here serve() does.
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":
