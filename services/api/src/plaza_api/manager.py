@@ -426,12 +426,19 @@ class _QueueQuery:
         )
 
     def sql(self, descending: bool, limit: int) -> str:
-        order = "DESC" if descending else "ASC"
+        """One row for the page: its items' JSON joined (in order), how many there are, and the
+        last one's keyset. One row more than `limit` is read, to know whether a page follows."""
+        order = f"s.expected_datetime {'DESC' if descending else 'ASC'} NULLS LAST, s.id"
+        order += " DESC" if descending else " ASC"
+        beyond = self.param(limit + 1)
         return (
-            "SELECT row_to_json(item)::text, s.expected_datetime, s.id FROM service_requests AS s"
+            f"SELECT string_agg(p.item, ',' ORDER BY p.n) FILTER (WHERE p.n < {beyond}),"
+            f" count(*), max(p.due) FILTER (WHERE p.n = {beyond} - 1),"
+            f" max(p.id) FILTER (WHERE p.n = {beyond} - 1)"
+            " FROM (SELECT row_to_json(item)::text AS item, s.expected_datetime AS due, s.id,"
+            f" row_number() OVER (ORDER BY {order}) AS n FROM service_requests AS s"
             f" CROSS JOIN LATERAL ({_QUEUE_ITEM_SQL}) AS item WHERE {' AND '.join(self.where)}"
-            f" ORDER BY s.expected_datetime {order} NULLS LAST, s.id {order}"
-            f" LIMIT {self.param(limit)}"
+            f" ORDER BY {order} LIMIT {beyond}) AS p"
         )
 
 
@@ -487,17 +494,15 @@ async def district_queue(
     if cursor:
         q.keyset(cursor, descending)
     reads: Reads = request.app.state.reads
-    rows = await reads.fetch(q.sql(descending, limit + 1), *q.args)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    items, read, last_due, last_id = (await reads.fetch(q.sql(descending, limit), *q.args))[0]
     # The hot path of a manager's screen: the items are PostgreSQL's JSON, joined (the shape is
     # Queue's, which documents it; tests check the two agree).
     page = {
         "queue": code,
         "name": name,
-        "count": len(rows),
-        "items": orjson.Fragment("[" + ",".join([r[0] for r in rows]) + "]"),
-        "next_cursor": _encode_cursor(rows[-1][1], rows[-1][2]) if more else None,
+        "count": min(read, limit),
+        "items": orjson.Fragment(f"[{items or ''}]"),
+        "next_cursor": _encode_cursor(last_due, last_id) if read > limit else None,
     }
     return Response(orjson.dumps(page), media_type="application/json")
 
