@@ -354,8 +354,10 @@ def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) ->
 
 
 def _encode_cursor(due: datetime | None, last_id: int) -> str:
-    raw = json.dumps([due.isoformat() if due else None, last_id]).encode()  # to the microsecond
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # json.dumps([due.isoformat() or None, last_id]), written out: an ISO datetime needs no
+    # escaping. To the microsecond.
+    raw = f'["{due.isoformat()}", {last_id:d}]' if due else f"[null, {last_id:d}]"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime | None, int]:
@@ -471,15 +473,15 @@ async def district_queue(
     `city-mobility`). Open requests unless `status` says otherwise; one page at a time."""
     name = _queue_name(code, city, routing)
     _may_read_queue(principal, code)
-    statuses = _csv_of(status, _STATUS_VALUES, "status") or OPEN_STATUSES
+    statuses = _csv_of(status, _STATUS_VALUES, "status")
     now = _now()
     q = _QueueQuery(now)
     if code == CITY_HALL_QUEUE:
         q.where.append("s.escalated_at IS NOT NULL")
     else:
         q.where.append(f"s.queue = {q.param(code)}")
-    q.where.append(f"s.status IN ({_sql_list(statuses)})")
-    codes = _csv_of(service_code, set(load_taxonomy()), "service_code")
+    q.where.append(f"s.status IN ({_sql_list(statuses) if statuses else _OPEN_SQL})")
+    codes = _csv_of(service_code, set(load_taxonomy()), "service_code") if service_code else []
     if codes:
         q.where.append(f"s.service_code = ANY({q.param(codes)}::text[])")
     if urgency is not None:
