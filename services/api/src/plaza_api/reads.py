@@ -39,38 +39,65 @@ class EngineReads:
             return rows
 
 
-async def _keep(_: asyncpg.Connection) -> None:
-    """Hands a connection back as it is: it only ran single reads in autocommit, so there is no
-    session state to reset (asyncpg's default reset is one more round trip per query)."""
+# What a connection lost while idle raises on its next use.
+_LOST = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError)
 
 
 class PooledReads:
-    """Reads on a pool of the gateway's own: `await PooledReads.open(url)`, `await close()`."""
+    """Reads on a few connections of the gateway's own: `PooledReads.open(url)`, `close()`.
 
-    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
-        self._pool = pool
-        # First come, first served: asyncpg's pool hands a released connection to whoever asks
-        # next, and a waiter it woke that lost the race queues again at the back, so under load
-        # some requests wait for seconds. asyncio.Semaphore wakes its waiters in order and lets
-        # nobody overtake them.
+    Deliberately small, rather than asyncpg's pool: a read needs no reset when it is handed
+    back (it ran one statement in autocommit), and connections go first come, first served.
+    asyncpg's pool hands a released connection to whoever asks next, and a waiter it woke that
+    lost the race queues again at the back: under load some requests waited for seconds.
+    asyncio.Semaphore wakes its waiters in order and lets nobody overtake them."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
         self._turns = asyncio.Semaphore(size)
+        self._idle: list[asyncpg.Connection] = []
+        self._closed = False
 
     @classmethod
     async def open(cls, database_url: str, *, size: int = 4) -> PooledReads:
-        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        # min_size 0: connects on first use, as the engine does.
+        """Connects on first use, as the engine does."""
+        return cls(database_url.replace("postgresql+asyncpg://", "postgresql://", 1), size)
+
+    async def _connect(self) -> asyncpg.Connection:
         # Generic plans: a queue page's statement is planned once per connection, not on each
         # execution (planning cost more than running it; its shape already picks the index).
         settings = {"timezone": "UTC", "plan_cache_mode": "force_generic_plan"}
-        pool = await asyncpg.create_pool(
-            dsn, min_size=0, max_size=size, reset=_keep, server_settings=settings
-        )
-        return cls(pool, size)
+        return await asyncpg.connect(self._dsn, server_settings=settings)
 
     async def fetch(self, sql: str, *args: object) -> Sequence[asyncpg.Record]:
-        async with self._turns, self._pool.acquire() as conn:
+        async with self._turns:
+            if self._closed:
+                raise RuntimeError("the gateway's reads are closed")
+            if self._idle:
+                conn = self._idle.pop()
+                try:
+                    return await self._fetch_on(conn, sql, args)
+                except _LOST:
+                    pass  # the server closed it while it was idle (a restart): once more, anew
+            return await self._fetch_on(await self._connect(), sql, args)
+
+    async def _fetch_on(
+        self, conn: asyncpg.Connection, sql: str, args: tuple[object, ...]
+    ) -> Sequence[asyncpg.Record]:
+        try:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
+        except BaseException:
+            # Failed or cancelled half way: its state is unknown, so it is not reused.
+            conn.terminate()
+            raise
+        if self._closed:
+            await conn.close()
+        else:
+            self._idle.append(conn)
+        return rows
 
     async def close(self) -> None:
-        await self._pool.close()
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
