@@ -19,7 +19,7 @@ from plaza.contracts import (
     from_timestamp,
     post_key,
 )
-from plaza.db.inbox import first_time
+from plaza.db.inbox import first_time, first_times
 from plaza.db.models import Reply, RequestReport, ServiceRequest
 from plaza.lifecycle import Command, NewReport, act, add_report, merge_report, open_request
 from plaza.outbox import stage
@@ -87,11 +87,14 @@ class RoutePost:
         for them all. The services' dedupe locks are taken up front in one order, so two
         routers never wait for each other's locks in opposite orders."""
         async with self._sessions.begin() as session:
-            codes = {e.post_classified.service_code for e in events if e.post_classified.actionable}
+            fresh = await first_times(session, GROUP, [e.event_id for e in events])
+            todo = [e for e in events if e.event_id in fresh]
+            codes = {e.post_classified.service_code for e in todo if e.post_classified.actionable}
             for code in sorted(codes):
                 await lock_service(session, code)
-            for event in events:
-                if await first_time(session, GROUP, event.event_id):
+            for event in todo:
+                if event.event_id in fresh:
+                    fresh.discard(event.event_id)  # the same event twice in a batch: once
                     await self._route(session, event, event.post_classified)
         return []
 
