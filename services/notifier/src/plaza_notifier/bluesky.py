@@ -21,7 +21,7 @@ from typing import Final, cast
 import httpx
 from plaza.bluesky import HANDLE, MENTION, POST, AtUri, BlueskyAccount, tid_for
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused
+from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,12 @@ def byte_span(text: str, start: int, end: int) -> dict[str, int]:
     return {"byteStart": before, "byteEnd": before + len(text[start:end].encode())}
 
 
+def _detail(response: httpx.Response) -> str:
+    """An XRPC error body: its error name and message."""
+    error, message = _error(response)
+    return f"{error} {message}".strip()
+
+
 class BlueskyChannel:
     def __init__(
         self,
@@ -94,7 +100,13 @@ class BlueskyChannel:
         self._account = account
         self._http = http
         self._clock = clock
-        self._paused_until: datetime | None = None
+        self._budget = RateBudget(
+            "bluesky",
+            remaining_header="ratelimit-remaining",
+            reset_at=_reset_at,
+            detail=_detail,
+            now=self._now,
+        )
         self._did = ""
         self._access = ""
         self._refresh = ""
@@ -115,26 +127,10 @@ class BlueskyChannel:
         return f"{self._account.pds_url}/xrpc/{method}"
 
     def _before_call(self) -> None:
-        if self._paused_until is not None and self._paused_until > self._now():
-            raise RateLimited(self._paused_until, "bluesky: rate-limit budget spent")
+        self._budget.before_call()
 
     def _check(self, response: httpx.Response, what: str) -> None:
-        """Reads the rate-limit headers; raises on anything but success."""
-        now = self._now()
-        reset = _reset_at(response, now)
-        if response.headers.get("ratelimit-remaining") == "0" and reset and reset > now:
-            self._paused_until = reset
-        if response.status_code == 429:
-            until = reset if reset and reset > now else now + timedelta(seconds=60)
-            self._paused_until = until
-            raise RateLimited(until, f"bluesky: 429 on {what}")
-        if response.is_success:
-            return
-        error, message = _error(response)
-        text = f"bluesky: {response.status_code} on {what}: {error} {message}".strip()
-        if response.status_code >= 500 or response.status_code == 408:
-            raise httpx.HTTPStatusError(text, request=response.request, response=response)
-        raise Refused(text)
+        self._budget.check(response, what)
 
     async def _create_session(self) -> None:
         assert self._account.password is not None

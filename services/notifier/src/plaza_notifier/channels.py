@@ -5,10 +5,12 @@ for every platform that has no channel configured."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
+import httpx
 from plaza.db.models import Reply
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,3 +118,53 @@ async def record_reply(session: AsyncSession, reply: OutgoingReply, posted_at: d
             reply.text,
         )
     return created
+
+
+class RateBudget:
+    """A platform's rate-limit budget as its answers report it, and what an answer means.
+
+    Every platform channel checks each answer the same way: a budget reported spent (the
+    platform's "remaining" header at 0) pauses calls until its reset, and so does a 429 (a
+    minute when no reset is given); a 5xx or 408 is raised as httpx.HTTPStatusError, to be
+    tried again; any other failure is Refused, for good. The platforms differ only in the
+    names of their headers and the shape of their error bodies."""
+
+    def __init__(
+        self,
+        platform: str,
+        *,
+        remaining_header: str,
+        reset_at: Callable[[httpx.Response, datetime], datetime | None],
+        detail: Callable[[httpx.Response], str],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._platform = platform
+        self._remaining_header = remaining_header
+        self._reset_at = reset_at
+        self._detail = detail
+        self._now = now
+        self._paused_until: datetime | None = None
+
+    def before_call(self) -> None:
+        """Raises RateLimited while the budget is spent."""
+        if self._paused_until is not None and self._paused_until > self._now():
+            raise RateLimited(self._paused_until, f"{self._platform}: rate-limit budget spent")
+
+    def check(self, response: httpx.Response, what: str) -> None:
+        """Reads the rate-limit headers; raises on anything but success."""
+        now = self._now()
+        reset = self._reset_at(response, now)
+        if response.headers.get(self._remaining_header) == "0" and reset and reset > now:
+            self._paused_until = reset
+        if response.status_code == 429:
+            until = reset if reset and reset > now else now + timedelta(seconds=60)
+            self._paused_until = until
+            raise RateLimited(until, f"{self._platform}: 429 on {what}")
+        if response.is_success:
+            return
+        message = f"{self._platform}: {response.status_code} on {what}: {self._detail(response)}"
+        if response.status_code >= 500 or response.status_code == 408:
+            raise httpx.HTTPStatusError(
+                message.strip(), request=response.request, response=response
+            )
+        raise Refused(message.strip())

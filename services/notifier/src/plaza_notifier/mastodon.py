@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 from plaza.social import MastodonAccount, html_to_text
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused
+from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ def _reset_at(response: httpx.Response, now: datetime) -> datetime | None:
     return None
 
 
+def _detail(response: httpx.Response) -> str:
+    """Mastodon's error body: {"error": "..."}."""
+    try:
+        return _str(_obj(response.json()).get("error"))
+    except ValueError:
+        return response.text[:200]
+
+
 class MastodonChannel:
     def __init__(
         self,
@@ -66,7 +74,13 @@ class MastodonChannel:
         self._http = http
         self._media_timeout = media_timeout
         self._clock = clock
-        self._paused_until: datetime | None = None
+        self._budget = RateBudget(
+            "mastodon",
+            remaining_header="x-ratelimit-remaining",
+            reset_at=_reset_at,
+            detail=_detail,
+            now=self._now,
+        )
         self._own_id: str | None = None
         self.host = urlsplit(account.base_url).netloc
 
@@ -85,29 +99,10 @@ class MastodonChannel:
         return {"Authorization": f"Bearer {self._account.token.get_secret_value()}", **extra}
 
     def _before_call(self) -> None:
-        if self._paused_until is not None and self._paused_until > self._now():
-            raise RateLimited(self._paused_until, "mastodon: rate-limit budget spent")
+        self._budget.before_call()
 
     def _check(self, response: httpx.Response, what: str) -> None:
-        """Reads the rate-limit headers; raises on anything but success."""
-        now = self._now()
-        reset = _reset_at(response, now)
-        if response.headers.get("x-ratelimit-remaining") == "0" and reset and reset > now:
-            self._paused_until = reset
-        if response.status_code == 429:
-            until = reset if reset and reset > now else now + timedelta(seconds=60)
-            self._paused_until = until
-            raise RateLimited(until, f"mastodon: 429 on {what}")
-        if response.is_success:
-            return
-        try:
-            error = _str(_obj(response.json()).get("error"))
-        except ValueError:
-            error = response.text[:200]
-        message = f"mastodon: {response.status_code} on {what}: {error}"
-        if response.status_code >= 500 or response.status_code == 408:
-            raise httpx.HTTPStatusError(message, request=response.request, response=response)
-        raise Refused(message)
+        self._budget.check(response, what)
 
     async def _own_account_id(self) -> str:
         if self._own_id is None:

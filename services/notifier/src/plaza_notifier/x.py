@@ -15,14 +15,14 @@ import asyncio
 import html
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final, cast
 from urllib.parse import urlsplit
 
 import httpx
 from plaza.x import XAccount
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused
+from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,13 @@ class XChannel:
         self._http = http
         self._media_timeout = media_timeout
         self._clock = clock
-        self._paused_until: datetime | None = None
+        self._budget = RateBudget(
+            "x",
+            remaining_header="x-rate-limit-remaining",
+            reset_at=lambda response, _now: _reset_at(response),
+            detail=_detail,
+            now=self._now,
+        )
 
     @property
     def platform(self) -> str:
@@ -98,25 +104,10 @@ class XChannel:
         return f"{self._account.api_url}{path}"
 
     def _before_call(self) -> None:
-        if self._paused_until is not None and self._paused_until > self._now():
-            raise RateLimited(self._paused_until, "x: rate-limit budget spent")
+        self._budget.before_call()
 
     def _check(self, response: httpx.Response, what: str) -> None:
-        """Reads the rate-limit headers; raises on anything but success."""
-        now = self._now()
-        reset = _reset_at(response)
-        if response.headers.get("x-rate-limit-remaining") == "0" and reset and reset > now:
-            self._paused_until = reset
-        if response.status_code == 429:
-            until = reset if reset and reset > now else now + timedelta(seconds=60)
-            self._paused_until = until
-            raise RateLimited(until, f"x: 429 on {what}")
-        if response.is_success:
-            return
-        message = f"x: {response.status_code} on {what}: {_detail(response)}"
-        if response.status_code >= 500 or response.status_code == 408:
-            raise httpx.HTTPStatusError(message, request=response.request, response=response)
-        raise Refused(message)
+        self._budget.check(response, what)
 
     async def _upload(self, photo_url: str) -> str | None:
         """The media id of the photo, ready to attach; None if the photo is gone."""
