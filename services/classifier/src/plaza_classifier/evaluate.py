@@ -79,22 +79,29 @@ def _signals(classifier: Classifier, posts: Posts, label: str) -> list[Signals]:
     return [classifier.signals(t) for t in tqdm(posts.texts, desc=label, unit="post", leave=False)]
 
 
-def throughput(classifier: Classifier, texts: Sequence[str], city: City) -> dict[str, float]:
-    """Single-thread posts/s and per-post latency of the full classify() path, location
-    included; half the posts carry a point inside Barcelona."""
+def timed_posts(texts: Sequence[str]) -> list[PostInput]:
+    """The posts the throughput figures time: every other one with a point inside Barcelona."""
     rng = random.Random(7)
     lat0, lat1, lon0, lon1 = BARCELONA_BOX
-    points = [
-        (rng.uniform(lat0, lat1), rng.uniform(lon0, lon1)) if i % 2 else (None, None)
-        for i in range(len(texts))
+    return [
+        PostInput(text, rng.uniform(lat0, lat1), rng.uniform(lon0, lon1))
+        if i % 2
+        else PostInput(text)
+        for i, text in enumerate(texts)
     ]
+
+
+def throughput(classifier: Classifier, texts: Sequence[str], city: City) -> dict[str, float]:
+    """Single-thread posts/s and per-post latency of the full classify() path, location
+    included (timed_posts)."""
+    posts = timed_posts(texts)
     for text in texts[:200]:  # warm caches as a running service has them
         classifier.classify(text, city)
     latencies = []
     started = time.perf_counter()
-    for text, (lat, lon) in zip(texts, points, strict=True):
+    for post in posts:
         t0 = time.perf_counter()
-        classifier.classify(text, city, lat=lat, lon=lon)
+        classifier.classify(post.text, city, lat=post.lat, lon=post.lon)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -112,14 +119,7 @@ BATCH: Final = 500  # posts per classify_batch call, as `plaza classify` reads t
 def batch_throughput(classifier: Classifier, texts: Sequence[str], city: City) -> float:
     """Single-thread posts/s of classify_batch (the batch path of `plaza classify`), the same
     posts and points as throughput()."""
-    rng = random.Random(7)
-    lat0, lat1, lon0, lon1 = BARCELONA_BOX
-    posts = [
-        PostInput(text, rng.uniform(lat0, lat1), rng.uniform(lon0, lon1))
-        if i % 2
-        else PostInput(text)
-        for i, text in enumerate(texts)
-    ]
+    posts = timed_posts(texts)
     classifier.classify_batch(posts[:BATCH], city)  # warm caches as a running service has them
     started = time.perf_counter()
     for at in range(0, len(posts), BATCH):

@@ -448,7 +448,7 @@ def train(corpus: Corpus, log: Callable[[str], None] = print) -> Trained:
     }
     # Everything chosen: the final service model learns from the validation months too, and
     # from the hand-written requests of the services it knows (Barcelona's way of putting
-    # things: "marquesina", "bancs", "botellón"), weighted as in the actionable head. The
+    # things: "marquesina", "bancs", "contenidor"), weighted as in the actionable head. The
     # rule was tuned with a model that never saw them, so it does not over-trust the model.
     known = set(services.classes)
     written = [
