@@ -31,7 +31,7 @@ def mastodon() -> Iterator[FakeMastodon]:
 
 
 async def _replies(
-    server: FakeMastodon, status_id: str, count: int, timeout: float = 60
+    server: FakeMastodon, status_id: str, count: int, plaza: ServiceProcess, timeout: float = 60
 ) -> list[Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -39,7 +39,10 @@ async def _replies(
         if len(replies) >= count:
             return replies
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{len(server.replies_to(status_id))} of {count} replies arrived")
+    arrived = len(server.replies_to(status_id))
+    raise AssertionError(
+        f"{arrived} of {count} replies arrived; plaza's log:\n{plaza.log()[-6000:]}"
+    )
 
 
 async def test_plaza_run_answers_a_mastodon_mention_in_the_citizens_thread(
@@ -74,7 +77,7 @@ async def test_plaza_run_answers_a_mastodon_mention_in_the_citizens_thread(
             "La farola del carrer de Verdi, a Gràcia, no s'encén des de fa tres nits",
             language="ca",
         )
-        [ack] = await _replies(mastodon, status["id"], 1)
+        [ack] = await _replies(mastodon, status["id"], 1, plaza)
         assert "Petició #" in ack["content"] and "Gràcia" in ack["content"], ack["content"]
         assert ack["in_reply_to_id"] == status["id"]
         request_id = ack["content"].split("Petició #")[1].split(",")[0].split(" ")[0]
@@ -100,7 +103,7 @@ async def test_plaza_run_answers_a_mastodon_mention_in_the_citizens_thread(
                     f"/api/v1/requests/{request_id}/actions/{action}", json=body
                 )
                 assert answer.status_code == 200, answer.text
-        replies = await _replies(mastodon, status["id"], 2)
+        replies = await _replies(mastodon, status["id"], 2, plaza)
         assert "jordi@bcn.social" in replies[-1]["content"], replies[-1]["content"]  # a mention
         assert len({r["id"] for r in replies}) == len(replies) == 2  # each answered once
     finally:

@@ -109,6 +109,30 @@ async def test_a_dropped_stream_reconnects_and_catches_up_from_the_last_id(
     assert Counter(ids).most_common(1)[0][1] == 1  # nothing twice
 
 
+async def test_the_first_start_misses_nothing_posted_as_it_subscribes(
+    mastodon: FakeMastodon,
+) -> None:
+    """The very first start takes no backfill, but a mention posted just as the stream is
+    subscribed (before the connector asked for the newest notification) is not history."""
+    mastodon.citizen_posts("Abans de Plaza: no s'ha de publicar")
+    posted: list[dict[str, object]] = []
+    mastodon.on_subscribe = lambda: posted.append(
+        mastodon.citizen_posts("Just ara: la font de la plaça del Sol perd aigua")
+    )
+
+    async def first_post(stream: MastodonStream) -> list[str]:
+        async for batch in stream.batches(None):
+            if batch.posts:
+                return [p.post_id for p in batch.posts]
+        return []
+
+    async with httpx.AsyncClient() as http:
+        stream = MastodonStream(mastodon.account(), Source.MENTIONS, http)
+        ids = await asyncio.wait_for(first_post(stream), 10)
+    assert len(posted) == 1
+    assert ids == [posted[0]["id"]]
+
+
 async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_nothing(
     mastodon: FakeMastodon,
     kafka: KafkaBroker,

@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,9 @@ class FakeMastodon(FakePlatform[_Stream]):
         self.media: dict[str, dict[str, Any]] = {}
         self.uploads: list[dict[str, Any]] = []
         self._idempotency: dict[str, str] = {}
+        # Called (in the server's thread) as each streaming connection is subscribed, before
+        # the client has read anything: a test posts there to hit the window right after it.
+        self.on_subscribe: Callable[[], object] | None = None
 
     # --- running ----------------------------------------------------------------------------
 
@@ -400,6 +404,8 @@ class FakeMastodon(FakePlatform[_Stream]):
         entry = (asyncio.get_running_loop(), queue, kind)
         with self._lock:
             self._streams.append(entry)
+        if self.on_subscribe is not None:
+            self.on_subscribe()
 
         async def until_the_client_leaves() -> None:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):

@@ -197,6 +197,11 @@ class MastodonStream:
 
     async def batches(self, cursor: str | None) -> AsyncIterator[Batch]:
         own_id = await self._own_account_id()
+        if cursor is None:  # the very first start: follow from now on, no backfill
+            # "Now" is fixed before subscribing: what comes after it is caught up below or
+            # streamed, never taken for history (a post in between used to be lost).
+            newest = await self._page(None, 1)
+            cursor = newest[-1][0] if newest else "0"
         # Subscribe first, then catch up: what is posted meanwhile waits in the socket, and the
         # overlap is dropped by id (and by the runner).
         async with connect(
@@ -205,9 +210,6 @@ class MastodonStream:
             open_timeout=self._open_timeout,
             ping_interval=20,
         ) as socket:
-            if cursor is None:  # the very first start: follow from now on, no backfill
-                newest = await self._page(None, 1)
-                cursor = newest[-1][0] if newest else "0"
             while True:
                 pairs = await self._page(cursor, PAGE)
                 if not pairs:
