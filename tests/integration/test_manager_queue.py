@@ -10,8 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from plaza.db.models import ServiceRequest
+from plaza.requests import OPEN_STATUSES, Status, extended_status, open311_status
 from plaza_api.access import AccessConfig
 from plaza_api.auth import Role
+from plaza_api.manager import QueueItem
+from plaza_api.open311 import w3c
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import Server, client, gateway, new_key
@@ -79,6 +84,72 @@ async def test_filters_sort_and_cursor_pages(
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     forged = await api.get("/api/v1/districts/06/queue", params={"cursor": "bm9wZQ"})
     assert forged.status_code == 422
+
+
+def expected_item(r: ServiceRequest, now: datetime) -> dict[str, object]:
+    """A queue item as the API documents it, computed here from the request's own fields."""
+    return {
+        "service_request_id": str(r.id),
+        "status": r.status,
+        "open311_status": open311_status(r.status),
+        "extended_status": extended_status(r.status),
+        "service_code": r.service_code,
+        "description": r.description,
+        "district_code": r.district_code,
+        "barri_code": r.barri_code,
+        "queue": r.queue,
+        "agency_responsible": r.agency_responsible,
+        "location_source": r.location_source,
+        "urgency": r.urgency,
+        "language": r.language,
+        "reporters_count": r.reporters_count,
+        "assigned_worker": r.assigned_worker,
+        "requested_datetime": w3c(r.requested_datetime),
+        "ack_due_at": w3c(r.ack_due_at),
+        "expected_datetime": w3c(r.expected_datetime),
+        "escalated": r.escalated_at is not None,
+        "source_platform": r.source_platform,
+        "source_post_id": r.source_post_id,
+        "author_handle": r.source_author_handle,
+        "overdue": r.status in OPEN_STATUSES
+        and r.expected_datetime is not None
+        and r.expected_datetime < now,
+    }
+
+
+async def test_each_item_is_its_request_in_every_status_whoever_wrote_it(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The stored item JSON (a trigger's, migration 0006) agrees with QueueItem, field by field and
+    in its order, with the request's own fields after every kind of write, in every status, and
+    whatever time zone the writing session had."""
+    await open_requests(sessions, 3)
+    for n, status in enumerate(Status):
+        async with sessions.begin() as session:
+            await session.execute(text("SET LOCAL timezone = 'America/Lima'"))
+            await session.execute(
+                update(ServiceRequest)
+                .where(ServiceRequest.id == 1)
+                .values(
+                    status=status.value,
+                    assigned_worker=f"@worker{n}" if n % 2 else None,
+                    escalated_at=datetime.now(UTC) if n % 3 == 0 else None,
+                    description=f'Fanal "{n}" \\ apagat\nùltima nit',
+                    expected_datetime=None
+                    if n == 4
+                    else datetime.now(UTC) + timedelta(hours=n - 5),
+                    reporters_count=n + 1,
+                )
+            )
+        response = await api.get(
+            "/api/v1/districts/06/queue", params={"status": status.value, "limit": 500}
+        )
+        assert response.status_code == 200, response.text
+        [item] = [i for i in response.json()["items"] if i["service_request_id"] == "1"]
+        async with sessions() as session:
+            row = await session.get_one(ServiceRequest, 1)
+        assert list(item) == list(QueueItem.model_fields), status
+        assert item == expected_item(row, datetime.now(UTC)), status
 
 
 async def test_internal_notes_stay_internal_and_bulk_actions_report_each_request(

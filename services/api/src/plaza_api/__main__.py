@@ -20,7 +20,7 @@ from plaza_api.settings import ApiSettings
 async def serve(settings: ApiSettings) -> None:
     database_url = settings.require_database()
     engine = create_engine(database_url)
-    reads = await PooledReads.open(database_url)
+    reads = await PooledReads.open(database_url, size=settings.read_pool_size)
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
         app = create_app(
             session_factory(engine),

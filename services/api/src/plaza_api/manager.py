@@ -92,11 +92,11 @@ class QueueItem(BaseModel):
     requested_datetime: str | None
     ack_due_at: str | None
     expected_datetime: str | None
-    overdue: bool
     escalated: bool
     source_platform: str
     source_post_id: str
     author_handle: str
+    overdue: bool = Field(description="Still open and past its resolve-by time")
 
 
 class Queue(BaseModel):
@@ -376,30 +376,16 @@ def _sql_list(values: Iterable[str]) -> str:
 
 
 _OPEN_SQL: Final = _sql_list(OPEN_STATUSES)
-_EXTENDED_SQL: Final = " ".join(f"WHEN '{s.value}' THEN '{extended_status(s)}'" for s in Status)
 
 
-def _w3c_sql(column: str) -> str:
-    """A W3C datetime as open311.w3c writes it, to the second, once in JSON: PostgreSQL writes a
-    timestamptz as ISO 8601 in the session's time zone, which Reads sets to UTC (to_char, which
-    would not need it, costs more than the rest of the statement)."""
-    return f"date_trunc('second', s.{column}) AS {column}"
-
-
-# A queue item as JSON, made by PostgreSQL: QueueItem's fields in its order (row_to_json keeps
-# them, compact), so a page is the rows' text joined, with no Python object per row or field.
-_QUEUE_ITEM_SQL: Final = f"""
-    SELECT s.id::text AS service_request_id, s.status,
-        CASE WHEN s.status IN ({_OPEN_SQL}) THEN 'open' ELSE 'closed' END AS open311_status,
-        CASE s.status {_EXTENDED_SQL} END AS extended_status,
-        s.service_code, s.description, s.district_code, s.barri_code, s.queue,
-        s.agency_responsible, s.location_source, s.urgency, s.language, s.reporters_count,
-        s.assigned_worker, {_w3c_sql("requested_datetime")},
-        {_w3c_sql("ack_due_at")},
-        {_w3c_sql("expected_datetime")},
-        (s.status IN ({_OPEN_SQL}) AND s.expected_datetime < $1) IS TRUE AS overdue,
-        s.escalated_at IS NOT NULL AS escalated,
-        s.source_platform, s.source_post_id, s.source_author_handle AS author_handle"""
+# A queue item as JSON: the text PostgreSQL keeps for each request (service_requests.queue_item,
+# written by a trigger on every change: migration 0006), left open, and closed here with the one
+# field that depends on the clock. A page is the rows' text joined, with no Python object per
+# row or field.
+_QUEUE_ITEM_SQL: Final = (
+    f"s.queue_item || CASE WHEN s.status IN ({_OPEN_SQL}) AND s.expected_datetime < $1"
+    """ THEN ',"overdue":true}' ELSE ',"overdue":false}' END"""
+)
 
 
 class _QueueQuery:
@@ -437,9 +423,9 @@ class _QueueQuery:
             f"SELECT string_agg(p.item, ',' ORDER BY p.n) FILTER (WHERE p.n < {beyond}),"
             f" count(*), max(p.due) FILTER (WHERE p.n = {beyond} - 1),"
             f" max(p.id) FILTER (WHERE p.n = {beyond} - 1)"
-            " FROM (SELECT row_to_json(item)::text AS item, s.expected_datetime AS due, s.id,"
+            f" FROM (SELECT {_QUEUE_ITEM_SQL} AS item, s.expected_datetime AS due, s.id,"
             f" row_number() OVER (ORDER BY {order}) AS n FROM service_requests AS s"
-            f" CROSS JOIN LATERAL ({_QUEUE_ITEM_SQL}) AS item WHERE {' AND '.join(self.where)}"
+            f" WHERE {' AND '.join(self.where)}"
             f" ORDER BY {order} LIMIT {beyond}) AS p"
         )
 

@@ -56,6 +56,12 @@ class AccessSettings(PlazaSettings):
 class ApiSettings(AccessSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     ingest_url: str = Field(default="http://127.0.0.1:8101", pattern=r"^https?://")
+    read_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="PLAZA_READ_POOL_SIZE: PostgreSQL connections for the queue's page reads",
+    )
 
     @model_validator(mode="after")
     def _require_secret(self) -> Self:

@@ -85,6 +85,10 @@ class ServiceRequest(Base):
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("service_requests.id"))
     reporters_count: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     version: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
+    # The request as a queue item's JSON, without `overdue` and its closing brace (the page's
+    # read adds both), written by a trigger on every insert and update (migration 0006); read
+    # only by the queue's page, never loaded here.
+    queue_item: Mapped[str | None] = mapped_column(Text, deferred=True)
 
     __table_args__ = (
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
