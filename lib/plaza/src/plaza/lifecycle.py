@@ -205,7 +205,11 @@ async def open_request(
     sla: SlaPolicy,
     actor: str,
     correlation_id: str,
+    request_id: int | None = None,
 ) -> ServiceRequest:
+    """A new request from its first report. `request_id`: one the caller took from the
+    requests' sequence beforehand (the router's batches), so nothing is written until the
+    session flushes; without it the request is flushed here, for the database's next id."""
     deadlines = sla.deadlines(service_code, urgent, report.reported_at)
     routed = route.queue == placement.district_code
     request = ServiceRequest(
@@ -238,7 +242,10 @@ async def open_request(
         version=1,
     )
     session.add(request)
-    await session.flush()
+    if request_id is None:
+        await session.flush()
+    else:
+        request.id = request_id
     add_report(session, request, report, merged=False)
     _audit(session, request, "created", actor, report.reported_at, {})
     created_labels = (*_labels(request), request.channel)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from plaza.city import fold
 from plaza.db.models import ServiceRequest
@@ -49,6 +51,103 @@ async def lock_service(session: AsyncSession, service_code: str) -> None:
     )
 
 
+async def lock_services(session: AsyncSession, service_codes: Iterable[str]) -> None:
+    """lock_service for several services in one statement, in one order (sorted), so that two
+    routers never wait for each other's locks in opposite orders."""
+    keys = [f"dedupe:{code}" for code in sorted(set(service_codes))]
+    if keys:
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtext(k))"
+                " FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+            ),
+            {"keys": keys},
+        )
+
+
+class Candidate(Protocol):
+    """What deciding on a duplicate reads of an open request."""
+
+    @property
+    def lat(self) -> float | None: ...
+    @property
+    def long(self) -> float | None: ...
+    @property
+    def description(self) -> str: ...
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One report's duplicate search: its service, time and place (a box around its point, or
+    its barri and text when it has no point)."""
+
+    service_code: str
+    reported_at: datetime
+    text: str
+    lat: float | None
+    lon: float | None
+    barri_code: str | None
+
+    def searchable(self, policy: DuplicatePolicy) -> bool:
+        if policy.window <= timedelta(0):
+            return False
+        if self.lat is not None and self.lon is not None:
+            return policy.radius_m > 0
+        return bool(self.barri_code)
+
+    def box(self, policy: DuplicatePolicy) -> tuple[float, float, float, float]:
+        """(lat_min, lat_max, lon_min, lon_max) around the point, radius_m each way."""
+        assert self.lat is not None and self.lon is not None
+        dlat = policy.radius_m / _M_PER_DEG_LAT
+        dlon = dlat / max(math.cos(math.radians(self.lat)), 0.01)
+        return self.lat - dlat, self.lat + dlat, self.lon - dlon, self.lon + dlon
+
+    def admits(
+        self,
+        policy: DuplicatePolicy,
+        *,
+        service_code: str,
+        requested_at: datetime,
+        candidate: Candidate,
+        barri_code: str | None,
+    ) -> bool:
+        """Whether an open request is among this probe's candidates (what the SQL selects)."""
+        if service_code != self.service_code:
+            return False
+        if abs(requested_at - self.reported_at) > policy.window:
+            return False
+        if self.lat is not None and self.lon is not None:
+            lat0, lat1, lon0, lon1 = self.box(policy)
+            return (
+                candidate.lat is not None
+                and candidate.long is not None
+                and lat0 <= candidate.lat <= lat1
+                and lon0 <= candidate.long <= lon1
+            )
+        return barri_code == self.barri_code
+
+    def best(
+        self, policy: DuplicatePolicy, candidates: Iterable[tuple[tuple[int, int], C]]
+    ) -> C | None:
+        """The candidate this report repeats, or None: the nearest within the radius for a
+        point, else the most alike text in the barri; ties go to the oldest (its order key)."""
+        if self.lat is not None and self.lon is not None:
+            lat, lon = self.lat, self.lon
+            close = [
+                (distance_m(lat, lon, c.lat, c.long), order, c)
+                for order, c in candidates
+                if c.lat is not None and c.long is not None
+            ]
+            close = [s for s in close if s[0] <= policy.radius_m]
+            return min(close, key=lambda s: (s[0], s[1]))[2] if close else None
+        alike = [(similarity(self.text, c.description), order, c) for order, c in candidates]
+        alike = [s for s in alike if s[0] >= policy.text_similarity]
+        return min(alike, key=lambda s: (-s[0], s[1]))[2] if alike else None
+
+
 async def find_duplicate(
     session: AsyncSession,
     policy: DuplicatePolicy,
@@ -61,7 +160,8 @@ async def find_duplicate(
     barri_code: str | None,
 ) -> ServiceRequest | None:
     """The open request this report repeats, locked for update, or None."""
-    if policy.window <= timedelta(0):
+    probe = Probe(service_code, reported_at, text_, lat, lon, barri_code)
+    if not probe.searchable(policy):
         return None
     stmt = select(ServiceRequest).where(
         ServiceRequest.service_code == service_code,
@@ -70,30 +170,71 @@ async def find_duplicate(
         ServiceRequest.requested_datetime <= reported_at + policy.window,
     )
     if lat is not None and lon is not None:
-        if policy.radius_m <= 0:
-            return None
-        dlat = policy.radius_m / _M_PER_DEG_LAT
-        dlon = dlat / max(math.cos(math.radians(lat)), 0.01)
+        lat0, lat1, lon0, lon1 = probe.box(policy)
         stmt = stmt.where(
-            ServiceRequest.lat.between(lat - dlat, lat + dlat),
-            ServiceRequest.long.between(lon - dlon, lon + dlon),
+            ServiceRequest.lat.between(lat0, lat1), ServiceRequest.long.between(lon0, lon1)
         )
-        candidates = (await session.execute(stmt)).scalars().all()
-        scored = [
-            (distance_m(lat, lon, c.lat, c.long), c.id, c)
-            for c in candidates
-            if c.lat is not None and c.long is not None
-        ]
-        close = [s for s in scored if s[0] <= policy.radius_m]
-        best = min(close, key=lambda s: (s[0], s[1]))[2] if close else None
     else:
-        if not barri_code:
-            return None
         stmt = stmt.where(ServiceRequest.barri_code == barri_code)
-        candidates = (await session.execute(stmt)).scalars().all()
-        alike = [(similarity(text_, c.description), -c.id, c) for c in candidates]
-        alike = [s for s in alike if s[0] >= policy.text_similarity]
-        best = max(alike, key=lambda s: (s[0], s[1]))[2] if alike else None
+    candidates = (await session.execute(stmt)).scalars().all()
+    best = probe.best(policy, (((0, c.id), c) for c in candidates))
     if best is None:
         return None
     return await session.get(ServiceRequest, best.id, with_for_update=True, populate_existing=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An open request found by `candidates`, not locked."""
+
+    id: int
+    lat: float | None
+    long: float | None
+    description: str
+
+
+_CANDIDATES = text(
+    f"""
+    SELECT p.i, s.id, s.lat, s.long, s.description
+    FROM unnest(CAST(:codes AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
+                CAST(:lat0 AS float8[]), CAST(:lat1 AS float8[]), CAST(:lon0 AS float8[]),
+                CAST(:lon1 AS float8[]), CAST(:barri AS text[]))
+         WITH ORDINALITY AS p(code, lo, hi, lat0, lat1, lon0, lon1, barri, i)
+    JOIN service_requests AS s
+      ON s.service_code = p.code
+     AND s.status IN ({", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))})
+     AND s.requested_datetime BETWEEN p.lo AND p.hi
+     AND CASE WHEN p.lat0 IS NOT NULL
+              THEN s.lat BETWEEN p.lat0 AND p.lat1 AND s.long BETWEEN p.lon0 AND p.lon1
+              ELSE s.barri_code = p.barri END
+    """
+)
+
+
+async def candidates(
+    session: AsyncSession, policy: DuplicatePolicy, probes: Sequence[Probe]
+) -> list[list[Found]]:
+    """Each probe's candidates among the open requests, in one statement for them all (the
+    router's batches): what find_duplicate would consider for each, without locking any."""
+    found: list[list[Found]] = [[] for _ in probes]
+    asked = [i for i, p in enumerate(probes) if p.searchable(policy)]
+    if not asked:
+        return found
+    columns: dict[str, list[object]] = {
+        k: [] for k in ("codes", "lo", "hi", "lat0", "lat1", "lon0", "lon1", "barri")
+    }
+    for i in asked:
+        p = probes[i]
+        box = p.box(policy) if p.lat is not None and p.lon is not None else (None,) * 4
+        values = (
+            p.service_code,
+            p.reported_at - policy.window,
+            p.reported_at + policy.window,
+            *box,
+            p.barri_code,
+        )
+        for column, value in zip(columns.values(), values, strict=True):
+            column.append(value)
+    for i, rid, lat, long, description in await session.execute(_CANDIDATES, columns):
+        found[asked[i - 1]].append(Found(rid, lat, long, description))
+    return found

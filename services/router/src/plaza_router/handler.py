@@ -4,6 +4,7 @@ open one, or a reopened request. All its effects go through the outbox, in one t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from plaza.city import City
@@ -25,10 +26,18 @@ from plaza.lifecycle import Command, NewReport, act, add_report, merge_report, o
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import CLOSED_STATUSES, Action, Status
-from sqlalchemy import select
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_router.dedupe import DuplicatePolicy, find_duplicate, lock_service
+from plaza_router.dedupe import (
+    DuplicatePolicy,
+    Found,
+    Probe,
+    candidates,
+    find_duplicate,
+    lock_service,
+    lock_services,
+)
 from plaza_router.settings import NotActionableReply, RouterSettings
 
 GROUP = "plaza-router"
@@ -83,40 +92,104 @@ class RoutePost:
         return []
 
     async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
-        """Routes several events in one transaction (the worker's batch handler): one commit
-        for them all. The services' dedupe locks are taken up front in one order, so two
-        routers never wait for each other's locks in opposite orders."""
+        """Routes several events in one transaction (the worker's batch handler), as routing
+        them one at a time in order would, with a few statements for the whole batch instead of
+        several per post: one inbox statement, one for the dedupe locks (taken up front, in one
+        order, so two routers never wait for each other's locks in opposite orders), one for
+        the posts already reported, one for every post's duplicate candidates, one to lock the
+        requests that get a report, one for the new requests' ids; the writes go out in one
+        flush. A follow-up in a request's thread (rare) is routed on its own, in its place."""
         async with self._sessions.begin() as session:
             fresh = await first_times(session, GROUP, [e.event_id for e in events])
-            todo = [e for e in events if e.event_id in fresh]
-            codes = {e.post_classified.service_code for e in todo if e.post_classified.actionable}
-            for code in sorted(codes):
-                await lock_service(session, code)
-            for event in todo:
+            todo = []
+            for event in events:
                 if event.event_id in fresh:
                     fresh.discard(event.event_id)  # the same event twice in a batch: once
+                    todo.append(event)
+            await lock_services(
+                session,
+                (e.post_classified.service_code for e in todo if e.post_classified.actionable),
+            )
+            seen = await self._reported(session, [_key(e) for e in todo])
+            run: list[tuple[Envelope, NewReport]] = []
+            for event in todo:
+                if _key(event) in seen:
+                    continue  # the same post reached us twice by different channels
+                seen.add(_key(event))
+                if event.post_classified.post.reply_to_post_id:
+                    await self._route_run(session, run)
+                    run = []
                     await self._route(session, event, event.post_classified)
+                else:
+                    run.append((event, _report(event.post_classified)))
+            await self._route_run(session, run)
         return []
+
+    async def _route_run(
+        self, session: AsyncSession, run: Sequence[tuple[Envelope, NewReport]]
+    ) -> None:
+        """Routes posts that answer no thread, in order: each is a new request or a report of
+        an open one (found among the requests before the run, or opened earlier in it)."""
+        if not run:
+            return
+        if session.new or session.dirty:
+            await session.flush()  # what came before the run is among its candidates
+        probes = [_probe(e.post_classified, r) for e, r in run if e.post_classified.actionable]
+        found = iter(await candidates(session, self._duplicates, probes))
+        # Decide first, with no I/O: per post, the existing request it repeats (Found), one
+        # opened earlier in the run (NewRequest), or a request of its own (None).
+        opened: list[NewRequest] = []
+        decisions: list[tuple[Envelope, NewReport, Found | NewRequest | None]] = []
+        for event, report in run:
+            c = event.post_classified
+            if not c.actionable:
+                decisions.append((event, report, None))
+                continue
+            probe = _probe(c, report)
+            pool: list[tuple[tuple[int, int], Found | NewRequest]] = [
+                ((0, f.id), f) for f in next(found)
+            ]
+            if probe.searchable(self._duplicates):
+                # Those opened earlier in the run come after every older one, in their order.
+                pool += [
+                    ((1, o.index), o) for o in opened if o.admitted_by(probe, self._duplicates)
+                ]
+            best = probe.best(self._duplicates, pool)
+            decisions.append((event, report, best))
+            if best is None:
+                opened.append(NewRequest(len(opened), probe, c.placement.barri_code or None))
+        # Then write: lock the existing requests that get a report, take the new ones' ids.
+        locked = await _lock(
+            session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)})
+        )
+        ids = iter(await _next_request_ids(session, len(opened)))
+        new: list[ServiceRequest] = []
+        now = datetime.now(UTC)
+        for event, report, repeats in decisions:
+            c = event.post_classified
+            correlation = event.correlation_id or event.event_id
+            if not c.actionable:
+                if self._not_actionable_reply is NotActionableReply.ACKNOWLEDGE:
+                    stage(session, [self._thank(event)])
+            elif repeats is None:
+                new.append(await self._open(session, c, report, correlation, next(ids)))
+            else:
+                await merge_report(
+                    session,
+                    locked[repeats.id] if isinstance(repeats, Found) else new[repeats.index],
+                    report,
+                    actor="router",
+                    now=now,
+                    correlation_id=correlation,
+                    city=self._city,
+                )
 
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
         correlation = event.correlation_id or event.event_id
         if await self._already_reported(session, post.platform, post.post_id):
             return  # the same post reached us twice by different channels
-        report = NewReport(
-            platform=post.platform,
-            post_id=post.post_id,
-            author_handle=post.author_handle,
-            text=post.text,
-            language=c.language or post.language or "other",
-            reported_at=from_timestamp(post.created_at),
-            lat=post.latitude if post.HasField("latitude") else None,
-            long=post.longitude if post.HasField("longitude") else None,
-            address=post.address or None,
-            public_url=post.public_url or None,
-            channel=post.channel,
-            media_urls=tuple(post.media_urls),
-        )
+        report = _report(c)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
             session, report, post.reply_to_post_id, now, correlation
@@ -149,12 +222,23 @@ class RoutePost:
                 city=self._city,
             )
             return
+        await self._open(session, c, report, correlation)
+
+    async def _open(
+        self,
+        session: AsyncSession,
+        c: PostClassified,
+        report: NewReport,
+        correlation: str,
+        request_id: int | None = None,
+    ) -> ServiceRequest:
+        place = c.placement
         # A district the classifier is unsure of is only a hint: a person in triage decides.
         sure = place.district_code and place.confidence >= self._min_location_confidence
         route = self._routing.route(
             place.district_code if sure else None, place.district_name, c.service_code
         )
-        await open_request(
+        return await open_request(
             session,
             report,
             service_code=c.service_code,
@@ -165,7 +249,22 @@ class RoutePost:
             sla=self._sla,
             actor="router",
             correlation_id=correlation,
+            request_id=request_id,
         )
+
+    @staticmethod
+    async def _reported(
+        session: AsyncSession, keys: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Which of these (platform, post id) are already a report of some request."""
+        if not keys:
+            return set()
+        found = await session.execute(
+            select(RequestReport.platform, RequestReport.post_id).where(
+                tuple_(RequestReport.platform, RequestReport.post_id).in_(set(keys))
+            )
+        )
+        return {(platform, post_id) for platform, post_id in found}
 
     @staticmethod
     async def _already_reported(session: AsyncSession, platform: str, post_id: str) -> bool:
@@ -267,3 +366,96 @@ class RoutePost:
             event_id=derive_event_id("reply-requested", reply.reply_id),
             correlation_id=event.correlation_id or event.event_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A request opened earlier in the same run, as a duplicate candidate (not yet written):
+    its place and text are its first report's."""
+
+    index: int
+    probe: Probe
+    barri_code: str | None
+
+    @property
+    def lat(self) -> float | None:
+        return self.probe.lat
+
+    @property
+    def long(self) -> float | None:
+        return self.probe.lon
+
+    @property
+    def description(self) -> str:
+        return self.probe.text
+
+    def admitted_by(self, probe: Probe, policy: DuplicatePolicy) -> bool:
+        return probe.admits(
+            policy,
+            service_code=self.probe.service_code,
+            requested_at=self.probe.reported_at,
+            candidate=self,
+            barri_code=self.barri_code,
+        )
+
+
+def _key(event: Envelope) -> tuple[str, str]:
+    post = event.post_classified.post
+    return post.platform, post.post_id
+
+
+def _report(c: PostClassified) -> NewReport:
+    post = c.post
+    return NewReport(
+        platform=post.platform,
+        post_id=post.post_id,
+        author_handle=post.author_handle,
+        text=post.text,
+        language=c.language or post.language or "other",
+        reported_at=from_timestamp(post.created_at),
+        lat=post.latitude if post.HasField("latitude") else None,
+        long=post.longitude if post.HasField("longitude") else None,
+        address=post.address or None,
+        public_url=post.public_url or None,
+        channel=post.channel,
+        media_urls=tuple(post.media_urls),
+    )
+
+
+def _probe(c: PostClassified, report: NewReport) -> Probe:
+    return Probe(
+        service_code=c.service_code,
+        reported_at=report.reported_at,
+        text=report.text,
+        lat=report.lat,
+        lon=report.long,
+        barri_code=c.placement.barri_code or None,
+    )
+
+
+async def _lock(session: AsyncSession, ids: Sequence[int]) -> dict[int, ServiceRequest]:
+    """These requests, locked for update (in id order) and read afresh."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(ServiceRequest)
+        .where(ServiceRequest.id.in_(ids))
+        .order_by(ServiceRequest.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {r.id: r for r in rows.scalars()}
+
+
+async def _next_request_ids(session: AsyncSession, n: int) -> list[int]:
+    """n ids from the requests' sequence, in order (what n inserts one by one would get)."""
+    if n == 0:
+        return []
+    ids = await session.execute(
+        text(
+            "SELECT nextval(pg_get_serial_sequence('service_requests', 'id'))"
+            " FROM generate_series(1, :n)"
+        ),
+        {"n": n},
+    )
+    return sorted(i for (i,) in ids)

@@ -1,0 +1,151 @@
+"""The router's batches against its one-post-at-a-time path, on real PostgreSQL: the same seeded
+stream of posts (geotagged neighbours, text-only reports in a barri, repeats by another channel,
+thanks, answers in a request's thread, five days of them) routed both ways into two databases
+gives the same requests with the same ids, the same reports, audit trail and outbox events."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from plaza.contracts import Envelope, decode, derive_event_id, envelope
+from plaza.db import create_engine, session_factory
+from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.conftest import TEMPLATE_DB, Postgres
+from tests.integration.lifecycle_helpers import POSTED_AT, VERDI, as_event, classified, router
+
+pytestmark = [pytest.mark.postgres]
+
+TEXTS = (
+    "El fanal del carrer de Verdi no funciona",
+    "Fanal apagat al carrer de Verdi des d'ahir",
+    "Hi ha brossa acumulada a la plaça del Sol",
+    "Contenidors plens a la plaça del Sol",
+    "Soroll de motos cada nit al carrer Gran",
+)
+
+
+def stream(seed: int, n: int) -> list[Envelope]:
+    """n events as a busy Gràcia would send them, in the order they arrive."""
+    rng = random.Random(seed)
+    events: list[Envelope] = []
+    for i in range(n):
+        at = POSTED_AT + timedelta(minutes=rng.randrange(0, 5 * 24 * 60))
+        kind = rng.random()
+        if kind < 0.08 and events:  # the same post again, by another channel (another event id)
+            again = rng.choice(events)
+            events.append(
+                envelope(
+                    again.post_classified,
+                    key=f"mastodon:{again.post_classified.post.post_id}",
+                    event_id=derive_event_id("post-classified", "webhook", str(i)),
+                    correlation_id="c",
+                ).envelope
+            )
+            continue
+        if kind < 0.14 and events:  # an answer in the thread of an earlier post
+            parent = rng.choice(events).post_classified.post.post_id
+            body = classified(f"p{i}", at=at, reply_to=parent, text="Encara no està arreglat")
+        elif kind < 0.22:
+            body = classified(f"p{i}", at=at, actionable=False, text="Gràcies per la feina!")
+        else:
+            # A few spots, so that neighbours (within 60 m) and far ones both happen.
+            spot = rng.randrange(40)
+            latlon = (
+                (VERDI[0] + 0.001 * spot + rng.uniform(-0.0006, 0.0006), VERDI[1])
+                if rng.random() < 0.7
+                else None
+            )
+            body = classified(
+                f"p{i}",
+                at=at,
+                latlon=latlon,
+                service_code=rng.choice(("streetlight", "cleaning")),
+                text=rng.choice(TEXTS),
+                barri=rng.choice(("31", "32")),
+                author=f"@neighbour{rng.randrange(40)}@bcn.social",
+                urgent=rng.random() < 0.1,
+            )
+        events.append(as_event(body))
+    return events
+
+
+async def outcome(sessions: async_sessionmaker[AsyncSession]) -> dict[str, object]:
+    """Everything routing wrote, without the clock's readings."""
+    async with sessions() as s:
+        requests = (await s.execute(select(ServiceRequest).order_by(ServiceRequest.id))).scalars()
+        reports = (await s.execute(select(RequestReport).order_by(RequestReport.post_id))).scalars()
+        audit = (await s.execute(select(RequestEvent))).scalars()
+        outbox = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars()
+        per_key: dict[str, list[str]] = {}
+        for record in outbox:
+            per_key.setdefault(record.key, []).append(decode(record.topic, record.payload).event_id)
+        no_item = select(func.count()).where(ServiceRequest.queue_item.is_(None))
+        return {
+            "without_queue_item": await s.scalar(no_item),
+            "requests": [
+                (
+                    r.id,
+                    r.status,
+                    r.service_code,
+                    r.reporters_count,
+                    r.version,
+                    r.source_post_id,
+                    r.queue,
+                    r.urgency,
+                    r.description,
+                    r.expected_datetime,
+                )
+                for r in requests
+            ],
+            "reports": [
+                (r.service_request_id, r.post_id, r.merged, r.author_handle) for r in reports
+            ],
+            "audit": sorted((e.service_request_id, e.version, e.kind, e.note or "") for e in audit),
+            "outbox": per_key,
+        }
+
+
+@pytest.fixture
+async def second_sessions(postgres: Postgres) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    await postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    engine = create_engine(postgres.url(name))
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+        await postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_batches_route_exactly_as_one_post_at_a_time(
+    sessions: async_sessionmaker[AsyncSession],
+    second_sessions: async_sessionmaker[AsyncSession],
+    seed: int,
+) -> None:
+    events = stream(seed, 400)
+    one_by_one = router(sessions)
+    for event in events:
+        await one_by_one(event)
+    batched = router(second_sessions)
+    rng = random.Random(seed)
+    start = 0
+    while start < len(events):
+        size = rng.choice((1, 7, 50, 120))
+        await batched.batch(events[start : start + size])
+        start += size
+    expected, got = await outcome(sessions), await outcome(second_sessions)
+    requests = expected["requests"]
+    assert isinstance(requests, list) and 100 < len(requests) < 250  # both new requests and merges
+    assert got["requests"] == requests
+    assert got["without_queue_item"] == expected["without_queue_item"] == 0
+    assert got["reports"] == expected["reports"]
+    assert got["audit"] == expected["audit"]
+    assert got["outbox"] == expected["outbox"]
