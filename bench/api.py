@@ -12,21 +12,33 @@ import asyncpg
 
 from bench.pipeline import raw_dsn
 
-# Requests spread over the ten districts, six services and every status.
+# Requests spread over the ten districts, six services and every status, half of them past a
+# deadline. Those carry the breach the SLA scanner would have recorded (and its escalation), as
+# in a city's database, where the scanner has long caught up: otherwise the scanner would be
+# busy breaching 50,000 requests at once while the gateway is measured beside it.
 FILL = """
 INSERT INTO service_requests (
     status, service_code, description, requested_datetime, updated_datetime, expected_datetime,
     ack_due_at, agency_responsible, district_code, barri_code, location_source, queue, urgency,
     language, service_confidence, channel, source_platform, source_post_id, source_author_handle,
-    media_urls, lat, long)
-SELECT
-    (ARRAY['new','acknowledged','assigned','in_progress','resolved','closed'])[1 + n % 6],
+    media_urls, lat, long, ack_breached_at, resolve_breached_at, escalated_at)
+SELECT g.*,
+    CASE WHEN g.status IN ('new','transferred','reopened') AND g.ack_due_at <= now()
+         THEN g.ack_due_at END,
+    CASE WHEN g.status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')
+          AND g.expected_datetime <= now() THEN g.expected_datetime END,
+    CASE WHEN g.status IN ('new','transferred','reopened') AND g.ack_due_at <= now()
+         THEN least(g.ack_due_at, g.expected_datetime)
+         WHEN g.status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')
+          AND g.expected_datetime <= now() THEN g.expected_datetime END
+FROM (SELECT
+    (ARRAY['new','acknowledged','assigned','in_progress','resolved','closed'])[1 + n % 6] AS status,
     (ARRAY['streetlight','pavement','cleaning','graffiti','parks_trees','traffic'])[1 + n % 6],
     'Report number ' || n,
     now() - (n % 2000) * interval '1 hour',
     now() - (n % 1000) * interval '1 hour',
-    now() + ((n % 500) - 250) * interval '1 hour',
-    now() + ((n % 300) - 150) * interval '1 hour',
+    now() + ((n % 500) - 250) * interval '1 hour' AS expected_datetime,
+    now() + ((n % 300) - 150) * interval '1 hour' AS ack_due_at,
     'Districte ' || lpad((1 + n % 10)::text, 2, '0'),
     lpad((1 + n % 10)::text, 2, '0'),
     lpad((1 + n % 73)::text, 2, '0'),
@@ -34,9 +46,9 @@ SELECT
     lpad((1 + n % 10)::text, 2, '0'),
     CASE WHEN n % 13 = 0 THEN 'urgent' ELSE 'normal' END,
     (ARRAY['ca','es','en'])[1 + n % 3],
-    0.9, 'bench', 'bench', 'post-' || n, '@neighbour' || n, '{}',
+    0.9, 'bench', 'bench', 'post-' || n, '@neighbour' || n, '{}'::text[],
     41.38 + (n % 100) * 0.001, 2.15 + (n % 97) * 0.001
-FROM generate_series(1, $1::int) AS n
+    FROM generate_series(1, $1::int) AS n) AS g
 """
 
 QUEUE_PATH = "/api/v1/districts/06/queue?limit=50"
