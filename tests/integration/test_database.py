@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from plaza.contracts import ReplyKind
+from plaza.contracts import ReplyKind, derive_event_id
 from plaza.db.inbox import first_time
 from plaza.db.migrate import downgrade, upgrade
-from plaza.db.models import Base, Reply, RequestReport, ServiceRequest
+from plaza.db.models import Base, Reply, ReplyDelivery, RequestReport, ServiceRequest
+from plaza.worker import Rejected
 from plaza_notifier.handler import PostReply
 from plaza_router.settings import NotActionableReply
 from sqlalchemy import func, select
@@ -143,6 +145,42 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
     assert replies["en1"].startswith(f"Received! Request #{ids['en1']}, Gràcia district.")
     assert " Expected by " in replies["en1"]
     assert replies["fr1"].startswith("Rebut!")  # other languages get Barcelona's own
+
+
+async def test_a_notifier_batch_records_and_hands_over_as_one_at_a_time_would(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The notifier's batch handler: log-channel replies and hand-overs to a platform channel
+    in one transaction, the same events out as one at a time, once each however often given;
+    a request it cannot take fails the batch (the worker then goes one by one)."""
+    route = router(sessions)
+    for n, pid in enumerate(("a", "b", "c", "d")):
+        await route(as_event(classified(pid, latlon=(41.400 + 0.002 * n, 2.15))))
+    asks = await outbox(sessions, "reply-requested.v1")
+    asks[3].reply_requested.platform = "x"  # this one goes through a platform channel
+
+    class Channel:  # only what handing over reads; it never posts here
+        platform, mention_author = "x", True
+
+    notify = PostReply(sessions, {"x": Channel()})  # type: ignore[dict-item]
+    out = await notify.batch([*asks, asks[0]])
+    assert [e.envelope.event_id for e in out] == [
+        derive_event_id("reply-posted", a.reply_requested.reply_id) for a in asks[:3]
+    ]
+    again = await notify.batch(asks)  # redelivered: nothing new, the same announcements
+    assert [e.envelope.reply_posted.text for e in again] == [
+        e.envelope.reply_posted.text for e in out
+    ]
+    assert await count(sessions, Reply) == 3
+    async with sessions() as s:
+        [handed] = (await s.execute(select(ReplyDelivery))).scalars().all()
+    assert handed.reply_id == asks[3].reply_requested.reply_id
+    assert handed.body.startswith(f"{asks[3].reply_requested.author_handle} ")  # a mention
+    broken = asks[1].__class__()
+    broken.CopyFrom(asks[1])
+    broken.reply_requested.reply_id = ""
+    with pytest.raises(Rejected, match="no reply_id"):
+        await notify.batch([asks[0], broken])
 
 
 async def test_chatter_gets_a_polite_reply_only_when_the_city_wants_one(

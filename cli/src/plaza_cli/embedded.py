@@ -67,6 +67,7 @@ def build_workers(
 ) -> list[Worker]:
     templates = load_templates(settings.reply_templates)
     router = RoutePost.from_settings(sessions, city, settings)
+    notifier = PostReply(sessions, channels, templates)
     return [
         Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
         Worker(
@@ -81,7 +82,9 @@ def build_workers(
             bus,
             group=NOTIFIER,
             topics=[TOPICS.REPLY_REQUESTED],
-            handler=PostReply(sessions, channels, templates),
+            handler=notifier,
+            batch_handler=notifier.batch,
+            batch_size=settings.batch_size,
         ),
     ]
 

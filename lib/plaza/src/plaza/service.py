@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType
+from typing import Any
 
 import uvicorn
+import uvloop
 from prometheus_client import start_http_server
 from starlette.types import ASGIApp
 
@@ -27,6 +29,13 @@ def configure_logging(level: str) -> None:
     )
     for noisy in ("aiokafka", "httpx", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs a service's main coroutine on uvloop: the event loop's own work (sockets, callbacks,
+    timers) in C rather than in asyncio's Python selector loop, which profiles showed writing to
+    sockets as a service's single largest cost."""
+    uvloop.run(main)
 
 
 def on_stop_signals(callback: Callable[[], None]) -> None:

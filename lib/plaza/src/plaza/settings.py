@@ -53,6 +53,14 @@ class PlazaSettings(BaseSettings):
     routing_config: Path | None = Field(
         default=None, description="PLAZA_ROUTING_CONFIG: a TOML file replacing the routing rules"
     )
+    batch_size: int = Field(
+        default=250,
+        ge=1,
+        le=1000,
+        description="PLAZA_BATCH_SIZE: records the router and the notifier handle in one "
+        "transaction (one commit for them all); 1 handles each in its own. Larger batches hold "
+        "the router's dedupe locks longer",
+    )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics server")
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import gc
 
 import httpx
-import uvloop
 from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.policy import RoutingTable, SlaPolicy
-from plaza.service import configure_logging, http_server
+from plaza.service import configure_logging, http_server, run
 from plaza.settings import load
 
 from plaza_api.app import create_app
@@ -47,9 +46,9 @@ async def serve(settings: ApiSettings) -> None:
 def main() -> None:
     settings = load(ApiSettings)
     configure_logging(settings.log_level)
-    # uvloop: the event loop's own work (sockets, callbacks) in C; uvicorn's own `loop` setting
-    # applies only when uvicorn makes the loop, and here serve() does.
-    uvloop.run(serve(settings))
+    # On uvloop (plaza.service.run): uvicorn's own `loop` setting applies only when uvicorn
+    # makes the loop, and here serve() does.
+    run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
-from plaza.service import configure_logging, run_worker_service, serve_metrics
+from plaza.service import configure_logging, run, run_worker_service, serve_metrics
 from plaza.settings import PlazaSettings, load
 from plaza.worker import Worker
 
@@ -25,7 +23,7 @@ def main() -> None:
     bus = bus_from_settings(settings)
     handler = ClassifyPost(city, default_classifier())  # the model loads here, at start
     worker = Worker(bus, group=GROUP, topics=[TOPICS.POST_RECEIVED], handler=handler)
-    asyncio.run(run_worker_service(bus, worker))
+    run(run_worker_service(bus, worker))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import contextlib
 import httpx
 from plaza.bus import bus_from_settings
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, http_server
+from plaza.service import configure_logging, http_server, run
 from plaza.settings import load
 from plaza.social import SocialSettings
 from pydantic import Field
@@ -73,7 +73,7 @@ async def serve(settings: IngestSettings) -> None:
 def main() -> None:
     settings = load(IngestSettings)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":

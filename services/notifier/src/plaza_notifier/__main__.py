@@ -10,7 +10,7 @@ import httpx
 from plaza.bus import bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, on_stop_signals, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
 from plaza.settings import load
 from plaza.social import SocialSettings
 from plaza.worker import Worker
@@ -99,11 +99,14 @@ async def serve(settings: NotifierSettings) -> None:
     bus = bus_from_settings(settings)
     async with httpx.AsyncClient(timeout=15.0) as http:
         channels = build_channels(settings, http)
+        handler = PostReply(sessions, channels, load_templates(settings.reply_templates))
         worker = Worker(
             bus,
             group=GROUP,
             topics=[TOPICS.REPLY_REQUESTED],
-            handler=PostReply(sessions, channels, load_templates(settings.reply_templates)),
+            handler=handler,
+            batch_handler=handler.batch,
+            batch_size=settings.batch_size,
         )
         deliverer = Deliverer(sessions, channels, settings.delivery_policy())
 
@@ -126,7 +129,7 @@ def main() -> None:
     settings = load(NotifierSettings)
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":

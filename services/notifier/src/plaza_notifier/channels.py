@@ -5,7 +5,7 @@ for every platform that has no channel configured."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -89,34 +89,45 @@ class ReplyChannel(Protocol):
         ...
 
 
-async def record_reply(session: AsyncSession, reply: OutgoingReply, posted_at: datetime) -> bool:
-    """The log channel: stores the reply once (by reply_id). False if it was already recorded."""
+async def record_replies(
+    session: AsyncSession, replies: Sequence[OutgoingReply], posted_at: datetime
+) -> set[str]:
+    """The log channel: stores each reply once (by reply_id), all in one statement; the ids of
+    those recorded now (not those already recorded: redeliveries)."""
+    if not replies:
+        return set()
+    rows = [
+        {
+            "reply_id": reply.reply_id,
+            "service_request_id": int(reply.service_request_id)
+            if reply.service_request_id
+            else None,
+            "kind": reply.kind,
+            "language": reply.language,
+            "platform": reply.platform,
+            "channel": "log",
+            "in_reply_to_post_id": reply.in_reply_to_post_id,
+            "text": reply.text,
+            "remote_id": None,
+            "posted_at": posted_at,
+        }
+        for reply in replies
+    ]
     stmt = (
         insert(Reply)
-        .values(
-            reply_id=reply.reply_id,
-            service_request_id=int(reply.service_request_id) if reply.service_request_id else None,
-            kind=reply.kind,
-            language=reply.language,
-            platform=reply.platform,
-            channel="log",
-            in_reply_to_post_id=reply.in_reply_to_post_id,
-            text=reply.text,
-            remote_id=None,
-            posted_at=posted_at,
-        )
         .on_conflict_do_nothing(index_elements=[Reply.reply_id])
         .returning(Reply.reply_id)
     )
-    created = (await session.execute(stmt)).first() is not None
-    if created:
-        log.info(
-            "reply %s to %s on %s: %s",
-            reply.reply_id,
-            reply.author_handle,
-            reply.platform,
-            reply.text,
-        )
+    created = set((await session.execute(stmt, rows)).scalars())
+    for reply in replies:
+        if reply.reply_id in created:
+            log.info(
+                "reply %s to %s on %s: %s",
+                reply.reply_id,
+                reply.author_handle,
+                reply.platform,
+                reply.text,
+            )
     return created
 
 

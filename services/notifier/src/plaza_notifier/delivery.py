@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -68,30 +68,43 @@ class Delivery:
     correlation_id: str
 
 
+def _row(delivery: Delivery, now: datetime) -> dict[str, object]:
+    return {
+        "reply_id": delivery.reply_id,
+        "service_request_id": delivery.service_request_id,
+        "kind": delivery.kind,
+        "language": delivery.language,
+        "platform": delivery.platform,
+        "in_reply_to_post_id": delivery.in_reply_to_post_id,
+        "author_handle": delivery.author_handle,
+        "body": delivery.text,
+        "photo_url": delivery.photo_url,
+        "correlation_id": delivery.correlation_id,
+        "state": State.PENDING.value,
+        "attempts": 0,
+        "maybe_sent": False,
+        "next_attempt_at": now,
+    }
+
+
 async def enqueue(session: AsyncSession, delivery: Delivery, now: datetime) -> bool:
     """Adds the delivery once (by reply id); False if it was already there (a redelivery)."""
+    return bool(await enqueue_all(session, [delivery], now))
+
+
+async def enqueue_all(
+    session: AsyncSession, deliveries: Iterable[Delivery], now: datetime
+) -> set[str]:
+    """Adds each delivery once (by reply id), in one statement; the reply ids added now."""
+    rows = [_row(d, now) for d in deliveries]
+    if not rows:
+        return set()
     stmt = (
         insert(ReplyDelivery)
-        .values(
-            reply_id=delivery.reply_id,
-            service_request_id=delivery.service_request_id,
-            kind=delivery.kind,
-            language=delivery.language,
-            platform=delivery.platform,
-            in_reply_to_post_id=delivery.in_reply_to_post_id,
-            author_handle=delivery.author_handle,
-            body=delivery.text,
-            photo_url=delivery.photo_url,
-            correlation_id=delivery.correlation_id,
-            state=State.PENDING.value,
-            attempts=0,
-            maybe_sent=False,
-            next_attempt_at=now,
-        )
         .on_conflict_do_nothing(index_elements=[ReplyDelivery.reply_id])
         .returning(ReplyDelivery.reply_id)
     )
-    return (await session.execute(stmt)).first() is not None
+    return set((await session.execute(stmt, rows)).scalars())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from plaza.worker import Rejected
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_notifier.channels import OutgoingReply, ReplyChannel, record_reply
-from plaza_notifier.delivery import Delivery, enqueue
+from plaza_notifier.channels import OutgoingReply, ReplyChannel, record_replies
+from plaza_notifier.delivery import Delivery, enqueue, enqueue_all
 from plaza_notifier.metrics import REPLIES_FAILED, REPLIES_POSTED
 from plaza_notifier.templates import TemplateError, Templates, compose, kind_name, render
 
@@ -54,23 +54,45 @@ class PostReply:
             REPLIES_FAILED.labels(platform, "error").inc()
             raise
 
+    async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
+        """Several reply requests in one transaction (the worker's batch handler): the
+        deliveries handed over and the log channel's replies, each kind in one statement. A
+        request this cannot take fails the whole batch, which the worker then handles one by
+        one (so only that one is dead-lettered)."""
+        deliveries: dict[str, Delivery] = {}
+        replies: dict[str, tuple[Envelope, OutgoingReply]] = {}
+        for event in events:
+            _check(event)
+            channel = self._channels.get(event.reply_requested.platform)
+            if channel is not None:
+                deliveries.setdefault(
+                    event.reply_requested.reply_id, self._delivery(event, channel)
+                )
+            else:
+                replies.setdefault(event.reply_requested.reply_id, (event, self._reply(event)))
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            await enqueue_all(session, deliveries.values(), now)
+            return await self._record(session, list(replies.values()), now)
+
     async def _post(self, event: Envelope) -> Sequence[Outgoing]:
-        req = event.reply_requested
-        if not req.reply_id:
-            raise Rejected("reply-requested has no reply_id")
-        if req.service_request_id and not req.service_request_id.isdigit():
-            raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
-        if not req.service_request_id and req.kind != ReplyKind.REPLY_KIND_NOT_ACTIONABLE:
-            raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")
-        channel = self._channels.get(req.platform)
+        _check(event)
+        channel = self._channels.get(event.reply_requested.platform)
         if channel is not None:
-            await self._hand_over(event, channel)
+            async with self._sessions.begin() as session:
+                await enqueue(session, self._delivery(event, channel), datetime.now(UTC))
             return []
+        async with self._sessions.begin() as session:
+            return await self._record(session, [(event, self._reply(event))], datetime.now(UTC))
+
+    def _reply(self, event: Envelope) -> OutgoingReply:
+        """The reply as the log channel records it, worded in the citizen's language."""
+        req = event.reply_requested
         try:
             text, language = render(req.kind, req.language, req.params, self._templates)
         except TemplateError as exc:
             raise Rejected(str(exc)) from exc
-        reply = OutgoingReply(
+        return OutgoingReply(
             reply_id=req.reply_id,
             service_request_id=req.service_request_id,
             kind=kind_name(req.kind),
@@ -80,33 +102,46 @@ class PostReply:
             author_handle=req.author_handle,
             text=text,
         )
-        async with self._sessions.begin() as session:
-            posted_now = await record_reply(session, reply, datetime.now(UTC))
-            # On a redelivery the stored reply is the truth: announce exactly what was posted.
-            stored = (
-                await session.execute(select(Reply).where(Reply.reply_id == req.reply_id))
-            ).scalar_one()
-        if posted_now:
-            REPLIES_POSTED.labels(stored.platform, stored.kind).inc()
-        posted = ReplyPosted(
-            reply_id=stored.reply_id,
-            service_request_id=req.service_request_id,
-            platform=stored.platform,
-            channel=stored.channel,
-            text=stored.text,
-            remote_id=stored.remote_id or "",
-            posted_at=timestamp(stored.posted_at),
-        )
-        return [
-            envelope(
-                posted,
-                key=req.service_request_id or post_key(req.platform, req.in_reply_to_post_id),
-                event_id=derive_event_id("reply-posted", stored.reply_id),
-                correlation_id=event.correlation_id or event.event_id,
-            )
-        ]
 
-    async def _hand_over(self, event: Envelope, channel: ReplyChannel) -> None:
+    @staticmethod
+    async def _record(
+        session: AsyncSession, replies: Sequence[tuple[Envelope, OutgoingReply]], now: datetime
+    ) -> list[Outgoing]:
+        """Records the log channel's replies and announces each as posted."""
+        if not replies:
+            return []
+        posted_now = await record_replies(session, [r for _, r in replies], now)
+        # On a redelivery the stored reply is the truth: announce exactly what was posted.
+        ids = [r.reply_id for _, r in replies]
+        found = await session.execute(select(Reply).where(Reply.reply_id.in_(ids)))
+        stored = {r.reply_id: r for r in found.scalars()}
+        outgoing: list[Outgoing] = []
+        for event, reply in replies:
+            row = stored[reply.reply_id]
+            if reply.reply_id in posted_now:
+                REPLIES_POSTED.labels(row.platform, row.kind).inc()
+            req = event.reply_requested
+            posted = ReplyPosted(
+                reply_id=row.reply_id,
+                service_request_id=req.service_request_id,
+                platform=row.platform,
+                channel=row.channel,
+                text=row.text,
+                remote_id=row.remote_id or "",
+                posted_at=timestamp(row.posted_at),
+            )
+            outgoing.append(
+                envelope(
+                    posted,
+                    key=req.service_request_id or post_key(req.platform, req.in_reply_to_post_id),
+                    event_id=derive_event_id("reply-posted", row.reply_id),
+                    correlation_id=event.correlation_id or event.event_id,
+                )
+            )
+        return outgoing
+
+    def _delivery(self, event: Envelope, channel: ReplyChannel) -> Delivery:
+        """The reply worded for its platform, to hand over to the delivery loop."""
         req = event.reply_requested
         photo = req.params.get("photo_url") or None
         try:
@@ -121,7 +156,7 @@ class PostReply:
             )
         except (TemplateError, ValueError) as exc:
             raise Rejected(str(exc)) from exc
-        delivery = Delivery(
+        return Delivery(
             reply_id=req.reply_id,
             service_request_id=int(req.service_request_id) if req.service_request_id else None,
             kind=kind_name(req.kind),
@@ -133,5 +168,14 @@ class PostReply:
             photo_url=photo,
             correlation_id=event.correlation_id or event.event_id,
         )
-        async with self._sessions.begin() as session:
-            await enqueue(session, delivery, datetime.now(UTC))
+
+
+def _check(event: Envelope) -> None:
+    """Rejects a reply request that can never be posted (it is dead-lettered)."""
+    req = event.reply_requested
+    if not req.reply_id:
+        raise Rejected("reply-requested has no reply_id")
+    if req.service_request_id and not req.service_request_id.isdigit():
+        raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
+    if not req.service_request_id and req.kind != ReplyKind.REPLY_KIND_NOT_ACTIONABLE:
+        raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")

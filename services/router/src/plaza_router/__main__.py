@@ -9,7 +9,7 @@ from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, on_stop_signals, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
 from plaza.settings import load
 from plaza.worker import Worker
 
@@ -59,7 +59,7 @@ def main() -> None:
     settings = load(RouterSettings)
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from plaza.city import fold
@@ -32,9 +33,12 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6_371_000 * math.asin(math.sqrt(a))
 
 
-def trigrams(value: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def trigrams(value: str) -> frozenset[str]:
+    """The text's character trigrams, folded. Cached: an open request's description is compared
+    with every text-only report of its service and barri, batch after batch."""
     folded = f"  {fold(value)} "
-    return {folded[i : i + 3] for i in range(len(folded) - 2)}
+    return frozenset(folded[i : i + 3] for i in range(len(folded) - 2))
 
 
 def similarity(a: str, b: str) -> float:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from plaza.bus import bus_from_settings
 from plaza.db import create_engine
 from plaza.outbox import Relay
-from plaza.service import configure_logging, on_stop_signals, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
 from plaza.settings import PlazaSettings, load
 
 
@@ -28,7 +26,7 @@ def main() -> None:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -36,10 +36,3 @@ class RouterSettings(PlazaSettings):
         default=0.5, ge=0, le=1, description="Without coordinates: same barri and texts this alike"
     )
     sla_scan_interval: float = Field(default=15, gt=0, description="Seconds between SLA scans")
-    batch_size: int = Field(
-        default=50,
-        ge=1,
-        le=1000,
-        description="PLAZA_BATCH_SIZE: posts routed in one transaction (one commit for them "
-        "all); 1 routes each in its own. Larger batches hold the services' dedupe locks longer",
-    )
