@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plaza.city import City, fold
+from plaza.contracts import Post, PostReceived, envelope
 from plaza.taxonomy import load_taxonomy
+from plaza.worker import Rejected
 from plaza_classifier import features
 from plaza_classifier.classify import Classifier, PostInput, classify, default_classifier
+from plaza_classifier.handler import ClassifyPost
 from plaza_classifier.model import ServiceModel, packaged_artifact
 from plaza_classifier.train import (
     NOT_ACTIONABLE,
@@ -270,3 +273,35 @@ def test_classify_batch_answers_as_classify_one_post_at_a_time(city: City) -> No
             expected.urgency,
         )
     assert classifier.classify_batch([], city) == []
+
+
+async def test_the_services_batch_handler_classifies_as_its_one_by_one_handler(city: City) -> None:
+    """The classifier service's batch handler (classify_batch) sends the same events as its
+    per-record handler; a post it cannot take fails the batch, for the worker to go one by one."""
+    handler = ClassifyPost(city, default_classifier())
+    texts = [
+        ("Farola apagada en el carrer de Sants", (41.3755, 2.1340)),
+        ("La font de beure del parc no raja", None),
+        ("Bins overflowing near the Sagrada Familia", None),
+        ("Quina pel·lícula més bona vam veure ahir", None),
+    ]
+    events = []
+    for n, (text, point) in enumerate(texts):
+        post = Post(platform="mastodon", post_id=f"p{n}", author_handle="@a", text=text)
+        if point is not None:
+            post.latitude, post.longitude = point
+        events.append(
+            envelope(PostReceived(post=post), key=f"k{n}", event_id=f"e{n}", correlation_id="c")
+        )
+    batch = await handler.batch([e.envelope for e in events])
+    one_by_one = [out for e in events for out in await handler(e.envelope)]
+    assert [o.envelope.event_id for o in batch] == [o.envelope.event_id for o in one_by_one]
+    for got, expected in zip(batch, one_by_one, strict=True):
+        a, b = got.envelope.post_classified, expected.envelope.post_classified
+        assert a.service_confidence == pytest.approx(b.service_confidence, abs=0.011)
+        a.service_confidence = b.service_confidence
+        assert a == b
+    silent = Post(platform="mastodon", post_id="empty", author_handle="@a", text="  ")
+    bad = envelope(PostReceived(post=silent), key="k", event_id="e", correlation_id="c")
+    with pytest.raises(Rejected, match="has no text"):
+        await handler.batch([events[0].envelope, bad.envelope])

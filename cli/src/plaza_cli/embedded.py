@@ -68,8 +68,16 @@ def build_workers(
     templates = load_templates(settings.reply_templates)
     router = RoutePost.from_settings(sessions, city, settings)
     notifier = PostReply(sessions, channels, templates)
+    classifier = ClassifyPost(city)
     return [
-        Worker(bus, group=CLASSIFIER, topics=[TOPICS.POST_RECEIVED], handler=ClassifyPost(city)),
+        Worker(
+            bus,
+            group=CLASSIFIER,
+            topics=[TOPICS.POST_RECEIVED],
+            handler=classifier,
+            batch_handler=classifier.batch,
+            batch_size=settings.batch_size,
+        ),
         Worker(
             bus,
             group=ROUTER,

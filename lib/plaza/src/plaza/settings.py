@@ -57,9 +57,9 @@ class PlazaSettings(BaseSettings):
         default=250,
         ge=1,
         le=1000,
-        description="PLAZA_BATCH_SIZE: records the router and the notifier handle in one "
-        "transaction (one commit for them all); 1 handles each in its own. Larger batches hold "
-        "the router's dedupe locks longer",
+        description="PLAZA_BATCH_SIZE: records the classifier, the router and the notifier "
+        "handle in one call (for the router and the notifier, one transaction and one commit); 1 "
+        "handles each on its own. Larger batches hold the router's dedupe locks longer",
     )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics server")

@@ -10,6 +10,7 @@ from plaza.contracts import (
     LocationSource,
     Outgoing,
     Placement,
+    Post,
     PostClassified,
     Urgency,
     derive_event_id,
@@ -18,7 +19,7 @@ from plaza.contracts import (
 )
 from plaza.worker import Rejected
 
-from plaza_classifier.classify import Classifier, default_classifier
+from plaza_classifier.classify import Classification, Classifier, PostInput, default_classifier
 
 GROUP = "plaza-classifier"
 
@@ -47,10 +48,7 @@ class ClassifyPost:
 
     async def __call__(self, event: Envelope) -> Sequence[Outgoing]:
         post = event.post_received.post
-        if not post.platform or not post.post_id:
-            raise Rejected("post has no platform or post_id")
-        if not post.text.strip():
-            raise Rejected(f"post {post.platform}:{post.post_id} has no text")
+        _check(post)
         result = self._classifier.classify(
             post.text,
             self._city,
@@ -59,23 +57,56 @@ class ClassifyPost:
             language_hint=post.language,
             service_code_hint=post.service_code,
         )
-        body = PostClassified(
-            post=post,
-            service_code=result.service_code,
-            service_confidence=result.service_confidence,
-            actionable=result.actionable,
-            placement=placement(result.location),
-            language=result.language,
-            urgency=Urgency.URGENCY_URGENT
-            if result.urgency == "urgent"
-            else Urgency.URGENCY_NORMAL,
-            model_version=result.model_version,
+        return [_classified(event, post, result)]
+
+    async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
+        """Classifies several posts at once (the worker's batch handler): the model scores them
+        in one matrix product, with the answers classify() gives one by one. A post that
+        cannot be classified fails the batch, which the worker then takes one by one (so only
+        that post is dead-lettered)."""
+        posts = [event.post_received.post for event in events]
+        for post in posts:
+            _check(post)
+        results = self._classifier.classify_batch(
+            [
+                PostInput(
+                    text=post.text,
+                    lat=post.latitude if post.HasField("latitude") else None,
+                    lon=post.longitude if post.HasField("longitude") else None,
+                    language_hint=post.language,
+                    service_code_hint=post.service_code,
+                )
+                for post in posts
+            ],
+            self._city,
         )
         return [
-            envelope(
-                body,
-                key=post_key(post.platform, post.post_id),
-                event_id=derive_event_id("post-classified", event.event_id),
-                correlation_id=event.correlation_id or event.event_id,
-            )
+            _classified(event, post, result)
+            for event, post, result in zip(events, posts, results, strict=True)
         ]
+
+
+def _check(post: Post) -> None:
+    if not post.platform or not post.post_id:
+        raise Rejected("post has no platform or post_id")
+    if not post.text.strip():
+        raise Rejected(f"post {post.platform}:{post.post_id} has no text")
+
+
+def _classified(event: Envelope, post: Post, result: Classification) -> Outgoing:
+    body = PostClassified(
+        post=post,
+        service_code=result.service_code,
+        service_confidence=result.service_confidence,
+        actionable=result.actionable,
+        placement=placement(result.location),
+        language=result.language,
+        urgency=Urgency.URGENCY_URGENT if result.urgency == "urgent" else Urgency.URGENCY_NORMAL,
+        model_version=result.model_version,
+    )
+    return envelope(
+        body,
+        key=post_key(post.platform, post.post_id),
+        event_id=derive_event_id("post-classified", event.event_id),
+        correlation_id=event.correlation_id or event.event_id,
+    )
