@@ -31,6 +31,7 @@ from plaza.contracts import (
     timestamp,
 )
 from plaza.db.models import RequestEvent, RequestReport, ServiceRequest
+from plaza.db.rows import add_row
 from plaza.outbox import stage
 from plaza.policy import Route, RoutingTable, SlaPolicy
 from plaza.requests import (
@@ -143,18 +144,20 @@ def _audit(
     public: bool = True,
 ) -> None:
     after = snapshot(request)
-    session.add(
-        RequestEvent(
-            service_request_id=request.id,
-            version=request.version,
-            kind=kind,
-            actor=actor,
-            at=at,
-            before={k: v for k, v in before.items() if after.get(k) != v},
-            after={k: v for k, v in after.items() if before.get(k) != v},
-            note=note,
-            public=public,
-        )
+    add_row(
+        session,
+        RequestEvent,
+        {
+            "service_request_id": request.id,
+            "version": request.version,
+            "kind": kind,
+            "actor": actor,
+            "at": at,
+            "before": {k: v for k, v in before.items() if after.get(k) != v},
+            "after": {k: v for k, v in after.items() if before.get(k) != v},
+            "note": note,
+            "public": public,
+        },
     )
 
 
@@ -293,21 +296,21 @@ def add_report(
     session: AsyncSession, request: ServiceRequest, report: NewReport, *, merged: bool
 ) -> None:
     """Records who reported what about `request`: its opening post, or one merged into it."""
-    session.add(_report_row(request, report, merged=merged))
-
-
-def _report_row(request: ServiceRequest, report: NewReport, *, merged: bool) -> RequestReport:
-    return RequestReport(
-        service_request_id=request.id,
-        platform=report.platform,
-        post_id=report.post_id,
-        author_handle=report.author_handle,
-        text=report.text,
-        lat=report.lat,
-        long=report.long,
-        language=report.language or "other",
-        reported_at=report.reported_at,
-        merged=merged,
+    add_row(
+        session,
+        RequestReport,
+        {
+            "service_request_id": request.id,
+            "platform": report.platform,
+            "post_id": report.post_id,
+            "author_handle": report.author_handle,
+            "text": report.text,
+            "lat": report.lat,
+            "long": report.long,
+            "language": report.language or "other",
+            "reported_at": report.reported_at,
+            "merged": merged,
+        },
     )
 
 

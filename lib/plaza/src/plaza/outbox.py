@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from plaza.bus import Bus, OutRecord
 from plaza.contracts import Outgoing
 from plaza.db.models import OutboxRecord
+from plaza.db.rows import add_row
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ PENDING_AGE = Gauge(
 
 def stage(session: AsyncSession, events: Sequence[Outgoing]) -> None:
     """Adds events to the outbox within the caller's transaction (the caller commits)."""
-    session.add_all(OutboxRecord(topic=e.topic, key=e.key, payload=e.encode()) for e in events)
+    for e in events:
+        add_row(session, OutboxRecord, {"topic": e.topic, "key": e.key, "payload": e.encode()})
 
 
 class Relay:

@@ -3,7 +3,7 @@ open one, or a reopened request. All its effects go through the outbox, in one t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +22,7 @@ from plaza.contracts import (
 )
 from plaza.db.inbox import first_time, first_times
 from plaza.db.models import Reply, RequestReport, ServiceRequest
+from plaza.db.rows import rows_in_bulk
 from plaza.lifecycle import Command, NewReport, act, add_report, merge_report, open_request
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
@@ -163,6 +164,16 @@ class RoutePost:
             session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)})
         )
         ids = iter(await _next_request_ids(session, len(opened)))
+        async with rows_in_bulk(session):
+            await self._write(session, decisions, locked, ids)
+
+    async def _write(
+        self,
+        session: AsyncSession,
+        decisions: Sequence[tuple[Envelope, NewReport, Found | NewRequest | None]],
+        locked: dict[int, ServiceRequest],
+        ids: Iterator[int],
+    ) -> None:
         new: list[ServiceRequest] = []
         now = datetime.now(UTC)
         for event, report, repeats in decisions:
