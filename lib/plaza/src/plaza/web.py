@@ -83,6 +83,8 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, app_name: str) -> None:
         self.app = app
         self.app_name = app_name
+        # Bounded: route templates x methods x statuses.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,11 +104,15 @@ class RequestMetrics:
         finally:
             # The router records the matched route in the scope it shares with us.
             template = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.app_name, template, method, str(status)).inc()
-            HTTP_DURATION.labels(self.app_name, template, method).observe(
-                time.perf_counter() - started
-            )
+            key = (template, scope["method"], status)
+            series = self._series.get(key)
+            if series is None:  # labels() costs a lock and a lookup: once per series
+                series = self._series[key] = (
+                    HTTP_REQUESTS.labels(self.app_name, template, key[1], str(status)),
+                    HTTP_DURATION.labels(self.app_name, template, key[1]),
+                )
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
 
 
 def install_request_metrics(app: FastAPI, app_name: str) -> None:

@@ -100,10 +100,18 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         detail = f"the request body is larger than {self.max_bytes} bytes"
+        has_body = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, send, detail)
-                return
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._refuse(scope, send, detail)
+                    return
+                has_body = True
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # HTTP/1.1: no Content-Length and no Transfer-Encoding, no body
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 

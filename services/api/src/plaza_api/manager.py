@@ -414,13 +414,16 @@ class _QueueQuery:
         )
 
     def sql(self, descending: bool, limit: int) -> str:
-        """One row for the page: its items' JSON joined (in order), how many there are, and the
-        last one's keyset. One row more than `limit` is read, to know whether a page follows."""
+        """One row for the page: its items' JSON joined (in order; as UTF-8 bytes, which the
+        gateway sends as they are, with no decoding and encoding again), how many there are, and
+        the last one's keyset. One row more than `limit` is read, to know whether a page
+        follows."""
         order = f"s.expected_datetime {'DESC' if descending else 'ASC'} NULLS LAST, s.id"
         order += " DESC" if descending else " ASC"
         beyond = self.param(limit + 1)
         return (
-            f"SELECT string_agg(p.item, ',' ORDER BY p.n) FILTER (WHERE p.n < {beyond}),"
+            "SELECT convert_to("
+            f"string_agg(p.item, ',' ORDER BY p.n) FILTER (WHERE p.n < {beyond}), 'UTF8'),"
             f" count(*), max(p.due) FILTER (WHERE p.n = {beyond} - 1),"
             f" max(p.id) FILTER (WHERE p.n = {beyond} - 1)"
             f" FROM (SELECT {_QUEUE_ITEM_SQL} AS item, s.expected_datetime AS due, s.id,"
@@ -489,7 +492,7 @@ async def district_queue(
         "queue": code,
         "name": name,
         "count": min(read, limit),
-        "items": orjson.Fragment(f"[{items or ''}]"),
+        "items": orjson.Fragment(b"[%b]" % (items or b"")),
         "next_cursor": _encode_cursor(last_due, last_id) if read > limit else None,
     }
     return Response(orjson.dumps(page), media_type="application/json")
