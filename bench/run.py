@@ -15,13 +15,16 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api, raw_chain
+from plaza.db.migrate import upgrade
+
+from bench import api, raw_chain, router_cost
 from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate_phase
 from bench.posts import generate
 from bench.stack import Infra, RssSampler, api_alone, database_only, infrastructure, plaza_stack
@@ -252,6 +255,24 @@ def api_only_figures(args: argparse.Namespace, logs: Path, report: Report) -> No
     report.add("rss_mb_api", after.get("api", math.nan), "MB", "right after the load")
 
 
+def router_cost_figures(infra: Infra, args: argparse.Namespace, report: Report) -> None:
+    sizes = (0, 20_000, 100_000)
+    urls = {}
+    for size in sizes:
+        name = f"bench_cost_{size}_{uuid.uuid4().hex[:6]}"
+        infra.postgres.ensure_database(name)
+        urls[size] = infra.database_url(name)
+        asyncio.run(upgrade(urls[size]))
+    log(f"router cost: {args.cost_posts} posts routed in process with 0, 20,000, 100,000 requests")
+    for size, rate in router_cost.cost_by_size(urls, args.cost_posts, args.seed + 20):
+        report.add(
+            f"router_posts_per_s_with_{size}_requests",
+            rate,
+            "posts/s",
+            f"in process, batches of {router_cost.BATCH}, {size} requests (half open) before",
+        )
+
+
 def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
     for k in (1, 2, 3):
         (logs / f"classifiers{k}").mkdir()
@@ -280,6 +301,7 @@ def main() -> None:
     parser.add_argument("--api-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--scaling-posts", type=int, default=2000)
+    parser.add_argument("--cost-posts", type=int, default=2000)
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument(
         "--no-pin",
@@ -306,6 +328,7 @@ def main() -> None:
             pipeline_figures(infra, args, logs, report)
             if not args.no_scaling:
                 scaling_figures(infra, args, logs, report)
+                router_cost_figures(infra, args, report)
     finally:  # what was measured is shown even when a later phase fails (which still fails)
         report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole run")
         report.print()
