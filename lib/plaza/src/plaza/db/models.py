@@ -92,9 +92,20 @@ class ServiceRequest(Base):
 
     __table_args__ = (
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
+        # The router's duplicate search among open requests: near a point (a band of latitude,
+        # then longitude and time are checked on few rows), or in a barri within the window.
         Index(
-            "ix_service_requests_dedupe",
+            "ix_service_requests_dedupe_near",
             "service_code",
+            "lat",
+            postgresql_where=text(
+                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+            ),
+        ),
+        Index(
+            "ix_service_requests_dedupe_barri",
+            "service_code",
+            "barri_code",
             "requested_datetime",
             postgresql_where=text(
                 "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
