@@ -165,7 +165,9 @@ class KafkaBus(Bus):
             # How long a dead member keeps its partitions before the group moves them.
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=min(1000, self._session_timeout_ms // 3),
-            fetch_max_wait_ms=100,
+            # How long the broker holds a fetch while there is nothing to read: records end it at
+            # once, so it sets only the idle polling (Kafka's default), not the latency.
+            fetch_max_wait_ms=500,
             metadata_max_age_ms=5000,
         )
         consumer = KafkaConsumer(raw, self._ns, on_revoked)
