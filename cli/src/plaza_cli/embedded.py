@@ -70,30 +70,18 @@ def build_workers(
     notifier = PostReply(sessions, channels, templates)
     classifier = ClassifyPost(city)
     return [
-        Worker(
+        Worker.in_batches(
             bus,
-            group=CLASSIFIER,
-            topics=[TOPICS.POST_RECEIVED],
-            handler=classifier,
-            batch_handler=classifier.batch,
+            group=group,
+            topics=[topic],
+            handler=handler,
             batch_size=settings.batch_size,
-        ),
-        Worker(
-            bus,
-            group=ROUTER,
-            topics=[TOPICS.POST_CLASSIFIED],
-            handler=router,
-            batch_handler=router.batch,
-            batch_size=settings.batch_size,
-        ),
-        Worker(
-            bus,
-            group=NOTIFIER,
-            topics=[TOPICS.REPLY_REQUESTED],
-            handler=notifier,
-            batch_handler=notifier.batch,
-            batch_size=settings.batch_size,
-        ),
+        )
+        for group, topic, handler in (
+            (CLASSIFIER, TOPICS.POST_RECEIVED, classifier),
+            (ROUTER, TOPICS.POST_CLASSIFIED, router),
+            (NOTIFIER, TOPICS.REPLY_REQUESTED, notifier),
+        )
     ]
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from plaza import metrics
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
@@ -46,6 +47,16 @@ Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]
 # disk flush) per record. If it raises, the records are handled one by one by the Handler,
 # which finds the failing one and gives it the usual retries and dead letter.
 BatchHandler = Callable[[Sequence[Envelope]], Awaitable[Sequence[Outgoing]]]
+
+
+class BatchingHandler(Protocol):
+    """A handler of one event that also handles several at once (`batch`), with the same
+    effects as handling them one by one in order."""
+
+    async def __call__(self, event: Envelope) -> Sequence[Outgoing]: ...
+
+    async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]: ...
+
 
 # The pipeline stage a record of each topic completes once its handler is done with it.
 STAGES: Mapping[str, str] = {
@@ -131,6 +142,27 @@ class Worker:
         self._consumer: Consumer | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+
+    @classmethod
+    def in_batches(
+        cls,
+        bus: Bus,
+        *,
+        group: str,
+        topics: Sequence[EventType],
+        handler: BatchingHandler,
+        batch_size: int,
+    ) -> Worker:
+        """A worker that hands `handler.batch` up to batch_size records at a time (the handler
+        itself when a batch fails, record by record)."""
+        return cls(
+            bus,
+            group=group,
+            topics=topics,
+            handler=handler,
+            batch_handler=handler.batch,
+            batch_size=batch_size,
+        )
 
     def stop(self) -> None:
         self._stop.set()

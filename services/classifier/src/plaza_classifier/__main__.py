@@ -22,12 +22,11 @@ def main() -> None:
     )
     bus = bus_from_settings(settings)
     handler = ClassifyPost(city, default_classifier())  # the model loads here, at start
-    worker = Worker(
+    worker = Worker.in_batches(
         bus,
         group=GROUP,
         topics=[TOPICS.POST_RECEIVED],
         handler=handler,
-        batch_handler=handler.batch,
         batch_size=settings.batch_size,
     )
     run(run_worker_service(bus, worker))

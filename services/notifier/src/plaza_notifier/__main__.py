@@ -100,12 +100,11 @@ async def serve(settings: NotifierSettings) -> None:
     async with httpx.AsyncClient(timeout=15.0) as http:
         channels = build_channels(settings, http)
         handler = PostReply(sessions, channels, load_templates(settings.reply_templates))
-        worker = Worker(
+        worker = Worker.in_batches(
             bus,
             group=GROUP,
             topics=[TOPICS.REPLY_REQUESTED],
             handler=handler,
-            batch_handler=handler.batch,
             batch_size=settings.batch_size,
         )
         deliverer = Deliverer(sessions, channels, settings.delivery_policy())

@@ -27,12 +27,11 @@ async def serve(settings: RouterSettings) -> None:
         City.from_settings(city_config=settings.city_config, city_data_dir=settings.city_data_dir),
         settings,
     )
-    worker = Worker(
+    worker = Worker.in_batches(
         bus,
         group=GROUP,
         topics=[TOPICS.POST_CLASSIFIED],
         handler=handler,
-        batch_handler=handler.batch,
         batch_size=settings.batch_size,
     )
     scanner = SlaScanner(sessions, interval=settings.sla_scan_interval)

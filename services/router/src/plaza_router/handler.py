@@ -98,8 +98,9 @@ class RoutePost:
         several per post: one inbox statement, one for the dedupe locks (taken up front, in one
         order, so two routers never wait for each other's locks in opposite orders), one for
         the posts already reported, one for every post's duplicate candidates, one to lock the
-        requests that get a report, one for the new requests' ids; the writes go out in one
-        flush. A follow-up in a request's thread (rare) is routed on its own, in its place."""
+        requests that get a report, one for the new requests' ids; then the writes, one
+        statement per table (`rows_in_bulk`). A follow-up in a request's thread (rare) is routed
+        on its own, in its place."""
         async with self._sessions.begin() as session:
             fresh = await first_times(session, GROUP, [e.event_id for e in events])
             todo = []
@@ -135,18 +136,20 @@ class RoutePost:
             return
         if session.new or session.dirty:
             await session.flush()  # what came before the run is among its candidates
-        probes = [_probe(e.post_classified, r) for e, r in run if e.post_classified.actionable]
-        found = iter(await candidates(session, self._duplicates, probes))
+        probes = [
+            _probe(e.post_classified, r) if e.post_classified.actionable else None for e, r in run
+        ]
+        asked = [p for p in probes if p is not None]
+        found = iter(await candidates(session, self._duplicates, asked))
         # Decide first, with no I/O: per post, the existing request it repeats (Found), one
         # opened earlier in the run (NewRequest), or a request of its own (None).
         opened: list[NewRequest] = []
         decisions: list[tuple[Envelope, NewReport, Found | NewRequest | None]] = []
-        for event, report in run:
+        for (event, report), probe in zip(run, probes, strict=True):
             c = event.post_classified
-            if not c.actionable:
+            if probe is None:  # not actionable
                 decisions.append((event, report, None))
                 continue
-            probe = _probe(c, report)
             pool: list[tuple[tuple[int, int], Found | NewRequest]] = [
                 ((0, f.id), f) for f in next(found)
             ]
