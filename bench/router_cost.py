@@ -1,6 +1,6 @@
 """The router's cost per post as the database grows: the same posts routed in batches, in this
-process, on a database holding 0, 20,000 or 100,000 requests (half of them open, spread over the
-city's ten districts and the last 2,000 hours). Routing is where the number of open requests
+process, on a database holding 0, 20,000 or 100,000 requests (two thirds of them open, spread
+over the city's ten districts and the last 2,000 hours). Routing is where the number of open requests
 can matter: the duplicate search reads the open requests of the post's service near it (or in
 its barri) within the window. The districts enter only as the routing table's lookup."""
 

@@ -269,7 +269,7 @@ def router_cost_figures(infra: Infra, args: argparse.Namespace, report: Report) 
             f"router_posts_per_s_with_{size}_requests",
             rate,
             "posts/s",
-            f"in process, batches of {router_cost.BATCH}, {size} requests (half open) before",
+            f"in process, batches of {router_cost.BATCH}, {size} requests (two thirds open) before",
         )
 
 

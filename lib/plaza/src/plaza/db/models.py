@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -193,9 +193,6 @@ class RequestReport(Base):
     language: Mapped[str] = mapped_column(String(8))
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     merged: Mapped[bool] = mapped_column(Boolean)  # False for the post that opened the request
-    # Never loaded (rows set service_request_id): it tells a flush that a request's row goes in
-    # before its reports' (the router's batches write new requests and their rows in one flush).
-    request: Mapped[ServiceRequest] = relationship(lazy="raise")
 
     __table_args__ = (UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),)
 
@@ -217,7 +214,6 @@ class RequestEvent(Base):
     after: Mapped[dict[str, object]] = mapped_column(JSONB)
     note: Mapped[str | None] = mapped_column(Text)
     public: Mapped[bool] = mapped_column(Boolean)
-    request: Mapped[ServiceRequest] = relationship(lazy="raise")  # as RequestReport.request
 
     __table_args__ = (
         Index("ix_request_events_history", "service_request_id", "id"),
