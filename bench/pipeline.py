@@ -115,10 +115,17 @@ class Driver:
         return events
 
     async def burst(self, mix: PostMix, batch: int = 500) -> float:
-        """Everything as fast as the producer takes it; returns the seconds it took."""
+        """Everything as fast as the producer takes it; returns the seconds it took. The events
+        are built beforehand (as the raw chain's records are), so the bench's own encoding does
+        not take CPU from the pipeline; each is stamped when its batch is handed over."""
+        built = [event_for(p, datetime.now(UTC)) for p in mix.posts]
         start = time.time()
-        for i in range(0, len(mix.posts), batch):
-            await publish(self._bus, self._stamp(mix.posts[i : i + batch]))
+        for i in range(0, len(built), batch):
+            events = built[i : i + batch]
+            now = time.time()
+            for e in events:
+                self.published_at.setdefault(classified_id(e.envelope.event_id), now)
+            await publish(self._bus, events)
         return time.time() - start
 
     async def at_rate(self, mix: PostMix, rate: float) -> float:

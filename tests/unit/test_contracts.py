@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,13 @@ def test_envelope_refuses_what_is_not_an_event_and_naive_times() -> None:
 def test_derived_event_ids_are_stable_and_distinct() -> None:
     assert derive_event_id("a", "b") == derive_event_id("a", "b")
     assert derive_event_id("a", "b") != derive_event_id("ab")
+
+
+@pytest.mark.parametrize("parts", [("a",), ("post-received", "bsky:3k2x"), ("", "ça", "€ 1")])
+def test_derived_event_ids_are_uuid5_in_the_plaza_namespace(parts: tuple[str, ...]) -> None:
+    # Ids already on the bus and in inboxes were made by uuid.uuid5: the fast path must agree.
+    expected = uuid.uuid5(uuid.UUID("6f1c7a52-3d0e-4d7e-9a55-0b2c1e4d9a10"), "\x1f".join(parts))
+    assert derive_event_id(*parts) == str(expected)
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:

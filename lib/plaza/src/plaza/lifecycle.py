@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import overload
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +32,7 @@ from plaza.contracts import (
     timestamp,
 )
 from plaza.db.models import RequestEvent, RequestReport, ServiceRequest
-from plaza.db.rows import add_row
+from plaza.db.rows import add_row, in_bulk
 from plaza.outbox import stage
 from plaza.policy import Route, RoutingTable, SlaPolicy
 from plaza.requests import (
@@ -102,6 +103,51 @@ class Command:
     duplicate_of: int | None = None
 
 
+class RequestRow:
+    """A request opened inside `rows_in_bulk` (the router's batches): its columns as plain
+    attributes, over the very dict the bulk insert writes at the end of the batch, so a report
+    merged into it later in the batch is counted. Building and flushing an ORM object per new
+    request was most of the router's cost per post."""
+
+    id: int
+    status: str
+    service_code: str
+    queue: str
+    district_code: str | None
+    urgency: str
+    channel: str
+    language: str
+    reporters_count: int
+    version: int
+    updated_datetime: datetime
+    requested_datetime: datetime
+
+    def __init__(self, columns: dict[str, object]) -> None:
+        self.__dict__ = columns
+
+    @property
+    def service_request_id(self) -> str:
+        return str(self.id)
+
+
+# What the lifecycle's helpers accept: a loaded (or just flushed) request, or a batch's new one.
+AnyRequest = ServiceRequest | RequestRow
+
+# The columns a new request leaves empty, which the audit trail's snapshot reads.
+_NOT_YET = {
+    "assigned_worker": None,
+    "status_notes": None,
+    "resolution_photo_url": None,
+    "duplicate_of": None,
+    "acknowledged_at": None,
+    "resolved_at": None,
+    "closed_at": None,
+    "ack_breached_at": None,
+    "resolve_breached_at": None,
+    "escalated_at": None,
+}
+
+
 _SNAPSHOT_FIELDS = (
     "status",
     "queue",
@@ -123,7 +169,7 @@ _SNAPSHOT_FIELDS = (
 )
 
 
-def snapshot(request: ServiceRequest) -> dict[str, object]:
+def snapshot(request: AnyRequest) -> dict[str, object]:
     """The fields a change can touch, as JSON, for the audit trail."""
     out: dict[str, object] = {}
     for name in _SNAPSHOT_FIELDS:
@@ -134,7 +180,7 @@ def snapshot(request: ServiceRequest) -> dict[str, object]:
 
 def _audit(
     session: AsyncSession,
-    request: ServiceRequest,
+    request: AnyRequest,
     kind: str,
     actor: str,
     at: datetime,
@@ -162,7 +208,7 @@ def _audit(
 
 
 def _reply(
-    request: ServiceRequest,
+    request: AnyRequest,
     report: RequestReport | NewReport,
     kind: ReplyKind.ValueType,
     tag: str,
@@ -188,12 +234,46 @@ def _reply(
     )
 
 
-def _district_params(request: ServiceRequest, city: City | None) -> dict[str, str]:
+def _district_params(request: AnyRequest, city: City | None) -> dict[str, str]:
     if request.district_code and request.queue not in (TRIAGE_QUEUE,) and city is not None:
         district = city.districts.get(request.district_code)
         if district is not None:
             return {"district_name": district.name}
     return {}
+
+
+@overload
+async def open_request(
+    session: AsyncSession,
+    report: NewReport,
+    *,
+    service_code: str,
+    urgent: bool,
+    service_confidence: float,
+    placement: Placement,
+    route: Route,
+    sla: SlaPolicy,
+    actor: str,
+    correlation_id: str,
+    request_id: None = None,
+) -> ServiceRequest: ...
+
+
+@overload
+async def open_request(
+    session: AsyncSession,
+    report: NewReport,
+    *,
+    service_code: str,
+    urgent: bool,
+    service_confidence: float,
+    placement: Placement,
+    route: Route,
+    sla: SlaPolicy,
+    actor: str,
+    correlation_id: str,
+    request_id: int,
+) -> RequestRow: ...
 
 
 async def open_request(
@@ -209,46 +289,52 @@ async def open_request(
     actor: str,
     correlation_id: str,
     request_id: int | None = None,
-) -> ServiceRequest:
+) -> AnyRequest:
     """A new request from its first report. `request_id`: one the caller took from the
     requests' sequence beforehand (the router's batches), so nothing is written until the
-    session flushes; without it the request is flushed here, for the database's next id."""
+    session flushes (inside `rows_in_bulk` only: the request is a RequestRow, written with the
+    batch's other rows); without it the request is flushed here, for the database's next id."""
     deadlines = sla.deadlines(service_code, urgent, report.reported_at)
     routed = route.queue == placement.district_code
-    request = ServiceRequest(
-        status=Status.NEW.value,
-        service_code=service_code,
-        description=report.text,
-        requested_datetime=report.reported_at,
-        updated_datetime=report.reported_at,
-        expected_datetime=deadlines.resolve_by,
-        ack_due_at=deadlines.acknowledge_by,
-        address=report.address,
-        lat=report.lat,
-        long=report.long,
-        media_url=report.media_urls[0] if report.media_urls else None,
-        media_urls=list(report.media_urls),
-        agency_responsible=route.team,
-        district_code=placement.district_code or None,
-        barri_code=placement.barri_code or None,
-        location_source=_SOURCES.get(placement.source, "none"),
-        queue=route.queue,
-        urgency="urgent" if urgent else "normal",
-        language=report.language or "other",
-        service_confidence=service_confidence,
-        channel=report.channel or report.platform,
-        source_platform=report.platform,
-        source_post_id=report.post_id,
-        source_author_handle=report.author_handle,
-        source_public_url=report.public_url,
-        reporters_count=1,
-        version=1,
-    )
-    session.add(request)
+    columns: dict[str, object] = {
+        "status": Status.NEW.value,
+        "service_code": service_code,
+        "description": report.text,
+        "requested_datetime": report.reported_at,
+        "updated_datetime": report.reported_at,
+        "expected_datetime": deadlines.resolve_by,
+        "ack_due_at": deadlines.acknowledge_by,
+        "address": report.address,
+        "lat": report.lat,
+        "long": report.long,
+        "media_url": report.media_urls[0] if report.media_urls else None,
+        "media_urls": list(report.media_urls),
+        "agency_responsible": route.team,
+        "district_code": placement.district_code or None,
+        "barri_code": placement.barri_code or None,
+        "location_source": _SOURCES.get(placement.source, "none"),
+        "queue": route.queue,
+        "urgency": "urgent" if urgent else "normal",
+        "language": report.language or "other",
+        "service_confidence": service_confidence,
+        "channel": report.channel or report.platform,
+        "source_platform": report.platform,
+        "source_post_id": report.post_id,
+        "source_author_handle": report.author_handle,
+        "source_public_url": report.public_url,
+        "reporters_count": 1,
+        "version": 1,
+    }
+    request: AnyRequest
     if request_id is None:
+        request = ServiceRequest(**columns)
+        session.add(request)
         await session.flush()
     else:
-        request.id = request_id
+        if not in_bulk(session):
+            raise RuntimeError("open_request(request_id=...) is for rows_in_bulk batches")
+        request = RequestRow({"id": request_id, **columns, **_NOT_YET})
+        add_row(session, ServiceRequest, request.__dict__)
     add_report(session, request, report, merged=False)
     _audit(session, request, "created", actor, report.reported_at, {})
     created_labels = (*_labels(request), request.channel)
@@ -293,7 +379,7 @@ async def open_request(
 
 
 def add_report(
-    session: AsyncSession, request: ServiceRequest, report: NewReport, *, merged: bool
+    session: AsyncSession, request: AnyRequest, report: NewReport, *, merged: bool
 ) -> None:
     """Records who reported what about `request`: its opening post, or one merged into it."""
     add_row(
@@ -316,7 +402,7 @@ def add_report(
 
 async def merge_report(
     session: AsyncSession,
-    request: ServiceRequest,
+    request: AnyRequest,
     report: NewReport,
     *,
     actor: str,
@@ -514,7 +600,7 @@ def _status_changed(
     )
 
 
-def _labels(request: ServiceRequest) -> tuple[str, str, str]:
+def _labels(request: AnyRequest) -> tuple[str, str, str]:
     return (metrics.district_label(request.district_code), request.service_code, request.urgency)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza.bus import Bus, OutRecord
@@ -29,6 +29,12 @@ RELAY_LOCK = 0x504C415A41  # pg advisory lock id ("PLAZA"): one active relay per
 PUBLISHED = Counter("plaza_outbox_published_total", "Outbox events published to the bus", ["topic"])
 PENDING_AGE = Gauge(
     "plaza_outbox_oldest_pending_seconds", "Age of the oldest event not yet published"
+)
+
+
+# The same text for any number of events, so it is prepared once.
+_MARK_PUBLISHED = text(
+    "UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
 
 
@@ -114,11 +120,7 @@ class Relay:
                 return 0
             PENDING_AGE.set((datetime.now(UTC) - rows[0].created_at).total_seconds())
             await self._bus.publish([OutRecord(r.topic, r.key, r.payload) for r in rows])
-            await session.execute(
-                update(OutboxRecord)
-                .where(OutboxRecord.id.in_([r.id for r in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
+            await session.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
             await session.commit()
         for r in rows:
             PUBLISHED.labels(r.topic).inc()

@@ -11,8 +11,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import httpx
-from plaza.db.models import Reply
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 log = logging.getLogger(__name__)
@@ -89,6 +88,23 @@ class ReplyChannel(Protocol):
         ...
 
 
+# One statement whatever the number of replies (prepared once): the rows as arrays, unnested.
+_RECORD_REPLIES = text(
+    """
+    INSERT INTO replies (reply_id, service_request_id, kind, language, platform, channel,
+                         in_reply_to_post_id, text, remote_id, posted_at)
+    SELECT r.reply_id, r.service_request_id, r.kind, r.language, r.platform, 'log',
+           r.in_reply_to_post_id, r.text, NULL, :posted_at
+    FROM unnest(CAST(:reply_ids AS text[]), CAST(:request_ids AS bigint[]),
+                CAST(:kinds AS text[]), CAST(:languages AS text[]), CAST(:platforms AS text[]),
+                CAST(:posts AS text[]), CAST(:texts AS text[]))
+         AS r(reply_id, service_request_id, kind, language, platform, in_reply_to_post_id, text)
+    ON CONFLICT (reply_id) DO NOTHING
+    RETURNING reply_id
+    """
+)
+
+
 async def record_replies(
     session: AsyncSession, replies: Sequence[OutgoingReply], posted_at: datetime
 ) -> set[str]:
@@ -96,29 +112,22 @@ async def record_replies(
     those recorded now (not those already recorded: redeliveries)."""
     if not replies:
         return set()
-    rows = [
+    result = await session.execute(
+        _RECORD_REPLIES,
         {
-            "reply_id": reply.reply_id,
-            "service_request_id": int(reply.service_request_id)
-            if reply.service_request_id
-            else None,
-            "kind": reply.kind,
-            "language": reply.language,
-            "platform": reply.platform,
-            "channel": "log",
-            "in_reply_to_post_id": reply.in_reply_to_post_id,
-            "text": reply.text,
-            "remote_id": None,
             "posted_at": posted_at,
-        }
-        for reply in replies
-    ]
-    stmt = (
-        insert(Reply)
-        .on_conflict_do_nothing(index_elements=[Reply.reply_id])
-        .returning(Reply.reply_id)
+            "reply_ids": [r.reply_id for r in replies],
+            "request_ids": [
+                int(r.service_request_id) if r.service_request_id else None for r in replies
+            ],
+            "kinds": [r.kind for r in replies],
+            "languages": [r.language for r in replies],
+            "platforms": [r.platform for r in replies],
+            "posts": [r.in_reply_to_post_id for r in replies],
+            "texts": [r.text for r in replies],
+        },
     )
-    created = set((await session.execute(stmt, rows)).scalars())
+    created = set(result.scalars())
     for reply in replies:
         if reply.reply_id in created:
             log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from plaza.contracts import (
@@ -26,6 +27,18 @@ from plaza_notifier.metrics import REPLIES_FAILED, REPLIES_POSTED
 from plaza_notifier.templates import TemplateError, Templates, compose, kind_name, render
 
 GROUP = "plaza-notifier"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A recorded reply, as ReplyPosted announces it."""
+
+    platform: str
+    kind: str
+    channel: str
+    text: str
+    remote_id: str | None
+    posted_at: datetime
 
 
 class PostReply:
@@ -112,9 +125,25 @@ class PostReply:
             return []
         posted_now = await record_replies(session, [r for _, r in replies], now)
         # On a redelivery the stored reply is the truth: announce exactly what was posted.
-        ids = [r.reply_id for _, r in replies]
-        found = await session.execute(select(Reply).where(Reply.reply_id.in_(ids)))
-        stored = {r.reply_id: r for r in found.scalars()}
+        stored = {
+            r.reply_id: _Stored(r.platform, r.kind, "log", r.text, None, now)
+            for _, r in replies
+            if r.reply_id in posted_now
+        }
+        earlier = [r.reply_id for _, r in replies if r.reply_id not in posted_now]
+        if earlier:
+            found = await session.execute(
+                select(
+                    Reply.reply_id,
+                    Reply.platform,
+                    Reply.kind,
+                    Reply.channel,
+                    Reply.text,
+                    Reply.remote_id,
+                    Reply.posted_at,
+                ).where(Reply.reply_id.in_(earlier))
+            )
+            stored.update({row[0]: _Stored(*row[1:]) for row in found})
         outgoing: list[Outgoing] = []
         for event, reply in replies:
             row = stored[reply.reply_id]
@@ -122,7 +151,7 @@ class PostReply:
                 REPLIES_POSTED.labels(row.platform, row.kind).inc()
             req = event.reply_requested
             posted = ReplyPosted(
-                reply_id=row.reply_id,
+                reply_id=reply.reply_id,
                 service_request_id=req.service_request_id,
                 platform=row.platform,
                 channel=row.channel,
@@ -134,7 +163,7 @@ class PostReply:
                 envelope(
                     posted,
                     key=req.service_request_id or post_key(req.platform, req.in_reply_to_post_id),
-                    event_id=derive_event_id("reply-posted", row.reply_id),
+                    event_id=derive_event_id("reply-posted", reply.reply_id),
                     correlation_id=event.correlation_id or event.event_id,
                 )
             )

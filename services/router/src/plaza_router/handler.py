@@ -23,7 +23,16 @@ from plaza.contracts import (
 from plaza.db.inbox import first_time, first_times
 from plaza.db.models import Reply, RequestReport, ServiceRequest
 from plaza.db.rows import rows_in_bulk
-from plaza.lifecycle import Command, NewReport, act, add_report, merge_report, open_request
+from plaza.lifecycle import (
+    AnyRequest,
+    Command,
+    NewReport,
+    RequestRow,
+    act,
+    add_report,
+    merge_report,
+    open_request,
+)
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import CLOSED_STATUSES, Action, Status
@@ -177,7 +186,7 @@ class RoutePost:
         locked: dict[int, ServiceRequest],
         ids: Iterator[int],
     ) -> None:
-        new: list[ServiceRequest] = []
+        new: list[RequestRow] = []
         now = datetime.now(UTC)
         for event, report, repeats in decisions:
             c = event.post_classified
@@ -186,7 +195,9 @@ class RoutePost:
                 if self._not_actionable_reply is NotActionableReply.ACKNOWLEDGE:
                     stage(session, [self._thank(event)])
             elif repeats is None:
-                new.append(await self._open(session, c, report, correlation, next(ids)))
+                row = await self._open(session, c, report, correlation, next(ids))
+                assert isinstance(row, RequestRow)  # a request id given: a row of the batch
+                new.append(row)
             else:
                 await merge_report(
                     session,
@@ -245,7 +256,7 @@ class RoutePost:
         report: NewReport,
         correlation: str,
         request_id: int | None = None,
-    ) -> ServiceRequest:
+    ) -> AnyRequest:
         place = c.placement
         # A district the classifier is unsure of is only a hint: a person in triage decides.
         sure = place.district_code and place.confidence >= self._min_location_confidence

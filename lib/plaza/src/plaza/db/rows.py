@@ -1,12 +1,12 @@
 """Rows nobody reads back in the transaction that writes them (reports, audit events, outbox
-events), written in bulk when a caller asks for it.
+events, the router's new requests), written in bulk when a caller asks for it.
 
 Outside `rows_in_bulk` a row is an ORM object added to the session, as usual. Inside it (the
 router's batches) rows are kept as plain values and written at its end, one statement per table
 (asyncpg's executemany: prepared once, whatever the number of rows), after a flush of the
-session's own objects (the requests they refer to). The ORM would insert each table's rows with
-RETURNING of their ids, in statements whose text changes with the number of rows: each one
-prepared anew, and the largest single cost of a batch."""
+session's own objects, tables referred to before those referring to them. The ORM would insert
+each table's rows with RETURNING of their ids, in statements whose text changes with the number
+of rows: each one prepared anew, and the largest single cost of a batch."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from plaza.db.models import Base
 
 _PENDING = "plaza.rows_in_bulk"
+_DEPENDENCY_ORDER = {t.name: i for i, t in enumerate(Base.metadata.sorted_tables)}
 
 
 def add_row(session: AsyncSession, model: type[Base], values: dict[str, object]) -> None:
@@ -29,6 +30,11 @@ def add_row(session: AsyncSession, model: type[Base], values: dict[str, object])
         session.add(model(**values))
     else:
         pending.setdefault(model, []).append(values)
+
+
+def in_bulk(session: AsyncSession) -> bool:
+    """Whether the session is inside `rows_in_bulk` (add_row keeps its rows for the end)."""
+    return _PENDING in session.info
 
 
 @asynccontextmanager
@@ -45,5 +51,7 @@ async def rows_in_bulk(session: AsyncSession) -> AsyncIterator[None]:
     finally:
         del session.info[_PENDING]
     await session.flush()
-    for model, rows in pending.items():
-        await session.execute(insert(cast(Table, model.__table__)), rows)
+    # Tables that others refer to first (new requests before their reports); within a table,
+    # in the order added.
+    for model in sorted(pending, key=lambda m: _DEPENDENCY_ORDER[m.__tablename__]):
+        await session.execute(insert(cast(Table, model.__table__)), pending[model])
