@@ -11,6 +11,7 @@
 #   PLAZA_KAFKA_DATA        data, config, pid and log dir      (default ./.plaza/kafka)
 #   PLAZA_CACHE_DIR         Maven repository and classpath     (default ~/.cache/plaza)
 #   PLAZA_KAFKA_HEAP        JVM heap                           (default 512m)
+#   PLAZA_KAFKA_JVM_OPTS    JIT and GC options                 (default C1 only, serial GC)
 #   PLAZA_KAFKA_PARTITIONS  default partitions of new topics   (default 6)
 set -euo pipefail
 
@@ -19,6 +20,9 @@ port="${PLAZA_KAFKA_PORT:-9092}"
 data="${PLAZA_KAFKA_DATA:-$PWD/.plaza/kafka}"
 cache="${PLAZA_CACHE_DIR:-$HOME/.cache/plaza}"
 heap="${PLAZA_KAFKA_HEAP:-512m}"
+# A small machine's broker: C1 only (C2's compiler threads took a third of a core for minutes
+# after a start, on two cores) and the serial collector (one small heap).
+jvm="${PLAZA_KAFKA_JVM_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 partitions="${PLAZA_KAFKA_PARTITIONS:-6}"
 mkdir -p "$data" "$cache"
 data="$(cd "$data" && pwd)"
@@ -79,7 +83,9 @@ start() {
   command -v java >/dev/null || die "java (17+) is needed to run Kafka"
   local cp; cp="$(cat "$(classpath)")"
   write_config
-  local java_opts=(-Xms128m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  local jvm_opts
+  read -r -a jvm_opts <<<"$jvm"
+  local java_opts=(-Xms128m "-Xmx$heap" "${jvm_opts[@]}"
                    -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml")
   if [ ! -f "$data/log/meta.properties" ]; then
     local cluster_id; cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"

@@ -34,6 +34,26 @@ class PlazaSettings(BaseSettings):
         le=300000,
         description="How soon a consumer that died loses its partitions (the broker's bounds)",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30000,
+        description="How long the broker may hold a consumer's fetch for kafka_fetch_min_bytes",
+    )
+    kafka_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=16 * 1024 * 1024,
+        description="The bytes a fetch waits for (up to kafka_fetch_max_wait_ms); 1: none",
+    )
+    commit_interval_ms: int = Field(
+        default=0,
+        ge=0,
+        le=60000,
+        description="PLAZA_COMMIT_INTERVAL_MS: how often a worker commits its consumed offsets "
+        "(0: after every batch). Longer means fewer requests to the broker and, after a crash, "
+        "more records handled again (which the consumers' inboxes recognise)",
+    )
     database_url: str = Field(
         default="",
         description="postgresql+asyncpg://user:pass@host:port/db; required where a database is used",

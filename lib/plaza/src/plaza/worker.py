@@ -124,6 +124,7 @@ class Worker:
         max_batch: int = 500,
         poll_timeout: float = 0.5,
         lag_interval: float = 1.0,
+        commit_interval: float = 0.0,
     ) -> None:
         self._bus = bus
         self.group = group
@@ -139,6 +140,8 @@ class Worker:
         self._lag_series: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._pending: dict[TopicPartition, int] = {}
+        self._commit_interval = commit_interval
+        self._committed_at = 0.0
         self._consumer: Consumer | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -152,6 +155,7 @@ class Worker:
         topics: Sequence[EventType],
         handler: BatchingHandler,
         batch_size: int,
+        commit_interval: float = 0.0,
     ) -> Worker:
         """A worker that hands `handler.batch` up to batch_size records at a time (the handler
         itself when a batch fails, record by record)."""
@@ -162,6 +166,7 @@ class Worker:
             handler=handler,
             batch_handler=handler.batch,
             batch_size=batch_size,
+            commit_interval=commit_interval,
         )
 
     def stop(self) -> None:
@@ -177,12 +182,16 @@ class Worker:
         try:
             while not self._stop.is_set():
                 records = await self._consumer.fetch(self._max_batch, self._poll_timeout)
-                if records:
-                    async with self._lock:
+                async with self._lock:
+                    if records:
                         await self._handle_batch(self._consumer, records)
+                    elif self._pending:
+                        await self._commit(self._consumer)  # idle: nothing left uncommitted
                 await self._report_lag(self._consumer)
         finally:
             self._forget_lag(self._lag_series)
+            async with self._lock:
+                await self._commit(self._consumer)
             await self._consumer.close()
             log.info("worker %s stopped", self.group)
 
@@ -208,7 +217,8 @@ class Worker:
             await self._bus.publish(outgoing)
             for out in outgoing:
                 metrics.MESSAGES_PUBLISHED.labels(out.topic).inc()
-        await self._commit(consumer)
+        if time.monotonic() - self._committed_at >= self._commit_interval:
+            await self._commit(consumer)
 
     async def _handle_chunk(self, records: list[Record]) -> list[Outgoing]:
         """Handles records in order and marks each as done (to commit); with a batch handler,
@@ -252,6 +262,7 @@ class Worker:
         if not self._pending:
             return
         offsets, self._pending = self._pending, {}
+        self._committed_at = time.monotonic()
         try:
             await consumer.commit(offsets)
         except Exception as exc:

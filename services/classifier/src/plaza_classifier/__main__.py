@@ -28,6 +28,7 @@ def main() -> None:
         topics=[TOPICS.POST_RECEIVED],
         handler=handler,
         batch_size=settings.batch_size,
+        commit_interval=settings.commit_interval_ms / 1000,
     )
     run(run_worker_service(bus, worker))
 

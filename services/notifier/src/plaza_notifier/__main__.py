@@ -106,6 +106,7 @@ async def serve(settings: NotifierSettings) -> None:
             topics=[TOPICS.REPLY_REQUESTED],
             handler=handler,
             batch_size=settings.batch_size,
+            commit_interval=settings.commit_interval_ms / 1000,
         )
         deliverer = Deliverer(sessions, channels, settings.delivery_policy())
 

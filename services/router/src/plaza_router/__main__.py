@@ -33,6 +33,7 @@ async def serve(settings: RouterSettings) -> None:
         topics=[TOPICS.POST_CLASSIFIED],
         handler=handler,
         batch_size=settings.batch_size,
+        commit_interval=settings.commit_interval_ms / 1000,
     )
     scanner = SlaScanner(sessions, interval=settings.sla_scan_interval)
 

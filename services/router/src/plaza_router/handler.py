@@ -36,7 +36,7 @@ from plaza.lifecycle import (
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import CLOSED_STATUSES, Action, Status
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_router.dedupe import (
@@ -51,6 +51,17 @@ from plaza_router.dedupe import (
 from plaza_router.settings import NotActionableReply, RouterSettings
 
 GROUP = "plaza-router"
+
+# Which of these posts already have a report: one index lookup per post, in one statement whose
+# text does not change with their number (a row-value IN list was planned anew for each size,
+# and took 16 ms for 250 posts).
+_REPORTED = text(
+    """
+    SELECT r.platform, r.post_id
+    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
+    JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
+    """
+)
 
 
 class RoutePost:
@@ -285,9 +296,7 @@ class RoutePost:
         if not keys:
             return set()
         found = await session.execute(
-            select(RequestReport.platform, RequestReport.post_id).where(
-                tuple_(RequestReport.platform, RequestReport.post_id).in_(set(keys))
-            )
+            _REPORTED, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
         )
         return {(platform, post_id) for platform, post_id in found}
 

@@ -119,4 +119,6 @@ def bus_from_settings(settings: PlazaSettings) -> Bus:
         settings.kafka_bootstrap,
         namespace=settings.kafka_namespace,
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=settings.kafka_fetch_min_bytes,
     )

@@ -110,6 +110,8 @@ class KafkaBus(Bus):
         linger_ms: int = 5,
         join_timeout: float = 60.0,
         session_timeout_ms: int = 10000,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
     ) -> None:
         self._bootstrap = bootstrap
         self._ns = namespace
@@ -117,6 +119,8 @@ class KafkaBus(Bus):
         self._linger_ms = linger_ms
         self._join_timeout = join_timeout
         self._session_timeout_ms = session_timeout_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._fetch_min_bytes = fetch_min_bytes
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -165,9 +169,11 @@ class KafkaBus(Bus):
             # How long a dead member keeps its partitions before the group moves them.
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=min(1000, self._session_timeout_ms // 3),
-            # How long the broker holds a fetch while there is nothing to read: records end it at
-            # once, so it sets only the idle polling (Kafka's default), not the latency.
-            fetch_max_wait_ms=500,
+            # The broker answers a fetch once it has fetch_min_bytes for it, or after
+            # fetch_max_wait_ms: with 1 byte, records end a fetch at once and the wait sets only
+            # the idle polling; more bytes make fewer, fuller fetches at moderate rates.
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            fetch_min_bytes=self._fetch_min_bytes,
             metadata_max_age_ms=5000,
         )
         consumer = KafkaConsumer(raw, self._ns, on_revoked)
