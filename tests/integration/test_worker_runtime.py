@@ -146,6 +146,30 @@ async def test_offsets_are_committed_only_after_handling(bus_factory: BusFactory
     await bus.close()
 
 
+async def test_a_worker_committing_at_intervals_commits_what_it_handled_on_stop(
+    bus_factory: BusFactory,
+) -> None:
+    """With a commit interval longer than the run, the offsets of the handled records are
+    committed when the worker goes idle or stops, never lost nor handled again."""
+    bus = bus_factory()
+    await bus.start()
+    await publish(bus, [post_event(n) for n in range(10)])
+    first = Recorder()
+    await run_until(
+        Worker(bus, group="w-interval", topics=[SOURCE], handler=first, commit_interval=3600),
+        lambda: len(first.seen) == 10,
+    )
+    await publish(bus, [post_event(n) for n in range(10, 15)])
+    second = Recorder()
+    await run_until(
+        Worker(bus, group="w-interval", topics=[SOURCE], handler=second, commit_interval=3600),
+        lambda: len(second.seen) >= 5,
+    )
+    await asyncio.sleep(1.0)
+    assert sorted(second.seen, key=int) == [str(n) for n in range(10, 15)]
+    await bus.close()
+
+
 @pytest.mark.parametrize("exc", [ValueError("x"), KeyError("y")])
 async def test_handler_errors_are_never_swallowed_silently(bus: Bus, exc: Exception) -> None:
     await publish(bus, [post_event(1, "boom")])

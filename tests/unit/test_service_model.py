@@ -115,6 +115,18 @@ def test_hashed_features_are_the_same_in_another_process() -> None:
     assert outputs == {f"{indices.tolist()} {counts.tolist()}\n"}
 
 
+def test_hashed_rows_are_each_texts_hashed_features() -> None:
+    texts = ["farola rota", "", "bache en la calzada", "rota rota rota farola", "", "0 0"] * 400
+    indptr, indices, counts = features.hashed_rows(texts)  # more than one chunk of rows
+    assert len(indptr) == len(texts) + 1
+    for row, text in enumerate(texts):
+        expected_indices, expected_counts = features.hashed(text)
+        assert indices[indptr[row] : indptr[row + 1]].tolist() == expected_indices.tolist()
+        assert counts[indptr[row] : indptr[row + 1]].tolist() == expected_counts.tolist()
+    empty = features.hashed_rows([])
+    assert [a.tolist() for a in empty] == [[0], [], []]
+
+
 def test_tfidf_rows_have_unit_norm() -> None:
     indptr, indices, counts = features.hashed_rows(["farola rota", "", "bache en la calzada"])
     idf = np.ones(features.BUCKETS, dtype=np.float32)

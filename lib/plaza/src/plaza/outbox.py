@@ -8,13 +8,14 @@ is either in the outbox, unpublished, or on the bus."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza.bus import Bus, OutRecord
@@ -32,6 +33,10 @@ PENDING_AGE = Gauge(
 )
 
 
+_OLDEST_PENDING = text(
+    "SELECT id, topic, key, payload, created_at FROM outbox"
+    " WHERE published_at IS NULL ORDER BY id LIMIT :n"
+)
 # The same text for any number of events, so it is prepared once.
 _MARK_PUBLISHED = text(
     "UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
@@ -101,20 +106,7 @@ class Relay:
     async def publish_once(self) -> int:
         """Publishes the oldest unpublished events; returns how many."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        OutboxRecord.id,
-                        OutboxRecord.topic,
-                        OutboxRecord.key,
-                        OutboxRecord.payload,
-                        OutboxRecord.created_at,
-                    )
-                    .where(OutboxRecord.published_at.is_(None))
-                    .order_by(OutboxRecord.id)
-                    .limit(self._batch)
-                )
-            ).all()
+            rows = (await session.execute(_OLDEST_PENDING, {"n": self._batch})).all()
             if not rows:
                 PENDING_AGE.set(0)
                 return 0
@@ -122,8 +114,8 @@ class Relay:
             await self._bus.publish([OutRecord(r.topic, r.key, r.payload) for r in rows])
             await session.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
             await session.commit()
-        for r in rows:
-            PUBLISHED.labels(r.topic).inc()
+        for topic, n in collections.Counter(r.topic for r in rows).items():
+            PUBLISHED.labels(topic).inc(n)
         return len(rows)
 
     async def _forget_published(self) -> None:

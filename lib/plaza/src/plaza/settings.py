@@ -35,19 +35,21 @@ class PlazaSettings(BaseSettings):
         description="How soon a consumer that died loses its partitions (the broker's bounds)",
     )
     kafka_fetch_max_wait_ms: int = Field(
-        default=500,
+        default=25,
         ge=1,
         le=30000,
-        description="How long the broker may hold a consumer's fetch for kafka_fetch_min_bytes",
+        description="While records flow, how long the broker may hold a consumer's fetch for "
+        "kafka_fetch_min_bytes (the most a hop adds to a post's latency); an idle consumer's "
+        "fetch ends on the first record",
     )
     kafka_fetch_min_bytes: int = Field(
-        default=1,
+        default=64 * 1024,
         ge=1,
         le=16 * 1024 * 1024,
-        description="The bytes a fetch waits for (up to kafka_fetch_max_wait_ms); 1: none",
+        description="While records flow, the bytes a fetch waits for (fewer, fuller fetches)",
     )
     commit_interval_ms: int = Field(
-        default=0,
+        default=250,
         ge=0,
         le=60000,
         description="PLAZA_COMMIT_INTERVAL_MS: how often a worker commits its consumed offsets "

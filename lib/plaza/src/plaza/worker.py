@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from prometheus_client import Counter, Histogram
+
 from plaza import metrics
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
 from plaza.contracts import (
@@ -178,6 +180,7 @@ class Worker:
             self.group, self._topics, on_revoked=self._on_revoked
         )
         self.ready.set()
+        self._committed_at = time.monotonic()
         log.info("worker %s consuming %s", self.group, ", ".join(self._topics))
         try:
             while not self._stop.is_set():
@@ -243,14 +246,7 @@ class Worker:
                         exc,
                     )
                 else:
-                    share = (time.perf_counter() - started) / len(records)
-                    for record, event in decoded:
-                        metrics.HANDLER_DURATION.labels(self.group, record.topic).observe(share)
-                        metrics.MESSAGES_CONSUMED.labels(
-                            self.group, record.topic, "processed"
-                        ).inc()
-                        self._observe_stage(record.topic, event)
-                        self._pending[record.topic_partition] = record.offset + 1
+                    self._observe_batch(decoded, time.perf_counter() - started)
                     return result
         outgoing: list[Outgoing] = []
         for record in records:
@@ -346,6 +342,29 @@ class Worker:
             metrics.HANDLER_DURATION.labels(self.group, record.topic).observe(
                 time.perf_counter() - started
             )
+
+    def _observe_batch(self, done: Sequence[tuple[Record, Envelope]], seconds: float) -> None:
+        """Marks a handled batch's records done and counts each (its share of the batch's time,
+        its stage latency), with each metric's series looked up once per topic."""
+        share = seconds / len(done)
+        now = time.time()
+        series: dict[str, tuple[Histogram, Counter, Histogram | None]] = {}
+        for record, event in done:
+            topic = record.topic
+            if topic not in series:
+                stage = STAGES.get(topic)
+                series[topic] = (
+                    metrics.HANDLER_DURATION.labels(self.group, topic),
+                    metrics.MESSAGES_CONSUMED.labels(self.group, topic, "processed"),
+                    metrics.PIPELINE_STAGE_LATENCY.labels(stage) if stage else None,
+                )
+            duration, consumed, latency = series[topic]
+            duration.observe(share)
+            consumed.inc()
+            if latency is not None and event.HasField("occurred_at"):
+                occurred = event.occurred_at.seconds + event.occurred_at.nanos / 1e9
+                latency.observe(max(0.0, now - occurred))
+            self._pending[record.topic_partition] = record.offset + 1
 
     @staticmethod
     def _observe_stage(topic: str, event: Envelope) -> None:

@@ -27,9 +27,11 @@ MAX_WORD: Final = 24  # longer "words" are URLs and glued hashtags: their start 
 _MASK: Final = BUCKETS - 1
 _DIGITS: Final = str.maketrans("123456789", "000000000")
 _CACHE_LIMIT: Final = 200_000
+_CHUNK: Final = 1024  # rows counted at once by hashed_rows
 
 Indices = npt.NDArray[np.int32]
 Floats = npt.NDArray[np.float32]
+_EMPTY: Final[Indices] = np.zeros(0, dtype=np.int32)
 
 # word -> (its columns, the crc32 of "b:<word> " that its bigrams continue from)
 _word_cache: dict[str, tuple[list[int], int]] = {}
@@ -55,19 +57,24 @@ def _word(word: str) -> tuple[list[int], int]:
     return entry
 
 
-def hashed(folded: str) -> tuple[Indices, Indices]:
-    """Distinct columns of a folded text, sorted, with how often each occurs."""
-    words = folded[:MAX_CHARS].translate(_DIGITS).split()
+def _columns(folded: str) -> list[int]:
+    """Every feature's column of a folded text, repeats included, in no useful order."""
     columns: list[int] = []
     previous = -1
     crc32 = zlib.crc32
-    for word in words:
+    for word in folded[:MAX_CHARS].translate(_DIGITS).split():
         found, continued = _word(word)
         columns.extend(found)
         if previous != -1:
             # crc32 continues over concatenation: the bigram "b:<previous> <word>"
             columns.append(crc32(word.encode(), previous) & _MASK)
         previous = continued
+    return columns
+
+
+def hashed(folded: str) -> tuple[Indices, Indices]:
+    """Distinct columns of a folded text, sorted, with how often each occurs."""
+    columns = _columns(folded)
     if not columns:
         empty = np.zeros(0, dtype=np.int32)
         return empty, empty
@@ -107,20 +114,47 @@ def tfidf_row(indices: Indices, counts: Indices, idf: Floats) -> Floats:
 
 
 def hashed_rows(folded_texts: Iterable[str]) -> tuple[Indices, Indices, Indices]:
-    """(indptr, indices, counts) of the texts as CSR rows."""
-    indptr = [0]
+    """(indptr, indices, counts) of the texts as CSR rows: each row is hashed() of its text,
+    counted a chunk of rows at a time (one sort of row * BUCKETS + column), not row by row."""
+    indptr: list[Indices] = [np.zeros(1, dtype=np.int32)]
     all_indices: list[Indices] = []
     all_counts: list[Indices] = []
-    for folded in folded_texts:
-        indices, counts = hashed(folded)
-        all_indices.append(indices)
+    chunk: list[list[int]] = []
+    done = 0
+
+    def count() -> None:
+        nonlocal done
+        keys = np.fromiter(
+            (row * BUCKETS + column for row, columns in enumerate(chunk) for column in columns),
+            dtype=np.int64,
+            count=sum(map(len, chunk)),
+        )
+        distinct, counts = _counted64(keys)
+        ends = np.searchsorted(distinct // BUCKETS, np.arange(1, len(chunk) + 1))
+        indptr.append((ends + done).astype(np.int32))
+        all_indices.append((distinct % BUCKETS).astype(np.int32))
         all_counts.append(counts)
-        indptr.append(indptr[-1] + len(indices))
-    return (
-        np.asarray(indptr, dtype=np.int32),
-        np.concatenate(all_indices) if all_indices else np.zeros(0, dtype=np.int32),
-        np.concatenate(all_counts) if all_counts else np.zeros(0, dtype=np.int32),
+        done += len(distinct)
+        chunk.clear()
+
+    for folded in folded_texts:
+        chunk.append(_columns(folded))
+        if len(chunk) == _CHUNK:
+            count()
+    if chunk:
+        count()
+    return np.concatenate(indptr), np.concatenate(all_indices or [_EMPTY]), np.concatenate(
+        all_counts or [_EMPTY]
     )
+
+
+def _counted64(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Indices]:
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int32)
+    keys.sort()
+    starts = np.flatnonzero(np.diff(keys, prepend=-1))
+    counts = np.diff(starts, append=len(keys)).astype(np.int32)
+    return keys[starts], counts
 
 
 def document_frequency_idf(indptr: Indices, indices: Indices, n_rows: int) -> Floats:

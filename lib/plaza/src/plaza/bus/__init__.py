@@ -113,12 +113,14 @@ def bus_from_settings(settings: PlazaSettings) -> Bus:
         from plaza.bus.memory import MemoryBus
 
         return MemoryBus()
-    from plaza.bus.kafka import KafkaBus
+    from plaza.bus.kafka import FetchPacing, KafkaBus
 
     return KafkaBus(
         settings.kafka_bootstrap,
         namespace=settings.kafka_namespace,
         session_timeout_ms=settings.kafka_session_timeout_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        fetch_min_bytes=settings.kafka_fetch_min_bytes,
+        fetch_pacing=FetchPacing(
+            busy_wait_ms=settings.kafka_fetch_max_wait_ms,
+            busy_min_bytes=settings.kafka_fetch_min_bytes,
+        ),
     )
