@@ -143,8 +143,10 @@ def hashed_rows(folded_texts: Iterable[str]) -> tuple[Indices, Indices, Indices]
             count()
     if chunk:
         count()
-    return np.concatenate(indptr), np.concatenate(all_indices or [_EMPTY]), np.concatenate(
-        all_counts or [_EMPTY]
+    return (
+        np.concatenate(indptr),
+        np.concatenate(all_indices or [_EMPTY]),
+        np.concatenate(all_counts or [_EMPTY]),
     )
 
 
