@@ -72,6 +72,8 @@ def stream(seed: int, n: int) -> list[Envelope]:
                 author=f"@neighbour{rng.randrange(40)}@bcn.social",
                 urgent=rng.random() < 0.1,
             )
+            if rng.random() < 0.3:  # photos: the requests' media_urls
+                body.post.media_urls.extend(f"https://img.example/{i}/{n}.jpg" for n in range(2))
         events.append(as_event(body))
     return events
 
@@ -101,13 +103,25 @@ async def outcome(sessions: async_sessionmaker[AsyncSession]) -> dict[str, objec
                     r.urgency,
                     r.description,
                     r.expected_datetime,
+                    r.media_url,
+                    r.media_urls,
                 )
                 for r in requests
             ],
             "reports": [
                 (r.service_request_id, r.post_id, r.merged, r.author_handle) for r in reports
             ],
-            "audit": sorted((e.service_request_id, e.version, e.kind, e.note or "") for e in audit),
+            "audit": sorted(
+                (
+                    e.service_request_id,
+                    e.version,
+                    e.kind,
+                    e.note or "",
+                    repr(e.before),
+                    repr(e.after),
+                )
+                for e in audit
+            ),
             "outbox": per_key,
         }
 
