@@ -188,13 +188,14 @@ class RoutePost:
         )
         ids = iter(await _next_request_ids(session, len(opened)))
         async with rows_in_bulk(session):
-            await self._write(session, decisions, locked, ids)
+            await self._write(session, decisions, locked.rows, ids)
+        await locked.write_back(session)
 
     async def _write(
         self,
         session: AsyncSession,
         decisions: Sequence[tuple[Envelope, NewReport, Found | NewRequest | None]],
-        locked: dict[int, ServiceRequest],
+        locked: dict[int, RequestRow],
         ids: Iterator[int],
     ) -> None:
         new: list[RequestRow] = []
@@ -467,18 +468,61 @@ def _probe(c: PostClassified, report: NewReport) -> Probe:
     )
 
 
-async def _lock(session: AsyncSession, ids: Sequence[int]) -> dict[int, ServiceRequest]:
+# A request's columns but its queue item (the trigger's, never read here).
+_LOCK = text(
+    "SELECT "
+    + ", ".join(c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item")
+    + " FROM service_requests WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
+)
+# What merging a report changes in the request it joins (merge_report).
+_MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
+_WRITE_MERGED = text(
+    """
+    UPDATE service_requests s
+    SET reporters_count = u.reporters_count, version = u.version,
+        updated_datetime = u.updated_datetime
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:counts AS integer[]), CAST(:versions AS integer[]),
+                CAST(:at AS timestamptz[])) AS u(id, reporters_count, version, updated_datetime)
+    WHERE s.id = u.id
+    """
+)
+
+
+@dataclass
+class Locked:
+    """Requests of a run locked for update, as plain rows (no ORM object each): merges change
+    them in place, and `write_back` writes what changed in one statement."""
+
+    rows: dict[int, RequestRow]
+    read: dict[int, dict[str, object]]
+
+    async def write_back(self, session: AsyncSession) -> None:
+        changed = [row for id_, row in self.rows.items() if row.__dict__ != self.read[id_]]
+        for row in changed:
+            fields = {k for k, v in row.__dict__.items() if self.read[row.id][k] != v}
+            if not fields <= _MERGED_FIELDS:
+                raise RuntimeError(f"request {row.id}: {sorted(fields)} changed in a batch")
+        if changed:
+            await session.execute(
+                _WRITE_MERGED,
+                {
+                    "ids": [r.id for r in changed],
+                    "counts": [r.reporters_count for r in changed],
+                    "versions": [r.version for r in changed],
+                    "at": [r.updated_datetime for r in changed],
+                },
+            )
+            # An ORM object of these requests (a follow-up's, earlier in the batch) is stale.
+            session.expire_all()
+
+
+async def _lock(session: AsyncSession, ids: Sequence[int]) -> Locked:
     """These requests, locked for update (in id order) and read afresh."""
     if not ids:
-        return {}
-    rows = await session.execute(
-        select(ServiceRequest)
-        .where(ServiceRequest.id.in_(ids))
-        .order_by(ServiceRequest.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return {r.id: r for r in rows.scalars()}
+        return Locked({}, {})
+    found = await session.execute(_LOCK, {"ids": list(ids)})
+    read = {row.id: dict(row._mapping) for row in found}
+    return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read)
 
 
 async def _next_request_ids(session: AsyncSession, n: int) -> list[int]:
