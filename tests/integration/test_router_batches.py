@@ -15,6 +15,7 @@ from plaza.contracts import Envelope, decode, derive_event_id, envelope
 from plaza.db import create_engine, session_factory
 from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import TEMPLATE_DB, Postgres
@@ -163,3 +164,17 @@ async def test_batches_route_exactly_as_one_post_at_a_time(
     assert got["reports"] == expected["reports"]
     assert got["audit"] == expected["audit"]
     assert got["outbox"] == expected["outbox"]
+
+
+async def test_a_value_too_long_fails_the_batch_and_is_never_cut_short(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Rows written in bulk are refused as one row at a time would be (the worker then takes
+    the batch one by one and dead-letters the bad post), not stored cut to the column's size."""
+    fine = as_event(classified("fine", latlon=(41.400, 2.15)))
+    too_long = as_event(classified("long", latlon=(41.410, 2.15), service_code="x" * 100))
+    with pytest.raises(DBAPIError, match="value too long"):
+        await router(sessions).batch([fine, too_long])
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(ServiceRequest)) == 0
+        assert await s.scalar(select(func.count()).select_from(RequestReport)) == 0

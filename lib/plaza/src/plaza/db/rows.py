@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
 
-from sqlalchemy import JSON, Table, TextClause, insert, text
+from sqlalchemy import JSON, String, Table, TextClause, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from plaza.db.models import Base
 
@@ -82,14 +83,13 @@ def _unnested_insert(table: Table, names: tuple[str, ...]) -> TextClause:
         if isinstance(column_type, ARRAY):
             # unnest would flatten an array of arrays: each row's array travels as JSON.
             casts.append(f"CAST(:c{i} AS jsonb[])")
-            element = column_type.item_type.compile(_DIALECT)
+            element = _array_element(column_type.item_type)
             selected.append(
                 f"CASE WHEN u.c{i} IS NULL THEN NULL ELSE"
                 f" ARRAY(SELECT jsonb_array_elements_text(u.c{i}))::{element}[] END"
             )
             continue
-        sql_type = "jsonb" if isinstance(column_type, JSON) else column_type.compile(_DIALECT)
-        casts.append(f"CAST(:c{i} AS {sql_type}[])")
+        casts.append(f"CAST(:c{i} AS {_array_element(column_type)}[])")
         selected.append(f"u.c{i}")
     listed = ", ".join(names)
     aliases = ", ".join(f"c{i}" for i in range(len(names)))
@@ -97,6 +97,17 @@ def _unnested_insert(table: Table, names: tuple[str, ...]) -> TextClause:
         f"INSERT INTO {table.name} ({listed}) SELECT {', '.join(selected)}"
         f" FROM unnest({', '.join(casts)}) WITH ORDINALITY AS u({aliases}, n) ORDER BY u.n"
     )
+
+
+def _array_element(column_type: TypeEngine[object]) -> str:
+    """The type of the array a column's values travel in. Strings go as text, never as
+    varchar(n): an explicit cast to varchar(n) cuts a longer value short, silently, where
+    the INSERT's own assignment to the column refuses it (as one row at a time would)."""
+    if isinstance(column_type, JSON):
+        return "jsonb"
+    if isinstance(column_type, String):
+        return "text"
+    return str(column_type.compile(_DIALECT))
 
 
 def _column(table: Table, name: str, rows: list[dict[str, object]]) -> list[object]:
