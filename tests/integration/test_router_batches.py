@@ -5,6 +5,7 @@ gives the same requests with the same ids, the same reports, audit trail and out
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import pytest
 from plaza.contracts import Envelope, decode, derive_event_id, envelope
 from plaza.db import create_engine, session_factory
 from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -178,3 +179,35 @@ async def test_a_value_too_long_fails_the_batch_and_is_never_cut_short(
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(ServiceRequest)) == 0
         assert await s.scalar(select(func.count()).select_from(RequestReport)) == 0
+
+
+async def test_a_batch_merging_into_requests_does_not_wait_for_replies_being_recorded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The notifier records replies to several requests in one transaction, each insert taking a
+    KEY SHARE lock on its request. A batch that merges reports into those requests locks them
+    FOR NO KEY UPDATE, which those locks do not block: with FOR UPDATE the two waited for each
+    other (a deadlock, when each held one the other wanted)."""
+    route = router(sessions)
+    far = (41.4036, 2.1566), (41.3900, 2.1700)
+    await route.batch([as_event(classified(f"first{n}", latlon=at)) for n, at in enumerate(far)])
+    async with sessions() as s:
+        requests = list(
+            (await s.execute(select(ServiceRequest.id).order_by(ServiceRequest.id))).scalars()
+        )
+    assert len(requests) == 2
+    async with sessions() as notifier, notifier.begin():
+        for rid in reversed(requests):  # holds both, as a reply batch would, until it commits
+            await notifier.execute(
+                text(
+                    "INSERT INTO replies (reply_id, service_request_id, kind, language, platform,"
+                    " channel, in_reply_to_post_id, text, posted_at)"
+                    " VALUES (:id, :rid, 'acknowledged', 'ca', 'mastodon', 'log', 'p', 't', now())"
+                ),
+                {"id": f"reply-{rid}", "rid": rid},
+            )
+        again = [as_event(classified(f"again{n}", latlon=at)) for n, at in enumerate(far)]
+        await asyncio.wait_for(route.batch(again), timeout=20)  # FOR UPDATE: blocked until then
+    async with sessions() as s:
+        counts = (await s.execute(select(ServiceRequest.reporters_count))).scalars().all()
+    assert sorted(counts) == [2, 2]

@@ -468,11 +468,16 @@ def _probe(c: PostClassified, report: NewReport) -> Probe:
     )
 
 
-# A request's columns but its queue item (the trigger's, never read here).
+# A request's columns but its queue item (the trigger's, never read here). FOR NO KEY UPDATE,
+# the lock an UPDATE of non-key columns takes: a FOR UPDATE also blocks the KEY SHARE locks that
+# inserting a row referring to the request takes, and the notifier, recording replies to several
+# requests, then deadlocked with a batch merging into two of them (PostgreSQL's detection
+# took a second, and the batch was then routed again one post at a time).
 _LOCK = text(
     "SELECT "
     + ", ".join(c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item")
-    + " FROM service_requests WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
+    + " FROM service_requests WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id"
+    " FOR NO KEY UPDATE"
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
