@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -31,11 +32,26 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Python's cyclic garbage collector by default runs a young collection every 700 allocations
+# and now and then a full one over every object: in a busy classifier that was 5% of its CPU,
+# with pauses of up to 90 ms. Plaza's services make few reference cycles.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Runs a service's main coroutine on uvloop: the event loop's own work (sockets, callbacks,
     timers) in C rather than in asyncio's Python selector loop, which profiles showed writing to
     sockets as a service's single largest cost."""
+    gc.set_threshold(*GC_THRESHOLDS)
     uvloop.run(main)
+
+
+def started() -> None:
+    """Called once a service has loaded what it keeps for its whole life (models, the city's
+    polygons, caches): the collector stops scanning those objects (gc.freeze), so that a full
+    collection looks only at what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 def on_stop_signals(callback: Callable[[], None]) -> None:
@@ -58,6 +74,7 @@ async def run_worker_service(
     """Runs one worker until SIGTERM/SIGINT, then commits, leaves the group and cleans up."""
     on_stop_signals(worker.stop)
     await bus.start()
+    started()
     try:
         await worker.run()
     finally:

@@ -10,7 +10,7 @@ import httpx
 from plaza.bus import bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, run, serve_metrics, started
 from plaza.settings import load
 from plaza.social import SocialSettings
 from plaza.worker import Worker
@@ -116,6 +116,7 @@ async def serve(settings: NotifierSettings) -> None:
 
         on_stop_signals(stop)
         await bus.start()
+        started()
         try:
             loops = [worker.run()] + ([deliverer.run()] if channels else [])
             await asyncio.gather(*loops)

@@ -9,7 +9,7 @@ from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
+from plaza.service import configure_logging, on_stop_signals, run, serve_metrics, started
 from plaza.settings import load
 from plaza.worker import Worker
 
@@ -43,6 +43,7 @@ async def serve(settings: RouterSettings) -> None:
 
     on_stop_signals(stop)
     await bus.start()
+    started()
     try:
         scanning = asyncio.create_task(scanner.run())
         try:
