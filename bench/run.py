@@ -29,6 +29,8 @@ from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate
 from bench.posts import generate
 from bench.stack import Infra, RssSampler, api_alone, database_only, infrastructure, plaza_stack
 
+WARM_UP = 1000  # posts through the pipeline before anything is measured
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -85,8 +87,10 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
     with plaza_stack(infra, logs) as stack:
         rss = RssSampler(stack.services)
         rss.start()
-        log("warm-up: 200 posts (consumer groups join, model loads)")
-        asyncio.run(burst_phase(stack, bootstrap, generate(200, seed=1, platform="warmup")))
+        # Steady state, not a cold start: the groups have joined, the model is loaded, the
+        # classifier's caches and the broker's compiled code are warm.
+        log(f"warm-up: {WARM_UP} posts (consumer groups join, model loads, caches fill)")
+        asyncio.run(burst_phase(stack, bootstrap, generate(WARM_UP, seed=1, platform="warmup")))
 
         mix = generate(args.posts, seed=args.seed, platform="bench-burst")
         log(
@@ -278,7 +282,9 @@ def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: 
         (logs / f"classifiers{k}").mkdir()
         with plaza_stack(infra, logs / f"classifiers{k}", classifiers=k) as stack:
             asyncio.run(
-                burst_phase(stack, infra.kafka.bootstrap, generate(200, seed=1, platform="warmup"))
+                burst_phase(
+                    stack, infra.kafka.bootstrap, generate(WARM_UP, seed=1, platform="warmup")
+                )
             )
             mix = generate(args.scaling_posts, seed=args.seed + 10 + k, platform="bench-scale")
             r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
