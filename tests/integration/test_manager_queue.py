@@ -181,9 +181,10 @@ async def test_internal_notes_stay_internal_and_bulk_actions_report_each_request
     assert refused["status"] == 409 and "cannot acknowledge" in refused["detail"]
 
 
-async def read_events(response: httpx.Response, n: int) -> list[dict[str, object]]:
+async def read_events(lines: AsyncIterator[str], n: int) -> list[dict[str, object]]:
+    """The next n events of a stream's lines (one iterator for the stream's whole life)."""
     events: list[dict[str, object]] = []
-    async for line in response.aiter_lines():
+    async for line in lines:
         if line.startswith("data: "):
             events.append(json.loads(line[6:]))
             if len(events) == n:
@@ -196,33 +197,58 @@ async def test_a_queue_streams_its_changes_as_server_sent_events(
 ) -> None:
     app = gateway(sessions, access=AccessConfig(sse_poll_seconds=0.05))
     manager = await new_key(sessions, Role.MANAGER, ["06"])
+    headers = {"Authorization": f"Bearer {manager}"}
     await open_requests(sessions, 1)
     async with Server(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        refused = await http.get(
-            "/api/v1/districts/05/queue/events", headers={"Authorization": f"Bearer {manager}"}
-        )
+        refused = await http.get("/api/v1/districts/05/queue/events", headers=headers)
         assert refused.status_code == 403
         async with http.stream(
             "GET", f"/api/v1/districts/06/queue/events?access_token={manager}"
         ) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
-
-            async def act() -> None:
-                await asyncio.sleep(0.2)
-                headers = {"Authorization": f"Bearer {manager}"}
-                await http.post("/api/v1/requests/1/actions/acknowledge", json={}, headers=headers)
-                await http.post(
-                    "/api/v1/requests/1/actions/transfer",
-                    json={"note": "És de Sarrià", "district_code": "05"},
-                    headers=headers,
-                )
-                await router(sessions)(as_event(classified("new-one", at=datetime.now(UTC))))
-
-            acting = asyncio.create_task(act())
-            events = await asyncio.wait_for(read_events(stream, 3), 10)
-            await acting
+            lines = stream.aiter_lines()
+            events = []
+            # Each change is read before the next is made, so each shows the request as it was.
+            await http.post("/api/v1/requests/1/actions/acknowledge", json={}, headers=headers)
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
+            await http.post(
+                "/api/v1/requests/1/actions/transfer",
+                json={"note": "És de Sarrià", "district_code": "05"},
+                headers=headers,
+            )
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
+            await router(sessions)(as_event(classified("new-one", at=datetime.now(UTC))))
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
     assert [e["kind"] for e in events] == ["acknowledge", "transfer", "created"]
     assert events[0]["in_queue"] is True and events[0]["actor"] == "key:manager-06"
     assert events[1]["in_queue"] is False  # transferred to 05: it left this queue
     assert events[2]["item"]["source_post_id"] == "new-one"  # type: ignore[index]
+
+
+async def test_changes_before_a_request_left_the_queue_are_streamed_even_in_one_poll(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Acknowledged, then transferred away before the stream's next poll: both are announced
+    in the queue it left (the acknowledgement was a change to one of its requests)."""
+    app = gateway(sessions, access=AccessConfig(sse_poll_seconds=2.0))
+    manager = await new_key(sessions, Role.MANAGER, ["06"])
+    headers = {"Authorization": f"Bearer {manager}"}
+    await open_requests(sessions, 1)
+    url = f"/api/v1/districts/06/queue/events?access_token={manager}"
+    async with (
+        Server(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        http.stream("GET", url) as stream,
+    ):
+        lines = stream.aiter_lines()
+        assert await anext(lines) == "retry: 3000"  # connected: the first poll is under way
+        await http.post("/api/v1/requests/1/actions/acknowledge", json={}, headers=headers)
+        await http.post(
+            "/api/v1/requests/1/actions/transfer",
+            json={"note": "És de Sarrià", "district_code": "05"},
+            headers=headers,
+        )
+        events = await asyncio.wait_for(read_events(lines, 2), 10)
+    assert [e["kind"] for e in events] == ["acknowledge", "transfer"]
+    assert events[1]["in_queue"] is False

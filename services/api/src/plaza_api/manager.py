@@ -48,6 +48,7 @@ from plaza.web import problem
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 from starlette.datastructures import QueryParams
 
 from plaza_api.auth import (
@@ -624,14 +625,25 @@ async def _queue_changes(
 ) -> AsyncIterator[str]:
     yield "retry: 3000\n: connected\n\n"
     quiet = 0.0
-    # A request that left the queue (transferred away) is announced there one last time.
+    # A request that left the queue (transferred away) is announced there one last time, and
+    # so is every change it had before leaving, even when one poll finds both.
     left = RequestEvent.before["queue"].astext == code
     while not await request.is_disconnected():
+        later = aliased(RequestEvent)
+        left_later = (
+            select(later.id)
+            .where(
+                later.service_request_id == RequestEvent.service_request_id,
+                later.id > RequestEvent.id,
+                later.before["queue"].astext == code,
+            )
+            .exists()
+        )
         async with sessions() as session:
             rows = await session.execute(
                 select(RequestEvent, ServiceRequest)
                 .join(ServiceRequest, ServiceRequest.id == RequestEvent.service_request_id)
-                .where(RequestEvent.id > last_id, or_(in_queue, left))
+                .where(RequestEvent.id > last_id, or_(in_queue, left, left_later))
                 .order_by(RequestEvent.id)
                 .limit(500)
             )
