@@ -11,11 +11,20 @@ from alembic.migration import MigrationContext
 from plaza.contracts import ReplyKind, derive_event_id
 from plaza.db.inbox import first_time
 from plaza.db.migrate import downgrade, upgrade
-from plaza.db.models import Base, Reply, ReplyDelivery, RequestReport, ServiceRequest
+from plaza.db.models import (
+    Base,
+    OutboxRecord,
+    Reply,
+    ReplyDelivery,
+    RequestEvent,
+    RequestReport,
+    ServiceRequest,
+)
+from plaza.db.rows import add_row, rows_in_bulk
 from plaza.worker import Rejected
 from plaza_notifier.handler import PostReply
 from plaza_router.settings import NotActionableReply
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
@@ -218,3 +227,123 @@ async def test_an_unsure_district_goes_to_triage_with_the_hint_kept(
     assert request.agency_responsible == "Ajuntament de Barcelona"
     [ask] = await outbox(sessions, "reply-requested.v1")
     assert "district_name" not in ask.reply_requested.params
+
+
+async def test_rows_written_in_bulk_are_the_rows_the_orm_writes(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """rows_in_bulk sends a table's rows as one JSON document: every kind of value (bytes, JSON
+    and its null, arrays, floats, naive and aware times, quotes, accents, newlines) is stored
+    as the ORM stores it, in the order added."""
+    at = datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC)
+    request: dict[str, object] = {
+        "status": "open",
+        "service_code": "STREET_LIGHT",
+        "description": 'Fanal apagat a l\'"Eixample" \u2014 \u00e7a ne marche pas\n\\',
+        "requested_datetime": at,
+        "updated_datetime": at.replace(tzinfo=None),  # naive: the driver takes it as UTC
+        "lat": 41.387_917_123_456_78,
+        "long": 2.169_919,
+        "media_urls": ["https://example.org/a.jpg", "https://example.org/b c.jpg"],
+        "service_confidence": 0.1 + 0.2,
+        "address": None,
+        "agency_responsible": "Districte de l'Eixample",
+        "district_code": "02",
+        "location_source": "gps",
+        "queue": "district-02",
+        "urgency": "normal",
+        "language": "ca",
+        "channel": "social",
+        "source_platform": "mastodon",
+        "source_author_handle": "@veïna@example.social",
+        "reporters_count": 1,
+        "version": 1,
+    }
+    events: list[dict[str, object]] = [
+        {
+            "version": 1,
+            "kind": "created",
+            "actor": "router",
+            "at": at,
+            "public": True,
+            "before": None,
+            "after": {"status": "open", "nested": [1, None, "x", 0.5]},
+            "note": None,
+        },
+        {
+            "version": 2,
+            "kind": "merged",
+            "actor": "router",
+            "at": at,
+            "public": False,
+            "before": {"status": "open"},
+            "after": None,
+            "note": "dup",
+        },
+    ]
+    payloads = [bytes(range(256)), b"", b"\x00\\x00"]
+
+    async def write(bulk: bool) -> int:
+        async with sessions() as s, s.begin():
+            request_id = int(
+                await s.scalar(
+                    text("SELECT nextval(pg_get_serial_sequence('service_requests', 'id'))")
+                )
+            )
+            rows: list[tuple[type[Base], dict[str, object]]] = [
+                (ServiceRequest, {"id": request_id, "source_post_id": f"{bulk}", **request}),
+                *((RequestEvent, {"service_request_id": request_id, **e}) for e in events),
+                *(
+                    (OutboxRecord, {"topic": "t", "key": f"{request_id}", "payload": p})
+                    for p in payloads
+                ),
+            ]
+            if bulk:
+                async with rows_in_bulk(s):
+                    for model, values in rows:
+                        add_row(s, model, values)
+            else:
+                for model, values in rows:
+                    add_row(s, model, values)
+                    await s.flush()  # the ORM orders tables only along relationships
+            return request_id
+
+    async def stored(request_id: int) -> list[object]:
+        async with sessions() as s:
+            req = await s.get_one(ServiceRequest, request_id)
+            skip = {"id", "created_at", "queue_item", "source_post_id"}
+            values: list[object] = [
+                getattr(req, c.key) for c in ServiceRequest.__table__.columns if c.key not in skip
+            ]
+            item = await s.scalar(
+                select(ServiceRequest.queue_item).where(ServiceRequest.id == request_id)
+            )
+            assert item is not None
+            own = (f'"service_request_id":"{request_id}"', f'"{req.source_post_id}"')
+            values.append(item.replace(own[0], "<id>").replace(own[1], "<post>"))
+            audit = await s.execute(
+                select(
+                    RequestEvent.version,
+                    RequestEvent.kind,
+                    RequestEvent.public,
+                    RequestEvent.at,
+                    RequestEvent.note,
+                    func.jsonb_typeof(RequestEvent.before),
+                    RequestEvent.before,
+                    func.jsonb_typeof(RequestEvent.after),
+                    RequestEvent.after,
+                )
+                .where(RequestEvent.service_request_id == request_id)
+                .order_by(RequestEvent.id)
+            )
+            sent = await s.execute(
+                select(OutboxRecord.payload)
+                .where(OutboxRecord.key == str(request_id))
+                .order_by(OutboxRecord.id)
+            )
+            return [*values, *map(tuple, audit), *sent.scalars()]
+
+    by_orm, in_bulk = await stored(await write(bulk=False)), await stored(await write(bulk=True))
+    assert in_bulk == by_orm
+    assert in_bulk[-len(payloads) :] == payloads
+    assert ("null", None) in [(row[5], row[6]) for row in in_bulk if isinstance(row, tuple)]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from plaza.contracts import (
     TOPICS,
     ContractError,
@@ -17,7 +19,9 @@ from plaza.contracts import (
     decode,
     derive_event_id,
     envelope,
+    from_timestamp,
     post_key,
+    timestamp,
 )
 
 from tests.infra import ROOT
@@ -104,6 +108,23 @@ def test_derived_event_ids_are_uuid5_in_the_plaza_namespace(parts: tuple[str, ..
     # Ids already on the bus and in inboxes were made by uuid.uuid5: the fast path must agree.
     expected = uuid.uuid5(uuid.UUID("6f1c7a52-3d0e-4d7e-9a55-0b2c1e4d9a10"), "\x1f".join(parts))
     assert derive_event_id(*parts) == str(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=2))),  # not UTC
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before the epoch
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_timestamps_are_what_protobuf_makes_of_them(value: datetime) -> None:
+    # Events already on the bus were stamped by Timestamp.FromDatetime: the fast path agrees.
+    expected = Timestamp()
+    expected.FromDatetime(value.astimezone(UTC))
+    assert timestamp(value) == expected
+    assert from_timestamp(expected) == value == expected.ToDatetime(tzinfo=UTC)
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:

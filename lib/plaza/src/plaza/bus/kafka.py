@@ -152,7 +152,7 @@ class KafkaBus(Bus):
         *,
         namespace: str = "",
         client_id: str = "plaza",
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         join_timeout: float = 60.0,
         session_timeout_ms: int = 10000,
         fetch_pacing: FetchPacing = FetchPacing(),
@@ -172,6 +172,8 @@ class KafkaBus(Bus):
             client_id=self._client_id,
             enable_idempotence=True,
             acks="all",
+            # No linger: a worker hands over a whole batch's records at once, which the producer
+            # sends together anyway, so lingering only delayed every hop by its wait.
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
             request_timeout_ms=30000,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from google.protobuf.message import DecodeError, Message
@@ -93,10 +93,13 @@ class TOPICS:
 
     @classmethod
     def by_topic(cls, topic: str) -> EventType:
-        for event_type in cls.all():
-            if event_type.topic == topic:
-                return event_type
-        raise KeyError(f"no event type is published on topic {topic!r}")
+        event_type = _BY_TOPIC.get(topic)
+        if event_type is None:
+            raise KeyError(f"no event type is published on topic {topic!r}")
+        return event_type
+
+
+_BY_TOPIC: Final = {event_type.topic: event_type for event_type in TOPICS.all()}
 
 
 class ContractError(ValueError):
@@ -131,16 +134,20 @@ def derive_event_id(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> Timestamp:
+    """Timestamp.FromDatetime's value, computed directly (it took four times as long, on every
+    event of every hop)."""
     if value.tzinfo is None:
         raise ValueError("datetimes on the bus must be timezone-aware")
-    ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    since = value - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def from_timestamp(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 _BODY_TYPES: dict[type[Message], EventType] = {
