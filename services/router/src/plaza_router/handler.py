@@ -164,6 +164,7 @@ class RoutePost:
         # Decide first, with no I/O: per post, the existing request it repeats (Found), one
         # opened earlier in the run (NewRequest), or a request of its own (None).
         opened: list[NewRequest] = []
+        opened_for: dict[str, list[NewRequest]] = {}  # by service: no other is a candidate
         decisions: list[tuple[Envelope, NewReport, Found | NewRequest | None]] = []
         for (event, report), probe in zip(run, probes, strict=True):
             c = event.post_classified
@@ -176,12 +177,16 @@ class RoutePost:
             if probe.searchable(self._duplicates):
                 # Those opened earlier in the run come after every older one, in their order.
                 pool += [
-                    ((1, o.index), o) for o in opened if o.admitted_by(probe, self._duplicates)
+                    ((1, o.index), o)
+                    for o in opened_for.get(probe.service_code, ())
+                    if o.admitted_by(probe, self._duplicates)
                 ]
             best = probe.best(self._duplicates, pool)
             decisions.append((event, report, best))
             if best is None:
-                opened.append(NewRequest(len(opened), probe, c.placement.barri_code or None))
+                new = NewRequest(len(opened), probe, c.placement.barri_code or None)
+                opened.append(new)
+                opened_for.setdefault(probe.service_code, []).append(new)
         # Then write: lock the existing requests that get a report, take the new ones' ids.
         locked = await _lock(
             session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)})
