@@ -2,8 +2,8 @@
 
     python -m bench.raw_chain HOP_NAME BOOTSTRAP SOURCE_TOPIC SINK_TOPIC
 
-Each hop is its own process with Plaza's client settings (idempotent acks=all producer with a
-5 ms linger; manually committed read_committed consumer, batches of up to 500): it reads a
+Each hop is its own process with Plaza's client settings (idempotent acks=all producer without
+linger; manually committed read_committed consumer, batches of up to 500): it reads a
 batch, produces every record unchanged to the next topic, waits for the acks, then commits.
 Plaza's hops are classifier, router, relay and notifier; the router's hand-over to the relay
 goes through PostgreSQL's outbox, here it is one more Kafka topic. The records are the same
@@ -32,7 +32,7 @@ def producer(bootstrap: str) -> AIOKafkaProducer:
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        linger_ms=0,
         max_batch_size=256 * 1024,
     )
 
