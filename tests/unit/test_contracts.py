@@ -76,6 +76,28 @@ def test_records_that_break_the_contract_are_refused_with_a_reason(
         decode(topic, value)
 
 
+@pytest.mark.parametrize(
+    ("latitude", "longitude", "message"),
+    [
+        (float("nan"), 2.17, "latitude nan"),
+        (41.39, float("inf"), "longitude inf"),
+        (91.0, 2.17, "latitude 91.0 is not within ±90"),
+        (41.39, -180.5, "longitude -180.5 is not within ±180"),
+    ],
+)
+def test_a_post_whose_point_is_no_place_on_earth_is_refused(
+    latitude: float, longitude: float, message: str
+) -> None:
+    body = received()
+    body.post.latitude, body.post.longitude = latitude, longitude
+    value = envelope(body, key="k", event_id="e", correlation_id="c").encode()
+    with pytest.raises(ContractError, match=message):
+        decode(TOPICS.POST_RECEIVED.topic, value)
+    body.post.latitude, body.post.longitude = 90.0, -180.0  # the edges are places
+    ok = envelope(body, key="k", event_id="e", correlation_id="c").encode()
+    assert decode(TOPICS.POST_RECEIVED.topic, ok).post_received.post.latitude == 90.0
+
+
 def test_a_future_schema_version_is_refused() -> None:
     out = envelope(received(), key="k", event_id="e", correlation_id="c")
     out.envelope.schema_version = 2

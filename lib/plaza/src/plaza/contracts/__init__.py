@@ -100,6 +100,7 @@ class TOPICS:
 
 
 _BY_TOPIC: Final = {event_type.topic: event_type for event_type in TOPICS.all()}
+_CARRIES_A_POST: Final = frozenset({TOPICS.POST_RECEIVED, TOPICS.POST_CLASSIFIED})
 
 
 class ContractError(ValueError):
@@ -210,4 +211,17 @@ def decode(topic: str, value: bytes) -> Envelope:
         raise ContractError(
             f"envelope body is {env.WhichOneof('body')!r}, expected {event_type.body_field!r}"
         )
+    if event_type in _CARRIES_A_POST:
+        _check_point(getattr(env, event_type.body_field).post)
     return env
+
+
+def _check_point(post: Post) -> None:
+    """A post's point, when it has one, is a place on Earth (WGS84 degrees): not NaN, not an
+    infinity, within range. Whatever publishes onto the bus, a bad point stops here."""
+    for field, value, limit in (
+        ("latitude", post.latitude if post.HasField("latitude") else None, 90.0),
+        ("longitude", post.longitude if post.HasField("longitude") else None, 180.0),
+    ):
+        if value is not None and not -limit <= value <= limit:  # False for NaN too
+            raise ContractError(f"post {field} {value} is not within ±{limit:g} degrees")

@@ -113,5 +113,6 @@ def _bytes(value: object) -> str:
 
 def _document(rows: list[dict[str, object]]) -> str:
     """The rows as one JSON array (orjson: datetimes as RFC 3339, naive ones as UTC as the
-    driver takes them; bytes as bytea's hex)."""
+    driver takes them; bytes as bytea's hex). JSON has no NaN (orjson writes null): a post's
+    point, the only float from outside, is refused with its event when decoded (contracts)."""
     return orjson.dumps(rows, default=_bytes, option=orjson.OPT_NAIVE_UTC).decode()
