@@ -628,17 +628,17 @@ async def _queue_changes(
     # A request that left the queue (transferred away) is announced there one last time, and
     # so is every change it had before leaving, even when one poll finds both.
     left = RequestEvent.before["queue"].astext == code
-    while not await request.is_disconnected():
-        later = aliased(RequestEvent)
-        left_later = (
-            select(later.id)
-            .where(
-                later.service_request_id == RequestEvent.service_request_id,
-                later.id > RequestEvent.id,
-                later.before["queue"].astext == code,
-            )
-            .exists()
+    later = aliased(RequestEvent)
+    left_later = (
+        select(later.id)
+        .where(
+            later.service_request_id == RequestEvent.service_request_id,
+            later.id > RequestEvent.id,
+            later.before["queue"].astext == code,
         )
+        .exists()
+    )
+    while not await request.is_disconnected():
         async with sessions() as session:
             rows = await session.execute(
                 select(RequestEvent, ServiceRequest)
