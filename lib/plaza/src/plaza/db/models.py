@@ -94,6 +94,7 @@ class ServiceRequest(Base):
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
         # The router's duplicate search among open requests: near a point (a band of latitude,
         # then longitude and time are checked on few rows), or in a barri within the window.
+        # The barri's leads with barri_code, so a point's search cannot take it (migration 0009).
         Index(
             "ix_service_requests_dedupe_near",
             "service_code",
@@ -104,8 +105,8 @@ class ServiceRequest(Base):
         ),
         Index(
             "ix_service_requests_dedupe_barri",
-            "service_code",
             "barri_code",
+            "service_code",
             "requested_datetime",
             postgresql_where=text(
                 "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
