@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Final
 
 import numpy as np
@@ -124,11 +124,9 @@ def hashed_rows(folded_texts: Iterable[str]) -> tuple[Indices, Indices, Indices]
 
     def count() -> None:
         nonlocal done
-        keys = np.fromiter(
-            (row * BUCKETS + column for row, columns in enumerate(chunk) for column in columns),
-            dtype=np.int64,
-            count=sum(map(len, chunk)),
-        )
+        lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        keys = np.repeat(np.arange(len(chunk), dtype=np.int64) * BUCKETS, lengths)
+        keys += np.fromiter(chain.from_iterable(chunk), dtype=np.int64, count=int(lengths.sum()))
         distinct, counts = _counted64(keys)
         ends = np.searchsorted(distinct // BUCKETS, np.arange(1, len(chunk) + 1))
         indptr.append((ends + done).astype(np.int32))
