@@ -157,16 +157,25 @@ class _TextMatcher:
         return [place for _, _, place in sorted(taken, key=lambda t: t[0]) if place is not None]
 
 
-_Names = dict[str, list[tuple[tuple[str, ...], "Place | None"]]]
+_Name = tuple[tuple[str, ...], "Place | None"]
+# By first word: the names of two words or more by their second word, longest first, and the
+# one-word name, if any. A name of several words is always longer than a one-word name that
+# starts where it does (its first word), so it is tried first.
+_Names = dict[str, tuple[dict[str, list[_Name]], list[_Name]]]
 
 
 def _by_first_word(table: Mapping[str, Place | None]) -> _Names:
-    """Names (folded, words separated by single spaces) by first word, longest first."""
+    """Names (folded, words separated by single spaces) by first word, then second word."""
     index: _Names = {}
     for name in sorted(table, key=len, reverse=True):
         words = tuple(name.split())
-        if words:
-            index.setdefault(words[0], []).append((words, table[name]))
+        if not words:
+            continue
+        longer, single = index.setdefault(words[0], ({}, []))
+        if len(words) == 1:
+            single.append((words, table[name]))
+        else:
+            longer.setdefault(words[1], []).append((words, table[name]))
     return index
 
 
@@ -175,15 +184,18 @@ def _hits(index: _Names, haystack: str) -> list[tuple[int, int, Place | None]]:
     text (its words are separated by single spaces)."""
     words = haystack.split()
     found = []
-    for i, word in enumerate(words):
-        names = index.get(word)
-        if names is None:
-            continue
-        for name, place in names:
-            if len(name) == 1 or tuple(words[i : i + len(name)]) == name:
-                start = _offset(haystack, words, i)
-                found.append((start, start + sum(map(len, name)) + len(name) - 1, place))
-                break
+    for i in [i for i, word in enumerate(words) if word in index]:
+        longer, single = index[words[i]]
+        hit = single[0] if single else None
+        if longer and i + 1 < len(words):
+            for name, place in longer.get(words[i + 1], ()):
+                if tuple(words[i : i + len(name)]) == name:
+                    hit = (name, place)
+                    break
+        if hit is not None:
+            name, place = hit
+            start = _offset(haystack, words, i)
+            found.append((start, start + sum(map(len, name)) + len(name) - 1, place))
     return found
 
 
