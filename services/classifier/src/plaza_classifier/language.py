@@ -361,6 +361,22 @@ _ORTHOGRAPHY: Final[dict[Language, re.Pattern[str]]] = {
     "en": re.compile(r"\b\w+'(?:s|t|re|ve|ll|d|m)\b|\bw[hr]\w+|th\w*|\w+ing\b"),
 }
 
+# What every match of each _ORTHOGRAPHY pattern contains: a text with none of these has no
+# match, and is not searched (most posts carry the cues of one language only).
+_NEEDLES: Final[dict[Language, tuple[str, ...]]] = {
+    "ca": ("ç", "l·l", "l.l", "à", "è", "ò", "ï", "'"),
+    "es": ("ñ", "¿", "¡", "á", "ción", "ado", "ido"),
+    "en": ("'", "wh", "wr", "th", "ing"),
+}
+
+
+def orthography_cues(language: Language, lowered: str) -> int:
+    """How many spellings only `language` uses occur in a lowercased text."""
+    if not any(needle in lowered for needle in _NEEDLES[language]):
+        return 0
+    return len(_ORTHOGRAPHY[language].findall(lowered))
+
+
 _BY_CODE: Final[dict[str, Language]] = {language: language for language in LANGUAGES}
 _TOKEN: Final = re.compile(r"[\w·']+")
 
@@ -377,7 +393,7 @@ def detect_language(text: str, hint: str = "") -> Language:
     for language in LANGUAGES:
         words = _WORDS[language]
         score = float(sum(1 for t in tokens if t in words))
-        score += 1.5 * len(_ORTHOGRAPHY[language].findall(lowered))
+        score += 1.5 * orthography_cues(language, lowered)
         scores[language] = score
     best = max(LANGUAGES, key=lambda lang: scores[lang])
     ranked = sorted(scores.values(), reverse=True)
