@@ -103,7 +103,8 @@ class ServiceModel:
         out = np.tile(self.intercepts, (len(folded_texts), 1))
         filled = np.diff(indptr) > 0
         if filled.any():
-            contributions = values[:, None] * self.weights[indices]
+            contributions = self.weights[indices]  # a copy: scaled in place
+            contributions *= values[:, None]
             out[filled] += np.add.reduceat(contributions, indptr[:-1][filled], axis=0)
         return out
 
