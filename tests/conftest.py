@@ -56,12 +56,16 @@ class Postgres:
         return f"{head}?{tail}" if tail else head
 
     async def execute(self, sql: str) -> None:
+        await self.fetchval(sql)
+
+    async def fetchval(self, sql: str) -> object:
+        """The first value of `sql`'s first row (None without rows), on the postgres database."""
         import asyncpg
 
         raw = self.url("postgres").replace("postgresql+asyncpg://", "postgresql://")
         conn = await asyncpg.connect(raw)
         try:
-            await conn.execute(sql)
+            return await conn.fetchval(sql)
         finally:
             await conn.close()
 

@@ -98,14 +98,26 @@ class Relay:
             try:
                 rounds = 0
                 while not self._stop.is_set():
-                    sent = await self.publish_once()
-                    rounds += 1
-                    if rounds % 1000 == 0:
-                        await self._forget_published()
+                    try:
+                        sent = await self.publish_once()
+                        rounds += 1
+                        if rounds % 1000 == 0:
+                            await self._forget_published()
+                    except Exception:
+                        # The database or the broker is unreachable: what was not marked
+                        # published is published again next round (with the same event ids).
+                        log.exception("outbox relay round failed; retrying")
+                        await self._sleep(1.0)
+                        continue
                     await self._sleep(self._busy if sent else self._idle)
             finally:
-                await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK})
-                await lock_conn.commit()
+                try:
+                    await lock_conn.execute(
+                        text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK}
+                    )
+                    await lock_conn.commit()
+                except Exception as exc:  # its connection is gone, and the lock with it
+                    log.warning("outbox relay could not release its lock: %s", exc)
 
     async def publish_once(self) -> int:
         """Publishes the oldest unpublished events; returns how many."""

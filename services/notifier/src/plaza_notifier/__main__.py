@@ -94,7 +94,8 @@ def build_channels(settings: SocialSettings, http: httpx.AsyncClient) -> dict[st
 
 
 async def serve(settings: NotifierSettings) -> None:
-    engine = create_engine(settings.require_database())
+    # No ping per transaction: the worker and the deliverer retry what a dead connection fails.
+    engine = create_engine(settings.require_database(), pre_ping=False)
     sessions = session_factory(engine)
     bus = bus_from_settings(settings)
     async with httpx.AsyncClient(timeout=15.0) as http:

@@ -19,7 +19,8 @@ from plaza_router.sla_scanner import SlaScanner
 
 
 async def serve(settings: RouterSettings) -> None:
-    engine = create_engine(settings.require_database())
+    # No ping per transaction: the worker and the SLA scanner retry what a dead connection fails.
+    engine = create_engine(settings.require_database(), pre_ping=False)
     sessions = session_factory(engine)
     bus = bus_from_settings(settings)
     handler = RoutePost.from_settings(

@@ -10,7 +10,8 @@ from plaza.settings import PlazaSettings, load
 
 
 async def serve(settings: PlazaSettings) -> None:
-    engine = create_engine(settings.require_database(), pool_size=2)
+    # No ping per round: the relay retries a round that a dead connection failed.
+    engine = create_engine(settings.require_database(), pool_size=2, pre_ping=False)
     bus = bus_from_settings(settings)
     relay = Relay(bus, engine)
     on_stop_signals(relay.stop)

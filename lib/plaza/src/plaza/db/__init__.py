@@ -10,10 +10,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
-    """An engine for `url` (postgresql+asyncpg://...). Connects lazily, on first use."""
+def create_engine(
+    url: str, *, pool_size: int = 5, echo: bool = False, pre_ping: bool = True
+) -> AsyncEngine:
+    """An engine for `url` (postgresql+asyncpg://...). Connects lazily, on first use.
+
+    pre_ping tests each connection as it leaves the pool, so that one PostgreSQL closed (a
+    restart, a failover) is replaced before it fails a request: three round trips a transaction
+    with asyncpg (BEGIN, an empty statement, ROLLBACK). Loops that retry a failed transaction
+    themselves (the workers, the relay) go without it: a dead connection fails one attempt, the
+    pool drops every connection as old as it, and the retry connects anew."""
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, echo=echo
     )
 
 

@@ -1,0 +1,138 @@
+"""The workers and the relay run without a ping per transaction (plaza.db.create_engine's
+pre_ping=False): when PostgreSQL closes their connections (a restart, a failover, an idle
+timeout), the transaction that meets a dead connection fails, is retried on a new one, and
+nothing is lost, dead-lettered or done twice. Here every connection of the test's database is
+terminated while a router worker and an outbox relay are running."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from plaza.bus import Bus, OutRecord
+from plaza.contracts import TOPICS, envelope
+from plaza.db import create_engine, session_factory
+from plaza.db.models import OutboxRecord, ProcessedEvent
+from plaza.outbox import Relay, stage
+from plaza.worker import Worker
+from plaza_router.handler import GROUP
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.conftest import Postgres
+from tests.integration.lifecycle_helpers import as_event, classified, router
+from tests.integration.test_bus_contract import drain
+
+pytestmark = [pytest.mark.postgres]
+
+
+async def cut_connections(postgres: Postgres, database_url: str) -> int:
+    """Terminates every server process serving the test's database; how many there were."""
+    name = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    cut = await postgres.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    assert isinstance(cut, int)
+    return cut
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], stmt: object) -> int:
+    async with sessions() as s:
+        return int(await s.scalar(stmt) or 0)  # type: ignore[call-overload]
+
+
+def posts(start: int, n: int) -> list[OutRecord]:
+    out = []
+    for i in range(start, start + n):
+        latlon = (41.38 + 0.002 * i, 2.17)  # far apart: each opens a request of its own
+        event = as_event(classified(f"cut{i}", latlon=latlon))
+        out.append(
+            OutRecord(TOPICS.POST_CLASSIFIED.topic, f"mastodon:cut{i}", event.SerializeToString())
+        )
+    return out
+
+
+async def test_a_router_worker_outlives_its_connections(
+    bus: Bus, postgres: Postgres, database_url: str
+) -> None:
+    engine = create_engine(database_url, pre_ping=False)
+    sessions = session_factory(engine)
+    watching = session_factory(create_engine(database_url))  # the test's own reads: pinged
+    topic = TOPICS.POST_CLASSIFIED
+    await bus.create_topics([topic.topic, topic.dead_letter_topic], 3)
+    dead = await bus.subscribe("cut-dlq", [topic.dead_letter_topic])
+    worker = Worker.in_batches(
+        bus, group=GROUP, topics=[topic], handler=router(sessions), batch_size=10
+    )
+    running = asyncio.create_task(worker.run())
+    routed = select(func.count()).select_from(ProcessedEvent)
+    try:
+        await bus.publish(posts(0, 30))
+        await until(lambda: _equals(count(watching, routed), 30))
+        assert await cut_connections(postgres, database_url) >= 1  # the worker's pool was cut
+        await bus.publish(posts(30, 30))
+        await until(lambda: _equals(count(watching, routed), 60))
+    finally:
+        worker.stop()
+        await running
+    assert await dead.fetch(100, 1.0) == []  # none was dead-lettered
+    await dead.close()
+    await engine.dispose()
+
+
+async def test_the_relay_outlives_its_connections(
+    bus: Bus, postgres: Postgres, database_url: str
+) -> None:
+    engine = create_engine(database_url, pool_size=2, pre_ping=False)
+    watching = session_factory(create_engine(database_url))  # the test's own reads: pinged
+    topic = TOPICS.POST_CLASSIFIED
+    await bus.create_topics([topic.topic], 3)
+    out = await bus.subscribe("cut-relay-out", [topic.topic])
+
+    async def add(start: int, n: int) -> None:
+        async with watching.begin() as s:
+            stage(
+                s,
+                [
+                    envelope(
+                        classified(f"relay{i}"),
+                        key=f"k{i}",
+                        event_id=f"relay-{i}",
+                        correlation_id="c",
+                    )
+                    for i in range(start, start + n)
+                ],
+            )
+
+    relay = Relay(bus, engine, busy_interval=0.01, idle_interval=0.02)
+    running = asyncio.create_task(relay.run())
+    pending = (
+        select(func.count()).select_from(OutboxRecord).where(OutboxRecord.published_at.is_(None))
+    )
+    try:
+        await asyncio.wait_for(relay.leading.wait(), 10)
+        await add(0, 10)
+        await until(lambda: _equals(count(watching, pending), 0))
+        assert await cut_connections(postgres, database_url) >= 1
+        await add(10, 10)
+        await until(lambda: _equals(count(watching, pending), 0))
+    finally:
+        relay.stop()
+        await running
+    ids = {r.value for r in await drain(out, 20)}
+    assert len(ids) == 20  # every event published, each once (nothing else was staged)
+    await out.close()
+    await engine.dispose()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
