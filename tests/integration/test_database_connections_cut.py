@@ -7,7 +7,7 @@ terminated while a router worker and an outbox relay are running."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from plaza.bus import Bus, OutRecord
@@ -38,16 +38,18 @@ async def cut_connections(postgres: Postgres, database_url: str) -> int:
     return cut
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+async def until_count(
+    sessions: async_sessionmaker[AsyncSession], stmt: Any, expected: int, timeout: float = 30.0
+) -> None:
+    """Waits until `stmt` (a count) reads `expected`."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
+    while True:
+        async with sessions() as s:
+            found = await s.scalar(stmt)
+        if found == expected:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{found} of {expected}"
         await asyncio.sleep(0.1)
-
-
-async def count(sessions: async_sessionmaker[AsyncSession], stmt: object) -> int:
-    async with sessions() as s:
-        return int(await s.scalar(stmt) or 0)  # type: ignore[call-overload]
 
 
 def posts(start: int, n: int) -> list[OutRecord]:
@@ -66,7 +68,8 @@ async def test_a_router_worker_outlives_its_connections(
 ) -> None:
     engine = create_engine(database_url, pre_ping=False)
     sessions = session_factory(engine)
-    watching = session_factory(create_engine(database_url))  # the test's own reads: pinged
+    watcher = create_engine(database_url)  # the test's own reads and writes: pinged
+    watching = session_factory(watcher)
     topic = TOPICS.POST_CLASSIFIED
     await bus.create_topics([topic.topic, topic.dead_letter_topic], 3)
     dead = await bus.subscribe("cut-dlq", [topic.dead_letter_topic])
@@ -77,23 +80,25 @@ async def test_a_router_worker_outlives_its_connections(
     routed = select(func.count()).select_from(ProcessedEvent)
     try:
         await bus.publish(posts(0, 30))
-        await until(lambda: _equals(count(watching, routed), 30))
+        await until_count(watching, routed, 30)
         assert await cut_connections(postgres, database_url) >= 1  # the worker's pool was cut
         await bus.publish(posts(30, 30))
-        await until(lambda: _equals(count(watching, routed), 60))
+        await until_count(watching, routed, 60)
     finally:
         worker.stop()
         await running
     assert await dead.fetch(100, 1.0) == []  # none was dead-lettered
     await dead.close()
     await engine.dispose()
+    await watcher.dispose()
 
 
 async def test_the_relay_outlives_its_connections(
     bus: Bus, postgres: Postgres, database_url: str
 ) -> None:
     engine = create_engine(database_url, pool_size=2, pre_ping=False)
-    watching = session_factory(create_engine(database_url))  # the test's own reads: pinged
+    watcher = create_engine(database_url)  # the test's own reads and writes: pinged
+    watching = session_factory(watcher)
     topic = TOPICS.POST_CLASSIFIED
     await bus.create_topics([topic.topic], 3)
     out = await bus.subscribe("cut-relay-out", [topic.topic])
@@ -121,10 +126,10 @@ async def test_the_relay_outlives_its_connections(
     try:
         await asyncio.wait_for(relay.leading.wait(), 10)
         await add(0, 10)
-        await until(lambda: _equals(count(watching, pending), 0))
+        await until_count(watching, pending, 0)
         assert await cut_connections(postgres, database_url) >= 1
         await add(10, 10)
-        await until(lambda: _equals(count(watching, pending), 0))
+        await until_count(watching, pending, 0)
     finally:
         relay.stop()
         await running
@@ -132,7 +137,4 @@ async def test_the_relay_outlives_its_connections(
     assert len(ids) == 20  # every event published, each once (nothing else was staged)
     await out.close()
     await engine.dispose()
-
-
-async def _equals(value: Awaitable[int], expected: int) -> bool:
-    return await value == expected
+    await watcher.dispose()
