@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from plaza.bus import OutRecord, Record
 from plaza.bus.kafka import FetchPacing, KafkaBus, KafkaConsumer
@@ -51,6 +52,40 @@ async def test_fetches_wait_for_more_while_busy_and_end_on_a_record_when_idle(
             assert loop.time() < deadline, "still busy long after the last record"
             assert await consumer.fetch(100, 0.2) == []
         assert fetch_settings(consumer) == (400, 1)
+        await consumer.close()
+    finally:
+        await bus.close()
+
+
+async def test_the_next_fetch_waits_at_the_broker_while_a_batch_is_handled(
+    kafka: KafkaBroker, kafka_namespace: str
+) -> None:
+    """A handler that computes without awaiting (the classifier does) must not hold back the next
+    fetch: the broker's wait runs while the batch is handled, not after it."""
+    pacing = FetchPacing(
+        busy_wait_ms=3000, busy_min_bytes=16 * 1024 * 1024, idle_wait_ms=400, idle_after=60
+    )
+    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, fetch_pacing=pacing)
+    await bus.start()
+    try:
+        await bus.create_topics([TOPIC], 1)
+        consumer = await bus.subscribe("g-prefetch", [TOPIC])
+        await bus.publish([OutRecord(TOPIC, "k", b"first")])
+        got: list[Record] = []
+        while not got:
+            got = await consumer.fetch(100, 0.5)
+        assert consumer.busy  # from now on a fetch waits 3 s at the broker (16 MB never come)
+        loop = asyncio.get_running_loop()
+        handled = loop.time()
+        time.sleep(1.5)  # noqa: ASYNC251 (handling the batch, the event loop blocked: the point)
+        await bus.publish([OutRecord(TOPIC, "k", b"second")])
+        got = []
+        while not got:
+            got = await consumer.fetch(100, 10)
+        assert [r.value for r in got] == [b"second"]
+        # Sent before the handling, the fetch comes back about 3 s after it; sent after the
+        # handling, it would come back 1.5 + 3 s after.
+        assert loop.time() - handled < 3.75
         await consumer.close()
     finally:
         await bus.close()

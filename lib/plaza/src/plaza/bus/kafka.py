@@ -48,6 +48,12 @@ class FetchPacing:
     idle_after: float = 1.0
 
 
+# Event-loop turns for aiokafka's fetcher to wake up and start the next fetch, and for that
+# fetch's task to write its request (see KafkaConsumer._let_next_fetch_go).
+_FETCH_YIELDS = 8
+_SEND_YIELDS = 3
+
+
 class KafkaConsumer(Consumer):
     def __init__(
         self,
@@ -80,6 +86,26 @@ class KafkaConsumer(Consumer):
         p = self._pacing
         fetcher._fetch_max_wait_ms = p.busy_wait_ms if busy else p.idle_wait_ms
         fetcher._fetch_min_bytes = p.busy_min_bytes if busy else 1
+
+    async def _let_next_fetch_go(self) -> None:
+        """Lets aiokafka send its next fetch before the caller handles what this one brought.
+
+        aiokafka's fetcher, a background task, asks for more once the buffered records are
+        taken, but only when the event loop runs it: a handler that computes without awaiting
+        (the classifier) held the request back until its first await, after the batch, and the
+        broker's wait (busy_wait_ms) then came on top of the handling instead of during it. At
+        1,000 posts/s the classifier's cycle was 25 ms of fetch wait plus 22 ms of handling."""
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        in_flight = getattr(fetcher, "_in_flight", None)
+        if not isinstance(in_flight, set):
+            return  # another aiokafka
+        for _ in range(_FETCH_YIELDS):
+            if in_flight:
+                break
+            await asyncio.sleep(0)
+        # The fetch's own task writes the request on its first steps.
+        for _ in range(_SEND_YIELDS):
+            await asyncio.sleep(0)
 
     def _local(self, topic: str) -> str:
         return topic[len(self._ns) :]
@@ -115,6 +141,8 @@ class KafkaConsumer(Consumer):
             timeout_ms=int(timeout * 1000), max_records=max_records
         )
         self._pace(bool(batches))
+        if batches:
+            await self._let_next_fetch_go()
         out: list[Record] = []
         for tp, msgs in batches.items():
             topic = self._local(tp.topic)
