@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -20,11 +22,11 @@ from plaza.db.models import (
     RequestReport,
     ServiceRequest,
 )
-from plaza.db.rows import add_row, rows_in_bulk
+from plaza.db.rows import BulkWrite, add_row, also_execute, rows_in_bulk
 from plaza.worker import Rejected
 from plaza_notifier.handler import PostReply
 from plaza_router.settings import NotActionableReply
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
@@ -347,3 +349,132 @@ async def test_rows_written_in_bulk_are_the_rows_the_orm_writes(
     assert in_bulk == by_orm
     assert in_bulk[-len(payloads) :] == payloads
     assert ("null", None) in [(row[5], row[6]) for row in in_bulk if isinstance(row, tuple)]
+
+
+def a_request(request_id: int, post: str, **columns: object) -> dict[str, object]:
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    return {
+        "id": request_id,
+        "status": "new",
+        "service_code": "STREET_LIGHT",
+        "description": "Fanal apagat",
+        "requested_datetime": at,
+        "updated_datetime": at,
+        "agency_responsible": "Districte de l'Eixample",
+        "location_source": "text",
+        "queue": "district-02",
+        "urgency": "normal",
+        "language": "ca",
+        "service_confidence": 0.9,
+        "channel": "social",
+        "source_platform": "mastodon",
+        "source_post_id": post,
+        "source_author_handle": "@vei@example.social",
+        "media_urls": [],
+        **columns,
+    }
+
+
+@contextmanager
+def statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        sent.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_rows_in_bulk_are_written_in_one_statement_with_the_writes_added_to_it(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A batch's rows of every table, and an update given to also_execute, reach the database
+    as one statement (one round trip); a new request's report and audit rows refer to it in
+    that same statement. Rows of one table with different columns fall back to a statement
+    per run of the same columns, tables referred to first."""
+
+    async def next_id(s: AsyncSession) -> int:
+        return int(
+            await s.scalar(text("SELECT nextval(pg_get_serial_sequence('service_requests', 'id'))"))
+        )
+
+    async with sessions.begin() as s:
+        old = await next_id(s)
+        add_row(s, ServiceRequest, a_request(old, "old"))
+    bump = """UPDATE service_requests SET reporters_count = reporters_count + :{p}by
+        WHERE id = ANY(CAST(:{p}ids AS bigint[]))"""
+
+    async with sessions.begin() as s:
+        new = await next_id(s)
+        with statements_sent(engine) as sent:
+            async with rows_in_bulk(s):
+                add_row(s, ServiceRequest, a_request(new, "new"))
+                for n in (1, 2):
+                    add_row(
+                        s,
+                        RequestEvent,
+                        {
+                            "service_request_id": new,
+                            "version": n,
+                            "kind": "created",
+                            "actor": "router",
+                            "at": datetime.now(UTC),
+                            "public": True,
+                            "before": None,
+                            "after": {"status": "new"},
+                        },
+                    )
+                add_row(s, OutboxRecord, {"topic": "t", "key": "a", "payload": b"1"})
+                add_row(s, OutboxRecord, {"topic": "t", "key": "b", "payload": b"2"})
+                also_execute(s, BulkWrite(bump, {"by": 4, "ids": [old]}))
+        assert len(sent) == 1, sent
+        assert sent[0].startswith("WITH w0 AS (")
+        for write in ("INSERT INTO service_requests", "INSERT INTO request_events", "UPDATE"):
+            assert write in sent[0]
+
+    async with sessions() as s:
+        assert (
+            await s.scalar(select(ServiceRequest.reporters_count).where(ServiceRequest.id == old))
+            == 5
+        )
+        assert (
+            await s.scalar(select(func.count()).where(RequestEvent.service_request_id == new)) == 2
+        )
+        keys = (await s.execute(select(OutboxRecord.key).order_by(OutboxRecord.id))).scalars()
+        assert list(keys) == ["a", "b"]
+
+    # Two new requests, one with an address and one without: the fallback, in order.
+    async with sessions.begin() as s:
+        first, second = await next_id(s), await next_id(s)
+        with statements_sent(engine) as sent:
+            async with rows_in_bulk(s):
+                add_row(
+                    s,
+                    RequestReport,
+                    {
+                        "service_request_id": first,
+                        "platform": "mastodon",
+                        "post_id": "r1",
+                        "author_handle": "@a@example.social",
+                        "text": "Fanal apagat",
+                        "language": "ca",
+                        "reported_at": datetime.now(UTC),
+                        "merged": False,
+                    },
+                )
+                add_row(s, ServiceRequest, a_request(first, "p1", address="Carrer Gran 1"))
+                add_row(s, ServiceRequest, a_request(second, "p2"))
+                also_execute(s, BulkWrite(bump, {"by": 1, "ids": [first, second]}))
+        assert len(sent) == 3, sent  # each new request on its own, then the report and update
+    async with sessions() as s:
+        counts = await s.execute(
+            select(ServiceRequest.reporters_count)
+            .where(ServiceRequest.id.in_([first, second]))
+            .order_by(ServiceRequest.id)
+        )
+        assert list(counts.scalars()) == [2, 2]
+        assert await s.scalar(select(func.count()).select_from(RequestReport)) == 1

@@ -22,7 +22,7 @@ from plaza.contracts import (
 )
 from plaza.db.inbox import first_time, first_times
 from plaza.db.models import Reply, RequestReport, ServiceRequest
-from plaza.db.rows import rows_in_bulk
+from plaza.db.rows import BulkWrite, also_execute, rows_in_bulk
 from plaza.lifecycle import (
     AnyRequest,
     Command,
@@ -194,7 +194,10 @@ class RoutePost:
         ids = iter(await _next_request_ids(session, len(opened)))
         async with rows_in_bulk(session):
             await self._write(session, decisions, locked.rows, ids)
-        await locked.write_back(session)
+            merged = locked.write_back(session)
+        if merged:
+            # An ORM object of these requests (a follow-up's, earlier in the batch) is stale.
+            session.expire_all()
 
     async def _write(
         self,
@@ -486,34 +489,38 @@ _LOCK = text(
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
-_WRITE_MERGED = text(
-    """
+_WRITE_MERGED = """
     UPDATE service_requests s
     SET reporters_count = u.reporters_count, version = u.version,
         updated_datetime = u.updated_datetime
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:counts AS integer[]), CAST(:versions AS integer[]),
-                CAST(:at AS timestamptz[])) AS u(id, reporters_count, version, updated_datetime)
+    FROM unnest(CAST(:{p}ids AS bigint[]), CAST(:{p}counts AS integer[]),
+                CAST(:{p}versions AS integer[]), CAST(:{p}at AS timestamptz[]))
+         AS u(id, reporters_count, version, updated_datetime)
     WHERE s.id = u.id
     """
-)
 
 
 @dataclass
 class Locked:
     """Requests of a run locked for update, as plain rows (no ORM object each): merges change
-    them in place, and `write_back` writes what changed in one statement."""
+    them in place, and `write_back` writes what changed with the batch's rows."""
 
     rows: dict[int, RequestRow]
     read: dict[int, dict[str, object]]
 
-    async def write_back(self, session: AsyncSession) -> None:
+    def write_back(self, session: AsyncSession) -> bool:
+        """Inside `rows_in_bulk`: the changed requests are updated in its statement. Whether
+        any changed."""
         changed = [row for id_, row in self.rows.items() if row.__dict__ != self.read[id_]]
         for row in changed:
             fields = {k for k, v in row.__dict__.items() if self.read[row.id][k] != v}
             if not fields <= _MERGED_FIELDS:
                 raise RuntimeError(f"request {row.id}: {sorted(fields)} changed in a batch")
-        if changed:
-            await session.execute(
+        if not changed:
+            return False
+        also_execute(
+            session,
+            BulkWrite(
                 _WRITE_MERGED,
                 {
                     "ids": [r.id for r in changed],
@@ -521,9 +528,9 @@ class Locked:
                     "versions": [r.version for r in changed],
                     "at": [r.updated_datetime for r in changed],
                 },
-            )
-            # An ORM object of these requests (a follow-up's, earlier in the batch) is stale.
-            session.expire_all()
+            ),
+        )
+        return True
 
 
 async def _lock(session: AsyncSession, ids: Sequence[int]) -> Locked:
