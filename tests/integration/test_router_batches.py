@@ -15,6 +15,7 @@ import pytest
 from plaza.contracts import Envelope, decode, derive_event_id, envelope
 from plaza.db import create_engine, session_factory
 from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
+from plaza_router.dedupe import first_times_locking
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -211,3 +212,48 @@ async def test_a_batch_merging_into_requests_does_not_wait_for_replies_being_rec
     async with sessions() as s:
         counts = (await s.execute(select(ServiceRequest.reporters_count))).scalars().all()
     assert sorted(counts) == [2, 2]
+
+
+async def test_a_batch_locks_the_services_of_its_new_actionable_events_only(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The inbox statement also takes the dedupe locks (deciding "new or duplicate" for a
+    service is serialised across routers): the services of the events not seen before that
+    are actionable, held until the transaction ends; a redelivered event's service is not
+    locked, nor is anything when no event is new."""
+
+    async def held_elsewhere(code: str) -> bool:
+        async with sessions() as other:
+            got = await other.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": f"dedupe:{code}"}
+            )
+            await other.rollback()
+            return not got
+
+    async with sessions.begin() as s:
+        assert await first_times_locking(s, "router", [("old", "POTHOLE")]) == {"old"}
+    assert not await held_elsewhere("POTHOLE")  # released with the transaction
+
+    async with sessions.begin() as s:
+        fresh = await first_times_locking(
+            s,
+            "router",
+            [
+                ("old", "POTHOLE"),
+                ("new", "STREET_LIGHT"),
+                ("new", "GRAFFITI"),  # the same event twice: its first service counts
+                ("thanks", None),
+                ("also-new", "WASTE_CONTAINER"),
+            ],
+        )
+        assert fresh == {"new", "thanks", "also-new"}
+        assert await held_elsewhere("STREET_LIGHT")
+        assert await held_elsewhere("WASTE_CONTAINER")
+        assert not await held_elsewhere("POTHOLE")
+        assert not await held_elsewhere("GRAFFITI")
+    assert not await held_elsewhere("STREET_LIGHT")
+
+    async with sessions.begin() as s:
+        assert await first_times_locking(s, "router", [("new", "STREET_LIGHT")]) == set()
+        assert not await held_elsewhere("STREET_LIGHT")
+        assert await first_times_locking(s, "router", []) == set()

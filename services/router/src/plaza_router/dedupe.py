@@ -58,18 +58,49 @@ async def lock_service(session: AsyncSession, service_code: str) -> None:
     )
 
 
-async def lock_services(session: AsyncSession, service_codes: Iterable[str]) -> None:
-    """lock_service for several services in one statement, in one order (sorted), so that two
-    routers never wait for each other's locks in opposite orders."""
-    keys = [f"dedupe:{code}" for code in sorted(set(service_codes))]
-    if keys:
-        await session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(hashtext(k))"
-                " FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
-            ),
-            {"keys": keys},
-        )
+# The inbox of a batch and its dedupe locks in one round trip: the events not seen before are
+# recorded, then the services of those that are actionable locked, in one order for every
+# router (by code, C collation: Python's order) so that two routers never wait for each other's
+# locks in opposite orders. The locks wait for the whole INSERT (their rows come from reading
+# all of `fresh`): a router waiting for another's inbox rows (a redelivery after a rebalance)
+# holds no lock meanwhile.
+_FIRST_TIMES_LOCKED = text(
+    """
+    WITH fresh AS (
+        INSERT INTO processed_events (consumer, event_id)
+        SELECT :consumer, e FROM unnest(CAST(:ids AS text[])) AS e
+        ON CONFLICT DO NOTHING RETURNING event_id
+    ), locked AS (
+        SELECT count(pg_advisory_xact_lock(hashtext('dedupe:' || s))) AS n
+        FROM (
+            SELECT DISTINCT t.s COLLATE "C" AS s
+            FROM unnest(CAST(:ids AS text[]), CAST(:services AS text[])) AS t(e, s)
+            JOIN fresh ON fresh.event_id = t.e
+            WHERE t.s IS NOT NULL
+            ORDER BY 1
+        ) AS services
+    )
+    SELECT fresh.event_id FROM fresh, locked
+    """
+)
+
+
+async def first_times_locking(
+    session: AsyncSession, consumer: str, events: Iterable[tuple[str, str | None]]
+) -> set[str]:
+    """The inbox for a batch of (event id, service code or None when not actionable): the ids
+    not seen before (an id given twice counts once); the services of those are locked as
+    lock_service does, until the transaction ends."""
+    first: dict[str, str | None] = {}
+    for event_id, service_code in events:
+        first.setdefault(event_id, service_code)
+    if not first:
+        return set()
+    found = await session.execute(
+        _FIRST_TIMES_LOCKED,
+        {"consumer": consumer, "ids": list(first), "services": list(first.values())},
+    )
+    return set(found.scalars())
 
 
 class Candidate(Protocol):

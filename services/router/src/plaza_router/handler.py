@@ -20,7 +20,7 @@ from plaza.contracts import (
     from_timestamp,
     post_key,
 )
-from plaza.db.inbox import first_time, first_times
+from plaza.db.inbox import first_time
 from plaza.db.models import Reply, RequestReport, ServiceRequest
 from plaza.db.rows import BulkWrite, also_execute, rows_in_bulk
 from plaza.lifecycle import (
@@ -45,8 +45,8 @@ from plaza_router.dedupe import (
     Probe,
     candidates,
     find_duplicate,
+    first_times_locking,
     lock_service,
-    lock_services,
 )
 from plaza_router.settings import NotActionableReply, RouterSettings
 
@@ -115,23 +115,27 @@ class RoutePost:
     async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]:
         """Routes several events in one transaction (the worker's batch handler), as routing
         them one at a time in order would, with a few statements for the whole batch instead of
-        several per post: one inbox statement, one for the dedupe locks (taken up front, in one
+        several per post: one for the inbox and the dedupe locks (taken up front, in one
         order, so two routers never wait for each other's locks in opposite orders), one for
         the posts already reported, one for every post's duplicate candidates, one to lock the
-        requests that get a report, one for the new requests' ids; then the writes, one
-        statement per table (`rows_in_bulk`). A follow-up in a request's thread (rare) is routed
+        requests that get a report, one for the new requests' ids; then the writes, all in one
+        statement (`rows_in_bulk`). A follow-up in a request's thread (rare) is routed
         on its own, in its place."""
         async with self._sessions.begin() as session:
-            fresh = await first_times(session, GROUP, [e.event_id for e in events])
+            fresh = await first_times_locking(
+                session,
+                GROUP,
+                (
+                    (e.event_id, c.service_code if c.actionable else None)
+                    for e in events
+                    for c in (e.post_classified,)
+                ),
+            )
             todo = []
             for event in events:
                 if event.event_id in fresh:
                     fresh.discard(event.event_id)  # the same event twice in a batch: once
                     todo.append(event)
-            await lock_services(
-                session,
-                (e.post_classified.service_code for e in todo if e.post_classified.actionable),
-            )
             seen = await self._reported(session, [_key(e) for e in todo])
             run: list[tuple[Envelope, NewReport]] = []
             for event in todo:
