@@ -59,7 +59,8 @@ class Polygons:
 
     def locate(self, lat: float, lon: float) -> tuple[str, float] | None:
         """(area code, confidence) for a WGS84 point, or None when it is not in or near any."""
-        point = self._metres.project(Point(lon, lat))
+        # Projected as project() does, without shapely.transform's call back into Python.
+        point = Point(lon * self._metres.per_deg_lon, lat * self._metres.per_deg_lat)
         inside = self._tree.query(point, predicate="within")
         if len(inside):
             return self.codes[int(inside[0])], 1.0
