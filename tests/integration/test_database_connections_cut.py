@@ -138,3 +138,51 @@ async def test_the_relay_outlives_its_connections(
     await out.close()
     await engine.dispose()
     await watcher.dispose()
+
+
+async def test_a_relay_whose_lock_dies_stops_publishing_and_one_relay_leads(
+    bus: Bus, postgres: Postgres, database_url: str
+) -> None:
+    """The relay lock lives as long as the session that took it. When that session ends (here
+    terminated; a PostgreSQL restart does the same), the relay that held it stops publishing
+    and competes again, so a waiting relay taking the lock never publishes beside it."""
+    name = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    holders = (
+        "SELECT coalesce(array_agg(pid), '{}') FROM pg_locks WHERE locktype = 'advisory'"
+        f" AND granted AND database = (SELECT oid FROM pg_database WHERE datname = '{name}')"
+    )
+    engines = [create_engine(database_url, pool_size=2, pre_ping=False) for _ in range(2)]
+    watcher = create_engine(database_url)
+    watching = session_factory(watcher)
+    await bus.create_topics([TOPICS.POST_CLASSIFIED.topic], 3)
+    first, second = (
+        Relay(bus, e, busy_interval=0.01, idle_interval=0.02, lock_check_interval=0.2)
+        for e in engines
+    )
+    running = [asyncio.create_task(first.run())]
+    try:
+        await asyncio.wait_for(first.leading.wait(), 10)
+        running.append(asyncio.create_task(second.run()))
+        await asyncio.sleep(1.5)
+        assert not second.leading.is_set()  # one relay at a time
+        [pid] = await postgres.fetchval(holders)  # type: ignore[misc]
+        assert await postgres.fetchval(f"SELECT pg_terminate_backend({pid})")
+        await asyncio.sleep(3)  # the second relay tried again at least twice meanwhile
+        for _ in range(10):
+            assert [first.leading.is_set(), second.leading.is_set()].count(True) == 1
+            assert len(await postgres.fetchval(holders)) == 1  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+        async with watching.begin() as s:
+            stage(s, [envelope(classified("after"), key="k", event_id="after", correlation_id="c")])
+        pending = (
+            select(func.count())
+            .select_from(OutboxRecord)
+            .where(OutboxRecord.published_at.is_(None))
+        )
+        await until_count(watching, pending, 0)
+    finally:
+        first.stop()
+        second.stop()
+        await asyncio.gather(*running)
+    for e in (*engines, watcher):
+        await e.dispose()

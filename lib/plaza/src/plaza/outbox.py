@@ -11,12 +11,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza.bus import Bus, OutRecord
 from plaza.contracts import Outgoing
@@ -50,7 +51,9 @@ def stage(session: AsyncSession, events: Sequence[Outgoing]) -> None:
 
 
 class Relay:
-    """Publishes the outbox. Several may run; an advisory lock lets one work at a time.
+    """Publishes the outbox. Several may run; an advisory lock lets one work at a time. The
+    lock lives as long as the session that took it: a relay whose lock connection dies stops
+    publishing within `lock_check_interval` (and a round) and competes for the lock again.
 
     It looks for new events every `busy_interval` seconds while it finds some and every
     `idle_interval` when it does not: at 1,000 posts/s, rounds 10 ms apart cost the relay and
@@ -65,6 +68,7 @@ class Relay:
         busy_interval: float = 0.05,
         idle_interval: float = 0.1,
         keep_published: float = 3600.0,
+        lock_check_interval: float = 1.0,
     ) -> None:
         self._bus = bus
         self._engine = engine
@@ -73,6 +77,7 @@ class Relay:
         self._busy = busy_interval
         self._idle = idle_interval
         self._keep = keep_published
+        self._lock_check = lock_check_interval
         self._stop = asyncio.Event()
         self.leading = asyncio.Event()
 
@@ -80,44 +85,61 @@ class Relay:
         self._stop.set()
 
     async def run(self) -> None:
-        async with self._engine.connect() as lock_conn:
-            while not self._stop.is_set():
-                got = (
-                    await lock_conn.execute(
-                        text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK}
-                    )
-                ).scalar_one()
-                await lock_conn.commit()
-                if got:
-                    break
-                await self._sleep(1.0)
-            if self._stop.is_set():
-                return
-            self.leading.set()
-            log.info("outbox relay is publishing")
+        """Competes for the relay lock and publishes while it holds it, until stop()."""
+        while not self._stop.is_set():
             try:
-                rounds = 0
-                while not self._stop.is_set():
-                    try:
-                        sent = await self.publish_once()
-                        rounds += 1
-                        if rounds % 1000 == 0:
-                            await self._forget_published()
-                    except Exception:
-                        # The database or the broker is unreachable: what was not marked
-                        # published is published again next round (with the same event ids).
-                        log.exception("outbox relay round failed; retrying")
-                        await self._sleep(1.0)
-                        continue
-                    await self._sleep(self._busy if sent else self._idle)
+                async with self._engine.connect() as lock_conn:
+                    if await self._acquire(lock_conn):
+                        await self._lead(lock_conn)
+            except Exception as exc:
+                # The lock's connection is gone (PostgreSQL restarted, failed over, or ended
+                # the session), and the lock with it: another relay may hold it by now.
+                log.warning("outbox relay lost its lock (%s); competing for it again", exc)
+                await self._sleep(1.0)
             finally:
-                try:
-                    await lock_conn.execute(
-                        text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK}
-                    )
-                    await lock_conn.commit()
-                except Exception as exc:  # its connection is gone, and the lock with it
-                    log.warning("outbox relay could not release its lock: %s", exc)
+                self.leading.clear()
+
+    async def _acquire(self, lock_conn: AsyncConnection) -> bool:
+        """Tries for the lock every second until it is this relay's (True) or stop() (False)."""
+        while not self._stop.is_set():
+            got = (
+                await lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK})
+            ).scalar_one()
+            await lock_conn.commit()
+            if got:
+                return True
+            await self._sleep(1.0)
+        return False
+
+    async def _lead(self, lock_conn: AsyncConnection) -> None:
+        """Publishes round after round while the lock's connection lives: it is asked every
+        `lock_check_interval` seconds, and an error there ends the lead (run() competes
+        again). A round that fails is retried: the database or the broker is unreachable,
+        and what was not marked published is published again (with the same event ids)."""
+        self.leading.set()
+        log.info("outbox relay is publishing")
+        rounds = 0
+        checked = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - checked >= self._lock_check:
+                await lock_conn.execute(text("SELECT 1"))  # the session, and so the lock, lives
+                await lock_conn.commit()
+                checked = time.monotonic()
+            try:
+                sent = await self.publish_once()
+                rounds += 1
+                if rounds % 1000 == 0:
+                    await self._forget_published()
+            except Exception:
+                log.exception("outbox relay round failed; retrying")
+                await self._sleep(1.0)
+                continue
+            await self._sleep(self._busy if sent else self._idle)
+        try:
+            await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK})
+            await lock_conn.commit()
+        except Exception as exc:  # its connection is gone, and the lock with it
+            log.warning("outbox relay could not release its lock: %s", exc)
 
     async def publish_once(self) -> int:
         """Publishes the oldest unpublished events; returns how many."""
