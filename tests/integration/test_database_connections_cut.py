@@ -27,9 +27,18 @@ from tests.integration.test_bus_contract import drain
 pytestmark = [pytest.mark.postgres]
 
 
+UNPUBLISHED = (
+    select(func.count()).select_from(OutboxRecord).where(OutboxRecord.published_at.is_(None))
+)
+
+
+def database_name(database_url: str) -> str:
+    return database_url.split("?", 1)[0].rsplit("/", 1)[1]
+
+
 async def cut_connections(postgres: Postgres, database_url: str) -> int:
     """Terminates every server process serving the test's database; how many there were."""
-    name = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    name = database_name(database_url)
     cut = await postgres.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
         f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
@@ -120,16 +129,13 @@ async def test_the_relay_outlives_its_connections(
 
     relay = Relay(bus, engine, busy_interval=0.01, idle_interval=0.02)
     running = asyncio.create_task(relay.run())
-    pending = (
-        select(func.count()).select_from(OutboxRecord).where(OutboxRecord.published_at.is_(None))
-    )
     try:
         await asyncio.wait_for(relay.leading.wait(), 10)
         await add(0, 10)
-        await until_count(watching, pending, 0)
+        await until_count(watching, UNPUBLISHED, 0)
         assert await cut_connections(postgres, database_url) >= 1
         await add(10, 10)
-        await until_count(watching, pending, 0)
+        await until_count(watching, UNPUBLISHED, 0)
     finally:
         relay.stop()
         await running
@@ -146,7 +152,7 @@ async def test_a_relay_whose_lock_dies_stops_publishing_and_one_relay_leads(
     """The relay lock lives as long as the session that took it. When that session ends (here
     terminated; a PostgreSQL restart does the same), the relay that held it stops publishing
     and competes again, so a waiting relay taking the lock never publishes beside it."""
-    name = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    name = database_name(database_url)
     holders = (
         "SELECT coalesce(array_agg(pid), '{}') FROM pg_locks WHERE locktype = 'advisory'"
         f" AND granted AND database = (SELECT oid FROM pg_database WHERE datname = '{name}')"
@@ -165,21 +171,18 @@ async def test_a_relay_whose_lock_dies_stops_publishing_and_one_relay_leads(
         running.append(asyncio.create_task(second.run()))
         await asyncio.sleep(1.5)
         assert not second.leading.is_set()  # one relay at a time
-        [pid] = await postgres.fetchval(holders)  # type: ignore[misc]
-        assert await postgres.fetchval(f"SELECT pg_terminate_backend({pid})")
+        held = await postgres.fetchval(holders)
+        assert isinstance(held, list) and len(held) == 1
+        assert await postgres.fetchval(f"SELECT pg_terminate_backend({held[0]})")
         await asyncio.sleep(3)  # the second relay tried again at least twice meanwhile
         for _ in range(10):
             assert [first.leading.is_set(), second.leading.is_set()].count(True) == 1
-            assert len(await postgres.fetchval(holders)) == 1  # type: ignore[arg-type]
+            held = await postgres.fetchval(holders)
+            assert isinstance(held, list) and len(held) == 1
             await asyncio.sleep(0.1)
         async with watching.begin() as s:
             stage(s, [envelope(classified("after"), key="k", event_id="after", correlation_id="c")])
-        pending = (
-            select(func.count())
-            .select_from(OutboxRecord)
-            .where(OutboxRecord.published_at.is_(None))
-        )
-        await until_count(watching, pending, 0)
+        await until_count(watching, UNPUBLISHED, 0)
     finally:
         first.stop()
         second.stop()

@@ -92,9 +92,9 @@ class Relay:
                     if await self._acquire(lock_conn):
                         await self._lead(lock_conn)
             except Exception as exc:
-                # The lock's connection is gone (PostgreSQL restarted, failed over, or ended
-                # the session), and the lock with it: another relay may hold it by now.
-                log.warning("outbox relay lost its lock (%s); competing for it again", exc)
+                # The lock's connection failed or is gone (PostgreSQL restarted, failed over, or
+                # ended the session), and a lock held with it: another relay may hold it now.
+                log.warning("outbox relay's lock connection failed (%s); trying again", exc)
                 await self._sleep(1.0)
             finally:
                 self.leading.clear()
