@@ -192,10 +192,10 @@ class RoutePost:
                 opened.append(new)
                 opened_for.setdefault(probe.service_code, []).append(new)
         # Then write: lock the existing requests that get a report, take the new ones' ids.
-        locked = await _lock(
-            session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)})
+        locked, new_ids = await _lock_and_take_ids(
+            session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)}), len(opened)
         )
-        ids = iter(await _next_request_ids(session, len(opened)))
+        ids = iter(new_ids)
         async with rows_in_bulk(session):
             await self._write(session, decisions, locked.rows, ids)
             merged = locked.write_back(session)
@@ -485,11 +485,24 @@ def _probe(c: PostClassified, report: NewReport) -> Probe:
 # inserting a row referring to the request takes, and the notifier, recording replies to several
 # requests, then deadlocked with a batch merging into two of them (PostgreSQL's detection
 # took a second, and the batch was then routed again one post at a time).
-_LOCK = text(
-    "SELECT "
-    + ", ".join(c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item")
-    + " FROM service_requests WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id"
-    " FOR NO KEY UPDATE"
+_COLUMNS = [c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item"]
+_LOCKED = (
+    "SELECT " + ", ".join(_COLUMNS) + " FROM service_requests"
+    " WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
+)
+# n ids from the requests' sequence, in order (what n inserts one by one would get).
+_NEW_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('service_requests', 'id')) AS id"
+    " FROM generate_series(1, :n)"
+)
+_LOCK, _TAKE_IDS = text(_LOCKED), text(_NEW_IDS)
+# Both in one round trip: the locked requests, each row also carrying the new ids (one row of
+# NULL columns when none is locked).
+_LOCKED_AND_NEW_IDS = text(
+    f"WITH locked AS ({_LOCKED}), new AS ({_NEW_IDS})"
+    " SELECT (SELECT array_agg(id ORDER BY id) FROM new) AS new_ids, "
+    + ", ".join(f"locked.{c}" for c in _COLUMNS)
+    + " FROM (SELECT) AS one LEFT JOIN locked ON true ORDER BY locked.id"
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
@@ -537,24 +550,21 @@ class Locked:
         return True
 
 
-async def _lock(session: AsyncSession, ids: Sequence[int]) -> Locked:
-    """These requests, locked for update (in id order) and read afresh."""
-    if not ids:
-        return Locked({}, {})
-    found = await session.execute(_LOCK, {"ids": list(ids)})
-    read = {row.id: dict(row._mapping) for row in found}
-    return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read)
-
-
-async def _next_request_ids(session: AsyncSession, n: int) -> list[int]:
-    """n ids from the requests' sequence, in order (what n inserts one by one would get)."""
+async def _lock_and_take_ids(
+    session: AsyncSession, lock: Sequence[int], n: int
+) -> tuple[Locked, list[int]]:
+    """The requests `lock` locked for update (in id order) and read afresh, and n new ids from
+    the requests' sequence, in order: in one statement when both are wanted."""
+    if not lock and n == 0:
+        return Locked({}, {}), []
+    if not lock:
+        found = await session.execute(_TAKE_IDS, {"n": n})
+        return Locked({}, {}), sorted(i for (i,) in found)
     if n == 0:
-        return []
-    ids = await session.execute(
-        text(
-            "SELECT nextval(pg_get_serial_sequence('service_requests', 'id'))"
-            " FROM generate_series(1, :n)"
-        ),
-        {"n": n},
-    )
-    return sorted(i for (i,) in ids)
+        rows = list(await session.execute(_LOCK, {"ids": list(lock)}))
+        new_ids: list[int] = []
+    else:
+        rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
+        new_ids = list(rows[0].new_ids)
+    read = {row.id: {c: getattr(row, c) for c in _COLUMNS} for row in rows if row.id is not None}
+    return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read), new_ids
