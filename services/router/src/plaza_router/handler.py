@@ -495,7 +495,6 @@ _NEW_IDS = (
     "SELECT nextval(pg_get_serial_sequence('service_requests', 'id')) AS id"
     " FROM generate_series(1, :n)"
 )
-_LOCK, _TAKE_IDS = text(_LOCKED), text(_NEW_IDS)
 # Both in one round trip: the locked requests, each row also carrying the new ids (one row of
 # NULL columns when none is locked).
 _LOCKED_AND_NEW_IDS = text(
@@ -554,17 +553,10 @@ async def _lock_and_take_ids(
     session: AsyncSession, lock: Sequence[int], n: int
 ) -> tuple[Locked, list[int]]:
     """The requests `lock` locked for update (in id order) and read afresh, and n new ids from
-    the requests' sequence, in order: in one statement when both are wanted."""
+    the requests' sequence, in order, in one statement."""
     if not lock and n == 0:
         return Locked({}, {}), []
-    if not lock:
-        found = await session.execute(_TAKE_IDS, {"n": n})
-        return Locked({}, {}), sorted(i for (i,) in found)
-    if n == 0:
-        rows = list(await session.execute(_LOCK, {"ids": list(lock)}))
-        new_ids: list[int] = []
-    else:
-        rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
-        new_ids = list(rows[0].new_ids)
+    rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
+    new_ids = list(rows[0].new_ids or ())  # array_agg of no rows is NULL
     read = {row.id: {c: getattr(row, c) for c in _COLUMNS} for row in rows if row.id is not None}
     return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read), new_ids
