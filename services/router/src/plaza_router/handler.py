@@ -118,7 +118,7 @@ class RoutePost:
         several per post: one for the inbox and the dedupe locks (taken up front, in one
         order, so two routers never wait for each other's locks in opposite orders), one for
         the posts already reported, one for every post's duplicate candidates, one to lock the
-        requests that get a report, one for the new requests' ids; then the writes, all in one
+        requests that get a report and take the new requests' ids; then the writes, all in one
         statement (`rows_in_bulk`). A follow-up in a request's thread (rare) is routed
         on its own, in its place."""
         async with self._sessions.begin() as session:
@@ -501,7 +501,7 @@ _LOCKED_AND_NEW_IDS = text(
     f"WITH locked AS ({_LOCKED}), new AS ({_NEW_IDS})"
     " SELECT (SELECT array_agg(id ORDER BY id) FROM new) AS new_ids, "
     + ", ".join(f"locked.{c}" for c in _COLUMNS)
-    + " FROM (SELECT) AS one LEFT JOIN locked ON true ORDER BY locked.id"
+    + " FROM (SELECT) AS one LEFT JOIN locked ON true"
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
