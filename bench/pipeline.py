@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 from plaza.bus.kafka import KafkaBus
-from plaza.contracts import Outgoing, derive_event_id, post_key
+from plaza.contracts import TOPICS, Outgoing, derive_event_id, post_key
 from plaza_ingest.publish import post_received, publish
 from plaza_ingest.schemas import PostIn
 
@@ -28,6 +31,7 @@ from bench.posts import BenchPost, PostMix
 from bench.stack import Stack
 
 ROUTER = "plaza-router"
+NOTIFIER = "plaza-notifier"
 STALL_SECONDS = 90.0  # no post routed for this long: the rest are counted lost
 # How often the bench counts what is done: its queries take PostgreSQL's CPU from the pipeline,
 # and the times measured are the rows' own (processed_at, posted_at), not when they were seen.
@@ -100,6 +104,7 @@ class Driver:
 
     def __init__(self, stack: Stack, bootstrap: str) -> None:
         self._stack = stack
+        self.bootstrap = bootstrap
         self._bus = KafkaBus(bootstrap, namespace=stack.namespace, client_id="plaza-bench")
         self.published_at: dict[str, float] = {}  # post-classified id -> first publish time
 
@@ -174,18 +179,44 @@ async def wait_routed(stack: Stack, conn: asyncpg.Connection, ids: list[str]) ->
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def wait_replies(stack: Stack, conn: asyncpg.Connection, timeout: float = 120) -> None:
-    """Until the relay has published the whole outbox and the notifier recorded every reply
-    the router asked for."""
+async def not_yet_consumed(bootstrap: str, namespace: str, group: str, topic: str) -> int:
+    """How many records of topic the consumer group has not yet committed (handled)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="plaza-bench")
+    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="plaza-bench")
+    await admin.start()
+    await ends.start()
+    try:
+        partitions = ends.partitions_for_topic(namespace + topic) or set()
+        if not partitions:
+            await ends.topics()  # the first call may come before the client's metadata
+            partitions = ends.partitions_for_topic(namespace + topic) or set()
+        end = await ends.end_offsets(
+            [TopicPartition(namespace + topic, p) for p in sorted(partitions)]
+        )
+        committed = await admin.list_consumer_group_offsets(namespace + group)
+        return sum(
+            offset - (committed[tp].offset if tp in committed else 0) for tp, offset in end.items()
+        )
+    finally:
+        await ends.stop()
+        await admin.close()
+
+
+async def wait_replies(
+    stack: Stack, conn: asyncpg.Connection, bootstrap: str, timeout: float = 120
+) -> None:
+    """Until the relay has published the whole outbox (it deletes what it published) and the
+    notifier has handled every reply asked for (its group's committed offsets are at the end of
+    the reply-requested topic: it commits after recording the replies)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        asked = await conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE topic LIKE '%reply-requested%'"
-        )
-        recorded = await conn.fetchval("SELECT count(*) FROM replies")
-        if unpublished == 0 and recorded >= asked:
-            return
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox")
+        if unpublished == 0:
+            behind = await not_yet_consumed(
+                bootstrap, stack.namespace, NOTIFIER, TOPICS.REPLY_REQUESTED.topic
+            )
+            if behind == 0:
+                return
         stack.check_alive()
         await asyncio.sleep(POLL_SECONDS)
     raise RuntimeError(f"replies not all recorded within {timeout}s")
@@ -199,7 +230,7 @@ async def measure(
         received = {post_classified_id(p): p for p in mix.posts}
         ids = list(received)
         routed = await wait_routed(stack, conn, ids)
-        await wait_replies(stack, conn)
+        await wait_replies(stack, conn, driver.bootstrap)
         at = await routed_times(conn, ids)
         first = min(driver.published_at[i] for i in ids)
         last = max(at.values()) if at else time.time()

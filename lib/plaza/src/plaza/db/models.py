@@ -224,7 +224,8 @@ class RequestEvent(Base):
 
 
 class OutboxRecord(Base):
-    """The transactional outbox: events written with the change they announce, relayed to Kafka."""
+    """The transactional outbox: events written with the change they announce, relayed to Kafka
+    (and deleted once published: every row is an event still to publish)."""
 
     __tablename__ = "outbox"
 
@@ -233,11 +234,6 @@ class OutboxRecord(Base):
     key: Mapped[str] = mapped_column(String(256))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
-    )
 
 
 class StaffUser(Base):
