@@ -337,6 +337,39 @@ async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
     assert all(seq == sorted(seq) for seq in by_partition.values())
 
 
+@pytest.mark.parametrize("listens", [True, False], ids=["notified", "polling"])
+async def test_the_relay_publishes_a_new_event_without_waiting_for_its_unbidden_look(
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    listens: bool,
+) -> None:
+    """The outbox's trigger notifies the relay at commit; a relay that cannot listen looks every
+    busy_interval instead. Here its unbidden look is a minute away."""
+    if not listens:
+
+        async def cannot_listen(self: Relay, lock_conn: object) -> None:
+            return None
+
+        monkeypatch.setattr(Relay, "_listen", cannot_listen)
+    bus = MemoryBus()
+    relay = Relay(bus, engine, idle_interval=60)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.leading.wait(), 10)
+        await asyncio.sleep(0.5)  # its first round found nothing
+        await router(sessions)(as_event(classified("wake up", latlon=VERDI)))
+        consumer = await bus.subscribe("probe", [TOPICS.REQUEST_CREATED.topic])
+        records = []
+        async with asyncio.timeout(10):
+            while not records:
+                records = await consumer.fetch(10, 0.1)
+        assert len(records) == 1
+    finally:
+        relay.stop()
+        await task
+
+
 async def test_a_batch_routes_as_one_post_at_a_time_would_in_one_transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

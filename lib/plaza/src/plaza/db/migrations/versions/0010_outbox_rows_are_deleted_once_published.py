@@ -6,9 +6,10 @@ Create Date: 2026-11-27 10:00:00.000000
 
 The relay marked each event it published (UPDATE published_at) and deleted the marked ones an
 hour later. The update wrote every row again, payload and all, with a new entry in the primary
-key's index (the partial index on unpublished rows kept it from being a HOT update): at two
-events a post, a tenth of PostgreSQL's work in a burst. The relay now deletes what it published,
-so every row is an event still to publish and the primary key orders them.
+key's index (the partial index on unpublished rows kept it from being a HOT update): in a loop
+of inserting, reading and relaying rows, PostgreSQL spent 22 to 67 us of CPU a row marking them
+and 12 to 19 deleting them. The relay now deletes what it published, so every row is an event
+still to publish and the primary key orders them.
 """
 
 from __future__ import annotations
