@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka.partitioner import DefaultPartitioner
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
 
 from tests.integration.conftest import BusFactory
@@ -52,6 +53,38 @@ async def test_records_of_one_key_arrive_in_order_on_one_partition(bus: Bus) -> 
         partitions.setdefault(r.key, set()).add(r.partition)
     assert all(seq == list(range(20)) for seq in by_key.values()), by_key
     assert all(len(p) == 1 for p in partitions.values())
+    await consumer.close()
+
+
+async def test_a_keys_partition_is_the_one_kafkas_clients_choose(bus: Bus) -> None:
+    await publish_keyed(bus, keys=30, per_key=1)
+    consumer = await bus.subscribe("g-partitioner", [TOPIC])
+    records = await drain(consumer, 30)
+    choose = DefaultPartitioner()
+    assert all(r.key is not None for r in records)
+    assert {r.key: r.partition for r in records} == {
+        r.key: choose(r.key.encode(), [0, 1, 2], [0, 1, 2]) for r in records if r.key
+    }
+    await consumer.close()
+
+
+async def test_a_publish_larger_than_a_producer_batch_arrives_whole_and_in_order(
+    bus: Bus,
+) -> None:
+    """Kafka's producer batches hold 256 KB: 1,200 records of 1 KB on three partitions take
+    several batches each, sent one after another."""
+    await bus.create_topics([TOPIC], 3)
+    padding = b"x" * 1000
+    await bus.publish(
+        [OutRecord(TOPIC, f"k{i % 4}", f"{i}:".encode() + padding) for i in range(1200)]
+    )
+    consumer = await bus.subscribe("g-large", [TOPIC])
+    records = await drain(consumer, 1200)
+    assert len(records) == 1200
+    by_key: dict[str | None, list[int]] = {}
+    for r in records:
+        by_key.setdefault(r.key, []).append(int(r.value.split(b":")[0]))
+    assert by_key == {f"k{k}": list(range(k, 1200, 4)) for k in range(4)}
     await consumer.close()
 
 

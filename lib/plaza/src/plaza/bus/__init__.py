@@ -11,6 +11,7 @@ Semantics both adapters keep (and tests/integration/test_bus_contract.py checks 
 from __future__ import annotations
 
 import abc
+import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,46 @@ from plaza.settings import BusKind, PlazaSettings
 TopicPartition = tuple[str, int]
 RevokedCallback = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 Headers = tuple[tuple[str, bytes], ...]
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's MurmurHash2 of a key (org.apache.kafka.common.utils.Utils.murmur2, unsigned):
+    the same value as aiokafka's pure-Python loop, at half its cost (the 32-bit words are
+    unpacked in one call)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    unpack = (
+        _WORDS[words].unpack_from
+        if words < len(_WORDS)
+        else struct.Struct(f"<{words}I").unpack_from
+    )
+    for k in unpack(data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        at = length - tail
+        if tail == 3:
+            h ^= data[at + 2] << 16
+        if tail >= 2:
+            h ^= data[at + 1] << 8
+        h = ((h ^ data[at]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a keyed record, as Kafka's own clients choose it (Java's default
+    partitioner and aiokafka's), so every producer of a key agrees with every other."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,27 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
-from plaza.bus import Bus, Consumer, OutRecord, Record, RevokedCallback, TopicPartition
+from plaza.bus import (
+    Bus,
+    Consumer,
+    OutRecord,
+    Record,
+    RevokedCallback,
+    TopicPartition,
+    partition_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +204,7 @@ class KafkaBus(Bus):
         self._session_timeout_ms = session_timeout_ms
         self._pacing = fetch_pacing
         self._producer: AIOKafkaProducer | None = None
+        self._max_request_size = 1024 * 1024  # aiokafka's default, and the broker's
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -204,6 +216,7 @@ class KafkaBus(Bus):
             # sends together anyway, so lingering only delayed every hop by its wait.
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
+            max_request_size=self._max_request_size,
             request_timeout_ms=30000,
         )
         await self._producer.start()
@@ -214,19 +227,47 @@ class KafkaBus(Bus):
             self._producer = None
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
-        if self._producer is None:
+        """Lays the records into one batch per partition and hands each batch to the producer
+        whole: aiokafka's send() of one record at a time cost two to three times as much CPU
+        per record (a metadata wait, a partitioner call, a future and a log call each). A key's
+        partition is the one Kafka's own clients choose (partition_of), and a key's records
+        keep their order: a full batch goes before the next one of its partition is begun. A
+        record too big for a request fails the call before anything of it is sent."""
+        producer = self._producer
+        if producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
-        futures = [
-            await self._producer.send(
-                self._ns + r.topic,
-                value=r.value,
-                key=r.key.encode() if r.key is not None else None,
-                headers=list(r.headers),
-            )
-            for r in records
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        counts: dict[str, int] = {}
+        placed: list[tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        for r in records:
+            topic = self._ns + r.topic
+            count = counts.get(topic)
+            if count is None:
+                count = counts[topic] = len(await producer.partitions_for(topic))
+            key = r.key.encode() if r.key is not None else None
+            headers = list(r.headers)
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, r.value, headers)
+            if size > self._max_request_size:
+                raise MessageSizeTooLargeError(
+                    f"a record of {r.topic} (key {r.key!r}) is {size} bytes, more than the"
+                    f" {self._max_request_size} a request may carry; nothing was published"
+                )
+            partition = partition_of(key, count) if key is not None else random.randrange(count)
+            placed.append((topic, partition, key, r.value, headers))
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        acks: list[asyncio.Future[object]] = []
+        for topic, partition, key, value, headers in placed:
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = producer.create_batch()
+                # a batch always takes its first record, whatever its size
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        for (topic, partition), batch in batches.items():
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        if acks:
+            await asyncio.gather(*acks)
 
     async def subscribe(
         self, group: str, topics: Sequence[str], *, on_revoked: RevokedCallback | None = None

@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from plaza.bus import Bus, Consumer, OutRecord, Record, RevokedCallback, TopicPartition
+from plaza.bus import (
+    Bus,
+    Consumer,
+    OutRecord,
+    Record,
+    RevokedCallback,
+    TopicPartition,
+    partition_of,
+)
 
 DEFAULT_PARTITIONS = 6
 
 
 def partition_for(key: str | None, partitions: int, counter: itertools.count[int]) -> int:
-    """Same key, same partition (crc32 is stable across processes, unlike hash())."""
+    """Same key, same partition: the one Kafka's clients would choose."""
     if key is None:
         return next(counter) % partitions
-    return zlib.crc32(key.encode()) % partitions
+    return partition_of(key.encode(), partitions)
 
 
 @dataclass

@@ -1,0 +1,33 @@
+"""The Kafka bus's publish: a record too big for the broker fails the whole call, up front."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+from plaza.bus import OutRecord
+from plaza.bus.kafka import KafkaBus
+
+from tests.infra import KafkaBroker
+from tests.integration.test_bus_contract import drain
+
+TOPIC = "plaza.publish-test.v1"
+
+
+async def test_a_record_too_big_for_a_request_fails_the_call_and_sends_nothing(
+    kafka: KafkaBroker, kafka_namespace: str
+) -> None:
+    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
+    await bus.start()
+    try:
+        await bus.create_topics([TOPIC], 1)
+        small = [OutRecord(TOPIC, "k", f"{i}".encode()) for i in range(3)]
+        with pytest.raises(MessageSizeTooLargeError, match=r"plaza.publish-test.v1 \(key 'big'\)"):
+            await bus.publish([*small, OutRecord(TOPIC, "big", b"x" * 2_000_000), *small])
+        await bus.publish([OutRecord(TOPIC, "k", b"after")])
+        consumer = await bus.subscribe("g-publish", [TOPIC])
+        records = await drain(consumer, 1)
+        assert [r.value for r in records] == [b"after"]  # none of the failed call's records
+        assert await consumer.fetch(10, 1.0) == []
+        await consumer.close()
+    finally:
+        await bus.close()
