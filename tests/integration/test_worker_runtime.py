@@ -17,6 +17,7 @@ from plaza.contracts import (
     envelope,
 )
 from plaza.worker import Rejected, RetryPolicy, Worker
+from prometheus_client import REGISTRY
 
 from tests.integration.conftest import BusFactory
 from tests.integration.test_bus_contract import drain
@@ -202,6 +203,18 @@ class BatchRecorder:
         return out
 
 
+def counted() -> tuple[float, float]:
+    """plaza_bus_messages_consumed_total of group w-batch and published_total of its output."""
+    consumed = REGISTRY.get_sample_value(
+        "plaza_bus_messages_consumed_total",
+        {"group": "w-batch", "topic": SOURCE.topic, "outcome": "processed"},
+    )
+    published = REGISTRY.get_sample_value(
+        "plaza_bus_messages_published_total", {"topic": TOPICS.POST_CLASSIFIED.topic}
+    )
+    return consumed or 0.0, published or 0.0
+
+
 async def test_a_batch_handler_handles_many_records_in_one_call(bus: Bus) -> None:
     await publish(bus, [post_event(n) for n in range(40)])
     single = Recorder()
@@ -209,12 +222,14 @@ async def test_a_batch_handler_handles_many_records_in_one_call(bus: Bus) -> Non
     worker = Worker(
         bus, group="w-batch", topics=[SOURCE], handler=single, batch_handler=batch, batch_size=16
     )
+    consumed, published = counted()
     await run_until(worker, lambda: sum(map(len, batch.batches)) == 40)
     assert single.seen == []  # every record went through the batch handler
     assert max(map(len, batch.batches)) > 1 and max(map(len, batch.batches)) <= 16
     out = await bus.subscribe("w-batch-out", [TOPICS.POST_CLASSIFIED.topic])
     assert len(await drain(out, 40)) == 40
     await out.close()
+    assert counted() == (consumed + 40, published + 40)  # every record counted once
 
 
 async def test_a_failing_batch_falls_back_to_one_by_one_and_only_the_bad_record_dies(

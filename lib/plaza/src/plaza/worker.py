@@ -19,6 +19,7 @@ Failures:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from plaza import metrics
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
@@ -218,8 +219,8 @@ class Worker:
             log.info("worker %s stopping mid-batch; unhandled records stay uncommitted", self.group)
         if outgoing:
             await self._bus.publish(outgoing)
-            for out in outgoing:
-                metrics.MESSAGES_PUBLISHED.labels(out.topic).inc()
+            for topic, n in collections.Counter(out.topic for out in outgoing).items():
+                metrics.MESSAGES_PUBLISHED.labels(topic).inc(n)
         if time.monotonic() - self._committed_at >= self._commit_interval:
             await self._commit(consumer)
 
@@ -348,23 +349,23 @@ class Worker:
         its stage latency), with each metric's series looked up once per topic."""
         share = seconds / len(done)
         now = time.time()
-        series: dict[str, tuple[Histogram, Counter, Histogram | None]] = {}
+        series: dict[str, tuple[Histogram, Histogram | None]] = {}
         for record, event in done:
             topic = record.topic
             if topic not in series:
                 stage = STAGES.get(topic)
                 series[topic] = (
                     metrics.HANDLER_DURATION.labels(self.group, topic),
-                    metrics.MESSAGES_CONSUMED.labels(self.group, topic, "processed"),
                     metrics.PIPELINE_STAGE_LATENCY.labels(stage) if stage else None,
                 )
-            duration, consumed, latency = series[topic]
+            duration, latency = series[topic]
             duration.observe(share)
-            consumed.inc()
             if latency is not None and event.HasField("occurred_at"):
                 occurred = event.occurred_at.seconds + event.occurred_at.nanos / 1e9
                 latency.observe(max(0.0, now - occurred))
             self._pending[record.topic_partition] = record.offset + 1
+        for topic, n in collections.Counter(record.topic for record, _ in done).items():
+            metrics.MESSAGES_CONSUMED.labels(self.group, topic, "processed").inc(n)
 
     @staticmethod
     def _observe_stage(topic: str, event: Envelope) -> None:
