@@ -156,19 +156,20 @@ class KafkaConsumer(Consumer):
             await self._let_next_fetch_go()
         out: list[Record] = []
         for tp, msgs in batches.items():
-            topic = self._local(tp.topic)
-            for m in msgs:
-                out.append(
-                    Record(
-                        topic=topic,
-                        partition=tp.partition,
-                        offset=m.offset,
-                        key=m.key.decode() if m.key is not None else None,
-                        value=m.value,
-                        headers=tuple(m.headers or ()),
-                        timestamp_ms=m.timestamp,
-                    )
+            topic, partition = self._local(tp.topic), tp.partition
+            # positional: Record(topic, partition, offset, key, value, headers, timestamp_ms)
+            out += [
+                Record(
+                    topic,
+                    partition,
+                    m.offset,
+                    m.key.decode() if m.key is not None else None,
+                    m.value,
+                    m.headers,  # aiokafka's tuple of (name, bytes)
+                    m.timestamp,
                 )
+                for m in msgs
+            ]
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
