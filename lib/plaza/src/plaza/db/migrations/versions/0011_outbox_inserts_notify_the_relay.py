@@ -8,7 +8,7 @@ The relay looked for new events every 50 ms while they flowed, so a reply waited
 its round. A statement-level trigger now sends a notification on the `plaza_outbox` channel
 whenever a statement inserts events (PostgreSQL delivers it at commit, once per transaction),
 and the relay, listening on its lock's connection, starts a round when told. Its timed rounds
-remain, less often, for a relay that cannot listen (a pooler in transaction mode).
+remain, less often, as a safety net.
 """
 
 from __future__ import annotations
