@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,7 +160,7 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
 
 
 async def test_a_notifier_batch_records_and_hands_over_as_one_at_a_time_would(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The notifier's batch handler: log-channel replies and hand-overs to a platform channel
     in one transaction, the same events out as one at a time, once each however often given;
@@ -174,11 +175,22 @@ async def test_a_notifier_batch_records_and_hands_over_as_one_at_a_time_would(
         platform, mention_author = "x", True
 
     notify = PostReply(sessions, {"x": Channel()})  # type: ignore[dict-item]
+    caplog.set_level(logging.INFO, "plaza_notifier")
     out = await notify.batch([*asks, asks[0]])
     assert [e.envelope.event_id for e in out] == [
         derive_event_id("reply-posted", a.reply_requested.reply_id) for a in asks[:3]
     ]
+    # the log channel's replies, one log record with a line each
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "plaza_notifier.channels"]
+    assert logged.splitlines()[0] == "recorded 3 replies:"
+    assert logged.splitlines()[1:] == [
+        f"  reply {e.envelope.reply_posted.reply_id} to {a.reply_requested.author_handle}"
+        f" on {e.envelope.reply_posted.platform}: {e.envelope.reply_posted.text}"
+        for a, e in zip(asks[:3], out, strict=True)
+    ]
+    caplog.clear()
     again = await notify.batch(asks)  # redelivered: nothing new, the same announcements
+    assert not [r for r in caplog.records if r.name == "plaza_notifier.channels"]
     assert [e.envelope.reply_posted.text for e in again] == [
         e.envelope.reply_posted.text for e in out
     ]
