@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from plaza.city import of_district
 from plaza.contracts import ReplyKind
-from plaza_notifier.templates import TemplateError, render
+from plaza_notifier.templates import TemplateError, kind_name, render
 
 ACK = ReplyKind.REPLY_KIND_ACKNOWLEDGED
 
@@ -46,6 +46,9 @@ def test_missing_parameters_and_unknown_kinds_are_errors() -> None:
         render(ACK, "ca", {"district_name": "Gràcia"})
     with pytest.raises(TemplateError, match="UNSPECIFIED"):
         render(ReplyKind.REPLY_KIND_UNSPECIFIED, "ca", {"service_request_id": "1"})
+    with pytest.raises(ValueError, match="999"):  # a kind newer than this code
+        render(999, "ca", {"service_request_id": "1"})  # type: ignore[arg-type]
+    assert kind_name(ACK) == "acknowledged"
 
 
 def test_the_lifecycle_replies_mention_the_worker_the_photo_and_the_neighbours() -> None:

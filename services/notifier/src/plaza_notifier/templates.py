@@ -51,8 +51,18 @@ def load_templates(override: Path | None = None) -> Templates:
     return merged
 
 
+_KIND_NAMES: dict[int, str] = {
+    value: name.removeprefix("REPLY_KIND_").lower() for name, value in ReplyKind.items()
+}
+
+
 def kind_name(kind: ReplyKind.ValueType) -> str:
-    return ReplyKind.Name(kind).removeprefix("REPLY_KIND_").lower()
+    """ "acknowledged" for REPLY_KIND_ACKNOWLEDGED; ValueError for a kind this code lacks."""
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        ReplyKind.Name(kind)  # raises ValueError, naming the unknown value
+        raise ValueError(f"unknown reply kind {kind}")
+    return name
 
 
 def _due(expected: str) -> str:
