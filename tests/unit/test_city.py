@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -119,6 +120,29 @@ def test_a_point_just_off_the_beach_snaps_with_lower_confidence(exact: City) -> 
 
 def test_a_point_far_out_at_sea_is_outside_the_city(exact: City) -> None:
     assert exact.locate(41.3700, 2.2100) is None
+
+
+def test_many_points_looked_up_together_land_where_each_alone_does(
+    exact: City, packaged: City
+) -> None:
+    """The classifier's batches: inside a barri, snapped from the beach, out at sea, in Madrid,
+    and a grid over the city and its margins (every kind of answer, borders included)."""
+    rng = random.Random(5)
+    box = exact.bbox
+    points = [
+        (
+            rng.uniform(box.min_lat - 0.01, box.max_lat + 0.01),
+            rng.uniform(box.min_lon - 0.01, box.max_lon + 0.01),
+        )
+        for _ in range(3000)
+    ]
+    points += [(b.lat, b.lon) for b in exact.barris.values()]
+    points += [(41.3784, 2.1935), (41.3700, 2.2100), MADRID_SOL, PLACA_SANT_JAUME]
+    for city in (exact, packaged):
+        alone = [city.locate(lat, lon) for lat, lon in points]
+        assert city.locate_many(points) == alone
+        assert {found is None for found in alone} == {True, False}  # in the city, and out
+    assert exact.locate_many([]) == []
 
 
 def test_without_polygons_the_nearest_centre_is_used(packaged: City) -> None:

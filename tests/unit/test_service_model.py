@@ -256,6 +256,7 @@ def test_classify_batch_answers_as_classify_one_post_at_a_time(city: City) -> No
     classifier = default_classifier()
     posts = [
         PostInput("Farola apagada en el carrer de Sants", 41.3755, 2.1340),
+        PostInput("Farola apagada a Gràcia", 40.4168, -3.7038),  # a point far away: the text
         PostInput("La font de beure del parc no raja", language_hint="ca"),
         PostInput("Bins overflowing near the Sagrada Familia"),
         PostInput("Quina pel·lícula més bona vam veure ahir"),
@@ -275,6 +276,7 @@ def test_classify_batch_answers_as_classify_one_post_at_a_time(city: City) -> No
         for p in posts
     ]
     assert len(batch) == len(posts)
+    assert [c.location.source for c in batch[:2]] == ["geo", "text"]
     for got, expected in zip(batch, one_by_one, strict=True):
         assert got.service_code == expected.service_code
         assert got.service_confidence == pytest.approx(expected.service_confidence, abs=0.011)

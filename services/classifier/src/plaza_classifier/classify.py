@@ -154,26 +154,38 @@ class Classifier:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
         inside the city beats a place named in the text."""
         signals = self.signals(text, language_hint)
-        return self._decide(signals, text, city, lat, lon, service_code_hint)
+        located = city.locate(lat, lon) if lat is not None and lon is not None else None
+        return self._decide(signals, text, city, located, service_code_hint)
 
     def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
         """classify() of many posts, with the same answers: the model scores them all in one
-        matrix product, which saves the per-post cost of numpy's calls (`plaza classify`)."""
+        matrix product, which saves the per-post cost of numpy's calls, and their points are
+        looked up in the city's polygons together (`plaza classify`, the service's batches)."""
         folded = [fold(post.text) for post in posts]
         if self.model is not None:
             predictions: Sequence[Prediction | None] = self.model.predict_batch(folded)
         else:
             predictions = [None] * len(posts)
+        geotagged = [
+            (i, (post.lat, post.lon))
+            for i, post in enumerate(posts)
+            if post.lat is not None and post.lon is not None
+        ]
+        located: list[Location | None] = [None] * len(posts)
+        found = city.locate_many([point for _, point in geotagged])
+        for (i, _), location in zip(geotagged, found, strict=True):
+            located[i] = location
         return [
             self._decide(
                 _signals(post.text, text, prediction, post.language_hint),
                 post.text,
                 city,
-                post.lat,
-                post.lon,
+                where,
                 post.service_code_hint,
             )
-            for post, text, prediction in zip(posts, folded, predictions, strict=True)
+            for post, text, prediction, where in zip(
+                posts, folded, predictions, located, strict=True
+            )
         ]
 
     def _decide(
@@ -181,10 +193,11 @@ class Classifier:
         signals: Signals,
         text: str,
         city: City,
-        lat: float | None,
-        lon: float | None,
+        located: Location | None,
         service_code_hint: str,
     ) -> Classification:
+        """The classification of a post from its signals; `located` is where its point lies
+        (None: no point, or one outside the city), else the place its text names."""
         if service_code_hint in load_taxonomy():
             service_code, confidence, actionable = service_code_hint, 1.0, True
         else:
@@ -196,7 +209,7 @@ class Classifier:
             service_code=service_code,
             service_confidence=confidence,
             actionable=actionable,
-            location=_location(text, city, lat, lon),
+            location=located or city.find_in_text(text) or NO_LOCATION,
             language=signals.language,
             urgency="urgent" if signals.urgent else "normal",
             model_version=self.model_version,
@@ -282,11 +295,3 @@ def _lexicon_best(scores: Mapping[str, float]) -> tuple[str, float]:
     share = scores[best] / total
     strength = 1 - 0.5 ** scores[best]
     return best, round(min(0.95, 0.35 + 0.6 * share * strength), 2)
-
-
-def _location(text: str, city: City, lat: float | None, lon: float | None) -> Location:
-    if lat is not None and lon is not None:
-        located = city.locate(lat, lon)
-        if located is not None:
-            return located
-    return city.find_in_text(text) or NO_LOCATION

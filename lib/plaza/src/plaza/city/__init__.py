@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -281,6 +281,20 @@ class City:
         nearest = min(centres, key=lambda p: self._metres.distance_sq(p.lat, p.lon, lat, lon))
         # A district's centre says much less about a point than a barri's.
         return self._location(nearest, "geo", 0.6 if isinstance(nearest, Barri) else 0.4)
+
+    def locate_many(self, points: Sequence[tuple[float, float]]) -> list[Location | None]:
+        """locate() of many (lat, lon) points, with the same answers, the polygons' lookups
+        done in one query (the classifier's batches)."""
+        polygons = self._barri_polygons or self._district_polygons
+        if polygons is None:
+            return [self.locate(lat, lon) for lat, lon in points]
+        places: Mapping[str, Place] = (
+            self.barris if polygons is self._barri_polygons else self.districts
+        )
+        return [
+            None if found is None else self._location(places[found[0]], "geo", found[1])
+            for found in polygons.locate_many(points)
+        ]
 
     def find_in_text(self, text: str) -> Location | None:
         """The district or barri a text names. A barri or landmark beats its district; when

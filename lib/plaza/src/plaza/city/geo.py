@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import shapely
 import shapely.errors
 from shapely.geometry import Point, shape
@@ -64,6 +65,27 @@ class Polygons:
         inside = self._tree.query(point, predicate="within")
         if len(inside):
             return self.codes[int(inside[0])], 1.0
+        return self._snap(point)
+
+    def locate_many(self, points: Sequence[tuple[float, float]]) -> list[tuple[str, float] | None]:
+        """locate() of many (lat, lon) points, with the same answers: the points inside an
+        area are found in one query of the tree (a third of the time of one query a point)."""
+        if not points:
+            return []
+        lats, lons = np.array(points, dtype=np.float64).T
+        projected = shapely.points(lons * self._metres.per_deg_lon, lats * self._metres.per_deg_lat)
+        found: list[tuple[str, float] | None] = [None] * len(points)
+        # (point, area) pairs: a city's areas do not overlap, so a point lies within one at most
+        for i, area in zip(*self._tree.query(projected, predicate="within").tolist(), strict=True):
+            if found[i] is None:
+                found[i] = (self.codes[area], 1.0)
+        for i, point in enumerate(projected):
+            if found[i] is None:
+                found[i] = self._snap(point)
+        return found
+
+    def _snap(self, point: Point) -> tuple[str, float] | None:
+        """The nearest area within SNAP_METRES of a projected point outside them all."""
         nearest, distances = self._tree.query_nearest(
             point, max_distance=SNAP_METRES, return_distance=True
         )
