@@ -95,3 +95,12 @@ def test_fold_fast_path_equals_unicode_decomposition(keep_case: bool) -> None:
     for text in texts:
         slow = _fold_slow(text)
         assert fold(text, keep_case=keep_case) == (slow if keep_case else slow.lower()), text
+
+
+def test_a_text_folded_with_its_case_lowers_to_its_fold() -> None:
+    """The classifier folds each post once, with its case, and lowers that for the model."""
+    rng = random.Random(6)
+    alphabet = [chr(c) for c in range(0x20, 0x2200)] + ["😀", "\u0301", "ŀ", "·", "İ", "ẞ"]
+    texts = [*REALISTIC, *("".join(rng.choice(alphabet) for _ in range(30)) for _ in range(3000))]
+    for text in texts:
+        assert fold(text, keep_case=True).lower() == fold(text), text

@@ -153,15 +153,19 @@ class Classifier:
     ) -> Classification:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
         inside the city beats a place named in the text."""
-        signals = self.signals(text, language_hint)
+        cased = fold(text, keep_case=True)  # once: the model reads it lowercased
+        folded = cased.lower()
+        prediction = self.model.predict(folded) if self.model is not None else None
+        signals = _signals(text, folded, prediction, language_hint)
         located = city.locate(lat, lon) if lat is not None and lon is not None else None
-        return self._decide(signals, text, city, located, service_code_hint)
+        return self._decide(signals, cased, city, located, service_code_hint)
 
     def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
         """classify() of many posts, with the same answers: the model scores them all in one
         matrix product, which saves the per-post cost of numpy's calls, and their points are
         looked up in the city's polygons together (`plaza classify`, the service's batches)."""
-        folded = [fold(post.text) for post in posts]
+        cased = [fold(post.text, keep_case=True) for post in posts]
+        folded = [text.lower() for text in cased]
         if self.model is not None:
             predictions: Sequence[Prediction | None] = self.model.predict_batch(folded)
         else:
@@ -178,26 +182,27 @@ class Classifier:
         return [
             self._decide(
                 _signals(post.text, text, prediction, post.language_hint),
-                post.text,
+                cased_text,
                 city,
                 where,
                 post.service_code_hint,
             )
-            for post, text, prediction, where in zip(
-                posts, folded, predictions, located, strict=True
+            for post, text, cased_text, prediction, where in zip(
+                posts, folded, cased, predictions, located, strict=True
             )
         ]
 
     def _decide(
         self,
         signals: Signals,
-        text: str,
+        cased: str,
         city: City,
         located: Location | None,
         service_code_hint: str,
     ) -> Classification:
         """The classification of a post from its signals; `located` is where its point lies
-        (None: no point, or one outside the city), else the place its text names."""
+        (None: no point, or one outside the city), else the place its text (`cased`: folded
+        with its case kept) names."""
         if service_code_hint in load_taxonomy():
             service_code, confidence, actionable = service_code_hint, 1.0, True
         else:
@@ -209,7 +214,7 @@ class Classifier:
             service_code=service_code,
             service_confidence=confidence,
             actionable=actionable,
-            location=located or city.find_in_text(text) or NO_LOCATION,
+            location=located or city.find_in_folded(cased) or NO_LOCATION,
             language=signals.language,
             urgency="urgent" if signals.urgent else "normal",
             model_version=self.model_version,

@@ -143,9 +143,9 @@ class _TextMatcher:
         self._folded = _by_first_word(folded)
         self._cased = _by_first_word(case_sensitive)
 
-    def places(self, text: str) -> list[Place]:
-        """The places named in text, in order of first mention (repeats kept)."""
-        cased = fold(text, keep_case=True)
+    def places(self, cased: str) -> list[Place]:
+        """The places named in a text folded with its case kept (fold(text, keep_case=True)),
+        in order of first mention (repeats kept)."""
         hits: list[tuple[int, int, Place | None]] = []
         for index, haystack in ((self._folded, cased.lower()), (self._cased, cased)):
             if index:
@@ -297,9 +297,15 @@ class City:
         ]
 
     def find_in_text(self, text: str) -> Location | None:
-        """The district or barri a text names. A barri or landmark beats its district; when
-        different districts are named, the first-mentioned place wins with low confidence."""
-        places = self._matcher.places(text)
+        """The district or barri a text names (see find_in_folded)."""
+        return self.find_in_folded(fold(text, keep_case=True))
+
+    def find_in_folded(self, cased: str) -> Location | None:
+        """The district or barri a text names, the text folded with its case kept
+        (fold(text, keep_case=True): the classifier folds each post once). A barri or landmark
+        beats its district; when different districts are named, the first-mentioned place wins
+        with low confidence."""
+        places = self._matcher.places(cased)
         if not places:
             return None
         district_codes = dict.fromkeys(_district_code(p) for p in places)
