@@ -558,5 +558,6 @@ async def _lock_and_take_ids(
         return Locked({}, {}), []
     rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
     new_ids = list(rows[0].new_ids or ())  # array_agg of no rows is NULL
-    read = {row.id: {c: getattr(row, c) for c in _COLUMNS} for row in rows if row.id is not None}
+    # each row: new_ids, then _COLUMNS in order
+    read = {row.id: dict(zip(_COLUMNS, row[1:], strict=True)) for row in rows if row.id is not None}
     return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read), new_ids
