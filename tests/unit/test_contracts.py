@@ -45,7 +45,9 @@ def test_every_event_type_has_its_own_versioned_topic() -> None:
 
 
 def test_an_envelope_round_trips_with_its_metadata() -> None:
+    before = datetime.now(UTC)
     out = envelope(received(), key=post_key("mastodon", "1"), event_id="e1", correlation_id="c1")
+    after = datetime.now(UTC)
     assert out.topic == "plaza.post-received.v1" and out.key == "mastodon:1"
     env = decode(out.topic, out.encode())
     assert (env.event_id, env.event_type, env.correlation_id, env.schema_version) == (
@@ -55,7 +57,8 @@ def test_an_envelope_round_trips_with_its_metadata() -> None:
         1,
     )
     assert env.post_received.post.text == "hola"
-    assert env.occurred_at.seconds > 0
+    assert before <= from_timestamp(env.occurred_at) <= after  # now, to the microsecond
+    assert env.occurred_at.nanos % 1000 == 0
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,12 @@ def timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
+def _now() -> Timestamp:
+    """timestamp(datetime.now(UTC)) to the microsecond, without the datetime."""
+    micros = time.time_ns() // 1000
+    return Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+
+
 def from_timestamp(ts: Timestamp) -> datetime:
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
@@ -180,7 +187,7 @@ def envelope(
         event_type=event_type.name,
         correlation_id=correlation_id,
         schema_version=SCHEMA_VERSION,
-        occurred_at=timestamp(occurred_at or datetime.now(UTC)),
+        occurred_at=timestamp(occurred_at) if occurred_at is not None else _now(),
     )
     getattr(env, event_type.body_field).CopyFrom(body)
     return Outgoing(topic=event_type.topic, key=key, envelope=env)
