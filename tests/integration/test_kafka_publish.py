@@ -1,4 +1,5 @@
-"""The Kafka bus's publish: a record too big for the broker fails the whole call, up front."""
+"""The Kafka bus's publish: a record bigger than a producer batch goes in a batch of its own; one
+too big for the broker fails the whole call, up front."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ async def test_a_record_too_big_for_a_request_fails_the_call_and_sends_nothing(
         records = await drain(consumer, 1)
         assert [r.value for r in records] == [b"after"]  # none of the failed call's records
         assert await consumer.fetch(10, 1.0) == []
+        await consumer.close()
+    finally:
+        await bus.close()
+
+
+async def test_a_record_bigger_than_a_producer_batch_goes_in_one_of_its_own(
+    kafka: KafkaBroker, kafka_namespace: str
+) -> None:
+    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
+    await bus.start()
+    try:
+        await bus.create_topics([TOPIC], 1)
+        big = b"x" * 300_000  # a producer batch holds 256 KB
+        values = [b"before", big, b"between", big, b"after"]
+        await bus.publish([OutRecord(TOPIC, "k", v) for v in values])
+        consumer = await bus.subscribe("g-publish-big", [TOPIC])
+        records = await drain(consumer, 5)
+        assert [r.value for r in records] == values
         await consumer.close()
     finally:
         await bus.close()

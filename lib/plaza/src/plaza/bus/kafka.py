@@ -263,8 +263,9 @@ class KafkaBus(Bus):
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = batches[(topic, partition)] = producer.create_batch()
-                # a batch always takes its first record, whatever its size
-                batch.append(key=key, value=value, timestamp=None, headers=headers)
+                # a batch takes its first record whatever its size (up to a request's)
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    raise RuntimeError(f"an empty producer batch refused a record of {topic}")
         for (topic, partition), batch in batches.items():
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         if acks:
