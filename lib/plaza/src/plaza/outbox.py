@@ -53,7 +53,8 @@ def stage(session: AsyncSession, events: Sequence[Outgoing]) -> None:
 class Relay:
     """Publishes the outbox. Several may run; an advisory lock lets one work at a time. The
     lock lives as long as the session that took it: a relay whose lock connection dies stops
-    publishing within `lock_check_interval` (and a round) and competes for the lock again.
+    publishing within `lock_check_interval` and `idle_interval` (its next round) and competes
+    for the lock again.
 
     A round starts when PostgreSQL says there are new events: a trigger on the outbox notifies
     NOTIFY_CHANNEL at each inserting transaction's commit (migration 0011), and the relay
