@@ -3,6 +3,8 @@ too big for the broker fails the whole call, up front."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from plaza.bus import OutRecord
@@ -14,39 +16,37 @@ from tests.integration.test_bus_contract import drain
 TOPIC = "plaza.publish-test.v1"
 
 
-async def test_a_record_too_big_for_a_request_fails_the_call_and_sends_nothing(
-    kafka: KafkaBroker, kafka_namespace: str
-) -> None:
+@pytest.fixture
+async def kafka_bus(kafka: KafkaBroker, kafka_namespace: str) -> AsyncIterator[KafkaBus]:
+    """A started Kafka bus, with TOPIC (one partition) in the test's own namespace."""
     bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
     await bus.start()
-    try:
-        await bus.create_topics([TOPIC], 1)
-        small = [OutRecord(TOPIC, "k", f"{i}".encode()) for i in range(3)]
-        with pytest.raises(MessageSizeTooLargeError, match=r"plaza.publish-test.v1 \(key 'big'\)"):
-            await bus.publish([*small, OutRecord(TOPIC, "big", b"x" * 2_000_000), *small])
-        await bus.publish([OutRecord(TOPIC, "k", b"after")])
-        consumer = await bus.subscribe("g-publish", [TOPIC])
-        records = await drain(consumer, 1)
-        assert [r.value for r in records] == [b"after"]  # none of the failed call's records
-        assert await consumer.fetch(10, 1.0) == []
-        await consumer.close()
-    finally:
-        await bus.close()
+    await bus.create_topics([TOPIC], 1)
+    yield bus
+    await bus.close()
+
+
+async def test_a_record_too_big_for_a_request_fails_the_call_and_sends_nothing(
+    kafka_bus: KafkaBus,
+) -> None:
+    small = [OutRecord(TOPIC, "k", f"{i}".encode()) for i in range(3)]
+    with pytest.raises(MessageSizeTooLargeError, match=r"plaza.publish-test.v1 \(key 'big'\)"):
+        await kafka_bus.publish([*small, OutRecord(TOPIC, "big", b"x" * 2_000_000), *small])
+    await kafka_bus.publish([OutRecord(TOPIC, "k", b"after")])
+    consumer = await kafka_bus.subscribe("g-publish", [TOPIC])
+    records = await drain(consumer, 1)
+    assert [r.value for r in records] == [b"after"]  # none of the failed call's records
+    assert await consumer.fetch(10, 1.0) == []
+    await consumer.close()
 
 
 async def test_a_record_bigger_than_a_producer_batch_goes_in_one_of_its_own(
-    kafka: KafkaBroker, kafka_namespace: str
+    kafka_bus: KafkaBus,
 ) -> None:
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
-    await bus.start()
-    try:
-        await bus.create_topics([TOPIC], 1)
-        big = b"x" * 300_000  # a producer batch holds 256 KB
-        values = [b"before", big, b"between", big, b"after"]
-        await bus.publish([OutRecord(TOPIC, "k", v) for v in values])
-        consumer = await bus.subscribe("g-publish-big", [TOPIC])
-        records = await drain(consumer, 5)
-        assert [r.value for r in records] == values
-        await consumer.close()
-    finally:
-        await bus.close()
+    big = b"x" * 300_000  # a producer batch holds 256 KB
+    values = [b"before", big, b"between", big, b"after"]
+    await kafka_bus.publish([OutRecord(TOPIC, "k", v) for v in values])
+    consumer = await kafka_bus.subscribe("g-publish-big", [TOPIC])
+    records = await drain(consumer, 5)
+    assert [r.value for r in records] == values
+    await consumer.close()
