@@ -137,7 +137,11 @@ class Classifier:
         self._settings: Mapping[str, float] = model.settings if model is not None else {}
 
     def signals(self, text: str, language_hint: str = "") -> Signals:
-        folded = fold(text)
+        return self._signals_of(text, fold(text, keep_case=True), language_hint)
+
+    def _signals_of(self, text: str, cased: str, language_hint: str) -> Signals:
+        """signals() of a text already folded with its case kept (the model reads it lowered)."""
+        folded = cased.lower()
         prediction = self.model.predict(folded) if self.model is not None else None
         return _signals(text, folded, prediction, language_hint)
 
@@ -153,10 +157,8 @@ class Classifier:
     ) -> Classification:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
         inside the city beats a place named in the text."""
-        cased = fold(text, keep_case=True)  # once: the model reads it lowercased
-        folded = cased.lower()
-        prediction = self.model.predict(folded) if self.model is not None else None
-        signals = _signals(text, folded, prediction, language_hint)
+        cased = fold(text, keep_case=True)  # once, for the model and the place names
+        signals = self._signals_of(text, cased, language_hint)
         located = city.locate(lat, lon) if lat is not None and lon is not None else None
         return self._decide(signals, cased, city, located, service_code_hint)
 
