@@ -57,6 +57,8 @@ import sys, urllib.request
 urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
 PY
     echo "Plaza is up: http://127.0.0.1:$port/docs  (make down stops it)"
+    # On a first start (no keys, no users), an admin key in PLAZA_HOME/admin_key, as `make run`.
+    PLAZA_HOME="$home" PLAZA_PORT="$port" "$root/.venv/bin/plaza" keys first-admin
     exit 0
   fi
   sleep 0.5

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -436,10 +437,12 @@ async def test_oversized_bodies_are_refused_and_cors_is_for_public_reads_only(
         assert "access-control-allow-origin" not in private.headers
 
 
-def plaza(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def plaza(
+    database_url: str, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from plaza_cli.main import main; main()", *args],
-        env={**os.environ, "PLAZA_DATABASE_URL": database_url},
+        env={**os.environ, "PLAZA_DATABASE_URL": database_url, **(env or {})},
         input=stdin,
         capture_output=True,
         text=True,
@@ -495,3 +498,32 @@ async def test_the_cli_makes_keys_and_users_that_the_gateway_accepts(
             "/api/v1/auth/token", data={"username": "anna", "password": "una contrasenya llarga"}
         )
         assert token.status_code == 200
+
+
+async def test_a_first_start_gets_one_admin_key_that_the_gateway_accepts(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """`plaza keys first-admin` (what `make up` runs): on a database with no keys and no users an
+    admin key in PLAZA_HOME/admin_key; on every later start, the same key and nothing new."""
+    home = {"PLAZA_HOME": str(tmp_path), "PLAZA_PORT": "8123"}
+    first = await asyncio.to_thread(plaza, database_url, "keys", "first-admin", env=home)
+    assert first.returncode == 0, first.stderr
+    saved = tmp_path / "admin_key"
+    key = saved.read_text().strip()
+    assert key.startswith("plz_") and key in first.stdout
+    assert "http://127.0.0.1:8123/api/v1/districts/06/queue" in first.stdout
+    assert saved.stat().st_mode & 0o077 == 0  # the owner's alone
+    again = await asyncio.to_thread(plaza, database_url, "keys", "first-admin", env=home)
+    assert again.returncode == 0 and key not in again.stdout
+    assert saved.read_text().strip() == key
+    listed = await asyncio.to_thread(plaza, database_url, "keys", "list")
+    assert listed.stdout.count("\t") == 5 and "embedded-admin\tadmin" in listed.stdout  # one key
+    async with client(gateway(sessions), key) as admin:
+        assert (await admin.get("/api/v1/admin/keys")).status_code == 200
+
+    elsewhere = tmp_path / "elsewhere"  # a database that has keys already: no new one
+    made = await asyncio.to_thread(
+        plaza, database_url, "keys", "first-admin", env={"PLAZA_HOME": str(elsewhere)}
+    )
+    assert made.returncode == 0 and not (elsewhere / "admin_key").exists()
+    assert "plaza keys create" in made.stdout

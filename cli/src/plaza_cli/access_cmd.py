@@ -29,6 +29,7 @@ ADMIN_KEY_FILE = "admin_key"
 
 class AccessCliSettings(PlazaSettings):
     home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
+    port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
 
 
 def _database(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[object]]:
@@ -141,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         engine = create_engine(url, pool_size=1)
         try:
             sessions = session_factory(engine)
+            if command == "keys" and args.action == "first-admin":
+                print((await first_admin_key(sessions, settings.home)).format(port=settings.port))
+                return 0
             if command == "keys":
                 return await _run_keys(args, sessions)
             return await _run_users(args, sessions)

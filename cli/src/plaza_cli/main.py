@@ -151,6 +151,11 @@ def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     key_actions.add_parser("list", help="every key (never the keys themselves)")
     revoke = key_actions.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("id", type=int)
+    key_actions.add_parser(
+        "first-admin",
+        help="on a database with no keys and no users, an admin key kept in PLAZA_HOME/admin_key "
+        "(what `make run` and `make up` do on a first start); otherwise nothing",
+    )
     keys.set_defaults(func=_cmd_access)
 
     users = sub.add_parser(
