@@ -28,7 +28,8 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("aiokafka", "httpx", "alembic.runtime.migration"):
+    # pgserver logs every pg_ctl command line it runs at INFO
+    for noisy in ("aiokafka", "httpx", "alembic.runtime.migration", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
