@@ -17,7 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from plaza import metrics
 from plaza.city import City
 from plaza.contracts import (
-    LocationSource,
+    LOCATION_SOURCE_GEO,
+    LOCATION_SOURCE_TEXT,
+    REPLY_KIND_ACKNOWLEDGED,
+    REPLY_KIND_ASSIGNED,
+    REPLY_KIND_DELAYED,
+    REPLY_KIND_DUPLICATE,
+    REPLY_KIND_RESOLVED,
+    REPLY_KIND_TRANSFERRED,
+    URGENCY_NORMAL,
+    URGENCY_URGENT,
     Outgoing,
     Placement,
     ReplyKind,
@@ -26,7 +35,6 @@ from plaza.contracts import (
     RequestMerged,
     RequestSlaBreached,
     RequestStatusChanged,
-    Urgency,
     derive_event_id,
     envelope,
     timestamp,
@@ -44,7 +52,7 @@ from plaza.requests import (
     next_status,
 )
 
-_SOURCES = {LocationSource.LOCATION_SOURCE_GEO: "geo", LocationSource.LOCATION_SOURCE_TEXT: "text"}
+_SOURCES = {LOCATION_SOURCE_GEO: "geo", LOCATION_SOURCE_TEXT: "text"}
 
 __all__ = [
     "Command",
@@ -348,7 +356,7 @@ async def open_request(
         placement=placement,
         requested_at=timestamp(request.requested_datetime),
         expected_at=timestamp(deadlines.resolve_by),
-        urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
+        urgency=URGENCY_URGENT if urgent else URGENCY_NORMAL,
         source_platform=report.platform,
         source_post_id=report.post_id,
         language=request.language,
@@ -368,7 +376,7 @@ async def open_request(
             _reply(
                 request,
                 report,
-                ReplyKind.REPLY_KIND_ACKNOWLEDGED,
+                REPLY_KIND_ACKNOWLEDGED,
                 "acknowledged",
                 correlation_id,
                 **params,
@@ -440,7 +448,7 @@ async def merge_report(
             _reply(
                 request,
                 report,
-                ReplyKind.REPLY_KIND_DUPLICATE,
+                REPLY_KIND_DUPLICATE,
                 "duplicate",
                 correlation_id,
                 reporters_count=str(request.reporters_count),
@@ -492,7 +500,7 @@ async def act(
                 raise InvalidCommand("assign needs a worker (the worker's public handle)")
             request.assigned_worker = cmd.worker
             request.acknowledged_at = request.acknowledged_at or now
-            replies.append((ReplyKind.REPLY_KIND_ASSIGNED, {"worker": cmd.worker}))
+            replies.append((REPLY_KIND_ASSIGNED, {"worker": cmd.worker}))
         case Action.START:
             pass
         case Action.RESOLVE:
@@ -504,7 +512,7 @@ async def act(
             params = {"note": cmd.note}
             if cmd.photo_url:
                 params["photo_url"] = cmd.photo_url
-            replies.append((ReplyKind.REPLY_KIND_RESOLVED, params))
+            replies.append((REPLY_KIND_RESOLVED, params))
         case Action.CLOSE:
             request.closed_at = now
         case Action.REOPEN:
@@ -517,7 +525,7 @@ async def act(
             request.ack_breached_at = request.resolve_breached_at = request.escalated_at = None
         case Action.TRANSFER:
             await _transfer(request, cmd, now=now, sla=sla, routing=routing, city=city)
-            replies.append((ReplyKind.REPLY_KIND_TRANSFERRED, _district_params(request, city)))
+            replies.append((REPLY_KIND_TRANSFERRED, _district_params(request, city)))
         case Action.MARK_DUPLICATE:
             target_request = await _duplicate_target(session, request, cmd)
             await _absorb(session, target_request, request, actor=cmd.actor, now=now)
@@ -525,7 +533,7 @@ async def act(
             request.closed_at = now
             replies.append(
                 (
-                    ReplyKind.REPLY_KIND_DUPLICATE,
+                    REPLY_KIND_DUPLICATE,
                     {
                         "service_request_id": target_request.service_request_id,
                         "reporters_count": str(target_request.reporters_count),
@@ -876,7 +884,7 @@ async def breach(
             _reply(
                 request,
                 report,
-                ReplyKind.REPLY_KIND_DELAYED,
+                REPLY_KIND_DELAYED,
                 f"delayed-v{request.version}",
                 correlation_id or rid,
             )

@@ -6,13 +6,16 @@ from collections.abc import Sequence
 
 from plaza.city import City, Location
 from plaza.contracts import (
+    LOCATION_SOURCE_GEO,
+    LOCATION_SOURCE_NONE,
+    LOCATION_SOURCE_TEXT,
+    URGENCY_NORMAL,
+    URGENCY_URGENT,
     Envelope,
-    LocationSource,
     Outgoing,
     Placement,
     Post,
     PostClassified,
-    Urgency,
     derive_event_id,
     envelope,
     post_key,
@@ -24,9 +27,9 @@ from plaza_classifier.classify import Classification, Classifier, PostInput, def
 GROUP = "plaza-classifier"
 
 _SOURCES = {
-    "geo": LocationSource.LOCATION_SOURCE_GEO,
-    "text": LocationSource.LOCATION_SOURCE_TEXT,
-    "none": LocationSource.LOCATION_SOURCE_NONE,
+    "geo": LOCATION_SOURCE_GEO,
+    "text": LOCATION_SOURCE_TEXT,
+    "none": LOCATION_SOURCE_NONE,
 }
 
 
@@ -101,7 +104,7 @@ def _classified(event: Envelope, post: Post, result: Classification) -> Outgoing
         actionable=result.actionable,
         placement=placement(result.location),
         language=result.language,
-        urgency=Urgency.URGENCY_URGENT if result.urgency == "urgent" else Urgency.URGENCY_NORMAL,
+        urgency=URGENCY_URGENT if result.urgency == "urgent" else URGENCY_NORMAL,
         model_version=result.model_version,
     )
     return envelope(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from plaza.contracts import (
+    REPLY_KIND_NOT_ACTIONABLE,
     Envelope,
     Outgoing,
     ReplyKind,
@@ -206,5 +207,5 @@ def _check(event: Envelope) -> None:
         raise Rejected("reply-requested has no reply_id")
     if req.service_request_id and not req.service_request_id.isdigit():
         raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
-    if not req.service_request_id and req.kind != ReplyKind.REPLY_KIND_NOT_ACTIONABLE:
+    if not req.service_request_id and req.kind != REPLY_KIND_NOT_ACTIONABLE:
         raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")

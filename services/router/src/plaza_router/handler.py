@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from plaza.city import City
 from plaza.contracts import (
+    REPLY_KIND_NOT_ACTIONABLE,
+    URGENCY_URGENT,
     Envelope,
     Outgoing,
     PostClassified,
-    ReplyKind,
     ReplyRequested,
-    Urgency,
     derive_event_id,
     envelope,
     from_timestamp,
@@ -291,7 +291,7 @@ class RoutePost:
             session,
             report,
             service_code=c.service_code,
-            urgent=c.urgency == Urgency.URGENCY_URGENT,
+            urgent=c.urgency == URGENCY_URGENT,
             service_confidence=c.service_confidence,
             placement=place,
             route=route,
@@ -401,7 +401,7 @@ class RoutePost:
         key = post_key(post.platform, post.post_id)
         reply = ReplyRequested(
             reply_id=derive_event_id("reply", key, "not-actionable"),
-            kind=ReplyKind.REPLY_KIND_NOT_ACTIONABLE,
+            kind=REPLY_KIND_NOT_ACTIONABLE,
             language=classified.language or post.language,
             platform=post.platform,
             in_reply_to_post_id=post.post_id,
