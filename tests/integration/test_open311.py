@@ -189,6 +189,35 @@ async def test_requests_have_the_spec_fields_and_every_filter_works(
     assert resolved[0]["status_notes"] == "Fanal canviat"
 
 
+async def test_the_list_shows_each_request_as_it_is_now(
+    api: httpx.AsyncClient, requests: datetime, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The list (read as plain columns, its items kept as JSON by their values) shows each
+    request as the request's own endpoint and the XML list do, and a change at once."""
+
+    async def listed() -> dict[str, dict[str, object]]:
+        response = await api.get("/open311/v2/requests.json")
+        assert response.headers["content-type"] == "application/json"
+        return {r["service_request_id"]: r for r in response.json()}
+
+    before = await listed()
+    assert set(before) == {"1", "2", "3"}
+    xml = ElementTree.fromstring((await api.get("/open311/v2/requests.xml")).content)
+    for item in xml.findall("request"):
+        rid = item.findtext("service_request_id") or ""
+        [one] = (await api.get(f"/open311/v2/requests/{rid}.json")).json()
+        assert before[rid] == one
+        assert item.findtext("description") == one["description"]
+        assert item.findtext("updated_datetime") == one["updated_datetime"]
+    later = requests + timedelta(minutes=5)
+    await change(sessions, 1, Command(Action.ACKNOWLEDGE, actor="m"), later)
+    await change(sessions, 1, Command(Action.RESOLVE, actor="m", note="Arreglat"), later)
+    after = await listed()
+    assert after["1"]["status"] == "closed" and after["1"]["status_notes"] == "Arreglat"
+    assert after["1"]["updated_datetime"] != before["1"]["updated_datetime"]
+    assert after["2"] == before["2"] and after["3"] == before["3"]
+
+
 async def test_extensions_add_district_barri_extended_status_public_notes_and_channel(
     api: httpx.AsyncClient, requests: datetime
 ) -> None:
@@ -259,7 +288,12 @@ async def test_public_text_is_masked_and_reporters_are_never_shown(
 ) -> None:
     [r] = (await api.get("/open311/v2/requests/3.json", params={"extensions": "true"})).json()
     assert r["description"] == "Cotxe abandonat [plate], truqueu-me al [phone] o a [email]"
-    for path in ("/open311/v2/requests.json?extensions=true", "/open311/v2/requests.xml"):
+    paths = (
+        "/open311/v2/requests.json",
+        "/open311/v2/requests.json?extensions=true",
+        "/open311/v2/requests.xml",
+    )
+    for path in paths:
         text = (await api.get(path)).text
         assert "@marta@bcn.social" not in text and "612 345 678" not in text
         assert "marta@example.org" not in text and "1234 BCD" not in text

@@ -7,16 +7,17 @@ appear, and e-mail addresses, phone numbers and licence plates in public text ar
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, cast
+from functools import lru_cache
+from typing import Annotated, Any, Final, cast
 from xml.etree import ElementTree
 
 import httpx
+import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from plaza.city import City
@@ -121,12 +122,7 @@ def render(
         return Response(
             to_xml(root, item, body), status, headers=headers, media_type=FORMATS["xml"]
         )
-    return Response(
-        json.dumps(body, ensure_ascii=False).encode(),
-        status,
-        headers=headers,
-        media_type=FORMATS["json"],
-    )
+    return Response(orjson.dumps(body), status, headers=headers, media_type=FORMATS["json"])
 
 
 def open311_error(
@@ -374,27 +370,74 @@ async def service_definition_of(
 # --- requests --------------------------------------------------------------------------------
 
 
+# The columns a request's public item is made of, in the order public_item reads them.
+_PUBLIC_COLUMNS: Final = (
+    ServiceRequest.id,
+    ServiceRequest.status,
+    ServiceRequest.status_notes,
+    ServiceRequest.service_code,
+    ServiceRequest.description,
+    ServiceRequest.agency_responsible,
+    ServiceRequest.requested_datetime,
+    ServiceRequest.updated_datetime,
+    ServiceRequest.expected_datetime,
+    ServiceRequest.address,
+    ServiceRequest.lat,
+    ServiceRequest.long,
+    ServiceRequest.media_url,
+)
+# Public items kept as JSON, by the values they were made of: a busy list serves its newest
+# pages over and over, and an item is a function of its values alone (a change of the request
+# is another key). About half a KB each.
+_ITEM_CACHE_SIZE: Final = 20_000
+
+
 def as_open311(r: ServiceRequest) -> dict[str, object]:
     """A request as the spec's fields, public text masked."""
+    return public_item(tuple(getattr(r, column.key) for column in _PUBLIC_COLUMNS))
+
+
+def public_item(values: Sequence[Any]) -> dict[str, object]:
+    """as_open311 of a request's _PUBLIC_COLUMNS values."""
+    (
+        id_,
+        status,
+        status_notes,
+        service_code,
+        description,
+        agency_responsible,
+        requested,
+        updated,
+        expected,
+        address,
+        lat,
+        long,
+        media_url,
+    ) = values
     return {
-        "service_request_id": r.service_request_id,
-        "status": open311_status(r.status),
-        "status_notes": mask(r.status_notes),
-        "service_name": service_name(r.service_code, "en"),
-        "service_code": r.service_code,
-        "description": mask(r.description),
-        "agency_responsible": r.agency_responsible,
+        "service_request_id": str(id_),
+        "status": open311_status(status),
+        "status_notes": mask(status_notes),
+        "service_name": service_name(service_code, "en"),
+        "service_code": service_code,
+        "description": mask(description),
+        "agency_responsible": agency_responsible,
         "service_notice": None,
-        "requested_datetime": w3c(r.requested_datetime),
-        "updated_datetime": w3c(r.updated_datetime),
-        "expected_datetime": w3c(r.expected_datetime),
-        "address": mask(r.address),
+        "requested_datetime": w3c(requested),
+        "updated_datetime": w3c(updated),
+        "expected_datetime": w3c(expected),
+        "address": mask(address),
         "address_id": None,
         "zipcode": None,
-        "lat": r.lat,
-        "long": r.long,
-        "media_url": r.media_url,
+        "lat": lat,
+        "long": long,
+        "media_url": media_url,
     }
+
+
+@lru_cache(maxsize=_ITEM_CACHE_SIZE)
+def _public_item_json(values: tuple[Any, ...]) -> bytes:
+    return orjson.dumps(public_item(values))
 
 
 def _extended(r: ServiceRequest, city: City, notes: Sequence[RequestEvent]) -> dict[str, object]:
@@ -521,7 +564,9 @@ async def list_requests(
     """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
     default)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    stmt = select(ServiceRequest)
+    # Without extensions only the public columns are read, as plain rows, not ORM objects.
+    columns: Sequence[Any] = (ServiceRequest,) if extensions else _PUBLIC_COLUMNS
+    stmt = select(*columns)
     ids = _csv(service_request_id)
     if ids:
         if not all(i.isdigit() for i in ids):
@@ -562,9 +607,15 @@ async def list_requests(
         .offset((page - 1) * page_size)
         .limit(page_size)
     )
-    rows = (await session.execute(stmt)).scalars().all()
-    body = await _requests_body(session, city, rows, extensions)
-    return render(fmt, "service_requests", "request", body)
+    if extensions:
+        rows = (await session.execute(stmt)).scalars().all()
+        body = await _requests_body(session, city, rows, extensions)
+        return render(fmt, "service_requests", "request", body)
+    values = [tuple(row) for row in await session.execute(stmt)]
+    if fmt == "json":
+        items = b",".join(map(_public_item_json, values))
+        return Response(b"[%b]" % items, media_type=FORMATS["json"])
+    return render(fmt, "service_requests", "request", [public_item(v) for v in values])
 
 
 @router.get(
