@@ -263,6 +263,7 @@ async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
     cases = [
         ("/open311/v2/requests/999.json", 404),
         ("/open311/v2/requests/abc.json", 404),
+        ("/open311/v2/requests/99999999999999999999.json", 404),  # past bigint: no such id
         ("/open311/v2/services/nope.json", 404),
         ("/open311/v2/requests.json?status=pending", 400),
         ("/open311/v2/requests.json?start_date=2026-01-01T00:00:00", 400),
@@ -281,6 +282,8 @@ async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
     root = ElementTree.fromstring(xml.content)
     assert root.tag == "errors" and root.findtext("error/code") == "404"
     assert (await api.get("/open311/v2/requests.json?jurisdiction_id=barcelona")).status_code == 200
+    huge = await api.get("/open311/v2/requests.json?service_request_id=99999999999999999999")
+    assert huge.status_code == 200 and huge.json() == []
 
 
 async def test_public_text_is_masked_and_reporters_are_never_shown(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Final, cast
 from xml.etree import ElementTree
 
+import asyncpg
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -25,13 +26,13 @@ from plaza.db.models import Open311Submission, RequestEvent, RequestReport, Serv
 from plaza.requests import CLOSED_STATUSES, OPEN_STATUSES, Action, extended_status, open311_status
 from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plaza_api.auth import OPEN311_WRITERS, InvalidCredentials, authenticator
-from plaza_api.deps import CityDep, IngestDep, SessionDep
+from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, enforce_rate_limit
 from plaza_api.privacy import mask
+from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
 
@@ -370,35 +371,52 @@ async def service_definition_of(
 # --- requests --------------------------------------------------------------------------------
 
 
-# The columns a request's public item is made of, in the order public_item reads them.
-_PUBLIC_COLUMNS: Final = (
-    ServiceRequest.id,
-    ServiceRequest.status,
-    ServiceRequest.status_notes,
-    ServiceRequest.service_code,
-    ServiceRequest.description,
-    ServiceRequest.agency_responsible,
-    ServiceRequest.requested_datetime,
-    ServiceRequest.updated_datetime,
-    ServiceRequest.expected_datetime,
-    ServiceRequest.address,
-    ServiceRequest.lat,
-    ServiceRequest.long,
-    ServiceRequest.media_url,
+# The columns of a request's public item, in the order public_item reads them; with extensions
+# also _EXTENDED_COLUMNS.
+_ITEM_COLUMNS: Final = (
+    "id",
+    "status",
+    "status_notes",
+    "service_code",
+    "description",
+    "agency_responsible",
+    "requested_datetime",
+    "updated_datetime",
+    "expected_datetime",
+    "address",
+    "lat",
+    "long",
+    "media_url",
 )
+_EXTENDED_COLUMNS: Final = (
+    "district_code",
+    "barri_code",
+    "channel",
+    "reporters_count",
+    "duplicate_of",
+)
+_BIGINT_MAX: Final = 2**63 - 1  # a larger id names no request
 # Public items kept as JSON, by the values they were made of: a busy list serves its newest
 # pages over and over, and an item is a function of its values alone (a change of the request
 # is another key). About half a KB each.
 _ITEM_CACHE_SIZE: Final = 20_000
-
-
-def as_open311(r: ServiceRequest) -> dict[str, object]:
-    """A request as the spec's fields, public text masked."""
-    return public_item(tuple(getattr(r, column.key) for column in _PUBLIC_COLUMNS))
+# A page of requests, newest first: the columns, then the filters' conditions.
+_PAGE_SQL: Final = (
+    "SELECT {columns} FROM service_requests{where}"
+    " ORDER BY requested_datetime DESC, id DESC OFFSET {offset} LIMIT {limit}"
+)
+# The public notes of some requests, oldest first.
+_NOTES_SQL: Final = """
+    SELECT service_request_id, at, kind, after ->> 'status' AS status, note
+    FROM request_events
+    WHERE service_request_id = ANY($1::bigint[]) AND public AND kind = ANY($2::text[])
+      AND note IS NOT NULL
+    ORDER BY id
+"""
 
 
 def public_item(values: Sequence[Any]) -> dict[str, object]:
-    """as_open311 of a request's _PUBLIC_COLUMNS values."""
+    """A request as the spec's fields, public text masked, from its _ITEM_COLUMNS values."""
     (
         id_,
         status,
@@ -440,57 +458,79 @@ def _public_item_json(values: tuple[Any, ...]) -> bytes:
     return orjson.dumps(public_item(values))
 
 
-def _extended(r: ServiceRequest, city: City, notes: Sequence[RequestEvent]) -> dict[str, object]:
-    district = city.districts.get(r.district_code or "")
-    barri = city.barris.get(r.barri_code or "")
+def _extended(
+    r: Mapping[str, Any], city: City, notes: Sequence[Mapping[str, Any]]
+) -> dict[str, object]:
+    district = city.districts.get(r["district_code"] or "")
+    barri = city.barris.get(r["barri_code"] or "")
     return {
-        "district_code": r.district_code,
+        "district_code": r["district_code"],
         "district_name": district.name if district else None,
-        "barri_code": r.barri_code,
+        "barri_code": r["barri_code"],
         "barri_name": barri.name if barri else None,
-        "extended_status": extended_status(r.status),
-        "channel": r.channel,
-        "reporters_count": r.reporters_count,
-        "duplicate_of": str(r.duplicate_of) if r.duplicate_of else None,
+        "extended_status": extended_status(r["status"]),
+        "channel": r["channel"],
+        "reporters_count": r["reporters_count"],
+        "duplicate_of": str(r["duplicate_of"]) if r["duplicate_of"] else None,
         "notes": [
             {
-                "datetime": w3c(e.at),
-                "type": e.kind,
-                "summary": extended_status(str(e.after.get("status") or r.status)),
-                "description": mask(e.note),
+                "datetime": w3c(e["at"]),
+                "type": e["kind"],
+                "summary": extended_status(e["status"] or r["status"]),
+                "description": mask(e["note"]),
             }
             for e in notes
         ],
     }
 
 
-async def _public_notes(session: AsyncSession, ids: Iterable[int]) -> dict[int, list[RequestEvent]]:
-    ids = list(ids)
-    notes: dict[int, list[RequestEvent]] = {i: [] for i in ids}
-    if not ids:
-        return notes
-    rows = await session.execute(
-        select(RequestEvent)
-        .where(
-            RequestEvent.service_request_id.in_(ids),
-            RequestEvent.public.is_(True),
-            RequestEvent.kind.in_(PUBLIC_UPDATE_KINDS),
-            RequestEvent.note.is_not(None),
-        )
-        .order_by(RequestEvent.id)
+async def _read_requests(
+    request: Request,
+    where: Sequence[str],
+    args: Sequence[object],
+    *,
+    page: int = 1,
+    page_size: int = MAX_PAGE_SIZE,
+    extensions: bool = False,
+) -> Sequence[asyncpg.Record]:
+    """The requests matching `where` (conditions on service_requests with $n placeholders for
+    `args`), newest first: one statement on the gateway's read connections, no ORM objects."""
+    reads: Reads = request.app.state.reads
+    n = len(args)
+    sql = _PAGE_SQL.format(
+        columns=", ".join(_ITEM_COLUMNS + (_EXTENDED_COLUMNS if extensions else ())),
+        where=f" WHERE {' AND '.join(where)}" if where else "",
+        offset=f"${n + 1}::bigint",
+        limit=f"${n + 2}::int",
     )
-    for event in rows.scalars():
-        notes[event.service_request_id].append(event)
-    return notes
+    return await reads.fetch(sql, *args, (page - 1) * page_size, page_size)
 
 
-async def _requests_body(
-    session: AsyncSession, city: City, rows: Sequence[ServiceRequest], extensions: bool
-) -> list[dict[str, object]]:
-    if not extensions:
-        return [as_open311(r) for r in rows]
-    notes = await _public_notes(session, (r.id for r in rows))
-    return [{**as_open311(r), "extended_attributes": _extended(r, city, notes[r.id])} for r in rows]
+async def _requests_response(
+    request: Request, fmt: str, rows: Sequence[asyncpg.Record], extensions: bool
+) -> Response:
+    """Requests read by _read_requests as the spec's list (with extensions, their public notes
+    read in one more statement)."""
+    if extensions:
+        reads: Reads = request.app.state.reads
+        city: City = request.app.state.city
+        notes: dict[int, list[Mapping[str, Any]]] = {r["id"]: [] for r in rows}
+        if rows:
+            for note in await reads.fetch(_NOTES_SQL, list(notes), sorted(PUBLIC_UPDATE_KINDS)):
+                notes[note["service_request_id"]].append(note)
+        width = len(_ITEM_COLUMNS)
+        body = [
+            {
+                **public_item(tuple(r)[:width]),
+                "extended_attributes": _extended(r, city, notes[r["id"]]),
+            }
+            for r in rows
+        ]
+        return render(fmt, "service_requests", "request", body)
+    if fmt == "json":
+        items = b",".join(_public_item_json(tuple(r)) for r in rows)
+        return Response(b"[%b]" % items, media_type=FORMATS["json"])
+    return render(fmt, "service_requests", "request", [public_item(tuple(r)) for r in rows])
 
 
 def _csv(value: str | None) -> list[str]:
@@ -532,8 +572,6 @@ _EXAMPLE_REQUEST: Final = {
 async def list_requests(
     request: Request,
     format: _FORMAT_PARAM,
-    session: SessionDep,
-    city: CityDep,
     jurisdiction_id: _JURISDICTION = None,
     service_request_id: Annotated[
         str | None,
@@ -564,14 +602,19 @@ async def list_requests(
     """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
     default)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    # Without extensions only the public columns are read, as plain rows, not ORM objects.
-    columns: Sequence[Any] = (ServiceRequest,) if extensions else _PUBLIC_COLUMNS
-    stmt = select(*columns)
+    where: list[str] = []
+    args: list[object] = []
+
+    def condition(sql: str, value: object) -> None:
+        """A condition with one argument, `$` in sql standing for its placeholder."""
+        args.append(value)
+        where.append(sql.replace("$", f"${len(args)}"))
+
     ids = _csv(service_request_id)
     if ids:
         if not all(i.isdigit() for i in ids):
             raise Open311Error(400, "service_request_id must be a comma-separated list of ids")
-        stmt = stmt.where(ServiceRequest.id.in_([int(i) for i in ids]))
+        condition("id = ANY($::bigint[])", [int(i) for i in ids if int(i) <= _BIGINT_MAX])
     else:
         start, end = _aware("start_date", start_date), _aware("end_date", end_date)
         after, before = (
@@ -581,16 +624,16 @@ async def list_requests(
         if start is None and end is None and after is None and before is None:
             start = datetime.now(UTC) - DEFAULT_WINDOW
         if start is not None:
-            stmt = stmt.where(ServiceRequest.requested_datetime >= start)
+            condition("requested_datetime >= $::timestamptz", start)
         if end is not None:
-            stmt = stmt.where(ServiceRequest.requested_datetime <= end)
+            condition("requested_datetime <= $::timestamptz", end)
         if after is not None:
-            stmt = stmt.where(ServiceRequest.updated_datetime > after)
+            condition("updated_datetime > $::timestamptz", after)
         if before is not None:
-            stmt = stmt.where(ServiceRequest.updated_datetime < before)
+            condition("updated_datetime < $::timestamptz", before)
         codes = _csv(service_code)
         if codes:
-            stmt = stmt.where(ServiceRequest.service_code.in_(codes))
+            condition("service_code = ANY($::text[])", codes)
         statuses = _csv(status)
         if statuses:
             unknown = set(statuses) - {"open", "closed"}
@@ -601,21 +644,11 @@ async def list_requests(
                 wanted |= OPEN_STATUSES
             if "closed" in statuses:
                 wanted |= CLOSED_STATUSES
-            stmt = stmt.where(ServiceRequest.status.in_(wanted))
-    stmt = (
-        stmt.order_by(ServiceRequest.requested_datetime.desc(), ServiceRequest.id.desc())
-        .offset((page - 1) * page_size)
-        .limit(page_size)
+            condition("status = ANY($::text[])", sorted(wanted))
+    rows = await _read_requests(
+        request, where, args, page=page, page_size=page_size, extensions=extensions
     )
-    if extensions:
-        rows = (await session.execute(stmt)).scalars().all()
-        body = await _requests_body(session, city, rows, extensions)
-        return render(fmt, "service_requests", "request", body)
-    values = [tuple(row) for row in await session.execute(stmt)]
-    if fmt == "json":
-        items = b",".join(map(_public_item_json, values))
-        return Response(b"[%b]" % items, media_type=FORMATS["json"])
-    return render(fmt, "service_requests", "request", [public_item(v) for v in values])
+    return await _requests_response(request, fmt, rows, extensions)
 
 
 @router.get(
@@ -627,22 +660,19 @@ async def get_request(
     request: Request,
     service_request_id: str,
     format: _FORMAT_PARAM,
-    session: SessionDep,
-    city: CityDep,
     jurisdiction_id: _JURISDICTION = None,
     extensions: bool = False,
 ) -> Response:
     """One request (as a list of one, as the spec says)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    row = (
-        await session.get(ServiceRequest, int(service_request_id))
-        if service_request_id.isdigit()
-        else None
-    )
-    if row is None:
+    if not service_request_id.isdigit() or int(service_request_id) > _BIGINT_MAX:
         raise Open311Error(404, f"no service request {service_request_id!r}")
-    body = await _requests_body(session, city, [row], extensions)
-    return render(fmt, "service_requests", "request", body)
+    rows = await _read_requests(
+        request, ["id = $1::bigint"], [int(service_request_id)], extensions=extensions
+    )
+    if not rows:
+        raise Open311Error(404, f"no service request {service_request_id!r}")
+    return await _requests_response(request, fmt, rows, extensions)
 
 
 # --- POST requests ---------------------------------------------------------------------------
