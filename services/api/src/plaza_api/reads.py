@@ -1,6 +1,6 @@
-"""The gateway's hot reads (a district queue page): one statement on a bare asyncpg connection,
-prepared once per connection and kept in asyncpg's statement cache, no ORM, in a session whose
-time zone is UTC.
+"""The gateway's hot reads (a district queue page, Open311's requests): one statement on a bare
+asyncpg connection, prepared once per connection and kept in asyncpg's statement cache, no ORM,
+in a session whose time zone is UTC.
 
 `python -m plaza_api` gives the gateway its own small asyncpg pool (`PooledReads`): a checkout
 there costs no round trip, where the SQLAlchemy engine's pings each connection it hands out

@@ -60,7 +60,7 @@ class ApiSettings(AccessSettings):
         default=4,
         ge=1,
         le=64,
-        description="PLAZA_READ_POOL_SIZE: PostgreSQL connections for the queue's page reads",
+        description="PLAZA_READ_POOL_SIZE: PostgreSQL connections for queue pages and Open311 reads",
     )
 
     @model_validator(mode="after")
