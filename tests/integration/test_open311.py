@@ -264,6 +264,8 @@ async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
         ("/open311/v2/requests/999.json", 404),
         ("/open311/v2/requests/abc.json", 404),
         ("/open311/v2/requests/99999999999999999999.json", 404),  # past bigint: no such id
+        ("/open311/v2/requests/%C2%B2.json", 404),  # "²" is a digit to str.isdigit, not to int
+        ("/open311/v2/requests.json?service_request_id=1,%C2%B2", 400),
         ("/open311/v2/services/nope.json", 404),
         ("/open311/v2/requests.json?status=pending", 400),
         ("/open311/v2/requests.json?start_date=2026-01-01T00:00:00", 400),

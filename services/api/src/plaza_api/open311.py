@@ -613,7 +613,7 @@ async def list_requests(
 
     ids = _csv(service_request_id)
     if ids:
-        if not all(i.isdigit() for i in ids):
+        if not all(i.isascii() and i.isdigit() for i in ids):
             raise Open311Error(400, "service_request_id must be a comma-separated list of ids")
         condition("id = ANY($::bigint[])", [int(i) for i in ids if int(i) <= _BIGINT_MAX])
     else:
@@ -666,7 +666,9 @@ async def get_request(
 ) -> Response:
     """One request (as a list of one, as the spec says)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    if not service_request_id.isdigit() or int(service_request_id) > _BIGINT_MAX:
+    if not (service_request_id.isascii() and service_request_id.isdigit()) or (
+        int(service_request_id) > _BIGINT_MAX
+    ):
         raise Open311Error(404, f"no service request {service_request_id!r}")
     rows = await _read_requests(
         request, ["id = $1::bigint"], [int(service_request_id)], extensions=extensions
