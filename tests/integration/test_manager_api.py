@@ -129,6 +129,8 @@ async def test_unknown_requests_and_queues_are_404_problems(api: httpx.AsyncClie
     for path in (
         "/api/v1/requests/77",
         "/api/v1/requests/abc/history",
+        "/api/v1/requests/%C2%B2",  # a digit to str.isdigit, not to int
+        "/api/v1/requests/99999999999999999999",  # past a bigint
         "/api/v1/districts/11/queue",
     ):
         response = await api.get(path)

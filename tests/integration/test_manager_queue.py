@@ -202,6 +202,15 @@ async def test_a_queue_streams_its_changes_as_server_sent_events(
     async with Server(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         refused = await http.get("/api/v1/districts/05/queue/events", headers=headers)
         assert refused.status_code == 403
+        # a Last-Event-ID that is no event id ("²" is a digit to str.isdigit, not to int, or
+        # past a bigint) streams from now on, as none does
+        for odd in ("²".encode("latin-1"), b"99999999999999999999"):
+            async with http.stream(
+                "GET",
+                "/api/v1/districts/06/queue/events",
+                headers={**headers, "Last-Event-ID": odd},
+            ) as resumed:
+                assert resumed.status_code == 200, odd
         async with http.stream(
             "GET", f"/api/v1/districts/06/queue/events?access_token={manager}"
         ) as stream:

@@ -7,6 +7,7 @@ import itertools
 import pytest
 from plaza.requests import (
     CLOSED_STATUSES,
+    ID_MAX,
     OPEN_STATUSES,
     Action,
     InvalidTransition,
@@ -15,6 +16,7 @@ from plaza.requests import (
     extended_status,
     next_status,
     open311_status,
+    parse_id,
 )
 
 S, A = Status, Action
@@ -86,3 +88,10 @@ def test_every_status_is_open_or_closed_for_open311_and_has_an_extended_name() -
 
 def test_closed_requests_can_only_be_reopened() -> None:
     assert allowed_actions(Status.CLOSED) == [Action.REOPEN]
+
+
+def test_an_id_is_ascii_digits_within_a_bigint() -> None:
+    assert parse_id("0") == 0 and parse_id("77") == 77 and parse_id(str(ID_MAX)) == ID_MAX
+    # "²" and "٣" are digits to str.isdigit; int() refuses the first, reads the second as 3
+    for text in ("", "abc", "-1", "+1", " 7", "1.0", "²", "٣", "１", str(ID_MAX + 1)):
+        assert parse_id(text) is None, text

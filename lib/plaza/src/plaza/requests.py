@@ -118,3 +118,15 @@ _EXTENDED: Final[Mapping[Status, str]] = {
 
 def extended_status(status: str) -> str:
     return _EXTENDED[Status(status)]
+
+
+ID_MAX: Final = 2**63 - 1  # ids are PostgreSQL bigints
+
+
+def parse_id(text: str) -> int | None:
+    """A request's (or an event's) id as a client wrote it, or None when it cannot name one:
+    not ASCII digits (str.isdigit takes "²", which int refuses) or past a bigint."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= ID_MAX else None

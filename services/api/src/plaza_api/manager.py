@@ -42,6 +42,7 @@ from plaza.requests import (
     allowed_actions,
     extended_status,
     open311_status,
+    parse_id,
 )
 from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
@@ -702,9 +703,8 @@ async def queue_events(
     _, in_queue = _queue(code, city, routing)
     _may_read_queue(principal, code)
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    if last_event_id and last_event_id.isdigit():
-        after = int(last_event_id)
-    else:  # the changes from now on (fixed before the answer starts, so none slips by)
+    after: int | None = parse_id(last_event_id) if last_event_id else None
+    if after is None:  # the changes from now on (fixed before the answer starts, so none slips by)
         async with sessions() as session:
             after = (await session.execute(select(func.max(RequestEvent.id)))).scalar() or 0
     poll: float = request.app.state.sse_poll_seconds
@@ -806,9 +806,10 @@ async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDeta
 
 
 def _request_id(service_request_id: str) -> int:
-    if not service_request_id.isdigit():
+    rid = parse_id(service_request_id)
+    if rid is None:
         raise HTTPException(404, f"no service request {service_request_id!r}")
-    return int(service_request_id)
+    return rid
 
 
 async def _readable(

@@ -23,7 +23,14 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from plaza.city import City
 from plaza.db.models import Open311Submission, RequestEvent, RequestReport, ServiceRequest
-from plaza.requests import CLOSED_STATUSES, OPEN_STATUSES, Action, extended_status, open311_status
+from plaza.requests import (
+    CLOSED_STATUSES,
+    OPEN_STATUSES,
+    Action,
+    extended_status,
+    open311_status,
+    parse_id,
+)
 from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -395,7 +402,6 @@ _EXTENDED_COLUMNS: Final = (
     "reporters_count",
     "duplicate_of",
 )
-_BIGINT_MAX: Final = 2**63 - 1  # a larger id names no request
 # Public items kept as JSON, by the values they were made of: a busy list serves its newest
 # pages over and over, and an item is a function of its values alone (a change of the request
 # is another key). About 1.2 KB each, key included: 6 MB at most.
@@ -615,7 +621,8 @@ async def list_requests(
     if ids:
         if not all(i.isascii() and i.isdigit() for i in ids):
             raise Open311Error(400, "service_request_id must be a comma-separated list of ids")
-        condition("id = ANY($::bigint[])", [int(i) for i in ids if int(i) <= _BIGINT_MAX])
+        # an id past a bigint names no request
+        condition("id = ANY($::bigint[])", [i for i in map(parse_id, ids) if i is not None])
     else:
         start, end = _aware("start_date", start_date), _aware("end_date", end_date)
         after, before = (
@@ -666,13 +673,10 @@ async def get_request(
 ) -> Response:
     """One request (as a list of one, as the spec says)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    if not (service_request_id.isascii() and service_request_id.isdigit()) or (
-        int(service_request_id) > _BIGINT_MAX
-    ):
+    rid = parse_id(service_request_id)
+    if rid is None:
         raise Open311Error(404, f"no service request {service_request_id!r}")
-    rows = await _read_requests(
-        request, ["id = $1::bigint"], [int(service_request_id)], extensions=extensions
-    )
+    rows = await _read_requests(request, ["id = $1::bigint"], [rid], extensions=extensions)
     if not rows:
         raise Open311Error(404, f"no service request {service_request_id!r}")
     return await _requests_response(request, fmt, rows, extensions)
