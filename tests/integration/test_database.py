@@ -159,6 +159,22 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
     assert replies["fr1"].startswith("Rebut!")  # other languages get Barcelona's own
 
 
+async def test_a_reply_asked_for_no_request_id_is_rejected_with_the_reason(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Dead-lettered at once, saying why, not failed (and retried) at recording it."""
+    await router(sessions)(as_event(classified("odd-id")))
+    [ask] = await outbox(sessions, "reply-requested.v1")
+    notify = PostReply(sessions)
+    # "²" is a digit to str.isdigit and not to int; the other is past a bigint
+    for bad in ("abc", "²", "99999999999999999999"):
+        ask.reply_requested.service_request_id = bad
+        with pytest.raises(Rejected, match="is not a request id"):
+            await notify(ask)
+    async with sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Reply))).scalar_one() == 0
+
+
 async def test_a_notifier_batch_records_and_hands_over_as_one_at_a_time_would(
     sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -65,11 +65,11 @@ def _strong_ref(value: object) -> dict[str, str] | None:
 def _reset_at(response: httpx.Response, now: datetime) -> datetime | None:
     """When the budget comes back: RateLimit-Reset (unix seconds) or Retry-After."""
     reset = response.headers.get("ratelimit-reset")
-    if reset and reset.isdigit():
+    if reset and reset.isdecimal():  # isdigit() takes "²", which int() refuses
         return datetime.fromtimestamp(int(reset), UTC)
     retry = response.headers.get("retry-after")
     if retry:
-        if retry.isdigit():
+        if retry.isdecimal():
             return now + timedelta(seconds=int(retry))
         return parsedate_to_datetime(retry)
     return None

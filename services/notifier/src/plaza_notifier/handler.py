@@ -18,6 +18,7 @@ from plaza.contracts import (
     timestamp,
 )
 from plaza.db.models import Reply
+from plaza.requests import parse_id
 from plaza.worker import Rejected
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -205,7 +206,7 @@ def _check(event: Envelope) -> None:
     req = event.reply_requested
     if not req.reply_id:
         raise Rejected("reply-requested has no reply_id")
-    if req.service_request_id and not req.service_request_id.isdigit():
+    if req.service_request_id and parse_id(req.service_request_id) is None:
         raise Rejected(f"service_request_id {req.service_request_id!r} is not a request id")
     if not req.service_request_id and req.kind != REPLY_KIND_NOT_ACTIONABLE:
         raise Rejected(f"a {ReplyKind.Name(req.kind)} reply needs a service_request_id")

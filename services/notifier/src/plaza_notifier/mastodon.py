@@ -41,7 +41,7 @@ def _reset_at(response: httpx.Response, now: datetime) -> datetime | None:
     """When the budget comes back: Retry-After (seconds or a date) or X-RateLimit-Reset."""
     retry = response.headers.get("retry-after")
     if retry:
-        if retry.isdigit():
+        if retry.isdecimal():  # isdigit() takes "²", which int() refuses
             return now + timedelta(seconds=int(retry))
         return parsedate_to_datetime(retry)
     reset = response.headers.get("x-ratelimit-reset")

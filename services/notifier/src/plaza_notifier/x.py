@@ -55,7 +55,8 @@ def words(text: str) -> list[str]:
 def _reset_at(response: httpx.Response) -> datetime | None:
     """When the budget comes back: x-rate-limit-reset, in epoch seconds."""
     reset = response.headers.get("x-rate-limit-reset", "")
-    return datetime.fromtimestamp(int(reset), UTC) if reset.isdigit() else None
+    # isdecimal, not isdigit: isdigit() takes "²", which int() refuses
+    return datetime.fromtimestamp(int(reset), UTC) if reset.isdecimal() else None
 
 
 class XChannel:

@@ -66,7 +66,7 @@ class Position:
     @classmethod
     def parse(cls, cursor: str) -> Position:
         """A stored cursor; a bare number (time_us) is taken too, for a cursor set by hand."""
-        if cursor.strip().isdigit():
+        if cursor.strip().isdecimal():  # isdigit() takes "²", which int() refuses
             return cls(int(cursor))
         data = _obj(json.loads(cursor))
         time_us, since_us = data.get("time_us"), data.get("since_us", 0)

@@ -86,7 +86,7 @@ def retry_after(response: httpx.Response) -> float | None:
     now = datetime.now().astimezone()
     value = response.headers.get("retry-after")
     if value:
-        if value.isdigit():
+        if value.isdecimal():  # isdigit() takes "²", which float() refuses
             return float(value)
         return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
     reset = response.headers.get("x-ratelimit-reset")

@@ -153,7 +153,7 @@ def tweet_to_post(tweet: Json, includes: Includes) -> PostIn | None:
 def reset_in(response: httpx.Response, now: float | None = None) -> float | None:
     """Seconds until `x-rate-limit-reset` (epoch seconds), if the header is there."""
     reset = response.headers.get("x-rate-limit-reset", "")
-    if not reset.isdigit():
+    if not reset.isdecimal():  # isdigit() takes "²", which int() refuses
         return None
     return max(0.0, int(reset) - (time.time() if now is None else now))
 
