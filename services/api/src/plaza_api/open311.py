@@ -22,7 +22,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from plaza.city import City
-from plaza.db.models import Open311Submission, RequestEvent, RequestReport, ServiceRequest
+from plaza.db.models import Open311Submission, RequestReport
 from plaza.requests import (
     CLOSED_STATUSES,
     OPEN_STATUSES,
@@ -899,16 +899,26 @@ async def resolve_token(
 # --- FixMyStreet's servicerequestupdates -----------------------------------------------------
 
 
-def _update(event: RequestEvent, current_status: str) -> dict[str, object]:
-    status = str(event.after.get("status") or event.before.get("status") or current_status)
-    photo = event.after.get("resolution_photo_url")
+# Public changes in a time window, oldest first; each with the status it left (or, for a note,
+# found) the request in.
+_UPDATES_SQL: Final = """
+    SELECT e.id, e.service_request_id, e.at, e.note, e.after ->> 'resolution_photo_url' AS photo,
+           coalesce(e.after ->> 'status', e.before ->> 'status', r.status) AS status
+    FROM request_events e JOIN service_requests r ON r.id = e.service_request_id
+    WHERE e.public AND e.kind = ANY($1::text[]) AND e.at >= $2::timestamptz
+      AND e.at <= $3::timestamptz
+    ORDER BY e.at, e.id OFFSET $4::bigint LIMIT $5::int
+"""
+
+
+def _update(row: Mapping[str, Any]) -> dict[str, object]:
     return {
-        "update_id": str(event.id),
-        "service_request_id": str(event.service_request_id),
-        "status": extended_status(status),
-        "updated_datetime": w3c(event.at),
-        "description": mask(event.note) or "",
-        "media_url": str(photo) if photo else None,
+        "update_id": str(row["id"]),
+        "service_request_id": str(row["service_request_id"]),
+        "status": extended_status(row["status"]),
+        "updated_datetime": w3c(row["at"]),
+        "description": mask(row["note"]) or "",
+        "media_url": row["photo"] or None,
     }
 
 
@@ -933,7 +943,6 @@ def _update(event: RequestEvent, current_status: str) -> dict[str, object]:
 async def service_request_updates(
     request: Request,
     format: _FORMAT_PARAM,
-    session: SessionDep,
     jurisdiction_id: _JURISDICTION = None,
     start_date: Annotated[
         datetime | None, Query(description="Updates at or after (default: a day ago)")
@@ -947,18 +956,14 @@ async def service_request_updates(
     fmt = await _public_read(request, format, jurisdiction_id)
     end = _aware("end_date", end_date) or datetime.now(UTC)
     start = _aware("start_date", start_date) or end - UPDATES_WINDOW
-    rows = await session.execute(
-        select(RequestEvent, ServiceRequest.status)
-        .join(ServiceRequest, ServiceRequest.id == RequestEvent.service_request_id)
-        .where(
-            RequestEvent.public.is_(True),
-            RequestEvent.kind.in_(PUBLIC_UPDATE_KINDS),
-            RequestEvent.at >= start,
-            RequestEvent.at <= end,
-        )
-        .order_by(RequestEvent.at, RequestEvent.id)
-        .offset((page - 1) * page_size)
-        .limit(page_size)
+    reads: Reads = request.app.state.reads
+    rows = await reads.fetch(
+        _UPDATES_SQL,
+        sorted(PUBLIC_UPDATE_KINDS),
+        start,
+        end,
+        (page - 1) * page_size,
+        page_size,
     )
-    body = [_update(event, status) for event, status in rows]
+    body = [_update(row) for row in rows]
     return render(fmt, "service_requests_updates", "request_update", body)
