@@ -3,10 +3,15 @@ CORS for public reads, Open311's own error format, the access routes, and the do
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from fastapi import FastAPI
+import asyncpg
+from fastapi import FastAPI, HTTPException, Request, Response
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plaza_api import admin
 from plaza_api.auth import AuthConfig, Authenticator
@@ -63,6 +68,44 @@ def install_access(
     app.state.jurisdiction_id = config.jurisdiction_id
     app.state.sse_poll_seconds = config.sse_poll_seconds
     install_open311_errors(app)
+    install_storage_errors(app)
     app.add_middleware(PublicCors)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
     app.include_router(admin.router)
+
+
+# PostgreSQL's SQLSTATE for a character its text type cannot hold: in UTF-8, only NUL (\u0000).
+_UNSTORABLE_CHARACTER = "22021"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, raised by asyncpg itself (the read connections) or
+    wrapped by SQLAlchemy (whose adapted error carries asyncpg's as its cause)."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def install_storage_errors(app: FastAPI) -> None:
+    """A text PostgreSQL cannot store (one with a NUL character, from a path, a query parameter
+    or a body) is the client's mistake: 400 in the path's own error format (Open311's under
+    /open311/, problem+json elsewhere), where it was a 500. Every other database error stays a
+    500. Call after install_open311_errors."""
+    on_http = cast(
+        Callable[[Request, Exception], Awaitable[Response]],
+        app.exception_handlers[StarletteHTTPException],
+    )
+
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        if _sqlstate(exc) != _UNSTORABLE_CHARACTER:
+            raise exc
+        return await on_http(
+            request,
+            HTTPException(400, "a text holds a NUL character (\\u0000), which cannot be stored"),
+        )
+
+    app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(asyncpg.PostgresError, on_database_error)

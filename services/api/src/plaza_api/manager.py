@@ -46,7 +46,7 @@ from plaza.requests import (
 )
 from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -208,7 +208,9 @@ class BulkOut(BaseModel):
 
 
 class NoteIn(BaseModel):
-    note: str = Field(min_length=1, max_length=2000, examples=["Cal una grua; trucar a BCASA"])
+    note: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(examples=["Cal una grua; trucar a BCASA"])
     public: bool = Field(default=False, description="True publishes it in Open311's notes")
 
 

@@ -47,6 +47,7 @@ SPEC_URL: Final = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET: Final = "2026-11-26T00:00:00+00:00"
 DEFAULT_WINDOW: Final = timedelta(days=90)  # the spec's default when no dates are given
 MAX_PAGE_SIZE: Final = 1000
+MAX_PAGE: Final = 1_000_000  # past any city's requests; (page - 1) x page_size must fit a bigint
 UPDATES_WINDOW: Final = timedelta(days=1)  # FixMyStreet's default for servicerequestupdates
 FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
 # The audit-trail kinds a citizen sees as updates of their request.
@@ -596,7 +597,7 @@ async def list_requests(
     ] = None,
     updated_after: Annotated[datetime | None, Query(description="Changed after (W3C)")] = None,
     updated_before: Annotated[datetime | None, Query(description="Changed before (W3C)")] = None,
-    page: Annotated[int, Query(ge=1, description="1 for the newest requests")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1 for the newest requests")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
     extensions: Annotated[
         bool,
@@ -948,7 +949,7 @@ async def service_request_updates(
         datetime | None, Query(description="Updates at or after (default: a day ago)")
     ] = None,
     end_date: Annotated[datetime | None, Query(description="Updates at or before")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
 ) -> Response:
     """FixMyStreet's feed of public updates (status changes and public notes, with the extended
