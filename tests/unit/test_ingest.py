@@ -59,6 +59,21 @@ async def test_a_valid_post_is_accepted_and_published(
     assert post.created_at.seconds == 1777881600  # 08:00 UTC
 
 
+async def test_nul_characters_are_dropped_from_a_post(
+    client: httpx.AsyncClient, bus: MemoryBus
+) -> None:
+    """PostgreSQL's text cannot hold \\u0000: a post with one would fail at the router and be
+    dead-lettered, so ingest drops them (and a text of NULs alone is no text)."""
+    odd = {**GOOD, "text": "El fanal\x00 no s'encén\x00", "address": "Verdi\x00 12"}
+    assert (await client.post("/api/v1/posts", json=odd)).status_code == 202
+    consumer = await bus.subscribe("probe", [TOPICS.POST_RECEIVED.topic])
+    [record] = await consumer.fetch(10, 0.1)
+    post = decode(record.topic, record.value).post_received.post
+    assert (post.text, post.address) == ("El fanal no s'encén", "Verdi 12")
+    empty = await client.post("/api/v1/posts", json={**GOOD, "text": "\x00\x00"})
+    assert empty.status_code == 422 and "text" in empty.json()["detail"]
+
+
 async def test_posting_the_same_post_twice_gives_the_same_event_id(
     client: httpx.AsyncClient,
 ) -> None:

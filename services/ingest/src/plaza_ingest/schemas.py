@@ -7,7 +7,15 @@ from typing import Annotated, Self
 
 from plaza.contracts import Post, timestamp
 from plaza.taxonomy import load_taxonomy
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 
@@ -38,6 +46,13 @@ class PostIn(BaseModel):
         "The classifier then only finds the district.",
         examples=["streetlight"],
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _without_nul(cls, value: object) -> object:
+        """NUL characters (\\u0000) go: they mean nothing in a post, and PostgreSQL's text
+        cannot hold them, so a post with one would fail at the router."""
+        return value.replace("\x00", "") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
