@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from plaza.db.models import ApiKey, StaffUser
+from plaza.requests import ID_MAX
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,9 @@ from plaza_api.auth import (
 )
 from plaza_api.deps import SessionDep
 from plaza_api.limits import enforce_rate_limit
+
+# A key's or user's id in a path: a bigint (a larger number is a 422, not a database error).
+RowId = Annotated[int, Path(ge=1, le=ID_MAX)]
 
 router = APIRouter(prefix="/api/v1", tags=["Access"])
 
@@ -151,7 +155,7 @@ async def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
 
 @router.delete("/admin/keys/{key_id}", status_code=204)
 async def revoke_key(
-    key_id: int, request: Request, session: SessionDep, _: AdminPrincipal
+    key_id: RowId, request: Request, session: SessionDep, _: AdminPrincipal
 ) -> Response:
     """Revokes a key: at once on this gateway, within 30 s on the others (their key cache)."""
     async with session.begin():
@@ -190,7 +194,7 @@ async def list_users(session: SessionDep, _: AdminPrincipal) -> list[UserOut]:
 
 
 @router.delete("/admin/users/{user_id}", status_code=204)
-async def disable_user(user_id: int, session: SessionDep, _: AdminPrincipal) -> Response:
+async def disable_user(user_id: RowId, session: SessionDep, _: AdminPrincipal) -> Response:
     """Disables a user: no new tokens; tokens already issued expire within their lifetime."""
     async with session.begin():
         row = await session.get(StaffUser, user_id)
