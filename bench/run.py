@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -24,11 +25,12 @@ from pathlib import Path
 
 from plaza.db.migrate import upgrade
 
-from bench import api, raw_chain, router_cost
+from bench import api, district_cost, raw_chain, router_cost
 from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate_phase
 from bench.posts import generate
 from bench.stack import Infra, RssSampler, api_alone, database_only, infrastructure, plaza_stack
 
+ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 1000  # posts through the pipeline before anything is measured
 
 
@@ -260,14 +262,18 @@ def api_only_figures(args: argparse.Namespace, logs: Path, report: Report) -> No
 
 
 def router_cost_figures(infra: Infra, args: argparse.Namespace, report: Report) -> None:
-    sizes = (0, 20_000, 100_000)
+    sizes = args.cost_sizes
     urls = {}
     for size in sizes:
         name = f"bench_cost_{size}_{uuid.uuid4().hex[:6]}"
         infra.postgres.ensure_database(name)
         urls[size] = infra.database_url(name)
         asyncio.run(upgrade(urls[size]))
-    log(f"router cost: {args.cost_posts} posts routed in process with 0, 20,000, 100,000 requests")
+    log(
+        f"router cost: {args.cost_posts} posts routed in process with "
+        + ", ".join(f"{size:,}" for size in sizes)
+        + " requests"
+    )
     for size, rate in router_cost.cost_by_size(urls, args.cost_posts, args.seed + 20):
         report.add(
             f"router_posts_per_s_with_{size}_requests",
@@ -275,6 +281,36 @@ def router_cost_figures(infra: Infra, args: argparse.Namespace, report: Report) 
             "posts/s",
             f"in process, batches of {router_cost.BATCH}, {size} requests (two thirds open) before",
         )
+
+
+def district_cost_figures(infra: Infra, args: argparse.Namespace, report: Report) -> None:
+    data_dir = args.city_data
+    if not (data_dir / "barris_geo.json").is_file():
+        report.notes.append(
+            f"no cost by districts: no barris_geo.json in {data_dir} (--city-data, or "
+            "PLAZA_CITY_DATA_DIR)"
+        )
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="plaza-bench-cities-"))
+    builders = district_cost.cities(data_dir, workdir)
+
+    def fresh(i: int) -> str:
+        name = f"bench_districts_{i}_{uuid.uuid4().hex[:6]}"
+        infra.postgres.ensure_database(name)
+        url = infra.database_url(name)
+        asyncio.run(upgrade(url))
+        return url
+
+    log(
+        f"cost by districts: {args.cost_posts} posts classified and routed in process, {len(builders)} cities"
+    )
+    for cost in district_cost.cost_by_districts(builders, fresh, args.cost_posts, args.seed + 30):
+        name = f"{cost.districts}_districts" + (
+            "_" + cost.city.rsplit(" ", 1)[1] if cost.city.startswith("Barcelona,") else ""
+        )
+        what = f"{cost.city}: {cost.districts} districts, {cost.placed:.0%} of posts placed"
+        report.add(f"classifier_posts_per_s_{name}", cost.classifier_posts_per_s, "posts/s", what)
+        report.add(f"router_posts_per_s_{name}", cost.router_posts_per_s, "posts/s", what)
 
 
 def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
@@ -308,7 +344,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--scaling-posts", type=int, default=2000)
     parser.add_argument("--cost-posts", type=int, default=2000)
-    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument(
+        "--cost-sizes",
+        type=lambda text: tuple(int(size) for size in text.split(",")),
+        default=(0, 20_000, 100_000),
+        help="requests in the database for the router's cost (comma-separated)",
+    )
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="no runs with 1, 2 and 3 classifier processes"
+    )
+    parser.add_argument(
+        "--city-data",
+        type=Path,
+        default=Path(
+            os.environ.get("PLAZA_CITY_DATA_DIR") or ROOT.parent / "shared/data/barcelona"
+        ),
+        help="Barcelona's barris_geo.json and districtes_geo.json, for the cost by districts",
+    )
     parser.add_argument(
         "--no-pin",
         action="store_true",
@@ -334,7 +386,8 @@ def main() -> None:
             pipeline_figures(infra, args, logs, report)
             if not args.no_scaling:
                 scaling_figures(infra, args, logs, report)
-                router_cost_figures(infra, args, report)
+            router_cost_figures(infra, args, report)
+            district_cost_figures(infra, args, report)
     finally:  # what was measured is shown even when a later phase fails (which still fails)
         report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole run")
         report.print()

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.infra import ROOT
+from tests.infra import ROOT, SHARED_DATA
 
 # The figures issue 8 names, which `make bench` must always print.
 REQUIRED = (
@@ -53,6 +53,12 @@ def bench_output() -> str:
             "--connections",
             "4",
             "--no-scaling",
+            "--cost-posts",
+            "100",
+            "--cost-sizes",
+            "0,500",
+            "--city-data",
+            str(SHARED_DATA / "barcelona"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -104,3 +110,25 @@ def test_the_bench_loses_nothing_and_its_figures_agree_with_each_other(
     memory = [found[f"rss_mb_{service}"] for service in SERVICES]
     assert all(mb > 0 for mb in memory)
     assert found["max_service_rss_mb"] == max(memory)
+
+
+def test_the_bench_measures_the_cost_per_post_by_requests_and_by_districts(
+    bench_output: str,
+) -> None:
+    found = {name: value for name, (value, _) in figures(bench_output).items()}
+    assert found["router_posts_per_s_with_0_requests"] > 0
+    assert found["router_posts_per_s_with_500_requests"] > 0
+    districts = sorted(
+        int(name.split("_")[4])
+        for name in found
+        if name.startswith("classifier_posts_per_s_") and name.split("_")[4].isdecimal()
+    )
+    # Barcelona twice (barri centres and polygons), its barris as districts, three grids
+    assert len(districts) == 6 and districts[:3] == [10, 10, 73], districts
+    assert districts[3] < districts[4] < districts[5] and districts[5] > 5_000, districts
+    for name, value in found.items():
+        if name.startswith(("classifier_posts_per_s_", "router_posts_per_s_")):
+            assert value > 0, name
+    # every city placed posts: the table shows the share placed, which is never 0%
+    placed = [line for line in bench_output.splitlines() if "of posts placed" in line]
+    assert len(placed) == 12 and not any(" 0% of posts placed" in line for line in placed)
