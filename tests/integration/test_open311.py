@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from xml.etree import ElementTree
 
 import httpx
@@ -16,6 +16,7 @@ from georeport import GeoReport
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import TOPICS, decode
+from plaza.db.models import Open311Submission
 from plaza.lifecycle import Command, act, add_note
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
@@ -356,6 +357,103 @@ async def test_a_third_party_open311_client_works_unchanged(
         assert request["service_code"] == "streetlight" and request["status"] == "open"
 
 
+async def test_parameters_are_read_as_the_spec_says(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    """Empty optional parameters are as if not passed, a list parameter may be repeated, and a
+    date is a W3C datetime with its timezone: never a bare number, never a 500."""
+
+    async def ids(query: str, path: str = "/open311/v2/requests.json") -> list[str]:
+        response = await api.get(f"{path}?{query}")
+        assert response.status_code == 200, (query, response.text)
+        return [r["service_request_id"] for r in response.json()]
+
+    empty = "start_date=&end_date=&updated_after=&updated_before=&page=&page_size=&extensions="
+    assert await ids(empty) == ["3", "2", "1"]
+    assert await ids("status=open&status=closed") == ["3", "2", "1"]
+    assert await ids("service_request_id=1&service_request_id=3") == ["3", "1"]
+    assert await ids("service_code=traffic&service_code=streetlight&status=open") == ["3", "1"]
+    # a + the client forgot to encode arrives as a space
+    since = (requests - timedelta(hours=2, minutes=30)).astimezone(timezone(timedelta(hours=2)))
+    assert await ids(f"start_date={since.isoformat()}") == ["3", "2"]
+    assert await ids(f"start_date={since.isoformat().replace('+', '%2B')}") == ["3", "2"]
+    assert "+" in since.isoformat()
+    for query in (
+        "end_date=2026",  # read by lax parsers as 2026 s after 1970
+        "start_date=1700000000",
+        "start_date=2026-05-01",  # no time, no timezone
+        "end_date=9999-12-31T23:59:59-23:59",  # past what a datetime holds in UTC
+        "updated_after=0001-01-01T00:00:00%2B01:00",
+    ):
+        response = await api.get(f"/open311/v2/requests.json?{query}")
+        assert response.status_code == 400, query
+        [error] = response.json()
+        assert query.split("=")[0] in error["description"], error
+    early = await api.get("/open311/v2/servicerequestupdates.json?end_date=0001-01-01T12:00:00Z")
+    assert early.status_code == 400 and "end_date" in early.json()[0]["description"]
+    updates = await ids("start_date=&end_date=", "/open311/v2/servicerequestupdates.json")
+    assert sorted(updates) == ["1", "2", "2"]  # 1's public note, 2's acknowledgement and fix
+
+
+async def test_xml_never_carries_a_character_xml_cannot_hold(
+    api: httpx.AsyncClient, requests: datetime, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A control character in a post or a note (a vertical tab, a bell) would make the whole XML
+    list unparseable: XML leaves it out, JSON keeps it escaped."""
+    await router(sessions)(
+        as_event(
+            classified("p4", text="Pintada\x0bal mur\x08!", at=requests, service_code="graffiti")
+        )
+    )
+    async with sessions.begin() as s:
+        await add_note(s, 4, actor="m", note="Revisat\x07", public=True, now=requests)
+    xml = ElementTree.fromstring((await api.get("/open311/v2/requests.xml")).content)
+    assert xml.findtext("request/description") == "Pintadaal mur!"
+    one = await api.get("/open311/v2/requests/4.xml", params={"extensions": "true"})
+    notes = ElementTree.fromstring(one.content).findall("request/extended_attributes/notes/note")
+    assert [n.findtext("description") for n in notes] == ["Revisat"]
+    [listed] = (await api.get("/open311/v2/requests/4.json")).json()
+    assert listed["description"] == "Pintada\x0bal mur\x08!"
+
+
+async def test_a_closed_requests_date_is_when_it_was_closed(
+    api: httpx.AsyncClient, requests: datetime, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The spec: "For requests with status=closed, this will be the date the request was
+    closed". A public note after it changes the request, not that date."""
+    [closed] = (await api.get("/open311/v2/requests/2.json")).json()
+    assert datetime.fromisoformat(closed["updated_datetime"]) == requests
+    async with sessions.begin() as s:
+        later = requests + timedelta(minutes=10)
+        await add_note(s, 2, actor="m", note="Revisat de nou", public=True, now=later)
+        await add_note(s, 1, actor="m", note="En camí", public=True, now=later)
+    [still] = (await api.get("/open311/v2/requests/2.json")).json()
+    assert still["updated_datetime"] == closed["updated_datetime"]
+    [open_] = (await api.get("/open311/v2/requests/1.json")).json()
+    assert datetime.fromisoformat(open_["updated_datetime"]) == later  # open: its last change
+    listed = {
+        r["service_request_id"]: r for r in (await api.get("/open311/v2/requests.json")).json()
+    }
+    assert listed["2"] == still and listed["1"] == open_
+    xml = ElementTree.fromstring((await api.get("/open311/v2/requests/2.xml")).content)
+    assert xml.findtext("request/updated_datetime") == closed["updated_datetime"]
+
+
+async def test_a_description_is_at_most_the_specs_4000_characters(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await router(sessions)(as_event(classified("long", text="Fanal apagat. " * 400)))
+    [one] = (await api.get("/open311/v2/requests/1.json")).json()
+    assert len(one["description"]) == 4000 and one["description"].endswith("…")
+    assert one["description"].startswith("Fanal apagat. Fanal apagat.")
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones(api: httpx.AsyncClient) -> None:
+    response = await api.delete("/open311/v2/services.json")
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.json()[0]["code"] == 405
+
+
 async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -430,15 +528,17 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
             assert detail["reports"][0]["contact"]["email"] == "marta@example.org"
 
             refused = {
-                "no key": ({k: v for k, v in form.items() if k != "api_key"}, 400),
+                # the spec: "403 - Missing or Invalid API Key", "404 - service_code ... not found"
+                "no key": ({k: v for k, v in form.items() if k != "api_key"}, 403),
                 "a wrong key": ({**form, "api_key": "plz_wrong"}, 403),
                 "a bridge's key": ({**form, "api_key": bridge}, 403),
-                "an unknown service": ({**form, "service_code": "unicorns"}, 400),
+                "an unknown service": ({**form, "service_code": "unicorns"}, 404),
                 "no location": ({k: v for k, v in form.items() if k not in ("lat", "long")}, 400),
                 "lat alone": ({k: v for k, v in form.items() if k != "long"}, 400),
                 "a bad latitude": ({**form, "lat": "91"}, 400),
                 "a bad language": ({**form, "attribute[language]": "fr"}, 400),
                 "another jurisdiction": ({**form, "jurisdiction_id": "madrid"}, 404),
+                "a description past 4,000": ({**form, "description": "x" * 4001}, 400),
             }
             for why, (body, status) in refused.items():
                 response = await api.post("/open311/v2/requests.json", data=body)
@@ -450,6 +550,67 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
             assert xml_post.status_code == 201
             root = ElementTree.fromstring(xml_post.content)
             assert root.tag == "service_requests" and root.findtext("request/token")
+    await bus.close()
+
+
+async def test_a_post_is_read_as_utf_8_with_every_attribute(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The spec: "All text received by the service from the client will be assumed to be UTF-8"
+    (Starlette reads a urlencoded body's raw bytes as Latin-1); attribute[code][] is given once
+    per value of a multivaluelist; the key may come in the query string too."""
+    bus = MemoryBus()
+    await bus.start()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_ingest(bus)), base_url="http://ingest"
+    ) as ingest:
+        civic = await new_key(sessions, Role.CIVIC_DEVELOPER, name="bcn-app")
+        consumer = await bus.subscribe("test", [TOPICS.POST_RECEIVED.topic])
+        async with client(gateway(sessions, ingest)) as api:
+            raw = (
+                f"api_key={civic}&service_code=cleaning&lat=41.3801&long=2.1751"
+                "&description=Brutícia a la plaça&attribute[kind][]=rates"
+                "&attribute[kind][]=paneroles&attribute[language]=ca"
+            ).encode()
+            posted = await api.post(
+                "/open311/v2/requests.json",
+                content=raw,
+                headers={"content-type": "application/x-www-form-urlencoded; charset=utf-8"},
+            )
+            assert posted.status_code == 201, posted.text
+            [record] = await consumer.fetch(10, 5.0)
+            assert decode(record.topic, record.value).post_received.post.text == (
+                "Brutícia a la plaça"
+            )
+            token = posted.json()[0]["token"]
+            async with sessions() as s:
+                submission = await s.get(Open311Submission, token)
+                assert submission is not None
+                assert submission.attributes == {"kind": ["rates", "paneroles"], "language": "ca"}
+
+            not_utf8 = await api.post(
+                "/open311/v2/requests.json",
+                content=raw.replace("í".encode(), "í".encode("latin-1")),
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.json()[0]["description"]
+
+            in_query = await api.post(
+                f"/open311/v2/requests.json?api_key={civic}&jurisdiction_id=barcelona",
+                data={"service_code": "cleaning", "lat": "41.38", "long": "2.17"},
+            )
+            assert in_query.status_code == 201, in_query.text
+            elsewhere = await api.post(
+                f"/open311/v2/requests.json?api_key={civic}&jurisdiction_id=madrid",
+                data={"service_code": "cleaning", "lat": "41.38", "long": "2.17"},
+            )
+            assert elsewhere.status_code == 404
+            not_a_key = await api.post(
+                "/open311/v2/requests.json",
+                data={"api_key": "revoked_or_wrong", "service_code": "cleaning"},
+            )
+            assert not_a_key.status_code == 403
+            assert "plz_" in not_a_key.json()[0]["description"]
     await bus.close()
 
 

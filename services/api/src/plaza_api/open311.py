@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Final, cast
+from urllib.parse import parse_qsl, unquote_to_bytes
 from xml.etree import ElementTree
 
 import asyncpg
@@ -34,8 +35,15 @@ from plaza.requests import (
 from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from plaza_api.auth import OPEN311_WRITERS, InvalidCredentials, authenticator
+from plaza_api.auth import (
+    KEY_PREFIX,
+    OPEN311_WRITERS,
+    InvalidCredentials,
+    Principal,
+    authenticator,
+)
 from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, enforce_rate_limit
 from plaza_api.privacy import mask
@@ -47,6 +55,7 @@ SPEC_URL: Final = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET: Final = "2026-11-26T00:00:00+00:00"
 DEFAULT_WINDOW: Final = timedelta(days=90)  # the spec's default when no dates are given
 MAX_PAGE_SIZE: Final = 1000
+MAX_DESCRIPTION: Final = 4000  # the spec's limit of a request's description
 MAX_PAGE: Final = 1_000_000  # past any city's requests; (page - 1) x page_size must fit a bigint
 UPDATES_WINDOW: Final = timedelta(days=1)  # FixMyStreet's default for servicerequestupdates
 FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
@@ -87,6 +96,12 @@ def w3c(value: datetime | None) -> str | None:
 # --- rendering: one structure, two formats ---------------------------------------------------
 
 
+# Characters XML 1.0 cannot carry, even escaped (C0 controls but tab, newline and carriage
+# return; lone surrogates; U+FFFE, U+FFFF): ElementTree writes them as they are, and one of
+# them would make a whole list unparseable. JSON carries them (escaped); XML drops them.
+_XML_ILLEGAL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _xml_value(parent: ElementTree.Element, tag: str, value: object) -> None:
     element = ElementTree.SubElement(parent, tag)
     if value is None:
@@ -101,7 +116,7 @@ def _xml_value(parent: ElementTree.Element, tag: str, value: object) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     else:
-        element.text = str(value)
+        element.text = _XML_ILLEGAL.sub("", str(value))
 
 
 def to_xml(root: str, item: str | None, body: object) -> bytes:
@@ -174,17 +189,23 @@ async def _public_read(request: Request, path_format: str, jurisdiction_id: str 
 async def _public_caller(request: Request) -> None:
     """Reads are public; a key (api_key or a header) only earns its own rate limit. A wrong key
     is refused (403), never silently ignored."""
+    enforce_rate_limit(request, await _caller(request))
+
+
+async def _caller(request: Request, form_key: str | None = None) -> Principal:
+    """Who calls: the api_key (the form's, then the query's), X-API-Key, or a staff member's
+    bearer token; anonymous without any. A credential that is none of Plaza's is a 403."""
+    key = form_key or request.query_params.get("api_key") or request.headers.get("x-api-key")
     bearer = request.headers.get("authorization", "")
-    credential = (
-        request.query_params.get("api_key")
-        or request.headers.get("x-api-key")
-        or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
-    )
+    credential = key or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
     try:
-        principal = await authenticator(request).principal(credential)
+        return await authenticator(request).principal(credential)
     except InvalidCredentials as exc:
+        if key and not key.startswith(KEY_PREFIX):
+            raise Open311Error(
+                403, f"api_key is not valid: a Plaza API key starts with {KEY_PREFIX!r}"
+            ) from None
         raise Open311Error(403, str(exc)) from None
-    enforce_rate_limit(request, principal)
 
 
 _Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -218,7 +239,9 @@ def install_open311_errors(app: FastAPI) -> None:
             return await fallback_http(request, exc)
         assert isinstance(exc, StarletteHTTPException)
         status = 403 if exc.status_code == 401 else exc.status_code
-        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        headers = {
+            k: v for k, v in (exc.headers or {}).items() if k.lower() in ("retry-after", "allow")
+        }
         return open311_error(status, str(exc.detail), fmt_of(request), headers)
 
     handlers: dict[type[Exception], _Handler] = {
@@ -228,6 +251,47 @@ def install_open311_errors(app: FastAPI) -> None:
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
+
+
+# Parameters that take a comma-separated list: given several times, their values are joined.
+_LIST_PARAMS: Final = frozenset({b"service_request_id", b"service_code", b"status"})
+
+
+def open311_query(raw: bytes) -> bytes:
+    """A query string as the spec reads it: an optional parameter passed empty is as if not
+    passed ("the response should be the same whether a parameter is passed and is empty or is
+    not passed at all"), and a list parameter given several times is one comma-separated list
+    (otherwise the last one would silently win)."""
+    kept: list[bytearray] = []
+    lists: dict[bytes, bytearray] = {}
+    for part in raw.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if not value:
+            continue
+        key = unquote_to_bytes(name.replace(b"+", b" "))
+        if key in _LIST_PARAMS and key in lists:
+            lists[key] += b"," + value
+            continue
+        kept.append(bytearray(part))
+        if key in _LIST_PARAMS:
+            lists[key] = kept[-1]
+    return b"&".join(kept)
+
+
+class Open311Query:
+    """Reads every /open311/ query string as open311_query() says (pure ASGI, ahead of routing)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["query_string"]
+            and scope["path"].startswith(OPEN311_PREFIX)
+        ):
+            scope = {**scope, "query_string": open311_query(scope["query_string"])}
+        await self.app(scope, receive, send)
 
 
 # --- discovery and services ------------------------------------------------------------------
@@ -389,7 +453,11 @@ _ITEM_COLUMNS: Final = (
     "description",
     "agency_responsible",
     "requested_datetime",
-    "updated_datetime",
+    # "For requests with status=closed, this will be the date the request was closed": a
+    # public note added later changes the request, not that date.
+    f"CASE WHEN status = ANY('{{{','.join(sorted(CLOSED_STATUSES))}}}'::text[]) THEN "
+    "coalesce(closed_at, resolved_at, updated_datetime) ELSE updated_datetime END "
+    "AS updated_datetime",
     "expected_datetime",
     "address",
     "lat",
@@ -445,7 +513,7 @@ def public_item(values: Sequence[Any]) -> dict[str, object]:
         "status_notes": mask(status_notes),
         "service_name": service_name(service_code, "en"),
         "service_code": service_code,
-        "description": mask(description),
+        "description": _at_most(mask(description), MAX_DESCRIPTION),
         "agency_responsible": agency_responsible,
         "service_notice": None,
         "requested_datetime": w3c(requested),
@@ -458,6 +526,12 @@ def public_item(values: Sequence[Any]) -> dict[str, object]:
         "long": long,
         "media_url": media_url,
     }
+
+
+def _at_most(text: str | None, length: int) -> str | None:
+    """text cut to `length` characters, an ellipsis marking the cut (a social post may be
+    longer than Open311's description)."""
+    return text if text is None or len(text) <= length else text[: length - 1] + "…"
 
 
 @lru_cache(maxsize=_ITEM_CACHE_SIZE)
@@ -545,12 +619,39 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise Open311Error(400, f"{name} needs a timezone (W3C format, e.g. 2026-05-01T00:00:00Z)")
-    return value
+# A W3C datetime as the spec asks for: a date, a time and a timezone (2026-05-01T00:00:00Z,
+# 2026-05-01T02:00:00+02:00; seconds and their fraction optional). A space for the offset's +
+# is a + a client forgot to encode in the query string.
+_W3C_DATETIME: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+ -]\d{2}:?\d{2})", re.ASCII
+)
+_W3C_EXAMPLE: Final = "W3C format with a timezone, e.g. 2026-05-01T00:00:00Z"
 
 
+def _when(name: str, value: str | None) -> datetime | None:
+    """A date parameter's datetime (UTC), or None when it is not given. A bare number (which
+    lax parsers read as Unix time), a date without a time or a timezone, or one past what a
+    datetime holds in UTC is a 400 naming the parameter."""
+    if value is None:
+        return None
+    if not _W3C_DATETIME.fullmatch(value):
+        raise Open311Error(400, f"{name}: {value[:40]!r} is not a datetime ({_W3C_EXAMPLE})")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+")).astimezone(
+            UTC
+        )
+    except (ValueError, OverflowError) as exc:
+        raise Open311Error(400, f"{name}: {value!r} is not a valid datetime: {exc}") from None
+
+
+def _before(name: str, value: datetime, span: timedelta) -> datetime:
+    try:
+        return value - span
+    except OverflowError:
+        raise Open311Error(400, f"{name} is too early") from None
+
+
+_EXAMPLE_WHEN: Final = "2026-05-01T00:00:00Z"
 _EXAMPLE_REQUEST: Final = {
     "service_request_id": "123",
     "status": "open",
@@ -589,14 +690,15 @@ async def list_requests(
         str | None, Query(description="Comma-separated service codes", examples=["streetlight"])
     ] = None,
     start_date: Annotated[
-        datetime | None, Query(description="Requested at or after (W3C, with a timezone)")
+        str | None,
+        Query(description="Requested at or after (W3C, with a timezone)", examples=[_EXAMPLE_WHEN]),
     ] = None,
-    end_date: Annotated[datetime | None, Query(description="Requested at or before")] = None,
+    end_date: Annotated[str | None, Query(description="Requested at or before (W3C)")] = None,
     status: Annotated[
         str | None, Query(description="open, closed, or both comma-separated", examples=["open"])
     ] = None,
-    updated_after: Annotated[datetime | None, Query(description="Changed after (W3C)")] = None,
-    updated_before: Annotated[datetime | None, Query(description="Changed before (W3C)")] = None,
+    updated_after: Annotated[str | None, Query(description="Changed after (W3C)")] = None,
+    updated_before: Annotated[str | None, Query(description="Changed before (W3C)")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1 for the newest requests")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
     extensions: Annotated[
@@ -625,10 +727,10 @@ async def list_requests(
         # an id past a bigint names no request
         condition("id = ANY($::bigint[])", [i for i in map(parse_id, ids) if i is not None])
     else:
-        start, end = _aware("start_date", start_date), _aware("end_date", end_date)
+        start, end = _when("start_date", start_date), _when("end_date", end_date)
         after, before = (
-            _aware("updated_after", updated_after),
-            _aware("updated_before", updated_before),
+            _when("updated_after", updated_after),
+            _when("updated_before", updated_before),
         )
         if start is None and end is None and after is None and before is None:
             start = datetime.now(UTC) - DEFAULT_WINDOW
@@ -719,6 +821,37 @@ def _number(form: Mapping[str, str], name: str, low: float, high: float) -> floa
     return value
 
 
+async def _form(request: Request) -> list[tuple[str, str]]:
+    """The POST's fields in order (files are not taken). A urlencoded body is decoded as UTF-8,
+    as the spec says all text is (Starlette's form parser reads it as Latin-1)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        return [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+    try:
+        return parse_qsl(
+            (await request.body()).decode("utf-8"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise Open311Error(400, "the form is not UTF-8 (the spec's encoding)") from None
+
+
+def _attributes(fields: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """attribute[code]=value fields by code; attribute[code][]=value (a multivaluelist's, given
+    once per value) as a list."""
+    found: dict[str, str | list[str]] = {}
+    for name, value in fields:
+        if not (name.startswith("attribute[") and name.endswith("]")):
+            continue
+        code = name[10:-1]
+        if code.endswith("]["):
+            values = found.setdefault(code[:-2], [])
+            if isinstance(values, list):
+                values.append(value)
+        else:
+            found[code] = value
+    return found
+
+
 def _text(form: Mapping[str, str], name: str, max_length: int) -> str | None:
     value = form.get(name, "").strip()
     if len(value) > max_length:
@@ -764,7 +897,10 @@ def _text(form: Mapping[str, str], name: str, max_length: int) -> str | None:
                 }
             },
         },
-        "4XX": {"description": "400 bad parameter, 403 missing or wrong api_key"},
+        "4XX": {
+            "description": "400 bad parameter, 403 missing or wrong api_key, 404 unknown "
+            "service_code or jurisdiction_id"
+        },
     },
 )
 async def post_request(
@@ -774,15 +910,14 @@ async def post_request(
     post: the service code is the one given, the district is found from the location. The answer
     carries a token; tokens/{token} gives the service_request_id once the request is open."""
     fmt = _format(format)
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    _check_jurisdiction(request, form.get("jurisdiction_id"))
-    key = form.get("api_key") or request.headers.get("x-api-key")
-    if not key:
-        raise Open311Error(400, "api_key is required to POST a request")
-    try:
-        caller = await authenticator(request).principal(key)
-    except InvalidCredentials as exc:
-        raise Open311Error(403, str(exc)) from None
+    fields = await _form(request)
+    form = dict(fields)  # a field given twice: its last value
+    _check_jurisdiction(
+        request, form.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
+    )
+    caller = await _caller(request, form.get("api_key"))
+    if caller.kind == "anonymous":
+        raise Open311Error(403, "api_key is required to POST a request")
     enforce_rate_limit(request, caller)
     if caller.kind != "key" or caller.role not in OPEN311_WRITERS:
         raise Open311Error(403, f"a {caller.role} may not POST requests; it needs an API key")
@@ -790,7 +925,7 @@ async def post_request(
     if not code:
         raise Open311Error(400, "service_code is required")
     if code not in load_taxonomy():
-        raise Open311Error(400, f"no service {code!r}; GET services.{fmt} lists them")
+        raise Open311Error(404, f"no service {code!r}; GET services.{fmt} lists them")
     lat, long = _number(form, "lat", -90, 90), _number(form, "long", -180, 180)
     if (lat is None) != (long is None):
         raise Open311Error(400, "lat and long must be given together")
@@ -798,7 +933,7 @@ async def post_request(
     address_id = _text(form, "address_id", 256)
     if lat is None and not address and not address_id:
         raise Open311Error(400, "a location is required: lat and long, or address_string")
-    description = _text(form, "description", 10_000)
+    description = _text(form, "description", MAX_DESCRIPTION)
     email = _text(form, "email", 256)
     if email and not _EMAIL.match(email):
         raise Open311Error(400, f"email {email!r} is not an e-mail address")
@@ -808,9 +943,7 @@ async def post_request(
     language = form.get("attribute[language]", "").strip()
     if language and language not in _LANGUAGE_NAMES:
         raise Open311Error(400, f"attribute[language] must be one of {', '.join(_LANGUAGE_NAMES)}")
-    attributes = {
-        k[10:-1]: v for k, v in form.items() if k.startswith("attribute[") and k.endswith("]")
-    }
+    attributes = _attributes(fields)
     token = secrets.token_hex(12)
     now = datetime.now(UTC)
     async with session.begin():
@@ -946,17 +1079,20 @@ async def service_request_updates(
     format: _FORMAT_PARAM,
     jurisdiction_id: _JURISDICTION = None,
     start_date: Annotated[
-        datetime | None, Query(description="Updates at or after (default: a day ago)")
+        str | None,
+        Query(description="Updates at or after (W3C; default: a day before end_date)"),
     ] = None,
-    end_date: Annotated[datetime | None, Query(description="Updates at or before")] = None,
+    end_date: Annotated[
+        str | None, Query(description="Updates at or before (default: now)")
+    ] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
 ) -> Response:
     """FixMyStreet's feed of public updates (status changes and public notes, with the extended
     status), oldest first. Internal notes are never in it."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    end = _aware("end_date", end_date) or datetime.now(UTC)
-    start = _aware("start_date", start_date) or end - UPDATES_WINDOW
+    end = _when("end_date", end_date) or datetime.now(UTC)
+    start = _when("start_date", start_date) or _before("end_date", end, UPDATES_WINDOW)
     reads: Reads = request.app.state.reads
     rows = await reads.fetch(
         _UPDATES_SQL,
