@@ -352,6 +352,20 @@ async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
         )
         assert wrong.status_code == 401
         assert wrong.headers["content-type"] == "application/problem+json"
+    # A password with a non-ASCII character, sent as raw UTF-8 bytes (as `curl -d` does), not
+    # percent-encoded: read as UTF-8, not as Latin-1.
+    accented = await admin.post(
+        "/api/v1/admin/users",
+        json={"username": "núria", "password": "contrasenya amb ñ i ç", "role": "city_hall"},
+    )
+    assert accented.status_code == 201
+    async with client(app) as anonymous:
+        raw = await anonymous.post(
+            "/api/v1/auth/token",
+            content="username=núria&password=contrasenya amb ñ i ç".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert raw.status_code == 200, raw.text
     assert (await admin.delete(f"/api/v1/admin/users/{user.json()['id']}")).status_code == 204
     async with client(app) as anonymous:
         disabled = await anonymous.post(

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plaza_api import admin
 from plaza_api.auth import AuthConfig, Authenticator
-from plaza_api.limits import BodySizeLimit, Limits, PublicCors, RateLimiter
+from plaza_api.limits import BodySizeLimit, Limits, PublicCors, RateLimiter, Utf8Forms
 from plaza_api.open311 import Open311Query, install_open311_errors
 
 DESCRIPTION = """
@@ -71,6 +71,7 @@ def install_access(
     install_storage_errors(app)
     app.add_middleware(PublicCors)
     app.add_middleware(Open311Query)
+    app.add_middleware(Utf8Forms)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
     app.include_router(admin.router)
 
