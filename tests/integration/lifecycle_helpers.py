@@ -42,13 +42,14 @@ def classified(
     latlon: tuple[float, float] | None = VERDI,
     barri: str = "31",
     confidence: float = 1.0,
-    author: str = "@marta@bcn.social",
+    author: str = "",
     reply_to: str = "",
 ) -> PostClassified:
     post = Post(
         platform="mastodon",
         post_id=post_id,
-        author_handle=author,
+        # each post by a neighbour of its own unless the test says who
+        author_handle=author or f"@neighbour-{post_id}@bcn.social",
         text=text,
         created_at=timestamp(at),
         channel="webhook",

@@ -4,7 +4,7 @@ SLA breaches, citizens reopening, and the outbox relay."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from plaza.bus.memory import MemoryBus
@@ -77,6 +77,83 @@ async def test_a_nearby_report_of_the_same_service_joins_the_open_request(
     assert duplicate_reply.kind == ReplyKind.REPLY_KIND_DUPLICATE
     assert duplicate_reply.in_reply_to_post_id == "near"
     assert duplicate_reply.params["service_request_id"] == opened[0].service_request_id
+
+
+async def test_reporters_are_people_not_posts(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A neighbour who reports the same problem again (angry, or on two platforms) is one
+    reporter: the public "N neighbours reported it" counts people. Routed one post at a time
+    and in a batch alike; marking a duplicate and splitting count people too."""
+    near = (VERDI[0] + 0.0002, VERDI[1])
+    first = [
+        classified("a1", author="@anna"),
+        classified("a2", author="@anna", latlon=near),
+        classified("p1", author="@pau", latlon=near),
+        classified("a3", author="@anna"),
+    ]
+    route = router(sessions)
+    for post in first[:2]:
+        await route(as_event(post))
+    await route.batch([as_event(post) for post in first[2:]])
+    [request] = await requests(sessions)
+    assert request.reporters_count == 2
+    counts = [e.request_merged.reporters_count for e in await outbox(sessions, "request-merged.v1")]
+    assert counts == [1, 2, 2]
+    # a batch that opens a request and merges its author's second post into it
+    await route.batch(
+        [
+            as_event(classified("c1", author="@carles", service_code="cleaning")),
+            as_event(classified("c2", author="@carles", service_code="cleaning", latlon=near)),
+        ]
+    )
+    # another request, reported by anna and jordi, marked a duplicate of the first: 3 people
+    far = (VERDI[0] + 0.003, VERDI[1])
+    await route(as_event(classified("a4", author="@anna", latlon=far)))
+    await route(as_event(classified("j1", author="@jordi", latlon=(far[0] + 0.0001, far[1]))))
+    first_request, cleaning, second = await requests(sessions)
+    assert (cleaning.reporters_count, second.reporters_count) == (1, 2)
+    await do(sessions, second.id, Action.MARK_DUPLICATE, duplicate_of=first_request.id)
+    assert (await requests(sessions))[0].reporters_count == 3  # anna, pau, jordi
+    # splitting off one of anna's posts leaves her among the reporters; jordi's, not
+    async with sessions.begin() as s:
+        await split_report(
+            s,
+            first_request.id,
+            "mastodon",
+            "a2",
+            actor="m",
+            now=POSTED_AT,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )
+    assert (await requests(sessions))[0].reporters_count == 3
+    async with sessions.begin() as s:
+        await split_report(
+            s,
+            first_request.id,
+            "mastodon",
+            "j1",
+            actor="m",
+            now=POSTED_AT,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )
+    assert (await requests(sessions))[0].reporters_count == 2
+
+
+async def test_a_post_dated_in_the_future_is_reported_when_it_arrives(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A clock ahead (or a made-up created_at) would start the SLA clock years from now."""
+    before = datetime.now(UTC)
+    await router(sessions)(as_event(classified("f", at=datetime(2030, 1, 1, tzinfo=UTC))))
+    [request] = await requests(sessions)
+    assert before <= request.requested_datetime <= datetime.now(UTC)
+    assert request.expected_datetime is not None
+    assert request.expected_datetime < before + timedelta(days=30)
 
 
 async def test_without_coordinates_similar_text_in_the_same_barri_is_a_duplicate(
@@ -280,14 +357,18 @@ async def test_a_citizen_answering_a_resolved_request_reopens_it(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     route = router(sessions)
-    await route(as_event(classified("orig")))
+    marta = "@marta@bcn.social"
+    await route(as_event(classified("orig", author=marta)))
     [request] = await requests(sessions)
     await do(sessions, request.id, Action.ACKNOWLEDGE)
     await do(sessions, request.id, Action.RESOLVE, note="Arreglat")
-    answer = classified("answer", text="Encara no funciona!", reply_to="orig", latlon=None)
+    answer = classified(
+        "answer", text="Encara no funciona!", reply_to="orig", latlon=None, author=marta
+    )
     await route(as_event(answer))
     [request] = await requests(sessions)
     assert request.status == "reopened" and request.resolved_at is None
+    assert request.status_notes is None  # "Arreglat" no longer holds
     async with sessions() as s:
         trail = await history(s, request.id)
     assert (trail[-1].kind, trail[-1].actor) == ("reopen", "citizen:@marta@bcn.social")

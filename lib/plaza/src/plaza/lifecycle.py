@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import partial
 from typing import overload
 
-from sqlalchemy import select, update
+from sqlalchemy import distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from plaza import metrics
@@ -417,10 +417,14 @@ async def merge_report(
     now: datetime,
     correlation_id: str,
     city: City | None = None,
+    new_reporter: bool = True,
 ) -> None:
-    """Another report of the same problem joins `request` (locked by the caller)."""
+    """Another report of the same problem joins `request` (locked by the caller). Its
+    reporters_count counts people: new_reporter is False when the report's author has already
+    reported it (the caller knows), and the count stays."""
     before = snapshot(request)
-    request.reporters_count += 1
+    if new_reporter:
+        request.reporters_count += 1
     request.version += 1
     request.updated_datetime = now
     add_report(session, request, report, merged=True)
@@ -518,6 +522,8 @@ async def act(
         case Action.REOPEN:
             window = sla.window(request.service_code, request.urgency == "urgent")
             request.resolved_at = request.closed_at = None
+            # the note that closed it (what was done, who is responsible) no longer holds
+            request.status_notes = None
             request.ack_due_at, request.expected_datetime = (
                 now + window.acknowledge,
                 now + window.resolve,
@@ -708,17 +714,28 @@ async def _absorb(
     actor: str,
     now: datetime,
 ) -> None:
-    """Moves the reports of `source` onto `target`, which now counts their reporters."""
+    """Moves the reports of `source` onto `target`, which now counts their reporters (a person
+    who reported both counts once)."""
     before = snapshot(target)
     await session.execute(
         update(RequestReport)
         .where(RequestReport.service_request_id == source.id)
         .values(service_request_id=target.id, merged=True)
     )
-    target.reporters_count += source.reporters_count
+    target.reporters_count = await _reporters(session, target.id)
     target.version += 1
     target.updated_datetime = now
     _audit(session, target, "merged", actor, now, before, note=f"request {source.id}")
+
+
+async def _reporters(session: AsyncSession, request_id: int, *, without: int | None = None) -> int:
+    """How many people reported a request: its reports' distinct authors (but one report's)."""
+    query = select(func.count(distinct(RequestReport.author_handle))).where(
+        RequestReport.service_request_id == request_id
+    )
+    if without is not None:
+        query = query.where(RequestReport.id != without)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def split_report(
@@ -749,7 +766,7 @@ async def split_report(
     if not report.merged:
         raise InvalidCommand("that report opened the request; it cannot be split from it")
     before = snapshot(request)
-    request.reporters_count -= 1
+    request.reporters_count = await _reporters(session, request.id, without=report.id)
     request.version += 1
     request.updated_datetime = now
     _audit(session, request, "split", actor, now, before, note=f"{platform}:{post_id}")

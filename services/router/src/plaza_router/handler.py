@@ -197,7 +197,7 @@ class RoutePost:
         )
         ids = iter(new_ids)
         async with rows_in_bulk(session):
-            await self._write(session, decisions, locked.rows, ids)
+            await self._write(session, decisions, locked, ids)
             merged = locked.write_back(session)
         if merged:
             # An ORM object of these requests (a follow-up's, earlier in the batch) is stale.
@@ -207,10 +207,11 @@ class RoutePost:
         self,
         session: AsyncSession,
         decisions: Sequence[tuple[Envelope, NewReport, Found | NewRequest | None]],
-        locked: dict[int, RequestRow],
+        locked: Locked,
         ids: Iterator[int],
     ) -> None:
         new: list[RequestRow] = []
+        new_authors: list[set[str]] = []  # who reported each new request so far
         now = datetime.now(UTC)
         for event, report, repeats in decisions:
             c = event.post_classified
@@ -222,16 +223,23 @@ class RoutePost:
                 row = await self._open(session, c, report, correlation, next(ids))
                 assert isinstance(row, RequestRow)  # a request id given: a row of the batch
                 new.append(row)
+                new_authors.append({report.author_handle})
             else:
+                if isinstance(repeats, Found):
+                    target, authors = locked.rows[repeats.id], locked.authors[repeats.id]
+                else:
+                    target, authors = new[repeats.index], new_authors[repeats.index]
                 await merge_report(
                     session,
-                    locked[repeats.id] if isinstance(repeats, Found) else new[repeats.index],
+                    target,
                     report,
                     actor="router",
                     now=now,
                     correlation_id=correlation,
                     city=self._city,
+                    new_reporter=report.author_handle not in authors,
                 )
+                authors.add(report.author_handle)
 
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
@@ -261,6 +269,14 @@ class RoutePost:
             barri_code=place.barri_code or None,
         )
         if duplicate is not None:
+            reported_before = await session.execute(
+                select(RequestReport.id)
+                .where(
+                    RequestReport.service_request_id == duplicate.id,
+                    RequestReport.author_handle == report.author_handle,
+                )
+                .limit(1)
+            )
             await merge_report(
                 session,
                 duplicate,
@@ -269,6 +285,7 @@ class RoutePost:
                 now=now,
                 correlation_id=correlation,
                 city=self._city,
+                new_reporter=reported_before.first() is None,
             )
             return
         await self._open(session, c, report, correlation)
@@ -391,6 +408,7 @@ class RoutePost:
             now=now,
             correlation_id=correlation,
             city=self._city,
+            new_reporter=report.author_handle not in reporters,
         )
         return True
 
@@ -453,13 +471,17 @@ def _key(event: Envelope) -> tuple[str, str]:
 
 def _report(c: PostClassified) -> NewReport:
     post = c.post
+    # A post cannot be made after it reached Plaza: a clock ahead (or a made-up date) would
+    # start its SLA clock in the future and keep it at the top of every list for as long.
+    created = from_timestamp(post.created_at)
+    now = datetime.now(UTC)
     return NewReport(
         platform=post.platform,
         post_id=post.post_id,
         author_handle=post.author_handle,
         text=post.text,
         language=c.language or post.language or "other",
-        reported_at=from_timestamp(post.created_at),
+        reported_at=created if created <= now else now,
         lat=post.latitude if post.HasField("latitude") else None,
         long=post.longitude if post.HasField("longitude") else None,
         address=post.address or None,
@@ -486,8 +508,12 @@ def _probe(c: PostClassified, report: NewReport) -> Probe:
 # requests, then deadlocked with a batch merging into two of them (PostgreSQL's detection
 # took a second, and the batch was then routed again one post at a time).
 _COLUMNS = [c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item"]
+# Each with the authors of its reports: a report merged into it counts a reporter only if its
+# author is not among them.
 _LOCKED = (
-    "SELECT " + ", ".join(_COLUMNS) + " FROM service_requests"
+    "SELECT " + ", ".join(_COLUMNS) + ", ARRAY(SELECT DISTINCT r.author_handle FROM"
+    " request_reports r WHERE r.service_request_id = service_requests.id) AS authors"
+    " FROM service_requests"
     " WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
 )
 # n ids from the requests' sequence, in order (what n inserts one by one would get).
@@ -501,7 +527,7 @@ _LOCKED_AND_NEW_IDS = text(
     f"WITH locked AS ({_LOCKED}), new AS ({_NEW_IDS})"
     " SELECT (SELECT array_agg(id ORDER BY id) FROM new) AS new_ids, "
     + ", ".join(f"locked.{c}" for c in _COLUMNS)
-    + " FROM (SELECT) AS one LEFT JOIN locked ON true"
+    + ", locked.authors FROM (SELECT) AS one LEFT JOIN locked ON true"
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
@@ -523,6 +549,7 @@ class Locked:
 
     rows: dict[int, RequestRow]
     read: dict[int, dict[str, object]]
+    authors: dict[int, set[str]]  # who has reported each (merges add to it)
 
     def write_back(self, session: AsyncSession) -> bool:
         """Inside `rows_in_bulk`: the changed requests are updated in its statement. Whether
@@ -555,9 +582,17 @@ async def _lock_and_take_ids(
     """The requests `lock` locked for update (in id order) and read afresh, and n new ids from
     the requests' sequence, in order, in one statement."""
     if not lock and n == 0:
-        return Locked({}, {}), []
+        return Locked({}, {}, {}), []
     rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
     new_ids = list(rows[0].new_ids or ())  # array_agg of no rows is NULL
-    # each row: new_ids, then _COLUMNS in order
-    read = {row.id: dict(zip(_COLUMNS, row[1:], strict=True)) for row in rows if row.id is not None}
-    return Locked({i: RequestRow(dict(columns)) for i, columns in read.items()}, read), new_ids
+    # each row: new_ids, then _COLUMNS in order, then the authors
+    width = len(_COLUMNS)
+    read = {
+        row.id: dict(zip(_COLUMNS, row[1 : 1 + width], strict=True))
+        for row in rows
+        if row.id is not None
+    }
+    authors = {row.id: set(row.authors) for row in rows if row.id is not None}
+    return Locked(
+        {i: RequestRow(dict(columns)) for i, columns in read.items()}, read, authors
+    ), new_ids
