@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from plaza.db.migrate import upgrade
 from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import http_server
+from plaza.settings import SettingsError
 from plaza.worker import Worker
 from plaza_api.app import create_app as create_gateway
 from plaza_api.settings import AccessSettings, persisted_secret
@@ -85,7 +88,40 @@ def build_workers(
     ]
 
 
+def listen(port: int) -> socket.socket:
+    """The API's socket, listening on 127.0.0.1:port; a SettingsError naming PLAZA_PORT when the
+    port cannot be had (another `make run` holds it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As uvicorn's own sockets: a port left in TIME_WAIT by the last run can be bound again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        # Listening at once, not only bound: two sockets bound with SO_REUSEADDR may share a
+        # port until one of them listens.
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"port {port} (127.0.0.1) is already in use, perhaps by another `make run`"
+            advice = "stop it, or set PLAZA_PORT to a free port"
+        else:
+            problem = f"cannot listen on port {port} (127.0.0.1): {exc.strerror}"
+            advice = "set PLAZA_PORT to another port"
+        raise SettingsError(f"PLAZA_PORT: {problem}: {advice}") from exc
+    return sock
+
+
 async def run(settings: EmbeddedSettings) -> None:
+    # The port first: when it is taken, nothing is started (the database, the workers, the
+    # feed), and no other process can take it between this check and the server's start.
+    api = listen(settings.port)
+    try:
+        await _run(settings, api)
+    finally:
+        api.close()
+
+
+async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
     postgres: EmbeddedPostgres | None = None
     url = settings.database_url
     if not url:
@@ -165,7 +201,7 @@ async def run(settings: EmbeddedSettings) -> None:
             )
             print(admin_hint.format(port=settings.port), flush=True)
             try:
-                await server.serve()  # returns on Ctrl-C / SIGTERM
+                await server.serve([api])  # returns on Ctrl-C / SIGTERM
             finally:
                 for listener in [*listening, *([feed] if feed is not None else [])]:
                     listener.cancel()

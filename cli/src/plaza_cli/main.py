@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
-from plaza.bus import bus_from_settings
+from plaza.bus import Bus, bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.service import configure_logging
 from plaza.settings import PlazaSettings, SettingsError, load
@@ -26,6 +27,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pass
     asyncio.run(run(settings))
     return 0
+
+
+KAFKA_CONNECT_TIMEOUT = 10.0
+"""Seconds `plaza replay` waits for the Kafka broker to answer before it gives up: a host that
+drops packets would otherwise hold it for aiokafka's request timeout (30 s)."""
+
+
+async def _start_kafka(bus: Bus) -> str | None:
+    """Starts the bus; None once connected, else why the broker could not be reached.
+
+    aiokafka logs each failed attempt to connect as an error before it raises: those records
+    are held back while it connects, so that an unreachable broker makes one line, the
+    caller's. When the bus starts, they are logged as usual."""
+    from aiokafka.errors import KafkaConnectionError
+
+    holder = _Holder()
+    held = holder.records
+    aiokafka = logging.getLogger("aiokafka")
+    propagate = aiokafka.propagate
+    aiokafka.addHandler(holder)
+    aiokafka.propagate = False
+    try:
+        await asyncio.wait_for(bus.start(), KAFKA_CONNECT_TIMEOUT)
+    except KafkaConnectionError:
+        return held[-1].getMessage() if held else "no connection"
+    except TimeoutError:
+        return f"no answer within {KAFKA_CONNECT_TIMEOUT:g} s"
+    finally:
+        aiokafka.removeHandler(holder)
+        aiokafka.propagate = propagate
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+    return None
+
+
+class _Holder(logging.Handler):
+    """Keeps the records it is given in a list instead of writing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -47,8 +92,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         bus = bus_from_settings(settings)
-        await bus.start()
         try:
+            unreachable = await _start_kafka(bus)
+            if unreachable is not None:
+                print(
+                    f"plaza replay: the Kafka broker at {settings.kafka_bootstrap} "
+                    f"(PLAZA_KAFKA_BOOTSTRAP) is not reachable ({unreachable}); start it with "
+                    "`make up`, or set PLAZA_KAFKA_BOOTSTRAP to where yours listens",
+                    file=sys.stderr,
+                )
+                return 2
             report = await replay(bus, path, progress=not args.quiet)
         finally:
             await bus.close()

@@ -1,0 +1,110 @@
+"""`plaza replay` without a Kafka broker and `plaza run` without its port: one clear line, no
+traceback, nothing started."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.infra import free_port
+
+# -X dev shows the warnings Python hides by default, such as an unclosed connection.
+PLAZA = [sys.executable, "-X", "dev", "-c", "from plaza_cli.main import main; main()"]
+
+
+def plaza(
+    args: list[str], *, command: list[str] = PLAZA, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs the command line with only the given PLAZA_ settings."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PLAZA_")}
+    environment.update(env)
+    return subprocess.run(
+        [*command, *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def posts(tmp_path: Path) -> Path:
+    path = tmp_path / "posts.jsonl"
+    path.write_text(
+        '{"platform": "webhook", "post_id": "1", "author_handle": "@marta", '
+        '"text": "El fanal del carrer de Verdi no funciona"}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that another socket listens on (and never accepts)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_replay_without_a_broker_says_so_in_one_line(posts: Path) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    done = plaza(["replay", str(posts)], PLAZA_KAFKA_BOOTSTRAP=bootstrap)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # no traceback, no "Unclosed AIOKafkaProducer"
+    assert lines[0].startswith("plaza replay: ")
+    assert bootstrap in lines[0]
+    assert "PLAZA_KAFKA_BOOTSTRAP" in lines[0]
+    assert "not reachable" in lines[0]
+    assert "Connect call failed" in lines[0]  # aiokafka's reason
+    assert "make up" in lines[0]
+    assert done.stdout == ""
+
+
+def test_replay_waits_for_a_silent_broker_only_so_long(posts: Path, taken_port: int) -> None:
+    """A port that takes connections but never answers (a firewall, or not a broker) is given up
+    after KAFKA_CONNECT_TIMEOUT, not aiokafka's 30 s request timeout."""
+    command = [
+        sys.executable,
+        "-X",
+        "dev",
+        "-c",
+        "import plaza_cli.main as m; m.KAFKA_CONNECT_TIMEOUT = 1.0; m.main()",
+    ]
+    started = time.monotonic()
+    done = plaza(
+        ["replay", str(posts)],
+        command=command,
+        PLAZA_KAFKA_BOOTSTRAP=f"127.0.0.1:{taken_port}",
+    )
+    assert time.monotonic() - started < 25
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"127.0.0.1:{taken_port}" in lines[0]
+    assert "PLAZA_KAFKA_BOOTSTRAP" in lines[0]
+    assert "no answer within 1 s" in lines[0]
+
+
+def test_run_with_its_port_taken_starts_nothing(tmp_path: Path, taken_port: int) -> None:
+    home = tmp_path / "home"
+    started = time.monotonic()
+    done = plaza(["run"], PLAZA_PORT=str(taken_port), PLAZA_HOME=str(home))
+    assert time.monotonic() - started < 20
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"port {taken_port}" in lines[0]
+    assert "already in use" in lines[0]
+    assert "PLAZA_PORT" in lines[0]
+    assert "Plaza is running" not in done.stdout
+    assert not (home / "pgdata").exists()  # the embedded PostgreSQL was not started
