@@ -544,6 +544,11 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
                 response = await api.post("/open311/v2/requests.json", data=body)
                 assert response.status_code == status, why
                 assert response.json()[0]["code"] == status, why
+            bridged = await api.post("/open311/v2/requests.json", data={**form, "api_key": bridge})
+            assert bridged.json()[0]["description"] == (
+                "a bridge key may not POST requests: that needs an API key of role admin or "
+                "city_hall or civic_developer"
+            )
             by_address = {k: v for k, v in form.items() if k not in ("lat", "long")}
             by_address["address_string"] = "Carrer de Verdi 10, Barcelona"
             xml_post = await api.post("/open311/v2/requests.xml", data=by_address)

@@ -83,7 +83,7 @@ def test_posts_are_classified_and_bad_lines_are_named_by_number() -> None:
     assert gracia["service_code"] == "streetlight" and gracia["actionable"] is True
     assert gracia["language"] == "ca" and gracia["urgency"] == "normal"
     assert sant_marti["district_source"] == "text" and sant_marti["district_code"] == "10"
-    assert sant_marti["barri_code"] is None
+    assert sant_marti["barri_code"] == "68"  # the address names the barri: el Poblenou
     assert thanks["actionable"] is False and thanks["language"] == "en"
     assert thanks["district_source"] == "none" and thanks["district_code"] is None
 
@@ -149,6 +149,19 @@ def test_output_is_what_the_classifier_service_computes_written_in_batches() -> 
         assert got["district_code"] == (
             expected.location.district.code if expected.location.district else None
         )
+
+
+def test_an_address_places_a_post_as_in_the_service() -> None:
+    out, err = io.BytesIO(), io.StringIO()
+    lines = [
+        orjson.dumps({"id": 1, "text": "fanal apagat", "address": "Carrer de Verdi 20, Gràcia"}),
+        orjson.dumps({"id": 2, "text": "fanal apagat", "address": 20}),
+    ]
+    report = classify_lines(lines, City.barcelona(), out, err, progress_after=None)
+    assert (report.classified, report.refused) == (1, 1)
+    [placed] = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert (placed["district_code"], placed["district_source"]) == ("06", "text")
+    assert err.getvalue().startswith("line 2: ") and '"address"' in err.getvalue()
 
 
 def test_a_long_input_shows_a_progress_bar_and_errors_still_name_their_line() -> None:

@@ -10,7 +10,13 @@ import pytest
 from plaza.city import City
 from plaza.taxonomy import load_taxonomy
 from plaza_classifier import keywords
-from plaza_classifier.classify import MODEL_VERSION, Classifier, classify, default_classifier
+from plaza_classifier.classify import (
+    MODEL_VERSION,
+    Classifier,
+    PostInput,
+    classify,
+    default_classifier,
+)
 from plaza_classifier.language import _ORTHOGRAPHY, LANGUAGES, detect_language, orthography_cues
 
 from tests.infra import ROOT, SHARED_DATA
@@ -285,6 +291,26 @@ def test_a_point_outside_the_city_falls_back_to_the_text(exact_city: City) -> No
     result = classify("Soroll a Gràcia", exact_city, lat=40.4169, lon=-3.7035)
     assert result.location.source == "text"
     assert result.location.district is not None and result.location.district.code == "06"
+
+
+def test_an_address_places_a_post_after_its_point_and_before_its_text(exact_city: City) -> None:
+    """An Open311 address_string (or a bridge's address): "Carrer de Verdi 20, Gràcia" names a
+    district even when the description names none, or another."""
+    address = "Carrer de Verdi 20, Gràcia"
+    by_address = classify("Fanal apagat", exact_city, address=address).location
+    assert by_address.source == "text" and by_address.district is not None
+    assert by_address.district.code == "06"
+    over_text = classify("Fanal apagat, com a Sants", exact_city, address=address).location
+    assert over_text.district is not None and over_text.district.code == "06"
+    by_point = classify("Fanal apagat", exact_city, lat=41.38264, lon=2.17701, address=address)
+    assert by_point.location.source == "geo" and by_point.location.district is not None
+    assert by_point.location.district.code == "01"
+    unknown = classify("Fanal apagat a Sants", exact_city, address="Carrer Inexistent 3")
+    assert unknown.location.district is not None and unknown.location.district.code == "03"
+    [batched] = default_classifier().classify_batch(
+        [PostInput("Fanal apagat", address=address)], exact_city
+    )
+    assert batched.location == by_address
 
 
 def test_no_place_is_a_none_location(city: City) -> None:

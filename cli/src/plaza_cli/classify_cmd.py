@@ -32,6 +32,7 @@ class Post:
     lat: float | None
     lon: float | None
     lang: str
+    address: str = ""
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Report:
 
 def parse(line: bytes) -> Post:
     """A post from one JSON line: {"id", "text"} plus optional "lat", "long", "address", "lang".
-    ("address" is accepted and, as in the classifier service, does not place the post.)"""
+    As in the classifier service, a point places the post first, then a place the address
+    names, then one its text names."""
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError as e:
@@ -58,8 +60,11 @@ def parse(line: bytes) -> Post:
     lang = data.get("lang") or ""
     if not isinstance(lang, str):
         raise Refused('"lang" must be a string such as "ca"')
+    address = data.get("address") or ""
+    if not isinstance(address, str):
+        raise Refused('"address" must be a string such as "Carrer de Verdi 20, Gràcia"')
     post_id: JsonValue = data.get("id")
-    return Post(id=post_id, text=text, lat=lat, lon=lon, lang=lang)
+    return Post(id=post_id, text=text, lat=lat, lon=lon, lang=lang, address=address)
 
 
 def _coordinate(data: dict[str, object], key: str, limit: float) -> float | None:
@@ -109,7 +114,9 @@ def classify_lines(
 
     def flush() -> None:
         # a batch is scored in one matrix product (Classifier.classify_batch), same answers
-        inputs = [PostInput(p.text, p.lat, p.lon, language_hint=p.lang) for p in batch]
+        inputs = [
+            PostInput(p.text, p.lat, p.lon, language_hint=p.lang, address=p.address) for p in batch
+        ]
         classified = default_classifier().classify_batch(inputs, city)
         _write(out, [orjson.dumps(result(p, c)) for p, c in zip(batch, classified, strict=True)])
         batch.clear()

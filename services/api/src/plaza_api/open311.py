@@ -920,7 +920,11 @@ async def post_request(
         raise Open311Error(403, "api_key is required to POST a request")
     enforce_rate_limit(request, caller)
     if caller.kind != "key" or caller.role not in OPEN311_WRITERS:
-        raise Open311Error(403, f"a {caller.role} may not POST requests; it needs an API key")
+        allowed = " or ".join(sorted(OPEN311_WRITERS))
+        what = f"a {caller.role} key" if caller.kind == "key" else f"a {caller.role} user's token"
+        raise Open311Error(
+            403, f"{what} may not POST requests: that needs an API key of role {allowed}"
+        )
     code = form.get("service_code", "").strip()
     if not code:
         raise Open311Error(400, "service_code is required")

@@ -106,6 +106,7 @@ class PostInput:
     lon: float | None = None
     language_hint: str = ""
     service_code_hint: str = ""
+    address: str = ""
 
 
 def _signals(text: str, folded: str, prediction: Prediction | None, language_hint: str) -> Signals:
@@ -154,13 +155,15 @@ class Classifier:
         lon: float | None = None,
         language_hint: str = "",
         service_code_hint: str = "",
+        address: str = "",
     ) -> Classification:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
-        inside the city beats a place named in the text."""
+        inside the city beats a place its address names (an Open311 address_string), which
+        beats a place named in the text."""
         cased = fold(text, keep_case=True)  # once, for the model and the place names
         signals = self._signals_of(text, cased, language_hint)
         located = city.locate(lat, lon) if lat is not None and lon is not None else None
-        return self._decide(signals, cased, city, located, service_code_hint)
+        return self._decide(signals, cased, city, located, service_code_hint, address)
 
     def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
         """classify() of many posts, with the same answers: the model scores them all in one
@@ -188,6 +191,7 @@ class Classifier:
                 city,
                 where,
                 post.service_code_hint,
+                post.address,
             )
             for post, text, cased_text, prediction, where in zip(
                 posts, folded, cased, predictions, located, strict=True
@@ -201,10 +205,11 @@ class Classifier:
         city: City,
         located: Location | None,
         service_code_hint: str,
+        address: str = "",
     ) -> Classification:
         """The classification of a post from its signals; `located` is where its point lies
-        (None: no point, or one outside the city), else the place its text (`cased`: folded
-        with its case kept) names."""
+        (None: no point, or one outside the city), else the place its address names, else the
+        place its text (`cased`: folded with its case kept) names."""
         if service_code_hint in load_taxonomy():
             service_code, confidence, actionable = service_code_hint, 1.0, True
         else:
@@ -216,7 +221,10 @@ class Classifier:
             service_code=service_code,
             service_confidence=confidence,
             actionable=actionable,
-            location=located or city.find_in_folded(cased) or NO_LOCATION,
+            location=located
+            or (city.find_in_text(address) if address else None)
+            or city.find_in_folded(cased)
+            or NO_LOCATION,
             language=signals.language,
             urgency="urgent" if signals.urgent else "normal",
             model_version=self.model_version,
@@ -281,6 +289,7 @@ def classify(
     lon: float | None = None,
     language_hint: str = "",
     service_code_hint: str = "",
+    address: str = "",
 ) -> Classification:
     """Classifies one post with the packaged model (see Classifier.classify)."""
     return default_classifier().classify(
@@ -290,6 +299,7 @@ def classify(
         lon=lon,
         language_hint=language_hint,
         service_code_hint=service_code_hint,
+        address=address,
     )
 
 

@@ -59,6 +59,7 @@ class ClassifyPost:
             lon=post.longitude if post.HasField("longitude") else None,
             language_hint=post.language,
             service_code_hint=post.service_code,
+            address=post.address,
         )
         return [_classified(event, post, result)]
 
@@ -78,6 +79,7 @@ class ClassifyPost:
                     lon=post.longitude if post.HasField("longitude") else None,
                     language_hint=post.language,
                     service_code_hint=post.service_code,
+                    address=post.address,
                 )
                 for post in posts
             ],
