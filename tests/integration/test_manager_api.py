@@ -52,12 +52,12 @@ async def test_a_manager_acknowledges_assigns_and_resolves_through_the_api(
         "mark_duplicate",
         "not_responsible",
     ]
-    ok = await api.post(f"/api/v1/requests/{rid}/actions/acknowledge", json={"actor": "manager-06"})
+    ok = await api.post(f"/api/v1/requests/{rid}/actions/acknowledge")  # needs no body
     assert ok.status_code == 200 and ok.json()["status"] == "acknowledged"
     assigned = await api.post(
-        f"/api/v1/requests/{rid}/actions/assign", json={"actor": "manager-06", "worker": "@jordi"}
+        f"/api/v1/requests/{rid}/actions/assign", json={"actor": "manager-06", "worker": "jordi"}
     )
-    assert assigned.json()["assigned_worker"] == "@jordi"
+    assert assigned.json()["assigned_worker"] == "@jordi"  # as the worker's key has it
     assert assigned.json()["extended_status"] == "ACTION_SCHEDULED"
     resolved = await api.post(
         f"/api/v1/requests/{rid}/actions/resolve",
@@ -108,6 +108,8 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
         ("transfer", {"actor": "m", "note": "x", "district_code": "5"}, 422, "district_code"),
         ("fly", {"actor": "m"}, 422, "action"),
         ("acknowledge", {"public": "sometimes"}, 422, "public"),
+        ("assign", {"worker": "jordi garcia"}, 422, "not a public handle such as @jordi"),
+        ("assign", {"worker": "@"}, 422, "not a public handle"),
     ],
 )
 async def test_bad_actions_are_explained(

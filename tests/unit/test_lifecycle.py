@@ -17,6 +17,7 @@ from plaza.requests import (
     next_status,
     open311_status,
     parse_id,
+    worker_handle,
 )
 
 S, A = Status, Action
@@ -95,3 +96,18 @@ def test_an_id_is_ascii_digits_within_a_bigint() -> None:
     # "²" and "٣" are digits to str.isdigit; int() refuses the first, reads the second as 3
     for text in ("", "abc", "-1", "+1", " 7", "1.0", "²", "٣", "１", str(ID_MAX + 1)):
         assert parse_id(text) is None, text
+
+
+def test_a_worker_handle_is_a_public_handle_with_its_at() -> None:
+    for given, stored in (
+        ("@jordi", "@jordi"),
+        ("jordi", "@jordi"),
+        (" jordi_99 ", "@jordi_99"),
+        ("@jordi@bcn.social", "@jordi@bcn.social"),
+        ("jordi@bcn.social", "@jordi@bcn.social"),
+        ("@jordi.bsky.social", "@jordi.bsky.social"),
+    ):
+        assert worker_handle(given) == stored, given
+    for bad in ("", "@", "jordi garcia", "@jordi@", "@jordi@localhost", "jo/rdi", "@@jordi"):
+        with pytest.raises(ValueError, match="not a public handle"):
+            worker_handle(bad)

@@ -10,6 +10,7 @@ end the request (and can only be closed). Everything here is pure: no I/O, no fr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final, Literal
@@ -130,3 +131,23 @@ def parse_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if value <= ID_MAX else None
+
+
+# A worker's public handle as the platforms write them: @jordi (X), @jordi@bcn.social (Mastodon),
+# @jordi.bsky.social (Bluesky).
+_HANDLE: Final = re.compile(r"@[A-Za-z0-9_][A-Za-z0-9_.-]*(@[A-Za-z0-9.-]+\.[A-Za-z]{2,})?")
+
+
+def worker_handle(text: str) -> str:
+    """A worker's handle as it is stored and matched: the @ added when it was left out ("jordi"
+    is "@jordi"), so that the worker's own key finds what was assigned to them. ValueError
+    for what is no handle (spaces, other characters)."""
+    handle = text.strip()
+    if handle and not handle.startswith("@"):
+        handle = "@" + handle
+    if not _HANDLE.fullmatch(handle):
+        raise ValueError(
+            f"{text!r} is not a public handle such as @jordi, @jordi@bcn.social or "
+            "@jordi.bsky.social"
+        )
+    return handle

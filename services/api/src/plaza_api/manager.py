@@ -43,10 +43,11 @@ from plaza.requests import (
     extended_status,
     open311_status,
     parse_id,
+    worker_handle,
 )
 from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -183,11 +184,21 @@ class ActionIn(BaseModel):
     )
     note: str | None = Field(default=None, max_length=2000, examples=["Fanal canviat"])
     public: bool = Field(default=True, description="False for an internal note")
-    worker: str | None = Field(default=None, max_length=256, examples=["@electricista_jun"])
+    worker: str | None = Field(
+        default=None,
+        max_length=256,
+        examples=["@electricista_jun"],
+        description="A public handle (the @ is added when left out: jordi is @jordi)",
+    )
     photo_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
     district_code: str | None = Field(default=None, pattern=r"^\d{2}$")
     agency: str | None = Field(default=None, max_length=128)
     duplicate_of: int | None = Field(default=None, ge=1)
+
+    @field_validator("worker")
+    @classmethod
+    def _handle(cls, value: str | None) -> str | None:
+        return worker_handle(value) if value is not None else None
 
 
 class BulkActionIn(ActionIn):
@@ -951,22 +962,23 @@ async def _apply(
 async def request_action(
     service_request_id: str,
     action: Action,
-    body: ActionIn,
     session: SessionDep,
     city: CityDep,
     sla: SlaDep,
     routing: RoutingDep,
     principal: StaffPrincipal,
+    body: ActionIn | None = None,
 ) -> RequestDetail | Response:
     """Moves the request: acknowledge, assign, start, resolve, close, reopen, transfer,
     mark_duplicate, not_responsible. A refused move answers 409 with the allowed actions.
-    `public: false` keeps the note internal (history only, never in Open311)."""
+    `public: false` keeps the note internal (history only, never in Open311). An action that
+    needs nothing more (acknowledge, start, close) may have no body at all."""
     try:
         request = await _apply(
             session,
             service_request_id,
             action,
-            body,
+            body or ActionIn(),
             principal,
             city=city,
             sla=sla,
