@@ -156,6 +156,18 @@ async def test_a_post_dated_in_the_future_is_reported_when_it_arrives(
     assert request.expected_datetime < before + timedelta(days=30)
 
 
+async def test_a_city_wide_request_is_acknowledged_with_its_team_not_a_district(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(classified("bike", service_code="mobility")))
+    [request] = await requests(sessions)
+    assert request.queue == "city-mobility" and request.district_code == "06"
+    [ack] = [e.reply_requested for e in await outbox(sessions, "reply-requested.v1")]
+    assert ack.kind == ReplyKind.REPLY_KIND_ACKNOWLEDGED
+    assert ack.params["team"] == "Barcelona de Serveis Municipals (BSM)"
+    assert "district_name" not in ack.params
+
+
 async def test_without_coordinates_similar_text_in_the_same_barri_is_a_duplicate(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

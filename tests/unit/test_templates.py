@@ -39,6 +39,17 @@ def test_a_request_without_district_says_where_it_goes() -> None:
     assert text == "¡Recibido! Petición #8. La asignamos al distrito que corresponde."
 
 
+def test_a_city_wide_request_names_its_team_not_a_district() -> None:
+    params = {"service_request_id": "9", "team": "Barcelona de Serveis Municipals (BSM)"}
+    assert render(ACK, "ca", params)[0] == (
+        "Rebut! Petició #9, en mans de Barcelona de Serveis Municipals (BSM)."
+    )
+    assert "distrito" not in render(ACK, "es", params)[0]
+    # a kind with no team variant says what it says without a district
+    transferred = render(ReplyKind.REPLY_KIND_TRANSFERRED, "en", params)[0]
+    assert transferred == "We have passed request #9 to the agency responsible."
+
+
 def test_missing_parameters_and_unknown_kinds_are_errors() -> None:
     with pytest.raises(TemplateError, match="worker"):
         render(ReplyKind.REPLY_KIND_ASSIGNED, "ca", {"service_request_id": "1"})

@@ -364,6 +364,8 @@ async def open_request(
     params = {"expected_datetime": deadlines.resolve_by.isoformat()}
     if routed and placement.district_name:
         params["district_name"] = placement.district_name
+    elif route.queue != TRIAGE_QUEUE:
+        params["team"] = route.team  # a city-wide service's: no district to name
     stage(
         session,
         [

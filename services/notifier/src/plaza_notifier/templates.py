@@ -83,7 +83,10 @@ def render(
     lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
     by_language = (table or templates()).get(kind_name(kind), {})
     district = params.get("district_name")
-    template = by_language.get(lang if district else f"{lang}_no_district") or by_language.get(lang)
+    variants = [lang] if district else [f"{lang}_no_district", lang]
+    if not district and params.get("team"):
+        variants.insert(0, f"{lang}_team")
+    template = next((by_language[v] for v in variants if v in by_language), None)
     if template is None:
         raise TemplateError(f"no {lang} template for reply kind {ReplyKind.Name(kind)}")
     values = dict(params)
