@@ -374,6 +374,134 @@ async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
         assert disabled.status_code == 401
 
 
+VALID_SCOPES = (
+    "01 (Ciutat Vella), 02 (Eixample), 03 (Sants-Montjuïc), 04 (Les Corts), "
+    "05 (Sarrià-Sant Gervasi), 06 (Gràcia), 07 (Horta-Guinardó), 08 (Nou Barris), "
+    "09 (Sant Andreu), 10 (Sant Martí), triage, city-mobility"
+)
+
+
+async def test_a_managers_scopes_are_queues_of_the_city(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A scope that is no queue (a 403 on every queue later) is refused when the key or user is
+    made, naming it and listing the queues; a district's number without its zero is its code."""
+    app = gateway(sessions)
+    async with client(app, await new_key(sessions, Role.ADMIN)) as admin:
+        for path, body in (
+            ("/api/v1/admin/keys", {"name": "k"}),
+            ("/api/v1/admin/users", {"username": "u", "password": "a long passphrase"}),
+        ):
+            for scopes, bad in (
+                (["99"], "scope '99' is not a queue"),
+                (["06", "gracia", "city hall"], "scopes 'gracia', 'city hall' are not queues"),
+                (["city-hall"], "the escalated requests are city hall's (role city_hall)"),
+            ):
+                refused = await admin.post(path, json={**body, "role": "manager", "scopes": scopes})
+                assert refused.status_code == 422, (path, scopes, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json"
+                detail = refused.json()["detail"]
+                assert bad in detail and detail.endswith(VALID_SCOPES), detail
+            none = await admin.post(path, json={**body, "role": "manager"})
+            assert none.status_code == 422 and none.json()["detail"].endswith(VALID_SCOPES)
+        made = await admin.post(
+            "/api/v1/admin/keys", json={"name": "gracia", "role": "manager", "scopes": ["6"]}
+        )
+        assert made.status_code == 201 and made.json()["scopes"] == ["06"], made.text
+        user = await admin.post(
+            "/api/v1/admin/users",
+            json={
+                "username": "maria",
+                "password": PASSWORD,
+                "role": "manager",
+                "scopes": ["triage", "city-mobility", "5"],
+            },
+        )
+        assert user.json()["scopes"] == ["05", "city-mobility", "triage"], user.text
+        listed = (await admin.get("/api/v1/admin/keys")).json()
+        assert [k["name"] for k in listed] == ["admin-all", "gracia"]  # nothing refused was made
+    async with client(app, made.json()["key"]) as gracia:
+        assert (await gracia.get("/api/v1/districts/06/queue")).status_code == 200
+    async with client(app) as anonymous:
+        token = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "maria", "password": PASSWORD}
+        )
+    async with client(app, token.json()["access_token"]) as maria:
+        assert (await maria.get("/api/v1/districts/05/queue")).status_code == 200
+
+
+async def test_the_keys_roles_are_refused_for_users(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    app = gateway(sessions)
+    async with client(app, await new_key(sessions, Role.ADMIN)) as admin:
+        for role in ("civic_developer", "bridge"):
+            refused = await admin.post(
+                "/api/v1/admin/users",
+                json={"username": "app", "password": "a long passphrase", "role": role},
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["detail"] == (
+                f"role {role} is for API keys (apps and bridges), not users; "
+                "a user is one of: worker, manager, city_hall, admin"
+            )
+            key = await admin.post("/api/v1/admin/keys", json={"name": role, "role": role})
+            assert key.status_code == 201  # for a key, the same role is right
+        assert (await admin.get("/api/v1/admin/users")).json() == []
+
+
+async def test_a_key_without_bearer_is_told_what_authorization_takes(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A key without "Bearer ", or another scheme, is a 401 that says what Authorization takes
+    (not "this needs credentials", nor a quiet anonymous call)."""
+    app = gateway(sessions)
+    key = await new_key(sessions, Role.CITY_HALL)
+    async with client(app) as anonymous:
+        for authorization, had in (
+            (key, "no scheme (a bare key or token)"),
+            (f"Basic {key}", "the scheme 'Basic'"),
+            ("Bearer ", "no credential"),
+        ):
+            for path in (
+                "/api/v1/districts/06/queue",  # the queue's short way in
+                "/api/v1/districts/06/queue?overdue=1",  # its FastAPI handler
+                "/api/v1/me",  # open to anonymous callers: still no quiet downgrade
+            ):
+                refused = await anonymous.get(path, headers={"Authorization": authorization})
+                assert refused.status_code == 401, (authorization, path, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json"
+                assert refused.headers["www-authenticate"] == "Bearer"
+                assert refused.json()["detail"] == (
+                    f"Authorization must be 'Bearer <key or token>'; it had {had}"
+                )
+                assert key not in refused.text
+        both = await anonymous.get(
+            "/api/v1/me", headers={"Authorization": "Basic eDp5", "X-API-Key": key}
+        )
+        assert both.status_code == 200 and both.json()["role"] == "city_hall"
+
+
+async def test_a_json_login_is_told_the_endpoint_takes_a_form(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await new_user(sessions, "jan", Role.CITY_HALL)
+    async with client(gateway(sessions)) as anonymous:
+        as_json = await anonymous.post(
+            "/api/v1/auth/token", json={"username": "jan", "password": PASSWORD}
+        )
+        assert as_json.status_code == 415, as_json.text
+        assert as_json.headers["content-type"] == "application/problem+json"
+        detail = as_json.json()["detail"]
+        assert "username and password form-encoded" in detail, detail
+        assert "application/x-www-form-urlencoded" in detail, detail
+        as_form = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "jan", "password": PASSWORD}
+        )
+        assert as_form.status_code == 200
+
+
 async def test_bad_tokens_are_refused_not_downgraded(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -512,6 +640,42 @@ async def test_the_cli_makes_keys_and_users_that_the_gateway_accepts(
             "/api/v1/auth/token", data={"username": "anna", "password": "una contrasenya llarga"}
         )
         assert token.status_code == 200
+
+
+async def test_the_cli_refuses_scopes_and_roles_the_gateway_would_not_honour(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """One line on stderr and exit 2, before any password is asked for; "6" is Gràcia's 06."""
+    for args, said in (
+        (
+            ("keys", "create", "--name", "t", "--role", "manager", "--scope", "gracia"),
+            "plaza keys: scope 'gracia' is not a queue of the city; a manager's scopes are: ",
+        ),
+        (
+            ("users", "create", "m", "--role", "manager", "--scope", "99"),
+            "plaza users: scope '99' is not a queue of the city; a manager's scopes are: ",
+        ),
+        (
+            ("users", "create", "b", "--role", "bridge"),
+            "plaza users: role bridge is for API keys (apps and bridges), not users; "
+            "a user is one of: worker, manager, city_hall, admin",
+        ),
+    ):
+        refused = await asyncio.to_thread(plaza, database_url, *args)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        assert refused.stderr.startswith(said) and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stdout == ""
+        if "manager" in args:
+            assert refused.stderr.rstrip().endswith(VALID_SCOPES), refused.stderr
+    made = await asyncio.to_thread(
+        plaza, database_url, "keys", "create", "--name", "t", "--role", "manager", "--scope", "6"
+    )
+    assert made.returncode == 0, made.stderr
+    assert "role manager, scopes 06" in made.stdout
+    async with client(gateway(sessions), made.stdout.strip().splitlines()[-1]) as manager:
+        assert (await manager.get("/api/v1/districts/06/queue")).status_code == 200
+    listed = await asyncio.to_thread(plaza, database_url, "users", "list")
+    assert listed.stdout == ""  # nothing refused was made
 
 
 async def test_a_first_start_gets_one_admin_key_that_the_gateway_accepts(

@@ -8,15 +8,26 @@ import getpass
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
+from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.db.migrate import upgrade
 from plaza.db.models import ApiKey, StaffUser
+from plaza.policy import RoutingTable
 from plaza.settings import PlazaSettings, load
-from plaza_api.auth import GrantError, Role, create_api_key, create_user
+from plaza_api.auth import (
+    GrantError,
+    Role,
+    check_grant,
+    check_user_role,
+    create_api_key,
+    create_user,
+    manager_queues,
+)
 from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -58,7 +69,32 @@ def grant_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-handle", help="a worker's public handle, as managers assign it")
 
 
-async def _run_keys(args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]) -> int:
+Queues = Mapping[str, str | None]
+
+
+def _checked_grant(args: argparse.Namespace, settings: AccessCliSettings) -> Queues | None:
+    """A new key's or user's grant, checked before the database is opened or a password asked
+    for (GrantError). Returns, for a manager, the queues their scopes may name: those of the
+    gateway's city and routing table (PLAZA_CITY_CONFIG or PLAZA_CITY_DATA_DIR, and
+    PLAZA_ROUTING_CONFIG)."""
+    if args.action != "create":
+        return None
+    role = Role(args.role)
+    if args.command == "users":
+        check_user_role(role)
+    queues = None
+    if role is Role.MANAGER:
+        city = City.from_settings(
+            city_config=settings.city_config, city_data_dir=settings.city_data_dir
+        )
+        queues = manager_queues(city, RoutingTable.load(settings.routing_config))
+    check_grant(role, args.scope, args.worker_handle, queues)
+    return queues
+
+
+async def _run_keys(
+    args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession], queues: Queues | None
+) -> int:
     async with sessions.begin() as session:
         if args.action == "create":
             row, key = await create_api_key(
@@ -67,6 +103,7 @@ async def _run_keys(args: argparse.Namespace, sessions: async_sessionmaker[Async
                 role=Role(args.role),
                 scopes=args.scope,
                 worker_handle=args.worker_handle,
+                queues=queues,
             )
             scopes = f", scopes {', '.join(row.scopes)}" if row.scopes else ""
             print(f"created API key {row.name!r} (id {row.id}, role {row.role}{scopes}):")
@@ -99,7 +136,9 @@ def _password(args: argparse.Namespace) -> tuple[str, bool]:
     return secrets.token_urlsafe(15), True
 
 
-async def _run_users(args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]) -> int:
+async def _run_users(
+    args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession], queues: Queues | None
+) -> int:
     async with sessions.begin() as session:
         if args.action == "create":
             password, generated = _password(args)
@@ -110,8 +149,10 @@ async def _run_users(args: argparse.Namespace, sessions: async_sessionmaker[Asyn
                 role=Role(args.role),
                 scopes=args.scope,
                 worker_handle=args.worker_handle,
+                queues=queues,
             )
-            print(f"created user {user.username!r} (id {user.id}, role {user.role})")
+            scopes = f", scopes {', '.join(user.scopes)}" if user.scopes else ""
+            print(f"created user {user.username!r} (id {user.id}, role {user.role}{scopes})")
             if generated:
                 print(f"password (shown once): {password}")
         elif args.action == "list":
@@ -134,8 +175,13 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     settings = load(AccessCliSettings)
-    url, server = _database(settings)
     command = args.command
+    try:
+        queues = _checked_grant(args, settings)
+    except GrantError as exc:
+        print(f"plaza {command}: {exc}", file=sys.stderr)
+        return 2
+    url, server = _database(settings)
 
     async def go() -> int:
         await upgrade(url)
@@ -146,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
                 print((await first_admin_key(sessions, settings.home)).format(port=settings.port))
                 return 0
             if command == "keys":
-                return await _run_keys(args, sessions)
-            return await _run_users(args, sessions)
+                return await _run_keys(args, sessions, queues)
+            return await _run_users(args, sessions, queues)
         finally:
             await engine.dispose()
 

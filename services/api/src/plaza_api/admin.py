@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from plaza_api.auth import (
     ANONYMOUS,
+    USER_ROLES,
     AdminPrincipal,
     GrantError,
     InvalidCredentials,
@@ -23,8 +24,9 @@ from plaza_api.auth import (
     authenticator,
     create_api_key,
     create_user,
+    manager_queues,
 )
-from plaza_api.deps import SessionDep
+from plaza_api.deps import CityDep, RoutingDep, SessionDep
 from plaza_api.limits import enforce_rate_limit
 
 # A key's or user's id in a path: a bigint (a larger number is a 422, not a database error).
@@ -43,7 +45,8 @@ class GrantIn(BaseModel):
     role: Role
     scopes: list[str] = Field(
         default_factory=list,
-        description="A manager's queues: district codes, triage, city queues",
+        description="A manager's queues: district codes (6 is read as 06), triage, the city-wide "
+        "queues; another is a 422 that lists them",
         examples=[["06"]],
     )
     worker_handle: str | None = Field(
@@ -71,6 +74,10 @@ class NewKeyOut(KeyOut):
 
 
 class UserIn(GrantIn):
+    role: Role = Field(
+        description=f"{', '.join(r for r in Role if r in USER_ROLES)}; "
+        f"{' and '.join(r for r in Role if r not in USER_ROLES)} are for API keys only"
+    )
     username: str = Field(min_length=1, max_length=64, pattern=r"^[\w.@-]+$", examples=["maria"])
     password: str = Field(min_length=10, max_length=256)
 
@@ -108,7 +115,18 @@ def _user_out(row: StaffUser) -> UserOut:
     )
 
 
-@router.post("/auth/token", response_model=TokenOut)
+async def _form_encoded(request: Request) -> None:
+    """A JSON body is told what the endpoint takes (FastAPI would only say a field is missing)."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        raise HTTPException(
+            415,
+            "this endpoint takes username and password form-encoded, not JSON: "
+            "application/x-www-form-urlencoded, as `curl -d username=… -d password=…` sends them",
+        )
+
+
+@router.post("/auth/token", response_model=TokenOut, dependencies=[Depends(_form_encoded)])
 async def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
@@ -129,7 +147,9 @@ async def login(
 
 
 @router.post("/admin/keys", response_model=NewKeyOut, status_code=201)
-async def new_key(body: KeyIn, session: SessionDep, _: AdminPrincipal) -> NewKeyOut:
+async def new_key(
+    body: KeyIn, session: SessionDep, city: CityDep, routing: RoutingDep, _: AdminPrincipal
+) -> NewKeyOut:
     """A new API key. The answer carries the key once; Plaza keeps only its hash."""
     try:
         async with session.begin():
@@ -139,6 +159,7 @@ async def new_key(body: KeyIn, session: SessionDep, _: AdminPrincipal) -> NewKey
                 role=body.role,
                 scopes=body.scopes,
                 worker_handle=body.worker_handle,
+                queues=manager_queues(city, routing),
             )
     except GrantError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -168,7 +189,9 @@ async def revoke_key(
 
 
 @router.post("/admin/users", response_model=UserOut, status_code=201)
-async def new_user(body: UserIn, session: SessionDep, _: AdminPrincipal) -> UserOut:
+async def new_user(
+    body: UserIn, session: SessionDep, city: CityDep, routing: RoutingDep, _: AdminPrincipal
+) -> UserOut:
     """A staff user, who logs in at /api/v1/auth/token."""
     try:
         async with session.begin():
@@ -179,6 +202,7 @@ async def new_user(body: UserIn, session: SessionDep, _: AdminPrincipal) -> User
                 role=body.role,
                 scopes=body.scopes,
                 worker_handle=body.worker_handle,
+                queues=manager_queues(city, routing),
             )
     except GrantError as exc:
         raise HTTPException(422, str(exc)) from None

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,8 +21,10 @@ from typing import Annotated, Literal
 import jwt
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from plaza.city import City
 from plaza.db.models import ApiKey, ServiceRequest, StaffUser
-from plaza.requests import CITY_HALL_QUEUE
+from plaza.policy import RoutingTable
+from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,20 +52,85 @@ OPEN311_WRITERS: frozenset[Role] = frozenset({Role.CIVIC_DEVELOPER, Role.CITY_HA
 POST_WRITERS: frozenset[Role] = frozenset({Role.BRIDGE, Role.ADMIN})
 
 
+# Apps (civic_developer) and bridges call with an API key; only staff log in as users.
+USER_ROLES: frozenset[Role] = STAFF
+
+
 class GrantError(ValueError):
     """A role with the wrong scopes: a manager without queues, a worker without a handle."""
 
 
-def check_grant(role: Role, scopes: Iterable[str], worker_handle: str | None) -> None:
+def manager_queues(city: City, routing: RoutingTable) -> dict[str, str | None]:
+    """The queues a manager's scopes may name, each with its district's name (None for triage
+    and the routing table's city-wide queues). Never the city-hall queue: city hall's alone."""
+    return {
+        **{code: district.name for code, district in city.districts.items()},
+        TRIAGE_QUEUE: None,
+        **dict.fromkeys(sorted(routing.queues)),
+    }
+
+
+def check_grant(
+    role: Role,
+    scopes: Iterable[str],
+    worker_handle: str | None,
+    queues: Mapping[str, str | None] | None = None,
+) -> list[str]:
+    """The scopes as they are stored (sorted, once each), or GrantError saying what is wrong.
+    With `queues` (manager_queues), each scope must be one of them; a number that is one
+    district's code but for its leading zeros is read as that code ("6" as "06")."""
     scopes = list(scopes)
     if role is Role.MANAGER and not scopes:
-        raise GrantError("a manager needs at least one scope: a district code, triage, ...")
+        allowed = _listing(queues) if queues else "a district code, triage, ..."
+        raise GrantError(f"a manager needs at least one scope, one of: {allowed}")
     if role is not Role.MANAGER and scopes:
         raise GrantError(f"only managers have scopes; a {role} sees {_what(role)}")
     if role is Role.WORKER and not worker_handle:
         raise GrantError("a worker needs a worker handle (as managers assign it, e.g. @jordi)")
     if role is not Role.WORKER and worker_handle:
         raise GrantError("only workers have a worker handle")
+    if queues is None:
+        return sorted(set(scopes))
+    found = {scope: _queue_of(scope, queues) for scope in scopes}
+    unknown = [scope for scope, queue in found.items() if queue is None]
+    if CITY_HALL_QUEUE in unknown:
+        raise GrantError(
+            f"scope {CITY_HALL_QUEUE!r}: the escalated requests are city hall's (role "
+            f"{Role.CITY_HALL}); a manager's scopes are: {_listing(queues)}"
+        )
+    if unknown:
+        named = ", ".join(repr(scope) for scope in unknown)
+        what = (
+            f"scope {named} is not a queue"
+            if len(unknown) == 1
+            else f"scopes {named} are not queues"
+        )
+        raise GrantError(f"{what} of the city; a manager's scopes are: {_listing(queues)}")
+    return sorted({queue for queue in found.values() if queue is not None})
+
+
+def check_user_role(role: Role) -> None:
+    """GrantError for the roles that are API keys' alone."""
+    if role not in USER_ROLES:
+        allowed = ", ".join(r for r in Role if r in USER_ROLES)
+        raise GrantError(
+            f"role {role} is for API keys (apps and bridges), not users; a user is one of: "
+            f"{allowed}"
+        )
+
+
+def _queue_of(scope: str, queues: Mapping[str, str | None]) -> str | None:
+    if scope in queues:
+        return scope
+    if scope.isascii() and scope.isdigit():
+        same = [q for q in queues if q.isascii() and q.isdigit() and int(q) == int(scope)]
+        if len(same) == 1:
+            return same[0]
+    return None
+
+
+def _listing(queues: Mapping[str, str | None]) -> str:
+    return ", ".join(f"{code} ({name})" if name else code for code, name in queues.items())
 
 
 def _what(role: Role) -> str:
@@ -312,10 +379,11 @@ async def create_api_key(
     role: Role,
     scopes: Iterable[str] = (),
     worker_handle: str | None = None,
+    queues: Mapping[str, str | None] | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key (row, key). The caller commits; the key is shown once and never stored."""
-    scopes = sorted(set(scopes))
-    check_grant(role, scopes, worker_handle)
+    """A new key (row, key). The caller commits; the key is shown once and never stored.
+    With `queues` (manager_queues), a manager's scopes are checked against them."""
+    scopes = check_grant(role, scopes, worker_handle, queues)
     key = new_api_key()
     row = ApiKey(
         name=name,
@@ -338,10 +406,12 @@ async def create_user(
     role: Role,
     scopes: Iterable[str] = (),
     worker_handle: str | None = None,
+    queues: Mapping[str, str | None] | None = None,
 ) -> StaffUser:
-    """A new staff user. The caller commits."""
-    scopes = sorted(set(scopes))
-    check_grant(role, scopes, worker_handle)
+    """A new staff user (never one of the keys' roles). The caller commits. With `queues`
+    (manager_queues), a manager's scopes are checked against them."""
+    check_user_role(role)
+    scopes = check_grant(role, scopes, worker_handle, queues)
     if len(password) < 10:
         raise GrantError("a password needs at least 10 characters")
     user = StaffUser(
@@ -382,12 +452,29 @@ async def current_principal(
 
     query = request.query_params
     credential = bearer or header_key or query.get("api_key") or query.get("access_token")
+    if not credential and "authorization" in request.headers:
+        raise HTTPException(
+            401,
+            f"Authorization must be 'Bearer <key or token>'; it had "
+            f"{_scheme_of(request.headers['authorization'])}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         principal = await authenticator(request).principal(credential)
     except InvalidCredentials as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     enforce_rate_limit(request, principal)
     return principal
+
+
+def _scheme_of(authorization: str) -> str:
+    """What an Authorization header that is not Bearer had, without repeating the credential."""
+    scheme, _, credential = authorization.strip().partition(" ")
+    if not scheme:
+        return "nothing"
+    if not credential.strip():
+        return "no credential" if scheme.lower() == "bearer" else "no scheme (a bare key or token)"
+    return f"the scheme {scheme[:20]!r}"
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
