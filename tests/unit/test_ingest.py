@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from plaza.bus.memory import MemoryBus
 from plaza.contracts import TOPICS, decode
@@ -116,6 +117,21 @@ async def test_a_body_that_is_not_json_is_a_problem_too(client: httpx.AsyncClien
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["field"] == "body"  # not "1", where parsing stopped
+    assert response.json()["detail"].startswith("body: not valid JSON at character 1")
+
+
+async def test_the_problems_say_what_is_wrong_in_plain_words(client: httpx.AsyncClient) -> None:
+    """A model's own check names its message without pydantic's prefix; NaN is no number."""
+    alone = await client.post("/api/v1/posts", json={k: v for k, v in GOOD.items() if k != "long"})
+    assert alone.json()["detail"] == "body: lat and long must be given together"
+    nan = await client.post(
+        "/api/v1/posts",
+        content=orjson.dumps({**GOOD, "lat": 0, "long": 0}).replace(b'"lat":0', b'"lat":NaN'),
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 422 and nan.json()["detail"] == "lat: Input should be a finite number"
 
 
 async def test_replay_publishes_good_lines_and_names_the_bad_ones(

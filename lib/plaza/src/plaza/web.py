@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -51,15 +53,33 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
+    """One of pydantic's errors as {field, message, type}. A body that is not JSON is the body's
+    fault (its location holds the character where parsing stopped, not a field); a model's own
+    check (lat without long) drops pydantic's "Value error, " prefix."""
+    kind = str(error.get("type", ""))
+    loc = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    if kind == "json_invalid":
+        at = next((p for p in loc if isinstance(p, int)), None)
+        reason = (error.get("ctx") or {}).get("error")
+        where = f" at character {at}" if at is not None else ""
+        return {
+            "field": "body",
+            "message": f"not valid JSON{where}" + (f": {reason}" if reason else ""),
+            "type": kind,
+        }
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return {"field": _field_name(loc), "message": message, "type": kind}
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as application/problem+json, naming the bad field where there is one."""
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"field": _field_name(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-            for e in exc.errors()
-        ]
+        errors = [_validation_error(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         return problem(
             422,

@@ -34,8 +34,8 @@ class PostIn(BaseModel):
     text: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
     lang: Annotated[str, StringConstraints(pattern=r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})*)?$")] = ""
     created_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    long: float | None = Field(default=None, ge=-180, le=180)
+    lat: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    long: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
     address: Annotated[str, StringConstraints(max_length=500)] = ""
     media_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
     reply_to: Annotated[str, StringConstraints(max_length=256)] = ""
