@@ -129,6 +129,8 @@ async def test_reporters_are_people_not_posts(
             city=CITY,
         )
     assert (await requests(sessions))[0].reporters_count == 3
+    [split] = [r for r in await requests(sessions) if r.source_post_id == "a2"]
+    assert (split.district_code, split.location_source) == ("06", "geo")  # as where it left
     async with sessions.begin() as s:
         await split_report(
             s,
@@ -332,7 +334,10 @@ async def test_marking_a_duplicate_moves_its_reporters_and_a_wrong_merge_can_be_
     a = (await requests(sessions))[0]
     assert a.reporters_count == 1
     async with sessions() as s:
-        assert (await s.get(ServiceRequest, new_id)).source_post_id == "b"  # type: ignore[union-attr]
+        split = await s.get(ServiceRequest, new_id)
+        assert split is not None and split.source_post_id == "b"
+        assert (split.district_code, split.location_source) == ("06", a.location_source)
+        assert a.location_source == "geo"
         assert [e.kind for e in await history(s, a.id)][-1] == "split"
 
 

@@ -18,6 +18,7 @@ from plaza import metrics
 from plaza.city import City
 from plaza.contracts import (
     LOCATION_SOURCE_GEO,
+    LOCATION_SOURCE_NONE,
     LOCATION_SOURCE_TEXT,
     REPLY_KIND_ACKNOWLEDGED,
     REPLY_KIND_ASSIGNED,
@@ -53,6 +54,7 @@ from plaza.requests import (
 )
 
 _SOURCES = {LOCATION_SOURCE_GEO: "geo", LOCATION_SOURCE_TEXT: "text"}
+_SOURCE_OF = {name: source for source, name in _SOURCES.items()}
 
 __all__ = [
     "Command",
@@ -809,6 +811,8 @@ async def split_report(
             district_code=request.district_code or "",
             district_name=district.name if district else "",
             barri_code=request.barri_code or "",
+            # placed as the request it leaves was (its district and barri are that request's)
+            source=_SOURCE_OF.get(request.location_source or "", LOCATION_SOURCE_NONE),
         ),
         route=route,
         sla=sla,
