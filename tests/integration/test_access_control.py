@@ -294,7 +294,15 @@ async def test_a_manager_sees_only_their_districts_requests(world: World) -> Non
     duplicate = await world.app_clients["manager_06"].post(
         f"/api/v1/requests/{world.r06}/actions/mark_duplicate", json={"duplicate_of": world.r05}
     )
-    assert duplicate.status_code == 403 and "not yours" in duplicate.json()["detail"]
+    assert duplicate.status_code == 403
+    assert duplicate.json()["detail"] == (
+        f"request {world.r05}, its duplicate, is in queue '05', district 05; "
+        "you are a manager of 06"
+    )
+    other = await world.app_clients["manager_06"].get(f"/api/v1/requests/{world.r05}")
+    assert other.json()["detail"] == (
+        f"request {world.r05} is in queue '05', district 05; you are a manager of 06"
+    )
 
 
 async def test_a_worker_starts_and_resolves_only_what_is_theirs(world: World) -> None:
@@ -304,7 +312,10 @@ async def test_a_worker_starts_and_resolves_only_what_is_theirs(world: World) ->
     refused = await worker.post(
         f"/api/v1/requests/{world.r06}/actions/transfer", json={"note": "x", "district_code": "05"}
     )
-    assert refused.status_code == 403 and "start" in refused.json()["detail"]
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "a worker may resolve or start a request assigned to them, not transfer it"
+    )
     started = await worker.post(f"/api/v1/requests/{world.r06}/actions/start", json={})
     assert started.status_code == 200 and started.json()["status"] == "in_progress"
     resolved = await worker.post(
@@ -315,6 +326,7 @@ async def test_a_worker_starts_and_resolves_only_what_is_theirs(world: World) ->
     assert history[-1]["actor"] == "key:worker-@jordi"  # the caller, not a claimed name
     other = await worker.post(f"/api/v1/requests/{world.r05}/actions/start", json={})
     assert other.status_code == 403
+    assert other.json()["detail"].endswith("you are the worker @jordi: what is assigned to you")
 
 
 async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
@@ -337,6 +349,15 @@ async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
         assert gone.status_code == 401
     bad = await admin.post("/api/v1/admin/keys", json={"name": "m", "role": "manager"})
     assert bad.status_code == 422 and "scope" in bad.json()["detail"]
+    # a worker's handle is stored as assignments store it, with its @
+    worker = await admin.post(
+        "/api/v1/admin/keys", json={"name": "w", "role": "worker", "worker_handle": "pere"}
+    )
+    assert worker.status_code == 201 and worker.json()["worker_handle"] == "@pere"
+    spaced = await admin.post(
+        "/api/v1/admin/keys", json={"name": "w", "role": "worker", "worker_handle": "pere pi"}
+    )
+    assert spaced.status_code == 422 and "not a public handle" in spaced.json()["detail"]
     user = await admin.post(
         "/api/v1/admin/users",
         json={"username": "pau", "password": "a long passphrase", "role": "city_hall"},

@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from plaza.city import City
 from plaza.db.models import ApiKey, ServiceRequest, StaffUser
 from plaza.policy import RoutingTable
-from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE
+from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE, worker_handle
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -70,6 +70,17 @@ def manager_queues(city: City, routing: RoutingTable) -> dict[str, str | None]:
     }
 
 
+def stored_handle(handle: str | None) -> str | None:
+    """A worker's handle as managers' assignments store it ("jordi" is "@jordi"), so that the
+    worker's key finds what is assigned to them; GrantError for what is no handle."""
+    if handle is None:
+        return None
+    try:
+        return worker_handle(handle)
+    except ValueError as exc:
+        raise GrantError(f"worker handle {exc}") from None
+
+
 def check_grant(
     role: Role,
     scopes: Iterable[str],
@@ -89,6 +100,7 @@ def check_grant(
         raise GrantError("a worker needs a worker handle (as managers assign it, e.g. @jordi)")
     if role is not Role.WORKER and worker_handle:
         raise GrantError("only workers have a worker handle")
+    stored_handle(worker_handle)
     if queues is None:
         return sorted(set(scopes))
     found = {scope: _queue_of(scope, queues) for scope in scopes}
@@ -384,6 +396,7 @@ async def create_api_key(
     """A new key (row, key). The caller commits; the key is shown once and never stored.
     With `queues` (manager_queues), a manager's scopes are checked against them."""
     scopes = check_grant(role, scopes, worker_handle, queues)
+    worker_handle = stored_handle(worker_handle)
     key = new_api_key()
     row = ApiKey(
         name=name,
@@ -412,6 +425,7 @@ async def create_user(
     (manager_queues), a manager's scopes are checked against them."""
     check_user_role(role)
     scopes = check_grant(role, scopes, worker_handle, queues)
+    worker_handle = stored_handle(worker_handle)
     if len(password) < 10:
         raise GrantError("a password needs at least 10 characters")
     user = StaffUser(

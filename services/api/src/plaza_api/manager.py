@@ -62,6 +62,7 @@ from plaza_api.auth import (
     bearer_scheme,
     current_principal,
     key_scheme,
+    manager_queues,
     require,
 )
 from plaza_api.deps import CityDep, RoutingDep, SessionDep, SlaDep
@@ -348,16 +349,27 @@ def _queue_name(code: str, city: City, routing: RoutingTable) -> str:
         return city.districts[code].name
     if code in routing.queues:
         return code
-    known = ", ".join([*city.districts, TRIAGE_QUEUE, CITY_HALL_QUEUE, *sorted(routing.queues)])
+    known = ", ".join([*manager_queues(city, routing), CITY_HALL_QUEUE])
     raise HTTPException(404, f"no queue {code!r}; queues are {known}")
+
+
+def _yours(principal: Principal) -> str:
+    """What the caller may see, for a 403: "you are a manager of 06, triage"."""
+    if principal.role is Role.WORKER:
+        return f"you are the worker {principal.worker_handle}: what is assigned to you"
+    return f"you are a {principal.role} of {', '.join(sorted(principal.scopes)) or 'no queue'}"
+
+
+def _not_yours(what: str, request: ServiceRequest, principal: Principal) -> HTTPException:
+    district = f", district {request.district_code}" if request.district_code else ""
+    return HTTPException(
+        403, f"{what} is in queue {request.queue!r}{district}; {_yours(principal)}"
+    )
 
 
 def _may_read_queue(principal: Principal, code: str) -> None:
     if not principal.manages_queue(code):
-        theirs = ", ".join(sorted(principal.scopes)) or "none"
-        raise HTTPException(
-            403, f"queue {code!r} is not yours ({principal.role}; queues: {theirs})"
-        )
+        raise HTTPException(403, f"queue {code!r} is not yours: {_yours(principal)}")
 
 
 def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) -> list[str]:
@@ -835,10 +847,7 @@ async def _readable(
     if request is None:
         raise HTTPException(404, f"no service request {service_request_id!r}")
     if not principal.may_read(request):
-        where = request.district_code or request.queue
-        raise HTTPException(
-            403, f"request {service_request_id} ({request.queue}, {where}) is not yours"
-        )
+        raise _not_yours(f"request {request.id}", request, principal)
     return request
 
 
@@ -848,9 +857,11 @@ def _may_act(principal: Principal, request: ServiceRequest, action: Action) -> N
     if principal.works_on(request) and action in WORKER_ACTIONS:
         return
     if principal.works_on(request):
-        allowed = ", ".join(sorted(WORKER_ACTIONS))
-        raise HTTPException(403, f"a worker may only {allowed} what is assigned to them")
-    raise HTTPException(403, f"request {request.id} is not yours")
+        allowed = " or ".join(sorted(WORKER_ACTIONS))
+        raise HTTPException(
+            403, f"a worker may {allowed} a request assigned to them, not {action} it"
+        )
+    raise _not_yours(f"request {request.id}", request, principal)
 
 
 @router.get("/requests/{service_request_id}", response_model=RequestDetail)
@@ -923,7 +934,7 @@ async def _apply(
             if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:
                 target = await session.get(ServiceRequest, body.duplicate_of)
                 if target is not None and not principal.manages(target):
-                    raise HTTPException(403, f"request {body.duplicate_of} is not yours")
+                    raise _not_yours(f"request {target.id}, its duplicate,", target, principal)
             return await act(
                 session, request.id, command, now=_now(), sla=sla, routing=routing, city=city
             )
