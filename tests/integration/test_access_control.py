@@ -565,6 +565,9 @@ async def test_rate_limits_answer_429_with_retry_after(
         limited = await c.get("/api/v1/districts/06/queue")
         assert limited.headers["content-type"] == "application/problem+json"
         assert int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["detail"].startswith(
+            "rate limit exceeded: 3 requests a minute for key:city_hall-all; retry in"
+        )
     other = await new_key(sessions, Role.CITY_HALL, name="another")
     async with client(app, other) as c:  # a budget per key
         assert (await c.get("/api/v1/districts/06/queue")).status_code == 200
@@ -574,6 +577,10 @@ async def test_rate_limits_answer_429_with_retry_after(
         limited = await anonymous.get("/open311/v2/services.json")
         assert limited.status_code == 429 and "retry-after" in limited.headers
         assert limited.json()[0]["code"] == 429  # Open311's format under /open311/
+        assert (
+            "2 requests a minute without credentials, per address"
+            in (limited.json()[0]["description"])
+        )
 
 
 async def test_oversized_bodies_are_refused_and_cors_is_for_public_reads_only(

@@ -128,6 +128,10 @@ async def test_services_list_every_code_of_the_taxonomy_in_json_and_xml(
         assert s["metadata"] is True and s["type"] in ("realtime", "batch", "blackbox")
     catalan = (await api.get("/open311/v2/services.json", params={"lang": "ca"})).json()
     assert catalan[0]["service_name"] == "Enllumenat públic"
+    spanish = (await api.get("/open311/v2/services.json", params={"lang": "es-ES"})).json()
+    assert spanish[0]["service_name"] == "Alumbrado público"
+    french = await api.get("/open311/v2/services.json", params={"lang": "fr"})
+    assert french.status_code == 400 and "en, es, ca" in french.json()[0]["description"]
     xml = await api.get("/open311/v2/services.xml")
     assert xml.headers["content-type"].startswith("text/xml")
     root = ElementTree.fromstring(xml.content)

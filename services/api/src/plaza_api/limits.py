@@ -60,12 +60,17 @@ def enforce_rate_limit(request: Request, principal: Principal) -> None:
     if principal.role is None:
         client = request.client.host if request.client else "unknown"
         wait = limiter.take(f"addr:{client}", limits.anonymous_per_minute)
+        who = (
+            f"{limits.anonymous_per_minute} requests a minute without credentials, per address "
+            f"({client}); an API key has its own budget"
+        )
     else:
         wait = limiter.take(f"{principal.kind}:{principal.id}", limits.per_key_per_minute)
+        who = f"{limits.per_key_per_minute} requests a minute for {principal.actor}"
     if wait > 0:
         raise HTTPException(
             429,
-            f"rate limit exceeded for {principal.actor}; retry in {math.ceil(wait)} s",
+            f"rate limit exceeded: {who}; retry in {math.ceil(wait)} s",
             headers={"Retry-After": str(math.ceil(wait))},
         )
 

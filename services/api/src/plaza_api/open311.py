@@ -382,7 +382,8 @@ def service_entry(code: str, lang: str = "en") -> dict[str, object]:
 
 
 _LANG = Annotated[
-    str | None, Query(description="Names in ca, es or en (default en)", examples=["ca"])
+    str | None,
+    Query(description="Names in ca, es or en (default en; ca-ES is ca)", examples=["ca"]),
 ]
 
 
@@ -397,11 +398,13 @@ async def services(
     jurisdiction_id: _JURISDICTION = None,
     lang: _LANG = None,
 ) -> Response:
-    """Every service code of the city's taxonomy: the service_code a POST names."""
+    """Every service code of the city's taxonomy: the service_code a POST names. `lang` gives
+    the names in Catalan or Spanish (the descriptions and keywords are the taxonomy's English)."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    return render(
-        fmt, "services", "service", [service_entry(c, lang or "en") for c in load_taxonomy()]
-    )
+    language = (lang or "en").partition("-")[0].lower()
+    if language not in LANGUAGES:
+        raise Open311Error(400, f"lang {lang!r}: the names are in {', '.join(LANGUAGES)}")
+    return render(fmt, "services", "service", [service_entry(c, language) for c in load_taxonomy()])
 
 
 def service_definition(code: str) -> dict[str, object]:
