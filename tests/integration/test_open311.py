@@ -21,6 +21,7 @@ from plaza.lifecycle import Command, act, add_note
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
 from plaza.taxonomy import load_taxonomy
+from plaza_api.access import AccessConfig
 from plaza_api.auth import Role
 from plaza_classifier.handler import ClassifyPost
 from plaza_ingest.app import create_app as create_ingest
@@ -154,6 +155,18 @@ async def test_services_list_every_code_of_the_taxonomy_in_json_and_xml(
         "text/xml",
         "application/json",
     ]
+    assert discovery.findtext("endpoints/endpoint/url") == "http://plaza/open311/v2"
+
+
+async def test_discovery_names_the_configured_address_not_the_host_asked(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The spec's endpoint url "will likely not change": with PLAZA_PUBLIC_URL set, a Host
+    header (a proxy's, or one made up) does not move it."""
+    app = gateway(sessions, access=AccessConfig(public_url="https://plaza.bcn.example"))
+    async with client(app) as api:
+        found = await api.get("/open311/v2/discovery.json", headers={"host": "evil.example"})
+    assert found.json()["endpoints"][0]["url"] == "https://plaza.bcn.example/open311/v2"
 
 
 async def test_requests_have_the_spec_fields_and_every_filter_works(

@@ -51,3 +51,15 @@ def test_a_service_process_refuses_to_start_without_its_settings() -> None:
     )
     assert result.returncode != 0
     assert "PLAZA_DATABASE_URL" in result.stderr
+
+
+def test_the_public_url_is_an_http_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plaza_api.settings import AccessSettings
+
+    monkeypatch.setenv("PLAZA_PUBLIC_URL", "https://plaza.bcn.example/")
+    access = load(AccessSettings).access("x" * 32)
+    assert access.public_url == "https://plaza.bcn.example"
+    for wrong in ("plaza.bcn.example", "ftp://plaza.bcn.example", "https://a b"):
+        monkeypatch.setenv("PLAZA_PUBLIC_URL", wrong)
+        with pytest.raises(SettingsError, match="PLAZA_PUBLIC_URL"):
+            load(AccessSettings)

@@ -53,6 +53,7 @@ class AccessConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
     jurisdiction_id: str = "barcelona"
+    public_url: str | None = None  # the gateway as the world reaches it; None: as asked
     sse_poll_seconds: float = 1.0
 
 
@@ -66,6 +67,7 @@ def install_access(
     app.state.limits = config.limits
     app.state.rate_limiter = RateLimiter()
     app.state.jurisdiction_id = config.jurisdiction_id
+    app.state.public_url = config.public_url
     app.state.sse_poll_seconds = config.sse_poll_seconds
     install_open311_errors(app)
     install_storage_errors(app)

@@ -345,7 +345,9 @@ async def discovery(request: Request, format: _FORMAT_PARAM) -> Response:
     """Where this Open311 endpoint is, what it speaks, and how to get an API key."""
     fmt = _format(format)
     await _public_caller(request)
-    base = str(request.base_url).rstrip("/") + "/open311/v2"
+    # The configured address, not the Host header a client (or an attacker) sent, when known.
+    public: str | None = request.app.state.public_url
+    base = (public or str(request.base_url).rstrip("/")) + "/open311/v2"
     body = {
         "changeset": CHANGESET,
         "contact": "The city's Plaza administrators",

@@ -32,6 +32,12 @@ class AccessSettings(PlazaSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     jurisdiction_id: str = Field(default="barcelona", min_length=1, max_length=64)
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="PLAZA_PUBLIC_URL: where citizens and apps reach the gateway "
+        "(https://plaza.example.org); Open311's discovery names it",
+    )
 
     @model_validator(mode="after")
     def _check_access(self) -> Self:
@@ -50,6 +56,7 @@ class AccessSettings(PlazaSettings):
                 max_body_bytes=self.max_body_bytes,
             ),
             jurisdiction_id=self.jurisdiction_id,
+            public_url=self.public_url.rstrip("/") if self.public_url else None,
         )
 
 
