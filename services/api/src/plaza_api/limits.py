@@ -110,10 +110,14 @@ class Utf8Forms:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not any(
-            name == b"content-type"
-            and value.lower().startswith(b"application/x-www-form-urlencoded")
-            for name, value in scope["headers"]
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD")
+            or not any(
+                name == b"content-type"
+                and value.lower().startswith(b"application/x-www-form-urlencoded")
+                for name, value in scope["headers"]
+            )
         ):
             await self.app(scope, receive, send)
             return
