@@ -553,6 +553,7 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
                 "no location": ({k: v for k, v in form.items() if k not in ("lat", "long")}, 400),
                 "lat alone": ({k: v for k, v in form.items() if k != "long"}, 400),
                 "a bad latitude": ({**form, "lat": "91"}, 400),
+                "a point in Sydney": ({**form, "lat": "-33.86", "long": "151.2"}, 400),
                 "a bad language": ({**form, "attribute[language]": "fr"}, 400),
                 "another jurisdiction": ({**form, "jurisdiction_id": "madrid"}, 404),
                 "a description past 4,000": ({**form, "description": "x" * 4001}, 400),

@@ -938,6 +938,14 @@ async def post_request(
     lat, long = _number(form, "lat", -90, 90), _number(form, "long", -180, 180)
     if (lat is None) != (long is None):
         raise Open311Error(400, "lat and long must be given together")
+    city: City = request.app.state.city
+    if lat is not None and long is not None and city.locate(lat, long) is None:
+        box = city.bbox
+        raise Open311Error(
+            400,
+            f"lat and long ({lat:g}, {long:g}) are not in {city.name} (latitude "
+            f"{box.min_lat:g} to {box.max_lat:g}, longitude {box.min_lon:g} to {box.max_lon:g})",
+        )
     address = _text(form, "address_string", 500)
     address_id = _text(form, "address_id", 256)
     if lat is None and not address and not address_id:
