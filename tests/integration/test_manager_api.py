@@ -110,6 +110,7 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
         ("acknowledge", {"public": "sometimes"}, 422, "public"),
         ("assign", {"worker": "jordi garcia"}, 422, "not a public handle such as @jordi"),
         ("assign", {"worker": "@"}, 422, "not a public handle"),
+        ("mark_duplicate", {"duplicate_of": 99999999999999999999999}, 422, "duplicate_of"),
     ],
 )
 async def test_bad_actions_are_explained(

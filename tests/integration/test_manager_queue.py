@@ -4,6 +4,7 @@ bulk actions, and live updates as Server-Sent Events over a real HTTP connection
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,16 @@ async def test_filters_sort_and_cursor_pages(
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     forged = await api.get("/api/v1/districts/06/queue", params={"cursor": "bm9wZQ"})
     assert forged.status_code == 422
+    # well-formed cursors past what a bigint or a datetime holds: 422, not a 500
+    for raw in (
+        b'["2026-01-01T00:00:00+00:00", 99999999999999999999999]',
+        b'["9999-12-31T23:59:59-23:59", 1]',
+        b"[null, -1]",
+        b"[null, true]",
+    ):
+        crafted = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        answer = await api.get("/api/v1/districts/06/queue", params={"cursor": crafted})
+        assert answer.status_code == 422, raw
 
 
 def expected_item(r: ServiceRequest, now: datetime) -> dict[str, object]:

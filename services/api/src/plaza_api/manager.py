@@ -34,6 +34,7 @@ from plaza.lifecycle import (
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import (
     CITY_HALL_QUEUE,
+    ID_MAX,
     OPEN_STATUSES,
     TRIAGE_QUEUE,
     Action,
@@ -194,7 +195,7 @@ class ActionIn(BaseModel):
     photo_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
     district_code: str | None = Field(default=None, pattern=r"^\d{2}$")
     agency: str | None = Field(default=None, max_length=128)
-    duplicate_of: int | None = Field(default=None, ge=1)
+    duplicate_of: int | None = Field(default=None, ge=1, le=ID_MAX)
 
     @field_validator("worker")
     @classmethod
@@ -391,8 +392,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime | None, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         due, last_id = json.loads(raw)
-        return (datetime.fromisoformat(due) if due else None), int(last_id)
-    except (ValueError, TypeError, binascii.Error):
+        when = datetime.fromisoformat(due).astimezone(UTC) if due else None
+        if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= ID_MAX:
+            raise ValueError(last_id)
+        return when, last_id
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise HTTPException(422, "cursor: not a cursor this API gave") from None
 
 
