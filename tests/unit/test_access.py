@@ -132,6 +132,13 @@ def test_the_rate_limiter_allows_a_burst_then_refills_evenly() -> None:
             "El fanal 12 del carrer de Verdi, des de 2026",
         ),
         ("@marta avisa, CP 08012", "@marta avisa, CP 08012"),
+        ("tel 612\u00a0345\u00a0678", "tel [phone]"),  # no-break spaces
+        ("al 93/123.45.67 o al +34 (93) 123 45 67", "al [phone] o al [phone]"),
+        ("(93) 123 45 67, 612  345  678", "[phone], [phone]"),
+        ("DNI 12345678Z, NIE X1234567L, dni 12345678-z", "DNI [id], NIE [id], dni [id]"),
+        ("IBAN ES91 2100 0418 4502 0005 1332 o ES9121000418450200051332", "IBAN [iban] o [iban]"),
+        ("Revisió el 2026-05-04 10:00, 1000 pts", "Revisió el 2026-05-04 10:00, 1000 pts"),
+        ("x" * 5000 + "@example.org i " + "y" * 5000, "[email] i " + "y" * 5000),
     ],
 )
 def test_public_text_masks_contacts_and_plates(text: str, masked: str) -> None:

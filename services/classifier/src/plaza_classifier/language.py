@@ -358,7 +358,9 @@ _WORDS: Final[dict[Language, frozenset[str]]] = {
 _ORTHOGRAPHY: Final[dict[Language, re.Pattern[str]]] = {
     "ca": re.compile(r"ç|l·l|l\.l|[àèò]|ï|\b[ldsnm]'[aeiouhàèéíòóú]"),
     "es": re.compile(r"ñ|[¿¡]|á|\bción\b|ción\b|ado\b|ido\b"),
-    "en": re.compile(r"\b\w+'(?:s|t|re|ve|ll|d|m)\b|\bw[hr]\w+|th\w*|\w+ing\b"),
+    # \b before \w+ing: tried once per word, not once per character (a 10,000-letter word
+    # cost 0.1 s without it)
+    "en": re.compile(r"\b\w+'(?:s|t|re|ve|ll|d|m)\b|\bw[hr]\w+|th\w*|\b\w+ing\b"),
 }
 
 # What every match of each _ORTHOGRAPHY pattern contains: a text with none of these has no
