@@ -59,6 +59,11 @@ async def test_a_manager_acknowledges_assigns_and_resolves_through_the_api(
     )
     assert assigned.json()["assigned_worker"] == "@jordi"  # as the worker's key has it
     assert assigned.json()["extended_status"] == "ACTION_SCHEDULED"
+    internal = await api.post(
+        f"/api/v1/requests/{rid}/actions/resolve",
+        json={"note": "El veí és conflictiu", "public": False},
+    )
+    assert internal.status_code == 422 and "note is public" in internal.json()["detail"]
     resolved = await api.post(
         f"/api/v1/requests/{rid}/actions/resolve",
         json={
@@ -111,6 +116,8 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
         ("assign", {"worker": "jordi garcia"}, 422, "not a public handle such as @jordi"),
         ("assign", {"worker": "@"}, 422, "not a public handle"),
         ("mark_duplicate", {"duplicate_of": 99999999999999999999999}, 422, "duplicate_of"),
+        # what the citizen is told cannot be internal
+        ("not_responsible", {"note": "És de l'AMB", "public": False}, 422, "note is public"),
     ],
 )
 async def test_bad_actions_are_explained(

@@ -514,6 +514,7 @@ async def act(
         case Action.RESOLVE:
             if not cmd.note:
                 raise InvalidCommand("resolve needs a public note saying what was done")
+            _public_note(cmd)
             request.resolved_at = now
             request.status_notes = cmd.note
             request.resolution_photo_url = cmd.photo_url
@@ -556,6 +557,7 @@ async def act(
                 raise InvalidCommand(
                     "not_responsible needs a public note saying who is responsible"
                 )
+            _public_note(cmd)
             request.status_notes = cmd.note
             request.closed_at = now
     request.status = target.value
@@ -730,6 +732,17 @@ async def _absorb(
     target.version += 1
     target.updated_datetime = now
     _audit(session, target, "merged", actor, now, before, note=f"request {source.id}")
+
+
+def _public_note(cmd: Command) -> None:
+    """A resolve's or a not_responsible's note is what the citizen is told (the request's
+    status_notes, the public reply): it cannot be internal."""
+    if not cmd.public:
+        raise InvalidCommand(
+            f"{cmd.action}'s note is public: it is the request's status_notes and the reply "
+            "the citizen gets; put what is internal in a note of its own (POST /notes, "
+            "public false)"
+        )
 
 
 async def _reporters(session: AsyncSession, request_id: int, *, without: int | None = None) -> int:
