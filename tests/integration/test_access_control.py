@@ -49,6 +49,7 @@ class World:
     r06: int  # Gràcia, assigned to the worker @jordi
     r05: int  # Sarrià-Sant Gervasi
     triage: int
+    hinted: int  # in triage, the classifier's unsure guess of Gràcia kept as a hint
 
 
 def accepting_ingest() -> httpx.AsyncClient:
@@ -80,10 +81,14 @@ async def world(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Wor
         as_event(classified("s1", at=now, district="05", latlon=(41.4010, 2.1300), barri="25"))
     )
     await route(as_event(classified("t1", at=now, district="", latlon=None)))
-    r06, r05, triage = (
+    await route(
+        as_event(classified("t2", at=now, latlon=None, confidence=0.3, service_code="cleaning"))
+    )
+    r06, r05, triage, hinted = (
         await request_id(sessions, "g1"),
         await request_id(sessions, "s1"),
         await request_id(sessions, "t1"),
+        await request_id(sessions, "t2"),
     )
     async with sessions.begin() as s:
         await act(
@@ -114,7 +119,7 @@ async def world(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Wor
         "admin": await new_key(sessions, Role.ADMIN),
     }
     clients = {role: client(app, key) for role, key in credentials.items()}
-    yield World(app, clients, r06, r05, triage)
+    yield World(app, clients, r06, r05, triage, hinted)
     for c in clients.values():
         await c.aclose()
 
@@ -155,6 +160,14 @@ def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str,
         ("GET", f"/api/v1/requests/{r06}", None, expect("worker", "manager_06", *EVERY_QUEUE)),
         ("GET", f"/api/v1/requests/{r05}", None, expect("manager_05", *EVERY_QUEUE)),
         ("GET", f"/api/v1/requests/{tr}", None, expect(*EVERY_QUEUE)),
+        # a district guessed in triage is no scope: the manager of 06 does not see it
+        ("GET", f"/api/v1/requests/{w.hinted}", None, expect(*EVERY_QUEUE)),
+        (
+            "POST",
+            f"/api/v1/requests/{w.hinted}/actions/acknowledge",
+            {},
+            expect(*EVERY_QUEUE, ok=-1),
+        ),
         (
             "GET",
             f"/api/v1/requests/{r06}/history",

@@ -175,11 +175,14 @@ class Principal:
         return self.role is Role.MANAGER and queue != CITY_HALL_QUEUE and queue in self.scopes
 
     def manages(self, request: ServiceRequest) -> bool:
-        """May act as a manager on it: its queue or its district is theirs."""
+        """May act as a manager on it: its queue or its district is theirs. In triage, its
+        district is only the classifier's unsure guess (a person decides): the queue alone
+        counts."""
         if self.sees_every_queue:
             return True
         return self.role is Role.MANAGER and (
-            request.queue in self.scopes or (request.district_code or "") in self.scopes
+            request.queue in self.scopes
+            or (request.queue != TRIAGE_QUEUE and (request.district_code or "") in self.scopes)
         )
 
     def works_on(self, request: ServiceRequest) -> bool:

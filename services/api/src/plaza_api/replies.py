@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from plaza.db.models import ReplyDelivery, ServiceRequest
-from plaza.requests import CITY_HALL_QUEUE
+from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from plaza_api.auth import Principal, Role, StaffPrincipal
 from plaza_api.deps import SessionDep
@@ -69,7 +69,11 @@ def _scope(principal: Principal) -> ColumnElement[bool] | None:
     if principal.role is not Role.MANAGER:
         raise HTTPException(403, "only managers, city hall and admins see the replies' delivery")
     queues = [s for s in principal.scopes if s != CITY_HALL_QUEUE]
-    return or_(ServiceRequest.queue.in_(queues), ServiceRequest.district_code.in_(queues))
+    # in triage, a district is only a guess (Principal.manages)
+    return or_(
+        ServiceRequest.queue.in_(queues),
+        and_(ServiceRequest.queue != TRIAGE_QUEUE, ServiceRequest.district_code.in_(queues)),
+    )
 
 
 @router.get("/replies", response_model=list[ReplyDeliveryOut])
