@@ -596,6 +596,21 @@ async def test_rate_limits_answer_429_with_retry_after(
         )
 
 
+async def test_guessing_keys_costs_the_address_its_budget(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Wrong keys are rate limited per address as anonymous calls are: 400 guesses used to get
+    400 answers of 401 (each a query), never a 429."""
+    app = gateway(sessions, access=AccessConfig(limits=Limits(anonymous_per_minute=2)))
+    statuses = []
+    for n in range(3):
+        async with client(app, f"plz_guess{n}") as guess:
+            statuses.append((await guess.get("/api/v1/districts/06/queue")).status_code)
+    async with client(app) as guess:
+        wrong = await guess.get("/open311/v2/services.json", params={"api_key": "plz_guess"})
+    assert statuses == [401, 401, 429] and wrong.status_code == 429
+
+
 async def test_oversized_bodies_are_refused_and_cors_is_for_public_reads_only(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

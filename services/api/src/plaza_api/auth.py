@@ -7,6 +7,7 @@ also send `api_key` as a parameter, as the GeoReport v2 spec says. Keys start wi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -359,8 +360,11 @@ class Authenticator:
         user = (
             await session.execute(select(StaffUser).where(StaffUser.username == username))
         ).scalar_one_or_none()
-        # Hash even for an unknown user, so the answer's timing tells nothing.
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        # Hash even for an unknown user, so the answer's timing tells nothing; in a thread, as
+        # scrypt takes ~30 ms of CPU that would otherwise stall every other request.
+        ok = await asyncio.to_thread(
+            verify_password, password, user.password_hash if user else _DUMMY_HASH
+        )
         if user is None or not ok or user.disabled_at is not None:
             raise InvalidCredentials("wrong username or password")
         return user
@@ -479,6 +483,8 @@ async def current_principal(
     try:
         principal = await authenticator(request).principal(credential)
     except InvalidCredentials as exc:
+        # guessing keys or tokens costs the address its budget, as guessing passwords does
+        enforce_rate_limit(request, ANONYMOUS)
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     enforce_rate_limit(request, principal)
     return principal

@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from plaza_api.auth import (
+    ANONYMOUS,
     KEY_PREFIX,
     OPEN311_WRITERS,
     InvalidCredentials,
@@ -201,6 +202,7 @@ async def _caller(request: Request, form_key: str | None = None) -> Principal:
     try:
         return await authenticator(request).principal(credential)
     except InvalidCredentials as exc:
+        enforce_rate_limit(request, ANONYMOUS)  # guessing keys costs the address its budget
         if key and not key.startswith(KEY_PREFIX):
             raise Open311Error(
                 403, f"api_key is not valid: a Plaza API key starts with {KEY_PREFIX!r}"
