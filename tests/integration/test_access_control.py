@@ -596,6 +596,22 @@ async def test_rate_limits_answer_429_with_retry_after(
         )
 
 
+async def test_a_key_rides_in_a_url_only_to_the_live_updates(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """URLs end up in proxies' logs and browsers' history: ?api_key= and ?access_token= are
+    for EventSource's live updates alone, which cannot send headers."""
+    app = gateway(sessions)
+    key = await new_key(sessions, Role.CITY_HALL)
+    async with client(app) as anonymous:
+        for name in ("api_key", "access_token"):
+            refused = await anonymous.get("/api/v1/districts/06/queue", params={name: key})
+            assert refused.status_code == 401, name
+            assert "only for live updates" in refused.json()["detail"]
+    async with client(app, key) as bearer:
+        assert (await bearer.get("/api/v1/districts/06/queue")).status_code == 200
+
+
 async def test_guessing_keys_costs_the_address_its_budget(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

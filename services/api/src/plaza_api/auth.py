@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 KEY_PREFIX = "plz_"
+EVENTS_SUFFIX = "/queue/events"  # the live updates' paths: the only ones taking ?access_token=
 JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "plaza"
 MIN_SECRET_LENGTH = 32
@@ -472,7 +473,18 @@ async def current_principal(
     from plaza_api.limits import enforce_rate_limit
 
     query = request.query_params
-    credential = bearer or header_key or query.get("api_key") or query.get("access_token")
+    in_query = query.get("api_key") or query.get("access_token")
+    if in_query and not request.url.path.endswith(EVENTS_SUFFIX):
+        # A URL is logged by proxies and kept in browsers' history: a key rides in one only
+        # where nothing else can carry it, a browser's EventSource, which sends no headers.
+        raise HTTPException(
+            401,
+            "credentials in the query string (api_key, access_token) are only for live updates "
+            "(.../queue/events, which a browser's EventSource opens without headers); send "
+            "them as 'Authorization: Bearer …'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    credential = bearer or header_key or in_query
     if not credential and "authorization" in request.headers:
         raise HTTPException(
             401,
