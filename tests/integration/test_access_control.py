@@ -612,6 +612,35 @@ async def test_a_key_rides_in_a_url_only_to_the_live_updates(
         assert (await bearer.get("/api/v1/districts/06/queue")).status_code == 200
 
 
+async def test_a_bridge_with_scopes_posts_for_its_platforms_only(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A bridge chooses the platform, post and author it hands over, so the city's accounts
+    answer whatever it says; a key can be bound to the platforms its bridge serves."""
+    app = gateway(sessions, accepting_ingest())
+    admin = await new_key(sessions, Role.ADMIN)
+    async with client(app, admin) as c:
+        made = await c.post(
+            "/api/v1/admin/keys", json={"name": "m", "role": "bridge", "scopes": ["mastodon"]}
+        )
+        assert made.status_code == 201 and made.json()["scopes"] == ["mastodon"]
+        wrong = await c.post(
+            "/api/v1/admin/keys", json={"name": "m", "role": "bridge", "scopes": ["open311"]}
+        )
+        assert wrong.status_code == 422 and "platforms it posts for" in wrong.json()["detail"]
+    post = {"post_id": "1", "author_handle": "@a", "text": "Fanal apagat"}
+    async with client(app, made.json()["key"]) as bridge:
+        ok = await bridge.post("/api/v1/posts", json={**post, "platform": "mastodon"})
+        assert ok.status_code == 202
+        other = await bridge.post("/api/v1/posts", json={**post, "platform": "x"})
+        assert other.status_code == 403
+        assert other.json()["detail"] == "this bridge key posts for mastodon, not for 'x'"
+    async with client(app, await new_key(sessions, Role.BRIDGE)) as any_platform:
+        assert (
+            await any_platform.post("/api/v1/posts", json={**post, "platform": "x"})
+        ).status_code == 202
+
+
 async def test_guessing_keys_costs_the_address_its_budget(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

@@ -46,7 +46,8 @@ class GrantIn(BaseModel):
     scopes: list[str] = Field(
         default_factory=list,
         description="A manager's queues: district codes (6 is read as 06), triage, the city-wide "
-        "queues; another is a 422 that lists them",
+        "queues; another is a 422 that lists them. A bridge's: the platforms it posts for "
+        "(none: any)",
         examples=[["06"]],
     )
     worker_handle: str | None = Field(

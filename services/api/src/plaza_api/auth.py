@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -96,8 +97,13 @@ def check_grant(
     if role is Role.MANAGER and not scopes:
         allowed = _listing(queues) if queues else "a district code, triage, ..."
         raise GrantError(f"a manager needs at least one scope, one of: {allowed}")
+    if role is Role.BRIDGE:
+        return _platforms(scopes)
     if role is not Role.MANAGER and scopes:
-        raise GrantError(f"only managers have scopes; a {role} sees {_what(role)}")
+        raise GrantError(
+            f"only managers (queues) and bridges (platforms) have scopes; a {role} sees "
+            f"{_what(role)}"
+        )
     if role is Role.WORKER and not worker_handle:
         raise GrantError("a worker needs a worker handle (as managers assign it, e.g. @jordi)")
     if role is not Role.WORKER and worker_handle:
@@ -121,6 +127,21 @@ def check_grant(
         )
         raise GrantError(f"{what} of the city; a manager's scopes are: {_listing(queues)}")
     return sorted({queue for queue in found.values() if queue is not None})
+
+
+_PLATFORM = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # as a post's platform (ingest's PostIn)
+
+
+def _platforms(scopes: Iterable[str]) -> list[str]:
+    """A bridge's scopes: the platforms it may post for (none: any)."""
+    found = sorted(set(scopes))
+    wrong = [s for s in found if not _PLATFORM.fullmatch(s) or s == "open311"]
+    if wrong:
+        raise GrantError(
+            f"a bridge's scopes are the platforms it posts for (mastodon, bluesky, x, ...; "
+            f"open311 is Open311's own), not {', '.join(map(repr, wrong))}"
+        )
+    return found
 
 
 def check_user_role(role: Role) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from plaza.web import problem
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from plaza_api.auth import POST_WRITERS, Principal, require
+from plaza_api.auth import POST_WRITERS, Principal, Role, require
 from plaza_api.backlog import BacklogCollector
 from plaza_api.deps import IngestDep, SessionDep
 
@@ -23,11 +24,20 @@ _FORWARDED_HEADERS = ("content-type", "retry-after")
 async def submit_post(
     request: Request,
     ingest: IngestDep,
-    _: Annotated[Principal, Depends(require(*POST_WRITERS))],
+    principal: Annotated[Principal, Depends(require(*POST_WRITERS))],
 ) -> Response:
     """Hands a post to ingest, which validates it (422 problem+json naming the field) and
-    answers 202 once it is on the bus. Needs an API key of role `bridge` (or `admin`)."""
+    answers 202 once it is on the bus. Needs an API key of role `bridge` (or `admin`); a
+    bridge key with scopes posts for those platforms only."""
     body = await request.body()
+    if principal.role is Role.BRIDGE and principal.scopes:
+        platform = _platform_of(body)
+        if platform is not None and platform not in principal.scopes:
+            return problem(
+                403,
+                f"this bridge key posts for {', '.join(sorted(principal.scopes))}, "
+                f"not for {platform!r}",
+            )
     try:
         upstream = await ingest.post(
             "/api/v1/posts",
@@ -40,6 +50,16 @@ async def submit_post(
         )
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in _FORWARDED_HEADERS}
     return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+def _platform_of(body: bytes) -> str | None:
+    """The post's platform, or None when the body is no post (ingest then says what is wrong)."""
+    try:
+        post = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    platform = post.get("platform") if isinstance(post, dict) else None
+    return platform if isinstance(platform, str) else None
 
 
 @router.get("/healthz", tags=["Operations"])
