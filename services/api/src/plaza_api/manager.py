@@ -11,17 +11,25 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from plaza.city import City
-from plaza.db.models import Open311Submission, Reply, RequestEvent, RequestReport, ServiceRequest
+from plaza.db.models import (
+    Open311Submission,
+    Reply,
+    RequestEvent,
+    RequestReport,
+    ServiceRequest,
+    StaffUser,
+)
 from plaza.lifecycle import (
     Command,
     InvalidCommand,
@@ -56,10 +64,13 @@ from starlette.datastructures import QueryParams
 
 from plaza_api.auth import (
     STAFF,
+    Authenticator,
     CurrentPrincipal,
+    InvalidCredentials,
     Principal,
     Role,
     StaffPrincipal,
+    authenticator,
     bearer_scheme,
     current_principal,
     key_scheme,
@@ -645,14 +656,101 @@ def _sse(event_id: int, data: dict[str, object]) -> str:
     return f"id: {event_id}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _sse_end(refusal: HTTPException) -> str:
+    """A stream's last event (named `end`, without an id): why it ends, as the 401 or 403 that
+    reconnecting gets."""
+    data = {"status": refusal.status_code, "detail": refusal.detail}
+    return f"event: end\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    """Whose stream it is, checked again at each poll: the credential through the Authenticator
+    the request used, whose cache makes that no query most polls (a revoked key ends the stream
+    within key_cache_seconds, at once on the gateway that revoked it; a token at its expiry), and
+    a user's row, which a token does not see (disabled, or no longer a manager of the queue),
+    read once per key_cache_seconds."""
+
+    auth: Authenticator
+    credential: str | None
+    code: str
+    principal: Principal
+    user_read_at: float | None = None
+
+    async def refusal(self, session: AsyncSession) -> HTTPException | None:
+        """Why the stream may not go on (the 401 or 403 a new request would get), or None."""
+        try:
+            principal = await self.auth.principal(self.credential)
+            _may_read_queue(principal, self.code)
+        except InvalidCredentials as exc:
+            return HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        except HTTPException as exc:
+            return exc
+        now = time.monotonic()
+        cache = self.auth.config.key_cache_seconds
+        if principal.kind == "user" and (
+            self.user_read_at is None or now - self.user_read_at >= cache
+        ):
+            user = (
+                await session.execute(
+                    select(
+                        StaffUser.role,
+                        StaffUser.scopes,
+                        StaffUser.worker_handle,
+                        StaffUser.disabled_at,
+                    ).where(StaffUser.id == principal.id)
+                )
+            ).one_or_none()
+            if user is None or user.disabled_at is not None:
+                detail = f"user {principal.name!r} is disabled"
+                return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+            granted = replace(
+                principal,
+                role=Role(user.role),
+                scopes=frozenset(user.scopes or ()),
+                worker_handle=user.worker_handle,
+            )
+            try:
+                _may_read_queue(granted, self.code)
+            except HTTPException as exc:
+                return exc
+            self.user_read_at = now
+        self.principal = principal
+        return None
+
+    def change(
+        self, event: RequestEvent, changed: ServiceRequest, now: datetime
+    ) -> dict[str, object]:
+        """One event of the stream. A request the caller may no longer read (as GET
+        /requests/{id} decides: transferred out of their scopes) is named by its id alone: that
+        it changed and is not in the queue, not where it is now, who has it or who acted."""
+        if not self.principal.may_read(changed):
+            return {
+                "kind": event.kind,
+                "at": w3c(event.at),
+                "actor": None,
+                "in_queue": False,
+                "item": {"service_request_id": str(changed.id)},
+            }
+        return {
+            "kind": event.kind,
+            "at": w3c(event.at),
+            "actor": event.actor,
+            "in_queue": changed.status in OPEN_STATUSES
+            and (changed.queue == self.code or self.code == CITY_HALL_QUEUE),
+            "item": _item(changed, now),
+        }
+
+
 async def _queue_changes(
     request: Request,
     sessions: async_sessionmaker[AsyncSession],
-    code: str,
+    subscriber: _Subscriber,
     in_queue: ColumnElement[bool],
     last_id: int,
     poll_seconds: float,
 ) -> AsyncIterator[str]:
+    code = subscriber.code
     yield "retry: 3000\n: connected\n\n"
     quiet = 0.0
     # A request that left the queue (transferred away) is announced there one last time, and
@@ -670,6 +768,10 @@ async def _queue_changes(
     )
     while not await request.is_disconnected():
         async with sessions() as session:
+            refusal = await subscriber.refusal(session)
+            if refusal is not None:
+                yield _sse_end(refusal)
+                return
             rows = await session.execute(
                 select(RequestEvent, ServiceRequest)
                 .join(ServiceRequest, ServiceRequest.id == RequestEvent.service_request_id)
@@ -681,17 +783,7 @@ async def _queue_changes(
             now = _now()
             for event, changed in changes:
                 last_id = event.id
-                yield _sse(
-                    event.id,
-                    {
-                        "kind": event.kind,
-                        "at": w3c(event.at),
-                        "actor": event.actor,
-                        "in_queue": changed.status in OPEN_STATUSES
-                        and (changed.queue == code or code == CITY_HALL_QUEUE),
-                        "item": _item(changed, now),
-                    },
-                )
+                yield _sse(event.id, subscriber.change(event, changed, now))
         if changes:
             quiet = 0.0
             continue
@@ -723,21 +815,35 @@ async def queue_events(
     city: CityDep,
     routing: RoutingDep,
     principal: StaffPrincipal,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    header_key: Annotated[str | None, Depends(key_scheme)],
     last_event_id: Annotated[str | None, Header(description="Resume after this event")] = None,
 ) -> StreamingResponse:
     """Live updates of a queue as Server-Sent Events: every change to one of its requests
     (created, merged, each action, notes, SLA breaches) with the request as it now is.
-    `in_queue: false` means it left the queue (closed, transferred). Browsers' EventSource
-    cannot send headers: pass `?access_token=` (a token or key) instead."""
+    `in_queue: false` means it left the queue (closed, transferred); a request the caller may no
+    longer read comes with its id alone. Browsers' EventSource cannot send headers: pass
+    `?access_token=` (a token or key) instead. The credentials are checked again while the
+    stream lasts: once a key is revoked, a token expires or a user is disabled, a last event
+    named `end` says why and the stream closes."""
     _, in_queue = _queue(code, city, routing)
     _may_read_queue(principal, code)
+    query = request.query_params
+    # The credential as current_principal read it, to check it again while the stream lasts.
+    credential = bearer or header_key or query.get("api_key") or query.get("access_token")
+    subscriber = _Subscriber(authenticator(request), credential, code, principal)
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     after: int | None = parse_id(last_event_id) if last_event_id else None
-    if after is None:  # the changes from now on (fixed before the answer starts, so none slips by)
-        async with sessions() as session:
+    async with sessions() as session:
+        # A disabled user's token is still good elsewhere until it expires, but not here: an
+        # EventSource that reconnects after the stream's `end` is refused, so it stops.
+        refusal = await subscriber.refusal(session)
+        if refusal is not None:
+            raise refusal
+        if after is None:  # the changes from now on (fixed before the answer starts: none slips by)
             after = (await session.execute(select(func.max(RequestEvent.id)))).scalar() or 0
     poll: float = request.app.state.sse_poll_seconds
-    stream = _queue_changes(request, sessions, code, in_queue, after, poll)
+    stream = _queue_changes(request, sessions, subscriber, in_queue, after, poll)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
