@@ -400,7 +400,14 @@ async def test_admins_manage_keys_and_users_and_revoked_keys_stop_working(
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
         assert raw.status_code == 200, raw.text
-    assert (await admin.delete(f"/api/v1/admin/users/{user.json()['id']}")).status_code == 204
+    issued = token.json()["access_token"]
+    async with client(app, issued) as pau:
+        assert (await pau.get("/api/v1/districts/06/queue")).status_code == 200
+        assert (await admin.delete(f"/api/v1/admin/users/{user.json()['id']}")).status_code == 204
+        # the token issued before stops working too (within the key cache's 30 s on other
+        # gateways; at once on this one, which disabled the user)
+        stopped = await pau.get("/api/v1/districts/06/queue")
+        assert stopped.status_code == 401 and stopped.json()["detail"] == "user 'pau' is disabled"
     async with client(app) as anonymous:
         disabled = await anonymous.post(
             "/api/v1/auth/token", data={"username": "pau", "password": "a long passphrase"}

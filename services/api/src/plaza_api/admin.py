@@ -219,11 +219,15 @@ async def list_users(session: SessionDep, _: AdminPrincipal) -> list[UserOut]:
 
 
 @router.delete("/admin/users/{user_id}", status_code=204)
-async def disable_user(user_id: RowId, session: SessionDep, _: AdminPrincipal) -> Response:
-    """Disables a user: no new tokens; tokens already issued expire within their lifetime."""
+async def disable_user(
+    request: Request, user_id: RowId, session: SessionDep, _: AdminPrincipal
+) -> Response:
+    """Disables a user: no new tokens, and the tokens already issued stop working (at once on
+    this gateway, within 30 s on others)."""
     async with session.begin():
         row = await session.get(StaffUser, user_id)
         if row is None:
             raise HTTPException(404, f"no user {user_id}")
         row.disabled_at = row.disabled_at or datetime.now(UTC)
+    authenticator(request).forget_keys()
     return Response(status_code=204)

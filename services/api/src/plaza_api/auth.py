@@ -309,6 +309,7 @@ class Authenticator:
         self._clock = clock
         self._keys: dict[str, tuple[float, Principal | None]] = {}
         self._tokens: dict[str, tuple[float, Principal]] = {}
+        self._users: dict[int, tuple[float, bool]] = {}  # user id -> (until, still enabled)
 
     def issue_token(self, user: StaffUser, now: datetime | None = None) -> str:
         now = now or datetime.now(UTC)
@@ -377,6 +378,28 @@ class Authenticator:
 
     def forget_keys(self) -> None:
         self._keys.clear()
+        self._users.clear()
+
+    async def _check_enabled(self, principal: Principal) -> None:
+        """A disabled user's tokens stop working within `key_cache_seconds`, as a revoked key
+        does (a token is otherwise good until it expires): one query per user that often."""
+        now = self._clock()
+        cached = self._users.get(principal.id)
+        if cached is None or cached[0] < now:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(StaffUser.disabled_at).where(StaffUser.id == principal.id)
+                    )
+                ).first()
+            if len(self._users) > 10_000:
+                self._users.clear()
+            cached = self._users[principal.id] = (
+                now + self.config.key_cache_seconds,
+                row is not None and row[0] is None,
+            )
+        if not cached[1]:
+            raise InvalidCredentials(f"user {principal.name!r} is disabled")
 
     async def login(self, session: AsyncSession, username: str, password: str) -> StaffUser:
         user = (
@@ -396,7 +419,9 @@ class Authenticator:
             return ANONYMOUS
         if credential.startswith(KEY_PREFIX):
             return await self.verify_key(credential)
-        return self.verify_token(credential)
+        principal = self.verify_token(credential)
+        await self._check_enabled(principal)
+        return principal
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
