@@ -22,6 +22,7 @@ from plaza_notifier.bluesky import BlueskyChannel
 from plaza_notifier.channels import ChannelReply, PostedReply, ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import PostReply
+from plaza_notifier.photos import PhotoFetcher
 from plaza_notifier.templates import templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,6 +52,15 @@ deliver_until = partial(_deliver_until, timeout=20)  # a real PDS answers slower
 async def channels(bluesky_peer: BlueskyPeer) -> AsyncIterator[dict[str, ReplyChannel]]:
     async with httpx.AsyncClient(timeout=10) as http:
         yield {"bluesky": BlueskyChannel(account(bluesky_peer), http)}
+
+
+@pytest.fixture
+async def local_photo_channels(bluesky_peer: BlueskyPeer) -> AsyncIterator[dict[str, ReplyChannel]]:
+    """Channels that fetch photos from the local PDS, on 127.0.0.1: only with private hosts
+    allowed (PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS), which a city's notifier never has."""
+    photos = PhotoFetcher(allow_private_hosts=True)
+    async with httpx.AsyncClient(timeout=10) as http:
+        yield {"bluesky": BlueskyChannel(account(bluesky_peer), http, photos=photos)}
 
 
 async def citizen_request(
@@ -142,7 +152,7 @@ async def test_the_assignment_mentions_the_worker_with_a_facet_in_utf8_bytes(
 
 async def test_the_resolution_photo_is_an_image_embed(
     bluesky_peer: BlueskyPeer,
-    channels: dict[str, ReplyChannel],
+    local_photo_channels: dict[str, ReplyChannel],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     peer = bluesky_peer
@@ -157,8 +167,10 @@ async def test_the_resolution_photo_is_an_image_embed(
     photo_url = f"{peer.pds_url}/xrpc/com.atproto.sync.getBlob?did={peer.citizens[1].did}&cid={cid}"
     note = "Hem canviat la làmpada i el cablejat del fanal. " * 12
     event = asked(ask, "resolved-1", ReplyKind.REPLY_KIND_RESOLVED, note=note, photo_url=photo_url)
-    await PostReply(sessions, channels)(event)
-    await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-1"], {"posted"})
+    await PostReply(sessions, local_photo_channels)(event)
+    await deliver_until(
+        Deliverer(sessions, local_photo_channels, FAST), sessions, ["resolved-1"], {"posted"}
+    )
 
     [reply] = await city_replies_to(peer, post)
     embed = reply["value"]["embed"]

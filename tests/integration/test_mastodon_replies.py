@@ -22,6 +22,7 @@ from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import PostReply
 from plaza_notifier.mastodon import MastodonChannel
 from plaza_notifier.metrics import REPLIES_DEAD_LETTERED
+from plaza_notifier.photos import PhotoFetcher
 from plaza_router.sla_scanner import SlaScanner
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -58,6 +59,15 @@ def mastodon() -> Iterator[FakeMastodon]:
 async def channels(mastodon: FakeMastodon) -> AsyncIterator[dict[str, ReplyChannel]]:
     async with httpx.AsyncClient(timeout=5) as http:
         yield {"mastodon": MastodonChannel(mastodon.account(), http)}
+
+
+@pytest.fixture
+async def local_photo_channels(mastodon: FakeMastodon) -> AsyncIterator[dict[str, ReplyChannel]]:
+    """Channels that fetch photos from the local Mastodon, on 127.0.0.1: only with private hosts
+    allowed (PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS), which a city's notifier never has."""
+    photos = PhotoFetcher(allow_private_hosts=True)
+    async with httpx.AsyncClient(timeout=5) as http:
+        yield {"mastodon": MastodonChannel(mastodon.account(), http, photos=photos)}
 
 
 async def citizen_request(
@@ -222,15 +232,17 @@ async def test_a_dead_letter_is_seen_and_retried_by_its_manager_through_the_api(
 
 async def test_the_resolution_photo_is_uploaded_and_attached(
     mastodon: FakeMastodon,
-    channels: dict[str, ReplyChannel],
+    local_photo_channels: dict[str, ReplyChannel],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     status, ask = await citizen_request(sessions, mastodon, language="es")
     photo = f"{mastodon.base_url}/files/farola-arreglada.jpg"
     note = "Farola reparada. " + "Hemos cambiado la lámpara y el cableado. " * 20
     event = asked(ask, "resolved-1", ReplyKind.REPLY_KIND_RESOLVED, note=note, photo_url=photo)
-    await PostReply(sessions, channels)(event)
-    await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-1"], {"posted"})
+    await PostReply(sessions, local_photo_channels)(event)
+    await deliver_until(
+        Deliverer(sessions, local_photo_channels, FAST), sessions, ["resolved-1"], {"posted"}
+    )
     [reply] = mastodon.replies_to(status["id"])
     [media] = reply["media_attachments"]
     assert media["url"] and media["type"] == "image"
@@ -242,6 +254,27 @@ async def test_the_resolution_photo_is_uploaded_and_attached(
     assert len(stored.body) <= 500 and stored.body.endswith("…")  # the long note was shortened
     assert f"#{ask.reply_requested.service_request_id}" in stored.body
     assert stored.body.startswith(f"@marta@{mastodon.host} ")
+
+
+async def test_a_photo_on_a_private_address_is_left_out_and_the_reply_still_posted(
+    mastodon: FakeMastodon,
+    channels: dict[str, ReplyChannel],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A worker's photo_url on the city's network (here the local Mastodon's own photo, on
+    127.0.0.1) is never fetched under the default settings: the reply goes at the first
+    attempt, without media (and without the link: its text was worded for an attachment)."""
+    status, ask = await citizen_request(sessions, mastodon, language="es")
+    photo = f"{mastodon.base_url}/files/farola-arreglada.jpg"
+    event = asked(ask, "resolved-1", ReplyKind.REPLY_KIND_RESOLVED, note="Hecho", photo_url=photo)
+    await PostReply(sessions, channels)(event)
+    await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-1"], {"posted"})
+    [reply] = mastodon.replies_to(status["id"])
+    assert reply["media_attachments"] == [] and mastodon.uploads == []
+    assert mastodon.seen("GET", "/files/") == []  # never fetched
+    stored = await delivery(sessions, "resolved-1")
+    assert (stored.state, stored.attempts) == ("posted", 1)
+    assert photo not in stored.body
 
 
 async def test_a_missed_resolve_deadline_tells_every_reporter_it_is_late(

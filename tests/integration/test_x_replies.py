@@ -21,6 +21,7 @@ from plaza_notifier.channels import ChannelReply, ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import PostReply
 from plaza_notifier.length import LIMITS
+from plaza_notifier.photos import PhotoFetcher
 from plaza_notifier.x import XChannel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,6 +58,15 @@ def x() -> Iterator[FakeX]:
 async def channels(x: FakeX) -> AsyncIterator[dict[str, ReplyChannel]]:
     async with httpx.AsyncClient(timeout=5) as http:
         yield {"x": XChannel(x.account(), http)}
+
+
+@pytest.fixture
+async def local_photo_channels(x: FakeX) -> AsyncIterator[dict[str, ReplyChannel]]:
+    """Channels that fetch photos from the local X, on 127.0.0.1: only with private hosts
+    allowed (PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS), which a city's notifier never has."""
+    photos = PhotoFetcher(allow_private_hosts=True)
+    async with httpx.AsyncClient(timeout=5) as http:
+        yield {"x": XChannel(x.account(), http, photos=photos)}
 
 
 async def citizen_request(
@@ -179,15 +189,17 @@ async def test_5xx_are_retried_then_dead_lettered_and_a_refused_reply_holds_up_n
 
 async def test_the_resolution_photo_is_uploaded_and_attached(
     x: FakeX,
-    channels: dict[str, ReplyChannel],
+    local_photo_channels: dict[str, ReplyChannel],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     tweet, ask = await citizen_request(sessions, x, language="es")
     photo = f"{x.base_url}/media/farola-arreglada.jpg"
     note = "Farola reparada 💡. " + "Hemos cambiado la lámpara y el cableado. " * 10
     event = asked(ask, "resolved-x-1", ReplyKind.REPLY_KIND_RESOLVED, note=note, photo_url=photo)
-    await PostReply(sessions, channels)(event)
-    await deliver_until(Deliverer(sessions, channels, FAST), sessions, ["resolved-x-1"], {"posted"})
+    await PostReply(sessions, local_photo_channels)(event)
+    await deliver_until(
+        Deliverer(sessions, local_photo_channels, FAST), sessions, ["resolved-x-1"], {"posted"}
+    )
     [reply] = x.replies_to(tweet["id"])
     [key] = reply["attachments"]["media_keys"]
     [upload] = x.uploads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Self
 
@@ -21,8 +22,11 @@ from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import GROUP, PostReply
 from plaza_notifier.mastodon import MastodonChannel
+from plaza_notifier.photos import PhotoFetcher
 from plaza_notifier.templates import TemplateError, load_templates
 from plaza_notifier.x import XChannel
+
+log = logging.getLogger("plaza_notifier")
 
 
 class NotifierSettings(SocialSettings):
@@ -42,6 +46,12 @@ class NotifierSettings(SocialSettings):
         ge=1,
         description="PLAZA_REPLY_SENDING_LEASE_SECONDS: after this long a reply left in "
         "`sending` is taken as interrupted (its thread is searched before sending again)",
+    )
+    media_allow_private_hosts: bool = Field(
+        default=False,
+        description="PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS: fetch resolution photos from loopback and "
+        "private addresses too (the tests' local servers); never in a city's deployment, where "
+        "a worker's photo URL could reach the city's internal network",
     )
 
     @model_validator(mode="after")
@@ -81,15 +91,17 @@ class NotifierSettings(SocialSettings):
         )
 
 
-def build_channels(settings: SocialSettings, http: httpx.AsyncClient) -> dict[str, ReplyChannel]:
+def build_channels(
+    settings: SocialSettings, http: httpx.AsyncClient, photos: PhotoFetcher
+) -> dict[str, ReplyChannel]:
     """A channel for each platform the settings turn on; the others get the log channel."""
     channels: dict[str, ReplyChannel] = {}
     if settings.mastodon is not None:
-        channels["mastodon"] = MastodonChannel(settings.mastodon, http)
+        channels["mastodon"] = MastodonChannel(settings.mastodon, http, photos=photos)
     if settings.bluesky is not None:
-        channels["bluesky"] = BlueskyChannel(settings.bluesky, http)
+        channels["bluesky"] = BlueskyChannel(settings.bluesky, http, photos=photos)
     if settings.x is not None:
-        channels["x"] = XChannel(settings.x, http)
+        channels["x"] = XChannel(settings.x, http, photos=photos)
     return channels
 
 
@@ -98,8 +110,13 @@ async def serve(settings: NotifierSettings) -> None:
     engine = create_engine(settings.require_database(), pre_ping=False)
     sessions = session_factory(engine)
     bus = bus_from_settings(settings)
+    if settings.media_allow_private_hosts:
+        log.warning(
+            "PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS is on: photos are fetched from private addresses too"
+        )
+    photos = PhotoFetcher(allow_private_hosts=settings.media_allow_private_hosts)
     async with httpx.AsyncClient(timeout=15.0) as http:
-        channels = build_channels(settings, http)
+        channels = build_channels(settings, http, photos)
         handler = PostReply(sessions, channels, load_templates(settings.reply_templates))
         worker = Worker.in_batches(
             bus,

@@ -22,6 +22,7 @@ import httpx
 from plaza.bluesky import HANDLE, MENTION, POST, AtUri, BlueskyAccount, tid_for
 
 from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
+from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,14 @@ class BlueskyChannel:
         account: BlueskyAccount,
         http: httpx.AsyncClient,
         *,
+        photos: PhotoFetcher | None = None,
         clock: type[datetime] = datetime,
     ) -> None:
         if account.password is None:
             raise ValueError("the Bluesky channel needs the account's password")
         self._account = account
         self._http = http
+        self._photos = photos or PhotoFetcher()
         self._clock = clock
         self._budget = RateBudget(
             "bluesky",
@@ -246,23 +249,13 @@ class BlueskyChannel:
         return sorted(facets, key=lambda f: cast(dict[str, int], f["index"])["byteStart"])
 
     async def _image(self, photo_url: str, language: str) -> dict[str, object] | None:
-        """An images embed with the photo, uploaded as a blob; None if the photo is gone."""
-        photo = await self._http.get(photo_url, follow_redirects=True)
-        if 400 <= photo.status_code < 500:
-            log.warning("photo %s answered %d: replying without it", photo_url, photo.status_code)
+        """An images embed with the photo, uploaded as a blob; None if the photo cannot be
+        attached (plaza_notifier.photos says why)."""
+        photo = await self._photos.get(photo_url, platform="bluesky", max_bytes=MAX_IMAGE_BYTES)
+        if photo is None:
             return None
-        photo.raise_for_status()
-        if len(photo.content) > MAX_IMAGE_BYTES:
-            log.warning(
-                "photo %s has %d bytes, over Bluesky's %d: replying without it",
-                photo_url,
-                len(photo.content),
-                MAX_IMAGE_BYTES,
-            )
-            return None
-        content_type = photo.headers.get("content-type", "image/jpeg").split(";")[0]
         response = await self._call(
-            "com.atproto.repo.uploadBlob", content=photo.content, content_type=content_type
+            "com.atproto.repo.uploadBlob", content=photo.content, content_type=photo.content_type
         )
         self._check(response, "uploadBlob")
         blob = _obj(_obj(response.json()).get("blob"))

@@ -38,7 +38,7 @@ class ChannelReply:
     author_handle: str
     text: str  # already fitted to the platform's length limit (plaza_notifier.length)
     language: str
-    photo_url: str | None  # an image to attach (the resolution photo), fetched by the channel
+    photo_url: str | None  # the resolution photo to attach, fetched by plaza_notifier.photos
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,17 +11,21 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import cast
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import httpx
 from plaza.social import MastodonAccount, html_to_text
 
 from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget
+from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
 
 Json = Mapping[str, object]
+# Mastodon's image limit before 4.0 (16 MB since; an instance may set its own): a larger photo
+# is left out rather than refused by the instance, which would fail the whole reply.
+MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
 
 
 def _str(value: object) -> str:
@@ -68,11 +72,13 @@ class MastodonChannel:
         http: httpx.AsyncClient,
         *,
         media_timeout: float = 30.0,
+        photos: PhotoFetcher | None = None,
         clock: type[datetime] = datetime,
     ) -> None:
         self._account = account
         self._http = http
         self._media_timeout = media_timeout
+        self._photos = photos or PhotoFetcher()
         self._clock = clock
         self._budget = RateBudget(
             "mastodon",
@@ -116,19 +122,16 @@ class MastodonChannel:
         return self._own_id
 
     async def _upload(self, photo_url: str) -> str | None:
-        """The media id of the photo, processed and ready to attach; None if the photo is gone."""
-        photo = await self._http.get(photo_url, follow_redirects=True)
-        if 400 <= photo.status_code < 500:
-            log.warning("photo %s answered %d: replying without it", photo_url, photo.status_code)
+        """The media id of the photo, processed and ready to attach; None if the photo cannot
+        be attached (plaza_notifier.photos says why)."""
+        photo = await self._photos.get(photo_url, platform="mastodon", max_bytes=MAX_PHOTO_BYTES)
+        if photo is None:
             return None
-        photo.raise_for_status()
-        name = urlsplit(photo_url).path.rsplit("/", 1)[-1] or "photo.jpg"
-        content_type = photo.headers.get("content-type", "image/jpeg")
         self._before_call()
         response = await self._http.post(
             f"{self._account.base_url}/api/v2/media",
             headers=self._headers(),
-            files={"file": (name, photo.content, content_type)},
+            files={"file": (photo.name, photo.content, photo.content_type)},
         )
         self._check(response, "POST /api/v2/media")
         media = _obj(response.json())

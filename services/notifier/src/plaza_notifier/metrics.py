@@ -1,4 +1,4 @@
-"""The notifier's metrics: replies posted and failed, by platform."""
+"""The notifier's metrics: replies posted and failed, by platform; photos left out."""
 
 from __future__ import annotations
 
@@ -25,4 +25,11 @@ REPLIES_RATE_LIMITED = Counter(
     "plaza_replies_rate_limited_total",
     "Times a platform asked the notifier to wait (429 or a spent rate-limit budget), by platform",
     ["platform"],
+)
+REPLY_PHOTOS_REFUSED = Counter(
+    "plaza_reply_photos_refused_total",
+    "Resolution photos a reply went without (the reply was posted all the same), by platform and "
+    "reason: address (not public, or no such host), redirects, status (4xx), type (not an "
+    "image), size, url",
+    ["platform", "reason"],
 )

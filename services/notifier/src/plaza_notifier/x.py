@@ -17,12 +17,12 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final, cast
-from urllib.parse import urlsplit
 
 import httpx
 from plaza.x import XAccount
 
 from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
+from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ Json = Mapping[str, object]
 PAGE: Final = 100
 MAX_PAGES: Final = 32  # the timeline serves the newest 3,200 posts
 DUPLICATE: Final = "duplicate content"
+# X's limit for an image: a larger photo is left out rather than refused by X, which would
+# fail the whole reply.
+MAX_PHOTO_BYTES: Final = 5 * 1024 * 1024
 
 
 def _str(value: object) -> str:
@@ -66,6 +69,7 @@ class XChannel:
         http: httpx.AsyncClient,
         *,
         media_timeout: float = 60.0,
+        photos: PhotoFetcher | None = None,
         clock: type[datetime] = datetime,
     ) -> None:
         if account.user_token() is None:
@@ -76,6 +80,7 @@ class XChannel:
         self._account = account
         self._http = http
         self._media_timeout = media_timeout
+        self._photos = photos or PhotoFetcher()
         self._clock = clock
         self._budget = RateBudget(
             "x",
@@ -111,20 +116,17 @@ class XChannel:
         self._budget.check(response, what)
 
     async def _upload(self, photo_url: str) -> str | None:
-        """The media id of the photo, ready to attach; None if the photo is gone."""
-        photo = await self._http.get(photo_url, follow_redirects=True)
-        if 400 <= photo.status_code < 500:
-            log.warning("photo %s answered %d: replying without it", photo_url, photo.status_code)
+        """The media id of the photo, ready to attach; None if the photo cannot be attached
+        (plaza_notifier.photos says why)."""
+        photo = await self._photos.get(photo_url, platform="x", max_bytes=MAX_PHOTO_BYTES)
+        if photo is None:
             return None
-        photo.raise_for_status()
-        name = urlsplit(photo_url).path.rsplit("/", 1)[-1] or "photo.jpg"
-        content_type = photo.headers.get("content-type", "image/jpeg").split(";")[0]
         self._before_call()
         response = await self._http.post(
             self._url("/2/media/upload"),
             headers=self._headers(),
-            data={"media_category": "tweet_image", "media_type": content_type},
-            files={"media": (name, photo.content, content_type)},
+            data={"media_category": "tweet_image", "media_type": photo.content_type},
+            files={"media": (photo.name, photo.content, photo.content_type)},
         )
         self._check(response, "POST /2/media/upload")
         media = _obj(_obj(response.json()).get("data"))
