@@ -37,25 +37,51 @@ start() {
   echo "started $name (pid $!, log $home/logs/$name.log)"
 }
 # The gateway signs staff tokens with PLAZA_JWT_SECRET; on one machine, make one once and keep it
-# in PLAZA_HOME (as `make run` does).
-if [ -z "${PLAZA_JWT_SECRET:-}" ]; then
+# in PLAZA_HOME (as `make run` does). Only the gateway is given it.
+jwt_secret="${PLAZA_JWT_SECRET:-}"
+if [ -z "$jwt_secret" ]; then
   [ -s "$home/jwt_secret" ] || (umask 077; "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$home/jwt_secret")
-  PLAZA_JWT_SECRET="$(cat "$home/jwt_secret")"
-  export PLAZA_JWT_SECRET
+  jwt_secret="$(cat "$home/jwt_secret")"
 fi
 port="${PLAZA_PORT:-8000}"
-start ingest PLAZA_INGEST_PORT="${PLAZA_INGEST_PORT:-8101}"
-start classifier PLAZA_METRICS_PORT="${PLAZA_CLASSIFIER_METRICS_PORT:-9102}"
-start router PLAZA_METRICS_PORT="${PLAZA_ROUTER_METRICS_PORT:-9103}"
-start relay PLAZA_METRICS_PORT="${PLAZA_RELAY_METRICS_PORT:-9105}"
-start notifier PLAZA_METRICS_PORT="${PLAZA_NOTIFIER_METRICS_PORT:-9104}"
-start api PLAZA_PORT="$port" PLAZA_INGEST_URL="http://127.0.0.1:${PLAZA_INGEST_PORT:-8101}"
+ingest_port="${PLAZA_INGEST_PORT:-8101}"
+declare -A ports=(
+  [ingest]="$ingest_port"
+  [classifier]="${PLAZA_CLASSIFIER_METRICS_PORT:-9102}"
+  [router]="${PLAZA_ROUTER_METRICS_PORT:-9103}"
+  [relay]="${PLAZA_RELAY_METRICS_PORT:-9105}"
+  [notifier]="${PLAZA_NOTIFIER_METRICS_PORT:-9104}"
+  [api]="$port"
+)
+start ingest PLAZA_INGEST_PORT="$ingest_port"
+for worker in classifier router relay notifier; do
+  start "$worker" PLAZA_METRICS_PORT="${ports[$worker]}"
+done
+start api PLAZA_PORT="$port" PLAZA_INGEST_URL="http://127.0.0.1:$ingest_port" \
+  PLAZA_JWT_SECRET="$jwt_secret"
 
-for _ in $(seq 1 60); do
-  if "$py" - "$port" <<'PY' 2>/dev/null; then
+# Up means every service answers on its port (the gateway's /healthz also reaches PostgreSQL); a
+# service that died on the way (a port taken, a bad setting) is named with the end of its log.
+answers() {
+  "$py" - "$1" "$2" <<'PY' 2>/dev/null
 import sys, urllib.request
-urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=1)
 PY
+}
+waiting=(ingest classifier router relay notifier api)
+for _ in $(seq 1 60); do
+  still=()
+  for name in "${waiting[@]}"; do
+    if ! kill -0 "$(cat "$home/run/$name.pid")" 2>/dev/null; then
+      echo "$name stopped while starting; the end of $home/logs/$name.log:" >&2
+      tail -n 5 "$home/logs/$name.log" >&2
+      exit 1
+    fi
+    path=/metrics; [ "$name" = api ] && path=/healthz; [ "$name" = ingest ] && path=/healthz
+    answers "${ports[$name]}" "$path" || still+=("$name")
+  done
+  waiting=("${still[@]}")
+  if [ "${#waiting[@]}" -eq 0 ]; then
     echo "Plaza is up: http://127.0.0.1:$port/docs  (make down stops it)"
     # On a first start (no keys, no users), an admin key in PLAZA_HOME/admin_key, as `make run`.
     PLAZA_HOME="$home" PLAZA_PORT="$port" "$root/.venv/bin/plaza" keys first-admin
@@ -63,5 +89,5 @@ PY
   fi
   sleep 0.5
 done
-echo "the API did not answer on port $port within 30 s; see $home/logs/api.log" >&2
+echo "not answering within 30 s: ${waiting[*]}; see their logs in $home/logs" >&2
 exit 1
