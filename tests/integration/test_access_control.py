@@ -648,6 +648,32 @@ async def test_a_bridge_with_scopes_posts_for_its_platforms_only(
         ).status_code == 202
 
 
+async def test_an_ingest_that_dies_mid_request_is_a_503_not_a_500(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Killing ingest under load tore connections down inside httpcore, which raised an
+    AttributeError, not an httpx error: the gateway answered 500."""
+
+    def torn(request: httpx.Request) -> httpx.Response:
+        raise AttributeError("'NoneType' object has no attribute 'getpeername'")
+
+    ingest = httpx.AsyncClient(transport=httpx.MockTransport(torn), base_url="http://ingest")
+    app = gateway(sessions, ingest)
+    post = {"platform": "mastodon", "post_id": "1", "author_handle": "@a", "text": "Fanal"}
+    async with client(app, await new_key(sessions, Role.BRIDGE)) as bridge:
+        answer = await bridge.post("/api/v1/posts", json=post)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json()["detail"] == "ingest is unavailable: AttributeError"
+    form = {"service_code": "streetlight", "lat": "41.4036", "long": "2.1566"}
+    async with client(app) as civic:
+        posted = await civic.post(
+            "/open311/v2/requests.json",
+            data={**form, "api_key": await new_key(sessions, Role.CIVIC_DEVELOPER)},
+        )
+    assert posted.status_code == 503 and posted.json()[0]["code"] == 503
+    await ingest.aclose()
+
+
 async def test_guessing_keys_costs_the_address_its_budget(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

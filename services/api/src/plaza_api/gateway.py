@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import httpx
@@ -16,6 +17,7 @@ from plaza_api.backlog import BacklogCollector
 from plaza_api.deps import IngestDep, SessionDep
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 _FORWARDED_HEADERS = ("content-type", "retry-after")
 
@@ -44,7 +46,11 @@ async def submit_post(
             content=body,
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # whatever the connection did, ingest did not answer
+        # httpx's errors, and not only: a connection torn down mid-request (ingest killed) has
+        # raised an AttributeError from inside httpcore. The post was not accepted; say so.
+        if not isinstance(exc, httpx.HTTPError):
+            log.warning("forwarding a post to ingest failed", exc_info=exc)
         return problem(
             503, f"ingest is unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
         )

@@ -18,7 +18,6 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from xml.etree import ElementTree
 
 import asyncpg
-import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -997,7 +996,7 @@ async def post_request(
         post["lat"], post["long"] = lat, long
     try:
         accepted = await ingest.post("/api/v1/open311/posts", json=post)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # as the webhook's forwarding does (gateway.py)
         accepted = None
         reason = f"ingest is unavailable: {type(exc).__name__}"
     if accepted is None or accepted.status_code != 202:
