@@ -27,6 +27,7 @@ from plaza.db.rows import BulkWrite, add_row, also_execute, rows_in_bulk
 from plaza.worker import Rejected
 from plaza_notifier.handler import PostReply
 from plaza_router.settings import NotActionableReply
+from prometheus_client import REGISTRY
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -157,6 +158,32 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
     assert replies["en1"].startswith(f"Received! Request #{ids['en1']}, Gràcia district.")
     assert " Expected by " in replies["en1"]
     assert replies["fr1"].startswith("Rebut!")  # other languages get Barcelona's own
+
+
+async def test_a_reply_is_counted_as_posted_once_its_row_is_committed(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A batch whose transaction fails is redone one reply at a time: counting a reply when
+    its row was written, not when it was committed, counted it twice."""
+    await router(sessions)(as_event(classified("count")))
+    [ask] = await outbox(sessions, "reply-requested.v1")
+    notify = PostReply(sessions)
+    labels = {"platform": "mastodon", "kind": "acknowledged"}
+
+    def posted() -> float:
+        return REGISTRY.get_sample_value("plaza_replies_posted_total", labels) or 0.0
+
+    before = posted()
+    session = sessions()
+    await session.begin()
+    await notify._record(session, [(ask, notify._reply(ask))], datetime.now(UTC))
+    await session.rollback()
+    await session.close()
+    assert posted() == before  # the batch failed: nothing was posted
+    await notify(ask)
+    assert posted() == before + 1
+    await notify(ask)  # a redelivery posts nothing new
+    assert posted() == before + 1
 
 
 async def test_a_reply_asked_for_no_request_id_is_rejected_with_the_reason(

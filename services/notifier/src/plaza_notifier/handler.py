@@ -18,6 +18,7 @@ from plaza.contracts import (
     timestamp,
 )
 from plaza.db.models import Reply
+from plaza.metrics import on_commit
 from plaza.requests import parse_id
 from plaza.worker import Rejected
 from sqlalchemy import select
@@ -150,7 +151,8 @@ class PostReply:
         for event, reply in replies:
             row = stored[reply.reply_id]
             if reply.reply_id in posted_now:
-                REPLIES_POSTED.labels(row.platform, row.kind).inc()
+                # once the rows are committed: a batch that fails is redone one at a time
+                on_commit(session, REPLIES_POSTED.labels(row.platform, row.kind).inc)
             req = event.reply_requested
             posted = ReplyPosted(
                 reply_id=reply.reply_id,
