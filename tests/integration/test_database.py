@@ -134,7 +134,16 @@ async def test_notifier_records_each_reply_once_in_the_citizens_language(
         (("ca1", "ca"), ("es1", "es"), ("en1", "en"), ("fr1", "other"))
     ):
         # 200 m apart, so that none is a duplicate of another
-        await route(as_event(classified(pid, language=lang, latlon=(41.400 + 0.002 * n, 2.15))))
+        await route(
+            as_event(
+                classified(
+                    pid,
+                    language=lang,
+                    latlon=(41.400 + 0.002 * n, 2.15),
+                    at=datetime.now(UTC),  # its due time ahead, and in the reply
+                )
+            )
+        )
     for ask in await outbox(sessions, "reply-requested.v1"):
         assert ask.reply_requested.kind == ReplyKind.REPLY_KIND_ACKNOWLEDGED
         once, twice = await notify(ask), await notify(ask)

@@ -85,6 +85,7 @@ async def citizen_request(
         language=language,
         latlon=_places.next(),
         text=text,
+        at=datetime.now(UTC),  # so that its due time is ahead, and in the reply
     )
     return status, await routed(sessions, post)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from plaza.city import of_district
 from plaza.contracts import ReplyKind
@@ -48,6 +50,15 @@ def test_a_city_wide_request_names_its_team_not_a_district() -> None:
     # a kind with no team variant says what it says without a district
     transferred = render(ReplyKind.REPLY_KIND_TRANSFERRED, "en", params)[0]
     assert transferred == "We have passed request #9 to the agency responsible."
+
+
+def test_a_reply_promises_a_due_time_only_while_it_is_ahead() -> None:
+    ahead = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    gone = (datetime.now(UTC) - timedelta(days=2)).isoformat()  # a post that came in late
+    params = {"service_request_id": "5", "district_name": "Gràcia"}
+    assert " Previsió: " in render(ACK, "ca", {**params, "expected_datetime": ahead})[0]
+    late = render(ACK, "ca", {**params, "expected_datetime": gone})[0]
+    assert late == "Rebut! Petició #5, districte de Gràcia."
 
 
 def test_missing_parameters_and_unknown_kinds_are_errors() -> None:

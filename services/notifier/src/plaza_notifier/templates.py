@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -65,12 +65,16 @@ def kind_name(kind: ReplyKind.ValueType) -> str:
     return name
 
 
-def _due(expected: str) -> str:
-    """An ISO due time as the city reads it: 12/05 18:30."""
+def _due(expected: str, now: datetime | None = None) -> str:
+    """An ISO due time as the city reads it (12/05 18:30); empty when it has passed already (a
+    post that reached Plaza late): a reply does not promise a date gone by."""
     try:
-        return datetime.fromisoformat(expected).astimezone(CITY_TIME).strftime("%d/%m %H:%M")
+        due = datetime.fromisoformat(expected)
     except ValueError:
         return ""
+    if due.tzinfo is None or due <= (now or datetime.now(UTC)):
+        return ""
+    return due.astimezone(CITY_TIME).strftime("%d/%m %H:%M")
 
 
 def render(
