@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from plaza.db.models import ApiKey, StaffUser
+from plaza_api import manager
 from plaza_api.access import AccessConfig
 from plaza_api.auth import AuthConfig, Role, hash_api_key
 from sqlalchemy import event, update
@@ -244,3 +246,34 @@ async def test_a_request_that_left_the_callers_scopes_is_named_by_its_id_alone(
     # where it is now, its manager sees it all
     assert in_sants["kind"] == "assign" and in_sants["actor"] == "key:manager-03"
     assert in_sants["item"]["assigned_worker"] == "@worker_sants_secret"  # type: ignore[index]
+
+
+async def test_a_caller_has_a_bounded_number_of_streams(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream polls the database: one key held 400 of them. A closed stream frees its
+    place."""
+    monkeypatch.setattr(manager, "MAX_STREAMS_PER_CALLER", 2)
+    key = await new_key(sessions, Role.MANAGER, ["06"])
+    other = await new_key(sessions, Role.MANAGER, ["06"], name="other")
+    headers = {"Authorization": f"Bearer {key}"}
+    async with (
+        Server(gateway(sessions, access=access())) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        async with http.stream("GET", EVENTS, headers=headers) as one:
+            assert one.status_code == 200
+            async with http.stream("GET", EVENTS, headers=headers) as two:
+                assert two.status_code == 200
+                third = await http.get(EVENTS, headers=headers)
+                assert third.status_code == 429 and "at most 2" in third.json()["detail"]
+                async with http.stream(
+                    "GET", EVENTS, headers={"Authorization": f"Bearer {other}"}
+                ) as theirs:
+                    assert theirs.status_code == 200  # a budget per key
+        for _ in range(100):  # the server notices the closed streams
+            async with http.stream("GET", EVENTS, headers=headers) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert again.status_code == 200

@@ -3,6 +3,7 @@ CORS for public reads, Open311's own error format, the access routes, and the do
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -69,6 +70,7 @@ def install_access(
     app.state.jurisdiction_id = config.jurisdiction_id
     app.state.public_url = config.public_url
     app.state.sse_poll_seconds = config.sse_poll_seconds
+    app.state.sse_streams = collections.Counter()  # open live update streams per caller
     install_open311_errors(app)
     install_storage_errors(app)
     app.add_middleware(PublicCors)

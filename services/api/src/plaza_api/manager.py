@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -843,12 +844,42 @@ async def queue_events(
         if after is None:  # the changes from now on (fixed before the answer starts: none slips by)
             after = (await session.execute(select(func.max(RequestEvent.id)))).scalar() or 0
     poll: float = request.app.state.sse_poll_seconds
-    stream = _queue_changes(request, sessions, subscriber, in_queue, after, poll)
+    streams: collections.Counter[tuple[str, int]] = request.app.state.sse_streams
+    caller = (principal.kind, principal.id)
+    if streams[caller] >= MAX_STREAMS_PER_CALLER:
+        raise HTTPException(
+            429,
+            f"at most {MAX_STREAMS_PER_CALLER} live update streams at once per key or user "
+            "(each polls the database); close one first",
+            headers={"Retry-After": "5"},
+        )
+    stream = _counted(
+        _queue_changes(request, sessions, subscriber, in_queue, after, poll), streams, caller
+    )
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+MAX_STREAMS_PER_CALLER: Final = 20  # a manager's screens and tabs, with room to spare
+
+
+async def _counted(
+    stream: AsyncIterator[str],
+    streams: collections.Counter[tuple[str, int]],
+    caller: tuple[str, int],
+) -> AsyncIterator[str]:
+    """`stream`, counted among its caller's open streams while it is being sent."""
+    streams[caller] += 1
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        streams[caller] -= 1
+        if streams[caller] <= 0:
+            del streams[caller]
 
 
 # --- one request -----------------------------------------------------------------------------
