@@ -432,12 +432,22 @@ def pipeline() -> dashboard.Dashboard:
             )
         )
         .with_panel(
+            single(
+                "PostgreSQL readable",
+                "1 when every gateway read the backlog from the database at its last scrape; the "
+                "PlazaDatabaseDown alert fires after a minute at 0",
+                "short",
+                ("min(plaza_database_up)", ""),
+                span=4,
+            )
+        )
+        .with_panel(
             graph(
                 "Targets up by service",
                 "1 when the process answers its /metrics",
                 "short",
                 ('up{job=~"plaza-.*"}', "{{job}} {{instance}}"),
-                span=20,
+                span=16,
                 height=4,
             )
         )
@@ -517,7 +527,8 @@ def pipeline() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Handler retries",
-                "Failed attempts retried: transient (database or broker away) or error",
+                "Failed attempts retried: transient (database or broker away; the "
+                "PlazaHandlersRetrying alert fires when they go on for 5 min) or error",
                 "ops",
                 (
                     "sum by (group, kind) "
@@ -565,7 +576,8 @@ def pipeline() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Oldest unpublished outbox event",
-                "Zero when the relay keeps up",
+                "Read from the database by the gateway: zero when the relay keeps up, growing when "
+                "it is down or stuck (the PlazaOutboxStuck alert fires over 2 min for 5 min)",
                 "s",
                 ("max(plaza_outbox_oldest_pending_seconds)", "oldest pending"),
             )

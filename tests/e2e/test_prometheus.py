@@ -7,6 +7,10 @@ The run gives every panel something to show: two requests in one district, one a
 assigned and resolved in time, the other left to breach its (shortened) acknowledgement SLA; a
 malformed post; Open311 reads; a poison record, a record the router fails on (retried, then
 dead-lettered) and a reply the notifier rejects.
+
+Each process shows Prometheus the series it counts at 0 from its start, so that increase() sees
+every first count: the one breach, the two deadlines met, a single dead letter that fires
+PlazaDeadLetters.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+from plaza import metrics
 from plaza.bus import OutRecord
 from plaza.bus.kafka import KafkaBus
+from plaza.city import City
 from plaza.contracts import (
     TOPICS,
     Placement,
@@ -36,10 +43,11 @@ from plaza.contracts import (
     timestamp,
 )
 from plaza.db import create_engine, session_factory
+from plaza.taxonomy import load_taxonomy
 from plaza_api.auth import Role, create_api_key
 
 from tests.conftest import TEMPLATE_DB, Postgres
-from tests.infra import KafkaBroker, free_port
+from tests.infra import SHARED_DATA, KafkaBroker, free_port
 from tests.processes import ServiceProcess, base_env, wait_http
 from tests.prometheus import (
     Prometheus,
@@ -275,13 +283,95 @@ def missing_series(prometheus: Prometheus, district: str) -> list[str]:
     return problems
 
 
+def values(prometheus: Prometheus, expr: str, by: str) -> dict[str, float]:
+    """The result of `expr`, by the value of its label `by`."""
+    found = {}
+    for series in prometheus.query(expr):
+        labels = cast(dict[str, str], series["metric"])
+        _, value = cast(tuple[float, str], series["value"])
+        found[labels.get(by, "")] = float(value)
+    return found
+
+
+def series_at_zero(prometheus: Prometheus) -> dict[str, dict[str, float]]:
+    """How many series of each counter each process shows at 0, before anything happened."""
+    counters = [
+        "plaza_sla_met_total",
+        "plaza_sla_breaches_total",
+        "plaza_requests_created_total",
+        "plaza_requests_closed_total",
+        "plaza_bus_dead_letters_total",
+        "plaza_bus_handler_retries_total",
+        "plaza_outbox_published_total",
+    ]
+    return {name: values(prometheus, f"count by (job) ({name} == 0)", "job") for name in counters}
+
+
+def expected_at_zero() -> dict[str, dict[str, int]]:
+    """What start_at_zero gives each process, in a city of Barcelona's districts."""
+    requests = (
+        (len(City.barcelona(SHARED_DATA / "barcelona").districts) + 1)
+        * len(load_taxonomy())
+        * len(metrics.URGENCIES)
+    )
+    deadlines = requests * len(metrics.DEADLINES)
+    workers = ("plaza-classifier", "plaza-router")  # the notifier's too, once it starts them
+    return {
+        "plaza_sla_met_total": {"plaza-api": deadlines},
+        "plaza_sla_breaches_total": {"plaza-api": deadlines, "plaza-router": deadlines},
+        "plaza_requests_created_total": {"plaza-router": requests * len(metrics.CHANNELS)},
+        "plaza_requests_closed_total": {"plaza-api": requests * len(metrics.CLOSED_AS)},
+        "plaza_bus_dead_letters_total": dict.fromkeys(workers, len(metrics.DEAD_LETTER_REASONS)),
+        "plaza_bus_handler_retries_total": dict.fromkeys(workers, len(metrics.RETRY_KINDS)),
+        "plaza_outbox_published_total": {"plaza-relay": len(TOPICS.all())},
+    }
+
+
+def what_prometheus_saw(prometheus: Prometheus, district: str) -> dict[str, object]:
+    """The run's counts as the rules and panels read them (increase() of each counter), the
+    alerts firing, and where the outbox's age and the database's state come from."""
+    d = f'district="{district}"'
+    return {
+        "breaches": values(
+            prometheus, f"sum by (deadline) (plaza_sla_breaches_total{{{d}}}) > 0", "deadline"
+        ),
+        "breaches seen": values(
+            prometheus, f"round(sum(increase(plaza_sla_breaches_total{{{d}}}[10m])))", ""
+        ),
+        "met seen": values(
+            prometheus,
+            f"round(sum by (deadline) (increase(plaza_sla_met_total{{{d}}}[10m])))",
+            "deadline",
+        ),
+        "compliance x3": values(
+            prometheus, f"round(district:plaza_sla_compliance:ratio1h{{{d}}} * 3)", ""
+        ),
+        # the notifier's too, once it starts its counters at 0
+        "dead letters alerted": {"plaza-classifier", "plaza-router"}
+        & values(
+            prometheus,
+            'count by (group) (ALERTS{alertname="PlazaDeadLetters",alertstate="firing"})',
+            "group",
+        ).keys(),
+        "outbox age from": values(
+            prometheus, "count by (job) (plaza_outbox_oldest_pending_seconds)", "job"
+        ),
+        "database up": values(prometheus, "plaza_database_up", "job"),
+    }
+
+
 async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
+    # Before anything happens, each process shows the series it will count, at 0.
+    at_zero = expected_at_zero()
     deadline = asyncio.get_running_loop().time() + 60
     while True:
         targets = run.prometheus.targets()
-        if len(targets) == 6 and all(t["health"] == "up" for t in targets):
+        seen = series_at_zero(run.prometheus)
+        if len(targets) == 6 and all(t["health"] == "up" for t in targets) and seen == at_zero:
             break
-        assert asyncio.get_running_loop().time() < deadline, f"targets not all up: {targets}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"targets: {targets}\nseries at 0: {seen}\nexpected: {at_zero}"
+        )
         await asyncio.sleep(0.5)
 
     district = await drive_the_city(run)
@@ -298,9 +388,19 @@ async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
 
     unhealthy = [r for r in run.prometheus.rules() if r.get("health") != "ok"]
     assert unhealthy == [], unhealthy
-    breaches = run.prometheus.query(
-        f'sum by (deadline) (plaza_sla_breaches_total{{district="{district}"}})'
-    )
-    assert [b["metric"] for b in breaches] == [{"deadline": "acknowledge"}]
-    met = run.prometheus.query(f'sum by (deadline) (plaza_sla_met_total{{district="{district}"}})')
-    assert sorted(m["metric"]["deadline"] for m in met) == ["acknowledge", "resolve"]  # type: ignore[index]
+
+    # Each first count is an increase from 0: one breach, two deadlines met, a compliance of
+    # 2/3, and a dead letter of the classifier and of the router each fire the alert.
+    expected = {
+        "breaches": {"acknowledge": 1.0},
+        "breaches seen": {"": 1.0},
+        "met seen": {"acknowledge": 1.0, "resolve": 1.0},
+        "compliance x3": {"": 2.0},
+        "dead letters alerted": {"plaza-classifier", "plaza-router"},
+        "outbox age from": {"plaza-api": 1.0},  # the gateway's reading of the database only
+        "database up": {"plaza-api": 1.0},
+    }
+    deadline = asyncio.get_running_loop().time() + 30
+    while (saw := what_prometheus_saw(run.prometheus, district)) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{saw} != {expected}"
+        await asyncio.sleep(1)

@@ -5,13 +5,16 @@ gateway's /metrics (one process, one registry)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import TOPICS
-from plaza.db.models import ServiceRequest
+from plaza.db import create_engine, session_factory
+from plaza.db.models import OutboxRecord, ServiceRequest
+from plaza.db.rows import add_row
 from plaza.lifecycle import Command, act
 from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
@@ -23,7 +26,7 @@ from plaza_cli.embedded import EmbeddedSettings, build_workers
 from plaza_ingest.app import create_app as create_ingest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.integration.conftest import BusFactory
@@ -227,3 +230,46 @@ async def test_in_embedded_mode_the_gateway_shows_every_service_s_metrics(
         await gateway.aclose()
         await ingest.aclose()
         await bus.close()
+
+
+async def test_the_gateway_reads_the_outbox_s_oldest_event_whether_a_relay_runs_or_not(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:  # written ten minutes ago; no relay publishes it
+        add_row(
+            session,
+            OutboxRecord,
+            {
+                "topic": TOPICS.REPLY_REQUESTED.topic,
+                "key": "1",
+                "payload": b"",
+                "created_at": datetime.now(UTC) - timedelta(minutes=10),
+            },
+        )
+    text = (await BacklogCollector(sessions, max_age=0).exposition()).decode()
+    [age] = shown(text, "plaza_outbox_oldest_pending_seconds")  # the gateway's, and no other
+    assert 600 <= age < 660
+    assert shown(text, "plaza_database_up") == [1.0]
+
+    async with sessions.begin() as session:
+        await session.execute(delete(OutboxRecord))
+    emptied = (await BacklogCollector(sessions, max_age=0).exposition()).decode()
+    assert shown(emptied, "plaza_outbox_oldest_pending_seconds") == [0.0]
+
+
+async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answers() -> None:
+    # A PostgreSQL that accepts connections and never answers: a hung server, or a network that
+    # drops the packets (asyncpg would wait a minute, longer than Prometheus waits for a scrape).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        host, port = silent.getsockname()
+        engine = create_engine(f"postgresql+asyncpg://plaza:plaza@{host}:{port}/plaza")
+        try:
+            backlog = BacklogCollector(session_factory(engine), max_age=0, timeout=0.5)
+            text = (await asyncio.wait_for(backlog.exposition(), 5)).decode()
+        finally:
+            await engine.dispose()
+    assert shown(text, "plaza_database_up") == [0.0]
+    assert shown(text, "plaza_requests_open") == []  # left out, not shown stale
+    assert shown(text, "plaza_outbox_oldest_pending_seconds") == []

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from plaza import metrics
 from plaza.bus import Bus
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
@@ -59,6 +60,14 @@ class EmbeddedSettings(RouterSettings, AccessSettings, NotifierSettings):
     home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
     demo: bool = Field(default=True, description="PLAZA_DEMO: run the demo feed")
     demo_interval: float = Field(default=3.0, gt=0, description="seconds between demo posts")
+
+
+# Every service's consumer group and topic, in this one process.
+CONSUMERS = {
+    CLASSIFIER: [TOPICS.POST_RECEIVED],
+    ROUTER: [TOPICS.POST_CLASSIFIED],
+    NOTIFIER: [TOPICS.REPLY_REQUESTED],
+}
 
 
 def build_workers(
@@ -141,6 +150,9 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         )
         city = City.from_settings(
             city_config=settings.city_config, city_data_dir=settings.city_data_dir
+        )
+        metrics.start_at_zero(
+            districts=city.districts, counters=metrics.REQUEST_COUNTERS, consumers=CONSUMERS
         )
         bus = MemoryBus()
         await bus.start()

@@ -9,18 +9,27 @@ topic and partition; never a request, post, user or worker id.
 
 Request metrics describe committed changes only: they are recorded by `on_commit`, when the
 transaction that made the change commits, so a rolled-back or retried handler counts nothing.
+
+A counter's labelled series is created at its first count, and Prometheus's increase() and
+rate() cannot see that first count (a series that appears at 1 has increased by nothing): each
+process calls `start_at_zero` at start, so that the series it will count are there at 0 before
+anything happens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from itertools import product
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+
+from plaza.contracts import EventType
+from plaza.taxonomy import load_taxonomy
 
 MESSAGES_CONSUMED = Counter(
     "plaza_bus_messages_consumed_total",
@@ -122,6 +131,19 @@ SLA_BREACHES = Counter(
     "by the action itself when it came late and before the scanner noticed",
     ["deadline", *_REQUEST_LABELS],
 )
+REQUEST_COUNTERS: Final = (REQUESTS_CREATED, REQUESTS_CLOSED, SLA_MET, SLA_BREACHES)
+
+# The label values known at start (see start_at_zero).
+URGENCIES: Final = ("normal", "urgent")
+DEADLINES: Final = ("acknowledge", "resolve")
+# How posts reach Plaza: ingest's webhook and Open311 posts, its connectors' streams, a replay.
+# (A request split from another counts under its platform, at its first count.)
+CHANNELS: Final = ("webhook", "open311", "stream", "replay")
+CLOSED_AS: Final = ("resolved", "duplicate", "not_responsible")
+DEAD_LETTER_REASONS: Final = ("contract", "rejected", "error")
+RETRY_KINDS: Final = ("transient", "error")
+OUTCOMES: Final = ("processed", "dead_lettered")
+NO_DISTRICT: Final = "none"
 
 _PENDING: Final = "plaza.metrics.pending"
 
@@ -145,7 +167,48 @@ def _forget_rolled_back(session: Session) -> None:
 
 def district_label(district_code: str | None) -> str:
     """The district label of a request: its code, or `none` when no district was found."""
-    return district_code or "none"
+    return district_code or NO_DISTRICT
+
+
+def _request_series(counter: Counter, districts: Iterable[str]) -> Iterator[tuple[str, ...]]:
+    """Every label combination of a request counter: district (or none), service code and
+    urgency, with the counter's own label."""
+    requests = list(product([*districts, NO_DISTRICT], load_taxonomy(), URGENCIES))
+    if counter is REQUESTS_CREATED:
+        yield from ((*labels, channel) for labels in requests for channel in CHANNELS)
+    elif counter is REQUESTS_CLOSED:
+        yield from ((*labels, status) for labels in requests for status in CLOSED_AS)
+    elif counter is SLA_MET or counter is SLA_BREACHES:
+        yield from ((deadline, *labels) for deadline in DEADLINES for labels in requests)
+    else:
+        raise ValueError(f"{counter} is not a request counter")
+
+
+def start_at_zero(
+    *,
+    districts: Iterable[str] = (),
+    counters: Iterable[Counter] = (),
+    consumers: Mapping[str, Iterable[EventType]] | None = None,
+) -> int:
+    """Creates at 0 the series this process will count, so that Prometheus sees their first
+    count: each request counter of `counters` for the city's `districts` (and requests with
+    none), every service code and urgency; the worker runtime's counters for each consumer group
+    of `consumers` and its topics. Returns how many series it created."""
+    created = 0
+    codes = list(districts)
+    for counter in counters:
+        for labels in _request_series(counter, codes):
+            counter.labels(*labels)
+            created += 1
+    for group, topics in (consumers or {}).items():
+        for topic in (t.topic for t in topics):
+            series = [
+                *(DEAD_LETTERS.labels(group, topic, reason) for reason in DEAD_LETTER_REASONS),
+                *(HANDLER_RETRIES.labels(group, topic, kind) for kind in RETRY_KINDS),
+                *(MESSAGES_CONSUMED.labels(group, topic, outcome) for outcome in OUTCOMES),
+            ]
+            created += len(series)
+    return created
 
 
 def seconds_between(start: datetime | None, end: datetime) -> float:

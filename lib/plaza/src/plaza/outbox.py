@@ -14,15 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza.bus import Bus, OutRecord
-from plaza.contracts import Outgoing
+from plaza.contracts import TOPICS, Outgoing
 from plaza.db.models import OutboxRecord
 from plaza.db.rows import add_row
 
@@ -32,9 +31,8 @@ RELAY_LOCK = 0x504C415A41  # pg advisory lock id ("PLAZA"): one active relay per
 NOTIFY_CHANNEL = "plaza_outbox"  # notified at the commit of every transaction that adds events
 
 PUBLISHED = Counter("plaza_outbox_published_total", "Outbox events published to the bus", ["topic"])
-PENDING_AGE = Gauge(
-    "plaza_outbox_oldest_pending_seconds", "Age of the oldest event not yet published"
-)
+# How old the oldest unpublished event is, the gateway reads from the database (plaza_api.backlog):
+# a relay that is down, or that never gets the lock, could not report it.
 
 
 _OLDEST_PENDING = text(
@@ -92,6 +90,8 @@ class Relay:
 
     async def run(self) -> None:
         """Competes for the relay lock and publishes while it holds it, until stop()."""
+        for event_type in TOPICS.all():  # at 0 from the start, so rate() sees the first events
+            PUBLISHED.labels(event_type.topic)
         while not self._stop.is_set():
             try:
                 async with self._engine.connect() as lock_conn:
@@ -180,9 +180,7 @@ class Relay:
         async with self._sessions() as session:
             rows = (await session.execute(_OLDEST_PENDING, {"n": self._batch})).all()
             if not rows:
-                PENDING_AGE.set(0)
                 return 0
-            PENDING_AGE.set((datetime.now(UTC) - rows[0].created_at).total_seconds())
             await self._bus.publish([OutRecord(r.topic, r.key, r.payload) for r in rows])
             await session.execute(_DELETE_PUBLISHED, {"ids": [r.id for r in rows]})
             await session.commit()

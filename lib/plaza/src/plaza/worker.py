@@ -141,6 +141,7 @@ class Worker:
         self._lag_interval = lag_interval
         self._lag_reported_at = 0.0
         self._lag_series: set[TopicPartition] = set()
+        self._batch: Sequence[Record] = ()  # the records being handled, in order (for the lag)
         self._lock = asyncio.Lock()
         self._pending: dict[TopicPartition, int] = {}
         self._commit_interval = commit_interval
@@ -210,6 +211,7 @@ class Worker:
         outgoing: list[OutRecord] = []
         owned = consumer.assignment()
         mine = [r for r in records if r.topic_partition in owned]  # the rest: the next owner's
+        self._batch = mine
         size = self._batch_size if self._batch_handler is not None else 1
         try:
             for at in range(0, len(mine), size):
@@ -267,9 +269,11 @@ class Worker:
             # which idempotent handlers allow.
             log.warning("worker %s could not commit %s: %s", self.group, offsets, exc)
 
-    async def _report_lag(self, consumer: Consumer) -> None:
+    async def _report_lag(self, consumer: Consumer, waiting: Sequence[Record] = ()) -> None:
         """Sets the lag of the partitions this member owns, and drops those it lost, so each
-        partition is reported by one process only."""
+        partition is reported by one process only. The lag is what lies beyond the member's
+        position plus `waiting`, the records fetched but not handled yet (between batches, none).
+        """
         now = time.monotonic()
         if now - self._lag_reported_at < self._lag_interval:
             return
@@ -280,6 +284,9 @@ class Worker:
             # A metric is not worth stopping the work for; the gauge goes stale, and says so here.
             log.warning("worker %s could not read its consumer lag: %s", self.group, exc)
             return
+        for record in waiting:
+            if record.topic_partition in lag:
+                lag[record.topic_partition] += 1
         for (topic, partition), records in lag.items():
             metrics.CONSUMER_LAG.labels(self.group, topic, str(partition)).set(records)
         self._forget_lag(self._lag_series - lag.keys())
@@ -289,6 +296,15 @@ class Worker:
         for topic, partition in partitions:
             with contextlib.suppress(KeyError):  # never reported
                 metrics.CONSUMER_LAG.remove(self.group, topic, str(partition))
+
+    async def _report_lag_while_retrying(self, record: Record) -> None:
+        """The lag, while a record's handler is retried (the database or the broker may be away
+        for minutes, and the loop does not get back to reporting it): the records from this one
+        on are still to handle. Only on a retry, so handling costs nothing more."""
+        if self._consumer is None:
+            return
+        at = next((i for i, r in enumerate(self._batch) if r is record), len(self._batch))
+        await self._report_lag(self._consumer, self._batch[at:])
 
     async def _handle_one(self, record: Record) -> Sequence[Outgoing]:
         started = time.perf_counter()
@@ -333,6 +349,7 @@ class Worker:
                         delay,
                         exc,
                     )
+                    await self._report_lag_while_retrying(record)
                     if await self._sleep_or_stop(delay):
                         raise _Stopping from exc
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import httpx
+from plaza import metrics
 from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.policy import RoutingTable, SlaPolicy
@@ -20,13 +21,17 @@ async def serve(settings: ApiSettings) -> None:
     database_url = settings.require_database()
     engine = create_engine(database_url)
     reads = await PooledReads.open(database_url, size=settings.read_pool_size)
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
+    )
+    # What the managers' actions count: requests closed, deadlines met and missed (when late).
+    counters = (metrics.REQUESTS_CLOSED, metrics.SLA_MET, metrics.SLA_BREACHES)
+    metrics.start_at_zero(districts=city.districts, counters=counters)
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
         app = create_app(
             session_factory(engine),
             ingest,
-            City.from_settings(
-                city_config=settings.city_config, city_data_dir=settings.city_data_dir
-            ),
+            city,
             sla=SlaPolicy.load(settings.sla_config),
             routing=RoutingTable.load(settings.routing_config),
             access=settings.access(settings.secret()),

@@ -1,8 +1,13 @@
-"""The open backlog as Prometheus metrics, read from the database when the gateway is scraped.
+"""The open backlog and the outbox as Prometheus metrics, read from the database when the gateway
+is scraped, and whether the database could be read.
 
 A scrape reads the database at most once every `max_age` seconds; scrapes in between get the
-last reading. If the database cannot be read, the backlog metrics are left out of the scrape
-(a gap in the graphs, and a warning in the log) rather than shown stale.
+last reading. If the database cannot be read within `timeout` seconds (so that the scrape still
+answers), plaza_database_up is 0 and the backlog metrics are left out of the scrape (a gap in
+the graphs, and a warning in the log) rather than shown stale; plaza_database_up is 1 otherwise.
+
+The outbox's oldest event is read here, not by the relay, so that its age keeps growing when the
+relay is down or never gets its lock.
 
 Several gateways report the same numbers: aggregate them with max, not sum, across instances.
 """
@@ -15,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from plaza.db.models import ServiceRequest
+from plaza.db.models import OutboxRecord, ServiceRequest
 from plaza.metrics import district_label
 from plaza.requests import OPEN_STATUSES, WAITING
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -43,10 +48,29 @@ class Snapshot:
     open: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     overdue: dict[tuple[str, str, str], int] = field(default_factory=dict)
     districts: dict[str, DistrictAges] = field(default_factory=dict)
+    outbox_oldest_seconds: float = 0.0  # 0 when every event is published
+
+
+async def read_outbox_age(session: AsyncSession) -> float:
+    """Seconds since the oldest unpublished outbox event (the one the relay publishes next) was
+    written; 0 when there is none. The relay's own query: the primary key's first entry."""
+    age = (
+        await session.execute(
+            select(
+                func.greatest(
+                    cast(extract("epoch", func.now() - OutboxRecord.created_at), Float), 0.0
+                )
+            )
+            .order_by(OutboxRecord.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return float(age or 0.0)
 
 
 async def read_backlog(session: AsyncSession) -> Snapshot:
-    """Two grouped queries over the open requests (the partial dedupe index covers them)."""
+    """Two grouped queries over the open requests (the partial dedupe index covers them), and the
+    outbox's oldest event."""
     r = ServiceRequest
     is_open = r.status.in_(OPEN_STATUSES)
     now = func.now()
@@ -63,7 +87,7 @@ async def read_backlog(session: AsyncSession) -> Snapshot:
         .where(is_open)
         .group_by(r.district_code, r.service_code, r.status, r.urgency)
     )
-    snapshot = Snapshot()
+    snapshot = Snapshot(outbox_oldest_seconds=await read_outbox_age(session))
     for district, service, status, urgency, count, ack_late, resolve_late in by_service:
         d = district_label(district)
         snapshot.open[(d, service, status, urgency)] = count
@@ -96,10 +120,18 @@ async def read_backlog(session: AsyncSession) -> Snapshot:
 class BacklogCollector(Collector):
     """Serves the last reading of the backlog; `refresh` reads it again once it is too old."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_age: float = 5.0) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_age: float = 5.0,
+        timeout: float = 5.0,
+    ) -> None:
         self._sessions = sessions
         self._max_age = max_age
+        self._timeout = timeout  # under Prometheus's scrape timeout (10 s unless configured)
         self._snapshot: Snapshot | None = None
+        self._database_up: bool | None = None  # unknown until the first reading
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -110,19 +142,31 @@ class BacklogCollector(Collector):
             if time.monotonic() - self._read_at < self._max_age:
                 return
             try:
-                async with self._sessions() as session:
+                async with asyncio.timeout(self._timeout), self._sessions() as session:
                     self._snapshot = await read_backlog(session)
+                self._database_up = True
             except Exception as exc:
-                log.warning("could not read the backlog for /metrics: %s", exc)
+                log.warning("could not read the backlog for /metrics: %r", exc)
                 self._snapshot = None
+                self._database_up = False
             self._read_at = time.monotonic()
 
     async def exposition(self) -> bytes:
         """This process's metrics followed by the backlog, in the Prometheus text format."""
         await self.refresh()
-        return generate_latest(REGISTRY) + generate_latest(self.registry)
+        # Its thousands of series (every counted one from 0 at start) take a few tens of ms to
+        # write out: in a thread, so that requests are not held up meanwhile.
+        own = await asyncio.to_thread(generate_latest, REGISTRY)
+        return own + generate_latest(self.registry)
 
     def collect(self) -> Iterable[Metric]:
+        if self._database_up is not None:
+            yield GaugeMetricFamily(
+                "plaza_database_up",
+                "1 when the gateway's last reading of the backlog from PostgreSQL succeeded, 0 "
+                "when it failed (the backlog and outbox metrics are then left out)",
+                value=int(self._database_up),
+            )
         if self._snapshot is not None:
             yield from _families(self._snapshot)
 
@@ -164,3 +208,8 @@ def _families(snapshot: Snapshot) -> Iterator[Metric]:
         workers.add_metric([district], d.busy_workers)
     yield ages
     yield workers
+    yield GaugeMetricFamily(
+        "plaza_outbox_oldest_pending_seconds",
+        "Age of the oldest outbox event not yet published to the bus (0 when there is none)",
+        value=snapshot.outbox_oldest_seconds,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plaza import metrics
 from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
@@ -16,6 +17,7 @@ from plaza_classifier.handler import GROUP, ClassifyPost
 def main() -> None:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
+    metrics.start_at_zero(consumers={GROUP: [TOPICS.POST_RECEIVED]})
     serve_metrics(settings.metrics_port)
     city = City.from_settings(
         city_config=settings.city_config, city_data_dir=settings.city_data_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from plaza import metrics
 from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
@@ -23,11 +24,15 @@ async def serve(settings: RouterSettings) -> None:
     engine = create_engine(settings.require_database(), pre_ping=False)
     sessions = session_factory(engine)
     bus = bus_from_settings(settings)
-    handler = RoutePost.from_settings(
-        sessions,
-        City.from_settings(city_config=settings.city_config, city_data_dir=settings.city_data_dir),
-        settings,
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
     )
+    metrics.start_at_zero(
+        districts=city.districts,
+        counters=(metrics.REQUESTS_CREATED, metrics.SLA_BREACHES),  # the SLA scanner's breaches
+        consumers={GROUP: [TOPICS.POST_CLASSIFIED]},
+    )
+    handler = RoutePost.from_settings(sessions, city, settings)
     worker = Worker.in_batches(
         bus,
         group=GROUP,
