@@ -45,6 +45,7 @@ from plaza.contracts import (
 from plaza.db import create_engine, session_factory
 from plaza.taxonomy import load_taxonomy
 from plaza_api.auth import Role, create_api_key
+from plaza_notifier import metrics as notifier_metrics
 
 from tests.conftest import TEMPLATE_DB, Postgres
 from tests.infra import SHARED_DATA, KafkaBroker, free_port
@@ -303,6 +304,8 @@ def series_at_zero(prometheus: Prometheus) -> dict[str, dict[str, float]]:
         "plaza_bus_dead_letters_total",
         "plaza_bus_handler_retries_total",
         "plaza_outbox_published_total",
+        "plaza_replies_dead_lettered_total",
+        "plaza_replies_failed_total",
     ]
     return {name: values(prometheus, f"count by (job) ({name} == 0)", "job") for name in counters}
 
@@ -315,7 +318,7 @@ def expected_at_zero() -> dict[str, dict[str, int]]:
         * len(metrics.URGENCIES)
     )
     deadlines = requests * len(metrics.DEADLINES)
-    workers = ("plaza-classifier", "plaza-router")  # the notifier's too, once it starts them
+    workers = ("plaza-classifier", "plaza-router", "plaza-notifier")
     return {
         "plaza_sla_met_total": {"plaza-api": deadlines},
         "plaza_sla_breaches_total": {"plaza-api": deadlines, "plaza-router": deadlines},
@@ -324,6 +327,11 @@ def expected_at_zero() -> dict[str, dict[str, int]]:
         "plaza_bus_dead_letters_total": dict.fromkeys(workers, len(metrics.DEAD_LETTER_REASONS)),
         "plaza_bus_handler_retries_total": dict.fromkeys(workers, len(metrics.RETRY_KINDS)),
         "plaza_outbox_published_total": {"plaza-relay": len(TOPICS.all())},
+        "plaza_replies_dead_lettered_total": {"plaza-notifier": len(notifier_metrics.PLATFORMS)},
+        "plaza_replies_failed_total": {
+            "plaza-notifier": len(notifier_metrics.PLATFORMS)
+            * len(notifier_metrics.FAILURE_REASONS)
+        },
     }
 
 
@@ -346,7 +354,6 @@ def what_prometheus_saw(prometheus: Prometheus, district: str) -> dict[str, obje
         "compliance x3": values(
             prometheus, f"round(district:plaza_sla_compliance:ratio1h{{{d}}} * 3)", ""
         ),
-        # the notifier's too, once it starts its counters at 0
         "dead letters alerted": {"plaza-classifier", "plaza-router"}
         & values(
             prometheus,

@@ -35,7 +35,8 @@ from plaza_ingest.__main__ import build_connectors
 from plaza_ingest.app import create_app as create_ingest
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.runner import RecentPosts
-from plaza_notifier.__main__ import NotifierSettings, build_channels
+from plaza_notifier import metrics as notifier_metrics
+from plaza_notifier.__main__ import NotifierSettings, build_channels, photo_fetcher
 from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer
 from plaza_notifier.handler import GROUP as NOTIFIER
@@ -154,10 +155,11 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         metrics.start_at_zero(
             districts=city.districts, counters=metrics.REQUEST_COUNTERS, consumers=CONSUMERS
         )
+        notifier_metrics.start_at_zero()
         bus = MemoryBus()
         await bus.start()
         social = httpx.AsyncClient(timeout=15.0)  # the platforms' APIs, when configured
-        channels = build_channels(settings, social)
+        channels = build_channels(settings, social, photo_fetcher(settings))
         workers = build_workers(bus, settings, city, sessions, channels)
         loops: list[Worker | Relay | SlaScanner | Deliverer] = [
             *workers,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Self
 
 import httpx
+from plaza import metrics
 from plaza.bus import bus_from_settings
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
@@ -17,6 +18,7 @@ from plaza.social import SocialSettings
 from plaza.worker import Worker
 from pydantic import Field, model_validator
 
+from plaza_notifier import metrics as notifier_metrics
 from plaza_notifier.bluesky import BlueskyChannel
 from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer, DeliveryPolicy
@@ -105,18 +107,22 @@ def build_channels(
     return channels
 
 
+def photo_fetcher(settings: NotifierSettings) -> PhotoFetcher:
+    """How the channels fetch resolution photos (the notifier's process and embedded mode)."""
+    if settings.media_allow_private_hosts:
+        log.warning(
+            "PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS is on: photos are fetched from private addresses too"
+        )
+    return PhotoFetcher(allow_private_hosts=settings.media_allow_private_hosts)
+
+
 async def serve(settings: NotifierSettings) -> None:
     # No ping per transaction: the worker and the deliverer retry what a dead connection fails.
     engine = create_engine(settings.require_database(), pre_ping=False)
     sessions = session_factory(engine)
     bus = bus_from_settings(settings)
-    if settings.media_allow_private_hosts:
-        log.warning(
-            "PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS is on: photos are fetched from private addresses too"
-        )
-    photos = PhotoFetcher(allow_private_hosts=settings.media_allow_private_hosts)
     async with httpx.AsyncClient(timeout=15.0) as http:
-        channels = build_channels(settings, http, photos)
+        channels = build_channels(settings, http, photo_fetcher(settings))
         handler = PostReply(sessions, channels, load_templates(settings.reply_templates))
         worker = Worker.in_batches(
             bus,
@@ -147,6 +153,8 @@ async def serve(settings: NotifierSettings) -> None:
 def main() -> None:
     settings = load(NotifierSettings)
     configure_logging(settings.log_level)
+    metrics.start_at_zero(consumers={GROUP: [TOPICS.REPLY_REQUESTED]})
+    notifier_metrics.start_at_zero()
     serve_metrics(settings.metrics_port)
     run(serve(settings))
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from plaza.contracts import ReplyKind
 from prometheus_client import Counter
+
+from plaza_notifier.templates import kind_name
+
+PLATFORMS = ("mastodon", "bluesky", "x")  # the channels Plaza speaks; others use the log
+FAILURE_REASONS = ("rejected", "error")
+PHOTO_REFUSALS = ("address", "redirects", "status", "type", "size", "url")
 
 REPLIES_POSTED = Counter(
     "plaza_replies_posted_total",
@@ -33,3 +42,21 @@ REPLY_PHOTOS_REFUSED = Counter(
     "image), size, url",
     ["platform", "reason"],
 )
+
+
+def start_at_zero(platforms: Iterable[str] = PLATFORMS) -> int:
+    """Creates the notifier's series at 0 for each platform (see plaza.metrics.start_at_zero:
+    Prometheus's increase() cannot see the count a series appears with, so the first dead
+    letter would never fire PlazaRepliesDeadLettered). Returns how many it created."""
+    kinds = [kind_name(value) for value in ReplyKind.values() if value]
+    created = 0
+    for platform in platforms:
+        series = [
+            REPLIES_DEAD_LETTERED.labels(platform),
+            REPLIES_RATE_LIMITED.labels(platform),
+            *(REPLIES_FAILED.labels(platform, reason) for reason in FAILURE_REASONS),
+            *(REPLY_PHOTOS_REFUSED.labels(platform, reason) for reason in PHOTO_REFUSALS),
+            *(REPLIES_POSTED.labels(platform, kind) for kind in kinds),
+        ]
+        created += len(series)
+    return created
