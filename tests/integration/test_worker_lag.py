@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from plaza.bus import Bus
-from plaza.bus.kafka import KafkaBus
 from plaza.contracts import TOPICS, Envelope, Outgoing
 from plaza.worker import RetryPolicy, Worker
 from prometheus_client import REGISTRY
@@ -97,15 +96,6 @@ async def test_the_lag_counts_the_records_waiting_while_a_handler_retries(bus: B
 async def test_the_lag_keeps_growing_while_posts_keep_coming_and_a_handler_retries(
     bus: Bus, request: pytest.FixtureRequest
 ) -> None:
-    if isinstance(bus, KafkaBus):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="KafkaBus's lag() takes the partition's end from the last fetch response, "
-                "and aiokafka fetches no more from a partition whose fetched records wait: the "
-                "end stops moving once one more fetch came in (plaza/bus/kafka.py)",
-            )
-        )
     group = f"w-lag-growing-{type(bus).__name__}"
     async with stuck_worker(bus, group, DatabaseAway()):
         for more in range(3):  # posts keep coming while the database is away

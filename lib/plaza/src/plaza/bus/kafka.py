@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import IllegalStateError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
@@ -29,6 +34,8 @@ from plaza.bus import (
 )
 
 log = logging.getLogger(__name__)
+
+LAG_QUERY_TIMEOUT = 2.0  # seconds the broker has to give the partitions' ends for lag()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -134,10 +141,20 @@ class KafkaConsumer(Consumer):
 
     async def lag(self) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
-        for tp in self._consumer.assignment():
-            # The end as of the last fetch response: the last stable offset under read_committed.
-            lso = self._consumer.last_stable_offset(tp)
-            end = lso if lso is not None and lso >= 0 else self._consumer.highwater(tp)
+        assigned = list(self._consumer.assignment())
+        # The partitions' ends as the broker has them now (one ListOffsets request, under the
+        # consumer's read_committed: the last stable offsets). The last fetch response's would
+        # do while records flow, but aiokafka fetches nothing more from a partition whose
+        # records wait unhandled: a worker stuck retrying would read a lag that never grows.
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(assigned), LAG_QUERY_TIMEOUT)
+        except (KafkaError, TimeoutError, IllegalStateError):
+            ends = {}
+        for tp in assigned:
+            end = ends.get(tp)
+            if end is None:  # the broker did not say: the end as of the last fetch response
+                lso = self._consumer.last_stable_offset(tp)
+                end = lso if lso is not None and lso >= 0 else self._consumer.highwater(tp)
             if end is None:
                 continue  # nothing fetched from it yet, so its position may be unknown too
             try:
