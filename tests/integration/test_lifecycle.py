@@ -115,34 +115,27 @@ async def test_reporters_are_people_not_posts(
     assert (cleaning.reporters_count, second.reporters_count) == (1, 2)
     await do(sessions, second.id, Action.MARK_DUPLICATE, duplicate_of=first_request.id)
     assert (await requests(sessions))[0].reporters_count == 3  # anna, pau, jordi
+
+    async def split_off(post_id: str) -> None:
+        async with sessions.begin() as s:
+            await split_report(
+                s,
+                first_request.id,
+                "mastodon",
+                post_id,
+                actor="m",
+                now=POSTED_AT,
+                sla=SLA,
+                routing=ROUTING,
+                city=CITY,
+            )
+
     # splitting off one of anna's posts leaves her among the reporters; jordi's, not
-    async with sessions.begin() as s:
-        await split_report(
-            s,
-            first_request.id,
-            "mastodon",
-            "a2",
-            actor="m",
-            now=POSTED_AT,
-            sla=SLA,
-            routing=ROUTING,
-            city=CITY,
-        )
+    await split_off("a2")
     assert (await requests(sessions))[0].reporters_count == 3
     [split] = [r for r in await requests(sessions) if r.source_post_id == "a2"]
     assert (split.district_code, split.location_source) == ("06", "geo")  # as where it left
-    async with sessions.begin() as s:
-        await split_report(
-            s,
-            first_request.id,
-            "mastodon",
-            "j1",
-            actor="m",
-            now=POSTED_AT,
-            sla=SLA,
-            routing=ROUTING,
-            city=CITY,
-        )
+    await split_off("j1")
     assert (await requests(sessions))[0].reporters_count == 2
 
 
