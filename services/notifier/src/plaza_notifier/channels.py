@@ -149,8 +149,8 @@ class RateBudget:
 
     Every platform channel checks each answer the same way: a budget reported spent (the
     platform's "remaining" header at 0) pauses calls until its reset, and so does a 429 (a
-    minute when no reset is given); a 5xx or 408 is raised as httpx.HTTPStatusError, to be
-    tried again; any other failure is Refused, for good. The platforms differ only in the
+    minute when no reset is given); a 5xx, 408 or 401 (a token expired or being rotated) is
+    raised as httpx.HTTPStatusError, to be tried again; any other failure is Refused, for good. The platforms differ only in the
     names of their headers and the shape of their error bodies."""
 
     def __init__(
@@ -187,7 +187,9 @@ class RateBudget:
         if response.is_success:
             return
         message = f"{self._platform}: {response.status_code} on {what}: {self._detail(response)}"
-        if response.status_code >= 500 or response.status_code == 408:
+        # 401: an expired or rotated token (X's user token lives two hours, read again from its
+        # file): the reply is tried again, not given up on with every other one meanwhile.
+        if response.status_code >= 500 or response.status_code in (401, 408):
             raise httpx.HTTPStatusError(
                 message.strip(), request=response.request, response=response
             )

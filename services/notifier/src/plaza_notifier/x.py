@@ -55,11 +55,25 @@ def words(text: str) -> list[str]:
     ]
 
 
+# When a budget comes back, in epoch seconds: the 15-minute window's, and the 24-hour caps on
+# posting (per user and per app), which a 429 carries when it is one of those that is spent.
+_RESET_HEADERS = (
+    "x-rate-limit-reset",
+    "x-user-limit-24hour-reset",
+    "x-app-limit-24hour-reset",
+)
+
+
 def _reset_at(response: httpx.Response) -> datetime | None:
-    """When the budget comes back: x-rate-limit-reset, in epoch seconds."""
-    reset = response.headers.get("x-rate-limit-reset", "")
+    """When the budget comes back: the latest reset X gave (a day's cap spent outlasts the
+    15-minute window, which would otherwise wake the notifier to a 429 every 15 minutes)."""
     # isdecimal, not isdigit: isdigit() takes "²", which int() refuses
-    return datetime.fromtimestamp(int(reset), UTC) if reset.isdecimal() else None
+    resets = [
+        int(value)
+        for name in _RESET_HEADERS
+        if (value := response.headers.get(name, "")).isdecimal()
+    ]
+    return datetime.fromtimestamp(max(resets), UTC) if resets else None
 
 
 class XChannel:
