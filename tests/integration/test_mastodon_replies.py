@@ -75,10 +75,11 @@ async def citizen_request(
     mastodon: FakeMastodon,
     text: str = "El fanal del carrer de Verdi no funciona",
     language: str = "ca",
+    visibility: str = "public",
 ) -> tuple[dict[str, Any], Envelope]:
     """A citizen's mention on Mastodon, routed into a request: its status and the
     reply-requested event of the acknowledgement."""
-    status = mastodon.citizen_posts(text, language=language)
+    status = mastodon.citizen_posts(text, language=language, visibility=visibility)
     post = classified(
         status["id"],
         author=f"@marta@{mastodon.host}",
@@ -325,3 +326,21 @@ async def test_a_notifier_killed_between_the_call_and_the_commit_never_replies_t
         assert mastodon.seen("GET", f"/api/v1/statuses/{status['id']}/context")
         assert "was already in the thread" in notifier.log()
         assert mastodon.token not in notifier.log()
+
+
+@pytest.mark.parametrize("visibility", ["direct", "private", "unlisted"])
+async def test_a_reply_reaches_no_wider_than_the_mention_it_answers(
+    mastodon: FakeMastodon,
+    channels: dict[str, ReplyChannel],
+    sessions: async_sessionmaker[AsyncSession],
+    visibility: str,
+) -> None:
+    """A citizen's direct message to the city got a public reply naming them and their
+    request; now a reply has the visibility of what it answers, as Mastodon's clients do."""
+    status, ask = await citizen_request(sessions, mastodon, visibility=visibility)
+    await PostReply(sessions, channels)(ask)
+    await deliver_until(
+        Deliverer(sessions, channels, FAST), sessions, [ask.reply_requested.reply_id], {"posted"}
+    )
+    [reply] = mastodon.replies_to(status["id"])
+    assert reply["visibility"] == visibility

@@ -116,8 +116,10 @@ class FakeMastodon(FakePlatform[_Stream]):
         tags: tuple[str, ...] = (),
         media: tuple[str, ...] = (),
         language: str = "ca",
+        visibility: str = "public",
     ) -> dict[str, Any]:
-        """A citizen's public status; a mention of @bcn notifies the city; both are streamed."""
+        """A citizen's status (public unless said); a mention of @bcn notifies the city; both
+        are streamed."""
         with self._lock:
             account = self._account(username)
             words = ""
@@ -133,6 +135,7 @@ class FakeMastodon(FakePlatform[_Stream]):
                     f"#<span>{tag}</span></a>"
                 )
             status = self._status(account, f"<p>{words}</p>", language=language, tags=tags)
+            status["visibility"] = visibility
             status["media_attachments"] = [
                 {"id": str(next(self._ids)), "type": "image", "url": url, "description": None}
                 for url in media

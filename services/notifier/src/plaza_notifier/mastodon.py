@@ -150,12 +150,28 @@ class MastodonChannel:
             media = _obj(response.json())
         return media_id
 
+    async def _visibility_of(self, status_id: str) -> str:
+        """The visibility of the status a reply answers, so the reply reaches no wider than it
+        (Mastodon's own clients do the same): a citizen's direct or followers-only mention
+        gets a reply only they (or their followers) see, not a public one naming them. A
+        status that is gone answers 404, and the reply's own POST then says so."""
+        self._before_call()
+        response = await self._http.get(
+            f"{self._account.base_url}/api/v1/statuses/{status_id}", headers=self._headers()
+        )
+        if response.status_code == 404:
+            return "public"
+        self._check(response, "GET /api/v1/statuses/:id")
+        visibility = _str(_obj(response.json()).get("visibility"))
+        return visibility if visibility in _VISIBILITIES else "public"
+
     async def post(self, reply: ChannelReply) -> PostedReply:
+        visibility = await self._visibility_of(reply.in_reply_to_post_id)
         self._before_call()
         fields: list[tuple[str, str]] = [
             ("status", reply.text),
             ("in_reply_to_id", reply.in_reply_to_post_id),
-            ("visibility", "public"),
+            ("visibility", visibility),
         ]
         if reply.language:
             fields.append(("language", reply.language))
@@ -191,6 +207,10 @@ class MastodonChannel:
             ):
                 return PostedReply(_str(status.get("id")), _str(status.get("url")))
         return None
+
+
+# Mastodon's visibilities, widest first.
+_VISIBILITIES = ("public", "unlisted", "private", "direct")
 
 
 def _multi(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
