@@ -76,3 +76,23 @@ async def test_a_mention_streamed_after_a_newer_one_is_published(
             cursor = batch.cursor
     assert sorted(published) == ["201", "202"]
     assert cursor == "102"  # the cursor only moves forward
+
+
+async def test_a_catch_up_reads_past_a_short_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mastodon filters a page after reading it (hidden, muted): a short page is not the end,
+    and the catch-up after a reconnect stopped at the first one."""
+    monkeypatch.setattr(connector, "connect", lambda *args, **kwargs: Socket([]))
+    stored = [mention(str(n), str(100 + n), f"Fanal {n}") for n in range(101, 106)]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("verify_credentials"):
+            return httpx.Response(200, json={"id": "1"})
+        since = request.url.params.get("min_id")
+        page = [n for n in stored if since is None or connector.newer(n["id"], since)][:2]
+        return httpx.Response(200, json=sorted(page, key=lambda n: -int(n["id"])))
+
+    account = MastodonAccount(base_url="http://x", streaming_url="ws://x", token=SecretStr("t"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
+        stream = connector.MastodonStream(account, connector.Source.MENTIONS, http)
+        published = [post.post_id async for batch in stream.batches("100") for post in batch.posts]
+    assert published == ["201", "202", "203", "204", "205"]

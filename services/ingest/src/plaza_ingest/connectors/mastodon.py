@@ -210,14 +210,13 @@ class MastodonStream:
             open_timeout=self._open_timeout,
             ping_interval=20,
         ) as socket:
-            while True:
+            while True:  # until an empty page: a short one is not the end (Mastodon filters
+                # a page after reading it, so hidden or muted statuses leave it short)
                 pairs = await self._page(cursor, PAGE)
                 if not pairs:
                     break
                 cursor = pairs[-1][0]
                 yield Batch(self._posts(pairs, own_id), cursor)
-                if len(pairs) < PAGE:
-                    break
             yield Batch((), cursor)
             async for message in socket:
                 item = self._live(message)
