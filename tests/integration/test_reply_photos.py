@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from plaza_notifier.bluesky import BlueskyChannel
 from plaza_notifier.channels import ChannelReply, ReplyChannel
 from plaza_notifier.mastodon import MastodonChannel
@@ -32,6 +29,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.integration.bluesky_helpers import account
+from tests.peers._server import ThreadedServer
 from tests.peers.bluesky import BlueskyPeer, tiny_png
 from tests.peers.mastodon import FakeMastodon
 from tests.peers.x_api import FakeX
@@ -49,8 +47,7 @@ class InternalService:
     def __init__(self) -> None:
         self.hits: list[tuple[str, str]] = []
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def app(self) -> Starlette:
         async def record(request: Request) -> None:
@@ -92,23 +89,13 @@ class InternalService:
         )
 
     def __enter__(self) -> InternalService:
-        config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the internal service did not start"
-            time.sleep(0.02)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = ThreadedServer(self.app(), "the internal service")
+        self.port = self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     @property
     def url(self) -> str:

@@ -46,6 +46,32 @@ class Seen:
     body: bytes = b""
 
 
+class ThreadedServer:
+    """An ASGI app served by uvicorn on a free port of 127.0.0.1, in a thread of its own, so
+    that code under test reaches it over real HTTP from the test's event loop."""
+
+    def __init__(self, app: Starlette, name: str) -> None:
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._name = name
+
+    def start(self) -> int:
+        """Starts serving; the port it listens on."""
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, f"{self._name} did not start"
+            time.sleep(0.02)
+        port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
 class FakePlatform(Generic[StreamT]):
     """The running server and the test's hooks; each platform adds its API (`app`), what its
     streams are (StreamT) and how it drops them, its error bodies and its rate-limit headers."""
@@ -66,8 +92,7 @@ class FakePlatform(Generic[StreamT]):
         self._hold = threading.Event()  # while armed, replies are created but not answered
         self._holding = threading.Event()
         self._release = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # --- running ----------------------------------------------------------------------------
 
@@ -78,27 +103,16 @@ class FakePlatform(Generic[StreamT]):
         raise NotImplementedError
 
     def start(self) -> Self:
-        config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, f"the fake {self.name} did not start"
-            time.sleep(0.02)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.host = f"127.0.0.1:{port}"
+        self._server = ThreadedServer(self.app(), f"the fake {self.name}")
+        self.host = f"127.0.0.1:{self._server.start()}"
         self.base_url = f"http://{self.host}"
         return self
 
     def stop(self) -> None:
         self.release_replies()
         self.drop_streams()
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
