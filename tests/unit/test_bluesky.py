@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
-from plaza.bluesky import AtUri, tid, tid_for
+from plaza.bluesky import AtUri, BlueskyAccount, tid, tid_for
 from plaza.settings import SettingsError, load
 from plaza_ingest.__main__ import IngestSettings
-from plaza_ingest.connectors.bluesky import Position, event_to_post
+from plaza_ingest.connectors.bluesky import Identities, Position, event_to_post
 from plaza_notifier.__main__ import NotifierSettings
 from plaza_notifier.bluesky import byte_span
 
@@ -123,3 +124,61 @@ def test_bluesky_settings_keep_the_password_secret(
     monkeypatch.setenv("PLAZA_BLUESKY_HANDLE", "not a handle")
     with pytest.raises(SettingsError, match="PLAZA_BLUESKY_HANDLE"):
         load(IngestSettings)
+
+
+async def test_an_authors_handle_counts_only_if_it_resolves_back_to_its_did() -> None:
+    """A DID document may claim any handle: taken as it is, a reply would mention whoever holds
+    it. The handle is the author's only if resolveHandle answers the same DID; otherwise (or
+    when it cannot be read) the DID stands in. A verified handle is remembered for a while; a
+    failure to read is not, and an identity event makes the next post read it again."""
+    marta, impostor = DID, "did:plc:impostorimpostorimpostor"
+    claims = {marta: "marta.test", impostor: "mayor.bcn.test"}
+    holders = {"marta.test": marta, "mayor.bcn.test": "did:plc:themayorthemayorthemayo"}
+    asked: list[str] = []
+    failing = {"resolve": False}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.host == "plc.test":
+            did = request.url.path.strip("/")
+            return httpx.Response(200, json={"id": did, "alsoKnownAs": [f"at://{claims[did]}"]})
+        if failing["resolve"]:
+            return httpx.Response(503)
+        handle = request.url.params["handle"]
+        if handle not in holders:
+            return httpx.Response(400, json={"error": "InvalidRequest", "message": "no handle"})
+        return httpx.Response(200, json={"did": holders[handle]})
+
+    account = BlueskyAccount(
+        handle="ajuntament.test",
+        password=None,
+        pds_url="http://pds.test",
+        jetstream_url="ws://jetstream.test",
+        plc_url="http://plc.test",
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        identities = Identities(account, http)
+        assert await identities.handle_of(marta) == "marta.test"
+        assert await identities.handle_of(impostor) == ""  # the mayor's handle is not theirs
+        claims[impostor] = "nobody.test"
+        identities.forget(impostor)
+        assert await identities.handle_of(impostor) == ""  # a handle nobody holds
+        asked.clear()
+        assert await identities.handle_of(marta) == "marta.test" and asked == []  # remembered
+        identities.forget(marta)
+        failing["resolve"] = True
+        assert await identities.handle_of(marta) == ""  # cannot be verified now
+        failing["resolve"] = False
+        assert await identities.handle_of(marta) == "marta.test"  # asked again, not remembered
+        stale = Identities(account, http, ttl=0.0)
+        assert await stale.handle_of(marta) == "marta.test"
+        asked.clear()
+        await stale.handle_of(marta)
+        assert asked  # past its time, read again
+
+
+def test_a_post_by_an_unverified_author_names_the_did() -> None:
+    post = event_to_post(
+        _event({"text": "Fanal apagat", "createdAt": "2024-09-09T19:46:02Z"}), "", ""
+    )
+    assert post is not None and post.author_handle == DID and post.author_id == DID

@@ -174,13 +174,23 @@ def event_to_post(event: Json, handle: str, image_url: str) -> PostIn | None:
 
 class Identities:
     """Handles and DIDs: the city's handles resolved on its PDS (resolveHandle), authors' handles
-    read from their DID documents (the PLC directory, or did:web's well-known document)."""
+    read from their DID documents (the PLC directory, or did:web's well-known document) and
+    verified both ways, as Bluesky's own apps do: a DID document may claim any handle, and a
+    reply naming a handle its author does not hold would mention somebody else in public. A
+    handle is kept for `ttl` seconds (handles change; Jetstream's identity events drop it at once)."""
 
-    def __init__(self, account: BlueskyAccount, http: httpx.AsyncClient, capacity: int = 10_000):
+    def __init__(
+        self,
+        account: BlueskyAccount,
+        http: httpx.AsyncClient,
+        capacity: int = 10_000,
+        ttl: float = 3600.0,
+    ):
         self._account = account
         self._http = http
-        self._handles: OrderedDict[str, str] = OrderedDict()
+        self._handles: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._capacity = capacity
+        self._ttl = ttl
 
     async def did_of(self, handle_or_did: str) -> str:
         if DID.match(handle_or_did):
@@ -195,11 +205,17 @@ class Identities:
             raise ValueError(f"resolveHandle({handle_or_did}) answered no DID")
         return did
 
+    def forget(self, did: str) -> None:
+        """The DID's handle may have changed (an identity event): read it again when next asked."""
+        self._handles.pop(did, None)
+
     async def handle_of(self, did: str) -> str:
-        """The handle the DID document claims, or "" if it cannot be read (the DID stands in)."""
-        if did in self._handles:
+        """The handle the DID document claims, if it resolves back to the DID; "" otherwise or
+        if it cannot be read (the DID stands in)."""
+        cached = self._handles.get(did)
+        if cached is not None and cached[1] > time.monotonic():
             self._handles.move_to_end(did)
-            return self._handles[did]
+            return cached[0]
         if did.startswith("did:plc:"):
             url = f"{self._account.plc_url}/{did}"
         elif did.startswith("did:web:"):
@@ -210,13 +226,39 @@ class Identities:
             response = await self._http.get(url)
             response.raise_for_status()
             aliases = _list(_obj(response.json()).get("alsoKnownAs"))
+            claimed = next(
+                (a.removeprefix("at://") for a in map(_str, aliases) if a[:5] == "at://"), ""
+            )
+            handle = await self._verified(did, claimed) if claimed else ""
         except (httpx.HTTPError, ValueError) as exc:
+            # Not remembered: the next post of this author asks again.
             log.warning("the handle of %s is unknown (%s: %s)", did, type(exc).__name__, exc)
             return ""
-        handle = next((a.removeprefix("at://") for a in map(_str, aliases) if a[:5] == "at://"), "")
-        self._handles[did] = handle
+        self._handles[did] = (handle, time.monotonic() + self._ttl)
+        self._handles.move_to_end(did)
         while len(self._handles) > self._capacity:
             self._handles.popitem(last=False)
+        return handle
+
+    async def _verified(self, did: str, handle: str) -> str:
+        """`handle` if it resolves to `did`, else "" (a handle nobody holds, or somebody else's)."""
+        response = await self._http.get(
+            f"{self._account.pds_url}/xrpc/com.atproto.identity.resolveHandle",
+            params={"handle": handle},
+        )
+        if response.status_code == 400:  # no such handle (HandleNotFound / InvalidRequest)
+            resolved = ""
+        else:
+            response.raise_for_status()
+            resolved = _str(_obj(response.json()).get("did"))
+        if resolved != did:
+            log.warning(
+                "bluesky: %s claims the handle %s, which resolves to %s: the DID stands in",
+                did,
+                handle,
+                resolved or "no account",
+            )
+            return ""
         return handle
 
 
@@ -303,6 +345,8 @@ class BlueskyMentions:
                 time_us = event.get("time_us")
                 if not isinstance(time_us, int):
                     continue
+                if event.get("kind") == "identity":
+                    self._identities.forget(_str(event.get("did")))
                 post = None
                 if self._for_the_city(event, city):
                     handle = await self._identities.handle_of(_str(event.get("did")))
