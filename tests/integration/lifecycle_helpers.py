@@ -43,6 +43,7 @@ def classified(
     barri: str = "31",
     confidence: float = 1.0,
     author: str = "",
+    author_id: str = "",
     reply_to: str = "",
 ) -> PostClassified:
     post = Post(
@@ -50,6 +51,7 @@ def classified(
         post_id=post_id,
         # each post by a neighbour of its own unless the test says who
         author_handle=author or f"@neighbour-{post_id}@bcn.social",
+        author_id=author_id,
         text=text,
         created_at=timestamp(at),
         channel="webhook",

@@ -524,6 +524,7 @@ async def test_rows_in_bulk_are_written_in_one_statement_with_the_writes_added_t
                         "platform": "mastodon",
                         "post_id": "r1",
                         "author_handle": "@a@example.social",
+                        "reporter": "mastodon:@a@example.social",
                         "text": "Fanal apagat",
                         "language": "ca",
                         "reported_at": datetime.now(UTC),

@@ -392,6 +392,59 @@ async def test_a_citizen_answering_a_resolved_request_reopens_it(
     assert statuses == ["resolved", "new"]
 
 
+async def test_reporters_are_accounts_not_handles(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A handle changes, and passes to someone else: where the channel gives the account's id,
+    that is who reported. Without one, handles compare as platforms compare them (any case)."""
+    near = (VERDI[0] + 0.0002, VERDI[1])
+    route = router(sessions)
+    await route(as_event(classified("a1", author="@anna@bcn.social", author_id="109")))
+    # anna moved to another instance (same account id): still one reporter
+    await route(
+        as_event(classified("a2", author="@anna@other.social", author_id="109", latlon=near))
+    )
+    [request] = await requests(sessions)
+    assert request.reporters_count == 1
+    # someone else now holds her old handle: another reporter
+    await route(as_event(classified("x1", author="@anna@bcn.social", author_id="555", latlon=near)))
+    # no id: "@Pau" and "@pau" are one account
+    await route(as_event(classified("p1", author="@Pau@bcn.social", latlon=near)))
+    await route(as_event(classified("p2", author="@pau@BCN.social", latlon=near)))
+    [request] = await requests(sessions)
+    assert request.reporters_count == 3
+    # resolved, an answer from anna's first handle, held now by an account that never reported
+    # it, does not reopen it (a new report); anna's, under a new handle, does
+    await do(sessions, request.id, Action.ACKNOWLEDGE)
+    await do(sessions, request.id, Action.RESOLVE, note="Arreglat")
+    await route(
+        as_event(
+            classified(
+                "x2",
+                text="No!",
+                reply_to="a1",
+                latlon=None,
+                author="@anna@bcn.social",
+                author_id="777",
+            )
+        )
+    )
+    assert [r.status for r in await requests(sessions)] == ["resolved", "new"]
+    await route(
+        as_event(
+            classified(
+                "a3",
+                text="Encara no",
+                reply_to="a1",
+                latlon=None,
+                author="@anna@new.social",
+                author_id="109",
+            )
+        )
+    )
+    assert [r.status for r in await requests(sessions)] == ["reopened", "new"]
+
+
 async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
 ) -> None:

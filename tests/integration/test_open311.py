@@ -637,6 +637,53 @@ async def test_a_post_is_read_as_utf_8_with_every_attribute(
     await bus.close()
 
 
+async def test_a_posted_request_names_its_citizen_without_a_personal_detail(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """An app posts for many citizens: each submission carries who it was for, as a digest of
+    the e-mail (or account, or device) within the app's key, so that the router counts people
+    (one citizen's two submissions are one reporter, two citizens two) and no e-mail leaves
+    the submission. A submission naming nobody is a reporter of its own."""
+    bus = MemoryBus()
+    await bus.start()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_ingest(bus)), base_url="http://ingest"
+    ) as ingest:
+        app_key = await new_key(sessions, Role.CIVIC_DEVELOPER, name="bcn-app")
+        other_app = await new_key(sessions, Role.CIVIC_DEVELOPER, name="other-app")
+        consumer = await bus.subscribe("test", [TOPICS.POST_RECEIVED.topic])
+        form = {"service_code": "cleaning", "lat": "41.3801", "long": "2.1751"}
+        submissions = [
+            (app_key, {"email": "marta@example.org"}),
+            (app_key, {"email": "Marta@Example.org", "device_id": "phone-1"}),
+            (app_key, {"email": "pau@example.org"}),
+            (app_key, {"account_id": "u-77"}),
+            (app_key, {}),
+            (app_key, {}),
+            (other_app, {"email": "marta@example.org"}),
+        ]
+        tokens = []
+        async with client(gateway(sessions, ingest)) as api:
+            for key, who in submissions:
+                posted = await api.post(
+                    "/open311/v2/requests.json", data={**form, **who, "api_key": key}
+                )
+                assert posted.status_code == 201, posted.text
+                tokens.append(posted.json()[0]["token"])
+        records = await consumer.fetch(20, 5.0)
+        by_token = {
+            p.post_id: p for p in (decode(r.topic, r.value).post_received.post for r in records)
+        }
+        posts = [by_token[t] for t in tokens]  # in the order submitted
+        ids = [p.author_id for p in posts]
+        assert ids[0] == ids[1]  # one citizen, whatever the case of the e-mail
+        assert len(set(ids)) == 6  # pau, the account, each anonymous one, the other app's marta
+        assert ids[4] == posts[4].post_id and ids[5] == posts[5].post_id
+        assert all("@" not in i and "marta" not in i and "u-77" not in i for i in ids)
+        assert {p.author_handle for p in posts} == {"open311:bcn-app", "open311:other-app"}
+    await bus.close()
+
+
 async def test_the_openapi_docs_are_3_1_with_examples_and_security(api: httpx.AsyncClient) -> None:
     spec = (await api.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.1")

@@ -51,6 +51,7 @@ from plaza.requests import (
     Action,
     Status,
     next_status,
+    reporter_of,
 )
 
 _SOURCES = {LOCATION_SOURCE_GEO: "geo", LOCATION_SOURCE_TEXT: "text"}
@@ -96,6 +97,9 @@ class NewReport:
     public_url: str | None = None
     channel: str = ""
     media_urls: Sequence[str] = ()
+    # Who reported, as reports are counted and matched (plaza.requests.reporter_of); empty: the
+    # handle on its platform.
+    reporter: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +406,7 @@ def add_report(
             "platform": report.platform,
             "post_id": report.post_id,
             "author_handle": report.author_handle,
+            "reporter": report.reporter or reporter_of(report.platform, "", report.author_handle),
             "text": report.text,
             "lat": report.lat,
             "long": report.long,
@@ -747,7 +752,7 @@ def _public_note(cmd: Command) -> None:
 
 async def _reporters(session: AsyncSession, request_id: int, *, without: int | None = None) -> int:
     """How many people reported a request: its reports' distinct authors (but one report's)."""
-    query = select(func.count(distinct(RequestReport.author_handle))).where(
+    query = select(func.count(distinct(RequestReport.reporter))).where(
         RequestReport.service_request_id == request_id
     )
     if without is not None:
@@ -816,6 +821,7 @@ async def split_report(
             reported_at=report.reported_at,
             lat=report.lat,
             long=report.long,
+            reporter=report.reporter,
         ),
         service_code=request.service_code,
         urgent=request.urgency == "urgent",

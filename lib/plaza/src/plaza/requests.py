@@ -151,3 +151,12 @@ def worker_handle(text: str) -> str:
             "@jordi.bsky.social"
         )
     return handle
+
+
+def reporter_of(platform: str, author_id: str, author_handle: str) -> str:
+    """Who reported, as reports are counted and matched (one person's ten posts are one
+    reporter; only a request's reporter reopens it by answering): the platform's stable id of
+    the account (a Bluesky DID, a Mastodon or X account id) where the channel gives one, for a
+    handle changes hands and names; else the handle, in lower case as platforms compare them."""
+    who = author_id.strip() or author_handle.strip().lower()
+    return f"{platform}:{who}"

@@ -7,6 +7,7 @@ appear, and e-mail addresses, phone numbers and licence plates in public text ar
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
@@ -858,6 +859,18 @@ def _attributes(fields: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]
     return found
 
 
+def _citizen(key_id: int, identity: str) -> str:
+    """Who submitted a request through an app, as its reports are counted (one citizen's two
+    submissions are one reporter): a digest of the e-mail, account or device the app gave,
+    within that app's key, so that no personal detail leaves the submission. Empty when the app
+    gave none (each submission is then a reporter of its own)."""
+    identity = identity.strip().lower()
+    if not identity:
+        return ""
+    digest = hashlib.sha256(f"{key_id}:{identity}".encode()).hexdigest()[:32]
+    return f"key{key_id}:{digest}"
+
+
 def _text(form: Mapping[str, str], name: str, max_length: int) -> str | None:
     value = form.get(name, "").strip()
     if len(value) > max_length:
@@ -963,6 +976,7 @@ async def post_request(
         raise Open311Error(400, f"attribute[language] must be one of {', '.join(_LANGUAGE_NAMES)}")
     attributes = _attributes(fields)
     token = secrets.token_hex(12)
+    account_id, device_id = _text(form, "account_id", 256), _text(form, "device_id", 256)
     now = datetime.now(UTC)
     async with session.begin():
         session.add(
@@ -974,8 +988,8 @@ async def post_request(
                 phone=_text(form, "phone", 64),
                 first_name=_text(form, "first_name", 128),
                 last_name=_text(form, "last_name", 128),
-                device_id=_text(form, "device_id", 256),
-                account_id=_text(form, "account_id", 256),
+                device_id=device_id,
+                account_id=account_id,
                 attributes=attributes,
                 submitted_at=now,
             )
@@ -985,6 +999,7 @@ async def post_request(
         "post_id": token,
         # Who submitted it: the app, never the citizen (their details stay in the submission).
         "author_handle": f"open311:{caller.name}",
+        "author_id": _citizen(caller.id, email or account_id or device_id or "") or token,
         "text": description or service_name(code, language or "en"),
         "lang": language,
         "created_at": now.isoformat(),

@@ -30,7 +30,13 @@ class PostIn(BaseModel):
     )
     post_id: Token = Field(description="The platform's id of the post; unique per platform")
     author_handle: Token = Field(examples=["@maria@bcn.social"])
-    author_id: Annotated[str, StringConstraints(max_length=256)] = ""
+    author_id: Annotated[str, StringConstraints(max_length=256)] = Field(
+        default="",
+        description="The platform's stable id of the author's account (a Bluesky DID, a "
+        "Mastodon or X account id), by which a request counts its reporters: a handle can "
+        "change hands. Empty: the handle stands in.",
+        examples=["109347502933145278"],
+    )
     text: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
     lang: Annotated[str, StringConstraints(pattern=r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})*)?$")] = ""
     created_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")

@@ -35,7 +35,7 @@ from plaza.lifecycle import (
 )
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
-from plaza.requests import CLOSED_STATUSES, Action, Status
+from plaza.requests import CLOSED_STATUSES, Action, Status, reporter_of
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -223,7 +223,7 @@ class RoutePost:
                 row = await self._open(session, c, report, correlation, next(ids))
                 assert isinstance(row, RequestRow)  # a request id given: a row of the batch
                 new.append(row)
-                new_authors.append({report.author_handle})
+                new_authors.append({report.reporter})
             else:
                 if isinstance(repeats, Found):
                     target, authors = locked.rows[repeats.id], locked.authors[repeats.id]
@@ -237,9 +237,9 @@ class RoutePost:
                     now=now,
                     correlation_id=correlation,
                     city=self._city,
-                    new_reporter=report.author_handle not in authors,
+                    new_reporter=report.reporter not in authors,
                 )
-                authors.add(report.author_handle)
+                authors.add(report.reporter)
 
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
@@ -273,7 +273,7 @@ class RoutePost:
                 select(RequestReport.id)
                 .where(
                     RequestReport.service_request_id == duplicate.id,
-                    RequestReport.author_handle == report.author_handle,
+                    RequestReport.reporter == report.reporter,
                 )
                 .limit(1)
             )
@@ -377,14 +377,14 @@ class RoutePost:
         reporters = set(
             (
                 await session.execute(
-                    select(RequestReport.author_handle).where(
+                    select(RequestReport.reporter).where(
                         RequestReport.service_request_id == request.id
                     )
                 )
             ).scalars()
         )
         if request.status in CLOSED_STATUSES:
-            if report.author_handle not in reporters or request.status not in (
+            if report.reporter not in reporters or request.status not in (
                 Status.RESOLVED,
                 Status.CLOSED,
             ):
@@ -408,7 +408,7 @@ class RoutePost:
             now=now,
             correlation_id=correlation,
             city=self._city,
-            new_reporter=report.author_handle not in reporters,
+            new_reporter=report.reporter not in reporters,
         )
         return True
 
@@ -488,6 +488,7 @@ def _report(c: PostClassified) -> NewReport:
         public_url=post.public_url or None,
         channel=post.channel,
         media_urls=tuple(post.media_urls),
+        reporter=reporter_of(post.platform, post.author_id, post.author_handle),
     )
 
 
@@ -511,7 +512,7 @@ _COLUMNS = [c.name for c in ServiceRequest.__table__.columns if c.name != "queue
 # Each with the authors of its reports: a report merged into it counts a reporter only if its
 # author is not among them.
 _LOCKED = (
-    "SELECT " + ", ".join(_COLUMNS) + ", ARRAY(SELECT DISTINCT r.author_handle FROM"
+    "SELECT " + ", ".join(_COLUMNS) + ", ARRAY(SELECT DISTINCT r.reporter FROM"
     " request_reports r WHERE r.service_request_id = service_requests.id) AS authors"
     " FROM service_requests"
     " WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"

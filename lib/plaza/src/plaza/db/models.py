@@ -188,6 +188,10 @@ class RequestReport(Base):
     platform: Mapped[str] = mapped_column(String(32))
     post_id: Mapped[str] = mapped_column(String(256))
     author_handle: Mapped[str] = mapped_column(String(256))
+    # Who it was, as reports are counted and matched: "<platform>:<account id>" (a handle can
+    # change or pass to someone else), "<platform>:<handle in lower case>" where the channel
+    # gives no id (plaza.requests.reporter_of).
+    reporter: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     lat: Mapped[float | None] = mapped_column(Float)
     long: Mapped[float | None] = mapped_column(Float)
