@@ -21,6 +21,8 @@ LONG_NOTE = "Hem canviat la làmpara, el cablejat i el quadre elèctric del carr
 def test_each_platform_counts_its_own_way() -> None:
     assert graphemes("e\u0301") == 1 and graphemes("👩‍👩‍👧") == 1 and graphemes("👍🏽") == 1
     assert LIMITS["bluesky"].length("👩‍👩‍👧" * 300) == 300
+    # ... and Bluesky's record holds 3,000 bytes at most: 300 graphemes of 18 bytes do not fit
+    assert not LIMITS["bluesky"].fits("👩‍👩‍👧" * 300) and LIMITS["bluesky"].fits("👩‍👩‍👧" * 166)
     assert LIMITS["mastodon"].length("👩‍👩‍👧") == 5  # Mastodon counts characters
     x = LIMITS["x"]
     assert x.length("mira https://example.org/" + "a" * 200) == len("mira ") + 23

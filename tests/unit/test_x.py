@@ -120,6 +120,12 @@ def test_x_counts_weighted_characters_and_links_as_23() -> None:
     assert x_weighted("plaça") == 5 and x_weighted("🚦") == 2 and x_weighted("市") == 2
     assert x.length("mira https://example.org/" + "a" * 200) == len("mira ") + 23
     assert x.fits("🚦" * 140) and not x.fits("🚦" * 141)
+    # X links a bare domain too: 23, however short it is written
+    assert x.length("a bcn.cat") == 2 + 23 and x.length("vegeu barcelona.cat/obres.") == 6 + 23
+    assert x.length("truqueu-nos. Gràcies") == len("truqueu-nos. Gràcies")  # no domain
+    assert x.length("marta@example.org") == len("marta@example.org")  # masked anyway
+    assert x.length("3.5 m") == 5
+    assert not x.fits("x" * 260 + " bcn.cat")  # 268 written, 284 as X counts it
     text, _ = compose(
         ReplyKind.REPLY_KIND_RESOLVED,
         "ca",

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 URL = re.compile(r"https?://\S+")
+# A bare domain ("bcn.cat", "barcelona.cat/obres"), which X links too when it knows the top
+# level domain: its list is long and changes, so any such word counts as a link would (23) when
+# that is more than its own length. Not after an @ (an e-mail, a Mastodon handle) or a dot.
+BARE_DOMAIN = re.compile(
+    r"(?<![\w@./:-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}\b(?:/\S*)?", re.IGNORECASE
+)
 ELLIPSIS: Final = "…"
 
 
@@ -48,20 +54,26 @@ def x_weighted(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class LengthLimit:
-    """`size` units of `unit`; with `url_length`, every URL counts that many (X's t.co)."""
+    """`size` units of `unit`; with `url_length`, every URL counts that many (X's t.co), and a
+    bare domain at least that many."""
 
     size: int
     unit: Literal["characters", "graphemes", "x-weighted"] = "characters"
     url_length: int | None = None
+    max_bytes: int | None = None  # in UTF-8, besides `size` (Bluesky's record limit)
 
     def length(self, text: str) -> int:
         if self.url_length is not None:
-            text = URL.sub("x" * self.url_length, text)
+            link = "x" * self.url_length
+            text = URL.sub(link, text)
+            text = BARE_DOMAIN.sub(lambda m: m[0] if len(m[0]) > len(link) else link, text)
         if self.unit == "x-weighted":
             return x_weighted(text)
         return graphemes(text) if self.unit == "graphemes" else len(text)
 
     def fits(self, text: str) -> bool:
+        if self.max_bytes is not None and len(text.encode()) > self.max_bytes:
+            return False
         return self.length(text) <= self.size
 
 
@@ -69,7 +81,9 @@ class LengthLimit:
 # channel, webhooks) takes any length.
 LIMITS: Final[Mapping[str, LengthLimit]] = {
     "mastodon": LengthLimit(500),
-    "bluesky": LengthLimit(300, "graphemes"),
+    # A post's text is at most 300 graphemes and 3,000 bytes (app.bsky.feed.post's lexicon):
+    # 300 family emoji are 7,500.
+    "bluesky": LengthLimit(300, "graphemes", max_bytes=3000),
     "x": LengthLimit(280, "x-weighted", url_length=23),
 }
 
