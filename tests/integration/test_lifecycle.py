@@ -537,3 +537,143 @@ async def test_a_batch_routes_as_one_post_at_a_time_would_in_one_transaction(
     await route.batch(events)  # a redelivered batch (a crash before the offsets were committed)
     assert [r.source_post_id for r in await requests(sessions)] == ["first", "far", "other-service"]
     assert len(await outbox(sessions)) == staged  # nothing staged twice
+
+
+async def test_a_transfer_hands_the_request_on_whole(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """To another district: the worker sent is off it (they were the old district's), the
+    barri with them, the new hands get an acknowledge window; a deadline missed before stays
+    recorded and city hall keeps watching. To its own district and team: refused (it would
+    only reset the clock). To an agency: the citizen is told which."""
+    route = router(sessions)
+    await route(as_event(classified("t1")))
+    [request] = await requests(sessions)
+    await do(sessions, request.id, Action.ASSIGN, worker="@jordi")
+    with pytest.raises(InvalidCommand, match="already with district 06"):
+        async with sessions.begin() as s:
+            await act(
+                s,
+                request.id,
+                Command(Action.TRANSFER, actor="m", note="x", district_code="6"),
+                now=POSTED_AT,
+                sla=SLA,
+                routing=ROUTING,
+                city=CITY,
+            )
+    escalated = SlaScanner(sessions)
+    assert await escalated.scan_once(POSTED_AT + timedelta(days=30)) >= 1
+    late = POSTED_AT + timedelta(days=30, hours=1)
+    moved = await do(
+        sessions, request.id, Action.TRANSFER, late, note="És a l'Eixample", district_code="2"
+    )
+    assert (moved.district_code, moved.queue, moved.barri_code) == ("02", "02", None)
+    assert moved.assigned_worker is None and moved.acknowledged_at is None
+    assert moved.ack_due_at is not None and moved.ack_due_at > late
+    assert moved.escalated_at is not None and moved.resolve_breached_at is not None
+    handed = await do(
+        sessions, request.id, Action.TRANSFER, late, note="Xarxa elèctrica", agency="Endesa"
+    )
+    assert (handed.district_code, handed.agency_responsible) == ("02", "Endesa")
+    told = [e.reply_requested for e in await outbox(sessions, "reply-requested.v1")]
+    transfers = [r for r in told if r.kind == ReplyKind.REPLY_KIND_TRANSFERRED]
+    assert [dict(r.params) for r in transfers] == [
+        {"service_request_id": request.service_request_id, "district_name": "Eixample"},
+        {"service_request_id": request.service_request_id, "team": "Endesa"},
+    ]
+
+
+async def test_a_thank_you_in_a_resolved_thread_does_not_reopen_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    marta = "@marta@bcn.social"
+    await route(as_event(classified("orig", author=marta)))
+    [request] = await requests(sessions)
+    await do(sessions, request.id, Action.ASSIGN, worker="@jordi")
+    await do(sessions, request.id, Action.RESOLVE, note="Arreglat")
+    thanks = classified(
+        "thanks",
+        text="Moltes gràcies! 👏",
+        reply_to="orig",
+        latlon=None,
+        author=marta,
+        actionable=False,
+    )
+    await route(as_event(thanks))
+    [request] = await requests(sessions)
+    assert request.status == "resolved"
+    async with sessions() as s:
+        kept = await s.scalar(select(RequestReport).where(RequestReport.post_id == "thanks"))
+    assert kept is not None and kept.service_request_id == request.id  # kept, not lost
+    # still broken: reopened, waiting for a manager with nobody sent and no photo
+    await route(
+        as_event(
+            classified("again", text="Torna a fallar", reply_to="orig", latlon=None, author=marta)
+        )
+    )
+    [request] = await requests(sessions)
+    assert request.status == "reopened"
+    assert request.assigned_worker is None and request.resolution_photo_url is None
+
+
+async def test_not_responsible_tells_the_citizen_who_is(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(classified("n1")))
+    [request] = await requests(sessions)
+    await do(sessions, request.id, Action.NOT_RESPONSIBLE, note="És d'Endesa: 800 760 706")
+    [reply] = [
+        e.reply_requested
+        for e in await outbox(sessions, "reply-requested.v1")
+        if e.reply_requested.kind == ReplyKind.REPLY_KIND_NOT_RESPONSIBLE
+    ]
+    assert reply.params["note"] == "És d'Endesa: 800 760 706" and reply.in_reply_to_post_id == "n1"
+
+
+async def test_a_request_revived_by_a_split_tells_its_citizen_its_number(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Marked a duplicate, a request's citizen was told theirs is the other one; split off
+    again, they are told its own number."""
+    route = router(sessions)
+    await route(as_event(classified("k1")))
+    await route(as_event(classified("k2", latlon=(VERDI[0] + 0.003, VERDI[1]))))
+    first, second = await requests(sessions)
+    await do(sessions, second.id, Action.MARK_DUPLICATE, duplicate_of=first.id)
+    async with sessions.begin() as s:
+        revived = await split_report(
+            s,
+            first.id,
+            "mastodon",
+            "k2",
+            actor="m",
+            now=POSTED_AT,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )
+    assert revived.id == second.id and revived.status == "new"
+    acks = [
+        e.reply_requested
+        for e in await outbox(sessions, "reply-requested.v1")
+        if e.reply_requested.kind == ReplyKind.REPLY_KIND_ACKNOWLEDGED
+        and e.reply_requested.in_reply_to_post_id == "k2"
+    ]
+    assert len(acks) == 2  # on arrival, and once split off
+    assert acks[-1].params == {
+        "service_request_id": second.service_request_id,
+        "district_name": "Gràcia",
+    }
+
+
+async def test_the_audit_trail_says_when_plaza_opened_a_request(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    before = datetime.now(UTC)
+    await router(sessions)(as_event(classified("h1")))  # posted at POSTED_AT, long ago
+    [request] = await requests(sessions)
+    async with sessions() as s:
+        [created] = await history(s, request.id)
+    assert created.kind == "created" and created.at >= before
+    assert request.requested_datetime == POSTED_AT

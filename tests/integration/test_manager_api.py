@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from plaza_api.app import create_app
 from plaza_api.auth import Role
 from plaza_api.manager import Queue
 from plaza_router.sla_scanner import SlaScanner
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import new_key
@@ -110,7 +112,11 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
     [
         ("assign", {"actor": "m"}, 422, "needs a worker"),
         ("transfer", {"actor": "m", "district_code": "05"}, 422, "reason"),
-        ("transfer", {"actor": "m", "note": "x", "district_code": "5"}, 422, "district_code"),
+        ("transfer", {"actor": "m", "note": "x", "district_code": "11"}, 422, "no district '11'"),
+        # the request is in 06 (Gràcia) already: a transfer there would only reset its clock
+        ("transfer", {"note": "x", "district_code": "06"}, 422, "already with district 06"),
+        ("transfer", {"note": "x", "district_code": "6"}, 422, "already with district 06"),
+        ("assign", {"wroker": "@jordi"}, 422, "wroker"),  # misspelt: not silently ignored
         ("fly", {"actor": "m"}, 422, "action"),
         ("acknowledge", {"public": "sometimes"}, 422, "public"),
         ("assign", {"worker": "jordi garcia"}, 422, "not a public handle such as @jordi"),
@@ -186,3 +192,68 @@ async def test_a_wrong_merge_is_split_through_the_api(
         json={"actor": "m", "platform": "mastodon", "post_id": "p1"},
     )
     assert again.status_code == 422
+
+
+async def test_two_managers_merging_two_requests_into_each_other_at_once(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Each locks both requests, the lower id first: one merge wins, the other is refused
+    (the request it joins is no longer open, or its own is no longer there to merge); neither
+    deadlocks into a 500."""
+    now = datetime.now(UTC)
+    route = router(sessions)
+    await route(as_event(classified("d1", at=now)))
+    await route(as_event(classified("d2", at=now, latlon=(41.4036 + 0.003, 2.1566))))
+    for _ in range(3):
+        async with sessions() as s:
+            ids = sorted((await s.execute(text("SELECT id FROM service_requests"))).scalars())
+        one, two = ids[-2:]
+        answers = await asyncio.gather(
+            api.post(f"/api/v1/requests/{one}/actions/mark_duplicate", json={"duplicate_of": two}),
+            api.post(f"/api/v1/requests/{two}/actions/mark_duplicate", json={"duplicate_of": one}),
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses[0] == 200 and statuses[1] in (409, 422), [a.text for a in answers]
+        for a in answers:
+            assert a.headers["content-type"].startswith("application/")  # json or problem+json
+        await route(as_event(classified(f"d{one}a", at=now, latlon=(41.40 - 0.003 * one, 2.15))))
+        await route(as_event(classified(f"d{one}b", at=now, latlon=(41.40 + 0.003 * one, 2.16))))
+
+
+async def test_after_a_transfer_the_old_districts_worker_is_off_the_request(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    app = create_app(
+        sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), City.barcelona()
+    )
+    worker_key = await new_key(sessions, Role.WORKER, worker_handle="@jordi")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://plaza",
+        headers={"Authorization": f"Bearer {worker_key}"},
+    ) as jordi:
+        await api.post(f"/api/v1/requests/{rid}/actions/assign", json={"worker": "@jordi"})
+        assert len((await jordi.get("/api/v1/assignments")).json()["items"]) == 1
+        moved = await api.post(
+            f"/api/v1/requests/{rid}/actions/transfer",
+            json={"note": "És de l'Eixample", "district_code": "02"},
+        )
+        assert moved.status_code == 200 and moved.json()["assigned_worker"] is None
+        assert (await jordi.get("/api/v1/assignments")).json()["items"] == []
+        refused = await jordi.post(f"/api/v1/requests/{rid}/actions/resolve", json={"note": "Fet"})
+        assert refused.status_code == 403
+
+
+async def test_a_request_past_its_acknowledge_time_is_overdue(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Not acknowledged in time is overdue too, though its resolve-by time is days away."""
+    await router(sessions)(as_event(classified("o1", at=datetime.now(UTC) - timedelta(hours=30))))
+    page = (await api.get("/api/v1/districts/06/queue", params={"overdue": "true"})).json()
+    assert [i["source_post_id"] for i in page["items"]] == ["o1"]
+    [item] = page["items"]
+    assert item["overdue"] and item["expected_datetime"] > datetime.now(UTC).isoformat()
+    await api.post(f"/api/v1/requests/{item['service_request_id']}/actions/acknowledge")
+    page = (await api.get("/api/v1/districts/06/queue", params={"overdue": "true"})).json()
+    assert page["items"] == []

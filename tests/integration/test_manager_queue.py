@@ -77,7 +77,22 @@ async def test_filters_sort_and_cursor_pages(
     assert overdue["count"] and all(i["overdue"] for i in overdue["items"])  # type: ignore[attr-defined]
     on_time = await page(overdue="false")
     assert overdue["count"] + on_time["count"] == 8  # type: ignore[operator]
-    first = ids[0]
+    # a cursor continues the query that gave it: with another sort or filter it would skip
+    # items, so it is refused
+    next_page = (await page(limit=3))["next_cursor"]
+    for other in ({"sort": "-due"}, {"overdue": "false"}, {"service_code": "traffic"}):
+        mixed = await api.get(
+            "/api/v1/districts/06/queue", params={"limit": 3, "cursor": next_page, **other}
+        )
+        assert mixed.status_code == 422 and "another query" in mixed.json()["detail"], other
+    first, second = ids[0], ids[1]
+    await api.post(f"/api/v1/requests/{second}/actions/assign", json={"worker": "jordi"})
+    for handle in ("jordi", "@jordi"):  # as assignments store it
+        theirs = await page(assigned_worker=handle)
+        assert [i["service_request_id"] for i in theirs["items"]] == [second], handle  # type: ignore[attr-defined]
+    assert (
+        await api.get("/api/v1/districts/06/queue", params={"assigned_worker": "a b"})
+    ).status_code == 422
     await api.post(f"/api/v1/requests/{first}/actions/acknowledge", json={})
     acknowledged = await page(status="acknowledged")
     assert [i["service_request_id"] for i in acknowledged["items"]] == [first]  # type: ignore[attr-defined]
@@ -87,10 +102,10 @@ async def test_filters_sort_and_cursor_pages(
     assert forged.status_code == 422
     # well-formed cursors past what a bigint or a datetime holds: 422, not a 500
     for raw in (
-        b'["2026-01-01T00:00:00+00:00", 99999999999999999999999]',
-        b'["9999-12-31T23:59:59-23:59", 1]',
-        b"[null, -1]",
-        b"[null, true]",
+        b'["2026-01-01T00:00:00+00:00", 99999999999999999999999, "0"]',
+        b'["9999-12-31T23:59:59-23:59", 1, "0"]',
+        b'[null, -1, "0"]',
+        b'[null, true, "0"]',
     ):
         crafted = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         answer = await api.get("/api/v1/districts/06/queue", params={"cursor": crafted})
@@ -122,9 +137,12 @@ def expected_item(r: ServiceRequest, now: datetime) -> dict[str, object]:
         "source_platform": r.source_platform,
         "source_post_id": r.source_post_id,
         "author_handle": r.source_author_handle,
+        # past resolve-by, or past acknowledge-by while not acknowledged
         "overdue": r.status in OPEN_STATUSES
-        and r.expected_datetime is not None
-        and r.expected_datetime < now,
+        and (
+            (r.expected_datetime is not None and r.expected_datetime < now)
+            or (r.acknowledged_at is None and r.ack_due_at is not None and r.ack_due_at < now)
+        ),
     }
 
 
@@ -150,6 +168,9 @@ async def test_each_item_is_its_request_in_every_status_whoever_wrote_it(
                     if n == 4
                     else datetime.now(UTC) + timedelta(hours=n - 5),
                     reporters_count=n + 1,
+                    # past acknowledge-by in some statuses, acknowledged in some
+                    ack_due_at=datetime.now(UTC) + timedelta(hours=1 if n % 4 else -1),
+                    acknowledged_at=datetime.now(UTC) if n % 8 == 4 else None,
                 )
             )
         response = await api.get(

@@ -47,9 +47,11 @@ def test_a_city_wide_request_names_its_team_not_a_district() -> None:
         "Rebut! Petició #9, en mans de Barcelona de Serveis Municipals (BSM)."
     )
     assert "distrito" not in render(ACK, "es", params)[0]
-    # a kind with no team variant says what it says without a district
     transferred = render(ReplyKind.REPLY_KIND_TRANSFERRED, "en", params)[0]
-    assert transferred == "We have passed request #9 to the agency responsible."
+    assert transferred == "Request #9 is now with Barcelona de Serveis Municipals (BSM)."
+    # a kind with no team variant says what it says without a district
+    table = {"transferred": {"en": "With {district_name}.", "en_no_district": "Passed on."}}
+    assert render(ReplyKind.REPLY_KIND_TRANSFERRED, "en", params, table)[0] == "Passed on."
 
 
 def test_a_reply_promises_a_due_time_only_while_it_is_ahead() -> None:

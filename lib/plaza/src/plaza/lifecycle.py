@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import overload
 
@@ -24,6 +24,7 @@ from plaza.contracts import (
     REPLY_KIND_ASSIGNED,
     REPLY_KIND_DELAYED,
     REPLY_KIND_DUPLICATE,
+    REPLY_KIND_NOT_RESPONSIBLE,
     REPLY_KIND_RESOLVED,
     REPLY_KIND_TRANSFERRED,
     URGENCY_NORMAL,
@@ -66,6 +67,7 @@ __all__ = [
     "add_note",
     "breach",
     "history",
+    "lock_in_order",
     "merge_report",
     "open_request",
     "snapshot",
@@ -350,7 +352,8 @@ async def open_request(
         request = RequestRow({"id": request_id, **columns, **_NOT_YET})
         add_row(session, ServiceRequest, request.__dict__)
     add_report(session, request, report, merged=False)
-    _audit(session, request, "created", actor, report.reported_at, {})
+    # When Plaza opened it (the post's own time is the request's requested_datetime).
+    _audit(session, request, "created", actor, datetime.now(UTC), {})
     created_labels = (*_labels(request), request.channel)
     metrics.on_commit(session, metrics.REQUESTS_CREATED.labels(*created_labels).inc)
     rid = request.service_request_id
@@ -471,6 +474,18 @@ async def merge_report(
     )
 
 
+async def lock_in_order(session: AsyncSession, *request_ids: int) -> None:
+    """Locks requests the lower id first, as every transaction locking several must (a merge
+    locks the request and the one it joins): two managers marking two requests duplicates of
+    each other at once then wait for one another instead of deadlocking."""
+    await session.execute(
+        select(ServiceRequest.id)
+        .where(ServiceRequest.id.in_(sorted(set(request_ids))))
+        .order_by(ServiceRequest.id)
+        .with_for_update()
+    )
+
+
 async def _locked(session: AsyncSession, request_id: int) -> ServiceRequest:
     request = await session.get(
         ServiceRequest, request_id, with_for_update=True, populate_existing=True
@@ -491,6 +506,8 @@ async def act(
     city: City,
 ) -> ServiceRequest:
     """Applies a manager's action, or raises InvalidTransition (409) or InvalidCommand (422)."""
+    if cmd.action is Action.MARK_DUPLICATE and cmd.duplicate_of is not None:
+        await lock_in_order(session, request_id, cmd.duplicate_of)
     request = await _locked(session, request_id)
     before = snapshot(request)
     target = next_status(Status(request.status), cmd.action)
@@ -534,6 +551,9 @@ async def act(
             request.resolved_at = request.closed_at = None
             # the note that closed it (what was done, who is responsible) no longer holds
             request.status_notes = None
+            # it waits for a manager again, as a new request does: the worker sent and the
+            # photo of a fix that did not hold are no longer its
+            request.assigned_worker = request.resolution_photo_url = None
             request.ack_due_at, request.expected_datetime = (
                 now + window.acknowledge,
                 now + window.resolve,
@@ -541,7 +561,8 @@ async def act(
             request.ack_breached_at = request.resolve_breached_at = request.escalated_at = None
         case Action.TRANSFER:
             await _transfer(request, cmd, now=now, sla=sla, routing=routing, city=city)
-            replies.append((REPLY_KIND_TRANSFERRED, _district_params(request, city)))
+            to = _district_params(request, city) if cmd.district_code else {}
+            replies.append((REPLY_KIND_TRANSFERRED, to or {"team": request.agency_responsible}))
         case Action.MARK_DUPLICATE:
             target_request = await _duplicate_target(session, request, cmd)
             await _absorb(session, target_request, request, actor=cmd.actor, now=now)
@@ -565,6 +586,7 @@ async def act(
             _public_note(cmd)
             request.status_notes = cmd.note
             request.closed_at = now
+            replies.append((REPLY_KIND_NOT_RESPONSIBLE, {"note": cmd.note}))
     request.status = target.value
     request.version += 1
     request.updated_datetime = now
@@ -681,23 +703,38 @@ async def _transfer(
     routing: RoutingTable,
     city: City,
 ) -> None:
+    """Hands the request to another district (its queue and team) or another team. Whoever was
+    sent is no longer on it, and the new hands get a fresh acknowledge window; a missed
+    deadline stays recorded and city hall keeps watching an escalated request."""
     if not cmd.note:
         raise InvalidCommand("transfer needs a reason (note)")
     if cmd.district_code is None and not cmd.agency:
         raise InvalidCommand("transfer needs a district_code or an agency")
     if cmd.district_code is not None:
-        if cmd.district_code not in city.districts:
-            raise InvalidCommand(f"no district {cmd.district_code!r}")
-        district = city.districts[cmd.district_code]
+        code = city.district_code(cmd.district_code)
+        if code is None:
+            known = ", ".join(f"{c} ({d.name})" for c, d in city.districts.items())
+            raise InvalidCommand(f"no district {cmd.district_code!r}; districts are {known}")
+        district = city.districts[code]
         route = routing.route(district.code, district.name, request.service_code)
+        team = cmd.agency or route.team
+        if code == request.district_code and team == request.agency_responsible:
+            raise InvalidCommand(
+                f"request {request.id} is already with district {code} ({district.name}), "
+                f"team {team!r}; name another district, or an agency to hand it to"
+            )
+        if code != request.district_code:
+            request.barri_code = None  # the barri was the other district's
         request.district_code, request.queue = district.code, route.queue
-        request.agency_responsible = cmd.agency or route.team
+        request.agency_responsible = team
+    elif cmd.agency == request.agency_responsible:
+        raise InvalidCommand(f"request {request.id} is already with {cmd.agency!r}")
     else:
         request.agency_responsible = str(cmd.agency)
     window = sla.window(request.service_code, request.urgency == "urgent")
     request.ack_due_at = now + window.acknowledge
     request.acknowledged_at = None
-    request.escalated_at = None
+    request.assigned_worker = None
 
 
 async def _duplicate_target(
@@ -803,7 +840,7 @@ async def split_report(
     ).scalar_one_or_none()
     if revived is not None:
         # The report opened a request of its own that was later marked a duplicate: revive it.
-        return await _revive(session, revived, report, actor=actor, now=now)
+        return await _revive(session, revived, report, actor=actor, now=now, city=city)
     await session.delete(report)
     await session.flush()
     district = city.districts.get(request.district_code or "")
@@ -847,6 +884,7 @@ async def _revive(
     *,
     actor: str,
     now: datetime,
+    city: City,
 ) -> ServiceRequest:
     before = snapshot(request)
     report.service_request_id = request.id
@@ -866,7 +904,22 @@ async def _revive(
         before,
         note="split from the request it was merged into",
     )
-    stage(session, [_status_changed(request, before, action="split", actor=actor, now=now)])
+    rid = request.service_request_id
+    stage(
+        session,
+        [
+            _status_changed(request, before, action="split", actor=actor, now=now),
+            # the citizen was told their report joined another request: now it is its own
+            _reply(
+                request,
+                report,
+                REPLY_KIND_ACKNOWLEDGED,
+                f"v{request.version}",
+                rid,
+                **_district_params(request, city),
+            ),
+        ],
+    )
     return request
 
 

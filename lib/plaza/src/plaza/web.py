@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -74,8 +74,36 @@ def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
     return {"field": _field_name(loc), "message": message, "type": kind}
 
 
+# PostgreSQL's SQLSTATEs for a transaction rolled back because another ran at the same time.
+_CONFLICTS: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, raised by asyncpg itself or wrapped by SQLAlchemy
+    (whose adapted error carries asyncpg's as its cause); None for any other error."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Every error leaves as application/problem+json, naming the bad field where there is one."""
+    """Every error leaves as application/problem+json, naming the bad field where there is one;
+    an unexpected one too (Starlette still raises it on, for the server's log)."""
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        if sqlstate(exc) in _CONFLICTS:
+            return problem(
+                409,
+                "another change ran at the same time and this one was undone, changing nothing; "
+                "send it again",
+                title="Conflict with a concurrent change",
+                headers={"Retry-After": "1"},
+            )
+        return problem(500, "an unexpected error, recorded in the service's log")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -38,6 +39,7 @@ from plaza.lifecycle import (
     act,
     add_note,
     history,
+    lock_in_order,
     split_report,
 )
 from plaza.policy import RoutingTable, SlaPolicy
@@ -57,7 +59,7 @@ from plaza.requests import (
 )
 from plaza.taxonomy import load_taxonomy
 from plaza.web import problem
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -113,7 +115,10 @@ class QueueItem(BaseModel):
     source_platform: str
     source_post_id: str
     author_handle: str
-    overdue: bool = Field(description="Still open and past its resolve-by time")
+    overdue: bool = Field(
+        description="Still open and past its resolve-by time, or not acknowledged and past its "
+        "acknowledge-by time"
+    )
 
 
 class Queue(BaseModel):
@@ -191,7 +196,10 @@ class ActionIn(BaseModel):
     """What a manager does to a request. Which fields an action needs: assign → worker;
     resolve → note (public), photo_url optional; transfer → note (the reason) and district_code
     or agency; mark_duplicate → duplicate_of; not_responsible → note. The audit trail records
-    the authenticated caller, not `actor`."""
+    the authenticated caller, not `actor`. A field this model does not have is a 422 (a
+    misspelt `worker` would otherwise be a silent no-op)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     actor: str | None = Field(
         default=None, max_length=256, description="Ignored: the audit trail names the caller"
@@ -205,7 +213,9 @@ class ActionIn(BaseModel):
         description="A public handle (the @ is added when left out: jordi is @jordi)",
     )
     photo_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
-    district_code: str | None = Field(default=None, pattern=r"^\d{2}$")
+    district_code: str | None = Field(
+        default=None, max_length=16, examples=["02"], description='A district\'s code ("2" is "02")'
+    )
     agency: str | None = Field(default=None, max_length=128)
     duplicate_of: int | None = Field(default=None, ge=1, le=ID_MAX)
 
@@ -285,6 +295,7 @@ class _QueueRow(Protocol):
     assigned_worker: str | None
     requested_datetime: datetime
     ack_due_at: datetime | None
+    acknowledged_at: datetime | None
     expected_datetime: datetime | None
     escalated_at: datetime | None
     source_platform: str
@@ -296,8 +307,9 @@ _STATUS_VALUES: Final = frozenset(s.value for s in Status)
 
 
 def _item(r: _QueueRow, now: datetime) -> dict[str, object]:
-    overdue = (
-        r.status in OPEN_STATUSES and r.expected_datetime is not None and r.expected_datetime < now
+    overdue = r.status in OPEN_STATUSES and (
+        (r.expected_datetime is not None and r.expected_datetime < now)
+        or (r.acknowledged_at is None and r.ack_due_at is not None and r.ack_due_at < now)
     )
     return {
         "service_request_id": str(r.id),
@@ -393,23 +405,45 @@ def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) ->
     return items
 
 
-def _encode_cursor(due: datetime | None, last_id: int) -> str:
-    # json.dumps([due.isoformat() or None, last_id]), written out: an ISO datetime needs no
-    # escaping. To the microsecond.
-    raw = f'["{due.isoformat()}", {last_id:d}]' if due else f"[null, {last_id:d}]"
+def _worker_filter(handle: str) -> str:
+    """A worker filter read as assignments store handles ("jordi" finds "@jordi")."""
+    try:
+        return worker_handle(handle)
+    except ValueError as exc:
+        raise HTTPException(422, f"assigned_worker: {exc}") from None
+
+
+def _query_key(*parts: object) -> str:
+    """What a page's query is (its queue, filters and sort), short: a cursor carries it, so that
+    one passed with another query, whose order it does not belong to, is refused rather than
+    silently skipping items."""
+    return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()
+
+
+def _encode_cursor(due: datetime | None, last_id: int, query: str) -> str:
+    # json.dumps([due.isoformat() or None, last_id, query]), written out: an ISO datetime and a
+    # hex digest need no escaping. To the microsecond.
+    at = f'"{due.isoformat()}"' if due else "null"
+    raw = f'[{at}, {last_id:d}, "{query}"]'
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime | None, int]:
+def _decode_cursor(cursor: str, query: str) -> tuple[datetime | None, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        due, last_id = json.loads(raw)
+        due, last_id, given = json.loads(raw)
         when = datetime.fromisoformat(due).astimezone(UTC) if due else None
         if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= ID_MAX:
             raise ValueError(last_id)
-        return when, last_id
     except (ValueError, TypeError, OverflowError, binascii.Error):
         raise HTTPException(422, "cursor: not a cursor this API gave") from None
+    if given != query:
+        raise HTTPException(
+            422,
+            "cursor: it continues another query (another queue, filter or sort); pass the same "
+            "parameters as the page that gave it, or start again without a cursor",
+        )
+    return when, last_id
 
 
 def _sql_list(values: Iterable[str]) -> str:
@@ -425,8 +459,12 @@ _OPEN_SQL: Final = _sql_list(OPEN_STATUSES)
 # written by a trigger on every change: migration 0006), left open, and closed here with the one
 # field that depends on the clock. A page is the rows' text joined, with no Python object per
 # row or field.
+# Past a deadline still running: resolve-by, or acknowledge-by while nobody has acknowledged it.
+_PAST_DUE_SQL: Final = (
+    "(s.expected_datetime < $1 OR (s.acknowledged_at IS NULL AND s.ack_due_at < $1))"
+)
 _QUEUE_ITEM_SQL: Final = (
-    f"s.queue_item || CASE WHEN s.status IN ({_OPEN_SQL}) AND s.expected_datetime < $1"
+    f"s.queue_item || CASE WHEN s.status IN ({_OPEN_SQL}) AND {_PAST_DUE_SQL}"
     """ THEN ',"overdue":true}' ELSE ',"overdue":false}' END"""
 )
 
@@ -442,9 +480,10 @@ class _QueueQuery:
         self.args.append(value)
         return f"${len(self.args)}"
 
-    def keyset(self, cursor: str, descending: bool) -> None:
-        """Keyset pagination over (expected_datetime NULLS LAST, id): the rows after the cursor."""
-        due, last_id = _decode_cursor(cursor)
+    def keyset(self, cursor: str, descending: bool, query: str) -> None:
+        """Keyset pagination over (expected_datetime NULLS LAST, id): the rows after the cursor
+        (given by the same `query`, see _query_key)."""
+        due, last_id = _decode_cursor(cursor, query)
         beyond = "<" if descending else ">"
         after_id = f"s.id {beyond} {self.param(last_id)}"
         if due is None:
@@ -491,7 +530,11 @@ async def district_queue(
     ] = None,
     urgency: Annotated[Literal["normal", "urgent"] | None, Query()] = None,
     overdue: Annotated[
-        bool | None, Query(description="true: past their resolve-by time; false: not yet")
+        bool | None,
+        Query(
+            description="true: past their resolve-by time, or their acknowledge-by time while "
+            "not acknowledged (the items' `overdue`); false: neither"
+        ),
     ] = None,
     assigned_worker: Annotated[str | None, Query(examples=["@jordi"])] = None,
     sort: Annotated[
@@ -519,14 +562,16 @@ async def district_queue(
     if urgency is not None:
         q.where.append(f"s.urgency = {q.param(urgency)}")
     if overdue is True:
-        q.where.append("s.expected_datetime < $1")
+        q.where.append(_PAST_DUE_SQL)
     elif overdue is False:
-        q.where.append("(s.expected_datetime IS NULL OR s.expected_datetime >= $1)")
-    if assigned_worker is not None:
-        q.where.append(f"s.assigned_worker = {q.param(assigned_worker)}")
+        q.where.append(f"NOT coalesce({_PAST_DUE_SQL}, false)")
+    worker = _worker_filter(assigned_worker) if assigned_worker is not None else None
+    if worker is not None:
+        q.where.append(f"s.assigned_worker = {q.param(worker)}")
     descending = sort == "-due"
+    query = _query_key(code, sorted(statuses), sorted(codes), urgency, overdue, worker, sort)
     if cursor:
-        q.keyset(cursor, descending)
+        q.keyset(cursor, descending, query)
     reads: Reads = request.app.state.reads
     items, read, last_due, last_id = (await reads.fetch(q.sql(descending, limit), *q.args))[0]
     # The hot path of a manager's screen: the items are PostgreSQL's JSON, joined (the shape is
@@ -536,7 +581,7 @@ async def district_queue(
         "name": name,
         "count": min(read, limit),
         "items": orjson.Fragment(b"[%b]" % (items or b"")),
-        "next_cursor": _encode_cursor(last_due, last_id) if read > limit else None,
+        "next_cursor": _encode_cursor(last_due, last_id, query) if read > limit else None,
     }
     return Response(orjson.dumps(page), media_type="application/json")
 
@@ -1070,6 +1115,8 @@ async def _apply(
     )
     try:
         async with session.begin():
+            if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:
+                await lock_in_order(session, _request_id(request_id), body.duplicate_of)
             request = await _readable(session, request_id, principal, lock=True)
             _may_act(principal, request, action)
             if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:

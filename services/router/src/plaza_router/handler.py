@@ -249,7 +249,7 @@ class RoutePost:
         report = _report(c)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
-            session, report, post.reply_to_post_id, now, correlation
+            session, report, post.reply_to_post_id, now, correlation, actionable=c.actionable
         ):
             return
         if not c.actionable:
@@ -346,9 +346,13 @@ class RoutePost:
         reply_to: str,
         now: datetime,
         correlation: str,
+        *,
+        actionable: bool,
     ) -> bool:
         """A citizen answering in a request's thread: a resolved request they reported is
-        reopened; an open one gets the post as another report. False if not a known thread."""
+        reopened if the answer says something is wrong (actionable: "it is still broken", not
+        "thank you!", which is kept on the request and changes nothing); an open one gets the
+        post as another report. False if not a known thread."""
         request_id = (
             await session.execute(
                 select(RequestReport.service_request_id).where(
@@ -389,6 +393,9 @@ class RoutePost:
                 Status.CLOSED,
             ):
                 return False  # someone else's closed request: treat the post as a new report
+            if not actionable:
+                add_report(session, request, report, merged=True)  # thanks: nothing to reopen
+                return True
             await act(
                 session,
                 request.id,

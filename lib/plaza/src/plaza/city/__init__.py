@@ -246,6 +246,20 @@ class City:
     def has_polygons(self) -> bool:
         return self._barri_polygons is not None or self._district_polygons is not None
 
+    def district_code(self, text: str) -> str | None:
+        """The code of the district `text` names: its code, or a number equal to exactly one
+        numeric code but for leading zeros ("6" is "06"); None for no district."""
+        text = text.strip()
+        if text in self.districts:
+            return text
+        if text.isascii() and text.isdigit():
+            same = [
+                c for c in self.districts if c.isascii() and c.isdigit() and int(c) == int(text)
+            ]
+            if len(same) == 1:
+                return same[0]
+        return None
+
     def district(self, code: str) -> District:
         try:
             return self.districts[code]

@@ -87,6 +87,8 @@ class _ReplyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplyKind.V
     REPLY_KIND_TRANSFERRED: _ReplyKind.ValueType  # 5
     REPLY_KIND_DELAYED: _ReplyKind.ValueType  # 6
     REPLY_KIND_NOT_ACTIONABLE: _ReplyKind.ValueType  # 7
+    REPLY_KIND_NOT_RESPONSIBLE: _ReplyKind.ValueType  # 8
+    """the city is not responsible: who is (the note)"""
 
 class ReplyKind(_ReplyKind, metaclass=_ReplyKindEnumTypeWrapper): ...
 
@@ -98,6 +100,8 @@ REPLY_KIND_DUPLICATE: ReplyKind.ValueType  # 4
 REPLY_KIND_TRANSFERRED: ReplyKind.ValueType  # 5
 REPLY_KIND_DELAYED: ReplyKind.ValueType  # 6
 REPLY_KIND_NOT_ACTIONABLE: ReplyKind.ValueType  # 7
+REPLY_KIND_NOT_RESPONSIBLE: ReplyKind.ValueType  # 8
+"""the city is not responsible: who is (the note)"""
 Global___ReplyKind: _TypeAlias = ReplyKind  # noqa: Y015
 
 @_typing.final
