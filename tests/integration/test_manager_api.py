@@ -235,12 +235,24 @@ async def test_after_a_transfer_the_old_districts_worker_is_off_the_request(
     ) as jordi:
         await api.post(f"/api/v1/requests/{rid}/actions/assign", json={"worker": "@jordi"})
         assert len((await jordi.get("/api/v1/assignments")).json()["items"]) == 1
+        # what a worker is shown they may do is what they may do
+        shown = (await jordi.get(f"/api/v1/requests/{rid}")).json()["allowed_actions"]
+        assert set(shown) == {"start", "resolve"}
+        await router(sessions)(
+            as_event(classified("w2", at=datetime.now(UTC), latlon=(41.4036 + 0.004, 2.1566)))
+        )
+        other = "2"
+        await api.post(f"/api/v1/requests/{other}/actions/assign", json={"worker": "@jordi"})
+        await jordi.post(f"/api/v1/requests/{other}/actions/start")
+        twice = await jordi.post(f"/api/v1/requests/{other}/actions/start")
+        assert twice.status_code == 409 and twice.json()["allowed_actions"] == ["resolve"]
         moved = await api.post(
             f"/api/v1/requests/{rid}/actions/transfer",
             json={"note": "És de l'Eixample", "district_code": "02"},
         )
         assert moved.status_code == 200 and moved.json()["assigned_worker"] is None
-        assert (await jordi.get("/api/v1/assignments")).json()["items"] == []
+        left = (await jordi.get("/api/v1/assignments")).json()["items"]
+        assert [i["service_request_id"] for i in left] == [other]
         refused = await jordi.post(f"/api/v1/requests/{rid}/actions/resolve", json={"note": "Fet"})
         assert refused.status_code == 403
 
@@ -257,3 +269,66 @@ async def test_a_request_past_its_acknowledge_time_is_overdue(
     await api.post(f"/api/v1/requests/{item['service_request_id']}/actions/acknowledge")
     page = (await api.get("/api/v1/districts/06/queue", params={"overdue": "true"})).json()
     assert page["items"] == []
+
+
+async def test_if_match_keeps_a_manager_from_undoing_what_they_did_not_see(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two managers read the request and each sends a worker: with the ETag of their read in
+    If-Match, the second is told it changed (412) instead of sending a second worker."""
+    rid = await open_request(sessions)
+    read = await api.get(f"/api/v1/requests/{rid}")
+    etag = read.headers["etag"]
+    assert etag == f'"{read.json()["version"]}"'
+    first = await api.post(
+        f"/api/v1/requests/{rid}/actions/assign",
+        json={"worker": "@jordi"},
+        headers={"If-Match": etag},
+    )
+    assert first.status_code == 200 and first.headers["etag"] != etag
+    second = await api.post(
+        f"/api/v1/requests/{rid}/actions/assign",
+        json={"worker": "@anna"},
+        headers={"If-Match": etag},
+    )
+    assert (
+        second.status_code == 412 and second.headers["content-type"] == "application/problem+json"
+    )
+    assert second.json()["version"] == first.json()["version"]
+    assert (await api.get(f"/api/v1/requests/{rid}")).json()["assigned_worker"] == "@jordi"
+    anyway = await api.post(
+        f"/api/v1/requests/{rid}/actions/assign",
+        json={"worker": "@anna"},
+        headers={"If-Match": "*"},
+    )
+    assert anyway.status_code == 200
+    bad = await api.post(f"/api/v1/requests/{rid}/actions/start", headers={"If-Match": '"seven"'})
+    assert bad.status_code == 400 and "If-Match" in bad.json()["detail"]
+    # the same worker again would tell the citizen twice who was sent
+    again = await api.post(f"/api/v1/requests/{rid}/actions/assign", json={"worker": "anna"})
+    assert again.status_code == 422 and "already assigned to @anna" in again.json()["detail"]
+
+
+async def test_a_published_photo_is_at_a_public_address(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    await api.post(f"/api/v1/requests/{rid}/actions/acknowledge")
+    for private in (
+        "http://127.0.0.1:8000/a.jpg",
+        "http://10.1.2.3/a.jpg",
+        "http://[::1]/a.jpg",
+        "http://localhost/a.jpg",
+        "http://fotos.intranet/a.jpg",
+        "http://nas/a.jpg",
+    ):
+        refused = await api.post(
+            f"/api/v1/requests/{rid}/actions/resolve", json={"note": "Fet", "photo_url": private}
+        )
+        assert refused.status_code == 422, private
+        assert "public address" in refused.json()["detail"], private
+    done = await api.post(
+        f"/api/v1/requests/{rid}/actions/resolve",
+        json={"note": "Fet", "photo_url": "https://fotos.bcn.cat/a.jpg"},
+    )
+    assert done.status_code == 200

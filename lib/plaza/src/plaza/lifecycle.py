@@ -528,6 +528,9 @@ async def act(
         case Action.ASSIGN:
             if not cmd.worker:
                 raise InvalidCommand("assign needs a worker (the worker's public handle)")
+            if cmd.worker == request.assigned_worker:
+                # each assignment tells the citizen in public who was sent: not twice
+                raise InvalidCommand(f"request {request.id} is already assigned to {cmd.worker}")
             request.assigned_worker = cmd.worker
             request.acknowledged_at = request.acknowledged_at or now
             replies.append((REPLY_KIND_ASSIGNED, {"worker": cmd.worker}))

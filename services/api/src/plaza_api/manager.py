@@ -12,12 +12,14 @@ import base64
 import binascii
 import collections
 import hashlib
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -88,6 +90,8 @@ router = APIRouter(prefix="/api/v1", tags=["Manager API"])
 
 # What a worker may do to a request assigned to them; managers may do every action.
 WORKER_ACTIONS: Final = frozenset({Action.START, Action.RESOLVE})
+# Names no public address has (RFC 6761, RFC 8375, RFC 6762's .local and common intranet ones).
+_INTERNAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan", ".intranet")
 MAX_BULK: Final = 100
 SSE_HEARTBEAT_SECONDS: Final = 15.0
 
@@ -170,6 +174,10 @@ class NoteOut(BaseModel):
 
 
 class RequestDetail(QueueItem):
+    version: int = Field(
+        description="Grows with every change; the ETag. Send it back as `If-Match` to act only "
+        "on the request as you read it (412 if it changed meanwhile)"
+    )
     lat: float | None
     long: float | None
     status_notes: str | None
@@ -223,6 +231,25 @@ class ActionIn(BaseModel):
     @classmethod
     def _handle(cls, value: str | None) -> str | None:
         return worker_handle(value) if value is not None else None
+
+    @field_validator("photo_url")
+    @classmethod
+    def _public_photo(cls, value: str | None) -> str | None:
+        """The photo is published (in the reply, in Open311): an address only the city's own
+        network reaches (127.0.0.1, 10.x, an intranet name) is a mistake, and would tell the
+        world about that network."""
+        if value is None:
+            return None
+        host = (urlsplit(value).hostname or "").rstrip(".").lower()
+        if not host:
+            raise ValueError("photo_url has no host")
+        try:
+            private = not ipaddress.ip_address(host).is_global
+        except ValueError:
+            private = "." not in host or host.endswith(_INTERNAL_SUFFIXES)
+        if private:
+            raise ValueError(f"photo_url must be a public address, not {host!r}")
+        return value
 
 
 class BulkActionIn(ActionIn):
@@ -930,7 +957,9 @@ async def _counted(
 # --- one request -----------------------------------------------------------------------------
 
 
-async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDetail:
+async def _detail(
+    session: AsyncSession, request: ServiceRequest, principal: Principal | None = None
+) -> RequestDetail:
     replies = (
         await session.execute(
             select(Reply).where(Reply.service_request_id == request.id).order_by(Reply.posted_at)
@@ -968,15 +997,19 @@ async def _detail(session: AsyncSession, request: ServiceRequest) -> RequestDeta
             .order_by(RequestEvent.id)
         )
     ).scalars()
+    allowed = allowed_actions(Status(request.status))
+    if principal is not None and not principal.manages(request):
+        allowed = [a for a in allowed if a in WORKER_ACTIONS]  # what this caller may do
     return RequestDetail.model_validate(
         {
             **_item(request, _now()),
+            "version": request.version,
             "lat": request.lat,
             "long": request.long,
             "status_notes": request.status_notes,
             "resolution_photo_url": request.resolution_photo_url,
             "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
-            "allowed_actions": [a.value for a in allowed_actions(Status(request.status))],
+            "allowed_actions": [a.value for a in allowed],
             "reports": [
                 {
                     "platform": r.platform,
@@ -1052,11 +1085,31 @@ def _may_act(principal: Principal, request: ServiceRequest, action: Action) -> N
 
 @router.get("/requests/{service_request_id}", response_model=RequestDetail)
 async def request_detail(
-    service_request_id: str, session: SessionDep, principal: StaffPrincipal
+    service_request_id: str, session: SessionDep, principal: StaffPrincipal, response: Response
 ) -> RequestDetail:
     """One request with its reports (and, for Open311 reports, the reporter's private contact),
-    the public replies it got, its notes and the actions it allows now."""
-    return await _detail(session, await _readable(session, service_request_id, principal))
+    the public replies it got, its notes and the actions the caller may take now. Its `ETag` is
+    its version, for `If-Match` on an action."""
+    request = await _readable(session, service_request_id, principal)
+    response.headers["ETag"] = _etag(request.version)
+    return await _detail(session, request, principal)
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _if_match(header: str | None) -> int | None:
+    """The version an If-Match names ("7", W/"7", or * for any), or None for no condition."""
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 9:
+        raise HTTPException(
+            400,
+            f'If-Match: {header[:40]!r} is not an ETag this API gave (the request\'s "version")',
+        )
+    return int(tag)
 
 
 @router.get("/requests/{service_request_id}/history", response_model=list[HistoryEntry])
@@ -1099,9 +1152,12 @@ async def _apply(
     city: City,
     sla: SlaPolicy,
     routing: RoutingTable,
+    expected_version: int | None = None,
 ) -> ServiceRequest:
     """One action in its own transaction, after checking the caller may take it (and, for a
-    duplicate, that the request it joins is theirs too). Raises HTTPException or _Refused."""
+    duplicate, that the request it joins is theirs too) and, with `expected_version` (If-Match),
+    that nobody changed the request since the caller read it. Raises HTTPException or
+    _Refused."""
     command = Command(
         action=action,
         actor=principal.actor,
@@ -1119,6 +1175,19 @@ async def _apply(
                 await lock_in_order(session, _request_id(request_id), body.duplicate_of)
             request = await _readable(session, request_id, principal, lock=True)
             _may_act(principal, request, action)
+            if expected_version is not None and request.version != expected_version:
+                raise _Refused(
+                    problem(
+                        412,
+                        f"request {request.id} changed since you read it (it is at version "
+                        f"{request.version}, you read {expected_version}): read it again and "
+                        "decide on what it is now",
+                        title="The request changed meanwhile",
+                        type_="https://plaza.example/problems/changed-meanwhile",
+                        version=request.version,
+                        status_now=request.status,
+                    )
+                )
             if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:
                 target = await session.get(ServiceRequest, body.duplicate_of)
                 if target is not None and not principal.manages(target):
@@ -1136,7 +1205,11 @@ async def _apply(
                 title="Action not allowed in this status",
                 type_="https://plaza.example/problems/invalid-transition",
                 status_now=exc.status.value,
-                allowed_actions=[a.value for a in exc.allowed],
+                allowed_actions=[
+                    a.value
+                    for a in exc.allowed
+                    if principal.manages(request) or a in WORKER_ACTIONS
+                ],
             )
         ) from None
     except InvalidCommand as exc:
@@ -1156,6 +1229,7 @@ async def _apply(
     responses={
         403: {"description": "The request is not the caller's"},
         409: {"description": "The request's status does not allow this action"},
+        412: {"description": "If-Match named a version the request is no longer at"},
     },
 )
 async def request_action(
@@ -1166,12 +1240,19 @@ async def request_action(
     sla: SlaDep,
     routing: RoutingDep,
     principal: StaffPrincipal,
+    response: Response,
     body: ActionIn | None = None,
+    if_match: Annotated[
+        str | None,
+        Header(description="The request's ETag (version) as read: act only if it is still so"),
+    ] = None,
 ) -> RequestDetail | Response:
     """Moves the request: acknowledge, assign, start, resolve, close, reopen, transfer,
     mark_duplicate, not_responsible. A refused move answers 409 with the allowed actions.
     `public: false` keeps the note internal (history only, never in Open311). An action that
-    needs nothing more (acknowledge, start, close) may have no body at all."""
+    needs nothing more (acknowledge, start, close) may have no body at all. Two managers acting
+    on what they read: send `If-Match` with the ETag of the read, and the second gets a 412
+    instead of undoing the first's decision."""
     try:
         request = await _apply(
             session,
@@ -1182,10 +1263,12 @@ async def request_action(
             city=city,
             sla=sla,
             routing=routing,
+            expected_version=_if_match(if_match),
         )
     except _Refused as refused:
         return refused.response
-    return await _detail(session, request)
+    response.headers["ETag"] = _etag(request.version)
+    return await _detail(session, request, principal)
 
 
 @router.post("/requests/actions/{action}", response_model=BulkOut)
@@ -1241,7 +1324,7 @@ async def request_note(
             public=body.public,
             now=_now(),
         )
-    return await _detail(session, request)
+    return await _detail(session, request, principal)
 
 
 @router.post("/requests/{service_request_id}/split", response_model=RequestDetail, status_code=201)
@@ -1275,7 +1358,7 @@ async def split(
         raise HTTPException(404, str(exc)) from None
     except InvalidCommand as exc:
         return problem(422, str(exc), title="Cannot split")
-    return await _detail(session, new)
+    return await _detail(session, new, principal)
 
 
 # --- city hall -------------------------------------------------------------------------------
