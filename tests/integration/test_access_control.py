@@ -231,6 +231,7 @@ def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str,
             expect("admin", ok=-1),
         ),
         ("DELETE", "/api/v1/admin/keys/1", None, expect("admin", ok=-1)),
+        ("PATCH", "/api/v1/admin/users/1", {"scopes": ["05"]}, expect("admin", ok=-1)),
         # replies on their way to the platforms: managers (their districts' only), city-wide roles
         (
             "GET",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 from plaza.db.models import ServiceRequest, StaffUser
 from plaza_api.auth import (
@@ -76,6 +77,16 @@ def test_tokens_carry_the_role_and_scopes_and_expire() -> None:
     head, body, signature = token.split(".")
     with pytest.raises(InvalidCredentials):
         auth.verify_token(f"{head}.{body}.{signature[::-1]}")
+
+
+def test_a_token_carries_the_generation_it_was_issued_in() -> None:
+    """A password reset or a disable moves a user's generation on; older tokens then stop."""
+    secret = "Zq8vK2mN4pR7sT1uW3xY6zA9bC0dE5fG"
+    auth = Authenticator(async_sessionmaker(), AuthConfig(jwt_secret=secret))
+    user = staff(Role.CITY_HALL)
+    user.token_generation = 3
+    claims = jwt.decode(auth.issue_token(user), secret, algorithms=["HS256"], issuer="plaza")
+    assert claims["gen"] == 3
 
 
 def test_grants_need_the_scopes_of_their_role() -> None:

@@ -20,13 +20,17 @@ from plaza.db.models import ApiKey, StaffUser
 from plaza.policy import RoutingTable
 from plaza.settings import PlazaSettings, load
 from plaza_api.auth import (
+    AccessConflict,
     GrantError,
     Role,
+    UserChanges,
     check_grant,
     check_user_role,
     create_api_key,
     create_user,
     manager_queues,
+    record_admin_change,
+    update_user,
 )
 from pydantic import Field
 from sqlalchemy import func, select
@@ -58,15 +62,44 @@ def _database(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[
     return server.url(), _Stop()
 
 
-def grant_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+def grant_arguments(p: argparse.ArgumentParser, *, changing: bool = False) -> None:
+    """A new key's or user's grant; `changing`, a user's new one (each part optional)."""
+    p.add_argument(
+        "--role",
+        required=not changing,
+        choices=[r.value for r in Role],
+        help="a new role comes with a new grant: the scopes and worker handle given here"
+        if changing
+        else None,
+    )
     p.add_argument(
         "--scope",
         action="append",
-        default=[],
-        help="a manager's queue: a district code (06), triage, city-mobility; repeat for more",
+        default=None if changing else [],
+        help="a manager's queue: a district code (06), triage, city-mobility; repeat for more"
+        + ("; they replace those the user had" if changing else ""),
     )
     p.add_argument("--worker-handle", help="a worker's public handle, as managers assign it")
+
+
+def update_arguments(p: argparse.ArgumentParser) -> None:
+    """`plaza users update NAME …`: what PATCH /api/v1/admin/users/{id} changes."""
+    p.add_argument("username")
+    grant_arguments(p, changing=True)
+    state = p.add_mutually_exclusive_group()
+    state.add_argument(
+        "--enable", dest="disabled", action="store_false", default=None, help="re-enable them"
+    )
+    state.add_argument("--disable", dest="disabled", action="store_true", help="disable them")
+    password = p.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-stdin", action="store_true", help="a new password, read from stdin"
+    )
+    password.add_argument(
+        "--reset-password",
+        action="store_true",
+        help="a new password: asked for twice on a terminal, otherwise generated and printed once",
+    )
 
 
 Queues = Mapping[str, str | None]
@@ -76,20 +109,30 @@ def _checked_grant(args: argparse.Namespace, settings: AccessCliSettings) -> Que
     """A new key's or user's grant, checked before the database is opened or a password asked
     for (GrantError). Returns, for a manager, the queues their scopes may name: those of the
     gateway's city and routing table (PLAZA_CITY_CONFIG or PLAZA_CITY_DATA_DIR, and
-    PLAZA_ROUTING_CONFIG)."""
+    PLAZA_ROUTING_CONFIG). A user's new grant is checked with the database (their role is
+    there), against the same queues."""
+    if args.action == "update":
+        return _queues(settings)
     if args.action != "create":
         return None
     role = Role(args.role)
     if args.command == "users":
         check_user_role(role)
-    queues = None
-    if role is Role.MANAGER:
-        city = City.from_settings(
-            city_config=settings.city_config, city_data_dir=settings.city_data_dir
-        )
-        queues = manager_queues(city, RoutingTable.load(settings.routing_config))
+    queues = _queues(settings) if role is Role.MANAGER else None
     check_grant(role, args.scope, args.worker_handle, queues)
     return queues
+
+
+def _queues(settings: AccessCliSettings) -> Queues:
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
+    )
+    return manager_queues(city, RoutingTable.load(settings.routing_config))
+
+
+def _actor() -> str:
+    """How the log names who ran the command."""
+    return f"cli:{getpass.getuser()}"
 
 
 async def _run_keys(
@@ -108,6 +151,7 @@ async def _run_keys(
             scopes = f", scopes {', '.join(row.scopes)}" if row.scopes else ""
             print(f"created API key {row.name!r} (id {row.id}, role {row.role}{scopes}):")
             print(key)
+            record_admin_change(_actor(), "created key", f"{row.name!r} (id {row.id})")
         elif args.action == "list":
             for row in (await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars():
                 state = "revoked" if row.revoked_at else "active"
@@ -119,8 +163,14 @@ async def _run_keys(
             if found is None:
                 print(f"plaza keys revoke: no key {args.id}", file=sys.stderr)
                 return 1
-            found.revoked_at = found.revoked_at or datetime.now(UTC)
-            print(f"revoked key {found.name!r} (gateways notice within 30 s)", file=sys.stderr)
+            if found.revoked_at is None:
+                found.revoked_at = datetime.now(UTC)
+                record_admin_change(_actor(), "revoked key", f"{found.name!r} (id {found.id})")
+            print(
+                f"revoked key {found.name!r} (gateways notice within 30 s; a key's grant never "
+                "changes: for another, plaza keys create with another name)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -151,24 +201,64 @@ async def _run_users(
                 worker_handle=args.worker_handle,
                 queues=queues,
             )
-            scopes = f", scopes {', '.join(user.scopes)}" if user.scopes else ""
-            print(f"created user {user.username!r} (id {user.id}, role {user.role}{scopes})")
+            print(f"created user {_described(user)}")
             if generated:
                 print(f"password (shown once): {password}")
+            record_admin_change(_actor(), "created user", f"{user.username!r} (id {user.id})")
         elif args.action == "list":
             for row in (await session.execute(select(StaffUser).order_by(StaffUser.id))).scalars():
                 state = "disabled" if row.disabled_at else "active"
                 print(f"{row.id}\t{row.username}\t{row.role}\t{','.join(row.scopes)}\t{state}")
         else:
-            found = (
-                await session.execute(select(StaffUser).where(StaffUser.username == args.username))
-            ).scalar_one_or_none()
-            if found is None:
-                print(f"plaza users disable: no user {args.username!r}", file=sys.stderr)
-                return 1
-            found.disabled_at = found.disabled_at or datetime.now(UTC)
-            print(f"disabled {found.username!r}: tokens already issued expire", file=sys.stderr)
+            return await _change_user(args, session, queues)
     return 0
+
+
+async def _change_user(
+    args: argparse.Namespace, session: AsyncSession, queues: Queues | None
+) -> int:
+    """`plaza users update` and `plaza users disable`, as PATCH and DELETE
+    /api/v1/admin/users/{id} do (gateways notice within 30 s)."""
+    found = (
+        await session.execute(select(StaffUser).where(StaffUser.username == args.username))
+    ).scalar_one_or_none()
+    if found is None:
+        print(f"plaza users {args.action}: no user {args.username!r}", file=sys.stderr)
+        return 1
+    if args.action == "disable":
+        changes, generated = UserChanges(disabled=True), None
+    else:
+        password, made = (
+            _password(args) if args.password_stdin or args.reset_password else (None, False)
+        )
+        generated = password if made else None
+        changes = UserChanges(
+            role=Role(args.role) if args.role else None,
+            scopes=args.scope,
+            worker_handle=args.worker_handle,
+            disabled=args.disabled,
+            password=password,
+        )
+    changed = await update_user(session, found, changes, queues)
+    if changed:
+        record_admin_change(
+            _actor(), "changed user", f"{found.username!r} (id {found.id})", changed
+        )
+    print(
+        f"user {_described(found)}: {'changed ' + ', '.join(changed) if changed else 'as it was'}"
+    )
+    if generated:
+        print(f"password (shown once): {generated}")
+    if {"password", "disabled"} & set(changed):
+        print("their tokens already issued stop working within 30 s", file=sys.stderr)
+    return 0
+
+
+def _described(user: StaffUser) -> str:
+    scopes = f", scopes {', '.join(user.scopes)}" if user.scopes else ""
+    handle = f", worker handle {user.worker_handle}" if user.worker_handle else ""
+    state = ", disabled" if user.disabled_at else ""
+    return f"{user.username!r} (id {user.id}, role {user.role}{scopes}{handle}{state})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,7 +293,10 @@ def run(args: argparse.Namespace) -> int:
         except GrantError as exc:
             print(f"plaza {command}: {exc}", file=sys.stderr)
             return 2
-        except IntegrityError:
+        except AccessConflict as exc:
+            print(f"plaza {command}: {exc}", file=sys.stderr)
+            return 1
+        except IntegrityError:  # made at the same moment by someone else
             name = getattr(args, "name", None) or getattr(args, "username", "")
             print(f"plaza {command}: {name!r} exists already", file=sys.stderr)
             return 1

@@ -189,7 +189,7 @@ def _cmd_access(args: argparse.Namespace) -> int:
 
 
 def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from plaza_cli.access_cmd import grant_arguments
+    from plaza_cli.access_cmd import grant_arguments, update_arguments
 
     keys = sub.add_parser(
         "keys",
@@ -213,7 +213,7 @@ def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     users = sub.add_parser(
         "users",
-        help="staff users who log in for tokens: create, list, disable",
+        help="staff users who log in for tokens: create, list, update, disable",
         description="Without --password-stdin, a terminal asks for the password twice; "
         "otherwise one is generated and printed once.",
     )
@@ -223,6 +223,12 @@ def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     grant_arguments(create_user)
     create_user.add_argument("--password-stdin", action="store_true")
     user_actions.add_parser("list", help="every user")
+    update_arguments(
+        user_actions.add_parser(
+            "update",
+            help="change a user: role, scopes, worker handle, password; enable or disable",
+        )
+    )
     disable = user_actions.add_parser("disable", help="no more tokens for this user")
     disable.add_argument("username")
     users.set_defaults(func=_cmd_access)

@@ -32,8 +32,9 @@ A city answers its citizens in public. Three audiences use this API:
   `POST /api/v1/auth/token` (OAuth2 password flow) and send `Authorization: Bearer <token>`.
   A manager sees the queues in their scopes, a worker what is assigned to them, city hall
   everything.
-* **Admins** — `/api/v1/admin/keys` and `/api/v1/admin/users`; or `plaza keys create` and
-  `plaza users create` on the command line.
+* **Admins** — `/api/v1/admin/keys` and `/api/v1/admin/users` (`PATCH` a user to change their
+  scopes, role, worker handle or password, or to re-enable them); or `plaza keys …` and
+  `plaza users …` on the command line.
 
 API keys (`plz_…`) go in `Authorization: Bearer`, `X-API-Key`, or Open311's `api_key` parameter.
 Errors are RFC 9457 `application/problem+json` (Open311's own `[{code, description}]` under

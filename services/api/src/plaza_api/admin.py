@@ -1,8 +1,9 @@
 """Access management over HTTP: staff log in for bearer tokens (OAuth2 password flow), and admins
-create and revoke users and API keys."""
+create, change, disable and revoke users and API keys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,21 +11,26 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from plaza.db.models import ApiKey, StaffUser
 from plaza.requests import ID_MAX
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from plaza_api.auth import (
     ANONYMOUS,
     USER_ROLES,
+    AccessConflict,
     AdminPrincipal,
     GrantError,
     InvalidCredentials,
+    Principal,
     Role,
+    UserChanges,
     authenticator,
     create_api_key,
     create_user,
     manager_queues,
+    record_admin_change,
+    update_user,
 )
 from plaza_api.deps import CityDep, RoutingDep, SessionDep
 from plaza_api.limits import enforce_rate_limit
@@ -81,6 +87,59 @@ class UserIn(GrantIn):
     )
     username: str = Field(min_length=1, max_length=64, pattern=r"^[\w.@-]+$", examples=["maria"])
     password: str = Field(min_length=10, max_length=256)
+
+
+class UserPatch(BaseModel):
+    """A JSON merge patch of a user (RFC 7396): the fields given change, the others stay. Each
+    is checked as on creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = Field(
+        default=None,
+        description="A new role comes with a new grant: scopes and worker_handle are then those "
+        "of this patch (none if left out)",
+        examples=[None],
+    )
+    scopes: list[str] | None = Field(
+        default=None,
+        description="A manager's queues, all of them (they replace those the user had)",
+        examples=[["06", "triage"]],
+    )
+    worker_handle: str | None = Field(
+        default=None, max_length=256, description="A worker's handle", examples=[None]
+    )
+    disabled: bool | None = Field(
+        default=None,
+        description="true disables the user, false re-enables them (they log in again)",
+        examples=[None],
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="A new password (never shown again): the tokens issued before stop working",
+        examples=[None],
+    )
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> UserPatch:
+        """A field left out stays as it is; null would say the same less clearly, or, for a
+        worker's handle, ask for what a role allows only by changing the role."""
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(
+                f"{', '.join(nulls)}: null is no value here; leave a field out to keep it "
+                "(a worker's handle goes with their role: change the role to drop it)"
+            )
+        return self
+
+    def changes(self) -> UserChanges:
+        return UserChanges(
+            role=self.role,
+            scopes=self.scopes,
+            worker_handle=self.worker_handle,
+            disabled=self.disabled,
+            password=None if self.password is None else self.password.get_secret_value(),
+        )
 
 
 class UserOut(BaseModel):
@@ -149,7 +208,7 @@ async def login(
 
 @router.post("/admin/keys", response_model=NewKeyOut, status_code=201)
 async def new_key(
-    body: KeyIn, session: SessionDep, city: CityDep, routing: RoutingDep, _: AdminPrincipal
+    body: KeyIn, session: SessionDep, city: CityDep, routing: RoutingDep, admin: AdminPrincipal
 ) -> NewKeyOut:
     """A new API key. The answer carries the key once; Plaza keeps only its hash."""
     try:
@@ -164,8 +223,11 @@ async def new_key(
             )
     except GrantError as exc:
         raise HTTPException(422, str(exc)) from None
-    except IntegrityError:
+    except AccessConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except IntegrityError:  # made at the same moment by another admin
         raise HTTPException(409, f"a key named {body.name!r} exists") from None
+    record_admin_change(admin.actor, "created key", _key_named(row))
     return NewKeyOut(**_key_out(row).model_dump(), key=key)
 
 
@@ -177,23 +239,29 @@ async def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
 
 @router.delete("/admin/keys/{key_id}", status_code=204)
 async def revoke_key(
-    key_id: RowId, request: Request, session: SessionDep, _: AdminPrincipal
+    key_id: RowId, request: Request, session: SessionDep, admin: AdminPrincipal
 ) -> Response:
-    """Revokes a key: at once on this gateway, within 30 s on the others (their key cache)."""
+    """Revokes a key: at once on this gateway, within 30 s on the others (their key cache). A
+    key's grant never changes: for another, make a new key and revoke the old one."""
     async with session.begin():
         row = await session.get(ApiKey, key_id)
         if row is None:
             raise HTTPException(404, f"no key {key_id}")
+        revoking = row.revoked_at is None
         row.revoked_at = row.revoked_at or datetime.now(UTC)
     authenticator(request).forget_keys()
+    if revoking:
+        record_admin_change(admin.actor, "revoked key", _key_named(row))
     return Response(status_code=204)
 
 
 @router.post("/admin/users", response_model=UserOut, status_code=201)
 async def new_user(
-    body: UserIn, session: SessionDep, city: CityDep, routing: RoutingDep, _: AdminPrincipal
+    body: UserIn, session: SessionDep, city: CityDep, routing: RoutingDep, admin: AdminPrincipal
 ) -> UserOut:
-    """A staff user, who logs in at /api/v1/auth/token."""
+    """A staff user, who logs in at /api/v1/auth/token. A name another user has (a disabled one
+    too: re-enable them instead) or a worker handle another user holds is a 409 saying what to
+    do."""
     try:
         async with session.begin():
             user = await create_user(
@@ -207,8 +275,11 @@ async def new_user(
             )
     except GrantError as exc:
         raise HTTPException(422, str(exc)) from None
-    except IntegrityError:
+    except AccessConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except IntegrityError:  # made at the same moment by another admin
         raise HTTPException(409, f"a user named {body.username!r} exists") from None
+    record_admin_change(admin.actor, "created user", _user_named(user))
     return _user_out(user)
 
 
@@ -218,16 +289,62 @@ async def list_users(session: SessionDep, _: AdminPrincipal) -> list[UserOut]:
     return [_user_out(r) for r in rows]
 
 
+@router.patch("/admin/users/{user_id}", response_model=UserOut)
+async def change_user(
+    request: Request,
+    user_id: RowId,
+    body: UserPatch,
+    session: SessionDep,
+    city: CityDep,
+    routing: RoutingDep,
+    admin: AdminPrincipal,
+) -> UserOut:
+    """Changes a user (a JSON merge patch): role, scopes, worker handle, a new password, disabled
+    or re-enabled; each checked as on creation (422), a worker handle another user holds is a
+    409. The tokens already issued follow at once on this gateway, within 30 s on others: a new
+    grant applies to them; after a password reset or a disable they stop working (a re-enabled
+    user logs in again)."""
+    queues = manager_queues(city, routing)
+    return _user_out(await _change_user(request, user_id, body.changes(), session, admin, queues))
+
+
 @router.delete("/admin/users/{user_id}", status_code=204)
 async def disable_user(
-    request: Request, user_id: RowId, session: SessionDep, _: AdminPrincipal
+    request: Request, user_id: RowId, session: SessionDep, admin: AdminPrincipal
 ) -> Response:
     """Disables a user: no new tokens, and the tokens already issued stop working (at once on
-    this gateway, within 30 s on others)."""
-    async with session.begin():
-        row = await session.get(StaffUser, user_id)
-        if row is None:
-            raise HTTPException(404, f"no user {user_id}")
-        row.disabled_at = row.disabled_at or datetime.now(UTC)
-    authenticator(request).forget_keys()
+    this gateway, within 30 s on others). PATCH with {"disabled": false} re-enables them."""
+    await _change_user(request, user_id, UserChanges(disabled=True), session, admin)
     return Response(status_code=204)
+
+
+async def _change_user(
+    request: Request,
+    user_id: int,
+    changes: UserChanges,
+    session: SessionDep,
+    admin: Principal,
+    queues: Mapping[str, str | None] | None = None,
+) -> StaffUser:
+    try:
+        async with session.begin():
+            row = await session.get(StaffUser, user_id)
+            if row is None:
+                raise HTTPException(404, f"no user {user_id}")
+            changed = await update_user(session, row, changes, queues)
+    except GrantError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except AccessConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    authenticator(request).forget_keys()
+    if changed:
+        record_admin_change(admin.actor, "changed user", _user_named(row), changed)
+    return row
+
+
+def _user_named(row: StaffUser) -> str:
+    return f"{row.username!r} (id {row.id})"
+
+
+def _key_named(row: ApiKey) -> str:
+    return f"{row.name!r} (id {row.id})"

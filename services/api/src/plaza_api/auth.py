@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -27,7 +28,7 @@ from plaza.city import City
 from plaza.db.models import ApiKey, ServiceRequest, StaffUser
 from plaza.policy import RoutingTable
 from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE, worker_handle
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 KEY_PREFIX = "plz_"
@@ -36,6 +37,9 @@ JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "plaza"
 MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "changethis", "password", "plaza"})
+PASSWORD_LENGTH = (10, 256)  # the shortest and longest password a user may have
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -61,6 +65,11 @@ USER_ROLES: frozenset[Role] = STAFF
 
 class GrantError(ValueError):
     """A role with the wrong scopes: a manager without queues, a worker without a handle."""
+
+
+class AccessConflict(Exception):
+    """A name or a worker handle that another user or key holds (a 409), saying what to do
+    instead."""
 
 
 def manager_queues(city: City, routing: RoutingTable) -> dict[str, str | None]:
@@ -308,8 +317,10 @@ class Authenticator:
         self.config = config
         self._clock = clock
         self._keys: dict[str, tuple[float, Principal | None]] = {}
-        self._tokens: dict[str, tuple[float, Principal]] = {}
-        self._users: dict[int, tuple[float, bool]] = {}  # user id -> (until, still enabled)
+        self._tokens: dict[str, tuple[float, Principal, int]] = {}  # -> (until, claims, gen)
+        # user id -> (until, (the user as they are now, their token generation) or None if
+        # disabled or gone)
+        self._users: dict[int, tuple[float, tuple[Principal, int] | None]] = {}
 
     def issue_token(self, user: StaffUser, now: datetime | None = None) -> str:
         now = now or datetime.now(UTC)
@@ -320,18 +331,24 @@ class Authenticator:
             "role": user.role,
             "scopes": list(user.scopes),
             "worker": user.worker_handle,
+            "gen": user.token_generation or 0,
             "iat": now,
             "exp": now + self.config.token_ttl,
         }
         return jwt.encode(claims, self.config.jwt_secret, algorithm=JWT_ALGORITHM)
 
     def verify_token(self, token: str) -> Principal:
-        """A token checked once is remembered for `key_cache_seconds`, never past its expiry
-        (a refused one is never remembered): a page of requests decodes it once."""
+        """The user as the token names them (their grant as it was when it was issued)."""
+        return self._claims(token)[0]
+
+    def _claims(self, token: str) -> tuple[Principal, int]:
+        """(the user as the token names them, the token generation it was issued in). A token
+        checked once is remembered for `key_cache_seconds`, never past its expiry (a refused
+        one is never remembered): a page of requests decodes it once."""
         now = self._clock()
         cached = self._tokens.get(token)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return cached[1], cached[2]
         try:
             claims = jwt.decode(
                 token,
@@ -348,13 +365,15 @@ class Authenticator:
                 scopes=frozenset(claims.get("scopes") or ()),
                 worker_handle=claims.get("worker"),
             )
+            generation = int(claims.get("gen", 0))  # tokens made before generations: 0
             lifetime = float(claims["exp"]) - time.time()
-        except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+        except (jwt.InvalidTokenError, KeyError, ValueError, TypeError) as exc:
             raise InvalidCredentials(f"invalid bearer token: {exc}") from None
         if len(self._tokens) > 10_000:
             self._tokens.clear()
-        self._tokens[token] = (now + min(self.config.key_cache_seconds, lifetime), principal)
-        return principal
+        until = now + min(self.config.key_cache_seconds, lifetime)
+        self._tokens[token] = (until, principal, generation)
+        return principal, generation
 
     async def verify_key(self, key: str) -> Principal:
         digest = hash_api_key(key)
@@ -380,26 +399,35 @@ class Authenticator:
         self._keys.clear()
         self._users.clear()
 
-    async def _check_enabled(self, principal: Principal) -> None:
-        """A disabled user's tokens stop working within `key_cache_seconds`, as a revoked key
-        does (a token is otherwise good until it expires): one query per user that often."""
+    async def _current(self, claimed: Principal, generation: int) -> Principal:
+        """The token's user as they are now, not as the token says. Within `key_cache_seconds`
+        (at once on the gateway that made the change), as a revoked key: a disabled user's
+        tokens stop working; so do those issued before a password reset or a disable (an older
+        generation: a re-enabled user's old tokens stay dead); a new role, scopes or worker
+        handle apply to the tokens already issued, with no new login. One query per user that
+        often."""
         now = self._clock()
-        cached = self._users.get(principal.id)
+        cached = self._users.get(claimed.id)
         if cached is None or cached[0] < now:
             async with self._sessions() as session:
-                row = (
-                    await session.execute(
-                        select(StaffUser.disabled_at).where(StaffUser.id == principal.id)
-                    )
-                ).first()
+                row = await session.get(StaffUser, claimed.id)
             if len(self._users) > 10_000:
                 self._users.clear()
-            cached = self._users[principal.id] = (
+            cached = self._users[claimed.id] = (
                 now + self.config.key_cache_seconds,
-                row is not None and row[0] is None,
+                None
+                if row is None or row.disabled_at is not None
+                else (user_principal(row), row.token_generation),
             )
-        if not cached[1]:
-            raise InvalidCredentials(f"user {principal.name!r} is disabled")
+        if cached[1] is None:
+            raise InvalidCredentials(f"user {claimed.name!r} is disabled")
+        principal, current = cached[1]
+        if generation != current:
+            raise InvalidCredentials(
+                f"this token of user {claimed.name!r} was issued before their password was "
+                "reset or they were disabled: log in again"
+            )
+        return principal
 
     async def login(self, session: AsyncSession, username: str, password: str) -> StaffUser:
         user = (
@@ -419,9 +447,7 @@ class Authenticator:
             return ANONYMOUS
         if credential.startswith(KEY_PREFIX):
             return await self.verify_key(credential)
-        principal = self.verify_token(credential)
-        await self._check_enabled(principal)
-        return principal
+        return await self._current(*self._claims(credential))
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -438,6 +464,24 @@ def key_principal(row: ApiKey) -> Principal:
     )
 
 
+def user_principal(row: StaffUser) -> Principal:
+    return Principal(
+        kind="user",
+        id=row.id,
+        name=row.username,
+        role=Role(row.role),
+        scopes=frozenset(row.scopes or ()),
+        worker_handle=row.worker_handle,
+    )
+
+
+def record_admin_change(actor: str, did: str, whom: str, fields: Iterable[str] = ()) -> None:
+    """One log line for each change to users and keys (Plaza keeps no table of them): who,
+    what, to whom, and which fields; never a password or a key."""
+    listed = ", ".join(fields)
+    log.info("access: %s %s %s%s", actor, did, whom, f" ({listed})" if listed else "")
+
+
 async def create_api_key(
     session: AsyncSession,
     *,
@@ -448,9 +492,11 @@ async def create_api_key(
     queues: Mapping[str, str | None] | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key (row, key). The caller commits; the key is shown once and never stored.
-    With `queues` (manager_queues), a manager's scopes are checked against them."""
+    With `queues` (manager_queues), a manager's scopes are checked against them; a name that
+    another key has, or had, is an AccessConflict."""
     scopes = check_grant(role, scopes, worker_handle, queues)
     worker_handle = stored_handle(worker_handle)
+    await _check_key_name_free(session, name)
     key = new_api_key()
     row = ApiKey(
         name=name,
@@ -476,15 +522,15 @@ async def create_user(
     queues: Mapping[str, str | None] | None = None,
 ) -> StaffUser:
     """A new staff user (never one of the keys' roles). The caller commits. With `queues`
-    (manager_queues), a manager's scopes are checked against them."""
-    check_user_role(role)
-    scopes = check_grant(role, scopes, worker_handle, queues)
-    worker_handle = stored_handle(worker_handle)
-    if len(password) < 10:
-        raise GrantError("a password needs at least 10 characters")
+    (manager_queues), a manager's scopes are checked against them. A name that another user has
+    (even a disabled one) or a worker handle that another user holds is an AccessConflict."""
+    scopes, worker_handle = _user_grant(role, scopes, worker_handle, queues)
+    password_hash = _password_hash(password)
+    await _check_username_free(session, username)
+    await _check_handle_free(session, worker_handle, None)
     user = StaffUser(
         username=username,
-        password_hash=hash_password(password),
+        password_hash=password_hash,
         role=role.value,
         scopes=scopes,
         worker_handle=worker_handle,
@@ -492,6 +538,182 @@ async def create_user(
     session.add(user)
     await session.flush()
     return user
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """What an admin changes in a user; None leaves a field as it is. A new role comes with a
+    new grant: scopes and worker handle are then those given here (none if not given), as the
+    old role's never fit another (a manager's queues, a worker's handle)."""
+
+    role: Role | None = None
+    scopes: list[str] | None = None
+    worker_handle: str | None = None
+    disabled: bool | None = None
+    password: str | None = None
+
+
+async def update_user(
+    session: AsyncSession,
+    user: StaffUser,
+    changes: UserChanges,
+    queues: Mapping[str, str | None] | None = None,
+) -> list[str]:
+    """Changes `user` as an admin asked, checked as create_user checks a new user (a grant
+    only when it changes, so that a user whose queue the city no longer has can still be
+    disabled). Returns the fields that changed. The caller commits, then tells its
+    Authenticator (forget_keys). A password reset or a disable moves the user's token
+    generation on: the tokens issued before stop working, and a re-enabled user logs in
+    again."""
+    grant_changes = (changes.role, changes.scopes, changes.worker_handle)
+    role, scopes, handle = Role(user.role), list(user.scopes), user.worker_handle
+    if any(change is not None for change in grant_changes):
+        if changes.role is not None and changes.role != role:
+            role, scopes, handle = changes.role, [], None
+        scopes = changes.scopes if changes.scopes is not None else scopes
+        handle = changes.worker_handle if changes.worker_handle is not None else handle
+        scopes, handle = _user_grant(role, scopes, handle, queues)
+    password_hash = None if changes.password is None else _password_hash(changes.password)
+    disable = changes.disabled is True and user.disabled_at is None
+    enable = changes.disabled is False and user.disabled_at is not None
+    if handle is not None and (handle != user.worker_handle or enable):
+        await _check_handle_free(session, handle, user.id)
+
+    changed = [
+        name
+        for name, now, before in (
+            ("role", role.value, user.role),
+            ("scopes", scopes, list(user.scopes)),
+            ("worker_handle", handle, user.worker_handle),
+        )
+        if now != before
+    ]
+    user.role, user.scopes, user.worker_handle = role.value, scopes, handle
+    if password_hash is not None:
+        user.password_hash = password_hash
+        changed.append("password")
+    if disable:
+        user.disabled_at = datetime.now(UTC)
+        changed.append("disabled")
+    if enable:
+        user.disabled_at = None
+        changed.append("enabled")
+    if password_hash is not None or disable:
+        user.token_generation += 1
+    await session.flush()
+    return changed
+
+
+def _user_grant(
+    role: Role,
+    scopes: Iterable[str],
+    worker_handle: str | None,
+    queues: Mapping[str, str | None] | None,
+) -> tuple[list[str], str | None]:
+    """A user's grant as it is stored (scopes, worker handle), or GrantError: a new user's and
+    a changed one's alike."""
+    check_user_role(role)
+    return check_grant(role, scopes, worker_handle, queues), stored_handle(worker_handle)
+
+
+def _password_hash(password: str) -> str:
+    """A new or reset password's hash, or GrantError for one too short or too long."""
+    shortest, longest = PASSWORD_LENGTH
+    if len(password) < shortest:
+        raise GrantError(f"a password needs at least {shortest} characters")
+    if len(password) > longest:
+        raise GrantError(f"a password has at most {longest} characters")
+    return hash_password(password)
+
+
+async def _check_username_free(session: AsyncSession, username: str) -> None:
+    """AccessConflict for a name another user has. A disabled user keeps theirs, as the audit
+    trail names users by it (user:maria): they are re-enabled, not made again."""
+    found = (
+        await session.execute(select(StaffUser).where(StaffUser.username == username))
+    ).scalar_one_or_none()
+    if found is None:
+        return
+    if found.disabled_at is not None:
+        raise AccessConflict(
+            f"user {username!r} exists (id {found.id}) and is disabled: re-enable them rather "
+            f"than make them again (PATCH /api/v1/admin/users/{found.id} with "
+            f'{{"disabled": false}}, and a "password" if they need a new one; or plaza users '
+            f"update {username} --enable --reset-password)"
+        )
+    raise AccessConflict(
+        f"user {username!r} exists (id {found.id}): change them with PATCH "
+        f"/api/v1/admin/users/{found.id} (or plaza users update {username})"
+    )
+
+
+async def _check_key_name_free(session: AsyncSession, name: str) -> None:
+    """AccessConflict for a name another key has or had: a name stays with its key, as the
+    audit trail names keys by it (key:bcn-app), and a key's grant never changes."""
+    found = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
+    if found is None:
+        return
+    if found.revoked_at is not None:
+        raise AccessConflict(
+            f"a key named {name!r} existed (id {found.id}, revoked): a name stays with its key, "
+            f"as the audit trail names keys by it (key:{name}); choose another name"
+        )
+    raise AccessConflict(
+        f"a key named {name!r} exists (id {found.id}); a key's grant never changes: for "
+        f"another, make a key with another name and revoke this one (DELETE "
+        f"/api/v1/admin/keys/{found.id}, or plaza keys revoke {found.id})"
+    )
+
+
+async def _check_handle_free(
+    session: AsyncSession, handle: str | None, user_id: int | None
+) -> None:
+    """AccessConflict if a user other than `user_id` holds the worker handle: two users with one
+    handle would each see, start and resolve the other's assignments (and in any case, as the
+    platforms compare handles, @Jordi is @jordi). A disabled user keeps
+    theirs: what is still assigned to it is theirs, and they may be re-enabled; handing it to
+    someone else is an admin's explicit act (give the disabled user another handle first).
+    API keys may carry a user's handle (that worker's tablet). A lock on the handle, held until
+    the caller commits, keeps two admins from giving it away at once."""
+    if handle is None:
+        return
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+        {"k": f"worker-handle:{handle.lower()}"},
+    )
+    holder = (
+        (
+            await session.execute(
+                select(StaffUser)
+                .where(
+                    func.lower(StaffUser.worker_handle) == handle.lower(),
+                    StaffUser.id != (user_id or 0),
+                )
+                .order_by(StaffUser.id)
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if holder is None:
+        return
+    patch = f"PATCH /api/v1/admin/users/{holder.id}"
+    named = repr(handle)
+    if holder.worker_handle != handle:
+        named += f" ({holder.worker_handle!r}: platforms ignore case)"
+    if holder.disabled_at is None:
+        raise AccessConflict(
+            f"worker handle {named} is user {holder.username!r}'s (id {holder.id}): two "
+            f"users with one handle would see each other's assignments; give {holder.username!r} "
+            f'another handle first ({patch} with {{"worker_handle": "@..."}}), or choose another'
+        )
+    raise AccessConflict(
+        f"worker handle {named} is user {holder.username!r}'s (id {holder.id}, disabled), who "
+        f"keeps it for what is still assigned to it: if this is them, re-enable them ({patch} "
+        f'with {{"disabled": false}}, or plaza users update {holder.username} --enable); if not, '
+        f'give them another handle first ({patch} with {{"worker_handle": "@..."}}), or choose '
+        "another"
+    )
 
 
 # The security schemes the OpenAPI docs show (their "Authorize" button); both optional here,

@@ -255,6 +255,9 @@ class StaffUser(Base):
     worker_handle: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Each token carries the generation it was issued in; a password reset or a disable moves
+    # it on, so the tokens issued before stop working (and a re-enabled user's stay dead).
+    token_generation: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
 
 class ApiKey(Base):
