@@ -110,3 +110,16 @@ def test_run_with_its_port_taken_starts_nothing(tmp_path: Path, taken_port: int)
     assert "PLAZA_PORT" in lines[0]
     assert "Plaza is running" not in done.stdout
     assert not (home / "pgdata").exists()  # the embedded PostgreSQL was not started
+
+
+@pytest.mark.parametrize("args", [["keys", "list"], ["users", "list"]])
+def test_keys_and_users_refuse_a_directory_without_plaza_data(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Run from the wrong directory, they would start a database of their own there, and a key
+    made in it would never work against the running Plaza: one line saying where to run them."""
+    home = tmp_path / "elsewhere" / ".plaza"
+    ran = plaza(args, PLAZA_HOME=str(home))
+    assert ran.returncode == 2, ran.stderr
+    assert f"no Plaza data in {home}" in ran.stderr and "Traceback" not in ran.stderr
+    assert not home.exists()

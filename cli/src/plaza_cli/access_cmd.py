@@ -271,6 +271,15 @@ def run(args: argparse.Namespace) -> int:
     except GrantError as exc:
         print(f"plaza {command}: {exc}", file=sys.stderr)
         return 2
+    if not settings.database_url and not (settings.home / "pgdata").is_dir():
+        # A stray database here would take the key or user, and the running Plaza never see it.
+        print(
+            f"plaza {command}: no Plaza data in {settings.home.resolve()} (no pgdata): run this "
+            "where `make run` keeps its data (the project's directory), or set PLAZA_HOME, or "
+            "PLAZA_DATABASE_URL for another PostgreSQL",
+            file=sys.stderr,
+        )
+        return 2
     url, server = _database(settings)
 
     async def go() -> int:
