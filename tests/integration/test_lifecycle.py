@@ -16,6 +16,7 @@ from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action, InvalidTransition
 from plaza_router.sla_scanner import SlaScanner
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -677,3 +678,36 @@ async def test_the_audit_trail_says_when_plaza_opened_a_request(
         [created] = await history(s, request.id)
     assert created.kind == "created" and created.at >= before
     assert request.requested_datetime == POSTED_AT
+
+
+def _counted(metric: str, deadline: str, district: str) -> float:
+    labels = {"deadline": deadline, "district": district, "service_code": "streetlight"}
+    return REGISTRY.get_sample_value(metric, {**labels, "urgency": "normal"}) or 0.0
+
+
+async def test_new_hands_and_a_reopen_have_their_acknowledge_deadline_counted(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """City hall's compliance counts each acknowledge deadline a request is given: a transfer's
+    fresh one is missed (and counted) on its own, not hidden by the miss before it; a reopened
+    request acknowledged in time counts as met."""
+    route = router(sessions)
+    await route(as_event(classified("c1")))
+    [request] = await requests(sessions)
+    window = SLA.window("streetlight", False)
+    scanner = SlaScanner(sessions)
+    await scanner.scan_once(POSTED_AT + window.acknowledge + timedelta(minutes=1))
+    missed = _counted("plaza_sla_breaches_total", "acknowledge", "02")
+    moved_at = POSTED_AT + window.acknowledge + timedelta(hours=1)
+    await do(sessions, request.id, Action.TRANSFER, moved_at, note="Eixample", district_code="02")
+    found = await scanner.scan_once(moved_at + window.acknowledge + timedelta(minutes=1))
+    assert found >= 1
+    assert _counted("plaza_sla_breaches_total", "acknowledge", "02") == missed + 1
+    await do(sessions, request.id, Action.ACKNOWLEDGE, moved_at + window.acknowledge * 2)
+    done = moved_at + window.acknowledge * 3
+    await do(sessions, request.id, Action.RESOLVE, done, note="Fet")
+    reopened = await do(sessions, request.id, Action.REOPEN, done + timedelta(hours=1))
+    assert reopened.acknowledged_at is None
+    met = _counted("plaza_sla_met_total", "acknowledge", "02")
+    await do(sessions, request.id, Action.ACKNOWLEDGE, done + timedelta(hours=1, minutes=5))
+    assert _counted("plaza_sla_met_total", "acknowledge", "02") == met + 1

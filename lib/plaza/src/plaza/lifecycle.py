@@ -557,6 +557,8 @@ async def act(
             # it waits for a manager again, as a new request does: the worker sent and the
             # photo of a fix that did not hold are no longer its
             request.assigned_worker = request.resolution_photo_url = None
+            # and a new acknowledgement: its deadline counts as met or missed like a new one's
+            request.acknowledged_at = None
             request.ack_due_at, request.expected_datetime = (
                 now + window.acknowledge,
                 now + window.resolve,
@@ -707,8 +709,9 @@ async def _transfer(
     city: City,
 ) -> None:
     """Hands the request to another district (its queue and team) or another team. Whoever was
-    sent is no longer on it, and the new hands get a fresh acknowledge window; a missed
-    deadline stays recorded and city hall keeps watching an escalated request."""
+    sent is no longer on it, and the new hands get a fresh acknowledge window, met or missed on
+    its own (the miss before was counted, and stays in the history); city hall keeps watching
+    an escalated request."""
     if not cmd.note:
         raise InvalidCommand("transfer needs a reason (note)")
     if cmd.district_code is None and not cmd.agency:
@@ -736,7 +739,7 @@ async def _transfer(
         request.agency_responsible = str(cmd.agency)
     window = sla.window(request.service_code, request.urgency == "urgent")
     request.ack_due_at = now + window.acknowledge
-    request.acknowledged_at = None
+    request.acknowledged_at = request.ack_breached_at = None
     request.assigned_worker = None
 
 

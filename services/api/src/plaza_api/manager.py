@@ -1169,12 +1169,14 @@ async def _apply(
         agency=body.agency,
         duplicate_of=body.duplicate_of,
     )
+    manages = True  # whether the caller manages the request (else a worker on it)
     try:
         async with session.begin():
             if action is Action.MARK_DUPLICATE and body.duplicate_of is not None:
                 await lock_in_order(session, _request_id(request_id), body.duplicate_of)
             request = await _readable(session, request_id, principal, lock=True)
             _may_act(principal, request, action)
+            manages = principal.manages(request)
             if expected_version is not None and request.version != expected_version:
                 raise _Refused(
                     problem(
@@ -1205,11 +1207,8 @@ async def _apply(
                 title="Action not allowed in this status",
                 type_="https://plaza.example/problems/invalid-transition",
                 status_now=exc.status.value,
-                allowed_actions=[
-                    a.value
-                    for a in exc.allowed
-                    if principal.manages(request) or a in WORKER_ACTIONS
-                ],
+                # read before the rollback expired the request
+                allowed_actions=[a.value for a in exc.allowed if manages or a in WORKER_ACTIONS],
             )
         ) from None
     except InvalidCommand as exc:
