@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import random
@@ -10,7 +11,17 @@ import re
 from pathlib import Path
 
 import pytest
-from plaza.city import Barri, BoundingBox, City, District, Location, Polygons, fold
+from plaza.city import (
+    PACKAGED_ROUTING,
+    Barri,
+    BoundingBox,
+    City,
+    Council,
+    District,
+    Location,
+    Polygons,
+    fold,
+)
 from plaza.settings import PlazaSettings, SettingsError, load
 
 from tests.infra import ROOT, SHARED_DATA
@@ -342,4 +353,236 @@ def test_polygons_must_cover_the_city_s_districts() -> None:
             [],
             bbox,
             district_polygons=Polygons(shapes, bbox.metres()),
+        )
+
+
+# --- geometry a city file gets wrong: named by file and feature, never accepted silently -------
+
+
+def _town_with(tmp_path: Path, geometry: dict[str, object]) -> Path:
+    """A town whose second district has `geometry`; the first is a valid box."""
+    write_geojson(
+        tmp_path / "districts.geojson",
+        [
+            ({"num": 1, "label": "Riba Nord"}, box(40.00, 1.00, 40.02, 1.02)),
+            ({"num": 2, "label": "Riba Sud"}, geometry),
+        ],
+    )
+    return write_config(
+        tmp_path,
+        'name = "Riba"\n[districts]\ngeojson = "districts.geojson"\n'
+        'code_property = "num"\nname_property = "label"\n',
+    )
+
+
+@pytest.mark.parametrize(
+    ("geometry", "message"),
+    [
+        (
+            {"type": "Polygon", "coordinates": "nope"},
+            r"feature #2 \(02 Riba Sud\): malformed geometry: could not convert",
+        ),
+        (
+            {"type": "Polygon", "coordinates": [[[1.02, 40.0], [1.04, 40.0]]]},
+            r"feature #2 \(02 Riba Sud\): malformed geometry: A linearring requires at least 4",
+        ),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    [[1.02, 40.0], [1.04, 40.02], [1.04, 40.0], [1.02, 40.02], [1.02, 40.0]]
+                ],
+            },
+            r"feature #2 \(02 Riba Sud\): not a valid Polygon: Self-intersection\[1\.03 40\.01\]",
+        ),
+        (
+            {"type": "Point", "coordinates": [1.03, 40.01]},
+            r"feature #2 \(02 Riba Sud\): a Point, not a Polygon or MultiPolygon",
+        ),
+        (
+            {"type": "LineString", "coordinates": [[1.02, 40.0], [1.04, 40.02]]},
+            r"feature #2 \(02 Riba Sud\): a LineString, not a Polygon or MultiPolygon",
+        ),
+        ({"type": "Polygon", "coordinates": []}, r"feature #2 \(02 Riba Sud\): an empty Polygon"),
+    ],
+)
+def test_a_district_that_is_no_valid_area_is_refused_naming_its_feature(
+    tmp_path: Path, geometry: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=r"districts\.geojson: " + message):
+        City.from_config(_town_with(tmp_path, geometry))
+
+
+def test_a_barri_that_is_no_valid_area_is_refused_naming_its_feature(town: Path) -> None:
+    write_geojson(
+        town / "data" / "barris.geojson",
+        [({"id": "a", "nom": "el Moll", "dist": 7}, {"type": "Point", "coordinates": [1.0, 40.0]})],
+    )
+    config = write_config(
+        town,
+        'name = "Riba"\n[districts]\ngeojson = "districts.geojson"\ncode_property = "num"\n'
+        'name_property = "label"\n[barris]\ngeojson = "data/barris.geojson"\n'
+        'code_property = "id"\nname_property = "nom"\ndistrict_property = "dist"\n',
+    )
+    with pytest.raises(ValueError, match=r"barris\.geojson: feature #1 \(a el Moll\): a Point"):
+        City.from_config(config)
+
+
+def swapped_box(
+    min_lat: float, min_lon: float, max_lat: float, max_lon: float
+) -> dict[str, object]:
+    """box() written [lat, lon], as a hand-made file often is."""
+    ring = [[min_lat, min_lon], [min_lat, max_lon], [max_lat, max_lon], [max_lat, min_lon]]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+def test_coordinates_that_are_no_degrees_say_what_they_look_like(tmp_path: Path) -> None:
+    # A city east of 90 E written [lat, lon] has latitudes past 90.
+    write_geojson(
+        tmp_path / "districts.geojson",
+        [({"label": "Chuo"}, swapped_box(35.68, 139.75, 35.70, 139.77))],
+    )
+    config = write_config(
+        tmp_path,
+        'name = "Chuo"\n[districts]\ngeojson = "districts.geojson"\nname_property = "label"\n',
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"districts\.geojson: latitudes 139\.75\.\.139\.77, .*"
+        r"GeoJSON puts longitude first, \[lon, lat\]; the file looks written",
+    ):
+        City.from_config(config)
+    # A UTM export (metres) is no degrees at all.
+    write_geojson(
+        tmp_path / "districts.geojson",
+        [({"label": "Jun"}, box(4_119_000, 447_000, 4_121_000, 449_000))],
+    )
+    with pytest.raises(ValueError, match=r"are not degrees: GeoJSON is WGS84 \[lon, lat\]"):
+        City.from_config(config)
+
+
+def test_the_town_hall_catches_a_swapped_file_that_stays_within_the_degrees(
+    tmp_path: Path,
+) -> None:
+    """Jun at 37 N, 3 W written [lat, lon] is a plausible place at 3 S, 37 E: only a point known
+    to be in the town tells."""
+    town_hall = "town_hall = { lat = 40.01, lon = 1.01 }\n"
+    write_geojson(
+        tmp_path / "districts.geojson", [({"label": "Riba"}, swapped_box(40.0, 1.0, 40.02, 1.02))]
+    )
+    config = write_config(
+        tmp_path,
+        f'name = "Riba"\n{town_hall}[districts]\ngeojson = "districts.geojson"\n'
+        'name_property = "label"\n',
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"city\.toml: town_hall \(40\.01, 1\.01\) is in no "
+        r"district of districts\.geojson .*: GeoJSON puts longitude first",
+    ):
+        City.from_config(config)
+    write_geojson(
+        tmp_path / "districts.geojson", [({"label": "Riba"}, box(41.0, 2.0, 41.02, 2.02))]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"town_hall \(40\.01, 1\.01\) is in no district .*"
+        r"span 41\.0\.\.41\.02 N, 2\.0\.\.2\.02 E\): is town_hall \[lat, lon\]",
+    ):
+        City.from_config(config)
+    write_geojson(
+        tmp_path / "districts.geojson", [({"label": "Riba"}, box(40.0, 1.0, 40.02, 1.02))]
+    )
+    assert City.from_config(config).name == "Riba"
+
+
+def test_start_up_logs_where_the_city_is(caplog: pytest.LogCaptureFixture) -> None:
+    """A file in the wrong place shows at once in the log, before posts go to triage."""
+    with caplog.at_level("INFO", logger="plaza.city"):
+        City.from_settings(city_config=CITIES / "jun.toml", city_data_dir=None)
+    assert "Jun: 2 districts, 0 barris, 37.215000..37.235000 N, -3.602000..-3.588000 E" in (
+        caplog.text
+    )
+
+
+# --- the council: how the city is named in public --------------------------------------------
+
+DISTRICTS = (
+    '[districts]\ngeojson = "districts.geojson"\ncode_property = "num"\nname_property = "label"\n'
+)
+
+
+def test_a_city_files_council_follows_from_its_name_and_language(town: Path) -> None:
+    english = City.from_config(write_config(town, f'name = "Riba"\n{DISTRICTS}')).council
+    assert english == Council("Riba City Council", "en", "{name} District", "riba", None)
+    assert english.team_of("Riba Nord") == "Riba Nord District"
+    catalan = City.from_config(write_config(town, f'name = "Riba"\nlanguage = "ca"\n{DISTRICTS}'))
+    assert catalan.council.agency == "Ajuntament de Riba"
+    assert catalan.council.team_of("Eixample") == "Districte de l'Eixample"
+    assert catalan.council.team_of("Riba Sud") == "Districte de Riba Sud"
+    spanish = Council.of("L'Hospitalet de Llobregat", "es")
+    assert spanish.agency == "Ayuntamiento de L'Hospitalet de Llobregat"
+    assert spanish.team_of("Centre") == "Distrito de Centre"
+    assert spanish.jurisdiction_id == "l-hospitalet-de-llobregat"
+    assert Council.of("Åre", "sv") == Council("Åre", "sv", "{name}", "are")
+
+
+def test_a_city_file_names_its_council_and_its_routing(town: Path) -> None:
+    (town / "rules").mkdir()
+    (town / "rules" / "routing.toml").write_text("", encoding="utf-8")
+    council = City.from_config(
+        write_config(
+            town,
+            'name = "Riba"\nlanguage = "es"\nagency = "Concello da Riba"\n'
+            'district_team = "Equipo {name} ({of_name})"\njurisdiction_id = "riba.example.org"\n'
+            f'routing = "rules/routing.toml"\n{DISTRICTS}',
+        )
+    ).council
+    assert council.agency == "Concello da Riba" and council.language == "es"
+    assert council.team_of("Riba Nord") == "Equipo Riba Nord (de Riba Nord)"
+    assert council.jurisdiction_id == "riba.example.org"
+    assert council.routing == town / "rules" / "routing.toml"
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ('district_team = "Distrito {nombre}"', r"district_team 'Distrito \{nombre\}' may hold "),
+        ('language = "Spanish"', r"language: String should match pattern"),
+        ('jurisdiction_id = "la riba"', r"jurisdiction_id: String should match pattern"),
+        ('routing = "nowhere.toml"', r"routing: .*nowhere\.toml is not a file"),
+        ("town_hall = { lat = 1.01, lon = 140.0, alt = 3 }", r"town_hall\.alt: Extra inputs"),
+        ("town_hall = { lat = 140.0, lon = 1.01 }", r"town_hall\.lat: Input should be less"),
+    ],
+)
+def test_a_mistake_in_the_council_names_the_file_and_the_key(
+    town: Path, keys: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=r"city\.toml: " + message):
+        City.from_config(write_config(town, f'name = "Riba"\n{keys}\n{DISTRICTS}'))
+
+
+def test_barcelona_s_council_is_the_same_built_in_or_from_its_file() -> None:
+    packaged = City.barcelona().council
+    assert packaged == Council(
+        "Ajuntament de Barcelona", "ca", "Districte {of_name}", "barcelona", PACKAGED_ROUTING
+    )
+    configured = City.from_config(CITIES / "barcelona.toml").council
+    assert configured.routing == CITIES / "../../lib/plaza/src/plaza/config/routing.toml"
+    assert (
+        configured.routing.read_bytes()
+        == (ROOT / "lib/plaza/src/plaza/config/routing.toml").read_bytes()
+    )
+    assert dataclasses.replace(configured, routing=PACKAGED_ROUTING) == packaged
+
+
+def test_the_council_of_the_settings_reads_no_geojson(tmp_path: Path) -> None:
+    """The notifier and the gateway's settings need the council alone: a city file whose GeoJSON
+    is elsewhere still names it."""
+    config = write_config(tmp_path, f'name = "Riba"\nlanguage = "ca"\n{DISTRICTS}')
+    assert Council.from_settings(city_config=config).agency == "Ajuntament de Riba"
+    assert Council.from_settings(city_config=None) == City.barcelona().council
+    with pytest.raises(SettingsError, match=r"PLAZA_CITY_CONFIG: .*city\.toml: language"):
+        Council.from_settings(
+            city_config=write_config(tmp_path, f'name = "R"\nlanguage = "x"\n{DISTRICTS}')
         )

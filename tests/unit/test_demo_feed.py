@@ -10,10 +10,13 @@ from collections import Counter
 import httpx
 import pytest
 from plaza.city import City
+from plaza.settings import SettingsError
 from plaza_classifier.classify import classify
-from plaza_cli.demo import STREETS, DemoPost, feed, posts
+from plaza_cli.demo import STREETS, DemoPost, feed, fits, posts, wanted
 from plaza_ingest.schemas import PostIn
 from plaza_router.dedupe import DuplicatePolicy, distance_m, similarity
+
+from tests.infra import ROOT
 
 AN_HOUR = 1200  # posts, at make run's default of one every 3 seconds
 DISTRICTS = {f"{n:02}" for n in range(1, 11)}
@@ -151,3 +154,25 @@ async def test_the_feed_posts_through_the_webhook_and_each_run_its_own_posts() -
     assert [p["post_id"] for p in first] == [f"1000-{n}" for n in range(50)]
     assert {p["platform"] for p in first} == {"demo"}
     assert not {p["text"] for p in first} & {p["text"] for p in second}
+
+
+def test_the_feed_is_off_by_default_in_a_city_of_a_file_and_refused_where_it_is_not(
+    city: City,
+) -> None:
+    """Its posts are Barcelona's: in Jun's own database they would be made-up requests, all in
+    triage with Catalan replies."""
+    jun = City.from_config(ROOT / "deploy" / "cities" / "jun.toml")
+    assert wanted(None, city, city_file=False)  # make run's Barcelona, as ever
+    assert not wanted(None, jun, city_file=True)
+    assert not wanted(False, city, city_file=False)
+    assert not wanted(False, jun, city_file=True)
+    barcelona_file = City.from_config(ROOT / "deploy" / "cities" / "barcelona.toml")
+    assert not wanted(None, barcelona_file, city_file=True)
+    assert wanted(True, barcelona_file, city_file=True)  # asked for, where its streets are
+    with pytest.raises(
+        SettingsError,
+        match=r"^PLAZA_DEMO: .*Barcelona's streets, which are not "
+        r"in Jun; unset PLAZA_DEMO",
+    ):
+        wanted(True, jun, city_file=True)
+    assert fits(city) and fits(barcelona_file) and not fits(jun)

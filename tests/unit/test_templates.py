@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from plaza.city import of_district
 from plaza.contracts import ReplyKind
-from plaza_notifier.templates import TemplateError, kind_name, render
+from plaza.settings import SettingsError, load
+from plaza_notifier.__main__ import NotifierSettings
+from plaza_notifier.templates import (
+    TemplateError,
+    compose,
+    kind_name,
+    load_templates,
+    render,
+    templates,
+)
+
+from tests.infra import ROOT
 
 ACK = ReplyKind.REPLY_KIND_ACKNOWLEDGED
 
@@ -105,8 +117,6 @@ def test_the_lifecycle_replies_mention_the_worker_the_photo_and_the_neighbours()
 
 
 def test_every_kind_has_every_language() -> None:
-    from plaza_notifier.templates import templates
-
     for kind, texts in templates().items():
         assert {"ca", "es", "en"} <= set(texts), kind
 
@@ -115,3 +125,52 @@ def test_chatter_is_thanked_without_a_request_number() -> None:
     for language in ("ca", "es", "en"):
         text, lang = render(ReplyKind.REPLY_KIND_NOT_ACTIONABLE, language, {})
         assert lang == language and "#" not in text and len(text) <= 280
+
+
+def test_a_post_in_another_language_is_answered_in_the_city_s() -> None:
+    params = {"service_request_id": "7", "district_name": "Casco Urbano"}
+    spanish = load_templates(language="es")
+    assert render(ACK, "fr", params, spanish) == (
+        "¡Recibido! Petición #7, distrito de Casco Urbano.",
+        "es",
+    )
+    assert render(ACK, "ca", params, spanish)[1] == "ca"  # a language Plaza speaks is kept
+    assert render(ACK, "fr", params, templates())[1] == "ca"  # Barcelona's, as ever
+    text, lang = compose(ACK, "de", params, platform="mastodon", table=spanish)
+    assert lang == "es" and text.startswith("¡Recibido!")
+
+
+def test_the_city_s_language_needs_a_template_for_every_reply(tmp_path: Path) -> None:
+    with pytest.raises(
+        TemplateError,
+        match=r"the city's language 'fr' .* no template for "
+        r"acknowledged, duplicate, .*not_actionable; add \[kind\] fr = ",
+    ):
+        load_templates(language="fr")
+    override = tmp_path / "fr.toml"
+    override.write_text(
+        "\n".join(f'[{kind}]\nfr = "Demande #{{service_request_id}}."' for kind in templates()),
+        encoding="utf-8",
+    )
+    french = load_templates(override, language="fr")
+    assert render(ACK, "fr", {"service_request_id": "3"}, french) == ("Demande #3.", "fr")
+    assert render(ACK, "it", {"service_request_id": "3"}, french) == ("Demande #3.", "fr")
+
+
+def test_the_notifier_answers_in_the_language_of_its_city_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("PLAZA_CITY_CONFIG", "PLAZA_REPLY_TEMPLATES"):
+        monkeypatch.delenv(name, raising=False)
+    assert load(NotifierSettings).templates().language == "ca"
+    monkeypatch.setenv("PLAZA_CITY_CONFIG", str(ROOT / "deploy" / "cities" / "jun.toml"))
+    assert load(NotifierSettings).templates().language == "es"
+    french = tmp_path / "city.toml"
+    french.write_text(
+        'name = "Lyon"\nlanguage = "fr"\n[districts]\ngeojson = "x.geojson"\n'
+        'name_property = "nom"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PLAZA_CITY_CONFIG", str(french))
+    with pytest.raises(SettingsError, match=r"the city's language 'fr' .*PLAZA_REPLY_TEMPLATES"):
+        load(NotifierSettings)

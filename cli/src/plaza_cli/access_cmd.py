@@ -127,7 +127,7 @@ def _queues(settings: AccessCliSettings) -> Queues:
     city = City.from_settings(
         city_config=settings.city_config, city_data_dir=settings.city_data_dir
     )
-    return manager_queues(city, RoutingTable.load(settings.routing_config))
+    return manager_queues(city, RoutingTable.load(settings.routing_config, city))
 
 
 def _actor() -> str:
@@ -318,9 +318,12 @@ def _save_private(path: Path, text: str) -> None:
         out.write(text + "\n")
 
 
-async def first_admin_key(sessions: async_sessionmaker[AsyncSession], home: Path) -> str:
+async def first_admin_key(
+    sessions: async_sessionmaker[AsyncSession], home: Path, queue: str = "06"
+) -> str:
     """On a first start (no keys, no users), an admin key, kept in PLAZA_HOME/admin_key.
-    Returns how to use it (with {port} to fill in)."""
+    Returns how to use it (with {port} to fill in) on the queue of district `queue`: one the
+    city has (embedded mode names its city's first; Barcelona's Gràcia otherwise)."""
     path = home / ADMIN_KEY_FILE
     async with sessions.begin() as session:
         keys = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
@@ -335,5 +338,5 @@ async def first_admin_key(sessions: async_sessionmaker[AsyncSession], home: Path
     return (
         created
         + f'Use it (every role\'s endpoints): curl -H "Authorization: Bearer $(cat {path})" '
-        "http://127.0.0.1:{port}/api/v1/districts/06/queue"
+        f"http://127.0.0.1:{{port}}/api/v1/districts/{queue}/queue"
     )

@@ -19,6 +19,7 @@ from functools import cache
 
 import httpx
 from plaza.city import City, names
+from plaza.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -813,6 +814,30 @@ def posts(seed: int | str) -> Iterator[DemoPost]:
         recent.append(problem)
         del recent[:-RECENT_PROBLEMS]
         yield post(author, problem.told(rng, lang, variant), lang, *point)
+
+
+def fits(city: City) -> bool:
+    """Whether the feed's posts are about `city`: every street of theirs in the district they
+    name. Barcelona, packaged or from its city file, is; any other city is not."""
+    for street in STREETS:
+        found = city.locate(street.lat, street.long)
+        if found is None or found.district is None or found.district.code != street.district_code:
+            return False
+    return True
+
+
+def wanted(asked: bool | None, city: City, *, city_file: bool) -> bool:
+    """Whether `make run` runs the feed: PLAZA_DEMO when set, else only without a city file (one
+    means a town's own database, which made-up posts would fill). Asked for in a city its
+    posts are not about, it is refused: they would all go to triage, with Catalan replies."""
+    if asked is None:
+        return not city_file
+    if asked and not fits(city):
+        raise SettingsError(
+            f"PLAZA_DEMO: the demo feed posts about Barcelona's streets, which are not in "
+            f"{city.name}; unset PLAZA_DEMO (or set it to false)"
+        )
+    return asked
 
 
 async def feed(

@@ -41,7 +41,6 @@ from plaza_notifier.channels import ReplyChannel
 from plaza_notifier.delivery import Deliverer
 from plaza_notifier.handler import GROUP as NOTIFIER
 from plaza_notifier.handler import PostReply
-from plaza_notifier.templates import load_templates
 from plaza_router.handler import GROUP as ROUTER
 from plaza_router.handler import RoutePost
 from plaza_router.settings import RouterSettings
@@ -59,7 +58,11 @@ log = logging.getLogger(__name__)
 class EmbeddedSettings(RouterSettings, AccessSettings, NotifierSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
     home: Path = Field(default=Path(".plaza"), description="PLAZA_HOME: data directory")
-    demo: bool = Field(default=True, description="PLAZA_DEMO: run the demo feed")
+    demo: bool | None = Field(
+        default=None,
+        description="PLAZA_DEMO: run the demo feed (Barcelona's posts); by default on, and off "
+        "with PLAZA_CITY_CONFIG",
+    )
     demo_interval: float = Field(default=3.0, gt=0, description="seconds between demo posts")
 
 
@@ -78,7 +81,7 @@ def build_workers(
     sessions: async_sessionmaker[AsyncSession],
     channels: Mapping[str, ReplyChannel] | None = None,
 ) -> list[Worker]:
-    templates = load_templates(settings.reply_templates)
+    templates = settings.templates()
     router = RoutePost.from_settings(sessions, city, settings)
     notifier = PostReply(sessions, channels, templates)
     classifier = ClassifyPost(city)
@@ -143,7 +146,6 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
     try:
         await upgrade(url)
         sessions = session_factory(engine)
-        admin_hint = await first_admin_key(sessions, settings.home)
         secret = (
             settings.jwt_secret.get_secret_value()
             if settings.jwt_secret
@@ -152,6 +154,9 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         city = City.from_settings(
             city_config=settings.city_config, city_data_dir=settings.city_data_dir
         )
+        first = next(iter(city.districts.values()))  # the queue the banner and hint show
+        admin_hint = await first_admin_key(sessions, settings.home, queue=first.code)
+        run_demo = demo.wanted(settings.demo, city, city_file=settings.city_config is not None)
         metrics.start_at_zero(
             districts=city.districts, counters=metrics.REQUEST_COUNTERS, consumers=CONSUMERS
         )
@@ -191,12 +196,12 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
                 ingest,
                 city,
                 sla=SlaPolicy.load(settings.sla_config),
-                routing=RoutingTable.load(settings.routing_config),
+                routing=RoutingTable.load(settings.routing_config, city),
                 access=settings.access(secret),
             )
             feed = (
                 asyncio.create_task(demo.feed(ingest, interval=settings.demo_interval))
-                if settings.demo
+                if run_demo
                 else None
             )
             server = http_server(gateway, settings.port)
@@ -210,7 +215,7 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
                 task.add_done_callback(stop_if_a_worker_dies)
             print(
                 f"Plaza is running: http://127.0.0.1:{settings.port}/docs "
-                f"(queue of Gràcia: /api/v1/districts/06/queue; Ctrl-C stops)",
+                f"(queue of {first.name}: /api/v1/districts/{first.code}/queue; Ctrl-C stops)",
                 flush=True,
             )
             print(admin_hint.format(port=settings.port), flush=True)

@@ -33,7 +33,7 @@ async def serve(settings: ApiSettings) -> None:
             ingest,
             city,
             sla=SlaPolicy.load(settings.sla_config),
-            routing=RoutingTable.load(settings.routing_config),
+            routing=RoutingTable.load(settings.routing_config, city),
             access=settings.access(settings.secret()),
             reads=reads,
         )

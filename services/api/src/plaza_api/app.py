@@ -37,7 +37,7 @@ def create_app(
     app.state.ingest = ingest
     app.state.city = city
     app.state.sla = sla or SlaPolicy.load()
-    app.state.routing = routing or RoutingTable.load()
+    app.state.routing = routing or RoutingTable.load(city=city)
     app.state.backlog = BacklogCollector(sessions)
     install_problem_handlers(app)
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as

@@ -350,10 +350,12 @@ async def discovery(request: Request, format: _FORMAT_PARAM) -> Response:
     # The configured address, not the Host header a client (or an attacker) sent, when known.
     public: str | None = request.app.state.public_url
     base = (public or str(request.base_url).rstrip("/")) + "/open311/v2"
+    city: City = request.app.state.city
+    administrators = f"the Plaza administrators of {city.council.agency}"  # the city, by name
     body = {
         "changeset": CHANGESET,
-        "contact": "The city's Plaza administrators",
-        "key_service": "Ask the city's Plaza administrators for an API key (role civic_developer)",
+        "contact": administrators[0].upper() + administrators[1:],
+        "key_service": f"Ask {administrators} for an API key (role civic_developer)",
         "endpoints": [
             {
                 "specification": SPEC_URL,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Self
 
+from plaza.city import Council
 from plaza.settings import PlazaSettings
 from pydantic import Field, SecretStr, model_validator
 
@@ -31,7 +32,13 @@ class AccessSettings(PlazaSettings):
         default=120, ge=0, description="Per address, for calls without credentials; 0 = no limit"
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    jurisdiction_id: str = Field(default="barcelona", min_length=1, max_length=64)
+    jurisdiction_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="PLAZA_JURISDICTION_ID: Open311's jurisdiction_id; by default the city "
+        "file's (its `jurisdiction_id`, else its name as a slug), barcelona without one",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
@@ -55,7 +62,8 @@ class AccessSettings(PlazaSettings):
                 anonymous_per_minute=self.anonymous_rate_limit_per_minute,
                 max_body_bytes=self.max_body_bytes,
             ),
-            jurisdiction_id=self.jurisdiction_id,
+            jurisdiction_id=self.jurisdiction_id
+            or Council.from_settings(city_config=self.city_config).jurisdiction_id,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
         )
 

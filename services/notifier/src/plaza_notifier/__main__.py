@@ -10,10 +10,11 @@ from typing import Self
 import httpx
 from plaza import metrics
 from plaza.bus import bus_from_settings
+from plaza.city import Council
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
 from plaza.service import configure_logging, on_stop_signals, run, serve_metrics, started
-from plaza.settings import load
+from plaza.settings import SettingsError, load
 from plaza.social import SocialSettings
 from plaza.worker import Worker
 from pydantic import Field, model_validator
@@ -25,7 +26,7 @@ from plaza_notifier.delivery import Deliverer, DeliveryPolicy
 from plaza_notifier.handler import GROUP, PostReply
 from plaza_notifier.mastodon import MastodonChannel
 from plaza_notifier.photos import PhotoFetcher
-from plaza_notifier.templates import TemplateError, load_templates
+from plaza_notifier.templates import TemplateError, Templates, load_templates
 from plaza_notifier.x import XChannel
 
 log = logging.getLogger("plaza_notifier")
@@ -68,12 +69,17 @@ class NotifierSettings(SocialSettings):
 
     @model_validator(mode="after")
     def _check_templates(self) -> Self:
-        if self.reply_templates is not None:
-            try:
-                load_templates(self.reply_templates)
-            except TemplateError as exc:
-                raise ValueError(str(exc)) from None
+        try:
+            self.templates()
+        except (TemplateError, SettingsError) as exc:
+            raise ValueError(str(exc)) from None
         return self
+
+    def templates(self) -> Templates:
+        """The reply templates, answering posts in other languages in the city's language
+        (PLAZA_CITY_CONFIG's `language`; Barcelona's Catalan without one)."""
+        language = Council.from_settings(city_config=self.city_config).language
+        return load_templates(self.reply_templates, language)
 
     @model_validator(mode="after")
     def _check_x_user_token(self) -> Self:
@@ -123,7 +129,7 @@ async def serve(settings: NotifierSettings) -> None:
     bus = bus_from_settings(settings)
     async with httpx.AsyncClient(timeout=15.0) as http:
         channels = build_channels(settings, http, photo_fetcher(settings))
-        handler = PostReply(sessions, channels, load_templates(settings.reply_templates))
+        handler = PostReply(sessions, channels, settings.templates())
         worker = Worker.in_batches(
             bus,
             group=GROUP,

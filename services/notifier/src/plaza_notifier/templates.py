@@ -1,11 +1,13 @@
 """Reply templates in Catalan, Spanish and English (templates.toml, or a file given by
 PLAZA_REPLY_TEMPLATES that overrides any of them), rendered for one reply and fitted to the
-platform's length limit."""
+platform's length limit. A post in another language is answered in the city's (its council's
+language: Barcelona's Catalan, Jun's Spanish)."""
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -18,37 +20,63 @@ from plaza.contracts import ReplyKind
 from plaza_notifier.length import LIMITS, shorten
 
 LANGUAGES = ("ca", "es", "en")
-DEFAULT_LANGUAGE = "ca"  # Barcelona's own language, for posts in any other
+DEFAULT_LANGUAGE = "ca"  # Barcelona's own language: the fallback of a table that names none
 CITY_TIME = ZoneInfo("Europe/Madrid")
-
-Templates = Mapping[str, Mapping[str, str]]
 
 
 class TemplateError(LookupError):
     """No template for a reply: its kind is not supported yet or a parameter is missing."""
 
 
+@dataclass(frozen=True, slots=True)
+class Templates(Mapping[str, Mapping[str, str]]):
+    """Reply kind -> template key ("es", "es_no_district", ...) -> text, and `language`, the one
+    a post in a language without templates is answered in."""
+
+    by_kind: Mapping[str, Mapping[str, str]]
+    language: str = DEFAULT_LANGUAGE
+
+    def __getitem__(self, kind: str) -> Mapping[str, str]:
+        return self.by_kind[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_kind)
+
+    def __len__(self) -> int:
+        return len(self.by_kind)
+
+
 @cache
 def templates() -> Templates:
     """The packaged templates."""
     text = resources.files("plaza_notifier").joinpath("templates.toml").read_text("utf-8")
-    return tomllib.loads(text)
+    return Templates(tomllib.loads(text))
 
 
-def load_templates(override: Path | None = None) -> Templates:
-    """The packaged templates, with every entry of `override` (same format) replacing its own."""
-    if override is None:
-        return templates()
-    try:
-        extra = tomllib.loads(override.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TemplateError(f"PLAZA_REPLY_TEMPLATES={override}: {exc}") from exc
+def load_templates(override: Path | None = None, language: str = DEFAULT_LANGUAGE) -> Templates:
+    """The packaged templates, with every entry of `override` (same format) replacing its own;
+    `language` (the city's) answers posts in other languages, so every kind needs a template
+    in it."""
     merged = {kind: dict(texts) for kind, texts in templates().items()}
-    for kind, texts in extra.items():
-        if not isinstance(texts, dict) or not all(isinstance(t, str) for t in texts.values()):
-            raise TemplateError(f"PLAZA_REPLY_TEMPLATES={override}: [{kind}] must map keys to text")
-        merged.setdefault(kind, {}).update(texts)
-    return merged
+    source = "the packaged templates"
+    if override is not None:
+        source = f"PLAZA_REPLY_TEMPLATES={override}"
+        try:
+            extra = tomllib.loads(override.read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise TemplateError(f"{source}: {exc}") from exc
+        for kind, texts in extra.items():
+            if not isinstance(texts, dict) or not all(isinstance(t, str) for t in texts.values()):
+                raise TemplateError(f"{source}: [{kind}] must map keys to text")
+            merged.setdefault(kind, {}).update(texts)
+    missing = [kind for kind, texts in merged.items() if language not in texts]
+    if missing:
+        raise TemplateError(
+            f"{source}: the city's language {language!r} (its replies to posts in other "
+            f"languages) has no template for {', '.join(missing)}; add [kind] {language} = "
+            '"..." entries with PLAZA_REPLY_TEMPLATES'
+        )
+    return Templates(merged, language)
 
 
 _KIND_NAMES: dict[int, str] = {
@@ -81,11 +109,13 @@ def render(
     kind: ReplyKind.ValueType,
     language: str,
     params: Mapping[str, str],
-    table: Templates | None = None,
+    table: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[str, str]:
-    """The reply text and the language it is in (falls back to Catalan)."""
-    lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
-    by_language = (table or templates()).get(kind_name(kind), {})
+    """The reply text and the language it is in: the post's, else the table's (the city's)."""
+    table = table or templates()
+    fallback = table.language if isinstance(table, Templates) else DEFAULT_LANGUAGE
+    lang = language if language in (*LANGUAGES, fallback) else fallback
+    by_language = table.get(kind_name(kind), {})
     district = params.get("district_name")
     variants = [lang] if district else [f"{lang}_no_district", lang]
     if not district and params.get("team"):
@@ -117,7 +147,7 @@ def compose(
     platform: str,
     mention: str = "",
     photo_attached: bool = False,
-    table: Templates | None = None,
+    table: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[str, str]:
     """The reply as posted on `platform`: after `mention` (the citizen's handle, where the
     platform needs it to notify them), within the platform's length limit. A long note is

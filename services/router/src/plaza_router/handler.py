@@ -92,7 +92,7 @@ class RoutePost:
             sessions,
             city,
             sla=SlaPolicy.load(settings.sla_config),
-            routing=RoutingTable.load(settings.routing_config),
+            routing=RoutingTable.load(settings.routing_config, city),
             duplicates=DuplicatePolicy(
                 radius_m=settings.duplicate_radius_m,
                 window=timedelta(hours=settings.duplicate_window_hours),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ __all__ = [
     "Barri",
     "BoundingBox",
     "City",
+    "Council",
     "District",
     "Location",
     "PlaceNames",
@@ -28,6 +30,8 @@ __all__ = [
     "fold",
     "of_district",
 ]
+
+log = logging.getLogger(__name__)
 
 BBOX_MARGIN_DEG = 0.005
 """Without polygons, how far outside the city's bounding box a point may fall (about 500 m)."""
@@ -74,6 +78,93 @@ class BoundingBox:
     def metres(self) -> Metres:
         """The projection to metres that is accurate inside this box."""
         return Metres.at((self.min_lat + self.max_lat) / 2)
+
+
+_AGENCIES = {
+    "ca": "Ajuntament de {city}",
+    "es": "Ayuntamiento de {city}",
+    "en": "{city} City Council",
+}
+_DISTRICT_TEAMS = {"ca": "Districte {of_name}", "es": "Distrito {of_name}", "en": "{name} District"}
+PACKAGED_ROUTING: Literal["packaged"] = "packaged"
+"""Council.routing for Barcelona's own rules, plaza/config/routing.toml."""
+
+
+@dataclass(frozen=True, slots=True)
+class Council:
+    """The city's public voice: the names Open311 publishes and replies use, whatever the city.
+
+    `agency` is the council's name (the agency responsible for a request no district holds);
+    `district_team` names a district's team, `{name}` being the district's name and `{of_name}`
+    that name after the preposition of `language` ("Districte {of_name}": "Districte d'Horta");
+    `language` is what replies fall back to for a post in a language Plaza has no replies in;
+    `jurisdiction_id` is Open311's. `routing` is the city's own routing file, PACKAGED_ROUTING
+    for Barcelona's, or None: no rules, every request to its district's team."""
+
+    agency: str
+    language: str
+    district_team: str
+    jurisdiction_id: str
+    routing: Path | Literal["packaged"] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        city: str,
+        language: str = "en",
+        *,
+        agency: str | None = None,
+        district_team: str | None = None,
+        jurisdiction_id: str | None = None,
+        routing: Path | Literal["packaged"] | None = None,
+    ) -> Council:
+        """A city's council; what is not given follows from the city's name and language
+        ("Ayuntamiento de Jun", "Distrito {of_name}", "jun"). ValueError for a district_team
+        with another placeholder than {name} and {of_name}."""
+        council = cls(
+            agency=agency or _AGENCIES.get(language, "{city}").format(city=city),
+            language=language,
+            district_team=district_team or _DISTRICT_TEAMS.get(language, "{name}"),
+            jurisdiction_id=jurisdiction_id or slug(city),
+            routing=routing,
+        )
+        try:
+            council.team_of("Centre")
+        except (KeyError, IndexError, AttributeError, ValueError) as e:
+            raise ValueError(
+                f"district_team {council.district_team!r} may hold {{name}} and {{of_name}} "
+                f"only ({type(e).__name__}: {e})"
+            ) from None
+        return council
+
+    @classmethod
+    def barcelona(cls) -> Council:
+        return cls.of("Barcelona", "ca", routing=PACKAGED_ROUTING)
+
+    @classmethod
+    def from_settings(cls, *, city_config: Path | None) -> Council:
+        """The council of the city Plaza serves, read from PLAZA_CITY_CONFIG's own keys (its
+        GeoJSON is not read: the notifier and the gateway's settings need only this), else
+        Barcelona's. A file that cannot be used stops start-up, naming the variable."""
+        if city_config is None:
+            return cls.barcelona()
+        from plaza.city.config import load_council
+
+        try:
+            return load_council(city_config)
+        except ValueError as e:
+            raise SettingsError(f"PLAZA_CITY_CONFIG: {e}") from e
+
+    def team_of(self, district_name: str) -> str:
+        """The team of a district, as `district_team` names it."""
+        return self.district_team.format(
+            name=district_name, of_name=of_district(self.language, district_name)
+        )
+
+
+def slug(name: str) -> str:
+    """A name as an identifier: "L'Hospitalet de Llobregat" -> "l-hospitalet-de-llobregat"."""
+    return "-".join(fold(name).lower().split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +308,13 @@ class City:
         place_names: PlaceNames | None = None,
         barri_polygons: Polygons | None = None,
         district_polygons: Polygons | None = None,
+        council: Council | None = None,
     ) -> None:
         """A city may have no barris; then a point is placed by its district's polygon. Polygons,
-        when given, must cover exactly the city's barris (or districts)."""
+        when given, must cover exactly the city's barris (or districts). Without a council, the
+        city's is named in English after the city (Council.of)."""
         self.name = name
+        self.council = council or Council.of(name)
         self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
         self.barris: Mapping[str, Barri] = MappingProxyType({b.code: b for b in barris})
         self.bbox = bbox
@@ -350,6 +444,7 @@ class City:
             bbox,
             place_names=barcelona_place_names(),
             barri_polygons=polygons,
+            council=Council.barcelona(),
         )
 
     @classmethod
@@ -368,11 +463,27 @@ class City:
         A file that cannot be used stops start-up with a SettingsError naming the variable."""
         try:
             if city_config is not None:
-                return cls.from_config(city_config)
-            return cls.barcelona(city_data_dir)
+                city = cls.from_config(city_config)
+            else:
+                city = cls.barcelona(city_data_dir)
         except ValueError as e:
             variable = "PLAZA_CITY_CONFIG" if city_config is not None else "PLAZA_CITY_DATA_DIR"
             raise SettingsError(f"{variable}: {e}") from e
+        # Where the city is, in words: a GeoJSON written (lat, lon) instead of (lon, lat) shows
+        # here as a city in the wrong place, before every post goes to triage.
+        box = city.bbox
+        log.info(
+            "%s: %d districts, %d barris, %.6f..%.6f N, %.6f..%.6f E (%s)",
+            city.name,
+            len(city.districts),
+            len(city.barris),
+            box.min_lat,
+            box.max_lat,
+            box.min_lon,
+            box.max_lon,
+            city_config or "packaged",
+        )
+        return city
 
     def _location(
         self, place: Place, source: Literal["geo", "text"], confidence: float

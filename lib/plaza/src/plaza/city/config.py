@@ -15,6 +15,16 @@ A minimal file (deploy/cities/madrid.toml is a full example)::
     name_property = "NOMBRE"
     district_property = "CODDIS"           # holds the district's code
 
+Top-level keys say how the city's council is named in public (plaza.city.Council; each has a
+default from `name` and `language`)::
+
+    language = "es"                        # replies to posts in other languages; default "en"
+    agency = "Ayuntamiento de Jun"         # the agency of a request no district holds yet
+    district_team = "Distrito {of_name}"   # a district's team; {name}, {of_name} ("de Jun")
+    jurisdiction_id = "jun"                # Open311's; default: the name as a slug
+    routing = "jun-routing.toml"           # the city's routing rules; without it, none
+    town_hall = { lat = 37.2206, lon = -3.5946 }  # a point in the city, checked at start
+
 Each layer may also have `code_width` (numeric codes are zero-padded to it, default 2),
 `names` (code -> the name to show, where the GeoJSON's is wrong or unaccented), `aliases`
 (code -> other names people write: short forms, other languages, landmarks) and `ambiguous`
@@ -30,19 +40,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import shapely.errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
 
 from plaza.city import (
     Barri,
     BoundingBox,
     City,
+    Council,
     District,
     PlaceNames,
     barcelona_place_names,
 )
 from plaza.city.geo import Metres, Polygons, bounds, centre, read_features
 
-__all__ = ["load_city_config"]
+__all__ = ["load_city_config", "load_council"]
 
 
 class _Layer(BaseModel):
@@ -66,6 +81,13 @@ class _Barris(_Layer):
     district_property: str = Field(min_length=1)
 
 
+class _Point(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
 class _CityFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,14 +96,26 @@ class _CityFile(BaseModel):
     barris: _Barris | None = None
     not_places: list[str] = Field(default_factory=list)
     packaged_names: Literal["barcelona"] | None = None
+    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    agency: str | None = Field(default=None, min_length=1)
+    district_team: str | None = Field(default=None, min_length=1)
+    jurisdiction_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    routing: Path | None = None
+    town_hall: _Point | None = None
 
 
 _PACKAGED_NAMES = {"barcelona": barcelona_place_names}
 
 
+def load_council(path: Path) -> Council:
+    """The council a city file names (its top-level keys), without reading its GeoJSON."""
+    return _council(path, _read(path))
+
+
 def load_city_config(path: Path) -> City:
     """The City a TOML city file describes. A mistake raises ValueError naming the file and key."""
     config = _read(path)
+    council = _council(path, config)
     base = path.resolve().parent
     districts_path = base / config.districts.geojson
     district_features = read_features(districts_path)
@@ -93,6 +127,7 @@ def load_city_config(path: Path) -> City:
     ]
     min_lat, min_lon, max_lat, max_lon = bounds([g for _, g in district_shapes.values()])
     bbox = BoundingBox(min_lat, min_lon, max_lat, max_lon)
+    _check_degrees(districts_path, bbox)
     metres = bbox.metres()
 
     barris: list[Barri] = []
@@ -120,7 +155,7 @@ def load_city_config(path: Path) -> City:
             )
         barri_polygons = _polygons(barris_path, barri_shapes, metres)
 
-    return City(
+    city = City(
         config.name,
         districts,
         barris,
@@ -128,7 +163,64 @@ def load_city_config(path: Path) -> City:
         place_names=_place_names(config),
         barri_polygons=barri_polygons,
         district_polygons=district_polygons,
+        council=council,
     )
+    if config.town_hall is not None:
+        _check_town_hall(path, districts_path, city, config.town_hall)
+    return city
+
+
+def _council(path: Path, config: _CityFile) -> Council:
+    routing = None
+    if config.routing is not None:
+        routing = path.resolve().parent / config.routing
+        if not routing.is_file():
+            raise ValueError(f"{path}: routing: {routing} is not a file")
+    try:
+        return Council.of(
+            config.name,
+            config.language,
+            agency=config.agency,
+            district_team=config.district_team,
+            jurisdiction_id=config.jurisdiction_id,
+            routing=routing,
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+_SWAPPED = "GeoJSON puts longitude first, [lon, lat]; the file looks written [lat, lon]"
+
+
+def _check_degrees(path: Path, bbox: BoundingBox) -> None:
+    """Coordinates must be degrees (GeoJSON is WGS84): a latitude beyond ±90 is a file written
+    [lat, lon], or one in metres (a UTM export), which would place no post at all."""
+    lat = max(abs(bbox.min_lat), abs(bbox.max_lat))
+    lon = max(abs(bbox.min_lon), abs(bbox.max_lon))
+    if lat <= 90 and lon <= 180:
+        return
+    span = f"latitudes {bbox.min_lat}..{bbox.max_lat}, longitudes {bbox.min_lon}..{bbox.max_lon}"
+    if lat <= 180 and lon <= 90:
+        raise ValueError(f"{path}: {span}: {_SWAPPED}")
+    raise ValueError(
+        f"{path}: {span} are not degrees: GeoJSON is WGS84 [lon, lat] (reproject the file to "
+        "EPSG:4326, e.g. ogr2ogr -t_srs EPSG:4326)"
+    )
+
+
+def _check_town_hall(path: Path, districts_path: Path, city: City, point: _Point) -> None:
+    """The town hall must fall in a district: a swapped file that stays within ±90 (Jun at
+    37 N, 3 W becomes a place at 3 S, 37 E) is caught here, not by every post in triage."""
+    if city.locate(point.lat, point.lon) is not None:
+        return
+    box = city.bbox
+    where = (
+        f"{path}: town_hall ({point.lat}, {point.lon}) is in no district of {districts_path.name} "
+        f"(its districts span {box.min_lat}..{box.max_lat} N, {box.min_lon}..{box.max_lon} E)"
+    )
+    if city.locate(point.lon, point.lat) is not None:
+        raise ValueError(f"{where}: {_SWAPPED}")
+    raise ValueError(f"{where}: is town_hall [lat, lon] and the GeoJSON the city's?")
 
 
 def _read(path: Path) -> _CityFile:
@@ -152,7 +244,8 @@ Feature = tuple[Mapping[str, object], Mapping[str, object]]
 
 
 def _shapes(path: Path, layer: _Layer, features: Sequence[Feature]) -> dict[str, Feature]:
-    """Features by code: the code property's value, or the feature's position (from 1)."""
+    """Features by code: the code property's value, or the feature's position (from 1). Each
+    geometry must be a valid (Multi)Polygon: an area Plaza can place a point in."""
     by_code: dict[str, Feature] = {}
     for number, (props, geometry) in enumerate(features, start=1):
         code = (
@@ -162,8 +255,25 @@ def _shapes(path: Path, layer: _Layer, features: Sequence[Feature]) -> dict[str,
         )
         if code in by_code:
             raise ValueError(f"{path}: two features have the code {code!r}")
+        _check_area(path, number, code, props.get(layer.name_property), geometry)
         by_code[code] = (props, geometry)
     return by_code
+
+
+def _check_area(
+    path: Path, number: int, code: str, name: object, geometry: Mapping[str, object]
+) -> None:
+    feature = f"{path}: feature #{number} ({code}{f' {name}' if name else ''})"
+    try:
+        area: BaseGeometry = shape(geometry)
+    except (TypeError, ValueError, AttributeError, KeyError, shapely.errors.ShapelyError) as e:
+        raise ValueError(f"{feature}: malformed geometry: {e}") from None
+    if area.geom_type not in ("Polygon", "MultiPolygon"):
+        raise ValueError(f"{feature}: a {area.geom_type}, not a Polygon or MultiPolygon")
+    if area.is_empty:
+        raise ValueError(f"{feature}: an empty {area.geom_type}")
+    if not area.is_valid:
+        raise ValueError(f"{feature}: not a valid {area.geom_type}: {explain_validity(area)}")
 
 
 def _property(path: Path, key: str, code: str, props: Mapping[str, object]) -> object:
