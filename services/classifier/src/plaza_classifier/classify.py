@@ -15,14 +15,23 @@ The combination rule, its settings chosen on the validation split (MODEL_CARD.md
   than `no_service_below`, the post is "other": nobody knows what it is about. Catalan posts have
   their own settings ("lexicon_weight.ca"): the model learnt from Spanish (Madrid) and English
   (Bengaluru) reports, so on Catalan the lexicon deserves more weight.
-- actionable: a complaint cue (request, broken, danger) makes a post actionable; a chatter cue
-  (thanks, praise, politics) without one makes it not actionable. Otherwise it is actionable
-  when the model's probability reaches `actionable_at` or the lexicon names a service.
+- actionable: danger (an urgency cue) always is: a manager must see it. Otherwise the cues are
+  evidence added to the model's log-odds that the post is a request: + `complaint_weight` for a
+  complaint cue (request, broken), + `service_cue_weight` when the lexicon names a service,
+  - `chatter_weight` for a chatter cue (thanks, praise, jokes, politics) of the post's own
+  language; the post is actionable when the result reaches the log-odds of `actionable_at`. A
+  cue only moves the model's estimate: "Hola, gracias. Hay un bache enorme" is not dropped for
+  its "gracias" when the rest of it is plainly a request. The weights are chosen on validation
+  against the model alone (weights 0), which the grid includes.
+- a post with nothing readable (emoji, punctuation, only links and @mentions, a script the model
+  never learnt) is "other" and not actionable: nobody can tell what it asks, and the model's
+  intercept alone would open a request for it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -32,6 +41,7 @@ from plaza.city import City, Location, fold
 from plaza.taxonomy import OTHER, load_taxonomy
 
 from plaza_classifier import keywords
+from plaza_classifier.features import readable_part
 from plaza_classifier.language import detect_language
 from plaza_classifier.lexicon import Lexicon
 from plaza_classifier.model import Prediction, ServiceModel
@@ -55,34 +65,44 @@ class Classification:
     model_version: str
 
 
-# Patterns of every language apply to every post: tweets mix languages and detection of short
-# ones is unreliable. Every service pattern and every cue pattern goes into one Lexicon, which
-# finds all of them in one pass over the post's words (see lexicon.py).
+# Service and complaint patterns of every language apply to every post: tweets mix languages
+# and detection of short ones is unreliable, and a stem like "contenidor" means one thing in any
+# of them. Chatter cues are short everyday words that mean something else in another language
+# (English "mayor" is Spanish "older" and "calle Mayor"): they count only in the language they
+# belong to, or in any when the post's language is unknown. Every pattern goes into one Lexicon,
+# which finds all of them in one pass over the post's words (see lexicon.py).
 _CUES: Final = ("urgent", "traffic_light", "broken", "request", "chatter")
+_ANY_LANGUAGE: Final[frozenset[str]] = frozenset()
 
 
-def _entries() -> list[tuple[str, str, float]]:
-    """(pattern, what it is a cue for: a service code or one of _CUES, weight)."""
-    entries: list[tuple[str, str, float]] = []
+def _entries() -> list[tuple[str, str, float, frozenset[str]]]:
+    """(pattern, what it is a cue for: a service code or one of _CUES, weight, the languages it
+    counts in: empty for all)."""
+    entries: list[tuple[str, str, float, frozenset[str]]] = []
     for code, by_language in keywords.SERVICE_KEYWORDS.items():
         for p in dict.fromkeys(p for patterns in by_language.values() for p in patterns):
-            entries.append((p, code, 0.5 if p in keywords.WEAK else 1.0))
+            entries.append((p, code, 0.5 if p in keywords.WEAK else 1.0, _ANY_LANGUAGE))
     tables = {
         "urgent": keywords.URGENT,
         "broken": keywords.BROKEN,
         "request": keywords.REQUEST,
-        "chatter": keywords.CHATTER,
     }
     for cue, table in tables.items():
         for p in dict.fromkeys(p for patterns in table.values() for p in patterns):
-            entries.append((p, cue, 1.0))
-    entries.append((keywords.TRAFFIC_LIGHT, "traffic_light", 1.0))
+            entries.append((p, cue, 1.0, _ANY_LANGUAGE))
+    chatter: dict[str, set[str]] = {}
+    for language, patterns in keywords.CHATTER.items():
+        for p in patterns:
+            chatter.setdefault(p, set()).add(language)
+    entries.extend((p, "chatter", 1.0, frozenset(languages)) for p, languages in chatter.items())
+    entries.append((keywords.TRAFFIC_LIGHT, "traffic_light", 1.0, _ANY_LANGUAGE))
     return entries
 
 
 _ENTRIES: Final = _entries()
-_LEXICON: Final = Lexicon([pattern for pattern, _, _ in _ENTRIES])
+_LEXICON: Final = Lexicon([pattern for pattern, _, _, _ in _ENTRIES])
 _SERVICE_CODES: Final = tuple(keywords.SERVICE_KEYWORDS)
+_READABLE: Final = re.compile(r"[a-z]{2}")  # two Latin letters in a row, in folded text
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,7 @@ class Signals:
     chatter: bool
     prediction: Prediction | None
     language: str = "other"
+    readable: bool = True  # some Latin words, beyond links, @mentions, emoji and punctuation
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +131,16 @@ class PostInput:
 
 
 def _signals(text: str, folded: str, prediction: Prediction | None, language_hint: str) -> Signals:
+    """The signals of a post: `text` as written (for its language), `folded` its readable_part
+    folded and lowered."""
     scores = dict.fromkeys(_SERVICE_CODES, 0.0)
     cues: set[str] = set()
+    language = detect_language(text, language_hint)
     for number in _LEXICON.matches(folded):
-        _, what, weight = _ENTRIES[number]
+        _, what, weight, languages = _ENTRIES[number]
         if what in scores:
             scores[what] += weight
-        else:
+        elif not languages or language in languages or language == "other":
             cues.add(what)
     urgent = "urgent" in cues or {"traffic_light", "broken"} <= cues
     return Signals(
@@ -125,7 +149,8 @@ def _signals(text: str, folded: str, prediction: Prediction | None, language_hin
         complaint=urgent or bool(cues & {"request", "broken"}),
         chatter="chatter" in cues,
         prediction=prediction,
-        language=detect_language(text, language_hint),
+        language=language,
+        readable=_READABLE.search(folded) is not None,
     )
 
 
@@ -138,10 +163,11 @@ class Classifier:
         self._settings: Mapping[str, float] = model.settings if model is not None else {}
 
     def signals(self, text: str, language_hint: str = "") -> Signals:
-        return self._signals_of(text, fold(text, keep_case=True), language_hint)
+        return self._signals_of(text, fold(readable_part(text), keep_case=True), language_hint)
 
     def _signals_of(self, text: str, cased: str, language_hint: str) -> Signals:
-        """signals() of a text already folded with its case kept (the model reads it lowered)."""
+        """signals() of a text whose readable_part is already folded with its case kept (the
+        model reads it lowered)."""
         folded = cased.lower()
         prediction = self.model.predict(folded) if self.model is not None else None
         return _signals(text, folded, prediction, language_hint)
@@ -159,26 +185,28 @@ class Classifier:
     ) -> Classification:
         """Classifies one post. A valid service_code_hint (the citizen chose it) wins; a point
         inside the city beats a place its address names (an Open311 address_string), which
-        beats a place named in the text."""
-        cased = fold(text, keep_case=True)  # once, for the model and the place names
+        beats a place named in the text. A point that is not a pair of finite numbers (NaN,
+        infinity) counts as no point."""
+        cased = fold(readable_part(text), keep_case=True)  # once, for the model and the places
         signals = self._signals_of(text, cased, language_hint)
-        located = city.locate(lat, lon) if lat is not None and lon is not None else None
+        point = _point(lat, lon)
+        located = city.locate(*point) if point is not None else None
         return self._decide(signals, cased, city, located, service_code_hint, address)
 
     def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
         """classify() of many posts, with the same answers: the model scores them all in one
         matrix product, which saves the per-post cost of numpy's calls, and their points are
         looked up in the city's polygons together (`plaza classify`, the service's batches)."""
-        cased = [fold(post.text, keep_case=True) for post in posts]
+        cased = [fold(readable_part(post.text), keep_case=True) for post in posts]
         folded = [text.lower() for text in cased]
         if self.model is not None:
             predictions: Sequence[Prediction | None] = self.model.predict_batch(folded)
         else:
             predictions = [None] * len(posts)
         geotagged = [
-            (i, (post.lat, post.lon))
+            (i, point)
             for i, post in enumerate(posts)
-            if post.lat is not None and post.lon is not None
+            if (point := _point(post.lat, post.lon)) is not None
         ]
         located: list[Location | None] = [None] * len(posts)
         found = city.locate_many([point for _, point in geotagged])
@@ -235,6 +263,8 @@ class Classifier:
         """The service code and its confidence by the combination rule (module docstring)."""
         scores = signals.lexicon_scores
         prediction = signals.prediction
+        if not signals.readable:
+            return OTHER, 0.0
         if prediction is None:
             return _lexicon_best(scores)
         probabilities = prediction.probabilities
@@ -259,15 +289,44 @@ class Classifier:
         signals: Signals, settings: Mapping[str, float], *, cue_only: bool = False
     ) -> bool:
         """Whether the post is a request, by the combination rule (module docstring); cue_only
-        is the lexicon's rule alone, kept to measure what the model adds."""
-        cued = any(score > 0 for score in signals.lexicon_scores.values())
-        if signals.complaint:
-            return True
-        if signals.chatter:
+        is the lexicon's rule alone, kept to measure what the model adds: a complaint or a named
+        service (a chatter cue cannot tell "gracias, hay un bache" from "gracias por arreglar
+        el bache", and a request dropped costs more than one a manager closes)."""
+        if not signals.readable:
             return False
+        if signals.urgent:
+            return True
+        cued = any(score > 0 for score in signals.lexicon_scores.values())
         if signals.prediction is None or cue_only:
-            return cued
-        return signals.prediction.actionable >= settings["actionable_at"] or cued
+            return signals.complaint or cued
+        return evidence(signals, settings) >= _logit(settings["actionable_at"])
+
+
+def evidence(signals: Signals, settings: Mapping[str, float]) -> float:
+    """The log-odds that a post is a request: the model's, moved by the cues' weights (module
+    docstring). A post without a model prediction has even odds before its cues."""
+    prediction = signals.prediction
+    odds = 0.0 if prediction is None else _logit(prediction.actionable)
+    if signals.complaint:
+        odds += settings.get("complaint_weight", 0.0)
+    if any(score > 0 for score in signals.lexicon_scores.values()):
+        odds += settings.get("service_cue_weight", 0.0)
+    if signals.chatter:
+        odds -= settings.get("chatter_weight", 0.0)
+    return odds
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def _point(lat: float | None, lon: float | None) -> tuple[float, float] | None:
+    """(lat, lon) when both are given and finite, else None: a NaN lies in no polygon, and the
+    polygon lookup raises on it."""
+    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
+        return None
+    return lat, lon
 
 
 def _setting(settings: Mapping[str, float], name: str, language: str) -> float:

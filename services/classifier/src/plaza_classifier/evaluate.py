@@ -1,8 +1,9 @@
 """Measures the committed service model on the held-out test splits: `make eval`.
 
 Prints per-class precision, recall and F1, the Madrid macro-F1 and confusion matrix, the
-Bengaluru accuracy, the actionable F1, language sanity figures and throughput of the full
-classify() path, and writes them into model/MODEL_CARD.md.
+Bengaluru accuracy, the actionable precision and recall per set beside "always actionable",
+language sanity figures, Madrid's district from coordinates and from text, and throughput of the
+full classify() path, and writes them into model/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +39,7 @@ from plaza_classifier.train import (
     MODEL_ONLY,
     NOT_ACTIONABLE,
     Posts,
+    balanced_f1,
     binary_f1,
     load_corpus,
     macro_f1,
@@ -146,6 +149,39 @@ def district_agreement(data: Path, city_file: Path) -> tuple[int, int]:
     return agree, placed
 
 
+def text_placement(data: Path, city_file: Path, field: str) -> tuple[int, int, int]:
+    """(reports, placed, placed in Madrid's district) when the held-out months' reports are
+    placed by their text `field` alone ("address": a street and number; "description"), against
+    the district Madrid computed from their point. The only labelled check of placing by text
+    here: Madrid's city file names districts and landmarks, not streets."""
+    city = City.from_config(city_file)
+    reports = placed = agree = 0
+    with gzip.open(data / "madrid" / "avisos_2021-2023.csv.gz", "rt", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["requested_datetime"][:7] not in MADRID_TEST or not row["district_from_latlon"]:
+                continue
+            reports += 1
+            found = city.find_in_text(row[field])
+            if found is None or found.district is None:
+                continue
+            placed += 1
+            agree += fold(found.district.name) == fold(row["district_from_latlon"])
+    return reports, placed, agree
+
+
+def actionable_figures(truth: Sequence[bool], decided: Sequence[bool]) -> str:
+    """Precision, recall, F1 and, with non-requests present, their false-alarm rate and the
+    balanced F1 (train.balanced_f1), as one row of the actionable table."""
+    t = np.asarray(truth, dtype=bool)
+    p = np.asarray(decided, dtype=bool)
+    precision = float(np.mean(t[p])) if p.any() else 0.0
+    recall = float(np.mean(p[t])) if t.any() else 0.0
+    row = f"{precision:>9.3f} {recall:>7.3f} {binary_f1(truth, decided):>7.4f}"
+    if t.all():
+        return row + f" {'-':>7} {'-':>8}"
+    return row + f" {float(np.mean(p[~t])):>7.3f} {balanced_f1(truth, decided):>8.4f}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
@@ -180,10 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signals = _signals(classifier, madrid, "Madrid test")
     predicted = [Classifier.service_of(s, settings)[0] for s in signals]
     lexicon_only = [
-        Classifier.service_of(
-            Signals(s.lexicon_scores, s.urgent, s.complaint, s.chatter, None), settings
-        )[0]
-        for s in signals
+        Classifier.service_of(replace(s, prediction=None), settings)[0] for s in signals
     ]
     model_only = [Classifier.service_of(s, MODEL_ONLY)[0] for s in signals]
     labels = madrid_labels()
@@ -225,8 +258,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     m_signals = signals[::20]
     say()
     say("## Actionable or not (held-out)")
-    say("set                          posts      F1  (cues alone, model alone)")
-    actionable_rows: dict[str, float] = {}
+    say(
+        "Madrid has only requests: its rows measure recall alone. Balanced F1 weighs requests and "
+        "non-requests equally (train.balanced_f1); calling everything a request scores 0.6667."
+    )
+    say()
+    say(
+        "set / rule                        posts  requests  precision  recall      F1  f.alarm  bal.F1"
+    )
     all_truth: list[bool] = []
     all_predicted: list[bool] = []
     for name, posts, sig in (
@@ -236,18 +275,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         truth = [label != NOT_ACTIONABLE for label in posts.labels]
         decided = [Classifier.actionable_of(s, settings) for s in sig]
-        cues = [Classifier.actionable_of(s, settings, cue_only=True) for s in sig]
-        alone = [s.prediction is not None and s.prediction.actionable >= 0.5 for s in sig]
-        f1 = binary_f1(truth, decided)
-        actionable_rows[name] = f1
+        rules = (
+            ("shipped rule", decided),
+            (
+                "model alone at 0.5",
+                [s.prediction is not None and s.prediction.actionable >= 0.5 for s in sig],
+            ),
+            ("cues alone", [Classifier.actionable_of(s, settings, cue_only=True) for s in sig]),
+            ("always actionable", [True] * len(truth)),
+        )
+        say(f"{name:<32} {len(posts):>6} {sum(truth):>9}")
+        for rule, answers in rules:
+            say(f"  {rule:<42} {actionable_figures(truth, answers)}")
         all_truth += truth
         all_predicted += decided
-        say(
-            f"{name:<28} {len(posts):>6} {f1:>7.4f}  ({binary_f1(truth, cues):.4f}, {binary_f1(truth, alone):.4f})"
-        )
-    actionable_f1 = binary_f1(all_truth, all_predicted)
-    say(f"{'all of them':<28} {len(all_truth):>6} {actionable_f1:>7.4f}  (target 0.9)")
-
+    say(f"{'all of them':<32} {len(all_truth):>6} {sum(all_truth):>9}")
+    say(f"  {'shipped rule':<42} {actionable_figures(all_truth, all_predicted)}")
+    say(f"  {'always actionable':<42} {actionable_figures(all_truth, [True] * len(all_truth))}")
+    actionable_f1 = balanced_f1(all_truth, all_predicted)
+    madrid_recall = float(np.mean([Classifier.actionable_of(s, settings) for s in signals]))
+    say(f"Madrid test, all {len(madrid)} reports (all requests): recall {madrid_recall:.4f}")
     say()
     say("## Language detection (sanity)")
     es = np.mean([detect_language(t) == "es" for t in madrid_sample.texts])
@@ -261,6 +308,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"agrees with Madrid's district_from_latlon on {agree / placed:.4%} of {placed} points "
         "(target 99%)"
     )
+    say()
+    say(
+        f"## District from text alone (Madrid, held-out months {MADRID_TEST[0]}..{MADRID_TEST[-1]})"
+    )
+    for field in ("address", "description"):
+        reports, found, right = text_placement(args.data, args.madrid_city, field)
+        say(
+            f"{field}: places {found / reports:.2%} of {reports} reports, "
+            f"{right / max(found, 1):.2%} of those in Madrid's district"
+        )
 
     city = City.barcelona(args.data / "barcelona")
     timed = (madrid.texts[::16] + bengaluru.texts[::4])[:TIMED_POSTS]
@@ -286,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "macro": macro,
             "bengaluru": b_accuracy,
             "actionable": actionable_f1,
+            "madrid_recall": madrid_recall,
             "district": agree / placed,
             **speed,
             "batch_posts_per_s": batch_speed,
@@ -330,7 +388,14 @@ def write_card(
 TARGETS: Final = (  # (headline key, what, target or None, at least (True) or at most, format)
     ("macro", "Madrid macro-F1, held-out months", 0.85, True, "{:.4f}"),
     ("bengaluru", "Bengaluru accuracy, held-out 10%", 0.85, True, "{:.4f}"),
-    ("actionable", "actionable-or-not F1", 0.9, True, "{:.4f}"),
+    (
+        "actionable",
+        "actionable balanced F1, held-out sets (always actionable: 0.6667)",
+        0.9,
+        True,
+        "{:.4f}",
+    ),
+    ("madrid_recall", "actionable recall, Madrid held-out requests", None, True, "{:.4f}"),
     ("district", "Madrid district from coordinates", 0.99, True, "{:.4%}"),
     ("batch_posts_per_s", "posts/s on one core, in batch", 5000.0, True, "{:.0f}"),
     ("p99_ms", "p99 ms per post, one at a time", 2.0, False, "{:.3f}"),
@@ -382,9 +447,18 @@ it by the rule documented in classify.py.
   actionable"): seeded 80/10/10 shuffle (no usable dates).
 - `services/classifier/data/actionable_examples.jsonl`: {examples} hand-written posts in
   ca/es/en (praise, thanks, jokes, politics, spam, chatter; requests labelled with their
-  service code, noise and public_space included), seeded 80/10/10, weighted x{example_weight:g}
-  in the actionable head; the combination rule is tuned on their train+validation requests
-  (the service model never sees them, so they measure it out of sample).
+  service code, noise and public_space included), most of them one sentence in three languages.
+  A sentence's translations share a `group` and the seeded 80/10/10 split shuffles groups, so no
+  test post has its translation in training. Their training part is weighted x{example_weight:g}
+  in the actionable head; the rule is tuned on their validation part (actionable) and on their
+  training and validation requests (service), with the service model fitted before them.
+- What is held out, exactly: Madrid's test months, Bengaluru's test 10% and the examples' test
+  groups are read only by `make eval`. The shipped service model is fitted once more, after
+  every choice, on the training and validation months and on the examples' training and
+  validation requests (x{example_weight:g}): it has seen those requests, so only the examples'
+  test split measures it out of sample. The lexicon (keywords.py) and the examples were written
+  by the same people, the chatter cues with the examples in view: the examples' figures are not
+  independent of the lexicon, and they are few (about 30 test posts).
 - The actionable head also sees a seeded sample of {madrid_sample:,} Madrid training reports
   (all requests).
 
@@ -401,8 +475,9 @@ thresholds; the lexicon alone, the model alone and the combination on validation
 
 ## Test figures (`make eval`)
 Headline: Madrid macro-F1 {macro:.4f} (target 0.85), Bengaluru accuracy {bengaluru:.4f} (target
-0.85), actionable F1 {actionable:.4f} (target 0.9), {speed:.0f} posts/s in batch and p99
-{p99:.3f} ms per post on one core (target 5,000 posts/s and 2 ms).
+0.85), actionable balanced F1 {actionable:.4f} (target 0.9; "always actionable" scores 0.6667),
+{speed:.0f} posts/s in batch and p99 {p99:.3f} ms per post on one core (target 5,000 posts/s and
+2 ms). Timings depend on the machine.
 
 ```
 {figures}
@@ -419,6 +494,12 @@ How the figures come about:
   break ties), Catalan's own weight for the Catalan examples (Madrid and Bengaluru have no
   Catalan). On validation the combination beats the model alone on Madrid and Bengaluru too
   (the lexicon knows words the model saw too rarely); on the held-out months it is level.
+- Actionable: the cues move the model's log-odds by weights chosen on validation together with
+  the threshold, on the balanced F1 (requests and non-requests weighed equally: the validation
+  posts are ~80% requests, and there plain F1 favours answering "request" to everything). The
+  grid includes the model alone (all weights 0) and the validation report shows the rule before
+  it, where a chatter cue vetoed the model ("chatter_veto_rule"). Danger (urgency cues) is always
+  actionable, and a post with nothing readable never is.
 - The weakest Madrid categories are small and overlap: street_furniture (~120 test reports;
   "Banco" vs vandalism and "other"), parks_trees vs pavement (roots and tree pits) and traffic
   vs "other" (requests for new installations).
@@ -440,16 +521,30 @@ How the figures come about:
   para cenar") often gets an actionable probability above the threshold: the chatter cues of
   the lexicon catch thanks, praise, jokes and politics, not plain small talk. More Spanish and
   Catalan non-requests are the fix.
+- Urgency has no figure: no data here labels danger (Madrid's categories do not), and a set
+  written by the people who wrote the urgency cues would measure nothing. The cues cover the
+  phenomena in ca/es/en (falling trees and branches, gas, floods, open drains, live wires, fire,
+  injuries, accidents) and tests/unit/test_keyword_classifier.py checks them on posts.
+- Place from text: district, barri and landmark names only. Street names never place a post
+  ("carrer de Verdi", "c/ Aragó 250", an Open311 address without a district): the street
+  register in the shared data has no district column. The Madrid figure above shows what that
+  means for street addresses.
 - The model learnt Madrid's routing, which is not always the taxonomy's wording: roots lifting
   a tree pit's paving go to pavement (315 of 333 such Madrid reports), not parks_trees.
 - The rule is chosen for Madrid's and Bengaluru's reports, where the model is strong; on
   Barcelona-style posts in Spanish and English a confident model still overrules one or two
-  lexicon cues. The hand-written requests show it (about 0.68 right on validation, against 0.89
-  for the earlier lexicon-first rule, which cost Madrid 0.03 of macro-F1), and so do a few of the
-  unit tests' realistic posts, kept as expected failures (tests/unit/test_keyword_classifier.py):
-  a bus stop shelter or rats near a market in English, botellón or street vendors (public_space,
-  which the model never learnt), and vague requests ("Please fix this") that get the model's
-  weak guess instead of "other". Labelled Barcelona posts are the fix.
+  lexicon cues. The hand-written requests show it ("examples_accuracy" above, against the
+  lexicon alone), and so do a few of the unit tests' realistic posts, kept as expected failures
+  (tests/unit/test_keyword_classifier.py). Noise and public_space, which the model never learnt,
+  count at `untrained_floor`: since the examples are split with their translations, validation
+  holds fewer hand-written noise requests, the value chosen outside Catalan fell from 0.1 to
+  0.001, and a Spanish or English noise complaint now needs several cues to be called noise
+  (Madrid and Bengaluru, which have none, cannot speak for them). Labelled Barcelona posts are
+  the fix; until then this choice rests on a handful of examples.
+- Actionable: chatter earned no weight on validation, so the model alone judges thanks and
+  jokes; it learnt Catalan "gràcies" from a few hand-written thanks and doubts a Catalan request
+  that opens with it. English "Thanks ... the bin is still overflowing" or "lol there's a dead
+  rat" get a low probability too: more Barcelona-like requests and non-requests are the fix.
 """
 
 

@@ -1,7 +1,7 @@
 """The text features the service model reads: hashed char n-grams and words, TF-IDF weighted.
 
 One implementation for training and for the service, so that a post is seen the same way by
-both. Text is folded (plaza.city.fold: lowercase, no accents, punctuation as spaces) and digits
+both. Links and @mentions are dropped first (readable_part). Text is folded (plaza.city.fold: lowercase, no accents, punctuation as spaces) and digits
 become 0, so "Aragó" and "Arago" or "nº 23" and "nº 41" share features. Each word gives its char
 n-grams of 2 to 5 inside "<word>" (they carry Spanish stems over to Catalan: "contenedor" and
 "contenidor" share "<cont", "nedo"/"nido" do not) and itself; neighbouring words give a bigram.
@@ -11,6 +11,7 @@ machine (Python's own hash() is salted per process), into BUCKETS columns.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from itertools import chain, pairwise
@@ -32,6 +33,19 @@ _CHUNK: Final = 1024  # rows counted at once by hashed_rows
 Indices = npt.NDArray[np.int32]
 Floats = npt.NDArray[np.float32]
 _EMPTY: Final[Indices] = np.zeros(0, dtype=np.int32)
+
+# A link or an @mention says nothing about the problem, and the city's own handle in a post
+# would read as a request: neither reaches the lexicon, the model or the place names.
+_LINKS_AND_MENTIONS: Final = re.compile(r"(?:https?://|www\.)\S*|@\w+")
+
+
+def readable_part(text: str) -> str:
+    """The part of a post the classifier reads: its text without links and @mentions (training
+    and the service both read posts through it)."""
+    if "@" not in text and "http" not in text and "www." not in text:
+        return text  # most posts: no regular expression to run
+    return _LINKS_AND_MENTIONS.sub(" ", text)
+
 
 # word -> (its columns, the crc32 of "b:<word> " that its bigrams continue from)
 _word_cache: dict[str, tuple[list[int], int]] = {}
