@@ -1,10 +1,12 @@
 """What the classifier's audit found: cues that vetoed requests, posts with nothing to read,
-points that are not numbers, examples split apart from their translations, a flattering F1."""
+points that are not numbers, examples split apart from their translations, a flattering F1, and
+a service rule chosen on figures that cannot see noise or public_space."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 import pytest
 from plaza.city import City
@@ -13,7 +15,13 @@ from plaza_classifier.classify import Classifier, PostInput, Signals, classify, 
 from plaza_classifier.features import readable_part
 from plaza_classifier.handler import ClassifyPost
 from plaza_classifier.model import Prediction
-from plaza_classifier.train import EXAMPLES, balanced_f1, load_examples
+from plaza_classifier.train import (
+    EXAMPLES,
+    SERVICE_TOLERANCE,
+    balanced_f1,
+    choose_service_rule,
+    load_examples,
+)
 
 from tests.infra import SHARED_DATA
 
@@ -191,3 +199,70 @@ def test_calling_everything_a_request_scores_two_thirds_whatever_the_mix() -> No
         truth = [True] * requests + [False] * (100 - requests)
         assert balanced_f1(truth, [True] * 100) == pytest.approx(2 / 3)
     assert balanced_f1([True, True, False, False], [True, True, False, False]) == 1.0
+
+
+# --- the service rule and the codes Madrid and Bengaluru do not label ---------------------------
+
+
+def _trial(
+    floor: float, madrid: float, bengaluru: float, examples: float, untrained: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    settings = {"lexicon_weight": 1.0, "untrained_floor": floor, "no_service_below": 0.0}
+    figures = {
+        "madrid_macro_f1": madrid,
+        "bengaluru_accuracy": bengaluru,
+        "examples_accuracy": examples,
+        "untrained_f1": untrained,
+    }
+    return settings, figures
+
+
+def _summed(figures: Mapping[str, float]) -> float:
+    return (
+        figures["madrid_macro_f1"]
+        + figures["bengaluru_accuracy"]
+        + 0.05 * figures["examples_accuracy"]
+    )
+
+
+def test_the_service_rule_keeps_the_targets_then_serves_the_untrained_codes() -> None:
+    # On Madrid and Bengaluru a noise answer can only be wrong: the summed objective prefers
+    # the floor that never lets noise win. Within the tolerance, noise's F1 decides instead; a
+    # setting that costs Madrid more than the tolerance is not admissible, however good for noise.
+    trials = [
+        _trial(0.001, 0.8630, 0.868, 0.50, 0.0),
+        _trial(0.1, 0.8630 - SERVICE_TOLERANCE + 0.001, 0.866, 0.55, 0.6),
+        _trial(0.3, 0.8630 - SERVICE_TOLERANCE + 0.001, 0.866, 0.60, 0.6),
+        _trial(0.5, 0.8630 - SERVICE_TOLERANCE - 0.001, 0.860, 0.70, 0.9),
+    ]
+    chosen, report = choose_service_rule(trials, _summed)
+    assert chosen["untrained_floor"] == 0.3  # F1 ties with 0.1: the objective breaks it
+    assert report["admissible"] == 3
+    alone = report["objective_alone"]
+    assert isinstance(alone, dict)
+    assert alone["untrained_floor"] == 0.001
+
+
+def test_the_service_rule_changes_nothing_when_the_untrained_codes_do_not_differ() -> None:
+    trials = [_trial(0.001, 0.863, 0.868, 0.50, 0.5), _trial(0.1, 0.861, 0.866, 0.55, 0.5)]
+    chosen, _ = choose_service_rule(trials, _summed)
+    assert chosen["untrained_floor"] == 0.001
+
+
+def _noise_signals(noise_cues: float) -> Signals:
+    return Signals(
+        lexicon_scores={"pavement": 0.0, "cleaning": 0.0, "noise": noise_cues},
+        urgent=False,
+        complaint=False,
+        chatter=False,
+        prediction=Prediction({"pavement": 0.9, "cleaning": 0.1}, 0.9),
+    )
+
+
+def test_an_untrained_code_runs_only_when_the_lexicon_names_it() -> None:
+    rule = {"lexicon_weight": 1.0, "untrained_floor": 0.3, "no_service_below": 0.0}
+    # no cue: noise takes no share of the confidence (the floor is not a prior for noise)
+    assert Classifier.service_of(_noise_signals(0.0), rule) == ("pavement", 0.9)
+    # a cue: log 0.3 + 1 against log 0.9, the confident model keeps it; two cues overrule it
+    assert Classifier.service_of(_noise_signals(1.0), rule)[0] == "pavement"
+    assert Classifier.service_of(_noise_signals(2.0), rule)[0] == "noise"

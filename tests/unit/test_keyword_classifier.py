@@ -40,16 +40,15 @@ CONFIDENT_MODEL = pytest.mark.xfail(
 )
 
 
-# Since the examples are split with their translations, validation holds fewer hand-written noise
-# requests, and the service rule chosen there counts codes the model never learnt (noise,
-# public_space) at probability 0.001 outside Catalan: only several cues reach them.
-UNTRAINED_FLOOR = pytest.mark.xfail(
-    strict=True, reason="noise and public_space need several cues outside Catalan (MODEL_CARD.md)"
-)
 # The model's doubt decides when no cue is strong: an English post about a light that "has been
-# out" gets 0.24 that it is a request.
+# out" gets 0.24 that it is a request, one about loud music at night less.
 DOUBTFUL_MODEL = pytest.mark.xfail(
     strict=True, reason="the model doubts the post and the cues weigh little (MODEL_CARD.md)"
+)
+# The right service, named by one cue against a model that knows nothing of it: the combined
+# scores leave it less than half the confidence.
+ONE_CUE = pytest.mark.xfail(
+    strict=True, reason="right, but one cue leaves the confidence under 0.5 (MODEL_CARD.md)"
 )
 
 
@@ -88,6 +87,27 @@ def test_weak_patterns_are_patterns_of_the_vocabulary() -> None:
         for p in ps
     }
     assert everywhere >= keywords.WEAK
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # loud music, power tools, alarms, sleeplessness: the common noise complaints
+        "Els veïns posen la música a tot volum",
+        "Martell pneumàtic des de les 7 del matí",
+        "No hi ha qui dormi en aquest carrer",
+        "Ponen la música a tope todos los findes",
+        "Llevan toda la mañana con el martillo neumático",
+        "Están taladrando desde las 8",
+        "No hay quien duerma con la alarma de la tienda sonando",
+        "A jackhammer right under my window",
+        "They keep us awake with their parties",
+        "A car alarm has been going off for hours",
+        "I can't get any sleep with that bar",
+    ],
+)
+def test_the_lexicon_knows_the_common_kinds_of_noise(text: str) -> None:
+    assert Classifier(None).signals(text).lexicon_scores["noise"] > 0
 
 
 # --- realistic posts ------------------------------------------------------------------------
@@ -129,11 +149,7 @@ SPANISH = [
     ("El parquímetro de la calle Balmes no acepta tarjetas", "mobility"),
     ("Hay cucarachas y ratas por todo el parque de la Ciutadella", "animals"),
     limit("Han roto todos los bancos de la plaza, por favor arréglenlos", "street_furniture"),
-    limit(
-        "Ruido insoportable de la discoteca hasta las 6 de la mañana, no se puede dormir",
-        "noise",
-        UNTRAINED_FLOOR,
-    ),
+    ("Ruido insoportable de la discoteca hasta las 6 de la mañana, no se puede dormir", "noise"),
     limit(
         "Botellón todas las noches en la plaza, gritos y meados por todas partes", "public_space"
     ),
@@ -156,10 +172,9 @@ ENGLISH = [
     ("The bus stop shelter on Via Laietana is smashed", "mobility"),
     limit("Rats everywhere near the Boqueria market at night", "animals"),
     ("The bench in the square has been ripped out and the railings are bent", "street_furniture"),
-    limit(
-        "Loud music from the bar until 4am every night, we can't sleep", "noise", UNTRAINED_FLOOR
-    ),
-    limit("Illegal street vendors blocking the whole of La Rambla", "public_space"),
+    # noise 0.86, but the model gives it 0.24 of being a request: not actionable
+    limit("Loud music from the bar until 4am every night, we can't sleep", "noise", DOUBTFUL_MODEL),
+    limit("Illegal street vendors blocking the whole of La Rambla", "public_space", ONE_CUE),
     ("Cockroaches coming out of the drains on our street", "animals"),
     ("Abandoned car with flat tyres parked here for months", "traffic"),
 ]

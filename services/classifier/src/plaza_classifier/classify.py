@@ -10,7 +10,9 @@ The combination rule, its settings chosen on the validation split (MODEL_CARD.md
   log(model probability) + `lexicon_weight` x (the lexicon's cues for it), and the best wins: a
   confident model needs several cues against it to be overruled, an unsure one gives way to a
   single cue, and cues that agree with the model reinforce it. Services the model never learnt
-  (noise, public_space) count with probability `untrained_floor`. The confidence is the winner's
+  (noise, public_space) count with probability `untrained_floor` when the lexicon names them, and
+  are not in the running otherwise (train.tune_rule: how the floor is chosen, when Madrid's and
+  Bengaluru's reports, which have neither, cannot reward it). The confidence is the winner's
   share of the combined scores (softmax). When the winner has no cue and the model gives it less
   than `no_service_below`, the post is "other": nobody knows what it is about. Catalan posts have
   their own settings ("lexicon_weight.ca"): the model learnt from Spanish (Madrid) and English
@@ -271,9 +273,12 @@ class Classifier:
         language = signals.language
         weight = _setting(settings, "lexicon_weight", language)
         floor = _setting(settings, "untrained_floor", language)
+        # a code the model never learnt is in the running only when the lexicon names it: the
+        # floor stands for the model's silence on it, not for a prior that the post is about it
         combined = {
             code: math.log(max(probabilities.get(code, floor), 1e-9)) + weight * score
             for code, score in scores.items()
+            if code in probabilities or score > 0
         }
         best = max(combined, key=lambda code: combined[code])  # first of equals: taxonomy order
         top = combined[best]

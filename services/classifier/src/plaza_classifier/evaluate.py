@@ -38,6 +38,7 @@ from plaza_classifier.train import (
     MADRID_VALIDATION,
     MODEL_ONLY,
     NOT_ACTIONABLE,
+    UNTRAINED,
     Posts,
     balanced_f1,
     binary_f1,
@@ -254,6 +255,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     examples = corpus.examples.test
     e_signals = _signals(classifier, examples, "examples test")
+    say()
+    say(
+        "## Hand-written examples, test split: service of the requests (few: a figure to watch, "
+        "not a measure)"
+    )
+    say(
+        "Noise and public_space are the codes Madrid and Bengaluru do not label "
+        "(train.UNTRAINED): these examples are the only held-out posts that have them."
+    )
+    requested = [
+        (s, label)
+        for s, label in zip(e_signals, examples.labels, strict=True)
+        if label != NOT_ACTIONABLE
+    ]
+    for name, service_rule in (("shipped rule", settings), ("model alone", MODEL_ONLY)):
+        guesses = [(Classifier.service_of(s, service_rule)[0], label) for s, label in requested]
+        right = sum(guess == label for guess, label in guesses)
+        by_code = []
+        for code in UNTRAINED:
+            of_code = [guess == label for guess, label in guesses if label == code]
+            by_code.append(f"{code} recall {sum(of_code)}/{len(of_code)}")
+        say(
+            f"  {name:<13} service accuracy {right}/{len(guesses)} "
+            f"({right / max(len(guesses), 1):.3f}); " + ", ".join(by_code)
+        )
     madrid_sample = madrid.subset(i % 20 == 0 for i in range(len(madrid)))
     m_signals = signals[::20]
     say()
@@ -489,11 +515,23 @@ Headline: Madrid macro-F1 {macro:.4f} (target 0.85), Bengaluru accuracy {bengalu
 How the figures come about:
 - The combination rule (classify.py) scores each service log(model probability) + a weight x
   its lexicon cues: a confident model needs several cues against it, an unsure one gives way
-  to one, and cues that agree with the model reinforce it. The weight for every language is
-  chosen on validation for Madrid's and Bengaluru's figures (the hand-written examples only
-  break ties), Catalan's own weight for the Catalan examples (Madrid and Bengaluru have no
-  Catalan). On validation the combination beats the model alone on Madrid and Bengaluru too
-  (the lexicon knows words the model saw too rarely); on the held-out months it is level.
+  to one, and cues that agree with the model reinforce it. Noise and public_space, which
+  neither Madrid nor Bengaluru labels, count as if the model gave them `untrained_floor` when
+  the lexicon names them, and are out of the running (and out of the confidence) otherwise.
+- How the rule's settings are chosen (train.tune_rule), once for every language and then for
+  Catalan alone: the settings whose validation Madrid macro-F1 and Bengaluru accuracy are both
+  within 0.005 of the best the grid reaches are admissible; among them, the best F1 of noise and
+  public_space on the stage's hand-written validation requests wins, and ties go to Madrid's
+  macro-F1 + Bengaluru's accuracy + a share of the examples' accuracy (0.05; 1 for Catalan).
+  Why: on Madrid's and Bengaluru's reports a noise or public_space answer can only be an error,
+  and a right one shows only in the examples, so an objective summed over them pushes the two
+  codes' floor down (it chose 0.001 outside Catalan once the examples were split with their
+  translations, and Spanish and English noise complaints went to other services). The
+  tolerance says what the targets give up for the codes they cannot see; "service_stages" in
+  the validation report shows each stage's admissible best, the choice, and what the summed
+  objective alone would have chosen. The floor's grid reaches 0.5, so that the choice is not
+  pinned to its edge. On validation the combination beats the model alone on Madrid and
+  Bengaluru too (the lexicon knows words the model saw too rarely).
 - Actionable: the cues move the model's log-odds by weights chosen on validation together with
   the threshold, on the balanced F1 (requests and non-requests weighed equally: the validation
   posts are ~80% requests, and there plain F1 favours answering "request" to everything). The
@@ -535,12 +573,16 @@ How the figures come about:
   Barcelona-style posts in Spanish and English a confident model still overrules one or two
   lexicon cues. The hand-written requests show it ("examples_accuracy" above, against the
   lexicon alone), and so do a few of the unit tests' realistic posts, kept as expected failures
-  (tests/unit/test_keyword_classifier.py). Noise and public_space, which the model never learnt,
-  count at `untrained_floor`: since the examples are split with their translations, validation
-  holds fewer hand-written noise requests, the value chosen outside Catalan fell from 0.1 to
-  0.001, and a Spanish or English noise complaint now needs several cues to be called noise
-  (Madrid and Bengaluru, which have none, cannot speak for them). Labelled Barcelona posts are
-  the fix; until then this choice rests on a handful of examples.
+  (tests/unit/test_keyword_classifier.py).
+- Noise and public_space rest on the lexicon and on `untrained_floor`, chosen on 11 hand-written
+  validation requests outside Catalan and 4 in Catalan, and measured held out on 3 noise
+  complaints (the examples' test split above; no public_space): a figure to watch, not a
+  measure. The floor lets one noise or public_space cue win against an unsure model, so some
+  Madrid reports go there: a rattling manhole cover's "ruido" (water_sewer, pavement), a
+  "botellón" by the benches (street_furniture, cleaning), about 0.2% of the held-out months
+  (the confusion matrix's last two columns). Some are Barcelona's right answer, none counts
+  as right in Madrid's figure: the tolerance bounds what they cost it. Labelled Barcelona posts
+  are the fix.
 - Actionable: chatter earned no weight on validation, so the model alone judges thanks and
   jokes; it learnt Catalan "gràcies" from a few hand-written thanks and doubts a Catalan request
   that opens with it. English "Thanks ... the bin is still overflowing" or "lol there's a dead

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import itertools
 import json
@@ -60,15 +61,34 @@ ACTIONABLE_C: Final = (1.0, 4.0)
 TEMPERATURES: Final = np.geomspace(0.03, 1.0, 40)
 # The combination rule's grid (classify.Classifier.service_of)
 LEXICON_WEIGHT: Final = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # 0: the model alone
-UNTRAINED_FLOOR: Final = (0.001, 0.01, 0.03, 0.1)
+# The probability the model is taken to give a code it never learnt (UNTRAINED): up to 0.5, so
+# that the choice is not pinned to the grid's edge (0.1 was the edge and the choice before).
+UNTRAINED_FLOOR: Final = (0.001, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5)
 NO_SERVICE_BELOW: Final = (0.0, 0.3, 0.5)  # an unsure model, no cue for its guess: "other"
-# How much the hand-written requests' accuracy counts beside Madrid's macro-F1 and Bengaluru's
-# accuracy. For the settings of every language, a tie-breaker: the targets are on Madrid's and
-# Bengaluru's reports, and the examples are few and written by us (a quarter instead moved the
-# held-out Madrid macro-F1 from 0.854 to 0.847 and Bengaluru from 0.872 to 0.862, for 0.74
-# instead of 0.68 of the examples on validation). For Catalan's own settings, all there is
-# (Madrid and Bengaluru have no Catalan).
+# The codes neither Madrid nor Bengaluru label (madrid_labels() leaves them out). On their
+# reports a noise prediction can only be an error, and a right one shows only in the few
+# hand-written examples: a rule chosen on their figures (plus a small share of the examples')
+# drives the untrained codes' floor down to whatever keeps them from ever winning (0.001 once
+# the examples were split with their translations: Spanish and English noise complaints lost).
+UNTRAINED: Final = ("noise", "public_space")
+# So the service rule is chosen in two steps, for each language stage (one setting for every
+# language, then Catalan's own): the settings whose Madrid macro-F1 and Bengaluru accuracy on
+# validation are both within SERVICE_TOLERANCE of the best any setting of the grid reaches are
+# admissible (the targets' figures are kept, a rounding's worth given away); among those, the
+# one with the best F1 of the untrained codes (mean over UNTRAINED) on the stage's hand-written
+# validation requests wins, and ties go to the objective below. F1, not recall: the examples'
+# other requests called noise count against it.
+SERVICE_TOLERANCE: Final = 0.005
+# The tie-breaker: Madrid's macro-F1 plus Bengaluru's accuracy plus a share of the hand-written
+# requests' accuracy. For the settings of every language, a small share: the targets are on
+# Madrid's and Bengaluru's reports, and the examples are few and written by us (a quarter
+# instead moved the held-out Madrid macro-F1 from 0.854 to 0.847 and Bengaluru from 0.872 to
+# 0.862, for 0.74 instead of 0.68 of the examples on validation). For Catalan's own settings,
+# all there is (Madrid and Bengaluru have no Catalan).
 EXAMPLES_SHARE: Final = {None: 0.05, "ca": 1.0}
+# The languages with a stage (settings) of their own; the first stage's untrained F1 is measured
+# on the examples in the other languages.
+OWN_SETTINGS: Final = ("ca",)
 # The actionable rule's grid (classify.Classifier.actionable_of): the threshold, and how far each
 # kind of cue moves the model's log-odds (0: the cue is ignored; 8: it all but decides).
 ACTIONABLE_AT: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -589,18 +609,63 @@ def _requests(posts: Posts) -> Posts:
     return posts.subset(label != NOT_ACTIONABLE for label in posts.labels)
 
 
+Figures = Mapping[str, float]
+
+
+def choose_service_rule(
+    trials: Sequence[tuple[Mapping[str, float], Figures]],
+    objective: Callable[[Figures], float],
+    suffix: str = "",
+) -> tuple[dict[str, float], dict[str, object]]:
+    """The settings of one stage of the service rule among trials (settings, their validation
+    figures): admissible when Madrid's macro-F1 and Bengaluru's accuracy are within
+    SERVICE_TOLERANCE of the best of any trial, the best untrained_f1 among those, ties to the
+    objective, then to the first (the grid lists smaller weights and floors first). Also a report:
+    the best figures, how many were admissible, the choice and what the objective alone picks."""
+    best_madrid = max(figures["madrid_macro_f1"] for _, figures in trials)
+    best_bengaluru = max(figures["bengaluru_accuracy"] for _, figures in trials)
+    admissible = [
+        (trial, figures)
+        for trial, figures in trials
+        if figures["madrid_macro_f1"] >= best_madrid - SERVICE_TOLERANCE - 1e-9
+        and figures["bengaluru_accuracy"] >= best_bengaluru - SERVICE_TOLERANCE - 1e-9
+    ]
+    chosen_trial, chosen = max(  # max() keeps the first of equals
+        admissible,
+        key=lambda pair: (pair[1]["untrained_f1"], round(objective(pair[1]), 9)),
+    )
+    alone_trial, alone = max(trials, key=lambda pair: round(objective(pair[1]), 9))
+
+    def rule_of(trial: Mapping[str, float]) -> dict[str, float]:
+        return {
+            name: trial[f"{name}{suffix}"]
+            for name in ("lexicon_weight", "untrained_floor", "no_service_below")
+        }
+
+    return dict(chosen_trial), {
+        "best_madrid_macro_f1": best_madrid,
+        "best_bengaluru_accuracy": best_bengaluru,
+        "admissible": len(admissible),
+        "chosen": {**rule_of(chosen_trial), **chosen},
+        "objective_alone": {**rule_of(alone_trial), **alone},
+    }
+
+
 def tune_rule(
     model: ServiceModel,
     service_val: Sequence[Posts],
     actionable_val: Sequence[Posts],
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, float], dict[str, object]]:
-    """Chooses the combination rule's thresholds on validation posts: the service rule on
-    Madrid's macro-F1 plus Bengaluru's accuracy plus a share of the hand-written requests'
-    accuracy (EXAMPLES_SHARE), the actionable rule on its balanced F1 (balanced_f1) over
+    """Chooses the combination rule's thresholds on validation posts. The service rule: among
+    the settings that keep Madrid's macro-F1 and Bengaluru's accuracy within SERVICE_TOLERANCE
+    of their best, the best F1 of the codes they do not label (UNTRAINED) on the hand-written
+    requests, then Madrid's macro-F1 plus Bengaluru's accuracy plus a share of the hand-written
+    requests' accuracy (EXAMPLES_SHARE). The actionable rule: its balanced F1 (balanced_f1) over
     Bengaluru's, the examples' and a sample of Madrid's validation posts. Reports the lexicon
-    alone, the model alone and the combination, and for actionable the rule before the grid
-    (CHATTER_VETO) and "always actionable"."""
+    alone, the model alone and the combination, each stage's choice beside the one the
+    objective alone would make, and for actionable the rule before the grid (CHATTER_VETO) and
+    "always actionable"."""
     from plaza_classifier.classify import Classifier
 
     probe = Classifier(model)
@@ -614,9 +679,20 @@ def tune_rule(
     # predictions under the current settings; a language's stage recomputes only its posts
     current: list[list[str]] = [[""] * len(posts) for posts, _ in parts]
 
+    def in_stage(signals: Signals, stage: str | None) -> bool:
+        """Whether a post's settings are the stage's: its own language's, or the common ones
+        (stage None); every post for stage "all"."""
+        if stage == "all":
+            return True
+        if stage is None:
+            return signals.language not in OWN_SETTINGS
+        return signals.language == stage
+
     def service_score(
-        settings: Mapping[str, float], language: str | None = None
+        settings: Mapping[str, float], language: str | None = None, untrained_of: str | None = "all"
     ) -> dict[str, float]:
+        """The figures of settings, recomputing the posts of language (None: all of them); the
+        untrained codes' figures on the examples of the stage untrained_of (in_stage)."""
         figures = {}
         for (posts, signals), predicted in zip(parts, current, strict=True):
             trial = [
@@ -627,6 +703,15 @@ def tune_rule(
                 figures["madrid_macro_f1"] = round(macro_f1(posts.labels, trial, labels), 4)
             else:
                 figures[f"{posts.source}_accuracy"] = round(_accuracy(posts.labels, trial), 4)
+            if posts.source == "examples":
+                stage = [in_stage(s, untrained_of) for s in signals]
+                truth = [t for t, keep in zip(posts.labels, stage, strict=True) if keep]
+                guess = [g for g, keep in zip(trial, stage, strict=True) if keep]
+                untrained = [g for t, g in zip(truth, guess, strict=True) if t in UNTRAINED]
+                figures["untrained_f1"] = round(macro_f1(truth, guess, UNTRAINED), 4)
+                figures["untrained_recall"] = round(
+                    _accuracy([t for t in truth if t in UNTRAINED], untrained), 4
+                )
         return figures
 
     settings = dict(model.settings)
@@ -643,26 +728,32 @@ def tune_rule(
             + EXAMPLES_SHARE[language] * figures["examples_accuracy"]
         )
 
-    # one setting for all languages, then Catalan's own, holding the others fixed
-    for language in (None, "ca"):
+    # one setting for all languages, then Catalan's own, holding the others fixed (UNTRAINED and
+    # SERVICE_TOLERANCE: the targets' figures within a tolerance of their best, then the
+    # untrained codes' F1, then the objective)
+    stages: dict[str, object] = {}
+    for language in (None, *OWN_SETTINGS):
         suffix = "" if language is None else f".{language}"
-        best: tuple[float, dict[str, float], dict[str, float]] | None = None
-        grid = itertools.product(LEXICON_WEIGHT, UNTRAINED_FLOOR, NO_SERVICE_BELOW)
-        for weight, floor, below in grid:
+        trials: list[tuple[dict[str, float], dict[str, float]]] = []
+        for weight, floor, below in itertools.product(
+            LEXICON_WEIGHT, UNTRAINED_FLOOR, NO_SERVICE_BELOW
+        ):
             trial = {
                 **settings,
                 f"lexicon_weight{suffix}": weight,
                 f"untrained_floor{suffix}": floor,
                 f"no_service_below{suffix}": below,
             }
-            figures = service_score(trial, language)
-            total = objective(figures, language)
-            if best is None or total > best[0] + 1e-9:
-                best = (total, trial, figures)
-        assert best is not None
-        settings, report["combined"] = best[1], best[2]
+            trials.append((trial, service_score(trial, language, language)))
+        chosen_trial, stage = choose_service_rule(
+            trials, functools.partial(objective, language=language), suffix
+        )
+        stages["common" if language is None else language] = stage
+        settings = chosen_trial
         for (_, signals), predicted in zip(parts, current, strict=True):
             predicted[:] = [Classifier.service_of(s, settings)[0] for s in signals]
+    report["combined"] = service_score(settings)
+    report["service_stages"] = stages
     log(
         f"service rule on validation: lexicon alone {report['lexicon_only']}, model alone "
         f"{report['model_only']}, combined {report['combined']} with {settings}"
