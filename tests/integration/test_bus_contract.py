@@ -1,13 +1,20 @@
-"""One suite for both bus adapters: what Plaza relies on from Kafka, the in-memory bus must do too."""
+"""One suite for every bus adapter: what Plaza relies on from Kafka, the in-memory bus and the
+embedded mode's journalled bus must do too."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
 
 from tests.integration.conftest import BusFactory
+
+pytestmark = [
+    pytest.mark.parametrize("bus_factory", ["memory", "journal", "kafka"], indirect=True),
+    pytest.mark.usefixtures("postgres"),  # the journal's; started outside any test's event loop
+]
 
 TOPIC = "plaza.contract-test.v1"
 

@@ -1,6 +1,7 @@
-"""The message bus: one interface, with a Kafka adapter and an in-memory adapter of the same semantics.
+"""The message bus: one interface, with a Kafka adapter and an in-memory adapter of the same semantics
+(and that in-memory adapter journalled in PostgreSQL, plaza.bus.journal: embedded mode's).
 
-Semantics both adapters keep (and tests/integration/test_bus_contract.py checks on both):
+Semantics every adapter keeps (and tests/integration/test_bus_contract.py checks on each):
 - records with the same key go to the same partition and are read in the order written;
 - each consumer group reads every record; members of a group share the partitions;
 - a consumer commits offsets explicitly; what a group has not committed is delivered again

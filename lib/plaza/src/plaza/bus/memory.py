@@ -28,6 +28,38 @@ def partition_for(key: str | None, partitions: int, counter: itertools.count[int
     return partition_of(key.encode(), partitions)
 
 
+class _Log:
+    """One partition: its records from offset `start` on. Those below were committed by every
+    group that reads the topic (or, on a JournalBus, live only in the journal), and are dropped
+    so that a process running for months holds only what some group has yet to read."""
+
+    __slots__ = ("records", "start")
+
+    def __init__(self, start: int = 0) -> None:
+        self.start = start
+        self.records: list[Record] = []
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.records)
+
+    def read(self, position: int, max_records: int) -> list[Record]:
+        """Up to max_records from `position` on (from `start` if that was dropped, as Kafka's
+        consumers reset to the earliest record kept)."""
+        at = max(position - self.start, 0)
+        return self.records[at : at + max_records]
+
+    def drop_below(self, offset: int) -> None:
+        if offset > self.start:
+            del self.records[: offset - self.start]
+            self.start = offset
+
+
+TRIM_AT = 256
+"""A partition's read prefix is dropped once it is this long, or once every record is read: each
+drop moves the rest of the list, so not after every commit of a busy partition."""
+
+
 @dataclass
 class _Group:
     topics: frozenset[str]
@@ -41,13 +73,14 @@ class MemoryConsumer(Consumer):
         self._group = group
         self._on_revoked = on_revoked
         self._positions: dict[TopicPartition, int] = {}
+        self._first = 0  # where the next fetch starts, in the sorted assignment
         self._closed = False
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._positions)
 
     async def lag(self) -> dict[TopicPartition, int]:
-        return {tp: len(self._bus._log(tp)) - pos for tp, pos in self._positions.items()}
+        return {tp: self._bus._log(tp).end - pos for tp, pos in self._positions.items()}
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         deadline = time.monotonic() + timeout
@@ -66,14 +99,20 @@ class MemoryConsumer(Consumer):
         return []
 
     def _take(self, max_records: int) -> list[Record]:
+        """Fills a fetch partition by partition, starting after the partition the last fetch
+        took records from: as Kafka's fetches go round the partitions, a busy partition cannot
+        keep the others waiting (each partition is still read in order)."""
+        order = sorted(self._positions)
+        first = self._first
         out: list[Record] = []
-        for tp in sorted(self._positions):
-            log = self._bus._log(tp)
-            pos = self._positions[tp]
-            batch = log[pos : pos + (max_records - len(out))]
+        for i in range(len(order)):
+            at = (first + i) % len(order)
+            tp = order[at]
+            batch = self._bus._log(tp).read(self._positions[tp], max_records - len(out))
             if batch:
                 out.extend(batch)
-                self._positions[tp] = pos + len(batch)
+                self._positions[tp] = batch[-1].offset + 1
+                self._first = at + 1
             if len(out) >= max_records:
                 break
         return out
@@ -81,11 +120,10 @@ class MemoryConsumer(Consumer):
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if self._closed:
             raise RuntimeError("commit on a closed consumer")
-        group = self._bus._groups[self._group]
-        for tp, offset in offsets.items():
+        for tp in offsets:
             if tp not in self._positions:
                 raise RuntimeError(f"commit for {tp} that this member does not own")
-            group.committed[tp] = offset
+        await self._bus._commit(self._group, offsets)
 
     async def close(self) -> None:
         if self._closed:
@@ -106,15 +144,17 @@ class MemoryConsumer(Consumer):
         committed = self._bus._groups[self._group].committed
         for tp in partitions:
             if tp not in self._positions:
-                self._positions[tp] = committed.get(tp, 0)
+                self._positions[tp] = max(committed.get(tp, 0), self._bus._log(tp).start)
 
 
 class MemoryBus(Bus):
-    """All topics live in this process; nothing survives it."""
+    """All topics live in this process; nothing survives it (JournalBus keeps them in
+    PostgreSQL). A partition keeps its records until every group that reads the topic has
+    committed them; a topic no group reads keeps every record (a test's probe reads them)."""
 
     def __init__(self, default_partitions: int = DEFAULT_PARTITIONS) -> None:
         self._default_partitions = default_partitions
-        self._topics: dict[str, list[list[Record]]] = {}
+        self._topics: dict[str, list[_Log]] = {}
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Condition()
         self._round_robin = itertools.count()
@@ -129,25 +169,50 @@ class MemoryBus(Bus):
                 member._closed = True
             group.members.clear()
 
-    def _log(self, tp: TopicPartition) -> list[Record]:
+    def _log(self, tp: TopicPartition) -> _Log:
         return self._topics[tp[0]][tp[1]]
 
-    def _ensure(self, topic: str, partitions: int | None = None) -> list[list[Record]]:
+    def _ensure(self, topic: str, partitions: int | None = None) -> list[_Log]:
         if topic not in self._topics:
-            self._topics[topic] = [[] for _ in range(partitions or self._default_partitions)]
+            self._topics[topic] = [_Log() for _ in range(partitions or self._default_partitions)]
         return self._topics[topic]
+
+    def _keeps(self, topic: str) -> bool:
+        """Whether this process holds the topic's records (a JournalBus holds only those of the
+        topics some group of this process reads)."""
+        return True
 
     async def create_topics(self, topics: Sequence[str], partitions: int) -> None:
         for topic in topics:
             self._ensure(topic, partitions)
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
+        self._append(self._place(records))
+        await self._wake()
+
+    def _place(self, records: Sequence[OutRecord]) -> list[Record]:
+        """The records as they will be read: each with its partition and offset."""
         now = int(time.time() * 1000)
+        ends: dict[TopicPartition, int] = {}
+        placed: list[Record] = []
         for rec in records:
             logs = self._ensure(rec.topic)
             p = partition_for(rec.key, len(logs), self._round_robin)
-            log = logs[p]
-            log.append(Record(rec.topic, p, len(log), rec.key, rec.value, rec.headers, now))
+            tp = (rec.topic, p)
+            offset = ends.get(tp, logs[p].end)
+            ends[tp] = offset + 1
+            placed.append(Record(rec.topic, p, offset, rec.key, rec.value, rec.headers, now))
+        return placed
+
+    def _append(self, placed: Sequence[Record]) -> None:
+        for rec in placed:
+            log = self._topics[rec.topic][rec.partition]
+            if self._keeps(rec.topic):
+                log.records.append(rec)
+            else:
+                log.start = rec.offset + 1
+
+    async def _wake(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
@@ -157,7 +222,9 @@ class MemoryBus(Bus):
         wanted = frozenset(topics)
         state = self._groups.setdefault(group, _Group(topics=wanted))
         if state.topics != wanted:
-            raise ValueError(f"group {group!r} already subscribes to {sorted(state.topics)}")
+            if state.members:
+                raise ValueError(f"group {group!r} already subscribes to {sorted(state.topics)}")
+            state.topics = wanted  # as on Kafka, a group with no members may change topics
         for topic in topics:
             self._ensure(topic)
         consumer = MemoryConsumer(self, group, on_revoked)
@@ -180,8 +247,54 @@ class MemoryBus(Bus):
                 await m._revoke(frozenset(lost))
             for m in members:
                 m._assign(frozenset(target[id(m)]))
-        async with self._changed:
-            self._changed.notify_all()
+        await self._wake()
+
+    async def _commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self._committed(group, offsets, self._read_below(group, offsets))
+
+    def _read_below(
+        self, group: str, offsets: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Per partition of `offsets` worth trimming, the offset below which every group that
+        reads its topic has committed once `group` commits `offsets` (TRIM_AT)."""
+        below: dict[TopicPartition, int] = {}
+        for tp in offsets:
+            low = min(
+                offsets[tp] if name == group else state.committed.get(tp, 0)
+                for name, state in self._groups.items()
+                if tp[0] in state.topics or name == group
+            )
+            log = self._log(tp)
+            if low - log.start >= TRIM_AT or (low >= log.end and low > log.start):
+                below[tp] = min(low, log.end)
+        return below
+
+    def _committed(
+        self,
+        group: str,
+        offsets: Mapping[TopicPartition, int],
+        below: Mapping[TopicPartition, int],
+    ) -> None:
+        """Takes a commit in (once it is as durable as this bus makes it) and drops what every
+        group has read."""
+        self._groups[group].committed.update(offsets)
+        for tp, offset in below.items():
+            self._log(tp).drop_below(offset)
+
+    def unhandled(self) -> int:
+        """How many records the groups with members have not committed yet: what a clean stop
+        waits for."""
+        return sum(
+            max(log.end - max(state.committed.get((topic, p), 0), log.start), 0)
+            for state in self._groups.values()
+            if state.members
+            for topic in state.topics
+            for p, log in enumerate(self._topics.get(topic, []))
+        )
+
+    def held(self) -> int:
+        """How many records this process holds in memory."""
+        return sum(len(log.records) for logs in self._topics.values() for log in logs)
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
         """The group's committed offsets (for tests and lag metrics)."""
@@ -189,4 +302,4 @@ class MemoryBus(Bus):
         return dict(state.committed) if state else {}
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
-        return {(topic, p): len(log) for p, log in enumerate(self._topics.get(topic, []))}
+        return {(topic, p): log.end for p, log in enumerate(self._topics.get(topic, []))}

@@ -240,6 +240,45 @@ class OutboxRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class BusPartition(Base):
+    """A partition of the embedded bus's journal (JournalBus): its topic's partition count is
+    the number of rows, and `log_start` the offset of its oldest record kept (those below were
+    read by every group, or outlived the retention of a topic nobody reads)."""
+
+    __tablename__ = "bus_partitions"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    log_start: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class BusRecord(Base):
+    """A record on the embedded bus, written before `publish` returns (ingest's 202 means it is
+    here) and deleted once every group that reads its topic has committed it."""
+
+    __tablename__ = "bus_records"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[bytes | None] = mapped_column(LargeBinary)  # JSON [[name, latin-1 value]]
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class BusOffset(Base):
+    """A consumer group's committed offset on the embedded bus: the next record it reads after
+    a restart."""
+
+    __tablename__ = "bus_offsets"
+
+    consumer_group: Mapped[str] = mapped_column(Text, primary_key=True)
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+
+
 class StaffUser(Base):
     """A member of staff who logs in for bearer tokens: a manager, a worker, city hall, an admin."""
 
