@@ -1,4 +1,4 @@
-"""Embedded mode: all five services in one process over the in-memory bus (`make run`).
+"""Embedded mode: all five services in one process over the journalled in-memory bus (`make run`).
 
 With a platform's settings (PLAZA_MASTODON_*, PLAZA_BLUESKY_*, PLAZA_X_*: README, "Social
 channels") it also listens there and answers there, as the ingest and notifier processes do:
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,14 +18,14 @@ from pathlib import Path
 import httpx
 from plaza import metrics
 from plaza.bus import Bus
-from plaza.bus.memory import MemoryBus
+from plaza.bus.journal import JournalBus
 from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
 from plaza.db.migrate import upgrade
 from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
-from plaza.service import http_server
+from plaza.service import http_server, on_stop_signals
 from plaza.settings import SettingsError
 from plaza.worker import Worker
 from plaza_api.app import create_app as create_gateway
@@ -46,7 +47,8 @@ from plaza_router.handler import RoutePost
 from plaza_router.settings import RouterSettings
 from plaza_router.sla_scanner import SlaScanner
 from pydantic import Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza_cli import demo
 from plaza_cli.access_cmd import first_admin_key
@@ -64,6 +66,12 @@ class EmbeddedSettings(RouterSettings, AccessSettings, NotifierSettings):
         "with PLAZA_CITY_CONFIG",
     )
     demo_interval: float = Field(default=3.0, gt=0, description="seconds between demo posts")
+    drain_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="PLAZA_DRAIN_SECONDS: on Ctrl-C, how long the workers may go on handling "
+        "what is on the bus before they stop (what is left is kept, and handled at the next start)",
+    )
 
 
 # Every service's consumer group and topic, in this one process.
@@ -99,6 +107,47 @@ def build_workers(
             (NOTIFIER, TOPICS.REPLY_REQUESTED, notifier),
         )
     ]
+
+
+async def drain(bus: JournalBus, engine: AsyncEngine, seconds: float) -> None:
+    """Lets the workers handle what is on the bus and in the outbox, for up to `seconds` or
+    until a second Ctrl-C, and says what is left: nothing is lost either way (the bus's journal
+    and the outbox keep it for the next start), but a drained stop answers every post now."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    hurry = asyncio.Event()
+    on_stop_signals(hurry.set)
+    try:
+        left = await _unhandled(bus, engine)
+        if left:
+            log.info(
+                "stopping: handling the %d records still on the bus or in the outbox first "
+                "(up to %g s; Ctrl-C again stops at once)",
+                left,
+                seconds,
+            )
+        while left and loop.time() < deadline and not hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), min(0.1, max(deadline - loop.time(), 0)))
+            left = await _unhandled(bus, engine)
+    except Exception as exc:  # the database is away: the workers could not go on either
+        log.warning("stopping without draining the bus (%s: %s)", type(exc).__name__, exc)
+        return
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if left:
+        log.warning(
+            "stopping with %d records not handled yet: they are kept, and handled at the next start",
+            left,
+        )
+
+
+async def _unhandled(bus: JournalBus, engine: AsyncEngine) -> int:
+    """Records the groups have not committed, and outbox events not on the bus yet."""
+    async with engine.connect() as conn:
+        relaying = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+    return bus.unhandled() + int(relaying)
 
 
 def listen(port: int) -> socket.socket:
@@ -143,6 +192,9 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         postgres.ensure_database()
         url = postgres.url()
     engine = create_engine(url)
+    # The bus's journal has an engine of its own: its writes wait for no request's connection,
+    # and go without pre-ping (a failed publish fails its post, which the sender repeats).
+    journal = create_engine(url, pool_size=3, pre_ping=False)
     try:
         await upgrade(url)
         sessions = session_factory(engine)
@@ -161,7 +213,7 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
             districts=city.districts, counters=metrics.REQUEST_COUNTERS, consumers=CONSUMERS
         )
         notifier_metrics.start_at_zero()
-        bus = MemoryBus()
+        bus = JournalBus(journal)
         await bus.start()
         social = httpx.AsyncClient(timeout=15.0)  # the platforms' APIs, when configured
         channels = build_channels(settings, social, photo_fetcher(settings))
@@ -222,15 +274,19 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
             try:
                 await server.serve([api])  # returns on Ctrl-C / SIGTERM
             finally:
+                # No new posts first (the API has stopped), then what is in flight.
                 for listener in [*listening, *([feed] if feed is not None else [])]:
                     listener.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await listener
+                if not any(task.done() for task in tasks):  # a dead worker would drain nothing
+                    await drain(bus, engine, settings.drain_seconds)
                 for loop in loops:
                     loop.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await bus.close()
     finally:
+        await journal.dispose()
         await engine.dispose()
         if postgres is not None:
             postgres.stop()
