@@ -62,6 +62,15 @@ async def _start_kafka(bus: Bus) -> str | None:
     return None
 
 
+def _unreachable(command: str, settings: PlazaSettings, why: str) -> str:
+    """The one line a command that needs the broker says when it cannot reach it."""
+    return (
+        f"plaza {command}: the Kafka broker at {settings.kafka_bootstrap} "
+        f"(PLAZA_KAFKA_BOOTSTRAP) is not reachable ({why}); start it with "
+        "`make up`, or set PLAZA_KAFKA_BOOTSTRAP to where yours listens"
+    )
+
+
 class _Holder(logging.Handler):
     """Keeps the records it is given in a list instead of writing them."""
 
@@ -95,12 +104,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         try:
             unreachable = await _start_kafka(bus)
             if unreachable is not None:
-                print(
-                    f"plaza replay: the Kafka broker at {settings.kafka_bootstrap} "
-                    f"(PLAZA_KAFKA_BOOTSTRAP) is not reachable ({unreachable}); start it with "
-                    "`make up`, or set PLAZA_KAFKA_BOOTSTRAP to where yours listens",
-                    file=sys.stderr,
-                )
+                print(_unreachable("replay", settings, unreachable), file=sys.stderr)
                 return 2
             report = await replay(bus, path, progress=not args.quiet)
         finally:
@@ -159,12 +163,30 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     settings = load(PlazaSettings)
     names = [t.topic for t in TOPICS.all()] + [t.dead_letter_topic for t in TOPICS.all()]
 
-    async def go() -> None:
-        await bus_from_settings(settings).create_topics(names, args.partitions)
+    async def go() -> int:
+        bus = bus_from_settings(settings)
+        try:
+            unreachable = await _start_kafka(bus)
+            if unreachable is not None:
+                print(_unreachable("topics", settings, unreachable), file=sys.stderr)
+                return 2
+            await bus.create_topics(names, args.partitions)
+        finally:
+            await bus.close()
+        print("\n".join(settings.kafka_namespace + n for n in names))
+        return 0
 
-    asyncio.run(go())
-    print("\n".join(settings.kafka_namespace + n for n in names))
-    return 0
+    return asyncio.run(go())
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
 
 
 def _cmd_postgres(args: argparse.Namespace) -> int:
@@ -273,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create Plaza's Kafka topics and dead-letter topics")
     topics.add_argument("action", choices=["create"])
-    topics.add_argument("--partitions", type=int, default=6)
+    topics.add_argument("--partitions", type=_positive_int, default=6)
     topics.set_defaults(func=_cmd_topics)
 
     _access_parsers(sub)
