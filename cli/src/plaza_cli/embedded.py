@@ -100,6 +100,8 @@ def build_workers(
             topics=[topic],
             handler=handler,
             batch_size=settings.batch_size,
+            # as the services on Kafka: a commit is a transaction in the bus's journal
+            commit_interval=settings.commit_interval_ms / 1000,
         )
         for group, topic, handler in (
             (CLASSIFIER, TOPICS.POST_RECEIVED, classifier),
