@@ -1,7 +1,7 @@
 """embedded bus journal: the records, partitions and committed offsets of `make run`'s bus
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-29 10:00:00.000000
 
 Embedded mode's bus kept its records in a Python list, so a post answered 202 and not yet
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
