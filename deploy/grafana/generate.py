@@ -126,11 +126,22 @@ def board(uid: str, title: str, description: str) -> dashboard.Dashboard:
     )
 
 
+def known(expr: str) -> str:
+    """`expr` without its NaN series: a quantile of a histogram with nothing in the window (its
+    series exist from 0 at start) or a ratio of 0 to 0, which would show as an empty legend
+    entry or, in topk, crowd out the services with figures."""
+    return f"({expr}) >= 0"
+
+
 # The p90 of a lifecycle histogram per service over the dashboard's range.
 def slowest(metric: str, selector: str = "") -> str:
     return (
-        f"topk(10, histogram_quantile(0.9, sum by (service_code, le) "
-        f"(increase({metric}_bucket{selector}[$__range]))))"
+        "topk(10, "
+        + known(
+            f"histogram_quantile(0.9, sum by (service_code, le) "
+            f"(increase({metric}_bucket{selector}[$__range])))"
+        )
+        + ")"
     )
 
 
@@ -382,8 +393,10 @@ def district() -> dashboard.Dashboard:
                 "s",
                 *(
                     (
-                        "histogram_quantile(0.5, sum by (le) "
-                        f"(increase(plaza_request_time_to_{step}_seconds_bucket{d}[1h])))",
+                        known(
+                            "histogram_quantile(0.5, sum by (le) "
+                            f"(increase(plaza_request_time_to_{step}_seconds_bucket{d}[1h])))"
+                        ),
                         step,
                     )
                     for step in ("acknowledge", "assign", "resolve")
@@ -478,8 +491,10 @@ def pipeline() -> dashboard.Dashboard:
                 "Time a handler takes for one record, retries included",
                 "s",
                 (
-                    "histogram_quantile(0.95, sum by (group, le) "
-                    "(rate(plaza_bus_handler_duration_seconds_bucket[$__rate_interval])))",
+                    known(
+                        "histogram_quantile(0.95, sum by (group, le) "
+                        "(rate(plaza_bus_handler_duration_seconds_bucket[$__rate_interval])))"
+                    ),
                     "{{group}}",
                 ),
             )
@@ -677,8 +692,8 @@ def open_api() -> dashboard.Dashboard:
                     f'{{{api},status=~"5.."}}[$__rate_interval]))'
                     " or sum by (route) (rate(plaza_http_requests_total"
                     f"{{{api}}}[$__rate_interval])) * 0)"
-                    " / sum by (route) (rate(plaza_http_requests_total"
-                    f"{{{api}}}[$__rate_interval]))",
+                    " / (sum by (route) (rate(plaza_http_requests_total"
+                    f"{{{api}}}[$__rate_interval])) > 0)",
                     "{{route}}",
                 ),
             )
@@ -689,8 +704,10 @@ def open_api() -> dashboard.Dashboard:
                 "95% of the requests to each endpoint were answered within this time",
                 "s",
                 (
-                    "histogram_quantile(0.95, sum by (route, le) (rate("
-                    f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))",
+                    known(
+                        "histogram_quantile(0.95, sum by (route, le) (rate("
+                        f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))"
+                    ),
                     "{{route}}",
                 ),
             )
@@ -701,8 +718,10 @@ def open_api() -> dashboard.Dashboard:
                 "Half of the requests to each endpoint were answered within this time",
                 "s",
                 (
-                    "histogram_quantile(0.5, sum by (route, le) (rate("
-                    f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))",
+                    known(
+                        "histogram_quantile(0.5, sum by (route, le) (rate("
+                        f"plaza_http_request_duration_seconds_bucket{{{api}}}[$__rate_interval])))"
+                    ),
                     "{{route}}",
                 ),
             )

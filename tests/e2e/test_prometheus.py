@@ -10,12 +10,16 @@ dead-lettered) and a reply the notifier rejects.
 
 Each process shows Prometheus the series it counts at 0 from its start, so that increase() sees
 every first count: the one breach, the two deadlines met, a single dead letter that fires
-PlazaDeadLetters.
+PlazaDeadLetters, the one request's time to acknowledge and resolve, the first posts each
+stage handled. A panel must show what happened, not only series with the right labels: no
+panel shows NaN, and the panels whose figures the run determines show those figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import secrets
 import tomllib
 import uuid
@@ -51,6 +55,7 @@ from tests.conftest import TEMPLATE_DB, Postgres
 from tests.infra import SHARED_DATA, KafkaBroker, free_port
 from tests.processes import ServiceProcess, base_env, wait_http
 from tests.prometheus import (
+    PanelQuery,
     Prometheus,
     level_labels,
     panel_queries,
@@ -60,8 +65,10 @@ from tests.prometheus import (
 )
 
 ACK_HOURS = 0.002  # 7.2 s: long enough to acknowledge in time, short enough to breach in a test
-# How the test stands in for Grafana's variables.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m"}
+# How the test stands in for Grafana's variables: windows that hold the whole run, so that a
+# rate() times 600 is the run's count.
+GRAFANA_VARIABLES = {"$__rate_interval": "10m", "$__range": "10m"}
+RUN_SECONDS = 600
 
 
 @dataclass
@@ -228,8 +235,16 @@ async def publish_bad_records(bus: KafkaBus) -> None:
     )
 
 
-async def drive_the_city(run: Run) -> str:
-    """What citizens, managers and developers do; returns the district it all happened in."""
+@dataclass(frozen=True)
+class Truth:
+    """What the run did, to compare the panels with."""
+
+    district: str
+    service_code: str  # of the request acknowledged, assigned and resolved in a few seconds
+
+
+async def drive_the_city(run: Run) -> Truth:
+    """What citizens, managers and developers do."""
     async with httpx.AsyncClient(base_url=run.api, headers=run.headers, timeout=10) as client:
         fixed = post("prom-a", "El fanal del carrer de Verdi no funciona", 41.4036, 2.1566)
         ignored = post(
@@ -252,12 +267,22 @@ async def drive_the_city(run: Run) -> str:
         await act(client, rid, "resolve", note="Fanal canviat")
         assert (await client.get("/open311/v2/requests.json")).status_code == 200
         assert (await client.get("/open311/v2/requests/999999.json")).status_code == 404
-    return district
+    return Truth(district, str(a["service_code"]))
+
+
+def panel_expr(query: PanelQuery, district: str) -> str:
+    """The query as Grafana sends it, for `district` and the test's windows."""
+    expr = query.expr.replace("$district", district)
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"{query.dashboard} / {query.panel}: a variable is left in {expr}"
+    return expr
 
 
 def missing_series(prometheus: Prometheus, district: str) -> list[str]:
-    """Every recording rule and panel query that returns no series, or series without the
-    labels it should carry; empty when city hall's view is complete."""
+    """Every recording rule and panel query that returns no series, series without the labels
+    it should carry, or NaN (0/0: a quantile or ratio of nothing, which Grafana shows as a
+    blank or a legend without a value); empty when city hall's view is complete."""
     problems = []
     for record in recording_rules():
         wanted = level_labels(record)
@@ -268,11 +293,10 @@ def missing_series(prometheus: Prometheus, district: str) -> list[str]:
             labels = set(series["metric"])  # type: ignore[arg-type]
             if not wanted <= labels:
                 problems.append(f"recording rule {record}: {labels} lacks {wanted - labels}")
+            if _is_nan(series):
+                problems.append(f"recording rule {record}: NaN for {series['metric']}")
     for query in panel_queries():
-        expr = query.expr.replace("$district", district)
-        for variable, value in GRAFANA_VARIABLES.items():
-            expr = expr.replace(variable, value)
-        assert "$" not in expr, f"{query.dashboard} / {query.panel}: a variable is left in {expr}"
+        expr = panel_expr(query, district)
         result = prometheus.query(expr)
         where = f"{query.dashboard} / {query.panel}: {expr}"
         if not result:
@@ -281,7 +305,83 @@ def missing_series(prometheus: Prometheus, district: str) -> list[str]:
             labels = set(series["metric"])  # type: ignore[arg-type]
             if not query.labels() <= labels:
                 problems.append(f"{where}: {labels} lacks {query.labels() - labels}")
+            if _is_nan(series):
+                problems.append(f"{where}: NaN for {series['metric']}")
     return problems
+
+
+def _is_nan(series: dict[str, object]) -> bool:
+    _, value = cast(tuple[float, str], series["value"])
+    return math.isnan(float(value))
+
+
+def panel(prometheus: Prometheus, dashboard: str, title: str, truth: Truth) -> dict[str, float]:
+    """What a panel shows, by its legend: one entry per series."""
+    found = {}
+    queries = [q for q in panel_queries() if (q.dashboard, q.panel) == (dashboard, title)]
+    assert queries, f"no panel {title!r} in {dashboard!r}"
+    for query in queries:
+        for series in prometheus.query(panel_expr(query, truth.district)):
+            labels = cast(dict[str, str], series["metric"])
+            _, value = cast(tuple[float, str], series["value"])
+            found[legend(query.legend, labels)] = float(value)
+    return found
+
+
+def legend(template: str, labels: dict[str, str]) -> str:
+    """A legend format filled in as Grafana does."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m[1], ""), template)
+
+
+def what_the_panels_show(prometheus: Prometheus, truth: Truth) -> dict[str, dict[str, float]]:
+    """The panels whose figures the run determines. One request was acknowledged and resolved
+    within 5 minutes of its report: its p90 is 270 s, its median 150 s (linear within the first
+    bucket, 0 to 300 s). Two posts came through ingest's webhook and were classified and
+    routed; each reply request the notifier handled was replied to."""
+    seconds = {
+        name: {
+            legend: round(value, 1) for legend, value in panel(prometheus, *where, truth).items()
+        }
+        for name, where in [
+            (
+                "slowest to acknowledge",
+                ("City SLA overview", "Slowest services to acknowledge (p90)"),
+            ),
+            ("slowest to resolve", ("City SLA overview", "Slowest services to resolve (p90)")),
+            ("district slowest to resolve", ("District", "Slowest services to resolve (p90)")),
+            (
+                "time to each step",
+                ("District", "Time to acknowledge, assign and resolve (median, last hour)"),
+            ),
+        ]
+    }
+    throughput = panel(prometheus, "Pipeline health", "Throughput by stage", truth)
+    return {
+        **seconds,
+        "posts through each stage": {
+            stage: round(per_second * RUN_SECONDS) for stage, per_second in throughput.items()
+        },
+    }
+
+
+def expected_panels(prometheus: Prometheus, truth: Truth) -> dict[str, dict[str, float]]:
+    replies = values(
+        prometheus,
+        'sum(plaza_bus_messages_consumed_total{group="plaza-notifier",outcome="processed"})',
+        "",
+    )
+    return {
+        "slowest to acknowledge": {truth.service_code: 270.0},
+        "slowest to resolve": {truth.service_code: 270.0},
+        "district slowest to resolve": {truth.service_code: 270.0},
+        "time to each step": {"acknowledge": 150.0, "assign": 150.0, "resolve": 150.0},
+        "posts through each stage": {
+            "received": 2,
+            "classified": 2,
+            "routed": 2,
+            "replied": round(replies.get("", -1)),
+        },
+    }
 
 
 def values(prometheus: Prometheus, expr: str, by: str) -> dict[str, float]:
@@ -381,7 +481,8 @@ async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
         )
         await asyncio.sleep(0.5)
 
-    district = await drive_the_city(run)
+    truth = await drive_the_city(run)
+    district = truth.district
 
     # The untouched request breaches its acknowledgement deadline a few seconds later.
     deadline = asyncio.get_running_loop().time() + 45
@@ -410,4 +511,12 @@ async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
     deadline = asyncio.get_running_loop().time() + 30
     while (saw := what_prometheus_saw(run.prometheus, district)) != expected:
         assert asyncio.get_running_loop().time() < deadline, f"{saw} != {expected}"
+        await asyncio.sleep(1)
+
+    # The panels show the run's figures: each first observation of a histogram counts too.
+    deadline = asyncio.get_running_loop().time() + 30
+    while (shown := what_the_panels_show(run.prometheus, truth)) != (
+        wanted := expected_panels(run.prometheus, truth)
+    ):
+        assert asyncio.get_running_loop().time() < deadline, f"{shown} != {wanted}"
         await asyncio.sleep(1)

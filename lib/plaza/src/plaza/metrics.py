@@ -10,10 +10,10 @@ topic and partition; never a request, post, user or worker id.
 Request metrics describe committed changes only: they are recorded by `on_commit`, when the
 transaction that made the change commits, so a rolled-back or retried handler counts nothing.
 
-A counter's labelled series is created at its first count, and Prometheus's increase() and
-rate() cannot see that first count (a series that appears at 1 has increased by nothing): each
-process calls `start_at_zero` at start, so that the series it will count are there at 0 before
-anything happens.
+A labelled series (a counter's, or a histogram's _count and _bucket) is created at its first
+count, and Prometheus's increase() and rate() cannot see that first count (a series that appears
+at 1 has increased by nothing): each process calls `start_at_zero` at start, so that the series
+it will count or observe are there at 0 before anything happens.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from plaza.contracts import EventType
+from plaza.contracts import TOPICS, EventType
 from plaza.taxonomy import load_taxonomy
 
 MESSAGES_CONSUMED = Counter(
@@ -65,6 +65,13 @@ CONSUMER_LAG = Gauge(
 )
 
 # The pipeline, post by post: received (ingest) → classified → routed → replied.
+RECEIVED: Final = "received"
+# The pipeline stage a record of each topic completes once its handler is done with it.
+STAGES: Final[Mapping[str, str]] = {
+    TOPICS.POST_RECEIVED.topic: "classified",
+    TOPICS.POST_CLASSIFIED.topic: "routed",
+    TOPICS.REPLY_REQUESTED.topic: "replied",
+}
 PIPELINE_STAGE_LATENCY = Histogram(
     "plaza_pipeline_stage_latency_seconds",
     "Time from the previous stage to the end of this one: received is from the post's creation "
@@ -75,19 +82,26 @@ PIPELINE_STAGE_LATENCY = Histogram(
 
 # Service requests (recorded on commit, see on_commit).
 _REQUEST_LABELS: Final = ["district", "service_code", "urgency"]
-# Minutes to weeks: an urgent traffic light is acknowledged in 15 minutes, graffiti in 10 days.
-_LIFECYCLE_BUCKETS: Final = (
-    60,
+# Minutes to weeks, with an edge at every SLA window of config/sla.toml (an urgent traffic light
+# is acknowledged in 15 minutes, graffiti resolved in 10 days; 4, 6, 8 and 12 hours, 1, 2, 3, 5
+# and 7 days in between), so that the share of requests inside a window is read, not
+# interpolated between edges on either side of it. Each edge is a series per district, service
+# and urgency: no more than the windows need.
+LIFECYCLE_BUCKETS: Final = (
     300,
     900,
     1800,
     3600,
     2 * 3600,
     4 * 3600,
+    6 * 3600,
     8 * 3600,
-    24 * 3600,
+    12 * 3600,
+    86400,
     2 * 86400,
+    3 * 86400,
     5 * 86400,
+    7 * 86400,
     10 * 86400,
     30 * 86400,
 )
@@ -106,19 +120,19 @@ TIME_TO_ACKNOWLEDGE = Histogram(
     "plaza_request_time_to_acknowledge_seconds",
     "From the citizen's report to a manager acknowledging (or assigning) the request",
     _REQUEST_LABELS,
-    buckets=_LIFECYCLE_BUCKETS,
+    buckets=LIFECYCLE_BUCKETS,
 )
 TIME_TO_ASSIGN = Histogram(
     "plaza_request_time_to_assign_seconds",
     "From the citizen's report to the request's first assignment to a worker",
     _REQUEST_LABELS,
-    buckets=_LIFECYCLE_BUCKETS,
+    buckets=LIFECYCLE_BUCKETS,
 )
 TIME_TO_RESOLVE = Histogram(
     "plaza_request_time_to_resolve_seconds",
     "From the citizen's report to the request being resolved",
     _REQUEST_LABELS,
-    buckets=_LIFECYCLE_BUCKETS,
+    buckets=LIFECYCLE_BUCKETS,
 )
 SLA_MET = Counter(
     "plaza_sla_met_total",
@@ -132,6 +146,12 @@ SLA_BREACHES = Counter(
     ["deadline", *_REQUEST_LABELS],
 )
 REQUEST_COUNTERS: Final = (REQUESTS_CREATED, REQUESTS_CLOSED, SLA_MET, SLA_BREACHES)
+REQUEST_HISTOGRAMS: Final = (TIME_TO_ACKNOWLEDGE, TIME_TO_ASSIGN, TIME_TO_RESOLVE)
+# A manager's action times the step it took with the deadline it met (plaza.lifecycle): the
+# process that counts deadlines met observes these histograms too, and starts them with it.
+_OBSERVED_WITH: Final[Mapping[Counter | Histogram, tuple[Histogram, ...]]] = {
+    SLA_MET: REQUEST_HISTOGRAMS
+}
 
 # The label values known at start (see start_at_zero).
 URGENCIES: Final = ("normal", "urgent")
@@ -170,44 +190,61 @@ def district_label(district_code: str | None) -> str:
     return district_code or NO_DISTRICT
 
 
-def _request_series(counter: Counter, districts: Iterable[str]) -> Iterator[tuple[str, ...]]:
-    """Every label combination of a request counter: district (or none), service code and
-    urgency, with the counter's own label."""
+def _request_series(
+    metric: Counter | Histogram, districts: Iterable[str]
+) -> Iterator[tuple[str, ...]]:
+    """Every label combination of a request counter or histogram: district (or none), service
+    code and urgency, with the counter's own label."""
     requests = list(product([*districts, NO_DISTRICT], load_taxonomy(), URGENCIES))
-    if counter is REQUESTS_CREATED:
+    if metric is REQUESTS_CREATED:
         yield from ((*labels, channel) for labels in requests for channel in CHANNELS)
-    elif counter is REQUESTS_CLOSED:
+    elif metric is REQUESTS_CLOSED:
         yield from ((*labels, status) for labels in requests for status in CLOSED_AS)
-    elif counter is SLA_MET or counter is SLA_BREACHES:
+    elif metric is SLA_MET or metric is SLA_BREACHES:
         yield from ((deadline, *labels) for deadline in DEADLINES for labels in requests)
+    elif metric in REQUEST_HISTOGRAMS:
+        yield from requests
     else:
-        raise ValueError(f"{counter} is not a request counter")
+        raise ValueError(f"{metric} is not a request counter")
 
 
 def start_at_zero(
     *,
     districts: Iterable[str] = (),
-    counters: Iterable[Counter] = (),
+    counters: Iterable[Counter | Histogram] = (),
     consumers: Mapping[str, Iterable[EventType]] | None = None,
+    stages: Iterable[str] = (),
 ) -> int:
     """Creates at 0 the series this process will count, so that Prometheus sees their first
-    count: each request counter of `counters` for the city's `districts` (and requests with
-    none), every service code and urgency; the worker runtime's counters for each consumer group
-    of `consumers` and its topics. Returns how many series it created."""
+    count: each request counter or histogram of `counters` for the city's `districts` (and
+    requests with none), every service code and urgency, with the time-to-step histograms when
+    it counts deadlines met (_OBSERVED_WITH); the worker runtime's counters and handler time for
+    each consumer group of `consumers` and its topics, and the pipeline stage each topic
+    completes; the other pipeline `stages` this process times (ingest's received). Returns how
+    many labelled series (a histogram's counting as one) it created."""
     created = 0
     codes = list(districts)
-    for counter in counters:
-        for labels in _request_series(counter, codes):
-            counter.labels(*labels)
+    metrics = list(counters)
+    metrics += [h for c in metrics for h in _OBSERVED_WITH.get(c, ()) if h not in metrics]
+    for metric in metrics:
+        for labels in _request_series(metric, codes):
+            metric.labels(*labels)
             created += 1
+    timed = set(stages)
     for group, topics in (consumers or {}).items():
         for topic in (t.topic for t in topics):
             series = [
                 *(DEAD_LETTERS.labels(group, topic, reason) for reason in DEAD_LETTER_REASONS),
                 *(HANDLER_RETRIES.labels(group, topic, kind) for kind in RETRY_KINDS),
                 *(MESSAGES_CONSUMED.labels(group, topic, outcome) for outcome in OUTCOMES),
+                HANDLER_DURATION.labels(group, topic),
             ]
             created += len(series)
+            if topic in STAGES:
+                timed.add(STAGES[topic])
+    for stage in sorted(timed):
+        PIPELINE_STAGE_LATENCY.labels(stage)
+        created += 1
     return created
 
 

@@ -34,7 +34,6 @@ from prometheus_client import Histogram
 from plaza import metrics
 from plaza.bus import Bus, Consumer, OutRecord, Record, TopicPartition
 from plaza.contracts import (
-    TOPICS,
     ContractError,
     Envelope,
     EventType,
@@ -61,12 +60,9 @@ class BatchingHandler(Protocol):
     async def batch(self, events: Sequence[Envelope]) -> Sequence[Outgoing]: ...
 
 
-# The pipeline stage a record of each topic completes once its handler is done with it.
-STAGES: Mapping[str, str] = {
-    TOPICS.POST_RECEIVED.topic: "classified",
-    TOPICS.POST_CLASSIFIED.topic: "routed",
-    TOPICS.REPLY_REQUESTED.topic: "replied",
-}
+# The pipeline stage a record of each topic completes (defined with the metric, whose series
+# start_at_zero creates for each consumer's topics).
+STAGES: Mapping[str, str] = metrics.STAGES
 
 
 class Rejected(Exception):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
-from plaza.metrics import PIPELINE_STAGE_LATENCY, seconds_between
+from plaza.metrics import PIPELINE_STAGE_LATENCY, RECEIVED, seconds_between, start_at_zero
 from plaza.web import install_problem_handlers, install_request_metrics, problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,13 +21,14 @@ def create_app(bus: Bus) -> FastAPI:
     app = FastAPI(title="Plaza ingest", version="1", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     install_request_metrics(app, "ingest")
+    start_at_zero(stages=[RECEIVED])  # so that Prometheus sees the first post it times
 
     async def accept(post: PostIn, channel: str) -> JSONResponse:
         event = post_received(post, channel=channel)
         await publish(bus, [event])
         if post.created_at is not None:
             latency = seconds_between(post.created_at, datetime.now(UTC))
-            PIPELINE_STAGE_LATENCY.labels("received").observe(latency)
+            PIPELINE_STAGE_LATENCY.labels(RECEIVED).observe(latency)
         body = PostAccepted(
             platform=post.platform, post_id=post.post_id, event_id=event.envelope.event_id
         )
