@@ -128,16 +128,36 @@ class RequestMetrics:
     Plain ASGI rather than `@app.middleware("http")`, which costs a task and a copy of the
     response for every request."""
 
-    def __init__(self, app: ASGIApp, app_name: str) -> None:
+    def __init__(self, app: ASGIApp, app_name: str, routes_of: FastAPI | None = None) -> None:
         self.app = app
         self.app_name = app_name
+        self._routes_of = routes_of
         # Bounded: route templates x methods x statuses.
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._started = False
+
+    def _start_at_zero(self) -> None:
+        """Creates at 0 each route's duration and its count under its success status (see
+        plaza.metrics.start_at_zero: increase() cannot see the count a series appears with, and
+        a route read a few times between two scrapes showed no traffic). At the first request,
+        when every router is included; the routes are the app's OpenAPI paths (FastAPI's
+        included routers are no plain list of routes), and other statuses appear at their
+        first."""
+        self._started = True
+        if self._routes_of is None:
+            return
+        for path, operations in self._routes_of.openapi().get("paths", {}).items():
+            for method, operation in operations.items():
+                statuses = [code for code in operation.get("responses", {}) if code[:1] == "2"]
+                HTTP_DURATION.labels(self.app_name, path, method.upper())
+                HTTP_REQUESTS.labels(self.app_name, path, method.upper(), (statuses or ["200"])[0])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self._started:
+            self._start_at_zero()
         started = time.perf_counter()
         status = 500
 
@@ -165,4 +185,4 @@ class RequestMetrics:
 
 def install_request_metrics(app: FastAPI, app_name: str) -> None:
     """Counts every request of `app` in plaza_http_requests_total and its duration."""
-    app.add_middleware(RequestMetrics, app_name=app_name)
+    app.add_middleware(RequestMetrics, app_name=app_name, routes_of=app)
