@@ -6,17 +6,26 @@ never the JSON. Every query reads Plaza's metrics or the recording rules of
 deploy/prometheus/rules; tests/e2e/test_prometheus.py runs each one against a real Prometheus
 that scraped a running Plaza, and expects every `{{label}}` of a legend in its result.
 
-The backlog gauges (plaza_requests_open, _overdue, _open_age_seconds, plaza_workers_busy) come
-from every gateway alike: queries take them once with `max without (instance, job)`.
+The backlog gauges (plaza_requests_open, _overdue, _past_due, _escalated, _open_age_seconds,
+plaza_workers_busy) come from every gateway alike: queries take them once with
+`max without (instance, job)`.
+
+Every stat and bar gauge says what is good and bad (a Scale: its range, the colour from each
+step up, the text for a value): Grafana's defaults coloured a 9% compliance green and stretched
+a bar gauge to its data. The compliance target is read from the SLA alert, so that the panels
+turn red where the alert fires.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from grafana_foundation_sdk.builders import (
     bargauge,
     common,
@@ -29,18 +38,81 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import (
     BarGaugeDisplayMode,
     BigValueGraphMode,
+    GraphTresholdsStyleMode,
     LegendDisplayMode,
     LegendPlacement,
     VizOrientation,
 )
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+    VariableSort,
+)
 
 OUT = Path(__file__).resolve().parent / "dashboards"
+ALERTS = Path(__file__).resolve().parents[1] / "prometheus" / "rules" / "alerts.yml"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 TAGS = ["plaza"]
 
 Query = tuple[str, str]  # (PromQL, legend format)
 Panel = timeseries.Panel | stat.Panel | bargauge.Panel
+
+
+def compliance_target() -> float:
+    """The share of deadlines city hall wants met: PlazaSlaComplianceBelowTarget's threshold."""
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    [expr] = [
+        rule["expr"]
+        for group in groups
+        for rule in group["rules"]
+        if rule.get("alert") == "PlazaSlaComplianceBelowTarget"
+    ]
+    found = re.search(r"ratio24h < ([0-9.]+)", expr)
+    if found is None:
+        raise ValueError(f"no `ratio24h < target` in PlazaSlaComplianceBelowTarget: {expr}")
+    return float(found[1])
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A stat's or bar gauge's range and colours: `steps` gives the colour from each value up
+    (the first from minus infinity), `texts` what to show for a value instead of it."""
+
+    steps: tuple[tuple[float | None, str], ...]
+    min: float = 0
+    max: float | None = None
+    texts: tuple[tuple[str, str, str], ...] = ()  # value, text, colour
+
+    def apply(self, panel: stat.Panel | bargauge.Panel | timeseries.Panel) -> None:
+        panel.min(self.min).thresholds(
+            dashboard.ThresholdsConfig()
+            .mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=v, color=c) for v, c in self.steps])
+        )
+        if self.max is not None:
+            panel.max(self.max)
+        if self.texts:
+            options = {
+                value: ValueMappingResult(text=text, color=color, index=i)
+                for i, (value, text, color) in enumerate(self.texts)
+            }
+            panel.mappings([ValueMap(options=options)])
+
+
+TARGET = compliance_target()
+# A share of deadlines met: red under the target, green at it.
+COMPLIANCE = Scale(((None, "red"), (TARGET, "green")), max=1)
+# A count or a time with no good or bad value of its own (open requests, busy workers).
+NEUTRAL = Scale(((None, "blue"),))
+# Requests past a deadline: each one is a deadline missed.
+OVERDUE = Scale(((None, "green"), (1, "orange"), (10, "red")))
+# Something that should be 0: a process down, a server error.
+ZERO = Scale(((None, "green"), (1e-9, "red")))
+UP = Scale(((None, "red"), (1, "green")), max=1, texts=(("0", "down", "red"), ("1", "up", "green")))
 
 
 def backlog(metric: str, selector: str = "") -> str:
@@ -57,8 +129,15 @@ def _targets(panel: Panel, queries: list[Query], *, instant: bool = False) -> Pa
 
 
 def graph(
-    title: str, description: str, unit: str, *queries: Query, span: int = 12, height: int = 8
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Query,
+    scale: Scale | None = None,
+    span: int = 12,
+    height: int = 8,
 ) -> timeseries.Panel:
+    """A time series; with a `scale`, its range and its thresholds drawn as lines."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -74,12 +153,24 @@ def graph(
             .show_legend(True)
         )
     )
+    if scale is not None:
+        scale.apply(panel)
+        panel.thresholds_style(
+            common.GraphThresholdsStyleConfig().mode(GraphTresholdsStyleMode.LINE)
+        )
     _targets(panel, list(queries))
     return panel
 
 
 def single(
-    title: str, description: str, unit: str, query: Query, *, span: int = 6, height: int = 4
+    title: str,
+    description: str,
+    unit: str,
+    query: Query,
+    *,
+    scale: Scale,
+    span: int = 6,
+    height: int = 4,
 ) -> stat.Panel:
     panel = (
         stat.Panel()
@@ -91,12 +182,20 @@ def single(
         .graph_mode(BigValueGraphMode.AREA)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
+    scale.apply(panel)
     _targets(panel, [query])
     return panel
 
 
 def bars(
-    title: str, description: str, unit: str, query: Query, *, span: int = 12, height: int = 8
+    title: str,
+    description: str,
+    unit: str,
+    query: Query,
+    *,
+    scale: Scale,
+    span: int = 12,
+    height: int = 8,
 ) -> bargauge.Panel:
     panel = (
         bargauge.Panel()
@@ -109,6 +208,7 @@ def bars(
         .orientation(VizOrientation.HORIZONTAL)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
+    scale.apply(panel)
     _targets(panel, [query], instant=True)
     return panel
 
@@ -160,15 +260,17 @@ def city_sla() -> dashboard.Dashboard:
                 "Share of deadlines (acknowledge and resolve) met among those due in the hour",
                 "percentunit",
                 ("city:plaza_sla_compliance:ratio1h", ""),
+                scale=COMPLIANCE,
                 span=8,
             )
         )
         .with_panel(
             single(
                 "Compliance, last 24 h",
-                "Share of deadlines met among those due in the last day (target 90%)",
+                f"Share of deadlines met among those due in the last day (target {TARGET:.0%})",
                 "percentunit",
                 ("city:plaza_sla_compliance:ratio24h", ""),
+                scale=COMPLIANCE,
                 span=8,
             )
         )
@@ -178,6 +280,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Share of deadlines met among those due in the last week",
                 "percentunit",
                 ("city:plaza_sla_compliance:ratio7d", ""),
+                scale=COMPLIANCE,
                 span=8,
             )
         )
@@ -187,6 +290,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Deadlines met among those due over the previous 24 h, district by district",
                 "percentunit",
                 ("district:plaza_sla_compliance:ratio24h", "{{district}}"),
+                scale=COMPLIANCE,
                 span=16,
             )
         )
@@ -196,6 +300,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Deadlines met among those due over the last week",
                 "percentunit",
                 ("district:plaza_sla_compliance:ratio7d", "{{district}}"),
+                scale=COMPLIANCE,
                 span=8,
             )
         )
@@ -211,12 +316,30 @@ def city_sla() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Overdue requests by district",
-                "Open requests past their acknowledgement or resolution deadline",
+                "Open requests not acknowledged in time or not resolved in time, each once (the "
+                "manager API's overdue); the District dashboard splits them by deadline",
+                "short",
+                ("district:plaza_requests_overdue:sum", "{{district}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Open requests by queue",
+                "Where the backlog waits: each district's queue, city-mobility, triage",
+                "short",
+                (f"sum by (queue) ({backlog('plaza_requests_open')})", "{{queue}}"),
+            )
+        )
+        .with_panel(
+            bars(
+                "City-hall queue by district",
+                "Open requests escalated to city hall after a missed deadline",
                 "short",
                 (
-                    f"sum by (district, deadline) ({backlog('plaza_requests_overdue')})",
-                    "{{district}} {{deadline}}",
+                    f"sum by (district) ({backlog('plaza_requests_escalated')})",
+                    "{{district}}",
                 ),
+                scale=OVERDUE,
             )
         )
         .with_panel(
@@ -259,6 +382,7 @@ def city_sla() -> dashboard.Dashboard:
                     "topk(10, sum by (service_code) (increase(plaza_sla_breaches_total[$__range])))",
                     "{{service_code}}",
                 ),
+                scale=OVERDUE,
             )
         )
         .with_panel(
@@ -267,6 +391,7 @@ def city_sla() -> dashboard.Dashboard:
                 "90% of the requests of each service were acknowledged within this time",
                 "s",
                 (slowest("plaza_request_time_to_acknowledge_seconds"), "{{service_code}}"),
+                scale=NEUTRAL,
             )
         )
         .with_panel(
@@ -275,6 +400,7 @@ def city_sla() -> dashboard.Dashboard:
                 "90% of the requests of each service were resolved within this time",
                 "s",
                 (slowest("plaza_request_time_to_resolve_seconds"), "{{service_code}}"),
+                scale=NEUTRAL,
             )
         )
     )
@@ -293,7 +419,9 @@ def district() -> dashboard.Dashboard:
             dashboard.QueryVariable("district")
             .label("District")
             .datasource(PROMETHEUS)
-            .query("label_values(plaza_requests_open, district)")
+            # Every district, with open requests or not: the gateway counts deadlines met for
+            # each from 0.
+            .query("label_values(plaza_sla_met_total, district)")
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(VariableSort.ALPHABETICAL_ASC)
         )
@@ -303,23 +431,27 @@ def district() -> dashboard.Dashboard:
                 "Open requests",
                 "Requests of the district not yet resolved or closed",
                 "short",
-                (f"sum({backlog('plaza_requests_open', d)})", ""),
+                (f"sum({backlog('plaza_requests_open', d)}) or vector(0)", ""),
+                scale=NEUTRAL,
             )
         )
         .with_panel(
             single(
                 "Overdue",
-                "Open requests past a deadline (acknowledge or resolve)",
+                "Open requests not acknowledged in time or not resolved in time, each once (the "
+                "manager API's overdue)",
                 "short",
-                (f"sum({backlog('plaza_requests_overdue', d)})", ""),
+                (f"sum({backlog('plaza_requests_past_due', d)}) or vector(0)", ""),
+                scale=OVERDUE,
             )
         )
         .with_panel(
             single(
                 "Compliance, last 24 h",
-                "Deadlines met among those due in the last day (target 90%)",
+                f"Deadlines met among those due in the last day (target {TARGET:.0%})",
                 "percentunit",
                 (f"district:plaza_sla_compliance:ratio24h{d}", ""),
+                scale=COMPLIANCE,
             )
         )
         .with_panel(
@@ -327,7 +459,8 @@ def district() -> dashboard.Dashboard:
                 "Workers busy",
                 "Workers with at least one open request assigned",
                 "short",
-                (f"sum({backlog('plaza_workers_busy', d)})", ""),
+                (f"sum({backlog('plaza_workers_busy', d)}) or vector(0)", ""),
+                scale=NEUTRAL,
             )
         )
         .with_panel(
@@ -348,6 +481,7 @@ def district() -> dashboard.Dashboard:
                     f"sum by (service_code) ({backlog('plaza_requests_open', d)})",
                     "{{service_code}}",
                 ),
+                scale=NEUTRAL,
             )
         )
         .with_row(dashboard.Row("Request ages and workers"))
@@ -372,8 +506,8 @@ def district() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Overdue by deadline",
-                "Still waiting for acknowledgement past ack_due_at, or unresolved past "
-                "expected_datetime",
+                "Not acknowledged past ack_due_at, or unresolved past expected_datetime (a "
+                "request late on both is in each line)",
                 "short",
                 (f"sum by (deadline) ({backlog('plaza_requests_overdue', d)})", "{{deadline}}"),
             )
@@ -410,6 +544,7 @@ def district() -> dashboard.Dashboard:
                 "90% of the district's requests of each service were resolved within this time",
                 "s",
                 (slowest("plaza_request_time_to_resolve_seconds", d), "{{service_code}}"),
+                scale=NEUTRAL,
             )
         )
         .with_panel(
@@ -437,10 +572,12 @@ def pipeline() -> dashboard.Dashboard:
         .with_row(dashboard.Row("Stages"))
         .with_panel(
             single(
-                "Services up",
-                "Plaza processes answering Prometheus's scrapes",
+                "Services down",
+                "Plaza processes not answering Prometheus's scrapes (PlazaServiceDown fires "
+                "after 2 min)",
                 "short",
-                ('sum(up{job=~"plaza-.*"})', ""),
+                ('count(up{job=~"plaza-.*"} == 0) or vector(0)', ""),
+                scale=ZERO,
                 span=4,
             )
         )
@@ -451,6 +588,7 @@ def pipeline() -> dashboard.Dashboard:
                 "PlazaDatabaseDown alert fires after a minute at 0",
                 "short",
                 ("min(plaza_database_up)", ""),
+                scale=UP,
                 span=4,
             )
         )
@@ -467,7 +605,8 @@ def pipeline() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Throughput by stage",
-                "Posts received by ingest, classified, routed, and replies posted, per second",
+                "Posts received by ingest's webhook and Open311 (replays and streams skip it), "
+                "classified, routed, and replies posted, per second",
                 "ops",
                 (
                     "sum by (stage) "
@@ -479,8 +618,9 @@ def pipeline() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Latency by stage (p95)",
-                "received: from the post on its platform to ingest; classified, routed, replied: "
-                "from the previous stage's event to the end of this stage",
+                "received: from the post on its platform to ingest's webhook or Open311 (a post "
+                "dated hours back reads as over 1 h); classified, routed, replied: from the "
+                "previous stage's event to the end of this stage",
                 "s",
                 ("stage:plaza_pipeline_stage_latency_seconds:p95_rate5m", "{{stage}}"),
             )
@@ -601,7 +741,8 @@ def pipeline() -> dashboard.Dashboard:
 
 
 def open_api() -> dashboard.Dashboard:
-    api = 'app="api"'
+    # Prometheus's own scrapes and the health checks are not anyone's use of the API.
+    api = 'app="api",route!~"/metrics|/healthz"'
     return (
         board(
             "plaza-open-api",
@@ -613,9 +754,13 @@ def open_api() -> dashboard.Dashboard:
         .with_panel(
             single(
                 "Requests per second",
-                "All of the gateway's endpoints",
+                "All of the gateway's endpoints but /metrics and /healthz",
                 "reqps",
-                (f"sum(rate(plaza_http_requests_total{{{api}}}[$__rate_interval]))", ""),
+                (
+                    f"sum(rate(plaza_http_requests_total{{{api}}}[$__rate_interval])) or vector(0)",
+                    "",
+                ),
+                scale=NEUTRAL,
                 span=8,
             )
         )
@@ -629,6 +774,7 @@ def open_api() -> dashboard.Dashboard:
                     " or vector(0)",
                     "",
                 ),
+                scale=ZERO,
                 span=8,
             )
         )
@@ -642,6 +788,7 @@ def open_api() -> dashboard.Dashboard:
                     'status="202"}[$__rate_interval])) or vector(0)',
                     "",
                 ),
+                scale=NEUTRAL,
                 span=8,
             )
         )

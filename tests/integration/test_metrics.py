@@ -26,7 +26,7 @@ from plaza_cli.embedded import EmbeddedSettings, build_workers
 from plaza_ingest.app import create_app as create_ingest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.integration.conftest import BusFactory
@@ -97,8 +97,11 @@ async def test_a_worker_reports_its_lag_and_stage_latency_and_forgets_the_lag_wh
     assert not [s for s in collected if s.labels["group"] == "lag-worker" and "lag" in s.name]
 
 
-async def _open(sessions: async_sessionmaker[AsyncSession], post_id: str) -> int:
-    await router(sessions)(as_event(classified(post_id, at=datetime.now(UTC))))
+async def _open(
+    sessions: async_sessionmaker[AsyncSession], post_id: str, service_code: str = "streetlight"
+) -> int:
+    post = classified(post_id, at=datetime.now(UTC), service_code=service_code)
+    await router(sessions)(as_event(post))
     async with sessions() as session:
         return (
             await session.execute(
@@ -273,3 +276,58 @@ async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answe
     assert shown(text, "plaza_database_up") == [0.0]
     assert shown(text, "plaza_requests_open") == []  # left out, not shown stale
     assert shown(text, "plaza_outbox_oldest_pending_seconds") == []
+
+
+async def _set(
+    sessions: async_sessionmaker[AsyncSession], rid: int, **values: datetime | None
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest).where(ServiceRequest.id == rid).values(**values)
+        )
+
+
+async def test_the_backlog_counts_an_overdue_request_once_as_the_manager_api_does(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """District 09's Overdue stat added the acknowledge and resolve counts: 22 where 19 were
+    overdue. A request past both deadlines is overdue once; one acknowledged late but not yet
+    due to be resolved is not overdue at all (the manager API's `overdue`)."""
+    now = datetime.now(UTC)
+    ago, ahead = now - timedelta(hours=1), now + timedelta(hours=1)
+    both = await _open(sessions, "overdue-both", "streetlight")
+    await _set(sessions, both, ack_due_at=ago, expected_datetime=ago)
+    ack_only = await _open(sessions, "overdue-ack", "pavement")
+    await _set(sessions, ack_only, ack_due_at=ago, expected_datetime=ahead)
+    acknowledged = await _open(sessions, "overdue-acknowledged", "cleaning")
+    await _set(sessions, acknowledged, ack_due_at=ago, acknowledged_at=now, expected_datetime=ahead)
+    in_time = await _open(sessions, "overdue-none", "graffiti")
+    await _set(sessions, in_time, ack_due_at=ahead, expected_datetime=ahead)
+
+    text = (await BacklogCollector(sessions, max_age=0).exposition()).decode()
+
+    assert sum(shown(text, "plaza_requests_past_due", district="06")) == 2
+    by_deadline = {
+        deadline: sum(shown(text, "plaza_requests_overdue", district="06", deadline=deadline))
+        for deadline in ("acknowledge", "resolve")
+    }
+    assert by_deadline == {"acknowledge": 2, "resolve": 1}
+    assert sum(shown(text, "plaza_requests_open", district="06", queue="06")) == 4
+
+
+async def test_the_age_of_open_requests_is_read_at_the_sla_windows(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A request 5 hours old lies between the 4 h and 6 h edges (it lay between 4 h and a day,
+    which put a district's p90 at 25 h where it was 6 h)."""
+    rid = await _open(sessions, "age-5h")
+    await _set(sessions, rid, requested_datetime=datetime.now(UTC) - timedelta(hours=5))
+
+    text = (await BacklogCollector(sessions, max_age=0).exposition()).decode()
+
+    def older(le: str) -> float:
+        return sum(shown(text, "plaza_requests_open_age_seconds_bucket", district="06", le=le))
+
+    everything = older("+Inf")
+    assert everything - older("14400.0") >= 1  # older than 4 h
+    assert everything - older("21600.0") == 0  # none older than 6 h

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from types import ModuleType
+
+import yaml
 
 from tests.infra import ROOT
 from tests.prometheus import DASHBOARDS, level_labels, panel_queries, recording_rules
@@ -16,6 +19,7 @@ def generator() -> ModuleType:
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where its dataclasses look their annotations up
     spec.loader.exec_module(module)
     return module
 
@@ -61,3 +65,79 @@ def test_recording_rule_names_say_which_labels_they_keep() -> None:
         for level in ("district", "city")
         for w in ("1h", "24h", "7d")
     )
+
+
+def _panels(kinds: tuple[str, ...]) -> list[tuple[str, dict[str, object]]]:
+    return [
+        (f"{model['title']} / {panel['title']}", panel)
+        for model in (json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json")))
+        for panel in model["panels"]
+        if panel["type"] in kinds
+    ]
+
+
+def _defaults(panel: dict[str, object]) -> dict[str, object]:
+    return panel["fieldConfig"]["defaults"]  # type: ignore[index,no-any-return]
+
+
+def test_every_stat_and_bar_gauge_says_what_is_good_and_bad() -> None:
+    """Grafana's defaults coloured a 9% compliance green, stretched the 7-day bar gauge to its
+    data (the worst district an empty bar) and showed a green 0 for PostgreSQL down."""
+    target = generator().compliance_target()
+    for where, panel in _panels(("stat", "bargauge")):
+        defaults = _defaults(panel)
+        steps = defaults.get("thresholds", {}).get("steps")  # type: ignore[attr-defined]
+        assert steps and steps[0]["value"] is None, f"{where}: no thresholds"
+        assert defaults.get("min") == 0, f"{where}: no min"
+        assert defaults.get("unit"), f"{where}: no unit"
+        if defaults["unit"] == "percentunit":
+            assert defaults.get("max") == 1, f"{where}: a share without max 1"
+        if "compliance" in str(panel["targets"]):
+            colours = [(s["value"], s["color"]) for s in steps]
+            assert colours == [(None, "red"), (target, "green")], where
+    compliance_graphs = [
+        (where, panel)
+        for where, panel in _panels(("timeseries",))
+        if "compliance" in str(panel["targets"])
+    ]
+    assert compliance_graphs
+    for where, panel in compliance_graphs:
+        assert (_defaults(panel)["min"], _defaults(panel)["max"]) == (0, 1), where
+    [(_, database)] = [(w, p) for w, p in _panels(("stat",)) if p["title"] == "PostgreSQL readable"]
+    [mapping] = _defaults(database)["mappings"]  # type: ignore[misc]
+    assert {v: (m["text"], m["color"]) for v, m in mapping["options"].items()} == {
+        "0": ("down", "red"),
+        "1": ("up", "green"),
+    }
+
+
+def test_the_compliance_target_is_the_sla_alert_s() -> None:
+    alerts = yaml.safe_load((ROOT / "deploy/prometheus/rules/alerts.yml").read_text())
+    exprs = [r["expr"] for g in alerts["groups"] for r in g["rules"] if "compliance" in r["expr"]]
+    target = generator().compliance_target()
+    assert target == 0.9
+    assert exprs and all(f"< {target}" in e for e in exprs), exprs
+
+
+def test_the_overdue_figures_count_each_request_once() -> None:
+    """District 03's Overdue stat showed 22 where 19 requests were overdue: it added the
+    acknowledge and the resolve deadline's counts."""
+    overdue = [q for q in panel_queries() if "overdue" in q.panel.lower()]
+    assert overdue
+    for query in overdue:
+        once = "plaza_requests_past_due" in query.expr or ":plaza_requests_overdue:" in query.expr
+        assert once or "by (deadline)" in query.expr, f"{query.panel}: {query.expr}"
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/recording.yml").read_text())
+    [expr] = [
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("record") == "district:plaza_requests_overdue:sum"
+    ]
+    assert "plaza_requests_past_due" in expr
+
+
+def test_the_api_s_traffic_leaves_out_prometheus_s_scrapes() -> None:
+    api = [q for q in panel_queries() if q.dashboard == "Open API" and 'app="api"' in q.expr]
+    assert api
+    assert all('route!~"/metrics|/healthz"' in q.expr for q in api), api

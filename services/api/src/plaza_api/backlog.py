@@ -21,18 +21,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from plaza.db.models import OutboxRecord, ServiceRequest
-from plaza.metrics import district_label
-from plaza.requests import OPEN_STATUSES, WAITING
+from plaza.metrics import LIFECYCLE_BUCKETS, district_label
+from plaza.requests import OPEN_STATUSES
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Float, and_, cast, distinct, extract, func, select
+from sqlalchemy import Float, and_, cast, distinct, extract, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
 
-# How old the open requests are: an hour, four hours, a day, three days, a week, two, a month.
-AGE_BUCKETS = (3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+# How old the open requests are, with an edge at every SLA window (5 minutes to 30 days, as
+# the time to each step): the median and p90 of a queue whose deadlines are 15 minutes to 10
+# days are read at those deadlines, not between an hour and a day (they were 4 to 7 times off).
+AGE_BUCKETS = LIFECYCLE_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,10 @@ class DistrictAges:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    open: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    open: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
     overdue: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    past_due: dict[tuple[str, str], int] = field(default_factory=dict)
+    escalated: dict[tuple[str, str], int] = field(default_factory=dict)
     districts: dict[str, DistrictAges] = field(default_factory=dict)
     outbox_oldest_seconds: float = 0.0  # 0 when every event is published
 
@@ -74,26 +78,36 @@ async def read_backlog(session: AsyncSession) -> Snapshot:
     r = ServiceRequest
     is_open = r.status.in_(OPEN_STATUSES)
     now = func.now()
+    # The manager API's `overdue` (plaza_api.manager): not acknowledged past ack_due_at, or
+    # unresolved past expected_datetime; a request late on both is overdue once.
+    ack_late = and_(r.acknowledged_at.is_(None), r.ack_due_at < now)
+    resolve_late = r.expected_datetime < now
     by_service = await session.execute(
         select(
             r.district_code,
             r.service_code,
             r.status,
             r.urgency,
+            r.queue,
             func.count(),
-            func.count().filter(and_(r.status.in_(WAITING), r.ack_due_at < now)),
-            func.count().filter(r.expected_datetime < now),
+            func.count().filter(ack_late),
+            func.count().filter(resolve_late),
+            func.count().filter(or_(ack_late, resolve_late)),
+            func.count().filter(r.escalated_at.is_not(None)),
         )
         .where(is_open)
-        .group_by(r.district_code, r.service_code, r.status, r.urgency)
+        .group_by(r.district_code, r.service_code, r.status, r.urgency, r.queue)
     )
     snapshot = Snapshot(outbox_oldest_seconds=await read_outbox_age(session))
-    for district, service, status, urgency, count, ack_late, resolve_late in by_service:
+    for row in by_service:
+        district, service, status, urgency, queue, count, acks, resolves, late, escalated = row
         d = district_label(district)
-        snapshot.open[(d, service, status, urgency)] = count
-        for deadline, late in (("acknowledge", ack_late), ("resolve", resolve_late)):
+        snapshot.open[(d, service, status, urgency, queue)] = count
+        for deadline, n in (("acknowledge", acks), ("resolve", resolves)):
             key = (d, service, deadline)
-            snapshot.overdue[key] = snapshot.overdue.get(key, 0) + late
+            snapshot.overdue[key] = snapshot.overdue.get(key, 0) + n
+        snapshot.past_due[(d, service)] = snapshot.past_due.get((d, service), 0) + late
+        snapshot.escalated[(d, service)] = snapshot.escalated.get((d, service), 0) + escalated
     age = cast(extract("epoch", now - r.requested_datetime), Float)
     by_district = await session.execute(
         select(
@@ -174,21 +188,41 @@ class BacklogCollector(Collector):
 def _families(snapshot: Snapshot) -> Iterator[Metric]:
     open_ = GaugeMetricFamily(
         "plaza_requests_open",
-        "Open service requests (the backlog), by district, service, status and urgency",
-        labels=["district", "service_code", "status", "urgency"],
+        "Open service requests (the backlog), by district, service, status, urgency and the queue "
+        "that holds them (a district's, city-mobility, or city-hall once escalated)",
+        labels=["district", "service_code", "status", "urgency", "queue"],
     )
     for status_labels, count in sorted(snapshot.open.items()):
         open_.add_metric(list(status_labels), count)
     yield open_
     overdue = GaugeMetricFamily(
         "plaza_requests_overdue",
-        "Open service requests past their deadline, by district, service and deadline "
-        "(acknowledge: still waiting past ack_due_at; resolve: past expected_datetime)",
+        "Open service requests past a deadline, by district, service and deadline "
+        "(acknowledge: not acknowledged past ack_due_at; resolve: past expected_datetime); a "
+        "request past both counts under each, see plaza_requests_past_due",
         labels=["district", "service_code", "deadline"],
     )
     for labels, count in sorted(snapshot.overdue.items()):
         overdue.add_metric(list(labels), count)
     yield overdue
+    past_due = GaugeMetricFamily(
+        "plaza_requests_past_due",
+        "Open service requests overdue, each once, as the manager API's `overdue`: not "
+        "acknowledged past ack_due_at, or unresolved past expected_datetime",
+        labels=["district", "service_code"],
+    )
+    for (district, service), count in sorted(snapshot.past_due.items()):
+        past_due.add_metric([district, service], count)
+    yield past_due
+    escalated = GaugeMetricFamily(
+        "plaza_requests_escalated",
+        "Open service requests in the city-hall queue (escalated when a deadline was missed), by "
+        "district and service",
+        labels=["district", "service_code"],
+    )
+    for (district, service), count in sorted(snapshot.escalated.items()):
+        escalated.add_metric([district, service], count)
+    yield escalated
     ages = GaugeHistogramMetricFamily(
         "plaza_requests_open_age_seconds",
         "How long the open service requests have been waiting, by district",
