@@ -655,7 +655,8 @@ def pipeline() -> dashboard.Dashboard:
         .with_panel(
             graph(
                 "Consumer lag by group and topic",
-                "Records waiting to be handled; the PlazaConsumerLagHigh alert fires over 1000",
+                "Records a group has not committed, read from the broker by the gateway (there "
+                "when every member is down); the PlazaConsumerLagHigh alert fires over 1000",
                 "short",
                 ("group_topic:plaza_bus_consumer_lag_records:sum", "{{group}} {{topic}}"),
             )
@@ -666,7 +667,9 @@ def pipeline() -> dashboard.Dashboard:
                 "A partition that keeps growing while the others drain is stuck behind one record",
                 "short",
                 (
-                    "sum by (group, topic, partition) (plaza_bus_consumer_lag_records)",
+                    "sum by (group, topic, partition) "
+                    f"({backlog('plaza_bus_group_lag_records')})"
+                    " or sum by (group, topic, partition) (plaza_bus_consumer_lag_records)",
                     "{{group}} {{topic}}/{{partition}}",
                 ),
             )

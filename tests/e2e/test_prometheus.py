@@ -464,6 +464,11 @@ def what_prometheus_saw(prometheus: Prometheus, district: str) -> dict[str, obje
             prometheus, "count by (job) (plaza_outbox_oldest_pending_seconds)", "job"
         ),
         "database up": values(prometheus, "plaza_database_up", "job"),
+        # Read from the broker by the gateway, for every group (there if their members stop).
+        "groups' lag from": {
+            job: set(values(prometheus, f'plaza_bus_group_lag_records{{job="{job}"}}', "group"))
+            for job in values(prometheus, "count by (job) (plaza_bus_group_lag_records)", "job")
+        },
     }
 
 
@@ -507,6 +512,7 @@ async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:
         "dead letters alerted": {"plaza-classifier", "plaza-router"},
         "outbox age from": {"plaza-api": 1.0},  # the gateway's reading of the database only
         "database up": {"plaza-api": 1.0},
+        "groups' lag from": {"plaza-api": {"plaza-classifier", "plaza-router", "plaza-notifier"}},
     }
     deadline = asyncio.get_running_loop().time() + 30
     while (saw := what_prometheus_saw(run.prometheus, district)) != expected:

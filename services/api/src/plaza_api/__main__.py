@@ -6,11 +6,12 @@ import gc
 
 import httpx
 from plaza import metrics
+from plaza.bus.kafka import GroupLag
 from plaza.city import City
 from plaza.db import create_engine, session_factory
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.service import configure_logging, http_server, run
-from plaza.settings import load
+from plaza.settings import BusKind, load
 
 from plaza_api.app import create_app
 from plaza_api.reads import PooledReads
@@ -27,6 +28,13 @@ async def serve(settings: ApiSettings) -> None:
     # What the managers' actions count: requests closed, deadlines met and missed (when late).
     counters = (metrics.REQUESTS_CLOSED, metrics.SLA_MET, metrics.SLA_BREACHES)
     metrics.start_at_zero(districts=city.districts, counters=counters)
+    # The consumer groups' lag, read from the broker so that a group whose members are all down
+    # still shows what waits for it (PlazaConsumerLagHigh).
+    lag = (
+        GroupLag(settings.kafka_bootstrap, namespace=settings.kafka_namespace)
+        if settings.bus is BusKind.KAFKA
+        else None
+    )
     async with httpx.AsyncClient(base_url=settings.ingest_url, timeout=10.0) as ingest:
         app = create_app(
             session_factory(engine),
@@ -36,6 +44,7 @@ async def serve(settings: ApiSettings) -> None:
             routing=RoutingTable.load(settings.routing_config, city),
             access=settings.access(settings.secret()),
             reads=reads,
+            lag=lag,
         )
         # What start-up built (the app, its models, the city's map) lives as long as the
         # process: out of the collector's sight, a full collection stops pausing every request.
@@ -46,6 +55,8 @@ async def serve(settings: ApiSettings) -> None:
         finally:
             await reads.close()
             await engine.dispose()
+            if lag is not None:
+                await lag.close()
 
 
 def main() -> None:

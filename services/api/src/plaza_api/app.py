@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza_api import gateway, manager, open311, replies
 from plaza_api.access import AccessConfig, install_access
-from plaza_api.backlog import BacklogCollector
+from plaza_api.backlog import BacklogCollector, LagReader
 from plaza_api.reads import EngineReads, Reads
 
 
@@ -24,9 +24,11 @@ def create_app(
     routing: RoutingTable | None = None,
     access: AccessConfig | None = None,
     reads: Reads | None = None,
+    lag: LagReader | None = None,
 ) -> FastAPI:
     """Without `access` (tests), tokens are signed with a secret made for this app alone; without
-    `reads`, the hot reads borrow the sessions' engine's connections."""
+    `reads`, the hot reads borrow the sessions' engine's connections; without `lag` (an
+    in-memory bus), /metrics shows no consumer group's lag from the broker."""
     app = FastAPI(
         title="Plaza",
         version="1",
@@ -38,7 +40,7 @@ def create_app(
     app.state.city = city
     app.state.sla = sla or SlaPolicy.load()
     app.state.routing = routing or RoutingTable.load(city=city)
-    app.state.backlog = BacklogCollector(sessions)
+    app.state.backlog = BacklogCollector(sessions, lag=lag)
     install_problem_handlers(app)
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as
     # the queue page is the busiest path (each router passed over costs it a few microseconds).

@@ -7,7 +7,9 @@ answers), plaza_database_up is 0 and the backlog metrics are left out of the scr
 the graphs, and a warning in the log) rather than shown stale; plaza_database_up is 1 otherwise.
 
 The outbox's oldest event is read here, not by the relay, so that its age keeps growing when the
-relay is down or never gets its lock.
+relay is down or never gets its lock. For the same reason the consumer groups' lag is read here
+from the broker (given a `lag` reader): a group whose members are all down still shows what
+waits for it. A failed lag reading leaves the lag out of that scrape (and says so in the log).
 
 Several gateways report the same numbers: aggregate them with max, not sum, across instances.
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from plaza.db.models import OutboxRecord, ServiceRequest
 from plaza.metrics import LIFECYCLE_BUCKETS, district_label
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 # the time to each step): the median and p90 of a queue whose deadlines are 15 minutes to 10
 # days are read at those deadlines, not between an hour and a day (they were 4 to 7 times off).
 AGE_BUCKETS = LIFECYCLE_BUCKETS
+
+
+class LagReader(Protocol):
+    """Reads every consumer group's lag from the broker (plaza.bus.kafka.GroupLag)."""
+
+    async def read(self) -> Mapping[tuple[str, str, int], int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +149,11 @@ class BacklogCollector(Collector):
         *,
         max_age: float = 5.0,
         timeout: float = 5.0,
+        lag: LagReader | None = None,
     ) -> None:
         self._sessions = sessions
+        self._lag = lag
+        self._lag_reading: Mapping[tuple[str, str, int], int] | None = None
         self._max_age = max_age
         self._timeout = timeout  # under Prometheus's scrape timeout (10 s unless configured)
         self._snapshot: Snapshot | None = None
@@ -163,6 +175,13 @@ class BacklogCollector(Collector):
                 log.warning("could not read the backlog for /metrics: %r", exc)
                 self._snapshot = None
                 self._database_up = False
+            if self._lag is not None:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        self._lag_reading = await self._lag.read()
+                except Exception as exc:
+                    log.warning("could not read the consumer groups' lag for /metrics: %r", exc)
+                    self._lag_reading = None
             self._read_at = time.monotonic()
 
     async def exposition(self) -> bytes:
@@ -183,6 +202,17 @@ class BacklogCollector(Collector):
             )
         if self._snapshot is not None:
             yield from _families(self._snapshot)
+        if self._lag_reading is not None:
+            lag = GaugeMetricFamily(
+                "plaza_bus_group_lag_records",
+                "Records a consumer group has not committed yet, by group, topic and partition, "
+                "read from the broker by the gateway (end offset minus committed offset): there "
+                "whether the group's members are up or not",
+                labels=["group", "topic", "partition"],
+            )
+            for (group, topic, partition), records in sorted(self._lag_reading.items()):
+                lag.add_metric([group, topic, str(partition)], records)
+            yield lag
 
 
 def _families(snapshot: Snapshot) -> Iterator[Metric]:

@@ -335,3 +335,73 @@ class KafkaBus(Bus):
                     await admin.create_topics(new)
         finally:
             await admin.close()
+
+
+class GroupLag:
+    """Every consumer group's lag as the broker keeps it: per partition, its end (the last
+    stable offset, as the members read under read_committed) minus the group's committed
+    offset. Read by a process other than the consumers (the gateway), so that a group whose
+    every member is down still shows the records waiting for it: the members' own gauge
+    (KafkaConsumer.lag) goes with them. Counts what was handled but not yet committed too,
+    which the workers commit within their commit interval.
+
+    Connects at the first read; the groups are those of this namespace, found on the broker
+    (a group that never committed anything has no lag to read)."""
+
+    def __init__(self, bootstrap: str, *, namespace: str = "", client_id: str = "plaza") -> None:
+        self._bootstrap = bootstrap
+        self._ns = namespace
+        self._client_id = f"{client_id}-lag"
+        self._admin: AIOKafkaAdminClient | None = None
+        self._ends: AIOKafkaConsumer | None = None  # in no group: it only asks for the ends
+
+    async def _start(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None or self._ends is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._bootstrap, client_id=self._client_id
+            )
+            ends = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+            )
+            await admin.start()
+            try:
+                await ends.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin, self._ends = admin, ends
+        return self._admin, self._ends
+
+    async def read(self) -> dict[tuple[str, str, int], int]:
+        """(group, topic, partition) -> records the group has not committed, for every group
+        and topic of this namespace. Raises what the broker raises (the caller reports it)."""
+        admin, ends = await self._start()
+        groups = [
+            str(listed[0])
+            for listed in await admin.list_consumer_groups()
+            if str(listed[0]).startswith(self._ns)
+        ]
+        committed: dict[tuple[str, KafkaTopicPartition], int] = {}
+        for group in groups:
+            offsets = await admin.list_consumer_group_offsets(group)
+            for tp, meta in offsets.items():
+                if tp.topic.startswith(self._ns) and meta.offset >= 0:
+                    committed[(group, tp)] = meta.offset
+        partitions = sorted({tp for _, tp in committed})
+        end = await asyncio.wait_for(ends.end_offsets(partitions), LAG_QUERY_TIMEOUT)
+        n = len(self._ns)
+        return {
+            (group[n:], tp.topic[n:], tp.partition): max(0, end[tp] - offset)
+            for (group, tp), offset in committed.items()
+            if tp in end
+        }
+
+    async def close(self) -> None:
+        admin, ends, self._admin, self._ends = self._admin, self._ends, None, None
+        if ends is not None:
+            await ends.stop()
+        if admin is not None:
+            await admin.close()
