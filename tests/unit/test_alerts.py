@@ -1,0 +1,46 @@
+"""Every alert reads well when it fires: its value formatted (PlazaBacklogGrowing said "grew by
+48.17147170868348 requests"), and the dashboard to open named."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from tests.prometheus import DASHBOARDS, RULE_FILES
+
+
+def alerts() -> list[dict[str, object]]:
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def test_every_value_in_an_annotation_is_formatted() -> None:
+    for rule in alerts():
+        for name, text in rule["annotations"].items():  # type: ignore[attr-defined]
+            for use in re.findall(r"\{\{[^}]*\$value[^}]*\}\}", text):
+                assert "|" in use, f"{rule['alert']} {name}: {use} prints a raw float"
+
+
+def test_every_alert_names_a_dashboard_that_exists() -> None:
+    uids = {json.loads(p.read_text())["uid"] for p in DASHBOARDS.glob("*.json")}
+    for rule in alerts():
+        dashboard = rule["annotations"].get("dashboard", "")  # type: ignore[attr-defined]
+        found = re.fullmatch(r"/d/([\w-]+)(\?.*)?", dashboard)
+        assert found and found[1] in uids, f"{rule['alert']}: dashboard {dashboard!r}"
+
+
+def test_the_compliance_alerts_want_some_volume_first() -> None:
+    """One breach out of one deadline is 0%: not a trend to wake city hall for."""
+    compliance = [r for r in alerts() if "compliance" in str(r["expr"])]
+    assert {r["alert"] for r in compliance} == {
+        "PlazaSlaComplianceBelowTarget",
+        "PlazaCityComplianceBelowTarget",
+    }
+    assert all(">= 10" in str(r["expr"]) for r in compliance)
