@@ -569,6 +569,9 @@ async def test_a_transfer_hands_the_request_on_whole(
         sessions, request.id, Action.TRANSFER, late, note="És a l'Eixample", district_code="2"
     )
     assert (moved.district_code, moved.queue, moved.barri_code) == ("02", "02", None)
+    async with sessions() as s:
+        trail = await history(s, request.id)
+    assert (trail[-1].before["barri_code"], trail[-1].after["barri_code"]) == ("31", None)
     assert moved.assigned_worker is None and moved.acknowledged_at is None
     assert moved.ack_due_at is not None and moved.ack_due_at > late
     assert moved.escalated_at is not None and moved.resolve_breached_at is not None

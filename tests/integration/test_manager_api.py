@@ -304,6 +304,12 @@ async def test_if_match_keeps_a_manager_from_undoing_what_they_did_not_see(
     assert anyway.status_code == 200
     bad = await api.post(f"/api/v1/requests/{rid}/actions/start", headers={"If-Match": '"seven"'})
     assert bad.status_code == 400 and "If-Match" in bad.json()["detail"]
+    bulk = await api.post(
+        "/api/v1/requests/actions/start",
+        json={"service_request_ids": [int(rid)]},
+        headers={"If-Match": etag},
+    )
+    assert bulk.status_code == 400 and "one request's version" in bulk.json()["detail"]
     # the same worker again would tell the citizen twice who was sent
     again = await api.post(f"/api/v1/requests/{rid}/actions/assign", json={"worker": "anna"})
     assert again.status_code == 422 and "already assigned to @anna" in again.json()["detail"]

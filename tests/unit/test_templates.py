@@ -174,3 +174,23 @@ def test_the_notifier_answers_in_the_language_of_its_city_file(
     monkeypatch.setenv("PLAZA_CITY_CONFIG", str(french))
     with pytest.raises(SettingsError, match=r"the city's language 'fr' .*PLAZA_REPLY_TEMPLATES"):
         load(NotifierSettings)
+
+
+@pytest.mark.parametrize(
+    ("language", "says"),
+    [
+        ("ca", "ja ens havies avisat"),
+        ("es", "ya nos habías avisado"),
+        ("en", "you reported already"),
+    ],
+)
+def test_the_one_reporter_reporting_again_is_not_told_1_neighbours(
+    language: str, says: str
+) -> None:
+    """Reporters are people: a citizen's second post about their own request leaves the count at
+    1, and "1 veïns ho han avisat" would be both wrong and ungrammatical."""
+    once = {"service_request_id": "12", "reporters_count": "1"}
+    text, _ = render(ReplyKind.REPLY_KIND_DUPLICATE, language, once)
+    assert says in text and "#12" in text and " 1 " not in text
+    many, _ = render(ReplyKind.REPLY_KIND_DUPLICATE, language, {**once, "reporters_count": "3"})
+    assert " 3 " in many

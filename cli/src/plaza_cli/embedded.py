@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 import httpx
 from plaza import metrics
@@ -111,6 +112,10 @@ def build_workers(
     ]
 
 
+# How soon after the stop a second SIGINT or SIGTERM is taken for the same one, passed on twice.
+ECHO_SECONDS: Final = 0.5
+
+
 async def drain(bus: JournalBus, engine: AsyncEngine, seconds: float) -> None:
     """Lets the workers handle what is on the bus and in the outbox, for up to `seconds` or
     until a second Ctrl-C, and says what is left: nothing is lost either way (the bus's journal
@@ -118,7 +123,15 @@ async def drain(bus: JournalBus, engine: AsyncEngine, seconds: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     hurry = asyncio.Event()
-    on_stop_signals(hurry.set)
+    began = loop.time()
+
+    def again() -> None:
+        # A signal within a moment of the first is its echo, not a second Ctrl-C: `uv run`
+        # (make run) passes on the SIGINT the terminal already sent to the whole group.
+        if loop.time() - began > ECHO_SECONDS:
+            hurry.set()
+
+    on_stop_signals(again)
     try:
         left = await _unhandled(bus, engine)
         if left:

@@ -169,6 +169,7 @@ _SNAPSHOT_FIELDS = (
     "queue",
     "agency_responsible",
     "district_code",
+    "barri_code",
     "assigned_worker",
     "status_notes",
     "resolution_photo_url",

@@ -91,15 +91,19 @@ class UserIn(GrantIn):
 
 class UserPatch(BaseModel):
     """A JSON merge patch of a user (RFC 7396): the fields given change, the others stay. Each
-    is checked as on creation."""
+    is checked as on creation. A field is left out to keep it, never null."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The documented example is one a caller can send as it is (each field's own would be null).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"scopes": ["06", "triage"]}, {"disabled": True}]},
+    )
 
     role: Role | None = Field(
         default=None,
         description="A new role comes with a new grant: scopes and worker_handle are then those "
         "of this patch (none if left out)",
-        examples=[None],
+        examples=["manager"],
     )
     scopes: list[str] | None = Field(
         default=None,
@@ -107,17 +111,17 @@ class UserPatch(BaseModel):
         examples=[["06", "triage"]],
     )
     worker_handle: str | None = Field(
-        default=None, max_length=256, description="A worker's handle", examples=[None]
+        default=None, max_length=256, description="A worker's handle", examples=["@jordi"]
     )
     disabled: bool | None = Field(
         default=None,
         description="true disables the user, false re-enables them (they log in again)",
-        examples=[None],
+        examples=[False],
     )
     password: SecretStr | None = Field(
         default=None,
         description="A new password (never shown again): the tokens issued before stop working",
-        examples=[None],
+        examples=["una contrasenya nova i llarga"],
     )
 
     @model_validator(mode="after")
@@ -289,7 +293,14 @@ async def list_users(session: SessionDep, _: AdminPrincipal) -> list[UserOut]:
     return [_user_out(r) for r in rows]
 
 
-@router.patch("/admin/users/{user_id}", response_model=UserOut)
+@router.patch(
+    "/admin/users/{user_id}",
+    response_model=UserOut,
+    responses={
+        404: {"description": "No such user"},
+        409: {"description": "The worker handle is another user's (the detail says whose)"},
+    },
+)
 async def change_user(
     request: Request,
     user_id: RowId,

@@ -1279,9 +1279,16 @@ async def bulk_action(
     sla: SlaDep,
     routing: RoutingDep,
     principal: StaffPrincipal,
+    if_match: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> BulkOut:
     """The same action on up to 100 requests, each in its own transaction: one refused request
     (not yours, wrong status) does not stop the others. Each result says what happened."""
+    if if_match is not None:
+        raise HTTPException(
+            400,
+            "If-Match names one request's version: send it with that request's own action "
+            "(POST /requests/{id}/actions/{action}), not with a bulk one",
+        )
     results: list[BulkResult] = []
     for request_id in dict.fromkeys(body.service_request_ids):
         rid = str(request_id)

@@ -120,6 +120,9 @@ def render(
     variants = [lang] if district else [f"{lang}_no_district", lang]
     if not district and params.get("team"):
         variants.insert(0, f"{lang}_team")
+    if params.get("reporters_count") == "1":
+        # the one reporter, reporting again: no "1 neighbours reported it"
+        variants.insert(0, f"{lang}_one")
     template = next((by_language[v] for v in variants if v in by_language), None)
     if template is None:
         raise TemplateError(f"no {lang} template for reply kind {ReplyKind.Name(kind)}")
