@@ -24,8 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from plaza.bus.kafka import KafkaBus
 from plaza.contracts import TOPICS, Outgoing, derive_event_id, post_key
+from plaza.posts import PostIn
 from plaza_ingest.publish import post_received, publish
-from plaza_ingest.schemas import PostIn
 
 from bench.posts import BenchPost, PostMix
 from bench.stack import Stack

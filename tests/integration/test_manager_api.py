@@ -338,3 +338,17 @@ async def test_a_published_photo_is_at_a_public_address(
         json={"note": "Fet", "photo_url": "https://fotos.bcn.cat/a.jpg"},
     )
     assert done.status_code == 200
+
+
+async def test_the_webhook_documents_the_post_it_takes(api: httpx.AsyncClient) -> None:
+    """The gateway forwards the raw body to ingest, yet /docs shows the post's fields, what they
+    take and the answer, as for every other endpoint."""
+    operation = (await api.get("/openapi.json")).json()["paths"]["/api/v1/posts"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"platform", "post_id", "author_handle", "author_id", "text", "lat", "long"} <= set(
+        schema["properties"]
+    )
+    assert set(schema["required"]) >= {"platform", "post_id", "author_handle", "text"}
+    assert schema["additionalProperties"] is False  # a misspelt field is refused
+    accepted = operation["responses"]["202"]["content"]["application/json"]["schema"]
+    assert {"status", "post_id", "event_id"} <= set(accepted["properties"])

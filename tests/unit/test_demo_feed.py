@@ -10,10 +10,10 @@ from collections import Counter
 import httpx
 import pytest
 from plaza.city import City
+from plaza.posts import PostIn
 from plaza.settings import SettingsError
 from plaza_classifier.classify import classify
 from plaza_cli.demo import STREETS, DemoPost, feed, fits, posts, wanted
-from plaza_ingest.schemas import PostIn
 from plaza_router.dedupe import DuplicatePolicy, distance_m, similarity
 
 from tests.infra import ROOT

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from plaza.posts import PostAccepted, PostIn
 from plaza.web import problem
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -22,7 +23,25 @@ log = logging.getLogger(__name__)
 _FORWARDED_HEADERS = ("content-type", "retry-after")
 
 
-@router.post("/api/v1/posts", status_code=202, tags=["Ingest"])
+# The body and the answer ingest gives, documented here: the gateway forwards the raw body (ingest
+# validates it), so FastAPI has no model of its own to show in /docs.
+_POST_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PostIn.model_json_schema()}},
+    },
+    "responses": {
+        "202": {
+            "description": "On the bus: Plaza will handle it",
+            "content": {"application/json": {"schema": PostAccepted.model_json_schema()}},
+        },
+        "422": {"description": "Not a post: the problem+json names the field"},
+        "503": {"description": "Ingest is unavailable (Retry-After): send it again"},
+    },
+}
+
+
+@router.post("/api/v1/posts", status_code=202, tags=["Ingest"], openapi_extra=_POST_DOCS)
 async def submit_post(
     request: Request,
     ingest: IngestDep,

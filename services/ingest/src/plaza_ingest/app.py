@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
 from plaza.metrics import PIPELINE_STAGE_LATENCY, RECEIVED, seconds_between, start_at_zero
+from plaza.posts import PostAccepted, PostIn
 from plaza.web import install_problem_handlers, install_request_metrics, problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plaza_ingest.publish import post_received, publish
-from plaza_ingest.schemas import PostAccepted, PostIn
 
 OPEN311_PLATFORM = "open311"
 

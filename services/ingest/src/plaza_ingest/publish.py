@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from plaza.bus import Bus, OutRecord
 from plaza.contracts import Outgoing, PostReceived, derive_event_id, envelope, post_key
 from plaza.metrics import MESSAGES_PUBLISHED
-
-from plaza_ingest.schemas import PostIn
+from plaza.posts import PostIn
 
 
 def post_received(post_in: PostIn, channel: str) -> Outgoing:

@@ -11,11 +11,11 @@ from typing import TextIO
 
 from plaza.bus import Bus
 from plaza.contracts import Outgoing
+from plaza.posts import PostIn
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from plaza_ingest.publish import post_received, publish
-from plaza_ingest.schemas import PostIn
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from plaza_ingest.schemas import PostIn
+from plaza.posts import PostIn
 
 
 @dataclass(frozen=True, slots=True)

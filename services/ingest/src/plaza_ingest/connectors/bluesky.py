@@ -22,11 +22,11 @@ from urllib.parse import urlencode
 
 import httpx
 from plaza.bluesky import DID, MENTION, POST, AtUri, BlueskyAccount
+from plaza.posts import PostIn
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 
 from plaza_ingest.connectors.base import Batch
-from plaza_ingest.schemas import PostIn
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
+from plaza.posts import PostIn
 from plaza.social import MastodonAccount, html_to_text
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 
 from plaza_ingest.connectors.base import Batch, RetryAfter
-from plaza_ingest.schemas import PostIn
 
 log = logging.getLogger(__name__)
 

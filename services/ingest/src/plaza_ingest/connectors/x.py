@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from typing import Final, cast
 
 import httpx
+from plaza.posts import PostIn
 from plaza.x import IngestMode, XAccount, newer, snowflake_at
 from pydantic import ValidationError
 
 from plaza_ingest.connectors.base import Batch, RetryAfter
-from plaza_ingest.schemas import PostIn
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,11 @@
-"""The JSON shape of a post handed to Plaza by a bridge, a webhook or a replay file."""
+"""The JSON shape of a post handed to Plaza by a bridge, a webhook or a replay file: ingest validates
+it, and the gateway, which forwards the webhook, documents it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Self
 
-from plaza.contracts import Post, timestamp
-from plaza.taxonomy import load_taxonomy
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -16,6 +15,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from plaza.contracts import Post, timestamp
+from plaza.taxonomy import load_taxonomy
 
 Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 
