@@ -377,3 +377,7 @@ async def test_the_documented_patch_examples_are_accepted_as_they_are(
     for example in examples:
         changed = await admin.patch(f"/api/v1/admin/users/{maria}", json=example)
         assert changed.status_code == 200, (example, changed.text)
+    # "disabled" is true or false, not a word that might mean either
+    for loose in ("yes", "no", 1, "true"):
+        vague = await admin.patch(f"/api/v1/admin/users/{maria}", json={"disabled": loose})
+        assert vague.status_code == 422, loose

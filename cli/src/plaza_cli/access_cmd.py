@@ -20,6 +20,7 @@ from plaza.db.models import ApiKey, StaffUser
 from plaza.policy import RoutingTable
 from plaza.settings import PlazaSettings, load
 from plaza_api.auth import (
+    USER_ROLES,
     AccessConflict,
     GrantError,
     Role,
@@ -62,14 +63,26 @@ def _database(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[
     return server.url(), _Stop()
 
 
-def grant_arguments(p: argparse.ArgumentParser, *, changing: bool = False) -> None:
-    """A new key's or user's grant; `changing`, a user's new one (each part optional)."""
+def grant_arguments(
+    p: argparse.ArgumentParser, *, changing: bool = False, user: bool = False
+) -> None:
+    """A new key's or user's grant; `changing`, a user's new one (each part optional). A
+    user's roles are the staff's: civic_developer and bridge are offered too, and refused
+    with the reason (they are for keys)."""
+    staff = ", ".join(r.value for r in Role if r in USER_ROLES)
     p.add_argument(
         "--role",
         required=not changing,
         choices=[r.value for r in Role],
-        help="a new role comes with a new grant: the scopes and worker handle given here"
-        if changing
+        help=(
+            f"a user's: {staff}"
+            + (
+                "; a new role comes with a new grant: the scopes and handle given here"
+                if changing
+                else ""
+            )
+        )
+        if user or changing
         else None,
     )
     p.add_argument(
@@ -208,7 +221,11 @@ async def _run_users(
         elif args.action == "list":
             for row in (await session.execute(select(StaffUser).order_by(StaffUser.id))).scalars():
                 state = "disabled" if row.disabled_at else "active"
-                print(f"{row.id}\t{row.username}\t{row.role}\t{','.join(row.scopes)}\t{state}")
+                handle = row.worker_handle or ""
+                print(
+                    f"{row.id}\t{row.username}\t{row.role}\t{','.join(row.scopes)}\t{handle}"
+                    f"\t{state}"
+                )
         else:
             return await _change_user(args, session, queues)
     return 0

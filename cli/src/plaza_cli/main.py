@@ -242,7 +242,7 @@ def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     user_actions = users.add_subparsers(dest="action", required=True)
     create_user = user_actions.add_parser("create", help="a new staff user")
     create_user.add_argument("username")
-    grant_arguments(create_user)
+    grant_arguments(create_user, user=True)
     create_user.add_argument("--password-stdin", action="store_true")
     user_actions.add_parser("list", help="every user")
     update_arguments(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from plaza.db.models import ApiKey, StaffUser
 from plaza.requests import ID_MAX
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -113,7 +113,7 @@ class UserPatch(BaseModel):
     worker_handle: str | None = Field(
         default=None, max_length=256, description="A worker's handle", examples=["@jordi"]
     )
-    disabled: bool | None = Field(
+    disabled: StrictBool | None = Field(
         default=None,
         description="true disables the user, false re-enables them (they log in again)",
         examples=[False],
