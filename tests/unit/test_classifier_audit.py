@@ -23,19 +23,6 @@ from plaza_classifier.train import (
     load_examples,
 )
 
-from tests.infra import SHARED_DATA
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return City.barcelona()
-
-
-@pytest.fixture(scope="module")
-def exact_city() -> City:
-    return City.barcelona(SHARED_DATA / "barcelona")
-
-
 # --- a chatter cue weighs against a request, it does not veto one ----------------------------
 
 

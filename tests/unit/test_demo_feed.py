@@ -23,11 +23,6 @@ DISTRICTS = {f"{n:02}" for n in range(1, 11)}
 
 
 @pytest.fixture(scope="module")
-def city() -> City:
-    return City.barcelona()
-
-
-@pytest.fixture(scope="module")
 def an_hour() -> list[DemoPost]:
     return list(itertools.islice(posts(2026), AN_HOUR))
 

@@ -21,17 +21,6 @@ from plaza_classifier.language import _ORTHOGRAPHY, LANGUAGES, detect_language, 
 
 from tests.infra import ROOT, SHARED_DATA
 
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return City.barcelona()
-
-
-@pytest.fixture(scope="module")
-def exact_city() -> City:
-    return City.barcelona(SHARED_DATA / "barcelona")
-
-
 # Known limits of the combination rule, chosen for Madrid's and Bengaluru's reports (MODEL_CARD.md,
 # "Limits"): a confident model overrules one or two lexicon cues on Barcelona-style posts. Strict:
 # when a better model or rule fixes one, the test says so and the mark must go.

@@ -47,11 +47,6 @@ def model() -> ServiceModel:
     return ServiceModel.load()
 
 
-@pytest.fixture(scope="module")
-def city() -> City:
-    return City.barcelona()
-
-
 # --- the committed artifact -----------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from typing import cast
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response
+from plaza.web import sqlstate
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -85,17 +86,6 @@ def install_access(
 _UNSTORABLE_CHARACTER = "22021"
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error, raised by asyncpg itself (the read connections) or
-    wrapped by SQLAlchemy (whose adapted error carries asyncpg's as its cause)."""
-    orig = getattr(exc, "orig", None)
-    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
 def install_storage_errors(app: FastAPI) -> None:
     """A text PostgreSQL cannot store (one with a NUL character, from a path, a query parameter
     or a body) is the client's mistake: 400 in the path's own error format (Open311's under
@@ -107,7 +97,7 @@ def install_storage_errors(app: FastAPI) -> None:
     )
 
     async def on_database_error(request: Request, exc: Exception) -> Response:
-        if _sqlstate(exc) != _UNSTORABLE_CHARACTER:
+        if sqlstate(exc) != _UNSTORABLE_CHARACTER:
             raise exc
         return await on_http(
             request,
