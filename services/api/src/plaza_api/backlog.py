@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from plaza.db.models import OutboxRecord, ServiceRequest
 from plaza.metrics import LIFECYCLE_BUCKETS, district_label
@@ -203,56 +203,56 @@ class BacklogCollector(Collector):
         if self._snapshot is not None:
             yield from _families(self._snapshot)
         if self._lag_reading is not None:
-            lag = GaugeMetricFamily(
+            yield _gauge(
                 "plaza_bus_group_lag_records",
                 "Records a consumer group has not committed yet, by group, topic and partition, "
                 "read from the broker by the gateway (end offset minus committed offset): there "
                 "whether the group's members are up or not",
-                labels=["group", "topic", "partition"],
+                ["group", "topic", "partition"],
+                {(g, t, str(p)): records for (g, t, p), records in self._lag_reading.items()},
             )
-            for (group, topic, partition), records in sorted(self._lag_reading.items()):
-                lag.add_metric([group, topic, str(partition)], records)
-            yield lag
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], counts: Mapping[Any, float]
+) -> GaugeMetricFamily:
+    """A gauge family with one series per key of `counts` (a tuple of label values), in order."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
+    return family
 
 
 def _families(snapshot: Snapshot) -> Iterator[Metric]:
-    open_ = GaugeMetricFamily(
+    yield _gauge(
         "plaza_requests_open",
         "Open service requests (the backlog), by district, service, status, urgency and the queue "
         "that holds them (a district's, city-mobility, or city-hall once escalated)",
-        labels=["district", "service_code", "status", "urgency", "queue"],
+        ["district", "service_code", "status", "urgency", "queue"],
+        snapshot.open,
     )
-    for status_labels, count in sorted(snapshot.open.items()):
-        open_.add_metric(list(status_labels), count)
-    yield open_
-    overdue = GaugeMetricFamily(
+    yield _gauge(
         "plaza_requests_overdue",
         "Open service requests past a deadline, by district, service and deadline "
         "(acknowledge: not acknowledged past ack_due_at; resolve: past expected_datetime); a "
         "request past both counts under each, see plaza_requests_past_due",
-        labels=["district", "service_code", "deadline"],
+        ["district", "service_code", "deadline"],
+        snapshot.overdue,
     )
-    for labels, count in sorted(snapshot.overdue.items()):
-        overdue.add_metric(list(labels), count)
-    yield overdue
-    past_due = GaugeMetricFamily(
+    yield _gauge(
         "plaza_requests_past_due",
         "Open service requests overdue, each once, as the manager API's `overdue`: not "
         "acknowledged past ack_due_at, or unresolved past expected_datetime",
-        labels=["district", "service_code"],
+        ["district", "service_code"],
+        snapshot.past_due,
     )
-    for (district, service), count in sorted(snapshot.past_due.items()):
-        past_due.add_metric([district, service], count)
-    yield past_due
-    escalated = GaugeMetricFamily(
+    yield _gauge(
         "plaza_requests_escalated",
         "Open service requests in the city-hall queue (escalated when a deadline was missed), by "
         "district and service",
-        labels=["district", "service_code"],
+        ["district", "service_code"],
+        snapshot.escalated,
     )
-    for (district, service), count in sorted(snapshot.escalated.items()):
-        escalated.add_metric([district, service], count)
-    yield escalated
     ages = GaugeHistogramMetricFamily(
         "plaza_requests_open_age_seconds",
         "How long the open service requests have been waiting, by district",
