@@ -194,3 +194,24 @@ def test_the_one_reporter_reporting_again_is_not_told_1_neighbours(
     assert says in text and "#12" in text and " 1 " not in text
     many, _ = render(ReplyKind.REPLY_KIND_DUPLICATE, language, {**once, "reporters_count": "3"})
     assert " 3 " in many
+
+
+def test_due_times_are_on_the_clock_of_the_city_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A city outside Spain reads "before 18:30" on its own clock, not Madrid's."""
+    monkeypatch.delenv("PLAZA_REPLY_TEMPLATES", raising=False)
+    due = datetime(2099, 5, 12, 16, 30, tzinfo=UTC).isoformat()
+    params = {"service_request_id": "5", "district_name": "Centro", "expected_datetime": due}
+    monkeypatch.delenv("PLAZA_CITY_CONFIG", raising=False)
+    assert "12/05 18:30" in render(ACK, "es", params, load(NotifierSettings).templates())[0]
+    city = tmp_path / "city.toml"
+    head = 'name = "Ciudad de México"\nlanguage = "es"\n'
+    tail = '[districts]\ngeojson = "x.geojson"\nname_property = "nom"\n'
+    city.write_text(head + 'time_zone = "America/Mexico_City"\n' + tail, encoding="utf-8")
+    monkeypatch.setenv("PLAZA_CITY_CONFIG", str(city))
+    mexico = load(NotifierSettings).templates()
+    assert "12/05 10:30" in render(ACK, "es", params, mexico)[0]
+    city.write_text(head + 'time_zone = "Mexico/Ciudad"\n' + tail, encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"time_zone 'Mexico/Ciudad' is not an IANA time zone"):
+        load(NotifierSettings)

@@ -77,9 +77,10 @@ class NotifierSettings(SocialSettings):
 
     def templates(self) -> Templates:
         """The reply templates, answering posts in other languages in the city's language
-        (PLAZA_CITY_CONFIG's `language`; Barcelona's Catalan without one)."""
-        language = Council.from_settings(city_config=self.city_config).language
-        return load_templates(self.reply_templates, language)
+        (PLAZA_CITY_CONFIG's `language`; Barcelona's Catalan without one), with due times on
+        the city's clock (its `time_zone`)."""
+        council = Council.from_settings(city_config=self.city_config)
+        return load_templates(self.reply_templates, council.language, council.zone)
 
     @model_validator(mode="after")
     def _check_x_user_token(self) -> Self:

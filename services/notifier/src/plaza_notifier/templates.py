@@ -14,14 +14,14 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from plaza.city import of_district
+from plaza.city import DEFAULT_TIME_ZONE, of_district
 from plaza.contracts import ReplyKind
 
 from plaza_notifier.length import LIMITS, shorten
 
 LANGUAGES = ("ca", "es", "en")
 DEFAULT_LANGUAGE = "ca"  # Barcelona's own language: the fallback of a table that names none
-CITY_TIME = ZoneInfo("Europe/Madrid")
+CITY_TIME = ZoneInfo(DEFAULT_TIME_ZONE)  # a table's clock when it names none
 
 
 class TemplateError(LookupError):
@@ -30,11 +30,13 @@ class TemplateError(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Templates(Mapping[str, Mapping[str, str]]):
-    """Reply kind -> template key ("es", "es_no_district", ...) -> text, and `language`, the one
-    a post in a language without templates is answered in."""
+    """Reply kind -> template key ("es", "es_no_district", ...) -> text, `language`, the one
+    a post in a language without templates is answered in, and `zone`, the city's clock (due
+    times in replies)."""
 
     by_kind: Mapping[str, Mapping[str, str]]
     language: str = DEFAULT_LANGUAGE
+    zone: ZoneInfo = CITY_TIME
 
     def __getitem__(self, kind: str) -> Mapping[str, str]:
         return self.by_kind[kind]
@@ -53,10 +55,12 @@ def templates() -> Templates:
     return Templates(tomllib.loads(text))
 
 
-def load_templates(override: Path | None = None, language: str = DEFAULT_LANGUAGE) -> Templates:
+def load_templates(
+    override: Path | None = None, language: str = DEFAULT_LANGUAGE, zone: ZoneInfo = CITY_TIME
+) -> Templates:
     """The packaged templates, with every entry of `override` (same format) replacing its own;
     `language` (the city's) answers posts in other languages, so every kind needs a template
-    in it."""
+    in it; `zone` is the city's clock."""
     merged = {kind: dict(texts) for kind, texts in templates().items()}
     source = "the packaged templates"
     if override is not None:
@@ -76,7 +80,7 @@ def load_templates(override: Path | None = None, language: str = DEFAULT_LANGUAG
             f"languages) has no template for {', '.join(missing)}; add [kind] {language} = "
             '"..." entries with PLAZA_REPLY_TEMPLATES'
         )
-    return Templates(merged, language)
+    return Templates(merged, language, zone)
 
 
 _KIND_NAMES: dict[int, str] = {
@@ -93,16 +97,16 @@ def kind_name(kind: ReplyKind.ValueType) -> str:
     return name
 
 
-def _due(expected: str, now: datetime | None = None) -> str:
-    """An ISO due time as the city reads it (12/05 18:30); empty when it has passed already (a
-    post that reached Plaza late): a reply does not promise a date gone by."""
+def _due(expected: str, zone: ZoneInfo = CITY_TIME, now: datetime | None = None) -> str:
+    """An ISO due time as the city reads it on its clock (12/05 18:30); empty when it has passed
+    already (a post that reached Plaza late): a reply does not promise a date gone by."""
     try:
         due = datetime.fromisoformat(expected)
     except ValueError:
         return ""
     if due.tzinfo is None or due <= (now or datetime.now(UTC)):
         return ""
-    return due.astimezone(CITY_TIME).strftime("%d/%m %H:%M")
+    return due.astimezone(zone).strftime("%d/%m %H:%M")
 
 
 def render(
@@ -114,6 +118,7 @@ def render(
     """The reply text and the language it is in: the post's, else the table's (the city's)."""
     table = table or templates()
     fallback = table.language if isinstance(table, Templates) else DEFAULT_LANGUAGE
+    zone = table.zone if isinstance(table, Templates) else CITY_TIME
     lang = language if language in (*LANGUAGES, fallback) else fallback
     by_language = table.get(kind_name(kind), {})
     district = params.get("district_name")
@@ -130,7 +135,7 @@ def render(
     if district:
         values["district_name_ca"] = of_district("ca", district)
         values["district_name_es"] = of_district("es", district)
-    if params.get("expected_datetime") and (due := _due(params["expected_datetime"])):
+    if params.get("expected_datetime") and (due := _due(params["expected_datetime"], zone)):
         values["due"] = due
         template += by_language.get(f"{lang}_due", "")
     try:

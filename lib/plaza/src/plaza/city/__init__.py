@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaza.city import names
 from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features
@@ -86,6 +87,7 @@ _AGENCIES = {
     "en": "{city} City Council",
 }
 _DISTRICT_TEAMS = {"ca": "Districte {of_name}", "es": "Distrito {of_name}", "en": "{name} District"}
+DEFAULT_TIME_ZONE = "Europe/Madrid"  # Barcelona's, and every Spanish town's but the Canaries'
 PACKAGED_ROUTING: Literal["packaged"] = "packaged"
 """Council.routing for Barcelona's own rules, plaza/config/routing.toml."""
 
@@ -99,13 +101,19 @@ class Council:
     that name after the preposition of `language` ("Districte {of_name}": "Districte d'Horta");
     `language` is what replies fall back to for a post in a language Plaza has no replies in;
     `jurisdiction_id` is Open311's. `routing` is the city's own routing file, PACKAGED_ROUTING
-    for Barcelona's, or None: no rules, every request to its district's team."""
+    for Barcelona's, or None: no rules, every request to its district's team. `time_zone` (IANA)
+    is the one replies give due times in ("before 12/05 18:30" is the city's clock)."""
 
     agency: str
     language: str
     district_team: str
     jurisdiction_id: str
     routing: Path | Literal["packaged"] | None = None
+    time_zone: str = DEFAULT_TIME_ZONE
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
 
     @classmethod
     def of(
@@ -117,17 +125,27 @@ class Council:
         district_team: str | None = None,
         jurisdiction_id: str | None = None,
         routing: Path | Literal["packaged"] | None = None,
+        time_zone: str | None = None,
     ) -> Council:
         """A city's council; what is not given follows from the city's name and language
-        ("Ayuntamiento de Jun", "Distrito {of_name}", "jun"). ValueError for a district_team
-        with another placeholder than {name} and {of_name}."""
+        ("Ayuntamiento de Jun", "Distrito {of_name}", "jun", Europe/Madrid). ValueError for a
+        district_team with another placeholder than {name} and {of_name}, or a time zone the
+        IANA database does not have."""
         council = cls(
             agency=agency or _AGENCIES.get(language, "{city}").format(city=city),
             language=language,
             district_team=district_team or _DISTRICT_TEAMS.get(language, "{name}"),
             jurisdiction_id=jurisdiction_id or slug(city),
             routing=routing,
+            time_zone=time_zone or DEFAULT_TIME_ZONE,
         )
+        try:
+            ZoneInfo(council.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time_zone {council.time_zone!r} is not an IANA time zone (such as "
+                f"{DEFAULT_TIME_ZONE!r} or 'America/Mexico_City')"
+            ) from None
         try:
             council.team_of("Centre")
         except (KeyError, IndexError, AttributeError, ValueError) as e:

@@ -23,6 +23,7 @@ default from `name` and `language`)::
     district_team = "Distrito {of_name}"   # a district's team; {name}, {of_name} ("de Jun")
     jurisdiction_id = "jun"                # Open311's; default: the name as a slug
     routing = "jun-routing.toml"           # the city's routing rules; without it, none
+    time_zone = "Europe/Madrid"            # the clock replies give due times in (IANA)
     town_hall = { lat = 37.2206, lon = -3.5946 }  # a point in the city, checked at start
 
 Each layer may also have `code_width` (numeric codes are zero-padded to it, default 2),
@@ -101,6 +102,7 @@ class _CityFile(BaseModel):
     district_team: str | None = Field(default=None, min_length=1)
     jurisdiction_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     routing: Path | None = None
+    time_zone: str | None = Field(default=None, min_length=1)
     town_hall: _Point | None = None
 
 
@@ -184,6 +186,7 @@ def _council(path: Path, config: _CityFile) -> Council:
             district_team=config.district_team,
             jurisdiction_id=config.jurisdiction_id,
             routing=routing,
+            time_zone=config.time_zone,
         )
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
