@@ -698,4 +698,20 @@ async def test_the_openapi_docs_are_3_1_with_examples_and_security(api: httpx.As
                     ],
                 }
                 assert any("example" in c for c in content.values()), path
-    assert (await api.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_docs_pages_need_no_cdn(api: httpx.AsyncClient, page: str) -> None:
+    """A town's one machine or a city hall network without the internet still has the docs:
+    every script, style sheet and icon the page loads is the gateway's own."""
+    html = await api.get(page)
+    assert html.status_code == 200
+    assert "/openapi.json" in html.text
+    loaded = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html.text)
+    assert loaded, html.text
+    for url in loaded:
+        assert url.startswith("/docs/assets/"), url
+        asset = await api.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 1000, url
+    assert "fonts.googleapis" not in html.text

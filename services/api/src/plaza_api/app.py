@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from plaza_api import gateway, manager, open311, replies
 from plaza_api.access import AccessConfig, install_access
 from plaza_api.backlog import BacklogCollector, LagReader
+from plaza_api.docs import install_docs
 from plaza_api.reads import EngineReads, Reads
 
 
@@ -33,6 +34,8 @@ def create_app(
         title="Plaza",
         version="1",
         description="A city answers its citizens in public: Open311 GeoReport v2 and the manager API.",
+        docs_url=None,  # install_docs serves them without a CDN
+        redoc_url=None,
     )
     app.state.sessions = sessions
     app.state.reads = reads or EngineReads(_engine(sessions))
@@ -50,6 +53,7 @@ def create_app(
     app.include_router(gateway.router)
     app.include_router(open311.router)
     app.include_router(replies.router)
+    install_docs(app)
     return app
 
 
