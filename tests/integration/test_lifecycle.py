@@ -186,6 +186,50 @@ async def test_without_coordinates_similar_text_in_the_same_barri_is_a_duplicate
     ]
 
 
+@pytest.mark.parametrize("batched", [False, True])
+async def test_two_problems_of_one_service_close_together_are_two_requests(
+    sessions: async_sessionmaker[AsyncSession], batched: bool
+) -> None:
+    """`traffic` covers signs and abandoned cars: a stop sign knocked down 40 m from an abandoned
+    car is another request, whatever the radius; the same problem in other words and another
+    language, and a post naming nothing more specific, still join."""
+    route = router(sessions)
+    north = (VERDI[0] + 0.00036, VERDI[1])  # 40 m
+    posts = [
+        classified("car", service_code="traffic", text="Un cotxe abandonat fa mesos al carrer"),
+        classified(
+            "sign",
+            author="@veina",
+            service_code="traffic",
+            latlon=north,
+            text="The stop sign on the corner was knocked down last night",
+        ),
+        classified(
+            "car2",
+            author="@jordi",
+            service_code="traffic",
+            latlon=(VERDI[0] + 0.00005, VERDI[1]),
+            text="Coche abandonado con las ruedas pinchadas desde hace meses",
+        ),
+        classified(
+            "vague",
+            author="@anna",
+            service_code="traffic",
+            latlon=(north[0] + 0.00005, north[1]),
+            text="Això fa setmanes que està així, algú ho pot mirar?",
+        ),
+    ]
+    if batched:
+        await route.batch([as_event(p) for p in posts])
+    else:
+        for p in posts:
+            await route(as_event(p))
+    assert [(r.source_post_id, r.reporters_count) for r in await requests(sessions)] == [
+        ("car", 2),
+        ("sign", 2),
+    ]
+
+
 async def test_a_manager_works_a_request_through_its_life_and_every_step_is_audited(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from plaza.city import City
 from plaza.posts import PostIn
 from plaza.settings import SettingsError
+from plaza.subjects import different_problems
 from plaza_classifier.classify import classify
 from plaza_cli.demo import STREETS, DemoPost, feed, fits, posts, wanted
 from plaza_router.dedupe import DuplicatePolicy, distance_m, similarity
@@ -79,9 +80,14 @@ def test_few_reports_repeat_an_open_request(an_hour: list[DemoPost], city: City)
     someone else."""
     policy = DuplicatePolicy()
 
-    def repeats(post: DemoPost, barri: str | None, report: DemoPost, its_barri: str | None) -> bool:
+    def repeats(
+        service: str, post: DemoPost, barri: str | None, report: DemoPost, its_barri: str | None
+    ) -> bool:
         """Whether `post` (in `barri`) repeats `report` of the same service (in `its_barri`):
-        near its point, or without a point, in its barri and alike in words."""
+        not about another problem of the service, and near its point, or without a point, in
+        its barri and alike in words."""
+        if different_problems(service, post.text, report.text):
+            return False
         if post.lat is not None and post.long is not None:
             return (
                 report.lat is not None
@@ -106,7 +112,7 @@ def test_few_reports_repeat_an_open_request(an_hour: list[DemoPost], city: City)
         services[c.service_code] += 1
         barri = c.location.barri.code if c.location.barri else None
         first = next(
-            (r for s, r, b in opened if s == c.service_code and repeats(p, barri, r, b)), None
+            (r for s, r, b in opened if s == c.service_code and repeats(s, p, barri, r, b)), None
         )
         if first is None:
             opened.append((c.service_code, p, barri))

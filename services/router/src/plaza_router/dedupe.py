@@ -1,4 +1,5 @@
-"""Finding the open request a new report repeats: same service, close by, recently."""
+"""Finding the open request a new report repeats: same service, close by, recently, and not
+about another problem of that service."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Protocol, TypeVar
 from plaza.city import fold
 from plaza.db.models import ServiceRequest
 from plaza.requests import OPEN_STATUSES
+from plaza.subjects import different_problems
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -171,7 +173,14 @@ class Probe:
         self, policy: DuplicatePolicy, candidates: Iterable[tuple[tuple[int, int], C]]
     ) -> C | None:
         """The candidate this report repeats, or None: the nearest within the radius for a
-        point, else the most alike text in the barri; ties go to the oldest (its order key)."""
+        point, else the most alike text in the barri; ties go to the oldest (its order key).
+        Never one whose text names another problem of the service (plaza.subjects): a stop
+        sign 40 m from an abandoned car is another request."""
+        candidates = [
+            (order, c)
+            for order, c in candidates
+            if not different_problems(self.service_code, self.text, c.description)
+        ]
         if self.lat is not None and self.lon is not None:
             lat, lon = self.lat, self.lon
             close = [
