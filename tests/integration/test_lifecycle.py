@@ -427,14 +427,44 @@ async def test_a_citizen_answering_a_resolved_request_reopens_it(
     async with sessions() as s:
         trail = await history(s, request.id)
     assert (trail[-1].kind, trail[-1].actor) == ("reopen", "citizen:@marta@bcn.social")
-    # someone else's answer to a resolved request does not reopen it: it is a report of its own
+    # someone else's answer to a resolved request does not reopen it: only a reporter may.
+    # "Torna a estar apagat" names neither service nor place (the classifier said `other`,
+    # nowhere): it is a new request of the thread's service and place, linked both ways.
     await do(sessions, request.id, Action.ACKNOWLEDGE)
     await do(sessions, request.id, Action.RESOLVE, note="Ara sí")
-    await route(
-        as_event(classified("stranger", reply_to="orig", author="@troll", latlon=(41.38, 2.17)))
+    thanks = classified(
+        "thanks", reply_to="orig", author="@veina", actionable=False, text="Gràcies!"
     )
-    statuses = [r.status for r in await requests(sessions)]
-    assert statuses == ["resolved", "new"]
+    await route(as_event(thanks))
+    assert [r.status for r in await requests(sessions)] == ["resolved"]
+    again = classified(
+        "stranger",
+        reply_to="orig",
+        author="@veina",
+        text="Torna a estar apagat",
+        service_code="other",
+        district="",
+        latlon=None,
+    )
+    await route(as_event(again))
+    resolved, follow_up = await requests(sessions)
+    assert (resolved.status, follow_up.status) == ("resolved", "new")
+    assert follow_up.source_post_id == "stranger"
+    assert (follow_up.service_code, follow_up.district_code, follow_up.barri_code) == (
+        "streetlight",
+        "06",
+        "31",
+    )
+    assert (follow_up.lat, follow_up.long) == (resolved.lat, resolved.long)
+    assert follow_up.queue == "06" and follow_up.expected_datetime is not None
+    async with sessions() as s:
+        assert f"follow-up of #{resolved.id}" in ((await history(s, follow_up.id))[-1].note or "")
+        assert f"#{follow_up.id} opened" in ((await history(s, resolved.id))[-1].note or "")
+    [*_, ack] = [e.reply_requested for e in await outbox(sessions, "reply-requested.v1")]
+    assert (ack.in_reply_to_post_id, ack.params["service_request_id"]) == (
+        "stranger",
+        str(follow_up.id),
+    )
 
 
 async def test_reporters_are_accounts_not_handles(

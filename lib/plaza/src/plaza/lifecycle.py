@@ -6,7 +6,7 @@ Used by the router (open, merge, reopen), the SLA scanner (breach) and the manag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import overload
@@ -69,6 +69,7 @@ __all__ = [
     "history",
     "lock_in_order",
     "merge_report",
+    "open_follow_up",
     "open_request",
     "snapshot",
     "split_report",
@@ -850,10 +851,7 @@ async def split_report(
         return await _revive(session, revived, report, actor=actor, now=now, city=city)
     await session.delete(report)
     await session.flush()
-    district = city.districts.get(request.district_code or "")
-    route = routing.route(
-        request.district_code, district.name if district else "", request.service_code
-    )
+    placement, route = _placed_as(request, routing, city)
     return await open_request(
         session,
         NewReport(
@@ -870,18 +868,84 @@ async def split_report(
         service_code=request.service_code,
         urgent=request.urgency == "urgent",
         service_confidence=request.service_confidence,
-        placement=Placement(
-            district_code=request.district_code or "",
-            district_name=district.name if district else "",
-            barri_code=request.barri_code or "",
-            # placed as the request it leaves was (its district and barri are that request's)
-            source=_SOURCE_OF.get(request.location_source or "", LOCATION_SOURCE_NONE),
-        ),
+        placement=placement,
         route=route,
         sla=sla,
         actor=actor,
         correlation_id=f"split:{request.id}",
     )
+
+
+def _placed_as(
+    request: ServiceRequest, routing: RoutingTable, city: City
+) -> tuple[Placement, Route]:
+    """Where a request that comes out of `request` goes: its district and barri (its own text
+    may name no place), routed as a new request of its service there."""
+    district = city.districts.get(request.district_code or "")
+    route = routing.route(
+        request.district_code, district.name if district else "", request.service_code
+    )
+    placement = Placement(
+        district_code=request.district_code or "",
+        district_name=district.name if district else "",
+        barri_code=request.barri_code or "",
+        source=_SOURCE_OF.get(request.location_source or "", LOCATION_SOURCE_NONE),
+    )
+    return placement, route
+
+
+async def open_follow_up(
+    session: AsyncSession,
+    request: ServiceRequest,
+    report: NewReport,
+    *,
+    urgent: bool,
+    now: datetime,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+    city: City,
+    correlation_id: str,
+) -> ServiceRequest:
+    """Someone who did not report a resolved request answers its thread that something is
+    still wrong ("the light is out again"): a new request of the same service and place (the
+    answer's text rarely names them), linked both ways in the history. Only a reporter may
+    reopen a request; anyone may report."""
+    placement, route = _placed_as(request, routing, city)
+    located = report
+    if report.lat is None or report.long is None:
+        located = replace(report, lat=request.lat, long=request.long)
+    if not located.address and request.address:
+        located = replace(located, address=request.address)
+    follow_up = await open_request(
+        session,
+        located,
+        service_code=request.service_code,
+        urgent=urgent,
+        service_confidence=request.service_confidence,
+        placement=placement,
+        route=route,
+        sla=sla,
+        actor="router",
+        correlation_id=correlation_id,
+    )
+    status = request.status
+    await add_note(
+        session,
+        follow_up.id,
+        actor="router",
+        note=f"follow-up of #{request.id} ({status}), answered in its thread",
+        public=False,
+        now=now,
+    )
+    await add_note(
+        session,
+        request.id,
+        actor="router",
+        note=f"#{follow_up.id} opened from an answer in this thread by someone else",
+        public=False,
+        now=now,
+    )
+    return follow_up
 
 
 async def _revive(

@@ -31,6 +31,7 @@ from plaza.lifecycle import (
     act,
     add_report,
     merge_report,
+    open_follow_up,
     open_request,
 )
 from plaza.outbox import stage
@@ -249,7 +250,13 @@ class RoutePost:
         report = _report(c)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
-            session, report, post.reply_to_post_id, now, correlation, actionable=c.actionable
+            session,
+            report,
+            post.reply_to_post_id,
+            now,
+            correlation,
+            actionable=c.actionable,
+            urgent=c.urgency == URGENCY_URGENT,
         ):
             return
         if not c.actionable:
@@ -348,11 +355,14 @@ class RoutePost:
         correlation: str,
         *,
         actionable: bool,
+        urgent: bool,
     ) -> bool:
         """A citizen answering in a request's thread: a resolved request they reported is
         reopened if the answer says something is wrong (actionable: "it is still broken", not
-        "thank you!", which is kept on the request and changes nothing); an open one gets the
-        post as another report. False if not a known thread."""
+        "thank you!", which is kept on the request and changes nothing); someone else's such
+        answer opens a new request of the same service and place, linked to it; an open one
+        gets the post as another report. False if not a known thread, or an answer to leave to
+        the usual routing."""
         request_id = (
             await session.execute(
                 select(RequestReport.service_request_id).where(
@@ -388,11 +398,23 @@ class RoutePost:
             ).scalars()
         )
         if request.status in CLOSED_STATUSES:
-            if report.reporter not in reporters or request.status not in (
-                Status.RESOLVED,
-                Status.CLOSED,
-            ):
-                return False  # someone else's closed request: treat the post as a new report
+            if request.status not in (Status.RESOLVED, Status.CLOSED):
+                return False  # not the city's to do (not_responsible): as any other post
+            if report.reporter not in reporters:
+                if not actionable:
+                    return False  # someone else's thanks: as any other post
+                await open_follow_up(
+                    session,
+                    request,
+                    report,
+                    urgent=urgent,
+                    now=now,
+                    sla=self._sla,
+                    routing=self._routing,
+                    city=self._city,
+                    correlation_id=correlation,
+                )
+                return True
             if not actionable:
                 add_report(session, request, report, merged=True)  # thanks: nothing to reopen
                 return True
