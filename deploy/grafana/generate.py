@@ -120,6 +120,14 @@ def backlog(metric: str, selector: str = "") -> str:
     return f"max without (instance, job) ({metric}{selector})"
 
 
+def named(expr: str) -> str:
+    """`expr`, by district, with each district's name beside its code (plaza_district_info, from
+    the gateway's city; max: several gateways report the same)."""
+    return (
+        f"({expr}) * on (district) group_left (name) max by (district, name) (plaza_district_info)"
+    )
+
+
 def _targets(panel: Panel, queries: list[Query], *, instant: bool = False) -> Panel:
     for ref, (expr, legend) in zip("ABCDEFGH", queries, strict=False):
         query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
@@ -289,7 +297,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Compliance by district (24 h)",
                 "Deadlines met among those due over the previous 24 h, district by district",
                 "percentunit",
-                ("district:plaza_sla_compliance:ratio24h", "{{district}}"),
+                (named("district:plaza_sla_compliance:ratio24h"), "{{district}} {{name}}"),
                 scale=COMPLIANCE,
                 span=16,
             )
@@ -299,7 +307,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Compliance by district (7 days)",
                 "Deadlines met among those due over the last week",
                 "percentunit",
-                ("district:plaza_sla_compliance:ratio7d", "{{district}}"),
+                (named("district:plaza_sla_compliance:ratio7d"), "{{district}} {{name}}"),
                 scale=COMPLIANCE,
                 span=8,
             )
@@ -310,7 +318,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Open requests by district",
                 "Requests not yet resolved or closed (read from the database)",
                 "short",
-                ("district:plaza_requests_open:sum", "{{district}}"),
+                (named("district:plaza_requests_open:sum"), "{{district}} {{name}}"),
             )
         )
         .with_panel(
@@ -319,7 +327,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Open requests not acknowledged in time or not resolved in time, each once (the "
                 "manager API's overdue); the District dashboard splits them by deadline",
                 "short",
-                ("district:plaza_requests_overdue:sum", "{{district}}"),
+                (named("district:plaza_requests_overdue:sum"), "{{district}} {{name}}"),
             )
         )
         .with_panel(
@@ -336,8 +344,8 @@ def city_sla() -> dashboard.Dashboard:
                 "Open requests escalated to city hall after a missed deadline",
                 "short",
                 (
-                    f"sum by (district) ({backlog('plaza_requests_escalated')})",
-                    "{{district}}",
+                    named(f"sum by (district) ({backlog('plaza_requests_escalated')})"),
+                    "{{district}} {{name}}",
                 ),
                 scale=OVERDUE,
             )
@@ -368,8 +376,8 @@ def city_sla() -> dashboard.Dashboard:
                 "request is escalated to the city-hall queue",
                 "short",
                 (
-                    "sum by (district, deadline) (increase(plaza_sla_breaches_total[1h]))",
-                    "{{district}} {{deadline}}",
+                    named("sum by (district, deadline) (increase(plaza_sla_breaches_total[1h]))"),
+                    "{{district}} {{name}} {{deadline}}",
                 ),
             )
         )

@@ -269,13 +269,28 @@ async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answe
         host, port = silent.getsockname()
         engine = create_engine(f"postgresql+asyncpg://plaza:plaza@{host}:{port}/plaza")
         try:
-            backlog = BacklogCollector(session_factory(engine), max_age=0, timeout=0.5)
+            districts = {"01": "Ciutat Vella", "06": "Gràcia"}
+            backlog = BacklogCollector(
+                session_factory(engine), max_age=0, timeout=0.5, districts=districts
+            )
             text = (await asyncio.wait_for(backlog.exposition(), 5)).decode()
         finally:
             await engine.dispose()
     assert shown(text, "plaza_database_up") == [0.0]
     assert shown(text, "plaza_requests_open") == []  # left out, not shown stale
     assert shown(text, "plaza_outbox_oldest_pending_seconds") == []
+    # the districts' names are the city's: a dashboard's legends keep them meanwhile
+    names = [
+        (s.labels["district"], s.labels["name"], s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "plaza_district_info"
+    ]
+    assert names == [
+        ("01", "Ciutat Vella", 1.0),
+        ("06", "Gràcia", 1.0),
+        ("none", "no district (triage)", 1.0),
+    ]
 
 
 async def _set(

@@ -43,7 +43,9 @@ def create_app(
     app.state.city = city
     app.state.sla = sla or SlaPolicy.load()
     app.state.routing = routing or RoutingTable.load(city=city)
-    app.state.backlog = BacklogCollector(sessions, lag=lag)
+    app.state.backlog = BacklogCollector(
+        sessions, lag=lag, districts={code: d.name for code, d in city.districts.items()}
+    )
     install_problem_handlers(app)
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as
     # the queue page is the busiest path (each router passed over costs it a few microseconds).

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from plaza.db.models import OutboxRecord, ServiceRequest
-from plaza.metrics import LIFECYCLE_BUCKETS, district_label
+from plaza.metrics import LIFECYCLE_BUCKETS, NO_DISTRICT, district_label
 from plaza.requests import OPEN_STATUSES
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
@@ -150,8 +150,11 @@ class BacklogCollector(Collector):
         max_age: float = 5.0,
         timeout: float = 5.0,
         lag: LagReader | None = None,
+        districts: Mapping[str, str] | None = None,
     ) -> None:
+        """`districts`: each district's code and name, for plaza_district_info."""
         self._sessions = sessions
+        self._districts = dict(districts or {})
         self._lag = lag
         self._lag_reading: Mapping[tuple[str, str, int], int] | None = None
         self._max_age = max_age
@@ -193,6 +196,17 @@ class BacklogCollector(Collector):
         return own + generate_latest(self.registry)
 
     def collect(self) -> Iterable[Metric]:
+        if self._districts:
+            # The city's, not the database's: there when the database is not. Requests with no
+            # district are labelled `none` in every metric; that one is named here too, so a
+            # join on it keeps their series.
+            yield _gauge(
+                "plaza_district_info",
+                "1 for each district, naming it: join on `district` to show names, "
+                "`* on (district) group_left (name) max by (district, name) (plaza_district_info)`",
+                ["district", "name"],
+                dict.fromkeys([*self._districts.items(), (NO_DISTRICT, "no district (triage)")], 1),
+            )
         if self._database_up is not None:
             yield GaugeMetricFamily(
                 "plaza_database_up",
