@@ -383,6 +383,26 @@ def city_sla() -> dashboard.Dashboard:
         )
         .with_panel(
             bars(
+                "Compliance by service (24 h)",
+                "Deadlines met among those due over the previous 24 h, service by service, "
+                "city-wide (a service with no deadline due shows no bar)",
+                "percentunit",
+                ("service_code:plaza_sla_compliance:ratio24h", "{{service_code}}"),
+                scale=COMPLIANCE,
+            )
+        )
+        .with_panel(
+            graph(
+                "Compliance by deadline (24 h)",
+                "Acknowledging in time and resolving in time, city-wide: which of the two the "
+                "city misses",
+                "percentunit",
+                ("deadline:plaza_sla_compliance:ratio24h", "{{deadline}}"),
+                scale=COMPLIANCE,
+            )
+        )
+        .with_panel(
+            bars(
                 "Most breached services",
                 "Deadlines missed over the dashboard's range, by service",
                 "short",
