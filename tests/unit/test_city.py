@@ -258,6 +258,8 @@ def test_places_named_in_text(packaged: City, text: str, district: str, barri: s
         "besos a todos",
         "el 22 de març",
         "Travessera de Gràcia tallada",
+        "Les Corts Generals han aprovat la llei",
+        "Las Cortes Generales votan hoy el presupuesto",
     ],
 )
 def test_words_that_are_not_places(packaged: City, text: str) -> None:

@@ -241,6 +241,11 @@ PROPER_NOUNS: Final[Mapping[str, str]] = {
 NOT_PLACES: Final[tuple[str, ...]] = (
     "les Corts Catalanes",
     "las Cortes Catalanas",
+    # Spain's parliament ("les Corts Generals", "las Cortes Generales") and Valencia's.
+    "les Corts Generals",
+    "las Cortes Generales",
+    "les Corts Valencianes",
+    "las Cortes Valencianas",
     "Travessera de Gràcia",
     "Travesera de Gracia",
     "Avinguda de Sarrià",
