@@ -715,3 +715,27 @@ async def test_the_docs_pages_need_no_cdn(api: httpx.AsyncClient, page: str) -> 
         assert asset.status_code == 200, url
         assert len(asset.content) > 1000, url
     assert "fonts.googleapis" not in html.text
+
+
+async def test_a_json_post_is_told_to_send_a_form(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A mobile app's natural first try is a JSON body: it is told the spec's form is needed,
+    not that the api_key (or service_code) it sent is missing."""
+    key = await new_key(sessions, Role.CIVIC_DEVELOPER)
+    fields = {"service_code": "streetlight", "lat": "41.4036", "long": "2.1566"}
+    async with client(gateway(sessions)) as api:
+        for extension, headers in (("json", {}), ("xml", {}), ("json", {"X-API-Key": key})):
+            posted = await api.post(
+                f"/open311/v2/requests.{extension}",
+                json={**fields, "api_key": key},
+                headers=headers,
+            )
+            assert posted.status_code == 415, posted.text
+            description = (
+                posted.json()[0]["description"]
+                if extension == "json"
+                else ElementTree.fromstring(posted.content).findtext("error/description")
+            )
+            assert description is not None and "form-encoded" in description
+            assert "application/json" in description

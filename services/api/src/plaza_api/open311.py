@@ -815,6 +815,8 @@ _POST_FIELDS: Final = {
     "attribute[language]": "ca, es or en: the language of the city's answers",
 }
 _EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What a POST's body may be: the spec's form, or a multipart form (Starlette reads both).
+_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def _number(form: Mapping[str, str], name: str, low: float, high: float) -> float | None:
@@ -834,6 +836,14 @@ async def _form(request: Request) -> list[tuple[str, str]]:
     """The POST's fields in order (files are not taken). A urlencoded body is decoded as UTF-8,
     as the spec says all text is (Starlette's form parser reads it as Latin-1)."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type and media_type not in _FORM_TYPES:
+        # Read as a form, a JSON body is no fields at all: the caller would be told that its
+        # api_key or service_code is missing when it sent both.
+        raise Open311Error(
+            415,
+            f"the body is {media_type}: a POST is form-encoded, as the spec says "
+            f"({' or '.join(_FORM_TYPES)}; curl -d name=value sends it)",
+        )
     if media_type != "application/x-www-form-urlencoded":
         return [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
     try:
@@ -920,7 +930,7 @@ def _text(form: Mapping[str, str], name: str, max_length: int) -> str | None:
         },
         "4XX": {
             "description": "400 bad parameter, 403 missing or wrong api_key, 404 unknown "
-            "service_code or jurisdiction_id"
+            "service_code or jurisdiction_id, 415 a body that is not a form (JSON)"
         },
     },
 )
