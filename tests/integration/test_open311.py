@@ -739,3 +739,34 @@ async def test_a_json_post_is_told_to_send_a_form(
             )
             assert description is not None and "form-encoded" in description
             assert "application/json" in description
+
+
+async def test_a_note_keeps_the_status_it_was_written_in(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], requests: datetime
+) -> None:
+    """A note changes no status: in the updates feed and the extended notes it carries the
+    status the request had when it was written, not the one it has now (a FixMyStreet client
+    would take an old "we are looking into it" for the request being fixed)."""
+    later = requests + timedelta(minutes=1)
+    await change(sessions, 1, Command(Action.ACKNOWLEDGE, actor="m"), later)
+    async with sessions.begin() as s:
+        await add_note(s, 1, actor="m", note="Hi anem demà", public=True, now=later)
+    await change(sessions, 1, Command(Action.RESOLVE, actor="m", note="Arreglat"), later)
+    window = {
+        "start_date": (requests - timedelta(minutes=1)).isoformat(),
+        "end_date": (later + timedelta(minutes=1)).isoformat(),
+    }
+    updates = (await api.get("/open311/v2/servicerequestupdates.json", params=window)).json()
+    assert [(u["status"], u["description"]) for u in updates if u["service_request_id"] == "1"] == [
+        ("OPEN", "Ho mirem, gràcies"),
+        ("INVESTIGATING", ""),
+        ("INVESTIGATING", "Hi anem demà"),
+        ("FIXED", "Arreglat"),
+    ]
+    [one] = (await api.get("/open311/v2/requests/1.json", params={"extensions": "true"})).json()
+    notes = one["extended_attributes"]["notes"]
+    assert [(n["summary"], n["description"]) for n in notes] == [
+        ("OPEN", "Ho mirem, gràcies"),
+        ("INVESTIGATING", "Hi anem demà"),
+        ("FIXED", "Arreglat"),
+    ]

@@ -489,13 +489,23 @@ _PAGE_SQL: Final = (
     "SELECT {columns} FROM service_requests{where}"
     " ORDER BY requested_datetime DESC, id DESC OFFSET {offset} LIMIT {limit}"
 )
+# The status a request event `e` (of request `r`) left the request in. An event records only
+# what it changed, so a note (which changes no status) found the request in the status of the
+# last change before it, not in the status it has now: a note written while it was being
+# investigated, on a request fixed since, is no "fixed" update.
+_EVENT_STATUS: Final = """coalesce(
+    e.after ->> 'status',
+    (SELECT p.after ->> 'status' FROM request_events p
+     WHERE p.service_request_id = e.service_request_id AND p.id < e.id AND p.after ? 'status'
+     ORDER BY p.id DESC LIMIT 1),
+    r.status)"""
 # The public notes of some requests, oldest first.
-_NOTES_SQL: Final = """
-    SELECT service_request_id, at, kind, after ->> 'status' AS status, note
-    FROM request_events
-    WHERE service_request_id = ANY($1::bigint[]) AND public AND kind = ANY($2::text[])
-      AND note IS NOT NULL
-    ORDER BY id
+_NOTES_SQL: Final = f"""
+    SELECT e.service_request_id, e.at, e.kind, {_EVENT_STATUS} AS status, e.note
+    FROM request_events e JOIN service_requests r ON r.id = e.service_request_id
+    WHERE e.service_request_id = ANY($1::bigint[]) AND e.public AND e.kind = ANY($2::text[])
+      AND e.note IS NOT NULL
+    ORDER BY e.id
 """
 
 
@@ -1080,9 +1090,9 @@ async def resolve_token(
 
 # Public changes in a time window, oldest first; each with the status it left (or, for a note,
 # found) the request in.
-_UPDATES_SQL: Final = """
+_UPDATES_SQL: Final = f"""
     SELECT e.id, e.service_request_id, e.at, e.note, e.after ->> 'resolution_photo_url' AS photo,
-           coalesce(e.after ->> 'status', e.before ->> 'status', r.status) AS status
+           {_EVENT_STATUS} AS status
     FROM request_events e JOIN service_requests r ON r.id = e.service_request_id
     WHERE e.public AND e.kind = ANY($1::text[]) AND e.at >= $2::timestamptz
       AND e.at <= $3::timestamptz
