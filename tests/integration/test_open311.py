@@ -469,6 +469,13 @@ async def test_a_method_not_allowed_names_the_allowed_ones(api: httpx.AsyncClien
     response = await api.delete("/open311/v2/services.json")
     assert response.status_code == 405 and response.headers["allow"] == "GET"
     assert response.json()[0]["code"] == 405
+    # requests.json is two routes: the 405 names both, not the first one matched.
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = await api.request(method, "/open311/v2/requests.json")
+        assert response.status_code == 405 and response.headers["allow"] == "GET, POST", method
+    response = await api.put("/open311/v2/requests/1.xml")
+    assert response.headers["allow"] == "GET"
+    assert ElementTree.fromstring(response.content).findtext("error/code") == "405"
 
 
 async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves(

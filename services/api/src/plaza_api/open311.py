@@ -35,6 +35,7 @@ from plaza.requests import (
 from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from plaza_api.auth import (
@@ -213,6 +214,18 @@ async def _caller(request: Request, form_key: str | None = None) -> Principal:
 _Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some Open311 route takes at this path: Starlette's 405 names only the first
+    route matching it (GET requests.json), not its neighbours (POST requests.json)."""
+    methods: set[str] = set()
+    for route in router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:  # PARTIAL: the path, another method
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_open311_errors(app: FastAPI) -> None:
     """Under /open311/ every error takes the spec's format (422 becomes 400, 401 becomes 403);
     elsewhere the app's problem+json handlers answer as before."""
@@ -244,6 +257,8 @@ def install_open311_errors(app: FastAPI) -> None:
         headers = {
             k: v for k, v in (exc.headers or {}).items() if k.lower() in ("retry-after", "allow")
         }
+        if status == 405:
+            headers = {**headers, "Allow": allowed_methods(request)}
         return open311_error(status, str(exc.detail), fmt_of(request), headers)
 
     handlers: dict[type[Exception], _Handler] = {
