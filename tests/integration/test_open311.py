@@ -23,6 +23,7 @@ from plaza.requests import Action
 from plaza.taxonomy import load_taxonomy
 from plaza_api.access import AccessConfig
 from plaza_api.auth import Role
+from plaza_api.limits import Limits
 from plaza_classifier.handler import ClassifyPost
 from plaza_ingest.app import create_app as create_ingest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -777,3 +778,25 @@ async def test_a_note_keeps_the_status_it_was_written_in(
         ("INVESTIGATING", "Hi anem demà"),
         ("FIXED", "Arreglat"),
     ]
+
+
+async def test_a_web_page_can_read_a_too_large_post_being_refused(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Open311 is for any web page: its 413 carries the CORS headers too, or the browser hides
+    it and the page sees only a network error."""
+    app = gateway(sessions, access=AccessConfig(limits=Limits(max_body_bytes=2048)))
+    async with client(app) as api:
+        refused = await api.post(
+            "/open311/v2/requests.json",
+            data={"description": "x" * 5000},
+            headers={"Origin": "https://app.example"},
+        )
+        assert refused.status_code == 413 and refused.json()[0]["code"] == 413
+        assert refused.headers["access-control-allow-origin"] == "*"
+        assert refused.headers["access-control-expose-headers"] == "Retry-After"
+        private = await api.post(
+            "/api/v1/posts", content=b"x" * 5000, headers={"Origin": "https://app.example"}
+        )
+        assert private.status_code == 413
+        assert "access-control-allow-origin" not in private.headers

@@ -75,10 +75,12 @@ def install_access(
     app.state.sse_streams = collections.Counter()  # open live update streams per caller
     install_open311_errors(app)
     install_storage_errors(app)
-    app.add_middleware(PublicCors)
     app.add_middleware(Open311Query)
     app.add_middleware(Utf8Forms)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.max_body_bytes)
+    # Added last, so outermost: a web page can read BodySizeLimit's 413 as well as the routes'
+    # answers (without CORS headers a browser hides it, and the page sees a network error).
+    app.add_middleware(PublicCors)
     app.include_router(admin.router)
 
 
