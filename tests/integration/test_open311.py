@@ -396,6 +396,11 @@ async def test_parameters_are_read_as_the_spec_says(
     assert await ids(f"start_date={since.isoformat()}") == ["3", "2"]
     assert await ids(f"start_date={since.isoformat().replace('+', '%2B')}") == ["3", "2"]
     assert "+" in since.isoformat()
+    # .NET's round-trip format has 7 digits of a second, Go's RFC3339Nano up to 9
+    dotnet = (requests - timedelta(hours=2, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.1234567Z")
+    assert await ids(f"start_date={dotnet}") == ["3", "2"]
+    go = since.strftime("%Y-%m-%dT%H:%M:%S.123456789%z")
+    assert await ids(f"start_date={go.replace('+', '%2B')}") == ["3", "2"]
     for query in (
         "end_date=2026",  # read by lax parsers as 2026 s after 1970
         "start_date=1700000000",

@@ -655,9 +655,11 @@ def _csv(value: str | None) -> list[str]:
 
 # A W3C datetime as the spec asks for: a date, a time and a timezone (2026-05-01T00:00:00Z,
 # 2026-05-01T02:00:00+02:00; seconds and their fraction optional). A space for the offset's +
-# is a + a client forgot to encode in the query string.
+# is a + a client forgot to encode in the query string. The note lets a fraction have any
+# number of digits: .NET's round-trip format writes 7, Go's and Java's up to 9 (a datetime
+# keeps microseconds, so the rest is dropped).
 _W3C_DATETIME: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+ -]\d{2}:?\d{2})", re.ASCII
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+ -]\d{2}:?\d{2})", re.ASCII
 )
 _W3C_EXAMPLE: Final = "W3C format with a timezone, e.g. 2026-05-01T00:00:00Z"
 
