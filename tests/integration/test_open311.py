@@ -805,3 +805,37 @@ async def test_a_web_page_can_read_a_too_large_post_being_refused(
         )
         assert private.status_code == 413
         assert "access-control-allow-origin" not in private.headers
+
+
+async def test_requests_near_a_point(api: httpx.AsyncClient, requests: datetime) -> None:
+    """A web page lists the requests around a point: lat, long and radius (metres, 500 by
+    default). Half a point, or a radius alone, is a 400, not the whole city."""
+
+    async def near(query: str) -> list[str]:
+        response = await api.get(f"/open311/v2/requests.json?{query}")
+        assert response.status_code == 200, (query, response.text)
+        return [r["service_request_id"] for r in response.json()]
+
+    # 1 is on carrer de Verdi; 2 (41.3870, 2.1700) is 2.16 km from it, 3 (41.3800, 2.1400) 2.97
+    assert await near("lat=41.4036&long=2.1566") == ["1"]
+    assert await near("lat=41.4036&long=2.1566&radius=2100") == ["1"]
+    assert await near("lat=41.4036&long=2.1566&radius=2200") == ["2", "1"]
+    assert await near("lat=41.4036&long=2.1566&radius=3000") == ["3", "2", "1"]
+    # east-west: 2.1700 is 1.12 km from 2.1566 at this latitude (in degrees of latitude, 1.49)
+    assert await near("lat=41.3870&long=2.1566&radius=1150") == ["2"]
+    assert await near("lat=41.3870&long=2.1566&radius=1100") == []
+    assert await near("lat=41.4036&long=2.1566&radius=3000&status=closed") == ["2"]
+    xml = await api.get("/open311/v2/requests.xml?lat=41.4036&long=2.1566")
+    assert [e.text for e in ElementTree.fromstring(xml.content).iter("service_request_id")] == ["1"]
+    for query, name in (
+        ("lat=41.4036", "lat and long"),
+        ("long=2.1566", "lat and long"),
+        ("radius=100", "radius"),
+        ("lat=41.4036&long=2.1566&radius=0", "radius"),
+        ("lat=41.4036&long=2.1566&radius=50000", "radius"),
+        ("lat=91&long=2.1566", "lat"),
+        ("lat=nan&long=2.1566", "lat"),
+    ):
+        response = await api.get(f"/open311/v2/requests.json?{query}")
+        assert response.status_code == 400, query
+        assert name in response.json()[0]["description"], (query, response.text)

@@ -60,6 +60,9 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_DESCRIPTION: Final = 4000  # the spec's limit of a request's description
 MAX_PAGE: Final = 1_000_000  # past any city's requests; (page - 1) x page_size must fit a bigint
 UPDATES_WINDOW: Final = timedelta(days=1)  # FixMyStreet's default for servicerequestupdates
+DEFAULT_RADIUS: Final = 500.0  # metres around lat/long, when no radius is given
+MAX_RADIUS: Final = 20_000.0  # metres: past any one city
+_METRES_PER_DEGREE: Final = 111_195.0  # of a great circle on the mean Earth (6,371 km)
 FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
 # The audit-trail kinds a citizen sees as updates of their request.
 PUBLIC_UPDATE_KINDS: Final = frozenset({*(a.value for a in Action), "note"})
@@ -709,6 +712,23 @@ _EXAMPLE_REQUEST: Final = {
 }
 
 
+def _near(lat: float | None, long: float | None, radius: float | None) -> tuple[float, ...] | None:
+    """The lat/long/radius filter (an extension: web pages list the requests around a point)
+    as a box (south, north, west, east) and, for the exact test, the point, the cosine that
+    scales longitude and the radius in degrees; None without a point. Half a point is a 400, as
+    a radius alone is: either would otherwise silently list the whole city."""
+    if lat is None and long is None:
+        if radius is not None:
+            raise Open311Error(400, "radius needs lat and long: the point it is measured from")
+        return None
+    if lat is None or long is None:
+        raise Open311Error(400, "lat and long must be given together")
+    degrees = (radius or DEFAULT_RADIUS) / _METRES_PER_DEGREE
+    scale = max(math.cos(math.radians(lat)), 1e-6)  # degrees of longitude are shorter
+    west, east = long - degrees / scale, long + degrees / scale
+    return lat - degrees, lat + degrees, west, east, lat, long, scale, degrees
+
+
 @router.get(
     "/requests.{format}",
     response_class=Response,
@@ -735,6 +755,20 @@ async def list_requests(
     ] = None,
     updated_after: Annotated[str | None, Query(description="Changed after (W3C)")] = None,
     updated_before: Annotated[str | None, Query(description="Changed before (W3C)")] = None,
+    lat: Annotated[
+        float | None,
+        Query(ge=-90, le=90, description="With long: only requests within radius of this point"),
+    ] = None,
+    long: Annotated[float | None, Query(ge=-180, le=180, description="With lat")] = None,
+    radius: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_RADIUS,
+            description=f"Metres from lat/long (default {DEFAULT_RADIUS:g}, at most "
+            f"{MAX_RADIUS:g}); needs lat and long",
+        ),
+    ] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1 for the newest requests")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
     extensions: Annotated[
@@ -746,7 +780,8 @@ async def list_requests(
     ] = False,
 ) -> Response:
     """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
-    default)."""
+    default). `lat`, `long` and `radius` (an extension) keep those within radius metres of a
+    point (requests placed by an address alone have no point, and are left out)."""
     fmt = await _public_read(request, format, jurisdiction_id)
     where: list[str] = []
     args: list[object] = []
@@ -755,6 +790,11 @@ async def list_requests(
         """A condition with one argument, `$` in sql standing for its placeholder."""
         args.append(value)
         where.append(sql.replace("$", f"${len(args)}"))
+
+    def number(value: float) -> str:
+        """An argument's placeholder, as a float8."""
+        args.append(value)
+        return f"${len(args)}::float8"
 
     ids = _csv(service_request_id)
     if ids:
@@ -778,6 +818,13 @@ async def list_requests(
             condition("updated_datetime > $::timestamptz", after)
         if before is not None:
             condition("updated_datetime < $::timestamptz", before)
+        near = _near(lat, long, radius)
+        if near is not None:
+            # A box first (plain comparisons), then the distance: within a city, degrees of
+            # longitude shrunk by the cosine of the latitude are as good as a great circle.
+            south, north, west, east, lat0, long0, scale, degrees = map(number, near)
+            where.append(f"lat BETWEEN {south} AND {north} AND long BETWEEN {west} AND {east}")
+            where.append(f"(lat - {lat0}) ^ 2 + ((long - {long0}) * {scale}) ^ 2 <= {degrees} ^ 2")
         codes = _csv(service_code)
         if codes:
             condition("service_code = ANY($::text[])", codes)
