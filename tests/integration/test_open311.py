@@ -26,6 +26,7 @@ from plaza_api.auth import Role
 from plaza_api.limits import Limits
 from plaza_classifier.handler import ClassifyPost
 from plaza_ingest.app import create_app as create_ingest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import Server, client, gateway, new_key
@@ -839,3 +840,23 @@ async def test_requests_near_a_point(api: httpx.AsyncClient, requests: datetime)
         response = await api.get(f"/open311/v2/requests.json?{query}")
         assert response.status_code == 400, query
         assert name in response.json()[0]["description"], (query, response.text)
+
+
+async def test_a_posted_photo_file_is_refused_not_dropped(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """An app uploading its photo as a file (`media`, as some Open311 servers take it) is told
+    to give media_url: taking the request without the photo would lose it unsaid."""
+    key = await new_key(sessions, Role.CIVIC_DEVELOPER)
+    fields = {"api_key": key, "service_code": "graffiti", "lat": "41.4036", "long": "2.1566"}
+    async with client(gateway(sessions)) as api:
+        posted = await api.post(
+            "/open311/v2/requests.json",
+            data=fields,
+            files={"media": ("photo.jpg", b"\xff\xd8\xff\xe0 a photo", "image/jpeg")},
+        )
+        assert posted.status_code == 400, posted.text
+        assert posted.json()[0]["description"].startswith("media: files are not taken")
+        assert "media_url" in posted.json()[0]["description"]
+    async with sessions() as s:
+        assert (await s.execute(select(Open311Submission))).all() == []  # nothing was kept

@@ -907,8 +907,9 @@ def _number(form: Mapping[str, str], name: str, low: float, high: float) -> floa
 
 
 async def _form(request: Request) -> list[tuple[str, str]]:
-    """The POST's fields in order (files are not taken). A urlencoded body is decoded as UTF-8,
-    as the spec says all text is (Starlette's form parser reads it as Latin-1)."""
+    """The POST's fields in order. A urlencoded body is decoded as UTF-8, as the spec says all
+    text is (Starlette's form parser reads it as Latin-1). A file (an app's photo as `media`,
+    as some Open311 servers take it) is a 400: dropped, the request would go on without it."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type and media_type not in _FORM_TYPES:
         # Read as a form, a JSON body is no fields at all: the caller would be told that its
@@ -919,7 +920,15 @@ async def _form(request: Request) -> list[tuple[str, str]]:
             f"({' or '.join(_FORM_TYPES)}; curl -d name=value sends it)",
         )
     if media_type != "application/x-www-form-urlencoded":
-        return [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+        form = (await request.form()).multi_items()
+        files = sorted({name for name, value in form if not isinstance(value, str)})
+        if files:
+            raise Open311Error(
+                400,
+                f"{', '.join(files)}: files are not taken; give media_url, the public http(s) "
+                "address of the photo",
+            )
+        return [(k, v) for k, v in form if isinstance(v, str)]
     try:
         return parse_qsl(
             (await request.body()).decode("utf-8"), keep_blank_values=True, errors="strict"
