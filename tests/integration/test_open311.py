@@ -474,14 +474,15 @@ async def test_a_description_is_at_most_the_specs_4000_characters(
 
 async def test_a_method_not_allowed_names_the_allowed_ones(api: httpx.AsyncClient) -> None:
     response = await api.delete("/open311/v2/services.json")
-    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
     assert response.json()[0]["code"] == 405
     # requests.json is two routes: the 405 names both, not the first one matched.
     for method in ("PUT", "DELETE", "PATCH"):
         response = await api.request(method, "/open311/v2/requests.json")
-        assert response.status_code == 405 and response.headers["allow"] == "GET, POST", method
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "GET, HEAD, POST", method
     response = await api.put("/open311/v2/requests/1.xml")
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
     assert ElementTree.fromstring(response.content).findtext("error/code") == "405"
 
 
@@ -860,3 +861,17 @@ async def test_a_posted_photo_file_is_refused_not_dropped(
         assert "media_url" in posted.json()[0]["description"]
     async with sessions() as s:
         assert (await s.execute(select(Open311Submission))).all() == []  # nothing was kept
+
+
+async def test_head_answers_as_get_without_the_body(
+    api: httpx.AsyncClient, requests: datetime
+) -> None:
+    """HTTP has every GET answer HEAD too (link checkers, uptime monitors)."""
+    for path in ("/open311/v2/services.json", "/open311/v2/requests.xml?status=open"):
+        got = await api.get(path)
+        head = await api.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content))
+    missing = await api.head("/open311/v2/requests/999.json")
+    assert missing.status_code == 404 and missing.content == b""

@@ -36,7 +36,7 @@ from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plaza_api.auth import (
     ANONYMOUS,
@@ -226,6 +226,8 @@ def allowed_methods(request: Request) -> str:
             match, _ = route.matches(request.scope)
             if match is not Match.NONE:  # PARTIAL: the path, another method
                 methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # Open311Query answers it
     return ", ".join(sorted(methods))
 
 
@@ -299,19 +301,30 @@ def open311_query(raw: bytes) -> bytes:
 
 
 class Open311Query:
-    """Reads every /open311/ query string as open311_query() says (pure ASGI, ahead of routing)."""
+    """Reads every /open311/ request ahead of routing (pure ASGI): its query string as
+    open311_query() says, and a HEAD as the GET it asks about, answered without the body (HTTP
+    has every GET answer HEAD too: link checkers and uptime monitors ask with it, and got a
+    405)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["query_string"]
-            and scope["path"].startswith(OPEN311_PREFIX)
-        ):
+        if scope["type"] != "http" or not scope["path"].startswith(OPEN311_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if scope["query_string"]:
             scope = {**scope, "query_string": open311_query(scope["query_string"])}
-        await self.app(scope, receive, send)
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # the GET's headers, Content-Length too
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 # --- discovery and services ------------------------------------------------------------------
