@@ -127,6 +127,56 @@ async def test_transient_errors_are_retried_until_they_pass(bus: Bus) -> None:
     await out.close()
 
 
+async def _error_of_a_database_starting_up() -> BaseException:
+    """What a connection attempt raises while PostgreSQL restarts or recovers after a crash, as
+    SQLAlchemy hands it on: from a server answering the startup message as PostgreSQL then does
+    (FATAL 57P03 "the database system is starting up")."""
+    from plaza.db import create_engine
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            body = await reader.readexactly(length - 4)
+            if length == 8 and body[:2] == b"\x04\xd2":  # SSLRequest or GSSENCRequest: no
+                writer.write(b"N")
+                continue
+            break
+        fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+        writer.write(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = create_engine(f"postgresql+asyncpg://plaza@127.0.0.1:{port}/plaza")
+    try:
+        async with engine.connect():
+            pass
+    except Exception as exc:
+        return exc
+    finally:
+        await engine.dispose()
+        server.close()
+    raise AssertionError("the connection was not refused")
+
+
+async def test_a_database_starting_up_is_waited_for_not_dead_lettered(bus: Bus) -> None:
+    """A PostgreSQL restarting refuses connections with 57P03 for as long as its recovery
+    takes; the posts handled meanwhile wait for it (three quick attempts dead-lettered them)."""
+    starting_up = await _error_of_a_database_starting_up()
+    assert "starting up" in str(starting_up)
+    await publish(bus, [post_event(1, "db restarting")])
+    handler = Recorder(fail={"db restarting": starting_up}, times=5)
+    worker = Worker(bus, group="w-db-restart", topics=[SOURCE], handler=handler, retry=FAST)
+    out = await bus.subscribe("w-db-restart-out", [TOPICS.POST_CLASSIFIED.topic])
+    await run_until(worker, lambda: handler.seen.count("1") == 6)
+    assert len(await drain(out, 1)) == 1
+    await out.close()
+    dlq = await bus.subscribe("w-db-restart-dlq", [SOURCE.dead_letter_topic])
+    assert await dlq.fetch(10, timeout=1.0) == []
+    await dlq.close()
+
+
 async def test_offsets_are_committed_only_after_handling(bus_factory: BusFactory) -> None:
     bus = bus_factory()
     await bus.start()

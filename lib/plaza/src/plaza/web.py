@@ -14,6 +14,8 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from plaza.pgerrors import sqlstate as sqlstate  # plaza.web.sqlstate, as before
+
 PROBLEM_JSON = "application/problem+json"
 
 HTTP_REQUESTS = Counter(
@@ -76,17 +78,6 @@ def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
 
 # PostgreSQL's SQLSTATEs for a transaction rolled back because another ran at the same time.
 _CONFLICTS: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error, raised by asyncpg itself or wrapped by SQLAlchemy
-    (whose adapted error carries asyncpg's as its cause); None for any other error."""
-    orig = getattr(exc, "orig", None)
-    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
 
 
 def install_problem_handlers(app: FastAPI) -> None:

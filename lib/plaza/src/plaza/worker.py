@@ -41,6 +41,7 @@ from plaza.contracts import (
     decode,
     from_timestamp,
 )
+from plaza.pgerrors import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ class Rejected(Exception):
 def is_transient(exc: BaseException) -> bool:
     """Errors that say "try again later" rather than "this record is bad"."""
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    # A PostgreSQL restarting answers every connection with "the database system is starting
+    # up" for as long as its recovery takes: no sign of a bad record, yet three quick attempts
+    # dead-lettered accepted posts while it lasted.
+    if database_unavailable(exc):
         return True
     try:
         from sqlalchemy.exc import DBAPIError, OperationalError
