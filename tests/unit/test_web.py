@@ -4,7 +4,10 @@ to send again."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
+import pytest
 from fastapi import FastAPI
 from plaza.web import PROBLEM_JSON, install_problem_handlers
 
@@ -47,3 +50,40 @@ async def test_an_unexpected_error_is_a_problem_and_a_concurrent_rollback_a_409(
         assert conflict.status_code == 409 and conflict.headers["retry-after"] == "1"
         assert conflict.headers["content-type"] == PROBLEM_JSON
         assert "send it again" in conflict.json()["detail"]
+
+
+class _StartingUp(Exception):
+    sqlstate = "57P03"  # as asyncpg's CannotConnectNowError carries it
+
+
+def _database_away_app() -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/restarting")
+    async def restarting() -> None:
+        raise _Wrapped(_StartingUp("the database system is starting up"))
+
+    @app.get("/down")
+    async def down() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    return app
+
+
+async def test_a_database_away_is_a_503_to_send_again_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A PostgreSQL restarting made every webhook post a 500 (which a bridge may give up on) and
+    a stack trace each; it is a 503 with Retry-After, and one line in the log."""
+    transport = httpx.ASGITransport(app=_database_away_app(), raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with caplog.at_level(logging.INFO, logger="plaza.web"):
+            answers = [await client.get(path) for path in ("/restarting", "/down") * 5]
+    for answer in answers:
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert answer.headers["content-type"] == PROBLEM_JSON
+        assert "send it again" in answer.json()["detail"]
+    [line] = [r for r in caplog.records if r.name == "plaza.web"]
+    assert "the database is unavailable: GET /restarting answered 503" in line.getMessage()
+    assert line.exc_info is None  # no stack trace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -14,7 +15,10 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from plaza.pgerrors import database_unavailable
 from plaza.pgerrors import sqlstate as sqlstate  # plaza.web.sqlstate, as before
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -80,9 +84,69 @@ def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
 _CONFLICTS: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 
 
+class DatabaseUnavailable:
+    """A request that met PostgreSQL away (refusing connections, restarting, recovering) gets
+    503 with Retry-After, which a bridge or an app sends again, rather than a 500, which says the
+    request was at fault; and the log gets one line every 10 s while it lasts, not a stack trace
+    for every request (76 of them, 14,000 lines, in a 20-second restart at 10 posts a second).
+
+    Plain ASGI around the app: Starlette hands an error of no registered class to the server
+    after its handler has answered, and the server logs its traceback."""
+
+    INTERVAL: Final = 10.0
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._logged_at = -self.INTERVAL
+        self._unlogged = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # OSError: asyncpg's connection refused or reset, which SQLAlchemy hands on as is.
+            if started or not (database_unavailable(exc) or isinstance(exc, OSError)):
+                raise
+            self._log(scope, exc)
+            response = problem(
+                503,
+                "the database is unavailable for now; nothing was done, send it again",
+                headers={"Retry-After": "5"},
+            )
+            await response(scope, receive, send)
+
+    def _log(self, scope: Scope, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < self.INTERVAL:
+            self._unlogged += 1
+            return
+        more = f" (and {self._unlogged} more requests since)" if self._unlogged else ""
+        log.error(
+            "the database is unavailable: %s %s answered 503%s: %s: %s",
+            scope["method"],
+            scope["path"],
+            more,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        self._logged_at, self._unlogged = now, 0
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as application/problem+json, naming the bad field where there is one;
-    an unexpected one too (Starlette still raises it on, for the server's log)."""
+    an unexpected one too (Starlette still raises it on, for the server's log), and one that
+    met the database away as a 503 (DatabaseUnavailable)."""
+    app.add_middleware(DatabaseUnavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
