@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType
 from typing import Any
@@ -22,12 +23,51 @@ from plaza.worker import Worker
 log = logging.getLogger(__name__)
 
 
+class RepeatsSuppressed(logging.Filter):
+    """Lets a library's message through once per `interval` seconds, the next one saying how
+    many like it were not shown. With the broker away, aiokafka logs each failed connection,
+    metadata update, fetch and heartbeat, in every process: 11,000 lines in a 45-second broker
+    restart, which buried the line that said what happened. Plaza's own messages all pass."""
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._interval = interval
+        self._clock = clock
+        # Bounded: one entry per message template of the library (its arguments are not in it).
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self._interval:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            shown_at, hidden = seen
+            record.msg = f"{record.msg} [{hidden} more like it in {now - shown_at:.0f} s not shown]"
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # On the handlers: a logger's own filters do not see its children's records.
+    repeats = RepeatsSuppressed()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(repeats)
     # pgserver logs every pg_ctl command line it runs at INFO
     for noisy in ("aiokafka", "httpx", "alembic.runtime.migration", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
