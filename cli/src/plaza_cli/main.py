@@ -179,6 +179,59 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    from plaza_cli import dead_letters
+
+    settings = load(PlazaSettings)
+    configure_logging(settings.log_level)
+    command = f"dead-letters {args.action}"
+    try:
+        if args.action == "list":
+            topics = (
+                [dead_letters.dead_letter_topic(args.topic)]
+                if args.topic
+                else [t.dead_letter_topic for t in TOPICS.all()]
+            )
+        else:
+            topics = [dead_letters.dead_letter_topic(args.topic)]
+            if not args.all and not args.positions:
+                print(
+                    f"plaza {command}: name the dead letters (partition/offset, as `plaza "
+                    "dead-letters list` shows them), or --all",
+                    file=sys.stderr,
+                )
+                return 2
+    except dead_letters.DeadLetterError as exc:
+        print(f"plaza {command}: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        bus = bus_from_settings(settings)
+        try:
+            unreachable = await _start_kafka(bus)
+            if unreachable is not None:
+                print(_unreachable(command, settings, unreachable), file=sys.stderr)
+                return 2
+            letters = await dead_letters.read(bus, topics)
+            if args.action == "list":
+                for letter in letters:
+                    print(letter.line())
+                print(f"{len(letters)} dead letters", file=sys.stderr)
+                return 0
+            try:
+                picked = letters if args.all else dead_letters.chosen(letters, args.positions)
+            except dead_letters.DeadLetterError as exc:
+                print(f"plaza {command}: {exc}", file=sys.stderr)
+                return 2
+            replayed = await dead_letters.replay(bus, picked)
+        finally:
+            await bus.close()
+        print(f"replayed {replayed} dead letters onto {topics[0].removesuffix('.dlq')}")
+        return 0
+
+    return asyncio.run(go())
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -297,6 +350,28 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create"])
     topics.add_argument("--partitions", type=_positive_int, default=6)
     topics.set_defaults(func=_cmd_topics)
+
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list the records the workers gave up on, and send them back to their topic",
+    )
+    dead_actions = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_actions.add_parser(
+        "list",
+        help="every dead letter kept: where, when, which group, why (reads, commits nothing)",
+    )
+    dead_list.add_argument(
+        "topic", nargs="?", help="one topic (post-classified, plaza.post-classified.v1[.dlq])"
+    )
+    dead_replay = dead_actions.add_parser(
+        "replay",
+        help="publish dead letters back onto their source topic, once their cause is fixed "
+        "(replaying one twice changes nothing: the handlers recognise it)",
+    )
+    dead_replay.add_argument("topic", help="post-classified, plaza.post-classified.v1[.dlq], ...")
+    dead_replay.add_argument("positions", nargs="*", help="partition/offset, as listed")
+    dead_replay.add_argument("--all", action="store_true", help="every dead letter of the topic")
+    dead.set_defaults(func=_cmd_dead_letters)
 
     _access_parsers(sub)
 
