@@ -53,7 +53,16 @@ async def submit_post(
     body = await request.body()
     if principal.role is Role.BRIDGE and principal.scopes:
         platform = _platform_of(body)
-        if platform is not None and platform not in principal.scopes:
+        if platform is None:
+            # Refused here, not left to ingest: its parser reads bodies this one does not (a
+            # UTF-8 byte order mark, a lone surrogate, NaN), and a post whose platform the
+            # gateway cannot see would get past the key's scopes.
+            return problem(
+                422,
+                "the body must be a JSON object with a platform (UTF-8 without a byte order "
+                f"mark): this bridge key posts for {', '.join(sorted(principal.scopes))} only",
+            )
+        if platform not in principal.scopes:
             return problem(
                 403,
                 f"this bridge key posts for {', '.join(sorted(principal.scopes))}, "
