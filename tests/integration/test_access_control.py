@@ -633,6 +633,32 @@ async def test_rate_limits_answer_429_with_retry_after(
         )
 
 
+async def test_a_users_failed_logins_are_counted_from_every_address_together(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Each address had its own budget alone: a password guessed from many addresses got 120
+    tries a minute from each. A user name's failures are counted together, and once they are
+    spent the right password waits too (a 200 among 429s would tell which guess was right)."""
+    limits = Limits(anonymous_per_minute=2, failed_logins_per_user=3)
+    app = gateway(sessions, access=AccessConfig(limits=limits))
+    await new_user(sessions, "maria", Role.MANAGER, ["06"])
+    await new_user(sessions, "anna", Role.MANAGER, ["05"])
+
+    async def login(address: str, username: str, password: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(address, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as c:
+            return await c.post(
+                "/api/v1/auth/token", data={"username": username, "password": password}
+            )
+
+    guesses = [(await login(f"198.51.100.{n}", "maria", f"guess-{n}")) for n in range(5)]
+    assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
+    assert "too many failed logins for 'maria'" in guesses[3].json()["detail"]
+    assert int(guesses[3].headers["retry-after"]) > 0
+    assert (await login("203.0.113.1", "maria", PASSWORD)).status_code == 429
+    assert (await login("203.0.113.1", "anna", PASSWORD)).status_code == 200
+
+
 async def test_a_key_rides_in_a_url_only_to_the_live_updates(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

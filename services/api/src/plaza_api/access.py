@@ -17,7 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plaza_api import admin
 from plaza_api.auth import AuthConfig, Authenticator
-from plaza_api.limits import BodySizeLimit, Limits, PublicCors, RateLimiter, Utf8Forms
+from plaza_api.limits import (
+    BodySizeLimit,
+    Limits,
+    LoginFailures,
+    PublicCors,
+    RateLimiter,
+    Utf8Forms,
+)
 from plaza_api.open311 import Open311Query, install_open311_errors
 
 DESCRIPTION = """
@@ -69,6 +76,9 @@ def install_access(
     app.state.auth = Authenticator(sessions, config.auth)
     app.state.limits = config.limits
     app.state.rate_limiter = RateLimiter()
+    app.state.login_failures = LoginFailures(
+        config.limits.failed_logins_per_user, config.limits.failed_login_refill_seconds
+    )
     app.state.jurisdiction_id = config.jurisdiction_id
     app.state.public_url = config.public_url
     app.state.sse_poll_seconds = config.sse_poll_seconds

@@ -33,7 +33,7 @@ from plaza_api.auth import (
     update_user,
 )
 from plaza_api.deps import CityDep, RoutingDep, SessionDep
-from plaza_api.limits import enforce_rate_limit
+from plaza_api.limits import LoginFailures, enforce_login_budget, enforce_rate_limit
 
 # A key's or user's id in a path: a bigint (a larger number is a 422, not a database error).
 RowId = Annotated[int, Path(ge=1, le=ID_MAX)]
@@ -199,10 +199,13 @@ async def login(
     """OAuth2 password flow: a staff user's username and password (form-encoded) for a bearer
     token (a JWT). Send it as `Authorization: Bearer <token>`."""
     enforce_rate_limit(request, ANONYMOUS)  # guessing passwords costs the address its budget
+    enforce_login_budget(request, form.username)  # and the user name its own, from anywhere
     auth = authenticator(request)
     try:
         user = await auth.login(session, form.username, form.password)
     except InvalidCredentials as exc:
+        failures: LoginFailures = request.app.state.login_failures
+        failures.failed(form.username)
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     return TokenOut(
         access_token=auth.issue_token(user),

@@ -28,6 +28,11 @@ class Limits:
     per_key_per_minute: int = 600
     anonymous_per_minute: int = 120
     max_body_bytes: int = 1_048_576
+    # Failed logins per user name, from every address together: this many at once, then one
+    # every `failed_login_refill_seconds` (an address's own budget alone let a password be
+    # guessed from many addresses at 120 tries a minute each).
+    failed_logins_per_user: int = 10
+    failed_login_refill_seconds: float = 60.0
 
 
 class RateLimiter:
@@ -52,6 +57,56 @@ class RateLimiter:
             self._buckets.clear()  # bounded memory; a clear only refills everyone's budget
         self._buckets[bucket] = (tokens - 1.0, now)
         return 0.0
+
+
+class LoginFailures:
+    """Failed logins per user name (known or not, so that a 429 tells nothing of who exists):
+    a bucket of `burst` tries, one back every `refill_seconds`. While a name's bucket is empty
+    its logins are refused before the password is checked, the right one too (or a 200 among
+    429s would still tell a guesser which try was right); its API keys and the tokens already
+    issued keep working."""
+
+    def __init__(
+        self, burst: int, refill_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._burst = float(burst)
+        self._refill = refill_seconds
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tries left, at)
+
+    def _left(self, username: str, now: float) -> float:
+        tries, at = self._buckets.get(username, (self._burst, now))
+        return min(self._burst, tries + (now - at) / self._refill)
+
+    def wait(self, username: str) -> float:
+        """0 when `username` may try now, else the seconds until it may."""
+        if self._burst <= 0:
+            return 0.0
+        left = self._left(username, self._clock())
+        return 0.0 if left >= 1.0 else (1.0 - left) * self._refill
+
+    def failed(self, username: str) -> None:
+        if self._burst <= 0:
+            return
+        if len(self._buckets) > 50_000:
+            self._buckets.clear()  # bounded memory; a clear only refills everyone's budget
+        now = self._clock()
+        self._buckets[username] = (max(0.0, self._left(username, now) - 1.0), now)
+
+
+def enforce_login_budget(request: Request, username: str) -> None:
+    """429 while `username` has spent its failed logins (LoginFailures)."""
+    failures: LoginFailures = request.app.state.login_failures
+    wait = failures.wait(username)
+    if wait > 0:
+        limits: Limits = request.app.state.limits
+        raise HTTPException(
+            429,
+            f"too many failed logins for {username!r}: {limits.failed_logins_per_user} at "
+            f"most, then one every {limits.failed_login_refill_seconds:g} s, from every "
+            f"address together; retry in {math.ceil(wait)} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
 
 
 def enforce_rate_limit(request: Request, principal: Principal) -> None:

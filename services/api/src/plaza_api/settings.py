@@ -31,6 +31,12 @@ class AccessSettings(PlazaSettings):
     anonymous_rate_limit_per_minute: int = Field(
         default=120, ge=0, description="Per address, for calls without credentials; 0 = no limit"
     )
+    failed_logins_per_user: int = Field(
+        default=10,
+        ge=0,
+        description="PLAZA_FAILED_LOGINS_PER_USER: failed logins a user name may have, from "
+        "every address together, before its logins wait (one more a minute); 0 = no limit",
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     jurisdiction_id: str | None = Field(
         default=None,
@@ -60,6 +66,7 @@ class AccessSettings(PlazaSettings):
             limits=Limits(
                 per_key_per_minute=self.rate_limit_per_minute,
                 anonymous_per_minute=self.anonymous_rate_limit_per_minute,
+                failed_logins_per_user=self.failed_logins_per_user,
                 max_body_bytes=self.max_body_bytes,
             ),
             jurisdiction_id=self.jurisdiction_id
