@@ -781,6 +781,46 @@ async def test_oversized_bodies_are_refused_and_cors_is_for_public_reads_only(
         assert "access-control-allow-origin" not in private.headers
 
 
+async def test_every_answer_has_the_security_headers_and_staff_data_is_never_stored(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Answers had no security headers at all: a token's answer, a request's reports or an
+    admin's list of keys could be kept in a browser's or a proxy's cache, any page could frame
+    the API, and a live updates URL (its token in ?access_token=) went out as a Referer."""
+    app = gateway(sessions, access=AccessConfig(limits=Limits(max_body_bytes=2048)))
+    await new_user(sessions, "maria", Role.MANAGER, ["06"])
+    key = await new_key(sessions, Role.ADMIN)
+    async with client(app) as anonymous:
+        login = await anonymous.post(
+            "/api/v1/auth/token", data={"username": "maria", "password": PASSWORD}
+        )
+        answers = {
+            "login": login,
+            "wrong login": await anonymous.post(
+                "/api/v1/auth/token", data={"username": "maria", "password": "wrong-one"}
+            ),
+            "open311": await anonymous.get("/open311/v2/services.json"),
+            "413": await anonymous.post("/open311/v2/requests.json", content=b"x" * 5000),
+        }
+    async with client(app, key) as admin:
+        answers["keys"] = await admin.get("/api/v1/admin/keys")
+        answers["queue"] = await admin.get("/api/v1/districts/06/queue")
+        answers["docs"] = await admin.get("/docs")
+    assert [answers["login"].status_code, answers["413"].status_code] == [200, 413]
+    for name, answer in answers.items():
+        assert answer.headers.get("x-content-type-options") == "nosniff", name
+        assert answer.headers.get("x-frame-options") == "DENY", name
+        assert answer.headers.get("content-security-policy") == "frame-ancestors 'none'", name
+        assert answer.headers.get("referrer-policy") == "no-referrer", name
+        assert "strict-transport-security" not in answer.headers, name  # no https public URL
+        stored = answer.headers.get("cache-control")
+        assert (stored is None) if name in ("open311", "413") else stored == "no-store", name
+    https = AccessConfig(public_url="https://plaza.example.org")
+    async with client(gateway(sessions, access=https)) as anonymous:
+        healthz = await anonymous.get("/healthz")
+    assert healthz.headers["strict-transport-security"] == "max-age=31536000"
+
+
 def plaza(
     database_url: str, *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from plaza_api.limits import (
     LoginFailures,
     PublicCors,
     RateLimiter,
+    SecurityHeaders,
     Utf8Forms,
 )
 from plaza_api.open311 import Open311Query, install_open311_errors
@@ -91,6 +92,8 @@ def install_access(
     # Added last, so outermost: a web page can read BodySizeLimit's 413 as well as the routes'
     # answers (without CORS headers a browser hides it, and the page sees a network error).
     app.add_middleware(PublicCors)
+    https = (config.public_url or "").startswith("https://")
+    app.add_middleware(SecurityHeaders, https=https)  # outermost: the 413s get them too
     app.include_router(admin.router)
 
 

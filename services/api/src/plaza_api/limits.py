@@ -1,5 +1,5 @@
 """What protects the gateway: rate limits per key (429 with Retry-After), a cap on request
-bodies (413), and CORS for the public Open311 reads."""
+bodies (413), CORS for the public Open311 reads, and the security headers of every answer."""
 
 from __future__ import annotations
 
@@ -289,3 +289,42 @@ class PublicCors:
             await send(message)
 
         await self.app(scope, receive, with_cors)
+
+
+class SecurityHeaders:
+    """The headers that keep browsers from misusing an answer, on every one: no MIME sniffing
+    (a citizen's text read as HTML), no framing (clickjacking a manager's screen), no Referer
+    (a live updates URL carries its token, ?access_token=). The manager API's answers, staff
+    data and tokens, are never stored by a browser or a proxy (`no-store`, unless the route set
+    its own Cache-Control); Open311's public reads may be. With an https public URL, HSTS."""
+
+    EVERY = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", b"frame-ancestors 'none'"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+    PRIVATE = ((b"cache-control", b"no-store"),)
+    HSTS = ((b"strict-transport-security", b"max-age=31536000"),)
+
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [*self.EVERY, *(self.HSTS if self.https else ())]
+        if not scope["path"].startswith(OPEN311_PREFIX):
+            extra += self.PRIVATE
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in extra if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
