@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 import sys
 import time
@@ -58,16 +59,57 @@ class RepeatsSuppressed(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# What a log line may not carry as it is: control characters (an escape sequence rewrites the
+# operator's terminal), but for the tab and the line breaks, which LogLines handles.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class LogLines(logging.Formatter):
+    """A record's message is its line and indented lines under it, whatever its arguments hold:
+    a citizen's post, a handle or a platform's error reaches the log, and a line break in one
+    (a post's text has them; a bridge chooses a handle) would otherwise start a line of its own
+    that reads as another record (a forged "access: ... created key"). Each line after the
+    first is indented by two spaces (those of a multi-line message, as the notifier's recorded
+    replies, already are), and so is a traceback; other control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached, record.exc_text = record.exc_text, None  # another formatter's, not indented
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        lines = [_CONTROL.sub(_escaped, line) for line in record.message.splitlines() or [""]]
+        record.message = lines[0] + "".join(
+            "\n" + (line if line.startswith("  ") else "  " + line) for line in lines[1:]
+        )
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        # An exception's message may quote a post too: its traceback is indented as well.
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + _CONTROL.sub(_escaped, line) for line in text.splitlines())
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match[0]):02x}"
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # On the handlers: a logger's own filters do not see its children's records.
-    repeats = RepeatsSuppressed()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(repeats)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogLines(LOG_FORMAT))
+    # On the handler: a logger's own filters do not see its children's records.
+    handler.addFilter(RepeatsSuppressed())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # pgserver logs every pg_ctl command line it runs at INFO
     for noisy in ("aiokafka", "httpx", "alembic.runtime.migration", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
