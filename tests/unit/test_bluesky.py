@@ -177,6 +177,52 @@ async def test_an_authors_handle_counts_only_if_it_resolves_back_to_its_did() ->
         assert asked  # past its time, read again
 
 
+async def test_a_did_web_document_is_read_only_from_a_public_address() -> None:
+    """A did:web DID is its author's choice, and ingest fetched https://<its host>/... whatever
+    the host: the metadata service, a port of the city's network (did:web:10.0.0.5%3A8443), a
+    name that resolves inside it. Now each is refused before any connection, and a public host
+    is read at the address that was checked, its name in the Host header."""
+    dns = {
+        "intranet.bcn.test": ["10.0.0.5"],
+        "rebinding.test": ["93.184.216.34", "127.0.0.1"],
+        "marta.example": ["93.184.216.34"],
+    }
+    fetched: list[tuple[str, str]] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return dns.get(host, [host])  # an IP literal is itself
+
+    def web(request: httpx.Request) -> httpx.Response:
+        fetched.append((str(request.url), request.headers["host"]))
+        return httpx.Response(200, json={"alsoKnownAs": ["at://marta.example"]})
+
+    def pds(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"did": "did:web:marta.example"})
+
+    account = BlueskyAccount(
+        handle="ajuntament.test",
+        password=None,
+        pds_url="http://pds.test",
+        jetstream_url="ws://jetstream.test",
+        plc_url="http://plc.test",
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(pds)) as http:
+        identities = Identities(
+            account, http, resolver=resolver, web_transport=httpx.MockTransport(web)
+        )
+        for private in (
+            "did:web:169.254.169.254",
+            "did:web:10.0.0.5%3A8443",
+            "did:web:127.0.0.1",
+            "did:web:intranet.bcn.test",
+            "did:web:rebinding.test",
+        ):
+            assert await identities.handle_of(private) == "", private
+        assert fetched == []
+        assert await identities.handle_of("did:web:marta.example") == "marta.example"
+    assert fetched == [("https://93.184.216.34/.well-known/did.json", "marta.example")]
+
+
 def test_a_post_by_an_unverified_author_names_the_did() -> None:
     post = event_to_post(
         _event({"text": "Fanal apagat", "createdAt": "2024-09-09T19:46:02Z"}), "", ""

@@ -14,25 +14,21 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
+from plaza.addresses import Resolver, is_public, resolve
 
 from plaza_notifier.metrics import REPLY_PHOTOS_REFUSED
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
 MAX_REDIRECTS: Final = 3
 DEADLINE: Final = 20.0  # seconds for the whole fetch, every redirect included
 TIMEOUT: Final = httpx.Timeout(5.0, read=10.0)
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-# The well-known NAT64 prefix (RFC 6052): the IPv4 address it carries is the one reached.
-NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class PhotoRefused(Exception):
@@ -49,35 +45,6 @@ class Photo:
     content: bytes
     content_type: str  # image/..., without parameters
     name: str  # the file name the URL gives, for the upload
-
-
-def is_public(address: IPAddress) -> bool:
-    """Whether an address is on the public internet: not loopback, private, link-local,
-    reserved, multicast, unspecified, shared (100.64/10) or site-local, nor an IPv6 address
-    that carries such an IPv4 address (IPv4-mapped, NAT64, 6to4)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return is_public(address.ipv4_mapped)
-        if address in NAT64:
-            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        if address.sixtofour is not None and not is_public(address.sixtofour):
-            return False
-        if address.is_site_local:
-            return False
-    return address.is_global and not (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    )
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    """The host's addresses, as the system resolver gives them (an IP literal: itself)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True, slots=True)

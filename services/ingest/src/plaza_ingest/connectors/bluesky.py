@@ -9,6 +9,7 @@ the post's first language is kept; Bluesky has no geotags."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Final, cast
 from urllib.parse import urlencode
 
 import httpx
+from plaza.addresses import Resolver, is_public, resolve
 from plaza.bluesky import DID, MENTION, POST, AtUri, BlueskyAccount
 from plaza.posts import PostIn
 from pydantic import ValidationError
@@ -174,10 +176,11 @@ def event_to_post(event: Json, handle: str, image_url: str) -> PostIn | None:
 
 class Identities:
     """Handles and DIDs: the city's handles resolved on its PDS (resolveHandle), authors' handles
-    read from their DID documents (the PLC directory, or did:web's well-known document) and
-    verified both ways, as Bluesky's own apps do: a DID document may claim any handle, and a
-    reply naming a handle its author does not hold would mention somebody else in public. A
-    handle is kept for `ttl` seconds (handles change; Jetstream's identity events drop it at once)."""
+    read from their DID documents (the PLC directory, or did:web's well-known document on a
+    public address) and verified both ways, as Bluesky's own apps do: a DID document may claim
+    any handle, and a reply naming a handle its author does not hold would mention somebody
+    else in public. A handle is kept for `ttl` seconds (handles change; Jetstream's identity
+    events drop it at once)."""
 
     def __init__(
         self,
@@ -185,12 +188,18 @@ class Identities:
         http: httpx.AsyncClient,
         capacity: int = 10_000,
         ttl: float = 3600.0,
+        *,
+        resolver: Resolver = resolve,
+        web_transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._account = account
         self._http = http
         self._handles: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._capacity = capacity
         self._ttl = ttl
+        # did:web's documents: DNS and the network, replaced in tests
+        self._resolver = resolver
+        self._web_transport = web_transport
 
     async def did_of(self, handle_or_did: str) -> str:
         if DID.match(handle_or_did):
@@ -216,21 +225,20 @@ class Identities:
         if cached is not None and cached[1] > time.monotonic():
             self._handles.move_to_end(did)
             return cached[0]
-        if did.startswith("did:plc:"):
-            url = f"{self._account.plc_url}/{did}"
-        elif did.startswith("did:web:"):
-            url = f"https://{did.removeprefix('did:web:').replace('%3A', ':')}/.well-known/did.json"
-        else:
+        if not did.startswith(("did:plc:", "did:web:")):
             return ""
         try:
-            response = await self._http.get(url)
+            if did.startswith("did:plc:"):
+                response = await self._http.get(f"{self._account.plc_url}/{did}")
+            else:
+                response = await self._did_web_document(did)
             response.raise_for_status()
             aliases = _list(_obj(response.json()).get("alsoKnownAs"))
             claimed = next(
                 (a.removeprefix("at://") for a in map(_str, aliases) if a[:5] == "at://"), ""
             )
             handle = await self._verified(did, claimed) if claimed else ""
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             # Not remembered: the next post of this author asks again.
             log.warning("the handle of %s is unknown (%s: %s)", did, type(exc).__name__, exc)
             return ""
@@ -239,6 +247,35 @@ class Identities:
         while len(self._handles) > self._capacity:
             self._handles.popitem(last=False)
         return handle
+
+    async def _did_web_document(self, did: str) -> httpx.Response:
+        """A did:web DID's document, https://<its host>/.well-known/did.json, read only from a
+        public address: the DID is the author's choice (did:web:10.0.0.5%3A8443 named a host
+        and port of the city's network, which ingest fetched). Every address of the host is
+        checked, and the connection goes to the one checked (the name in the Host header and
+        the TLS certificate check), so a DNS answer cannot change in between. ValueError for a
+        host that is not public."""
+        url = httpx.URL(f"https://{did.removeprefix('did:web:').replace('%3A', ':')}")
+        url = url.copy_with(path="/.well-known/did.json")
+        addresses = await self._resolver(url.raw_host.decode("ascii"), url.port or 443)
+        for address in addresses:
+            try:
+                public = is_public(ipaddress.ip_address(address))
+            except ValueError:
+                public = False
+            if not public:
+                raise ValueError(f"{did}: its host {url.host} is at {address}, not public")
+        if not addresses:
+            raise ValueError(f"{did}: its host {url.host} has no address")
+        # A client of its own: no connection made for another host's SNI, no proxy settings.
+        async with httpx.AsyncClient(
+            timeout=10.0, trust_env=False, transport=self._web_transport
+        ) as http:
+            return await http.get(
+                url.copy_with(host=addresses[0]),
+                headers={"Host": url.netloc.decode("ascii")},
+                extensions={"sni_hostname": url.raw_host.decode("ascii")},
+            )
 
     async def _verified(self, did: str, handle: str) -> str:
         """`handle` if it resolves to `did`, else "" (a handle nobody holds, or somebody else's)."""
