@@ -875,3 +875,24 @@ async def test_head_answers_as_get_without_the_body(
         assert head.headers["content-length"] == str(len(got.content))
     missing = await api.head("/open311/v2/requests/999.json")
     assert missing.status_code == 404 and missing.content == b""
+
+
+async def test_a_photo_whose_url_names_its_authors_account_is_not_published(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Bluesky's CDN addresses a photo by its author's DID, which resolves to their handle:
+    published as the request's media_url, it told who reported it."""
+    did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+    bluesky = f"https://cdn.bsky.app/img/feed_fullsize/plain/{did}/bafkreia@jpeg"
+    mastodon = "https://files.bcn.social/media_attachments/files/110/original/f.jpg"
+    route, now = router(sessions), datetime.now(UTC)
+    for post_id, photo, code in (("b1", bluesky, "streetlight"), ("m1", mastodon, "graffiti")):
+        event = classified(post_id, at=now, service_code=code, text=f"Fanal apagat {post_id}")
+        event.post.media_urls.append(photo)
+        await route(as_event(event))
+    async with client(gateway(sessions)) as api:
+        listed = (await api.get("/open311/v2/requests.json")).json()
+        xml = (await api.get("/open311/v2/requests.xml")).text
+    photos = {r["description"]: r["media_url"] for r in listed}
+    assert photos == {"Fanal apagat b1": None, "Fanal apagat m1": mastodon}
+    assert did not in xml

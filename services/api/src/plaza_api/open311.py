@@ -48,7 +48,7 @@ from plaza_api.auth import (
 )
 from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, enforce_rate_limit
-from plaza_api.privacy import mask
+from plaza_api.privacy import mask, public_media
 from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
@@ -574,7 +574,7 @@ def public_item(values: Sequence[Any]) -> dict[str, object]:
         "zipcode": None,
         "lat": lat,
         "long": long,
-        "media_url": media_url,
+        "media_url": public_media(media_url),
     }
 
 

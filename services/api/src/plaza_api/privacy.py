@@ -1,6 +1,7 @@
 """What a public response may show of a citizen's words: e-mail addresses, phone numbers,
 identity documents, bank accounts and licence plates inside public text are masked (the
-reporter's contact details and handle are never in a public response at all).
+reporter's contact details and handle are never in a public response at all, nor a photo's
+URL that names their account).
 
 Every pattern runs in time linear in the text: masking runs on each item of every public
 read, so a pattern that backtracks over a long run of word characters (as an e-mail pattern
@@ -43,6 +44,17 @@ _PLATE = re.compile(
     r"|[A-Z]{2}[ \-]\d{3}[ \-][A-Z]{2}"
     r")\b"
 )
+
+
+# An account's id in a URL's path: Bluesky's CDN addresses an image by its author's DID
+# (cdn.bsky.app/img/feed_fullsize/plain/did:plc:…/…@jpeg), and a DID resolves to its handle.
+_ACCOUNT_IN_URL = re.compile(r"did(?::|%3A)[a-z]+(?::|%3A)", re.IGNORECASE)
+
+
+def public_media(url: str | None) -> str | None:
+    """A citizen's photo URL as Open311 may publish it: None for one that names its author's
+    account, which would tell who reported the request."""
+    return None if url and _ACCOUNT_IN_URL.search(url) else url
 
 
 def mask(text: str | None) -> str | None:
