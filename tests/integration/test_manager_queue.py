@@ -293,3 +293,36 @@ async def test_changes_before_a_request_left_the_queue_are_streamed_even_in_one_
         events = await asyncio.wait_for(read_events(lines, 2), 10)
     assert [e["kind"] for e in events] == ["acknowledge", "transfer"]
     assert events[1]["in_queue"] is False
+
+
+async def test_the_escalated_filter_and_a_requests_photos_and_address(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """What the console shows: escalated requests picked out (plain and validated parameters
+    alike), and a request's photos, address and first post."""
+    await open_requests(sessions, 3)
+    async with sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 2)
+            .values(
+                escalated_at=datetime.now(UTC),
+                media_urls=["https://media.example/a.jpg"],
+                address="Carrer de Verdi 20",
+                source_public_url="https://bcn.social/@marta/1",
+            )
+        )
+    for extra in ({}, {"urgency": "normal"}, {"limit": "07"}):  # "07": FastAPI's own path
+        found = await api.get("/api/v1/districts/06/queue", params={"escalated": "true", **extra})
+        assert [i["service_request_id"] for i in found.json()["items"]] == ["2"], extra
+        rest = await api.get("/api/v1/districts/06/queue", params={"escalated": "false", **extra})
+        assert "2" not in [i["service_request_id"] for i in rest.json()["items"]], extra
+        assert rest.json()["count"] == (2 if "urgency" in extra else 3)  # and the urgent one
+    assert (
+        await api.get("/api/v1/districts/06/queue", params={"escalated": "maybe"})
+    ).status_code == 422
+    detail = (await api.get("/api/v1/requests/2")).json()
+    assert detail["media_urls"] == ["https://media.example/a.jpg"]
+    assert detail["address"] == "Carrer de Verdi 20"
+    assert detail["source_public_url"] == "https://bcn.social/@marta/1"
+    assert (await api.get("/api/v1/requests/1")).json()["media_urls"] == []

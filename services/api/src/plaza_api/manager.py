@@ -180,6 +180,9 @@ class RequestDetail(QueueItem):
     )
     lat: float | None
     long: float | None
+    address: str | None = Field(description="Where the citizen said it is, as they wrote it")
+    media_urls: list[str] = Field(description="The citizens' photos (their platforms' URLs)")
+    source_public_url: str | None = Field(description="The post that opened it, on its platform")
     status_notes: str | None
     resolution_photo_url: str | None
     duplicate_of: str | None
@@ -564,6 +567,13 @@ async def district_queue(
         ),
     ] = None,
     assigned_worker: Annotated[str | None, Query(examples=["@jordi"])] = None,
+    escalated: Annotated[
+        bool | None,
+        Query(
+            description="true: escalated to city hall after a missed deadline (the items' "
+            "`escalated`); false: not"
+        ),
+    ] = None,
     sort: Annotated[
         Literal["due", "-due"], Query(description="due: the earliest due first; -due: latest")
     ] = "due",
@@ -595,8 +605,12 @@ async def district_queue(
     worker = _worker_filter(assigned_worker) if assigned_worker is not None else None
     if worker is not None:
         q.where.append(f"s.assigned_worker = {q.param(worker)}")
+    if escalated is not None:
+        q.where.append(f"s.escalated_at IS {'NOT ' if escalated else ''}NULL")
     descending = sort == "-due"
-    query = _query_key(code, sorted(statuses), sorted(codes), urgency, overdue, worker, sort)
+    query = _query_key(
+        code, sorted(statuses), sorted(codes), urgency, overdue, worker, escalated, sort
+    )
     if cursor:
         q.keyset(cursor, descending, query)
     reads: Reads = request.app.state.reads
@@ -620,6 +634,7 @@ class _QueueParams:
     urgency: Literal["normal", "urgent"] | None = None
     overdue: bool | None = None
     assigned_worker: str | None = None
+    escalated: bool | None = None
     sort: Literal["due", "-due"] = "due"
     cursor: str | None = None
     limit: int = 100
@@ -631,10 +646,12 @@ def _plain_queue_params(query: QueryParams) -> _QueueParams | None:
     for anything else, which then goes through FastAPI's own validation and its 422s."""
     urgency, sort = query.get("urgency"), query.get("sort", "due")
     overdue, limit = query.get("overdue"), query.get("limit", "100")
+    escalated = query.get("escalated")
     if (
         (urgency is not None and urgency not in ("normal", "urgent"))
         or sort not in ("due", "-due")
         or (overdue is not None and overdue not in ("true", "false"))
+        or (escalated is not None and escalated not in ("true", "false"))
         or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 500)
     ):
         return None
@@ -644,6 +661,7 @@ def _plain_queue_params(query: QueryParams) -> _QueueParams | None:
         urgency="urgent" if urgency == "urgent" else "normal" if urgency == "normal" else None,
         overdue=None if overdue is None else overdue == "true",
         assigned_worker=query.get("assigned_worker"),
+        escalated=None if escalated is None else escalated == "true",
         sort="-due" if sort == "-due" else "due",
         cursor=query.get("cursor"),
         limit=int(limit),
@@ -681,6 +699,7 @@ class _QueueRoute(APIRoute):
                 urgency=params.urgency,
                 overdue=params.overdue,
                 assigned_worker=params.assigned_worker,
+                escalated=params.escalated,
                 sort=params.sort,
                 cursor=params.cursor,
                 limit=params.limit,
@@ -1006,6 +1025,9 @@ async def _detail(
             "version": request.version,
             "lat": request.lat,
             "long": request.long,
+            "address": request.address,
+            "media_urls": list(request.media_urls or ()),
+            "source_public_url": request.source_public_url,
             "status_notes": request.status_notes,
             "resolution_photo_url": request.resolution_photo_url,
             "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
