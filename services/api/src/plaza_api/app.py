@@ -9,7 +9,7 @@ from plaza.policy import RoutingTable, SlaPolicy
 from plaza.web import install_problem_handlers, install_request_metrics
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from plaza_api import gateway, manager, open311, replies
+from plaza_api import console, gateway, manager, open311, replies
 from plaza_api.access import AccessConfig, install_access
 from plaza_api.backlog import BacklogCollector, LagReader
 from plaza_api.docs import install_docs
@@ -56,6 +56,8 @@ def create_app(
     app.include_router(open311.router)
     app.include_router(replies.router)
     install_docs(app)
+    app.state.console_files = console.load_files()  # missing from the package: fails now
+    app.include_router(console.router)
     return app
 
 

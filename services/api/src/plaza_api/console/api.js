@@ -1,0 +1,87 @@
+// The manager API, as the console calls it: the credential from sessionStorage as
+// `Authorization: Bearer` (never in a URL), JSON in and out, and every error as an ApiError
+// carrying the problem+json's detail, which the page shows where the user acted.
+
+const TOKEN_KEY = "plaza.console.token";
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    const detail =
+      problem && typeof problem.detail === "string"
+        ? problem.detail
+        : problem && problem.detail !== undefined
+          ? JSON.stringify(problem.detail)
+          : `the gateway answered ${status} without saying why`;
+    super(detail);
+    this.status = status;
+    this.problem = problem || {};
+    this.detail = detail;
+  }
+}
+
+export const credential = {
+  get() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  },
+  set(token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  },
+  clear() {
+    sessionStorage.removeItem(TOKEN_KEY);
+  },
+};
+
+let unauthorized = () => {};
+
+/** Called with the ApiError of any 401 on a call made with the credential (expired or revoked
+ * token, disabled user): the console then asks to sign in again. */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+/** One call: {data, etag, status}, or an ApiError. `body` is sent as JSON, `form` form-encoded;
+ * `ifMatch` makes an action conditional on the version read. */
+export async function call(path, { method = "GET", body, form, ifMatch, auth = true } = {}) {
+  const headers = { Accept: "application/json, application/problem+json" };
+  const init = { method, headers, credentials: "omit", cache: "no-store", redirect: "error" };
+  if (auth) {
+    const token = credential.get();
+    if (!token) {
+      const error = new ApiError(401, { detail: "you are not signed in" });
+      unauthorized(error);
+      throw error;
+    }
+    headers.Authorization = `Bearer ${token}`;
+  }
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  } else if (form !== undefined) {
+    init.body = new URLSearchParams(form);
+  }
+  if (ifMatch) headers["If-Match"] = ifMatch;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    throw new ApiError(0, { detail: `the gateway cannot be reached (${error.message})` });
+  }
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json().catch(() => null) : null;
+  if (!response.ok) {
+    const error = new ApiError(response.status, data);
+    if (response.status === 401 && auth) unauthorized(error);
+    throw error;
+  }
+  return { data, etag: response.headers.get("ETag"), status: response.status };
+}
+
+/** A query string from the non-empty values of `params`. */
+export function query(params) {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}

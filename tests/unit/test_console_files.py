@@ -1,0 +1,138 @@
+"""The web console's files: served by the gateway with their content types and security headers,
+shipped in plaza_api's wheel, and written so that no citizen's text can become markup. (The
+console in a browser: tests/integration/test_console.py.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from plaza.city import City
+from plaza.db import create_engine, session_factory
+from plaza_api import console
+from plaza_api.app import create_app
+
+from tests.infra import ROOT
+
+CONSOLE_DIR = ROOT / "services/api/src/plaza_api/console"
+FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[httpx.AsyncClient]:
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")  # never connected
+    app = create_app(
+        session_factory(engine),
+        httpx.AsyncClient(base_url="http://ingest.invalid"),
+        City.barcelona(),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://plaza"
+    ) as client:
+        yield client
+    await engine.dispose()
+
+
+def test_the_packaged_files_are_the_ones_served() -> None:
+    assert sorted(p.name for p in CONSOLE_DIR.iterdir()) == sorted(FILES)
+    assert sorted(console.load_files()) == sorted(FILES)
+
+
+async def test_each_file_has_its_content_type_and_the_security_headers(
+    gateway: httpx.AsyncClient,
+) -> None:
+    for name, content_type in {**FILES, "": FILES["index.html"]}.items():
+        answer = await gateway.get(f"/console/{name}")
+        assert answer.status_code == 200, name
+        assert answer.headers["content-type"] == content_type, name
+        for header, value in console.SECURITY_HEADERS.items():
+            assert answer.headers[header] == value, (name, header)
+        assert answer.content == (CONSOLE_DIR / (name or "index.html")).read_bytes()
+        again = await gateway.get(
+            f"/console/{name}", headers={"If-None-Match": answer.headers["ETag"]}
+        )
+        assert again.status_code == 304 and not again.content, name
+    csp = console.CSP
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    assert "unsafe" not in csp
+
+
+async def test_the_console_root_redirects_and_unknown_files_are_404(
+    gateway: httpx.AsyncClient,
+) -> None:
+    root = await gateway.get("/console")
+    assert root.status_code == 308 and root.headers["location"] == "/console/"
+    for missing in ("nope.js", "..%2Fconsole.py", "console.py", "%2e%2e%2Fapp.py"):
+        answer = await gateway.get(f"/console/{missing}")
+        assert answer.status_code == 404, missing
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_manager_api_stays_closed_to_other_origins(gateway: httpx.AsyncClient) -> None:
+    answer = await gateway.options(
+        "/api/v1/me",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in answer.headers
+    me = await gateway.get("/api/v1/me", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in me.headers
+
+
+async def test_city_json_names_the_queues_districts_and_barris(
+    gateway: httpx.AsyncClient,
+) -> None:
+    answer = await gateway.get("/console/city.json")
+    assert answer.status_code == 200
+    city = answer.json()
+    assert city["time_zone"] == "Europe/Madrid"
+    assert city["districts"]["06"] == "Gràcia"
+    queues = {q["code"]: q["name"] for q in city["queues"]}
+    assert queues["06"] == "Gràcia" and "triage" in queues and "city-hall" in queues
+    assert len(city["barris"]) == 73
+
+
+def test_no_script_turns_text_into_markup() -> None:
+    """Citizens' text is attacker-controlled: the console builds the page with DOM APIs and text
+    nodes only. None of these may appear in its scripts (nor inline handlers in its HTML)."""
+    forbidden = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
+        r"setAttribute\(\s*[\"']on|\.srcdoc"
+    )
+    for script in CONSOLE_DIR.glob("*.js"):
+        code = "\n".join(
+            line
+            for line in script.read_text().splitlines()
+            if not line.lstrip().startswith(("//", "/*", "*"))  # comments may name them
+        )
+        found = forbidden.findall(code)
+        assert not found, f"{script.name}: {found}"
+    html = (CONSOLE_DIR / "index.html").read_text()
+    assert not re.search(r"\son\w+=|<script>|<style|style=", html)
+
+
+def test_the_console_is_in_the_built_wheel(tmp_path: Path) -> None:
+    uv = shutil.which("uv")
+    assert uv, "uv is needed to build plaza-api's wheel (pip install uv)"
+    subprocess.run(
+        [uv, "build", "--package", "plaza-api", "--wheel", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("plaza_api-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in FILES:
+        assert f"plaza_api/console/{name}" in names, name
