@@ -1,0 +1,331 @@
+"""The web console in a real browser (Debian's chromium, driven by Playwright) against the gateway
+on a real port and the test PostgreSQL: signing in and out, a manager's queue and only hers, the
+actions through the forms (If-Match, 412, problem details), a citizen's HTML shown as text, a
+worker's actions, the CSP, and a phone's width. One browser for the module, a new context (fresh
+sessionStorage) per test; every test fails on a JavaScript error or a CSP violation."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from plaza_api.auth import Role
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.api_helpers import PASSWORD, Server, gateway, new_key, new_user
+from tests.integration.lifecycle_helpers import as_event, classified, router
+
+pytestmark = pytest.mark.postgres
+
+XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> fanal trencat'
+
+
+def chromium() -> str:
+    """Debian's chromium (Playwright's own browser download does not work here). Missing, the
+    tests fail: under CI as anywhere, nothing is skipped."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail(
+            "chromium not found: the console's browser tests need Debian's chromium "
+            "(apt-get install chromium; .ci/run does)"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable)
+        yield launched
+        await launched.close()
+
+
+@dataclass
+class Console:
+    url: str
+    sessions: async_sessionmaker[AsyncSession]
+    api: httpx.AsyncClient  # city hall's key: what really happened
+    errors: list[str] = field(default_factory=list)
+
+    async def request(self, rid: str) -> dict[str, object]:
+        answer = await self.api.get(f"/api/v1/requests/{rid}")
+        assert answer.status_code == 200, answer.text
+        body: dict[str, object] = answer.json()
+        return body
+
+
+async def open_request(
+    sessions: async_sessionmaker[AsyncSession], post_id: str, **kw: object
+) -> None:
+    await router(sessions)(as_event(classified(post_id, at=datetime.now(UTC), **kw)))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Console]:
+    """The gateway serving the console; maria manages Gràcia (06), pere Sant Andreu's neighbour
+    Horta (07), jordi is a worker. Request 1 is in 06, request 2 in 07."""
+    await new_user(sessions, "maria", Role.MANAGER, scopes=["06"])
+    await new_user(sessions, "pere", Role.MANAGER, scopes=["07"])
+    await new_user(sessions, "jordi", Role.WORKER, worker_handle="@jordi")
+    await open_request(sessions, "p1", text="El fanal del carrer de Verdi no funciona")
+    await open_request(
+        sessions, "p2", district="07", barri="43", latlon=None, text="Soroll al carrer d'Horta"
+    )
+    key = await new_key(sessions, Role.CITY_HALL)
+    async with (
+        Server(gateway(sessions)) as server,
+        httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as api,
+    ):
+        yield Console(server.url, sessions, api)
+
+
+@pytest.fixture
+async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            console.errors.append(f"console {msg.type}: {msg.text}")
+            # a 4xx the console shows the user is logged by the browser too; that is no bug
+            if msg.type == "error" and "Failed to load resource" not in msg.text
+            else None
+        ),
+    )
+    page.on("dialog", lambda dialog: console.errors.append(f"a dialog opened: {dialog.message}"))
+    yield page
+    await context.close()
+    assert console.errors == [], console.errors  # JavaScript errors, CSP violations, alerts
+
+
+async def sign_in(page: Page, console: Console, user: str, password: str = PASSWORD) -> None:
+    await page.goto(f"{console.url}/console/")
+    await page.get_by_label("Username").fill(user)
+    await page.get_by_label("Password", exact=True).fill(password)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.locator("#who")).to_contain_text(user)
+
+
+async def test_a_manager_signs_in_and_out(page: Page, console: Console) -> None:
+    await page.goto(f"{console.url}/console/")
+    await page.get_by_label("Username").fill("maria")
+    await page.get_by_label("Password", exact=True).fill("not her password")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.locator("#sign-in-error")).to_contain_text("wrong username or password")
+
+    await sign_in(page, console, "maria")
+    await expect(page.locator("#who")).to_contain_text("manager of Gràcia")
+    token = await page.evaluate("sessionStorage.getItem('plaza.console.token')")
+    assert token and token not in page.url
+    assert "password" not in page.url
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#sign-in-error")).to_contain_text("You have signed out")
+    assert await page.evaluate("sessionStorage.length") == 0
+    await expect(page.locator("#session")).to_be_hidden()
+
+
+async def test_an_expired_or_revoked_token_brings_the_sign_in_back(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await page.evaluate("sessionStorage.setItem('plaza.console.token', 'not-a-token')")
+    await page.get_by_role("button", name="Refresh").click()
+    await expect(page.locator("#sign-in-error")).to_contain_text("Your session has ended")
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_an_api_key_signs_in_too(page: Page, console: Console) -> None:
+    key = await new_key(console.sessions, Role.MANAGER, scopes=["06"], name="gracia-tablet")
+    await page.goto(f"{console.url}/console/")
+    await page.get_by_text("Use an API key instead").click()
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in with the key").click()
+    await expect(page.locator("#who")).to_contain_text("gracia-tablet")
+    await expect(page.locator("#queue-items li[data-id='1']")).to_be_visible()
+
+
+async def test_a_manager_sees_her_districts_queue_and_not_anothers(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await expect(page.get_by_role("heading", name="Queue: Gràcia")).to_be_visible()
+    item = page.locator("#queue-items li[data-id='1']")
+    await expect(item).to_contain_text("El fanal del carrer de Verdi")
+    await expect(item).to_contain_text("Street lighting")  # the service's name, from the API
+    await expect(item.locator("time").first).to_have_attribute("datetime", re.compile(r"^20\d\d-"))
+    assert await page.locator("#queue-items li[data-id='2']").count() == 0
+    options = await page.get_by_label("Queue", exact=True).locator("option").all_inner_texts()
+    assert options == ["Gràcia"]
+    # Horta is not hers: the API says so, and the console shows it
+    await page.goto(f"{console.url}/console/#/queue/07")
+    await expect(page.locator("#queue-error")).to_contain_text("queue '07' is not yours")
+    assert await page.locator("#queue-items li[data-id='2']").count() == 0
+    await page.goto(f"{console.url}/console/#/request/2")
+    await expect(page.get_by_role("alert")).to_contain_text("is in queue '07'")
+
+
+async def test_filters_and_load_more(page: Page, console: Console) -> None:
+    for n in range(3, 56):  # 53 more in Gràcia, each a street of its own (no duplicates)
+        await open_request(console.sessions, f"p{n}", latlon=(41.395 + n * 0.001, 2.15))
+    await sign_in(page, console, "maria")
+    items = page.locator("#queue-items > li")
+    await expect(items).to_have_count(50)
+    await page.get_by_role("button", name="Load more").click()
+    await expect(items).to_have_count(54)
+    await expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    await page.get_by_label("Overdue").select_option("true")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(page.locator("#queue-items .empty")).to_contain_text("No request matches")
+    assert "overdue=true" in page.url
+
+
+async def test_acknowledge_assign_and_resolve_through_the_console(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await page.locator("#queue-items li[data-id='1'] a").click()
+    await expect(page.get_by_role("heading", name="#1 Street lighting")).to_be_visible()
+    await expect(page.locator(".post.citizen")).to_contain_text("El fanal del carrer de Verdi")
+    await expect(page.get_by_text("41.40360, 2.15660")).to_be_visible()
+
+    await page.locator("form[data-action='acknowledge'] button").click()
+    await expect(page.locator("form[data-action='acknowledge']")).to_have_count(0)
+    assert (await console.request("1"))["status"] == "acknowledged"
+
+    assign = page.locator("form[data-action='assign']")
+    await assign.get_by_label("Worker").fill("jordi")
+    await assign.get_by_role("button").click()
+    await expect(page.locator("form[data-action='start']")).to_be_visible()
+    assert (await console.request("1"))["assigned_worker"] == "@jordi"
+
+    resolve = page.locator("form[data-action='resolve']")
+    await resolve.get_by_label("Note").fill("Fanal canviat")
+    await resolve.get_by_label("Photo").fill("https://photos.example.org/fanal.jpg")
+    await resolve.get_by_role("button").click()
+    await expect(page.locator("form[data-action='reopen']")).to_be_visible()
+    done = await console.request("1")
+    assert (done["status"], done["resolution_photo_url"]) == (
+        "resolved",
+        "https://photos.example.org/fanal.jpg",
+    )
+    history = page.locator(".history > li")
+    await expect(history).to_have_count(4)
+    await expect(history.nth(3)).to_contain_text("resolve by user:maria")
+
+
+async def test_a_request_changed_meanwhile_is_a_412_showing_it_as_it_is_now(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await page.goto(f"{console.url}/console/#/request/1")
+    assign = page.locator("form[data-action='assign']")
+    await assign.get_by_label("Worker").fill("@jordi")
+    # someone else acts on it while maria reads
+    changed = await console.api.post("/api/v1/requests/1/actions/acknowledge")
+    assert changed.status_code == 200
+    await assign.get_by_role("button").click()
+    await expect(page.locator("#conflict")).to_contain_text("Someone else changed this request")
+    await expect(page.locator("#conflict")).to_contain_text("version 2")
+    await expect(page.locator(".request .tags .status")).to_have_text("acknowledged")
+    assert (await console.request("1"))["assigned_worker"] is None  # nothing undone or done
+
+
+async def test_a_refused_action_shows_the_problems_detail_by_its_form(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await page.goto(f"{console.url}/console/#/request/1")
+    transfer = page.locator("form[data-action='transfer']")
+    await transfer.get_by_label("To district").select_option("05")
+    await transfer.get_by_role("button").click()  # without a reason
+    await expect(transfer.locator(".error")).to_contain_text("reason")
+    await expect(transfer.locator(".error")).to_contain_text("(422)")
+    note = page.locator("#note-form")
+    await note.get_by_label("Add a note").fill("Cal una grua")
+    await note.get_by_role("button").click()
+    await expect(page.locator(".post.note")).to_contain_text("Cal una grua")
+
+
+async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
+    page: Page, console: Console
+) -> None:
+    await open_request(console.sessions, "evil", text=XSS, latlon=(41.41, 2.16))
+    await sign_in(page, console, "maria")
+    item = page.locator("#queue-items li[data-id='3']")
+    await expect(item.locator(".desc")).to_have_text(XSS)
+    await page.locator("#queue-items li[data-id='3'] a").click()
+    await expect(page.locator(".post.citizen .text")).to_have_text(XSS)
+    assert await page.locator("main img, main script").count() == 0
+    assert await page.evaluate("window.__pwned") is None
+
+
+async def test_a_worker_sees_their_assignments_and_only_a_workers_actions(
+    page: Page, console: Console
+) -> None:
+    for action, body in (("acknowledge", None), ("assign", {"worker": "@jordi"})):
+        done = await console.api.post(f"/api/v1/requests/1/actions/{action}", json=body)
+        assert done.status_code == 200, done.text
+    await sign_in(page, console, "jordi")
+    await expect(page.get_by_role("heading", name="Your assignments")).to_be_visible()
+    await expect(page.locator("#queue-items > li")).to_have_count(1)
+    await page.locator("#queue-items li[data-id='1'] a").click()
+    await expect(page.locator("form[data-action='start']")).to_be_visible()
+    actions = await page.locator("form[data-action]").evaluate_all(
+        "forms => forms.map(f => f.dataset.action)"
+    )
+    assert sorted(actions) == ["resolve", "start"]  # not transfer, close, assign...
+    await page.locator("form[data-action='start'] button").click()
+    await expect(page.locator(".request .tags .status")).to_have_text("in progress")
+
+
+async def test_the_console_is_served_with_a_strict_csp(page: Page, console: Console) -> None:
+    answer = await page.goto(f"{console.url}/console/")
+    assert answer is not None
+    headers = answer.headers
+    csp = headers["content-security-policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"):
+        assert directive in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    # an inline script is refused by the browser itself
+    blocked = await page.evaluate(
+        """() => new Promise(done => {
+            document.addEventListener('securitypolicyviolation', e => done(e.violatedDirective));
+            const s = document.createElement('script'); s.textContent = 'window.__inline = 1';
+            document.body.append(s);
+            setTimeout(() => done(window.__inline ? 'ran' : 'silent'), 500);
+        })"""
+    )
+    assert blocked.startswith("script-src")
+    console.errors.clear()  # the violation just provoked is logged as an error
+
+
+async def test_the_console_fits_a_phones_width(browser: Browser, console: Console) -> None:
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = await context.new_page()
+    try:
+        await sign_in(page, console, "maria")
+        await expect(page.locator("#queue-items li[data-id='1']")).to_be_visible()
+        width = "document.documentElement.scrollWidth"
+        assert await page.evaluate(width) <= 390
+        await page.locator("#queue-items li[data-id='1'] a").click()
+        await expect(page.locator("form[data-action='assign']")).to_be_visible()
+        assert await page.evaluate(width) <= 390
+    finally:
+        await context.close()
+
+
+def test_a_missing_chromium_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        chromium()
