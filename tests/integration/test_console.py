@@ -119,7 +119,7 @@ async def test_a_manager_signs_in_and_out(page: Page, console: Console) -> None:
     await page.get_by_label("Username").fill("maria")
     await page.get_by_label("Password", exact=True).fill("not her password")
     await page.get_by_role("button", name="Sign in", exact=True).click()
-    await expect(page.locator("#sign-in-error")).to_contain_text("wrong username or password")
+    await expect(page.locator("#sign-in-message")).to_contain_text("wrong username or password")
 
     await sign_in(page, console, "maria")
     await expect(page.locator("#who")).to_contain_text("manager of Gràcia")
@@ -128,7 +128,7 @@ async def test_a_manager_signs_in_and_out(page: Page, console: Console) -> None:
     assert "password" not in page.url
 
     await page.get_by_role("button", name="Sign out").click()
-    await expect(page.locator("#sign-in-error")).to_contain_text("You have signed out")
+    await expect(page.locator("#sign-in-message")).to_contain_text("You have signed out")
     assert await page.evaluate("sessionStorage.length") == 0
     await expect(page.locator("#session")).to_be_hidden()
 
@@ -139,7 +139,7 @@ async def test_an_expired_or_revoked_token_brings_the_sign_in_back(
     await sign_in(page, console, "maria")
     await page.evaluate("sessionStorage.setItem('plaza.console.token', 'not-a-token')")
     await page.get_by_role("button", name="Refresh").click()
-    await expect(page.locator("#sign-in-error")).to_contain_text("Your session has ended")
+    await expect(page.locator("#sign-in-message")).to_contain_text("Your session has ended")
     assert await page.evaluate("sessionStorage.length") == 0
 
 

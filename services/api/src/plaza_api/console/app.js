@@ -87,10 +87,10 @@ async function loadCity() {
   }
 }
 
-function showSignIn(message) {
+function showSignIn(message, kind = "error") {
   stopTimer();
   document.getElementById("session").hidden = true;
-  const error = h("p", { class: "error", role: "alert", id: "sign-in-error" }, message || "");
+  const error = h("p", { class: kind, role: "alert", id: "sign-in-message" }, message || "");
   const userForm = h(
     "form",
     { method: "post", class: "card stack", "aria-labelledby": "sign-in-title", onsubmit: passwordSignIn },
@@ -119,7 +119,7 @@ function showSignIn(message) {
 async function passwordSignIn(event) {
   event.preventDefault();
   const form = event.currentTarget;
-  const error = form.querySelector("#sign-in-error");
+  const error = form.querySelector("#sign-in-message");
   error.textContent = "";
   const data = new FormData(form);
   await busy(form, async () => {
@@ -139,7 +139,7 @@ async function passwordSignIn(event) {
 
 async function keySignIn(event) {
   const form = event.currentTarget.form;
-  const error = form.querySelector("#sign-in-error");
+  const error = form.querySelector("#sign-in-message");
   error.textContent = "";
   const key = form.elements.key.value.trim();
   if (!key) {
@@ -178,7 +178,7 @@ function signOut() {
   state.me = null;
   state.queue = null;
   history.replaceState(null, "", "#/");
-  showSignIn("You have signed out.");
+  showSignIn("You have signed out.", "info");
 }
 
 function roleLabel(me) {
@@ -496,13 +496,14 @@ function renderRequest(page, r, etag, events, notice) {
     ),
     h("p", { class: "tags" }, statusTag(r.status), r.urgency === "urgent" ? h("span", { class: "tag urgent" }, "urgent") : null, flags.map(flagTag)),
     notice ? h("div", { class: "notice", role: "alert", id: "conflict" }, notice) : null,
-    section("Summary", facts(r)),
-    section("Location", location_(r)),
+    // what the citizen said and what can be done first: on a phone the rest is a scroll away
     section(`Citizen posts (${r.reports.length})`, reports(r)),
     r.media_urls.length ? section("Photos", photos(r.media_urls)) : null,
+    section("Actions", actions(r, etag)),
+    section("Location", location_(r)),
+    section("Summary", facts(r)),
     section(`Public replies (${r.replies.length})`, replies(r)),
     section("Notes", notes(r)),
-    section("Actions", actions(r, etag)),
     section("History", historyList(events)),
   );
   page.querySelector("h1").focus(); // the notice, a role=alert, is read out as well
@@ -730,7 +731,15 @@ function changes(e) {
   return h("ul", { class: "changes small" }, keys.map((k) => h("li", {}, `${k}: ${show(e.before?.[k])} → ${show(e.after[k])}`)));
 }
 
-const show = (value) => (value === null || value === undefined ? "—" : typeof value === "object" ? JSON.stringify(value) : String(value));
+const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d/;
+
+function show(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "string" && ISO_TIME.test(value)) {
+    return formatter({ day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" }).format(new Date(value));
+  }
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
 
 // --- helpers --------------------------------------------------------------------------------
 
