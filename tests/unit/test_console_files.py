@@ -60,6 +60,8 @@ async def test_each_file_has_its_content_type_and_the_security_headers(
         for header, value in console.SECURITY_HEADERS.items():
             assert answer.headers[header] == value, (name, header)
         assert answer.content == (CONSOLE_DIR / (name or "index.html")).read_bytes()
+        head = await gateway.head(f"/console/{name}")
+        assert head.status_code == 200 and head.headers["content-type"] == content_type, name
         again = await gateway.get(
             f"/console/{name}", headers={"If-None-Match": answer.headers["ETag"]}
         )

@@ -282,7 +282,9 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
                 task.add_done_callback(stop_if_a_worker_dies)
             print(
                 f"Plaza is running: http://127.0.0.1:{settings.port}/docs "
-                f"(queue of {first.name}: /api/v1/districts/{first.code}/queue; Ctrl-C stops)",
+                f"(queue of {first.name}: /api/v1/districts/{first.code}/queue; Ctrl-C stops)\n"
+                f"The managers' web console: http://127.0.0.1:{settings.port}/console/ "
+                "(sign in as a user of plaza users create, or paste an API key)",
                 flush=True,
             )
             print(admin_hint.format(port=settings.port), flush=True)
