@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from plaza.db.models import ServiceRequest
 from plaza_api.auth import Role
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import PASSWORD, Server, gateway, new_key, new_user
@@ -255,16 +257,46 @@ async def test_a_refused_action_shows_the_problems_detail_by_its_form(
     await expect(page.locator(".post.note")).to_contain_text("Cal una grua")
 
 
+async def test_the_queue_refreshes_itself_keeping_the_users_place(
+    page: Page, console: Console
+) -> None:
+    await page.clock.install()
+    await sign_in(page, console, "maria")
+    link = page.locator("#queue-items li[data-id='1'] a")
+    await link.focus()
+    await open_request(console.sessions, "later", latlon=(41.41, 2.16))  # request 3
+    await page.clock.run_for(31_000)  # the 30 s refresh
+    await expect(page.locator("#queue-items li[data-id='3']")).to_be_visible()
+    await expect(link).to_be_focused()
+    await page.get_by_role("button", name="Refresh").click()
+    await expect(page.locator("#queue-items > li")).to_have_count(2)
+
+
 async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
     page: Page, console: Console
 ) -> None:
     await open_request(console.sessions, "evil", text=XSS, latlon=(41.41, 2.16))
+    photo = f"{console.url}/console/photo.jpg"  # this origin: the test reaches no other host
+    async with console.sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 3)
+            .values(media_urls=["javascript:window.__pwned=3", photo])
+        )
     await sign_in(page, console, "maria")
     item = page.locator("#queue-items li[data-id='3']")
     await expect(item.locator(".desc")).to_have_text(XSS)
     await page.locator("#queue-items li[data-id='3'] a").click()
     await expect(page.locator(".post.citizen .text")).to_have_text(XSS)
     assert await page.locator("main img, main script").count() == 0
+    photos = page.locator(".photos a")
+    await expect(photos).to_have_count(1)  # javascript: is no link, and no image is made of it
+    await expect(page.locator(".photos li").first).to_contain_text("is not a web address")
+    assert await photos.get_attribute("href") == photo
+    assert await page.get_by_role("button", name="Show photo 1").count() == 0
+    await page.get_by_role("button", name="Show photo 2").click()
+    await expect(page.locator(".photo img")).to_have_attribute("src", photo)
+    await expect(page.locator(".photo img")).to_have_attribute("referrerpolicy", "no-referrer")
     assert await page.evaluate("window.__pwned") is None
 
 

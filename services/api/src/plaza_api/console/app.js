@@ -3,7 +3,7 @@
 // #/request/12), never the credential. Everything a citizen wrote goes in as text (dom.js).
 
 import { ApiError, call, credential, onUnauthorized, query } from "./api.js";
-import { announce, append, h, replace } from "./dom.js";
+import { announce, append, h, replace, safeUrl } from "./dom.js";
 
 const PAGE = 50;
 const REFRESH_SECONDS = 30;
@@ -593,6 +593,7 @@ function photos(urls) {
     "ul",
     { class: "photos" },
     urls.map((url, i) => {
+      if (!safeUrl(url) || url.startsWith("#")) return h("li", {}, `Photo ${i + 1} is not a web address: ${url}`);
       const holder = h("div", { class: "photo" });
       // Loaded only when asked: opening a request tells no photo host that a manager read it.
       const show = h("button", {
