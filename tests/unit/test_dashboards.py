@@ -61,10 +61,17 @@ def test_recording_rule_names_say_which_labels_they_keep() -> None:
     assert level_labels("city:plaza_sla_compliance:ratio7d") == set()
     compliance = [r for r in recording_rules() if ":plaza_sla_compliance:" in r]
     assert sorted(compliance) == sorted(
-        f"{level}:plaza_sla_compliance:ratio{w}"
-        for level in ("district", "city")
-        for w in ("1h", "24h", "7d")
+        [
+            *(
+                f"{level}:plaza_sla_compliance:ratio{w}"
+                for level in ("district", "city")
+                for w in ("1h", "24h", "7d")
+            ),
+            "service_code:plaza_sla_compliance:ratio24h",
+            "deadline:plaza_sla_compliance:ratio24h",
+        ]
     )
+    assert level_labels("service_code:plaza_sla_compliance:ratio24h") == {"service_code"}
 
 
 def _panels(kinds: tuple[str, ...]) -> list[tuple[str, dict[str, object]]]:
