@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 from plaza.city import City
+from plaza.city.config import load_city_config
 from plaza.db import create_engine, session_factory
 from plaza_api import console
 from plaza_api.app import create_app
@@ -104,6 +106,19 @@ async def test_city_json_names_the_queues_districts_and_barris(
     queues = {q["code"]: q["name"] for q in city["queues"]}
     assert queues["06"] == "Gràcia" and "triage" in queues and "city-hall" in queues
     assert len(city["barris"]) == 73
+
+
+async def test_city_json_gives_the_city_files_time_zone() -> None:
+    """Due times are shown on the city's clock: a city in the Canaries is an hour behind Madrid."""
+    city = load_city_config(ROOT / "deploy/cities/jun.toml")
+    city.council = replace(city.council, time_zone="Atlantic/Canary")
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")  # never connected
+    app = create_app(session_factory(engine), httpx.AsyncClient(base_url="http://x.invalid"), city)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as gateway:
+        answer = (await gateway.get("/console/city.json")).json()
+    await engine.dispose()
+    assert (answer["name"], answer["time_zone"]) == ("Jun", "Atlantic/Canary")
 
 
 def test_no_script_turns_text_into_markup() -> None:

@@ -26,10 +26,6 @@ from plaza_api.auth import manager_queues
 router = APIRouter(include_in_schema=False)
 
 PREFIX: Final = "/console"
-# Every city Plaza serves so far is in Spain (Barcelona, Jun, L'Hospitalet): due times are shown
-# in its time zone, whatever the manager's device is set to.
-TIME_ZONE: Final = "Europe/Madrid"
-
 # No inline script or style (citizens' text is on every page: an injected <script> or
 # attribute would not run even if a bug let it in), requests only to this origin (the API), no
 # framing. Photos are the citizens' (social platforms' media servers, https): shown only when a
@@ -119,7 +115,8 @@ async def console_city(request: Request) -> Response:
     queues.append({"code": CITY_HALL_QUEUE, "name": "City hall (escalated)"})
     body = {
         "name": city.name,
-        "time_zone": TIME_ZONE,
+        # due times are shown on the city's clock, whatever the manager's device is set to
+        "time_zone": city.council.time_zone,
         "queues": queues,
         "districts": {code: d.name for code, d in city.districts.items()},
         "barris": {code: b.name for code, b in city.barris.items()},
