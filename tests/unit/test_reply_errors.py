@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from plaza_notifier.channels import RateBudget, Refused
+from plaza.social import MastodonAccount
+from plaza_notifier.channels import ChannelReply, RateBudget, Refused
+from plaza_notifier.mastodon import MastodonChannel
 from plaza_notifier.x import _reset_at
+from pydantic import SecretStr
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -47,3 +50,30 @@ def test_a_spent_daily_cap_pauses_until_its_own_reset() -> None:
         window, UTC
     )
     assert _reset_at(answer(429, **{"x-rate-limit-reset": "soon"})) is None
+
+
+@pytest.mark.parametrize(
+    "post_id", ["../accounts/verify_credentials", "1?exclude_replies=1", "1/../../2", "1%2F.."]
+)
+async def test_a_mastodon_post_id_that_is_no_status_id_is_refused_before_any_call(
+    post_id: str,
+) -> None:
+    """A bridge chooses the post's id, which went into a path of the city's instance as it
+    was: a GET of another endpoint (httpx resolves the dots), with the city's token."""
+    asked: list[str] = []
+
+    def instance(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json={"id": "9", "visibility": "public", "descendants": []})
+
+    account = MastodonAccount(
+        base_url="https://bcn.social", streaming_url="wss://bcn.social", token=SecretStr("t")
+    )
+    reply = ChannelReply("r1", post_id, "@marta", "Rebut!", "ca", None)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(instance)) as http:
+        channel = MastodonChannel(account, http)
+        with pytest.raises(Refused, match="is not a Mastodon status id"):
+            await channel.post(reply)
+        with pytest.raises(Refused, match="is not a Mastodon status id"):
+            await channel.find(reply)
+    assert asked == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from plaza.social import MastodonAccount, html_to_text
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget
+from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,19 @@ def _str(value: object) -> str:
 
 def _obj(value: object) -> Json:
     return cast(Json, value) if isinstance(value, dict) else {}
+
+
+# A status id as it goes in a path of the city's instance: Mastodon's are numbers (other servers'
+# letters and digits). Anything else ("../accounts/…", "1?x=") would reach another endpoint of
+# the instance with the city's token.
+_STATUS_ID: Final = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def _status_id(post_id: str) -> str:
+    """The status a reply answers, if `post_id` is one (a bridge chooses it); Refused if not."""
+    if not _STATUS_ID.fullmatch(post_id):
+        raise Refused(f"{post_id[:80]!r} is not a Mastodon status id (letters and digits)")
+    return post_id
 
 
 def _words(text: str) -> list[str]:
@@ -157,7 +171,8 @@ class MastodonChannel:
         status that is gone answers 404, and the reply's own POST then says so."""
         self._before_call()
         response = await self._http.get(
-            f"{self._account.base_url}/api/v1/statuses/{status_id}", headers=self._headers()
+            f"{self._account.base_url}/api/v1/statuses/{_status_id(status_id)}",
+            headers=self._headers(),
         )
         if response.status_code == 404:
             return "public"
@@ -190,10 +205,11 @@ class MastodonChannel:
         return PostedReply(_str(status.get("id")), _str(status.get("url")))
 
     async def find(self, reply: ChannelReply) -> PostedReply | None:
+        status_id = _status_id(reply.in_reply_to_post_id)
         own = await self._own_account_id()
         self._before_call()
         response = await self._http.get(
-            f"{self._account.base_url}/api/v1/statuses/{reply.in_reply_to_post_id}/context",
+            f"{self._account.base_url}/api/v1/statuses/{status_id}/context",
             headers=self._headers(),
         )
         self._check(response, "GET /api/v1/statuses/:id/context")
