@@ -22,7 +22,7 @@ from plaza_api.auth import (
     new_api_key,
     verify_password,
 )
-from plaza_api.limits import RateLimiter
+from plaza_api.limits import LoginFailures, RateLimiter
 from plaza_api.privacy import mask
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -154,3 +154,21 @@ def test_the_rate_limiter_allows_a_burst_then_refills_evenly() -> None:
 )
 def test_public_text_masks_contacts_and_plates(text: str, masked: str) -> None:
     assert mask(text) == masked
+
+
+def test_failed_logins_refill_and_keep_no_name_as_it_was_sent() -> None:
+    """A name's failures: 2 at once, then one a minute. A name as long as a body (1 MiB) is kept
+    as a 16-byte digest: 50,000 of them would otherwise have held 50 GB."""
+    now = [0.0]
+    failures = LoginFailures(2, 60.0, clock=lambda: now[0])
+    long_name = "m" * 1_000_000
+    for _ in range(2):
+        assert failures.wait(long_name) == 0
+        failures.failed(long_name)
+    assert failures.wait(long_name) == pytest.approx(60.0)
+    assert failures.wait("anna") == 0
+    now[0] = 30.0
+    assert failures.wait(long_name) == pytest.approx(30.0)
+    now[0] = 60.0
+    assert failures.wait(long_name) == 0
+    assert all(len(key) == 16 for key in failures._buckets)

@@ -3,6 +3,7 @@ bodies (413), CORS for the public Open311 reads, and the security headers of eve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -72,17 +73,23 @@ class LoginFailures:
         self._burst = float(burst)
         self._refill = refill_seconds
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tries left, at)
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # name's key -> (tries left, at)
 
-    def _left(self, username: str, now: float) -> float:
-        tries, at = self._buckets.get(username, (self._burst, now))
+    def _left(self, key: bytes, now: float) -> float:
+        tries, at = self._buckets.get(key, (self._burst, now))
         return min(self._burst, tries + (now - at) / self._refill)
+
+    @staticmethod
+    def _key(username: str) -> bytes:
+        # A digest, not the name: a form's name may be as long as the body (1 MiB), times the
+        # 50,000 names kept.
+        return hashlib.blake2s(username.encode(errors="replace"), digest_size=16).digest()
 
     def wait(self, username: str) -> float:
         """0 when `username` may try now, else the seconds until it may."""
         if self._burst <= 0:
             return 0.0
-        left = self._left(username, self._clock())
+        left = self._left(self._key(username), self._clock())
         return 0.0 if left >= 1.0 else (1.0 - left) * self._refill
 
     def failed(self, username: str) -> None:
@@ -90,8 +97,8 @@ class LoginFailures:
             return
         if len(self._buckets) > 50_000:
             self._buckets.clear()  # bounded memory; a clear only refills everyone's budget
-        now = self._clock()
-        self._buckets[username] = (max(0.0, self._left(username, now) - 1.0), now)
+        now, key = self._clock(), self._key(username)
+        self._buckets[key] = (max(0.0, self._left(key, now) - 1.0), now)
 
 
 def enforce_login_budget(request: Request, username: str) -> None:
@@ -102,7 +109,7 @@ def enforce_login_budget(request: Request, username: str) -> None:
         limits: Limits = request.app.state.limits
         raise HTTPException(
             429,
-            f"too many failed logins for {username!r}: {limits.failed_logins_per_user} at "
+            f"too many failed logins for {username[:64]!r}: {limits.failed_logins_per_user} at "
             f"most, then one every {limits.failed_login_refill_seconds:g} s, from every "
             f"address together; retry in {math.ceil(wait)} s",
             headers={"Retry-After": str(math.ceil(wait))},
