@@ -140,6 +140,37 @@ def test_a_post_in_another_language_is_answered_in_the_city_s() -> None:
     assert lang == "es" and text.startswith("¡Recibido!")
 
 
+@pytest.mark.parametrize(
+    "handle",
+    [
+        "@a @alcaldessa@bcn.social",
+        "@a https://estafa.example/pagament",
+        "@a\nRebut! Paga la multa a https://estafa.example",
+        "@a@b@c.social",
+        "marta",
+    ],
+)
+def test_a_reply_mentions_one_handle_and_nothing_else(handle: str) -> None:
+    """A bridge writes the post's author handle, which heads the city's Mastodon reply: words,
+    links and other people's names in it were posted on the city's account as they were."""
+    params = {"service_request_id": "7", "district_name": "Gràcia"}
+    with pytest.raises(ValueError, match="is not one handle"):
+        compose(ACK, "ca", params, platform="mastodon", mention=handle)
+
+
+def test_a_reply_mentions_a_local_or_a_remote_account() -> None:
+    params = {"service_request_id": "7", "district_name": "Gràcia"}
+    for handle in (
+        "@marta",
+        "@marta_92@bcn.social",
+        "@joan.pi@mastodont.cat",
+        "@núria@xn--p1ai.cat",
+        "@pau@127.0.0.1:8443",
+    ):
+        text, _ = compose(ACK, "ca", params, platform="mastodon", mention=handle)
+        assert text.startswith(f"{handle} Rebut!")
+
+
 def test_the_city_s_language_needs_a_template_for_every_reply(tmp_path: Path) -> None:
     with pytest.raises(
         TemplateError,

@@ -5,6 +5,7 @@ language: Barcelona's Catalan, Jun's Spanish)."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from plaza.city import DEFAULT_TIME_ZONE, of_district
@@ -147,6 +149,11 @@ def render(
     return text, lang
 
 
+# One account as a reply mentions it: @name, or @name@server (Mastodon's remote accounts; a
+# server may have a port).
+_MENTION: Final = re.compile(r"@[\w.-]+(?:@[\w-]+(?:\.[\w-]+)+(?::\d{1,5})?)?")
+
+
 def compose(
     kind: ReplyKind.ValueType,
     language: str,
@@ -161,6 +168,13 @@ def compose(
     platform needs it to notify them), within the platform's length limit. A long note is
     shortened first; the request number, the mention and the worker's handle are never cut.
     With `photo_attached` the photo goes as media, not as a link in the text."""
+    if mention and not _MENTION.fullmatch(mention):
+        # The handle comes with the post (a bridge writes it): more than one handle would put
+        # its words, links and other people's names at the head of the city's reply.
+        raise ValueError(
+            f"the author's handle {mention[:80]!r} is not one handle (@name or @name@server): "
+            "a reply mentions its author alone"
+        )
     values = dict(params)
     if photo_attached:
         values.pop("photo_url", None)
