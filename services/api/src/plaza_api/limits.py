@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from plaza_api.auth import Principal
 
 OPEN311_PREFIX = "/open311/"
+PRIVATE_PREFIX = "/api/"  # the manager API, logins and admins': never cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,8 @@ class SecurityHeaders:
     (a citizen's text read as HTML), no framing (clickjacking a manager's screen), no Referer
     (a live updates URL carries its token, ?access_token=). The manager API's answers, staff
     data and tokens, are never stored by a browser or a proxy (`no-store`, unless the route set
-    its own Cache-Control); Open311's public reads may be. With an https public URL, HSTS."""
+    its own Cache-Control); Open311's public reads, the docs and static files may be. With an
+    https public URL, HSTS."""
 
     EVERY = (
         (b"x-content-type-options", b"nosniff"),
@@ -323,7 +325,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         extra = [*self.EVERY, *(self.HSTS if self.https else ())]
-        if not scope["path"].startswith(OPEN311_PREFIX):
+        if scope["path"].startswith(PRIVATE_PREFIX):
             extra += self.PRIVATE
 
         async def with_headers(message: Message) -> None:
