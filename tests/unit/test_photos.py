@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import pytest
+from plaza.addresses import is_public
 from plaza.settings import load
 from plaza_notifier.__main__ import NotifierSettings
-from plaza_notifier.photos import MAX_REDIRECTS, PhotoFetcher, PhotoRefused, Resolver, is_public
+from plaza_notifier.photos import MAX_REDIRECTS, PhotoFetcher, PhotoRefused, Resolver
 
 JPEG = b"\xff\xd8\xff\xe0" + b"fanal" * 20 + b"\xff\xd9"
 PUBLIC = "93.184.216.34"

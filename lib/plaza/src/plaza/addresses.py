@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -38,6 +38,19 @@ def is_public(address: IPAddress) -> bool:
         or address.is_multicast
         or address.is_unspecified
     )
+
+
+def first_not_public(addresses: Iterable[str]) -> str | None:
+    """The first of a host's resolved addresses that is not public (not an address at all
+    counts as not public), or None when every one is: a host is fetched from only then."""
+    for address in addresses:
+        try:
+            public = is_public(ipaddress.ip_address(address))
+        except ValueError:
+            public = False
+        if not public:
+            return address
+    return None
 
 
 async def resolve(host: str, port: int) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
-from plaza.addresses import Resolver, is_public, resolve
+from plaza.addresses import Resolver, first_not_public, resolve
 
 from plaza_notifier.metrics import REPLY_PHOTOS_REFUSED
 
@@ -97,14 +96,8 @@ class PhotoFetcher:
             raise PhotoRefused("address", f"{url.host} does not resolve: {exc}") from exc
         if not addresses:
             raise PhotoRefused("address", f"{url.host} has no address")
-        if not self.allow_private_hosts:
-            for address in addresses:
-                try:
-                    public = is_public(ipaddress.ip_address(address))
-                except ValueError:
-                    public = False
-                if not public:
-                    raise PhotoRefused("address", f"{url.host} is at {address}, not public")
+        if not self.allow_private_hosts and (address := first_not_public(addresses)):
+            raise PhotoRefused("address", f"{url.host} is at {address}, not public")
         return addresses
 
     @contextlib.asynccontextmanager

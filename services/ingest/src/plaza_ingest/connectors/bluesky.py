@@ -9,7 +9,6 @@ the post's first language is kept; Bluesky has no geotags."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import re
@@ -22,7 +21,7 @@ from typing import Final, cast
 from urllib.parse import urlencode
 
 import httpx
-from plaza.addresses import Resolver, is_public, resolve
+from plaza.addresses import Resolver, first_not_public, resolve
 from plaza.bluesky import DID, MENTION, POST, AtUri, BlueskyAccount
 from plaza.posts import PostIn
 from pydantic import ValidationError
@@ -258,13 +257,8 @@ class Identities:
         url = httpx.URL(f"https://{did.removeprefix('did:web:').replace('%3A', ':')}")
         url = url.copy_with(path="/.well-known/did.json")
         addresses = await self._resolver(url.raw_host.decode("ascii"), url.port or 443)
-        for address in addresses:
-            try:
-                public = is_public(ipaddress.ip_address(address))
-            except ValueError:
-                public = False
-            if not public:
-                raise ValueError(f"{did}: its host {url.host} is at {address}, not public")
+        if (address := first_not_public(addresses)) is not None:
+            raise ValueError(f"{did}: its host {url.host} is at {address}, not public")
         if not addresses:
             raise ValueError(f"{did}: its host {url.host} has no address")
         # A client of its own: no connection made for another host's SNI, no proxy settings.
