@@ -87,3 +87,32 @@ async def test_a_database_away_is_a_503_to_send_again_logged_once(
     [line] = [r for r in caplog.records if r.name == "plaza.web"]
     assert "the database is unavailable: GET /restarting answered 503" in line.getMessage()
     assert line.exc_info is None  # no stack trace
+
+
+async def test_a_method_not_allowed_names_every_method_of_the_path() -> None:
+    """Starlette's 405 names the first route matching the path alone: a path with a GET and a
+    POST answered a PUT with Allow: GET."""
+    app = _app()
+
+    @app.get("/keys")
+    async def keys() -> None:
+        pass
+
+    @app.post("/keys")
+    async def new_key() -> None:
+        pass
+
+    @app.delete("/keys/{id}")
+    async def revoke(id: int) -> None:
+        pass
+
+    @app.patch("/keys/{id}")
+    async def change(id: int) -> None:
+        pass
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        put = await c.put("/keys")
+        assert put.status_code == 405 and put.headers["allow"] == "GET, POST"
+        assert put.headers["content-type"] == PROBLEM_JSON
+        assert (await c.get("/keys/3")).headers["allow"] == "DELETE, PATCH"

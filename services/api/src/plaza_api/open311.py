@@ -33,9 +33,9 @@ from plaza.requests import (
     parse_id,
 )
 from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
+from plaza.web import allowed_methods
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plaza_api.auth import (
@@ -217,17 +217,11 @@ async def _caller(request: Request, form_key: str | None = None) -> Principal:
 _Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method some Open311 route takes at this path: Starlette's 405 names only the first
-    route matching it (GET requests.json), not its neighbours (POST requests.json)."""
-    methods: set[str] = set()
-    for route in router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:  # PARTIAL: the path, another method
-                methods |= route.methods
+def _allowed(request: Request) -> str:
+    """A 405's Allow: every method of the path, HEAD with GET (Open311Query answers it)."""
+    methods = set(allowed_methods(request))
     if "GET" in methods:
-        methods.add("HEAD")  # Open311Query answers it
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
@@ -263,7 +257,7 @@ def install_open311_errors(app: FastAPI) -> None:
             k: v for k, v in (exc.headers or {}).items() if k.lower() in ("retry-after", "allow")
         }
         if status == 405:
-            headers = {**headers, "Allow": allowed_methods(request)}
+            headers = {**headers, "Allow": _allowed(request)}
         return open311_error(status, str(exc.detail), fmt_of(request), headers)
 
     handlers: dict[type[Exception], _Handler] = {
