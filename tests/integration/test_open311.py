@@ -896,3 +896,28 @@ async def test_a_photo_whose_url_names_its_authors_account_is_not_published(
     photos = {r["description"]: r["media_url"] for r in listed}
     assert photos == {"Fanal apagat b1": None, "Fanal apagat m1": mastodon}
     assert did not in xml
+
+
+async def test_an_end_date_includes_the_second_it_names(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Datetimes are written in whole seconds: a request made at 10:00:14.3 is shown as
+    10:00:14, and asking for requests up to the time shown (as a client paging back by dates
+    does) must include it. The updates feed's end_date the same."""
+    at = datetime.now(UTC).replace(microsecond=300_000) - timedelta(hours=1)
+    await router(sessions)(as_event(classified("p1", at=at)))
+    await change(sessions, 1, Command(Action.ACKNOWLEDGE, actor="m"), at)
+    [shown] = (await api.get("/open311/v2/requests/1.json")).json()
+    when = shown["requested_datetime"]
+    assert when == at.replace(microsecond=0).isoformat()
+    window = {"start_date": when, "end_date": when}
+    listed = (await api.get("/open311/v2/requests.json", params=window)).json()
+    assert [r["service_request_id"] for r in listed] == ["1"]
+    updates = (await api.get("/open311/v2/servicerequestupdates.json", params=window)).json()
+    assert [u["status"] for u in updates] == ["INVESTIGATING"]
+    before = (at - timedelta(seconds=1)).replace(microsecond=0).isoformat()
+    assert (
+        await api.get(f"/open311/v2/requests.json?end_date={before.replace('+', '%2B')}")
+    ).json() == []
+    late = "9999-12-31T23:59:59Z"  # through the end of time: no overflow
+    assert len((await api.get(f"/open311/v2/requests.json?end_date={late}")).json()) == 1

@@ -697,6 +697,17 @@ def _before(name: str, value: datetime, span: timedelta) -> datetime:
         raise Open311Error(400, f"{name} is too early") from None
 
 
+def _through(end: datetime) -> datetime:
+    """The first instant past an end_date (which the spec includes). Every datetime is written
+    in whole seconds, so an end_date in whole seconds (as a client copies one it was shown)
+    includes all of that second: a request at 10:00:14.3, shown as 10:00:14, is in a list up to
+    10:00:14, and a client paging back by dates misses none."""
+    try:
+        return end + (timedelta(seconds=1) if end.microsecond == 0 else timedelta(microseconds=1))
+    except OverflowError:  # the end of time: nothing is past it
+        return datetime.max.replace(tzinfo=UTC)
+
+
 _EXAMPLE_WHEN: Final = "2026-05-01T00:00:00Z"
 _EXAMPLE_REQUEST: Final = {
     "service_request_id": "123",
@@ -820,7 +831,7 @@ async def list_requests(
         if start is not None:
             condition("requested_datetime >= $::timestamptz", start)
         if end is not None:
-            condition("requested_datetime <= $::timestamptz", end)
+            condition("requested_datetime < $::timestamptz", _through(end))
         if after is not None:
             condition("updated_datetime > $::timestamptz", after)
         if before is not None:
@@ -1175,7 +1186,7 @@ _UPDATES_SQL: Final = f"""
            {_EVENT_STATUS} AS status
     FROM request_events e JOIN service_requests r ON r.id = e.service_request_id
     WHERE e.public AND e.kind = ANY($1::text[]) AND e.at >= $2::timestamptz
-      AND e.at <= $3::timestamptz
+      AND e.at < $3::timestamptz
     ORDER BY e.at, e.id OFFSET $4::bigint LIMIT $5::int
 """
 
@@ -1233,7 +1244,7 @@ async def service_request_updates(
         _UPDATES_SQL,
         sorted(PUBLIC_UPDATE_KINDS),
         start,
-        end,
+        _through(end),
         (page - 1) * page_size,
         page_size,
     )
