@@ -413,6 +413,14 @@ async def test_parameters_are_read_as_the_spec_says(
         assert response.status_code == 400, query
         [error] = response.json()
         assert query.split("=")[0] in error["description"], error
+    for path, query in (
+        ("requests", "start_date=2026-05-02T00:00:00Z&end_date=2026-05-01T00:00:00Z"),
+        ("requests", "updated_after=2026-05-02T00:00:00Z&updated_before=2026-05-01T00:00:00Z"),
+        ("servicerequestupdates", "start_date=2026-05-02T00:00:00Z&end_date=2026-05-01T00:00:00Z"),
+    ):
+        backwards = await api.get(f"/open311/v2/{path}.json?{query}")
+        assert backwards.status_code == 400, query
+        assert "is after" in backwards.json()[0]["description"], query
     early = await api.get("/open311/v2/servicerequestupdates.json?end_date=0001-01-01T12:00:00Z")
     assert early.status_code == 400 and "end_date" in early.json()[0]["description"]
     updates = await ids("start_date=&end_date=", "/open311/v2/servicerequestupdates.json")

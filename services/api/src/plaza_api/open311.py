@@ -697,6 +697,17 @@ def _before(name: str, value: datetime, span: timedelta) -> datetime:
         raise Open311Error(400, f"{name} is too early") from None
 
 
+def _in_order(
+    first_name: str, first: datetime | None, last_name: str, last: datetime | None
+) -> None:
+    """Two bounds of a window, both given, the wrong way round are a mistake to be told of (the
+    window would be empty, and an empty list reads as "nothing happened")."""
+    if first is not None and last is not None and first > last:
+        raise Open311Error(
+            400, f"{first_name} ({w3c(first)}) is after {last_name} ({w3c(last)}): no time between"
+        )
+
+
 def _through(end: datetime) -> datetime:
     """The first instant past an end_date (which the spec includes). Every datetime is written
     in whole seconds, so an end_date in whole seconds (as a client copies one it was shown)
@@ -826,6 +837,8 @@ async def list_requests(
             _when("updated_after", updated_after),
             _when("updated_before", updated_before),
         )
+        _in_order("start_date", start, "end_date", end)
+        _in_order("updated_after", after, "updated_before", before)
         if start is None and end is None and after is None and before is None:
             start = datetime.now(UTC) - DEFAULT_WINDOW
         if start is not None:
@@ -1237,8 +1250,10 @@ async def service_request_updates(
     """FixMyStreet's feed of public updates (status changes and public notes, with the extended
     status), oldest first. Internal notes are never in it."""
     fmt = await _public_read(request, format, jurisdiction_id)
-    end = _when("end_date", end_date) or datetime.now(UTC)
+    given_end = _when("end_date", end_date)
+    end = given_end or datetime.now(UTC)
     start = _when("start_date", start_date) or _before("end_date", end, UPDATES_WINDOW)
+    _in_order("start_date", start, "end_date", given_end)
     reads: Reads = request.app.state.reads
     rows = await reads.fetch(
         _UPDATES_SQL,
