@@ -288,6 +288,8 @@ async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
         ("/open311/v2/requests.json?service_request_id=1,%C2%B2", 400),
         ("/open311/v2/services/nope.json", 404),
         ("/open311/v2/requests.json?status=pending", 400),
+        ("/open311/v2/requests.json?service_code=streetlights", 400),  # a typo: not an empty list
+        ("/open311/v2/requests.json?service_code=streetlight,nope", 400),
         ("/open311/v2/requests.json?start_date=2026-01-01T00:00:00", 400),
         ("/open311/v2/requests.json?start_date=yesterday", 400),
         ("/open311/v2/requests.json?jurisdiction_id=madrid", 404),

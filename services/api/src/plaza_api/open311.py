@@ -858,6 +858,11 @@ async def list_requests(
             where.append(f"(lat - {lat0}) ^ 2 + ((long - {long0}) * {scale}) ^ 2 <= {degrees} ^ 2")
         codes = _csv(service_code)
         if codes:
+            unknown_codes = sorted(set(codes) - set(load_taxonomy()))
+            if unknown_codes:  # a typo would otherwise list nothing, day after day
+                raise Open311Error(
+                    400, f"service_code: no service {unknown_codes}; GET services.{fmt} lists them"
+                )
             condition("service_code = ANY($::text[])", codes)
         statuses = _csv(status)
         if statuses:
