@@ -931,3 +931,33 @@ async def test_an_end_date_includes_the_second_it_names(
     ).json() == []
     late = "9999-12-31T23:59:59Z"  # through the end of time: no overflow
     assert len((await api.get(f"/open311/v2/requests.json?end_date={late}")).json()) == 1
+
+
+class _DatabaseAway:
+    async def fetch(self, sql: str, *args: object) -> list[object]:
+        raise ConnectionRefusedError("the database is away")
+
+
+async def test_an_unexpected_error_is_in_the_specs_format_too(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A 500 (the database away) under /open311/ is [{code, description}] as every other Open311
+    error, readable by a web page (CORS); the manager API's stays problem+json."""
+    app = gateway(sessions)
+    app.state.reads = _DatabaseAway()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as api:
+        failed = await api.get("/open311/v2/requests.json", headers={"Origin": "https://a.example"})
+        assert failed.status_code == 500
+        assert failed.json() == [
+            {"code": 500, "description": "an unexpected error, recorded in the service's log"}
+        ]
+        assert failed.headers["access-control-allow-origin"] == "*"
+        xml = await api.get("/open311/v2/requests.xml")
+        assert ElementTree.fromstring(xml.content).findtext("error/code") == "500"
+        city_hall = await new_key(sessions, Role.CITY_HALL)
+        staff = await api.get(
+            "/api/v1/districts/06/queue", headers={"Authorization": f"Bearer {city_hall}"}
+        )
+        assert staff.status_code == 500
+        assert staff.headers["content-type"] == "application/problem+json"

@@ -47,7 +47,7 @@ from plaza_api.auth import (
     authenticator,
 )
 from plaza_api.deps import IngestDep, SessionDep
-from plaza_api.limits import OPEN311_PREFIX, enforce_rate_limit
+from plaza_api.limits import OPEN311_PREFIX, PublicCors, enforce_rate_limit
 from plaza_api.privacy import mask, public_media
 from plaza_api.reads import Reads
 
@@ -226,10 +226,11 @@ def _allowed(request: Request) -> str:
 
 
 def install_open311_errors(app: FastAPI) -> None:
-    """Under /open311/ every error takes the spec's format (422 becomes 400, 401 becomes 403);
-    elsewhere the app's problem+json handlers answer as before."""
+    """Under /open311/ every error takes the spec's format (422 becomes 400, 401 becomes 403),
+    an unexpected one too; elsewhere the app's problem+json handlers answer as before."""
     fallback_validation = cast(_Handler, app.exception_handlers[RequestValidationError])
     fallback_http = cast(_Handler, app.exception_handlers[StarletteHTTPException])
+    fallback_unexpected = cast(_Handler, app.exception_handlers[Exception])
 
     def fmt_of(request: Request) -> str:
         return "xml" if request.url.path.endswith(".xml") else "json"
@@ -260,10 +261,24 @@ def install_open311_errors(app: FastAPI) -> None:
             headers = {**headers, "Allow": _allowed(request)}
         return open311_error(status, str(exc.detail), fmt_of(request), headers)
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # A 500 (the database away), or a 409 for a change PostgreSQL undid: an Open311 client
+        # reads [{code, description}] whatever the status. This handler runs outside every
+        # middleware, so the CORS headers a web page needs to read it are added here.
+        response = await fallback_unexpected(request, exc)
+        if not request.url.path.startswith(OPEN311_PREFIX):
+            return response
+        detail = str(orjson.loads(response.body)["detail"])
+        headers = {k.decode(): v.decode() for k, v in PublicCors.ALLOW}
+        if "retry-after" in response.headers:
+            headers["Retry-After"] = response.headers["retry-after"]
+        return open311_error(response.status_code, detail, fmt_of(request), headers)
+
     handlers: dict[type[Exception], _Handler] = {
         Open311Error: on_open311_error,
         RequestValidationError: on_validation,
         StarletteHTTPException: on_http,
+        Exception: on_unexpected,
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
