@@ -933,6 +933,11 @@ async def test_an_end_date_includes_the_second_it_names(
     assert len((await api.get(f"/open311/v2/requests.json?end_date={late}")).json()) == 1
 
 
+class _Broken:
+    async def fetch(self, sql: str, *args: object) -> list[object]:
+        raise RuntimeError("a bug")
+
+
 class _DatabaseAway:
     async def fetch(self, sql: str, *args: object) -> list[object]:
         raise ConnectionRefusedError("the database is away")
@@ -941,10 +946,11 @@ class _DatabaseAway:
 async def test_an_unexpected_error_is_in_the_specs_format_too(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    """A 500 (the database away) under /open311/ is [{code, description}] as every other Open311
-    error, readable by a web page (CORS); the manager API's stays problem+json."""
+    """A 500 (a bug) or a 503 (the database away) under /open311/ is [{code, description}] as
+    every other Open311 error, readable by a web page (CORS); the manager API's stays
+    problem+json."""
     app = gateway(sessions)
-    app.state.reads = _DatabaseAway()
+    app.state.reads = _Broken()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as api:
         failed = await api.get("/open311/v2/requests.json", headers={"Origin": "https://a.example"})
@@ -961,3 +967,16 @@ async def test_an_unexpected_error_is_in_the_specs_format_too(
         )
         assert staff.status_code == 500
         assert staff.headers["content-type"] == "application/problem+json"
+        app.state.reads = _DatabaseAway()
+        away = await api.get("/open311/v2/requests.json", headers={"Origin": "https://a.example"})
+        assert away.status_code == 503 and away.headers["retry-after"] == "5"
+        [error] = away.json()
+        assert error["code"] == 503 and "send it again" in error["description"]
+        assert away.headers["access-control-allow-origin"] == "*"
+        away_xml = await api.get("/open311/v2/requests.xml")
+        assert ElementTree.fromstring(away_xml.content).findtext("error/code") == "503"
+        staff_away = await api.get(
+            "/api/v1/districts/06/queue", headers={"Authorization": f"Bearer {city_hall}"}
+        )
+        assert staff_away.status_code == 503
+        assert staff_away.headers["content-type"] == "application/problem+json"

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -85,6 +85,9 @@ def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
 _CONFLICTS: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 
 
+DATABASE_AWAY: Final = "the database is unavailable for now; nothing was done, send it again"
+
+
 class DatabaseUnavailable:
     """A request that met PostgreSQL away (refusing connections, restarting, recovering) gets
     503 with Retry-After, which a bridge or an app sends again, rather than a 500, which says the
@@ -119,12 +122,17 @@ class DatabaseUnavailable:
             if started or not (database_unavailable(exc) or isinstance(exc, OSError)):
                 raise
             self._log(scope, exc)
-            response = problem(
-                503,
-                "the database is unavailable for now; nothing was done, send it again",
-                headers={"Retry-After": "5"},
-            )
-            await response(scope, receive, send)
+            await self._response(scope)(scope, receive, send)
+
+    @staticmethod
+    def _response(scope: Scope) -> Response:
+        """problem+json, unless the app answers in a format of its own at that path (its
+        `state.database_away`: Open311's clients read [{code, description}])."""
+        headers = {"Retry-After": "5"}
+        own = getattr(getattr(scope.get("app"), "state", None), "database_away", None)
+        if own is not None and (answer := own(scope, DATABASE_AWAY, headers)) is not None:
+            return cast(Response, answer)
+        return problem(503, DATABASE_AWAY, headers=headers)
 
     def _log(self, scope: Scope, exc: Exception) -> None:
         now = time.monotonic()

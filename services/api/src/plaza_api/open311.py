@@ -274,6 +274,13 @@ def install_open311_errors(app: FastAPI) -> None:
             headers["Retry-After"] = response.headers["retry-after"]
         return open311_error(response.status_code, detail, fmt_of(request), headers)
 
+    def database_away(scope: Scope, detail: str, headers: Mapping[str, str]) -> Response | None:
+        # plaza.web.DatabaseUnavailable's 503, in the spec's format (inside CORS: no headers)
+        if not scope["path"].startswith(OPEN311_PREFIX):
+            return None
+        return open311_error(503, detail, fmt_of(Request(scope)), headers)
+
+    app.state.database_away = database_away
     handlers: dict[type[Exception], _Handler] = {
         Open311Error: on_open311_error,
         RequestValidationError: on_validation,
