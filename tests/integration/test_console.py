@@ -342,6 +342,30 @@ async def test_the_console_is_served_with_a_strict_csp(page: Page, console: Cons
     console.errors.clear()  # the violation just provoked is logged as an error
 
 
+async def test_the_console_works_from_the_keyboard(page: Page, console: Console) -> None:
+    await page.goto(f"{console.url}/console/")
+    await expect(page.get_by_label("Username")).to_be_focused()  # the form takes the focus
+    await page.keyboard.type("maria")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("Password", exact=True)).to_be_focused()
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#who")).to_contain_text("maria")
+    link = page.locator("#queue-items li[data-id='1'] a")
+    await link.focus()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Tab")  # a focus the keyboard moved is drawn
+    outline = await link.evaluate("a => getComputedStyle(a).outlineStyle")
+    assert outline == "solid"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#request-title")).to_be_focused()
+    for form in ("acknowledge", "assign"):
+        await expect(page.locator(f"form[data-action='{form}'] button")).to_be_enabled()
+    await page.locator("form[data-action='acknowledge'] button").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".request .tags .status")).to_have_text("acknowledged")
+
+
 async def test_the_console_fits_a_phones_width(browser: Browser, console: Console) -> None:
     context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = await context.new_page()

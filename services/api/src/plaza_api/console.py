@@ -49,7 +49,7 @@ CONTENT_TYPES: Final = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
+    ".svg": "image/svg+xml",  # its icon (else the browser asks for /favicon.ico, a 404)
 }
 
 
