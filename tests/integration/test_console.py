@@ -25,6 +25,9 @@ from tests.integration.lifecycle_helpers import as_event, classified, router
 
 pytestmark = pytest.mark.postgres
 
+# A shared two-core machine under a whole test run: waits that pass in 1 s alone get room.
+expect.set_options(timeout=15_000)
+
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> fanal trencat'
 
 
@@ -91,6 +94,7 @@ async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[C
 @pytest.fixture
 async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
     page = await context.new_page()
     page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
     page.on(
