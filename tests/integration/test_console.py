@@ -276,6 +276,28 @@ async def test_the_queue_refreshes_itself_keeping_the_users_place(
     await expect(page.locator("#queue-items > li")).to_have_count(2)
 
 
+async def test_bulk_actions_on_the_selected_requests_say_what_each_one_got(
+    page: Page, console: Console
+) -> None:
+    await open_request(console.sessions, "p3", latlon=(41.41, 2.16))  # request 3, in Gràcia
+    assert (await console.api.post("/api/v1/requests/3/actions/acknowledge")).status_code == 200
+    await sign_in(page, console, "maria")
+    await page.get_by_label("Select request #1").check()
+    await page.get_by_label("Select request #3").check()
+    await expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    await page.get_by_role("button", name="Acknowledge selected").click()
+    result = page.locator("#bulk-result")
+    await expect(result).to_contain_text("1 done, 1 refused.")
+    await expect(result).to_contain_text("#3: cannot acknowledge a request that is acknowledged")
+    assert (await console.request("1"))["status"] == "acknowledged"
+    await expect(page.locator("#bulk-count")).to_have_text("None selected")
+    await page.get_by_label("Select request #1").check()
+    await page.locator("#bulk").get_by_label("Worker").fill("jordi")
+    await page.get_by_role("button", name="Assign selected").click()
+    await expect(result).to_contain_text("1 done, 0 refused.")
+    assert (await console.request("1"))["assigned_worker"] == "@jordi"
+
+
 async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
     page: Page, console: Console
 ) -> None:
@@ -377,6 +399,11 @@ async def test_the_console_fits_a_phones_width(browser: Browser, console: Consol
         await sign_in(page, console, "maria")
         await expect(page.locator("#queue-items li[data-id='1']")).to_be_visible()
         width = "document.documentElement.scrollWidth"
+        assert await page.evaluate(width) <= 390
+        filters = page.locator(".filter-box")  # folded: the queue comes first on a phone
+        assert await filters.evaluate("details => details.open") is False
+        await filters.locator("summary").click()
+        await expect(page.get_by_label("Overdue")).to_be_visible()
         assert await page.evaluate(width) <= 390
         await page.locator("#queue-items li[data-id='1'] a").click()
         await expect(page.locator("form[data-action='assign']")).to_be_visible()

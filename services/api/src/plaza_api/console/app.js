@@ -230,7 +230,7 @@ function serviceName(code) {
 
 async function showQueue(code, filters) {
   const same = state.queue && state.queue.code === code && sameFilters(state.queue.filters, filters);
-  if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null };
+  if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null, selected: new Set() };
   const q = state.queue;
   const title = code === "assignments" ? "Your assignments" : `Queue: ${queueName(code)}`;
   const list = h("ol", { class: "items", id: "queue-items", "aria-live": "off" });
@@ -244,8 +244,9 @@ async function showQueue(code, filters) {
       "section",
       { "aria-labelledby": "queue-title", class: "queue" },
       h("div", { class: "heading" }, h("h1", { id: "queue-title", tabindex: "-1" }, title), refresh),
-      code === "assignments" ? null : filterForm(code, filters),
+      code === "assignments" ? null : filterBox(code, filters),
       meta,
+      code === "assignments" ? null : bulkForm(),
       error,
       list,
       more,
@@ -264,6 +265,18 @@ async function showQueue(code, filters) {
 
 function sameFilters(a, b) {
   return JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+}
+
+/** The filters, folded away on a phone's screen unless some are in force. */
+function filterBox(code, filters) {
+  const active = Object.values(filters).some(Boolean);
+  const wide = window.matchMedia("(min-width: 40rem)").matches;
+  return h(
+    "details",
+    { class: "filter-box", open: active || wide },
+    h("summary", {}, active ? "Filters (some in force)" : "Filters and other queues"),
+    filterForm(code, filters),
+  );
 }
 
 function filterForm(code, filters) {
@@ -381,6 +394,7 @@ function renderItems() {
   }
   const more = document.getElementById("load-more");
   more.hidden = !q.next;
+  countSelected();
   replace(
     document.getElementById("queue-meta"),
     `${q.items.length} request${q.items.length === 1 ? "" : "s"} shown${q.next ? " (more below)" : ""} · updated `,
@@ -391,9 +405,26 @@ function renderItems() {
 
 function queueItem(item) {
   const flags = flagsOf(item);
+  const id = item.service_request_id;
+  const q = state.queue;
+  const pick =
+    q.code === "assignments"
+      ? null
+      : h("input", {
+          type: "checkbox",
+          class: "pick",
+          "aria-label": `Select request #${id}`,
+          checked: q.selected.has(id),
+          onchange: (event) => {
+            if (event.currentTarget.checked) q.selected.add(id);
+            else q.selected.delete(id);
+            countSelected();
+          },
+        });
   return h(
     "li",
-    { class: `item${flags.length ? " flagged" : ""}`, "data-id": item.service_request_id },
+    { class: `item${flags.length ? " flagged" : ""}`, "data-id": id },
+    pick,
     h(
       "a",
       { href: `#/request/${item.service_request_id}` },
@@ -422,6 +453,55 @@ function queueItem(item) {
       ].filter(Boolean).join(" · "),
     ),
   );
+}
+
+/** The same action on the selected requests (up to 100), each refused one with its reason. */
+function bulkForm() {
+  const result = h("p", { id: "bulk-result", role: "status" });
+  const workerId = nextId("bulk-worker");
+  const send = (action, body) => async (event) => {
+    const q = state.queue;
+    const form = event.currentTarget.form;
+    result.textContent = "";
+    result.className = "";
+    const ids = [...q.selected].slice(0, 100).map(Number);
+    if (!ids.length) {
+      result.className = "error";
+      result.textContent = "Select requests first (the box by each one).";
+      return;
+    }
+    await busy(form, async () => {
+      try {
+        const { data } = await call(`/api/v1/requests/actions/${action}`, { method: "POST", body: { ...body(form), service_request_ids: ids } });
+        const refused = data.results.filter((r) => r.status !== 200);
+        result.className = refused.length ? "error" : "info";
+        append(result, [`${data.succeeded} done, ${data.failed} refused.`, refused.map((r) => ` #${r.service_request_id}: ${r.detail} (${r.status}).`)]);
+        q.selected.clear();
+        await refreshQueue();
+        countSelected();
+      } catch (failure) {
+        if (failure.status === 401) return;
+        result.className = "error";
+        result.textContent = `${failure.detail} (${failure.status})`;
+      }
+    });
+  };
+  return h(
+    "form",
+    { class: "bulk", id: "bulk", method: "post", "aria-label": "Act on the selected requests", onsubmit: (event) => event.preventDefault() },
+    h("p", { id: "bulk-count", class: "muted" }, "None selected"),
+    h("button", { type: "button", onclick: send("acknowledge", () => ({})) }, "Acknowledge selected"),
+    h("label", { for: workerId }, "Worker"),
+    h("input", { id: workerId, name: "worker", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" }),
+    h("button", { type: "button", onclick: send("assign", (form) => ({ worker: form.elements.worker.value.trim() })) }, "Assign selected"),
+    result,
+  );
+}
+
+function countSelected() {
+  const count = document.getElementById("bulk-count");
+  const n = state.queue?.selected.size || 0;
+  if (count) count.textContent = n ? `${n} selected${n > 100 ? " (the first 100 are sent)" : ""}` : "None selected";
 }
 
 /** What is late about a request: its acknowledge-by time passed with nobody acknowledging it,

@@ -24,8 +24,8 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** Appends children: nodes as they are, anything else as text. */
-export function append(el, children) {
+/** Appends children (nested arrays too): nodes as they are, anything else as text. */
+export function append(el, ...children) {
   for (const child of [children].flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
