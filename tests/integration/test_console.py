@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from plaza.db.models import ServiceRequest
+from plaza.db.models import ReplyDelivery, ServiceRequest
 from plaza_api.auth import Role
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -298,6 +298,40 @@ async def test_bulk_actions_on_the_selected_requests_say_what_each_one_got(
     assert (await console.request("1"))["assigned_worker"] == "@jordi"
 
 
+async def test_a_failed_reply_of_her_district_is_retried_from_the_console(
+    page: Page, console: Console
+) -> None:
+    async with console.sessions.begin() as session:
+        for rid in (1, 2):  # Gràcia's and Horta's
+            session.add(
+                ReplyDelivery(
+                    reply_id=f"r{rid}",
+                    service_request_id=rid,
+                    kind="acknowledged",
+                    language="ca",
+                    platform="mastodon",
+                    in_reply_to_post_id=f"p{rid}",
+                    author_handle="@marta@bcn.social",
+                    body=f"Rebut! Petició #{rid}",
+                    correlation_id="c",
+                    state="failed",
+                    attempts=5,
+                    next_attempt_at=datetime.now(UTC),
+                    last_error="<b>503</b> from the instance",
+                )
+            )
+    await sign_in(page, console, "maria")
+    await page.get_by_role("link", name="Replies").click()
+    items = page.locator("#delivery-items > li")
+    await expect(items).to_have_count(1)  # Horta's is not hers
+    await expect(items.first).to_contain_text("Last error: <b>503</b> from the instance")
+    await items.first.get_by_role("button", name="Retry").click()
+    await expect(items.first.locator(".status")).to_have_text("pending")
+    async with console.sessions() as session:
+        assert (await session.get(ReplyDelivery, "r1")).state == "pending"  # type: ignore[union-attr]
+        assert (await session.get(ReplyDelivery, "r2")).state == "failed"  # type: ignore[union-attr]
+
+
 async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
     page: Page, console: Console
 ) -> None:
@@ -334,6 +368,7 @@ async def test_a_worker_sees_their_assignments_and_only_a_workers_actions(
         assert done.status_code == 200, done.text
     await sign_in(page, console, "jordi")
     await expect(page.get_by_role("heading", name="Your assignments")).to_be_visible()
+    await expect(page.get_by_role("link", name="Replies")).to_be_hidden()  # not a worker's
     await expect(page.locator("#queue-items > li")).to_have_count(1)
     await page.locator("#queue-items li[data-id='1'] a").click()
     await expect(page.locator("form[data-action='start']")).to_be_visible()

@@ -169,6 +169,7 @@ async function signedIn() {
   const who = document.getElementById("who");
   replace(who, h("strong", {}, me.name), ` · ${roleLabel(me)}`);
   document.getElementById("session").hidden = false;
+  document.getElementById("nav-replies").hidden = me.role === "worker"; // /replies is not theirs
   announce(`Signed in as ${me.name}`);
   route();
 }
@@ -190,7 +191,8 @@ function roleLabel(me) {
 // --- routes ---------------------------------------------------------------------------------
 
 function currentView() {
-  return location.hash.startsWith("#/request/") ? "request" : "queue";
+  if (location.hash.startsWith("#/request/")) return "request";
+  return location.hash.startsWith("#/replies") ? "replies" : "queue";
 }
 
 function route() {
@@ -200,6 +202,11 @@ function route() {
   if (request) {
     stopTimer();
     showRequest(request[1]);
+    return;
+  }
+  if (hash.startsWith("#/replies") && state.me.role !== "worker") {
+    stopTimer();
+    showReplies(new URLSearchParams(hash.split("?")[1] || "").get("state") ?? "failed");
     return;
   }
   if (state.me.role === "worker") {
@@ -536,6 +543,74 @@ function startTimer() {
 function stopTimer() {
   if (state.timer) clearInterval(state.timer);
   state.timer = null;
+}
+
+// --- replies on their way ---------------------------------------------------------------------
+
+/** The public replies' deliveries to the social platforms: those that failed for good wait for
+ * a retry here. */
+async function showReplies(which) {
+  const list = h("ol", { class: "items", id: "delivery-items" }, h("li", { class: "loading" }, "Loading…"));
+  const error = h("p", { class: "error", role: "alert", id: "replies-error" });
+  const stateId = nextId("state");
+  replace(
+    main(),
+    h(
+      "section",
+      { class: "deliveries", "aria-labelledby": "replies-title" },
+      h("div", { class: "heading" }, h("h1", { id: "replies-title", tabindex: "-1" }, "Public replies on their way")),
+      h(
+        "form",
+        { method: "post", class: "inline", onsubmit: (event) => event.preventDefault() },
+        h("label", { for: stateId }, "Show"),
+        h(
+          "select",
+          { id: stateId, onchange: (event) => { location.hash = `#/replies?state=${event.currentTarget.value}`; } },
+          [["failed", "Failed (waiting for a retry)"], ["pending", "Pending"], ["sending", "Sending"], ["posted", "Posted"], ["", "All"]].map(([v, text]) => h("option", { value: v, selected: v === which }, text)),
+        ),
+      ),
+      error,
+      list,
+    ),
+  );
+  document.title = "Replies · Plaza";
+  try {
+    const { data } = await call(`/api/v1/replies${query({ state: which, limit: 200 })}`);
+    replace(list, data.length ? data.map(delivery) : h("li", { class: "empty" }, which === "failed" ? "No reply failed: every one went out or is on its way." : "None."));
+  } catch (failure) {
+    if (failure.status === 401) return;
+    replace(list);
+    error.textContent = failure.detail;
+  }
+}
+
+function delivery(d) {
+  const error = h("p", { class: "error", role: "alert" });
+  const status = h("span", { class: `tag status s-${d.state}` }, d.state);
+  const retry =
+    d.state === "failed"
+      ? h("form", {
+          method: "post",
+          class: "inline",
+          onsubmit: (event) =>
+            submit(event, error, () => call(`/api/v1/replies/${encodeURIComponent(d.reply_id)}/retry`, { method: "POST" }), (result) => {
+              status.textContent = result.data.state;
+              event.target.remove();
+              announce("The reply will be sent again");
+            }),
+        }, h("button", { type: "submit" }, "Retry"), error)
+      : null;
+  return h(
+    "li",
+    { class: "item", "data-reply": d.reply_id },
+    h("h2", {}, d.service_request_id ? h("a", { href: `#/request/${d.service_request_id}` }, `Request #${d.service_request_id}`) : "No request", ` · ${d.platform} · ${d.kind}`),
+    h("p", { class: "tags" }, status, h("span", { class: "tag" }, `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`)),
+    h("p", { class: "text" }, d.text),
+    d.last_error ? h("p", { class: "small" }, `Last error: ${d.last_error}`) : null,
+    d.public_url ? h("p", { class: "small" }, externalLink(d.public_url, "The reply on its platform")) : null,
+    h("p", { class: "muted small" }, "Updated ", when(d.updated_at)),
+    retry,
+  );
 }
 
 // --- a request --------------------------------------------------------------------------------
