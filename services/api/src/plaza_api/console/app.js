@@ -50,9 +50,10 @@ const main = () => document.getElementById("main");
 // --- start, sign in, sign out ---------------------------------------------------------------
 
 onUnauthorized((error) => {
+  const wasIn = state.me !== null;
   credential.clear();
   state.me = null;
-  showSignIn(`Your session has ended (${error.detail}). Sign in again.`);
+  showSignIn(wasIn ? `Your session has ended (${error.detail}). Sign in again.` : `Not signed in: ${error.detail}.`);
 });
 
 async function start() {
