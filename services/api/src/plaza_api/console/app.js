@@ -11,6 +11,7 @@ const STATUSES = [
   "new", "acknowledged", "assigned", "in_progress", "transferred", "reopened",
   "resolved", "closed", "duplicate", "not_responsible",
 ];
+const FILTERS = ["status", "service_code", "urgency", "overdue", "escalated", "assigned_worker", "sort"];
 const WAITING = new Set(["new", "transferred", "reopened"]); // nobody has acknowledged it yet
 const OPEN = new Set([...WAITING, "acknowledged", "assigned", "in_progress"]);
 // What each action asks for (README "The life of a request"); the API checks it and says why not.
@@ -58,7 +59,8 @@ onUnauthorized((error) => {
 
 async function start() {
   document.getElementById("sign-out").addEventListener("click", signOut);
-  window.addEventListener("hashchange", route);
+  // only the console's own routes (#/...): the skip link's #main moves the focus, nothing else
+  window.addEventListener("hashchange", () => location.hash.startsWith("#/") && route());
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && state.queue && currentView() === "queue") refreshQueue();
   });
@@ -198,7 +200,7 @@ function currentView() {
 
 function route() {
   if (!state.me) return;
-  const hash = location.hash || "#/";
+  const hash = location.hash.startsWith("#/") ? location.hash : "#/";
   const request = /^#\/request\/(\d+)$/.exec(hash);
   if (request) {
     stopTimer();
@@ -215,8 +217,14 @@ function route() {
     return;
   }
   const [path, search] = hash.split("?");
-  const code = decodeURIComponent(path.replace(/^#\/queue\/?/, "").replace(/^#\/?/, ""));
-  const filters = Object.fromEntries(new URLSearchParams(search || ""));
+  let code = "";
+  try {
+    code = decodeURIComponent(path.replace(/^#\/queue\/?/, "").replace(/^#\/?/, ""));
+  } catch {
+    // a mangled address: the first queue
+  }
+  const given = new URLSearchParams(search || "");
+  const filters = Object.fromEntries(FILTERS.filter((name) => given.get(name)).map((name) => [name, given.get(name)]));
   showQueue(code || myQueues()[0]?.code, filters);
 }
 
