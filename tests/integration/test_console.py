@@ -340,6 +340,19 @@ async def test_a_failed_reply_of_her_district_is_retried_from_the_console(
         assert (await session.get(ReplyDelivery, "r2")).state == "failed"  # type: ignore[union-attr]
 
 
+async def test_a_wrong_merge_is_split_from_the_request_page(page: Page, console: Console) -> None:
+    await open_request(console.sessions, "neighbour", text="El fanal de Verdi fa pampallugues")
+    assert (await console.request("1"))["reporters_count"] == 2  # merged into request 1
+    await sign_in(page, console, "maria")
+    await page.goto(f"{console.url}/console/#/request/1")
+    posts = page.locator(".post.citizen")
+    await expect(posts).to_have_count(2)
+    await posts.nth(1).get_by_role("button", name="Split into its own request").click()
+    await expect(page.locator("#request-title")).to_have_text("#3 Street lighting")
+    await expect(page.locator(".post.citizen")).to_contain_text("fa pampallugues")
+    assert (await console.request("1"))["reporters_count"] == 1
+
+
 async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
     page: Page, console: Console
 ) -> None:
