@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from plaza.db.models import ReplyDelivery, ServiceRequest
 from plaza_api.auth import Role
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import PASSWORD, Server, gateway, new_key, new_user
@@ -185,6 +185,25 @@ async def test_a_manager_sees_her_districts_queue_and_not_anothers(
     assert await page.locator("#queue-items li[data-id='2']").count() == 0
     await page.goto(f"{console.url}/console/#/request/2")
     await expect(page.get_by_role("alert")).to_contain_text("is in queue '07'")
+
+
+async def test_city_hall_sees_every_queue_and_the_escalated_ones(
+    page: Page, console: Console
+) -> None:
+    await new_user(console.sessions, "ana", Role.CITY_HALL)
+    async with console.sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest).where(ServiceRequest.id == 2).values(escalated_at=func.now())
+        )
+    await sign_in(page, console, "ana")
+    await expect(page.locator("#who")).to_contain_text("city hall")
+    options = await page.get_by_label("Queue", exact=True).locator("option").all_inner_texts()
+    assert options[0] == "Ciutat Vella" and "City hall (escalated)" in options
+    await page.get_by_label("Queue", exact=True).select_option("city-hall")
+    await page.get_by_role("button", name="Apply filters").click()
+    item = page.locator("#queue-items li[data-id='2']")
+    await expect(item.locator(".flag.escalated")).to_have_text("Escalated")
+    await expect(page.locator("#queue-items > li")).to_have_count(1)
 
 
 async def test_filters_and_load_more(page: Page, console: Console) -> None:
