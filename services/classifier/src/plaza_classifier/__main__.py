@@ -32,7 +32,7 @@ def main() -> None:
         batch_size=settings.batch_size,
         commit_interval=settings.commit_interval_ms / 1000,
     )
-    run(run_worker_service(bus, worker))
+    run(run_worker_service(bus, worker, kafka_bootstrap=settings.kafka_bootstrap))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import contextlib
 import httpx
 from plaza.bus import bus_from_settings
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, http_server, run
+from plaza.service import configure_logging, http_server, run, start_bus
 from plaza.settings import load
 from plaza.social import SocialSettings
 from pydantic import Field
@@ -45,7 +45,7 @@ def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[
 
 async def serve(settings: IngestSettings) -> None:
     bus = bus_from_settings(settings)
-    await bus.start()
+    await start_bus(bus, settings.kafka_bootstrap)
     async with httpx.AsyncClient(timeout=15.0) as http:
         connectors = build_connectors(settings, http)
         engine = create_engine(settings.require_database()) if connectors else None

@@ -10,7 +10,15 @@ from plaza.bus import bus_from_settings
 from plaza.city import City
 from plaza.contracts import TOPICS
 from plaza.db import create_engine, session_factory
-from plaza.service import configure_logging, on_stop_signals, run, serve_metrics, started
+from plaza.service import (
+    check_database,
+    configure_logging,
+    on_stop_signals,
+    run,
+    serve_metrics,
+    start_bus,
+    started,
+)
 from plaza.settings import load
 from plaza.worker import Worker
 
@@ -48,7 +56,8 @@ async def serve(settings: RouterSettings) -> None:
         scanner.stop()
 
     on_stop_signals(stop)
-    await bus.start()
+    await check_database(engine)
+    await start_bus(bus, settings.kafka_bootstrap)
     started()
     try:
         scanning = asyncio.create_task(scanner.run())

@@ -5,7 +5,14 @@ from __future__ import annotations
 from plaza.bus import bus_from_settings
 from plaza.db import create_engine
 from plaza.outbox import Relay
-from plaza.service import configure_logging, on_stop_signals, run, serve_metrics
+from plaza.service import (
+    check_database,
+    configure_logging,
+    on_stop_signals,
+    run,
+    serve_metrics,
+    start_bus,
+)
 from plaza.settings import PlazaSettings, load
 
 
@@ -15,7 +22,8 @@ async def serve(settings: PlazaSettings) -> None:
     bus = bus_from_settings(settings)
     relay = Relay(bus, engine)
     on_stop_signals(relay.stop)
-    await bus.start()
+    await check_database(engine)
+    await start_bus(bus, settings.kafka_bootstrap)
     try:
         await relay.run()
     finally:
