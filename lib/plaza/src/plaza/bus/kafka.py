@@ -366,10 +366,13 @@ class GroupLag:
                 isolation_level="read_committed",
                 enable_auto_commit=False,
             )
-            await admin.start()
+            # A broker away fails each scrape's start: whatever was made is closed again, or each
+            # scrape leaked a consumer ("Unclosed AIOKafkaConsumer") and its connections.
             try:
+                await admin.start()
                 await ends.start()
             except BaseException:
+                await ends.stop()
                 await admin.close()
                 raise
             self._admin, self._ends = admin, ends
