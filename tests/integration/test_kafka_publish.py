@@ -50,3 +50,9 @@ async def test_a_record_bigger_than_a_producer_batch_goes_in_one_of_its_own(
     records = await drain(consumer, 5)
     assert [r.value for r in records] == values
     await consumer.close()
+
+
+async def test_a_started_bus_with_its_broker_there_is_reachable(kafka_bus: KafkaBus) -> None:
+    assert await kafka_bus.unreachable() is None
+    await kafka_bus.close()
+    assert await kafka_bus.unreachable() == "the Kafka producer is not started"

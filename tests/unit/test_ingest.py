@@ -154,3 +154,20 @@ async def test_replay_publishes_good_lines_and_names_the_bad_ones(
     assert "not valid JSON" in report.errors[0] and "lat" in report.errors[1]
     assert f"{path}:2" in errors.read_text()
     assert sorted(await published(bus)) == ["1", "3"]
+
+
+class _BrokerAway(MemoryBus):
+    async def unreachable(self) -> str | None:
+        return "the Kafka broker at 127.0.0.1:9092 is not reachable: Connection refused"
+
+
+async def test_healthz_says_when_the_broker_is_away() -> None:
+    """Ingest's /healthz said ok with the broker down, while every post waited and timed out."""
+    transport = httpx.ASGITransport(app=create_app(_BrokerAway()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as away:
+        response = await away.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("the Kafka broker at 127.0.0.1:9092 is not")
+    transport = httpx.ASGITransport(app=create_app(MemoryBus()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as there:
+        assert (await there.get("/healthz")).json() == {"status": "ok"}

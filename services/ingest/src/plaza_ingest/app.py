@@ -60,8 +60,12 @@ def create_app(bus: Bus) -> FastAPI:
         return await accept(post, OPEN311_PLATFORM)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Response:
+        # Ready means a post given now can be accepted: the broker answers.
+        why = await bus.unreachable()
+        if why is not None:
+            return problem(503, why)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

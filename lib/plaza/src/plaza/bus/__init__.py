@@ -148,6 +148,11 @@ class Bus(abc.ABC):
     async def create_topics(self, topics: Sequence[str], partitions: int) -> None:
         """Creates topics that do not exist yet."""
 
+    async def unreachable(self) -> str | None:
+        """Why the bus cannot take records now (a broker away), or None when it can: what a
+        health check answers. An in-process bus always can."""
+        return None
+
 
 def bus_from_settings(settings: PlazaSettings) -> Bus:
     """Builds the adapter the settings name (nothing connects until start())."""

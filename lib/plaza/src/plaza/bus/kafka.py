@@ -36,6 +36,7 @@ from plaza.bus import (
 log = logging.getLogger(__name__)
 
 LAG_QUERY_TIMEOUT = 2.0  # seconds the broker has to give the partitions' ends for lag()
+REACHABLE_TIMEOUT = 2.0  # seconds a broker has to answer a health check (KafkaBus.unreachable)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -243,6 +244,19 @@ class KafkaBus(Bus):
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def unreachable(self) -> str | None:
+        """Asks a broker for the cluster's metadata (one small request): ingest's /healthz said
+        ok with the broker down, while every post it was given waited for it and timed out."""
+        producer = self._producer
+        if producer is None:
+            return "the Kafka producer is not started"
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), REACHABLE_TIMEOUT)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {REACHABLE_TIMEOUT:g} s"
+            return f"the Kafka broker at {self._bootstrap} is not reachable: {why}"
+        return None
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         """Lays the records into one batch per partition and hands each batch to the producer
