@@ -159,7 +159,12 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_PARTITIONS = 6
+
+
 def _cmd_topics(args: argparse.Namespace) -> int:
+    from plaza.bus.kafka import KafkaBus
+
     settings = load(PlazaSettings)
     names = [t.topic for t in TOPICS.all()] + [t.dead_letter_topic for t in TOPICS.all()]
 
@@ -170,11 +175,22 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             if unreachable is not None:
                 print(_unreachable("topics", settings, unreachable), file=sys.stderr)
                 return 2
-            await bus.create_topics(names, args.partitions)
+            await bus.create_topics(names, args.partitions or DEFAULT_PARTITIONS)
+            have: dict[str, int] = {}
+            if args.partitions is not None and isinstance(bus, KafkaBus):
+                have = await bus.topic_partitions(names)
         finally:
             await bus.close()
         print("\n".join(settings.kafka_namespace + n for n in names))
-        return 0
+        other = {n: p for n, p in have.items() if p != args.partitions}
+        for name, count in sorted(other.items()):
+            print(
+                f"plaza topics: {settings.kafka_namespace}{name} already has {count} partitions, "
+                f"not {args.partitions}; it was left as it is (more partitions move keys to other "
+                "partitions: raise them only with every service stopped and its lag at 0)",
+                file=sys.stderr,
+            )
+        return 1 if other else 0
 
     return asyncio.run(go())
 
@@ -348,7 +364,12 @@ def parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create Plaza's Kafka topics and dead-letter topics")
     topics.add_argument("action", choices=["create"])
-    topics.add_argument("--partitions", type=_positive_int, default=6)
+    topics.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=None,
+        help="of each new topic (default 6); a topic that has another number is named, exit 1",
+    )
     topics.set_defaults(func=_cmd_topics)
 
     dead = sub.add_parser(
