@@ -29,6 +29,13 @@ data="$(cd "$data" && pwd)"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
+# The broker of this data directory: kafka.pid outlives it (a kill -9, a reboot), and its number
+# may since be another process's, which `stop` must not kill.
+ours() {
+  local command; command="$(ps -ww -o args= -p "$1" 2>/dev/null)" || return 1
+  [[ "$command " == *" kafka.Kafka $data/server.properties "* ]]
+}
+
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-
 }
@@ -75,7 +82,7 @@ PROPS
 
 start() {
   if port_open "$port"; then
-    if [ -f "$data/kafka.pid" ] && kill -0 "$(cat "$data/kafka.pid")" 2>/dev/null; then
+    if [ -f "$data/kafka.pid" ] && ours "$(cat "$data/kafka.pid")"; then
       echo "kafka.sh: already running on 127.0.0.1:$port (pid $(cat "$data/kafka.pid"))" >&2; return 0
     fi
     die "port $port is taken by another process; set PLAZA_KAFKA_PORT"
@@ -111,7 +118,7 @@ start() {
 stop() {
   [ -f "$data/kafka.pid" ] || { echo "kafka.sh: not running (no $data/kafka.pid)" >&2; return 0; }
   local pid; pid="$(cat "$data/kafka.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if ours "$pid"; then
     kill -TERM "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"

@@ -24,14 +24,20 @@ export PLAZA_BUS=kafka
 "$root/.venv/bin/plaza" db upgrade
 "$root/.venv/bin/plaza" topics create >/dev/null
 
+# A pid file outlives its process (a kill -9, a reboot) and its number may since be another
+# process's: only a process running this service's module is this service.
+module_of() { if [ "$1" = relay ]; then echo plaza_router.relay; else echo "plaza_$1"; fi; }
+ours() {  # ours PID NAME
+  local command; command="$(ps -ww -o args= -p "$1" 2>/dev/null)" || return 1
+  [[ " $command " == *" -m $(module_of "$2") "* ]]
+}
 start() {
   local name="$1"; shift
   local pidfile="$home/run/$name.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [ -f "$pidfile" ] && ours "$(cat "$pidfile")" "$name"; then
     echo "$name is already running (pid $(cat "$pidfile"))"; return
   fi
-  local module="plaza_$name"
-  [ "$name" = relay ] && module=plaza_router.relay
+  local module; module="$(module_of "$name")"
   env "$@" "$py" -m "$module" >>"$home/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   echo "started $name (pid $!, log $home/logs/$name.log)"
