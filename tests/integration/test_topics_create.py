@@ -39,3 +39,26 @@ async def test_a_topic_with_other_partitions_than_asked_is_named(
     assert (await bus.topic_partitions(["plaza.post-received.v1"]))["plaza.post-received.v1"] == 2
     # Without --partitions (make up), the topics there are fine as they are.
     assert plaza(["topics", "create"], **env).returncode == 0
+
+
+async def test_dead_letters_are_kept_30_days(kafka: KafkaBroker, kafka_namespace: str) -> None:
+    """A dead letter waits for an operator; the broker's default 7 days dropped it unseen."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    env = {"PLAZA_KAFKA_BOOTSTRAP": kafka.bootstrap, "PLAZA_KAFKA_NAMESPACE": kafka_namespace}
+    assert plaza(["topics", "create"], **env).returncode == 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        retention = {}
+        for topic in ("plaza.post-classified.v1", "plaza.post-classified.v1.dlq"):
+            [response] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, kafka_namespace + topic)]
+            )
+            entries = response.resources[0][4]
+            retention[topic] = next(e[1] for e in entries if e[0] == "retention.ms")
+    finally:
+        await admin.close()
+    assert retention["plaza.post-classified.v1.dlq"] == str(30 * 24 * 3600 * 1000)
+    assert retention["plaza.post-classified.v1"] == str(7 * 24 * 3600 * 1000)

@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -36,6 +37,10 @@ from plaza.bus import (
 log = logging.getLogger(__name__)
 
 LAG_QUERY_TIMEOUT = 2.0  # seconds the broker has to give the partitions' ends for lag()
+# A dead letter is an accepted post, or a reply, that waits for an operator to replay it (plaza
+# dead-letters): kept 30 days, where the broker's default (7) dropped it after a long weekend
+# and a week off.
+DEAD_LETTER_RETENTION: Final = {"retention.ms": str(30 * 24 * 3600 * 1000)}
 REACHABLE_TIMEOUT = 2.0  # seconds a broker has to answer a health check (KafkaBus.unreachable)
 
 
@@ -348,7 +353,9 @@ class KafkaBus(Bus):
                     name=self._ns + t,
                     num_partitions=partitions,
                     replication_factor=factor,
-                    topic_configs=configs,
+                    topic_configs=(
+                        configs | DEAD_LETTER_RETENTION if t.endswith(".dlq") else configs
+                    ),
                 )
                 for t in topics
                 if self._ns + t not in existing
