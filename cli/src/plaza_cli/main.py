@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from plaza.bus import Bus, bus_from_settings
@@ -71,6 +72,24 @@ def _unreachable(command: str, settings: PlazaSettings, why: str) -> str:
     )
 
 
+def _with_bus(command: str, settings: PlazaSettings, work: Callable[[Bus], Awaitable[int]]) -> int:
+    """Runs `work` with the configured bus started, and closes it; exit status 2, with one line
+    saying so, when the broker cannot be reached."""
+
+    async def go() -> int:
+        bus = bus_from_settings(settings)
+        try:
+            unreachable = await _start_kafka(bus)
+            if unreachable is not None:
+                print(_unreachable(command, settings, unreachable), file=sys.stderr)
+                return 2
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    return asyncio.run(go())
+
+
 class _Holder(logging.Handler):
     """Keeps the records it is given in a list instead of writing them."""
 
@@ -99,23 +118,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def go() -> int:
-        bus = bus_from_settings(settings)
-        try:
-            unreachable = await _start_kafka(bus)
-            if unreachable is not None:
-                print(_unreachable("replay", settings, unreachable), file=sys.stderr)
-                return 2
-            report = await replay(bus, path, progress=not args.quiet)
-        finally:
-            await bus.close()
+    async def publish(bus: Bus) -> int:
+        report = await replay(bus, path, progress=not args.quiet)
         print(
             f"published {report.published} posts; {len(report.errors)} lines refused",
             file=sys.stderr,
         )
         return 1 if report.errors else 0
 
-    return asyncio.run(go())
+    return _with_bus("replay", settings, publish)
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -168,19 +179,11 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     settings = load(PlazaSettings)
     names = [t.topic for t in TOPICS.all()] + [t.dead_letter_topic for t in TOPICS.all()]
 
-    async def go() -> int:
-        bus = bus_from_settings(settings)
-        try:
-            unreachable = await _start_kafka(bus)
-            if unreachable is not None:
-                print(_unreachable("topics", settings, unreachable), file=sys.stderr)
-                return 2
-            await bus.create_topics(names, args.partitions or DEFAULT_PARTITIONS)
-            have: dict[str, int] = {}
-            if args.partitions is not None and isinstance(bus, KafkaBus):
-                have = await bus.topic_partitions(names)
-        finally:
-            await bus.close()
+    async def create(bus: Bus) -> int:
+        await bus.create_topics(names, args.partitions or DEFAULT_PARTITIONS)
+        have: dict[str, int] = {}
+        if args.partitions is not None and isinstance(bus, KafkaBus):
+            have = await bus.topic_partitions(names)
         print("\n".join(settings.kafka_namespace + n for n in names))
         other = {n: p for n, p in have.items() if p != args.partitions}
         for name, count in sorted(other.items()):
@@ -192,7 +195,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             )
         return 1 if other else 0
 
-    return asyncio.run(go())
+    return _with_bus("topics", settings, create)
 
 
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -221,31 +224,23 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
         print(f"plaza {command}: {exc}", file=sys.stderr)
         return 2
 
-    async def go() -> int:
-        bus = bus_from_settings(settings)
+    async def work(bus: Bus) -> int:
+        letters = await dead_letters.read(bus, topics)
+        if args.action == "list":
+            for letter in letters:
+                print(letter.line())
+            print(f"{len(letters)} dead letters", file=sys.stderr)
+            return 0
         try:
-            unreachable = await _start_kafka(bus)
-            if unreachable is not None:
-                print(_unreachable(command, settings, unreachable), file=sys.stderr)
-                return 2
-            letters = await dead_letters.read(bus, topics)
-            if args.action == "list":
-                for letter in letters:
-                    print(letter.line())
-                print(f"{len(letters)} dead letters", file=sys.stderr)
-                return 0
-            try:
-                picked = letters if args.all else dead_letters.chosen(letters, args.positions)
-            except dead_letters.DeadLetterError as exc:
-                print(f"plaza {command}: {exc}", file=sys.stderr)
-                return 2
-            replayed = await dead_letters.replay(bus, picked)
-        finally:
-            await bus.close()
+            picked = letters if args.all else dead_letters.chosen(letters, args.positions)
+        except dead_letters.DeadLetterError as exc:
+            print(f"plaza {command}: {exc}", file=sys.stderr)
+            return 2
+        replayed = await dead_letters.replay(bus, picked)
         print(f"replayed {replayed} dead letters onto {topics[0].removesuffix('.dlq')}")
         return 0
 
-    return asyncio.run(go())
+    return _with_bus(command, settings, work)
 
 
 def _positive_int(value: str) -> int:
