@@ -16,7 +16,7 @@ from georeport import GeoReport
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import TOPICS, decode
-from plaza.db.models import Open311Submission
+from plaza.db.models import Open311Submission, ServiceRequest
 from plaza.lifecycle import Command, act, add_note
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
@@ -26,7 +26,7 @@ from plaza_api.auth import Role
 from plaza_api.limits import Limits
 from plaza_classifier.handler import ClassifyPost
 from plaza_ingest.app import create_app as create_ingest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import Server, client, gateway, new_key
@@ -311,10 +311,17 @@ async def test_errors_are_open311s_own_format(api: httpx.AsyncClient) -> None:
 
 
 async def test_public_text_is_masked_and_reporters_are_never_shown(
-    api: httpx.AsyncClient, requests: datetime
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], requests: datetime
 ) -> None:
+    async with sessions.begin() as s:
+        await s.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 3)
+            .values(address="Carrer de Verdi 12, 3r 2a, 08012 Barcelona")
+        )
     [r] = (await api.get("/open311/v2/requests/3.json", params={"extensions": "true"})).json()
     assert r["description"] == "Cotxe abandonat [plate], truqueu-me al [phone] o a [email]"
+    assert r["address"] == "Carrer de Verdi 12, 08012 Barcelona"  # not which flat
     paths = (
         "/open311/v2/requests.json",
         "/open311/v2/requests.json?extensions=true",
@@ -325,6 +332,7 @@ async def test_public_text_is_masked_and_reporters_are_never_shown(
         assert "bcn.social" not in text and "612 345 678" not in text  # no handle
         assert "marta@example.org" not in text and "1234 BCD" not in text
         assert "conflictiu" not in text  # the internal note
+        assert "3r 2a" not in text
 
 
 async def test_the_updates_feed_has_public_changes_only(

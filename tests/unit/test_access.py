@@ -23,7 +23,7 @@ from plaza_api.auth import (
     verify_password,
 )
 from plaza_api.limits import LoginFailures, RateLimiter
-from plaza_api.privacy import mask
+from plaza_api.privacy import mask, public_address
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
@@ -154,6 +154,35 @@ def test_the_rate_limiter_allows_a_burst_then_refills_evenly() -> None:
 )
 def test_public_text_masks_contacts_and_plates(text: str, masked: str) -> None:
     assert mask(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("Carrer de Verdi 12, 3r 2a", "Carrer de Verdi 12"),
+        ("C/ Verdi, 12, 3º 2ª", "C/ Verdi, 12"),
+        ("Calle Mayor 5 piso 3 puerta B, 08012 Barcelona", "Calle Mayor 5, 08012 Barcelona"),
+        ("Carrer de Verdi 12 3-2", "Carrer de Verdi 12"),
+        ("Av. Diagonal 640, 1er, 08017 Barcelona", "Av. Diagonal 640, 08017 Barcelona"),
+        ("Carrer de Pujades 120 bis, àtic", "Carrer de Pujades 120 bis"),
+        ("Carrer de Verdi 12, esc. B, 4t 1a", "Carrer de Verdi 12"),
+        ("Passeig de Gràcia 43, Principal 1a", "Passeig de Gràcia 43"),
+        ("Rambla de Catalunya 15, bajos", "Rambla de Catalunya 15"),
+        ("Carrer del 15 de Maig 3, 2n", "Carrer del 15 de Maig 3"),
+        # nothing after the house number that names a home: as it is
+        ("Carrer de Verdi 12, 08012 Barcelona", "Carrer de Verdi 12, 08012 Barcelona"),
+        ("Carrer de Verdi 12A", "Carrer de Verdi 12A"),
+        ("Gran Via de les Corts Catalanes 585", "Gran Via de les Corts Catalanes 585"),
+        ("Plaça del Sol, davant del bar", "Plaça del Sol, davant del bar"),
+        ("Carrer de Verdi 12, truqueu al 612 345 678", "Carrer de Verdi 12, truqueu al [phone]"),
+    ],
+)
+def test_a_public_address_keeps_the_street_and_number_not_the_home(
+    address: str, public: str
+) -> None:
+    """The street and number place the problem; the floor and door say which home the citizen
+    wrote from, which Open311 would publish to anyone."""
+    assert public_address(address) == public
 
 
 def test_failed_logins_refill_and_keep_no_name_as_it_was_sent() -> None:

@@ -48,7 +48,7 @@ from plaza_api.auth import (
 )
 from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, PublicCors, enforce_rate_limit
-from plaza_api.privacy import mask, public_media
+from plaza_api.privacy import mask, public_address, public_media
 from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
@@ -585,7 +585,7 @@ def public_item(values: Sequence[Any]) -> dict[str, object]:
         "requested_datetime": w3c(requested),
         "updated_datetime": w3c(updated),
         "expected_datetime": w3c(expected),
-        "address": mask(address),
+        "address": public_address(address),
         "address_id": None,
         "zipcode": None,
         "lat": lat,

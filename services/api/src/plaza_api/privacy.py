@@ -1,7 +1,7 @@
 """What a public response may show of a citizen's words: e-mail addresses, phone numbers,
 identity documents, bank accounts and licence plates inside public text are masked (the
 reporter's contact details and handle are never in a public response at all, nor a photo's
-URL that names their account).
+URL that names their account), and an address loses its floor and door.
 
 Every pattern runs in time linear in the text: masking runs on each item of every public
 read, so a pattern that backtracks over a long run of word characters (as an e-mail pattern
@@ -67,3 +67,37 @@ def mask(text: str | None) -> str | None:
     text = _ID.sub(ID_MASK, text)
     text = _PLATE.sub(PLATE_MASK, text)
     return _PHONE.sub(PHONE_MASK, text)
+
+
+# After an address's house number: a floor or a door ("3r 2a", "3º 2ª", "1er", "3-2"), or a word
+# that introduces one (piso, porta, escalera, bajos, àtic, principal...). The street and number
+# place the problem; the rest says which home the citizen wrote from.
+_HOUSE_NUMBER = re.compile(r"[^\W\d_][^\d]*?\b(\d{1,4}(?:[ -]?(?:bis|[A-Za-z]))?)\b")
+_DWELLING = re.compile(
+    r"(?:^|[\s,;])(?:"
+    r"\d{1,2}\s*(?:º|ª|°|er|r|n|t|a|o)\.?(?=[\s,;.\-]|$)"
+    r"|\d{1,2}\s*-\s*\d{1,2}(?![\d])"
+    r"|(?:piso|pis|planta|puerta|porta|pta|escalera|esc|bloque|bloc|bajos?|baixos|bjo|"
+    r"àtic|atic|ático|atico|sobreàtic|entresuelo|entresol|entlo|pral|principal)\b"
+    r")",
+    re.IGNORECASE,
+)
+_POSTCODE_ON = re.compile(r"\b\d{5}\b.*$")
+
+
+def public_address(address: str | None) -> str | None:
+    """An address as Open311 may publish it: masked, and without the floor and door after its
+    house number ("Carrer de Verdi 12, 3r 2a, 08012 Barcelona" is "Carrer de Verdi 12, 08012
+    Barcelona"). An address with no house number is left as it is."""
+    address = mask(address)
+    if not address:
+        return address
+    number = _HOUSE_NUMBER.search(address)
+    if number is None:
+        return address
+    dwelling = _DWELLING.search(address, number.end(1))
+    if dwelling is None:
+        return address
+    kept = address[: dwelling.start()].rstrip(" ,;")
+    town = _POSTCODE_ON.search(address, dwelling.start())
+    return f"{kept}, {town.group(0)}" if town else kept
