@@ -788,3 +788,19 @@ async def test_new_hands_and_a_reopen_have_their_acknowledge_deadline_counted(
     met = _counted("plaza_sla_met_total", "acknowledge", "02")
     await do(sessions, request.id, Action.ACKNOWLEDGE, done + timedelta(hours=1, minutes=5))
     assert _counted("plaza_sla_met_total", "acknowledge", "02") == met + 1
+
+
+async def test_a_relay_says_it_stopped(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGTERM's stop() ends the relay with one line, leader or not, as a worker's does."""
+    bus = MemoryBus()
+    leader, follower = Relay(bus, engine), Relay(bus, engine)
+    tasks = [asyncio.create_task(leader.run()), asyncio.create_task(follower.run())]
+    await asyncio.wait_for(leader.leading.wait(), 10)
+    with caplog.at_level("INFO", logger="plaza.outbox"):
+        leader.stop()
+        follower.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    stopped = [r for r in caplog.records if r.getMessage() == "outbox relay stopped"]
+    assert len(stopped) == 2

@@ -92,18 +92,24 @@ class Relay:
         """Competes for the relay lock and publishes while it holds it, until stop()."""
         for event_type in TOPICS.all():  # at 0 from the start, so rate() sees the first events
             PUBLISHED.labels(event_type.topic)
-        while not self._stop.is_set():
-            try:
-                async with self._engine.connect() as lock_conn:
-                    if await self._acquire(lock_conn):
-                        await self._lead(lock_conn)
-            except Exception as exc:
-                # The lock's connection failed or is gone (PostgreSQL restarted, failed over, or
-                # ended the session), and a lock held with it: another relay may hold it now.
-                log.warning("outbox relay's lock connection failed (%s); trying again", exc)
-                await self._sleep(1.0)
-            finally:
-                self.leading.clear()
+        try:
+            while not self._stop.is_set():
+                try:
+                    async with self._engine.connect() as lock_conn:
+                        if await self._acquire(lock_conn):
+                            await self._lead(lock_conn)
+                except Exception as exc:
+                    # The lock's connection failed or is gone (PostgreSQL restarted, failed
+                    # over, or ended the session), and a lock held with it: another relay may
+                    # hold it now.
+                    log.warning("outbox relay's lock connection failed (%s); trying again", exc)
+                    await self._sleep(1.0)
+                finally:
+                    self.leading.clear()
+        finally:
+            # As a worker says it stopped: an operator reading a SIGTERM's log sees the relay
+            # ended rather than went silent.
+            log.info("outbox relay stopped")
 
     async def _acquire(self, lock_conn: AsyncConnection) -> bool:
         """Tries for the lock every second until it is this relay's (True) or stop() (False)."""
