@@ -12,7 +12,8 @@ Failures:
 - a record that does not decode, or that the handler rejects (`Rejected`), goes to
   `<topic>.dlq` at once with the reason in its headers;
 - a transient error (database or broker unavailable) is retried with capped exponential
-  backoff for as long as it lasts, since dead-lettering would lose good records;
+  backoff for as long as it lasts, since dead-lettering would lose good records; the waits
+  stay short (RetryPolicy.transient_max_delay), so the worker resumes seconds after it is back;
 - any other error is retried `max_attempts` times, then the record is dead-lettered.
 """
 
@@ -103,10 +104,19 @@ class RetryPolicy:
     max_attempts: int = 3
     base_delay: float = 0.1
     max_delay: float = 30.0
+    # The database or the broker away: the wait in progress when it comes back is time the
+    # worker sits idle after it is back. Waits of up to 30 s left a worker idle up to 30 s
+    # after a restart of PostgreSQL; one attempt every few seconds costs a dead database
+    # nothing (a refused connection).
+    transient_max_delay: float = 5.0
+    # While a transient error lasts, a retry is logged at most this often (the first ones
+    # always): the short waits would otherwise log a line every few seconds for hours.
+    transient_log_interval: float = 30.0
 
-    def delay(self, attempt: int) -> float:
-        """Full-jitter exponential backoff."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+    def delay(self, attempt: int, *, transient: bool = False) -> float:
+        """Full-jitter exponential backoff, capped lower for a transient error."""
+        cap = min(self.max_delay, self.transient_max_delay) if transient else self.max_delay
+        return random.uniform(0, min(cap, self.base_delay * 2 ** (attempt - 1)))
 
 
 class _Stopping(Exception):
@@ -317,6 +327,7 @@ class Worker:
                 await self._dead_letter(record, "contract", str(exc))
                 return ()
             attempt = 0
+            waited = logged_at = 0.0  # seconds waited on this record; when last logged
             while True:
                 attempt += 1
                 try:
@@ -339,18 +350,23 @@ class Worker:
                         )
                         await self._dead_letter(record, "error", f"{type(exc).__name__}: {exc}")
                         return ()
-                    delay = self._retry.delay(min(attempt, 16))
-                    log.warning(
-                        "worker %s: %s error on %s@%s/%s (attempt %d), retrying in %.2fs: %s",
-                        self.group,
-                        kind,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        attempt,
-                        delay,
-                        exc,
-                    )
+                    delay = self._retry.delay(min(attempt, 16), transient=transient)
+                    if attempt <= 3 or waited - logged_at >= self._retry.transient_log_interval:
+                        logged_at = waited
+                        log.warning(
+                            "worker %s: %s error on %s@%s/%s (attempt %d, %.0fs so far), "
+                            "retrying in %.2fs: %s",
+                            self.group,
+                            kind,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            attempt,
+                            waited,
+                            delay,
+                            exc,
+                        )
+                    waited += delay
                     await self._report_lag_while_retrying(record)
                     if await self._sleep_or_stop(delay):
                         raise _Stopping from exc
