@@ -42,7 +42,11 @@ def scanner_failing(errors: list[BaseException], clock: _Clock) -> tuple[SlaScan
             scanner.stop()
         return 0
 
+    async def prune_inbox(now: datetime) -> int:
+        return 0
+
     scanner.scan_once = scan_once  # type: ignore[method-assign]
+    scanner.prune_inbox = prune_inbox  # type: ignore[method-assign]
     return scanner, scans
 
 

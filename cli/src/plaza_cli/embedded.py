@@ -236,7 +236,11 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         loops: list[Worker | Relay | SlaScanner | Deliverer] = [
             *workers,
             Relay(bus, engine),
-            SlaScanner(sessions, interval=settings.sla_scan_interval),
+            SlaScanner(
+                sessions,
+                interval=settings.sla_scan_interval,
+                inbox_retention=settings.inbox_retention(),
+            ),
         ]
         if channels:
             loops.append(Deliverer(sessions, channels, settings.delivery_policy()))

@@ -49,7 +49,11 @@ async def serve(settings: RouterSettings) -> None:
         batch_size=settings.batch_size,
         commit_interval=settings.commit_interval_ms / 1000,
     )
-    scanner = SlaScanner(sessions, interval=settings.sla_scan_interval)
+    scanner = SlaScanner(
+        sessions,
+        interval=settings.sla_scan_interval,
+        inbox_retention=settings.inbox_retention(),
+    )
 
     def stop() -> None:
         worker.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
+from plaza.db import inbox
 from plaza.settings import PlazaSettings
 from pydantic import Field
 
@@ -36,3 +38,14 @@ class RouterSettings(PlazaSettings):
         default=0.5, ge=0, le=1, description="Without coordinates: same barri and texts this alike"
     )
     sla_scan_interval: float = Field(default=15, gt=0, description="Seconds between SLA scans")
+    inbox_retention_days: float = Field(
+        default=inbox.RETENTION / timedelta(days=1),
+        ge=1,
+        description="PLAZA_INBOX_RETENTION_DAYS: how long the router remembers an event it "
+        "handled (processed_events), to recognise a redelivery; older rows are deleted. Keep "
+        "it longer than the longest retention of any topic (dead letters: 30 days) plus "
+        "Kafka's segment roll (7 days): a redelivery from further back opens its request again",
+    )
+
+    def inbox_retention(self) -> timedelta:
+        return timedelta(days=self.inbox_retention_days)

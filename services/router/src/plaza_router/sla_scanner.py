@@ -1,5 +1,10 @@
 """The SLA scanner: finds requests past their acknowledgement or resolution deadline, records the
-breach, escalates them to city hall and counts them. One scanner works at a time (advisory lock)."""
+breach, escalates them to city hall and counts them. One scanner works at a time (advisory lock).
+
+Every `prune_interval` it also prunes the inbox (plaza.db.inbox): the rows older than
+`inbox_retention`, which no redelivery can need, a batch a transaction, so that the table stops
+growing with every event ever handled. Here because the scanner already runs periodically in
+every router process and in `make run`, and off the path of the batches a worker handles."""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from plaza import metrics
+from plaza.db import inbox
 from plaza.db.models import ServiceRequest
 from plaza.lifecycle import breach
 from plaza.requests import OPEN_STATUSES, WAITING
@@ -23,6 +29,15 @@ log = logging.getLogger(__name__)
 SCANNER_LOCK = 0x534C41  # "SLA"
 UNAVAILABLE_LOG_INTERVAL = 30.0
 """While the database is away, seconds between two lines saying so (a worker's retries too)."""
+PRUNE_INTERVAL = 600.0
+"""Seconds between two prunings of the inbox (a few thousand rows each at a busy city's pace)."""
+PRUNE_BATCH = 1000
+"""Inbox rows deleted in one transaction: its row locks are on old rows no one else touches,
+and it ends in milliseconds."""
+PRUNE_BATCHES = 50
+"""Transactions of pruning a round at most, so that a backlog (the first pruning of a table
+that grew for months) delays the round's SLA scan by seconds, not minutes: the next round goes
+on where this one stopped, without waiting for PRUNE_INTERVAL."""
 
 
 class SlaScanner:
@@ -32,11 +47,21 @@ class SlaScanner:
         *,
         interval: float = 15.0,
         batch: int = 500,
+        inbox_retention: timedelta = inbox.RETENTION,
+        prune_interval: float = PRUNE_INTERVAL,
+        prune_batch: int = PRUNE_BATCH,
+        prune_batches: int = PRUNE_BATCHES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._interval = interval
         self._batch = batch
+        self._inbox_retention = inbox_retention
+        self._prune_interval = prune_interval
+        self._prune_batch = prune_batch
+        self._prune_batches = prune_batches
+        self._pruned_at: float | None = None  # never yet: the first round prunes
+        self._prune_more = False  # the last pruning stopped at PRUNE_BATCHES
         self._clock = clock
         self._stop = asyncio.Event()
         self._away_since: float | None = None  # the first round the database was away
@@ -53,14 +78,19 @@ class SlaScanner:
                 await asyncio.wait_for(self._stop.wait(), self._interval)
 
     async def scan_round(self) -> None:
-        """One round of run(): a scan, whose failure is logged and tried again next round (a
-        breach found a round late beats a dead scanner)."""
+        """One round of run(): a scan, and the inbox's pruning when it is due. A failure is
+        logged and tried again (a breach found a round late beats a dead scanner)."""
+        if await self._scan():
+            await self._prune_if_due()
+
+    async def _scan(self) -> bool:
+        """Scans; False when the scan failed."""
         try:
             await self.scan_once(datetime.now(UTC))
         except Exception as exc:
             if not is_transient(exc):
                 log.exception("SLA scan failed")
-                return
+                return False
             # The database is away (restarting, failing over): no fault of the scanner's, and
             # a traceback every round buried the lines that said what happened. One line,
             # again every UNAVAILABLE_LOG_INTERVAL while it lasts.
@@ -69,7 +99,7 @@ class SlaScanner:
             if self._away_since is None:
                 self._away_since = self._away_logged_at = now
             elif now - self._away_logged_at < UNAVAILABLE_LOG_INTERVAL:
-                return
+                return False
             self._away_logged_at = now
             log.warning(
                 "SLA scan: the database is unavailable (%s: %s); scanning again every %gs "
@@ -80,7 +110,7 @@ class SlaScanner:
                 self._away_rounds,
                 now - self._away_since,
             )
-            return
+            return False
         if self._away_since is not None:
             log.info(
                 "SLA scan resumed: the database is back after %d failed rounds in %.0fs",
@@ -88,6 +118,57 @@ class SlaScanner:
                 self._clock() - self._away_since,
             )
             self._away_since, self._away_rounds = None, 0
+        return True
+
+    async def _prune_if_due(self) -> None:
+        now = self._clock()
+        if not (
+            self._prune_more
+            or self._pruned_at is None
+            or now - self._pruned_at >= self._prune_interval
+        ):
+            return
+        self._pruned_at = now  # a failed pruning waits for the next interval too
+        try:
+            await self.prune_inbox(datetime.now(UTC))
+        except Exception as exc:
+            self._prune_more = False
+            if is_transient(exc):  # the next scan says so, once
+                log.warning(
+                    "inbox pruning failed, the database is unavailable (%s: %s); again in %gs",
+                    type(exc).__name__,
+                    (str(exc).splitlines() or [""])[0],
+                    self._prune_interval,
+                )
+            else:
+                log.exception("inbox pruning failed")
+
+    async def prune_inbox(self, now: datetime) -> int:
+        """Deletes the inbox rows processed before `now` - inbox_retention, `prune_batch` a
+        transaction and at most `prune_batches` transactions (the next round goes on); returns
+        how many."""
+        before = now - self._inbox_retention
+        pruned = 0
+        self._prune_more = True
+        for _ in range(self._prune_batches):
+            if self._stop.is_set():
+                break
+            async with self._sessions.begin() as session:
+                deleted = await inbox.prune(session, before=before, limit=self._prune_batch)
+            inbox.PRUNED.inc(deleted)
+            pruned += deleted
+            if deleted < self._prune_batch:
+                self._prune_more = False
+                break
+        if pruned:
+            log.info(
+                "inbox: pruned %d events processed before %s (kept %g days)%s",
+                pruned,
+                before.isoformat(timespec="seconds"),
+                self._inbox_retention / timedelta(days=1),
+                "; more next round" if self._prune_more else "",
+            )
+        return pruned
 
     async def scan_once(self, now: datetime) -> int:
         """Records every breach due by `now`; returns how many it found."""

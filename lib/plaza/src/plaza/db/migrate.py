@@ -24,8 +24,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
 async def _run(url: str, migrate: Callable[[Config], None]) -> None:
     engine = create_async_engine(url)
     try:
-        async with engine.begin() as conn:
+        # Not begun here: Alembic begins the transaction, so that a migration can step out of
+        # it (autocommit_block, for CREATE INDEX CONCURRENTLY), and commits it.
+        async with engine.connect() as conn:
             await conn.run_sync(lambda c: migrate(alembic_config(c)))
+            await conn.commit()
     finally:
         await engine.dispose()
 

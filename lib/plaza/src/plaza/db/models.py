@@ -169,8 +169,9 @@ class ProcessedEvent(Base):
 
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Indexed for pruning (plaza.db.inbox.prune): rows older than any redelivery are deleted.
     processed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
+        DateTime(timezone=True), server_default=func.now(), index=True
     )
 
 
