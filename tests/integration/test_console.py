@@ -1,7 +1,8 @@
 """The web console in a real browser (Debian's chromium, driven by Playwright) against the gateway
 on a real port and the test PostgreSQL: signing in and out, a manager's queue and only hers, the
 actions through the forms (If-Match, 412, problem details), a citizen's HTML shown as text, a
-worker's actions, the CSP, and a phone's width. One browser for the module, a new context (fresh
+worker's actions, the CSP, a phone's width, and its languages (Catalan for Barcelona, Spanish for
+a Spanish town, the user's choice remembered). One browser for the module, a new context (fresh
 sessionStorage) per test; every test fails on a JavaScript error or a CSP violation."""
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from plaza.city.config import load_city_config
 from plaza.db.models import ReplyDelivery, ServiceRequest
+from plaza_api.app import create_app
 from plaza_api.auth import Role
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.infra import ROOT
 from tests.integration.api_helpers import PASSWORD, Server, gateway, new_key, new_user
 from tests.integration.lifecycle_helpers import as_event, classified, router
 
@@ -91,11 +95,14 @@ async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[C
         yield Console(server.url, sessions, api)
 
 
-@pytest.fixture
-async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    page = await context.new_page()
+async def in_english(context: BrowserContext) -> None:
+    """The console as an English-speaking user left it (the tests below name its English words;
+    Barcelona's console opens in Catalan otherwise)."""
+    await context.add_init_script("localStorage.setItem('plaza.console.language', 'en')")
+
+
+def watch(page: Page, console: Console) -> None:
+    """JavaScript errors, CSP violations and dialogs go to console.errors (the test fails)."""
     page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
     page.on(
         "console",
@@ -107,6 +114,15 @@ async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
         ),
     )
     page.on("dialog", lambda dialog: console.errors.append(f"a dialog opened: {dialog.message}"))
+
+
+@pytest.fixture
+async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    await in_english(context)
+    page = await context.new_page()
+    watch(page, console)
     yield page
     await context.close()
     assert console.errors == [], console.errors  # JavaScript errors, CSP violations, alerts
@@ -474,6 +490,7 @@ async def test_the_console_works_from_the_keyboard(page: Page, console: Console)
 
 async def test_the_console_fits_a_phones_width(browser: Browser, console: Console) -> None:
     context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    await in_english(context)
     page = await context.new_page()
     try:
         await sign_in(page, console, "maria")
@@ -490,6 +507,132 @@ async def test_the_console_fits_a_phones_width(browser: Browser, console: Consol
         assert await page.evaluate(width) <= 390
     finally:
         await context.close()
+
+
+async def test_the_console_speaks_catalan_for_barcelona_and_remembers_a_switch(
+    browser: Browser, console: Console
+) -> None:
+    """The city's language first, over the browser's (an English browser here); the switcher's
+    choice over both, after a reload too."""
+    context = await browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    watch(page, console)
+    try:
+        await page.goto(f"{console.url}/console/")
+        await expect(page.get_by_role("heading", name="Inicia la sessió")).to_be_visible()
+        assert await page.evaluate("document.documentElement.lang") == "ca"
+        await expect(page.get_by_role("link", name="Vés al contingut")).to_be_attached()
+        switcher = page.get_by_label("Idioma")
+        await expect(switcher).to_have_value("ca")
+
+        await switcher.select_option("es")
+        await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
+        await page.reload()
+        await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
+        await expect(page.get_by_label("Idioma")).to_have_value("es")
+        assert await page.evaluate("document.documentElement.lang") == "es"
+
+        # signed in, a switch redraws the page she is on, service names included
+        await page.get_by_label("Usuario").fill("maria")
+        await page.get_by_label("Contraseña", exact=True).fill(PASSWORD)
+        await page.get_by_role("button", name="Iniciar sesión", exact=True).click()
+        await expect(page.locator("#who")).to_contain_text("gerente de Gràcia")
+        await expect(page.locator("#queue-items li[data-id='1']")).to_contain_text(
+            "Alumbrado público"
+        )
+        await page.get_by_label("Idioma").select_option("en")
+        await expect(page.get_by_role("heading", name="Queue: Gràcia")).to_be_visible()
+        await expect(page.locator("#queue-items li[data-id='1']")).to_contain_text(
+            "Street lighting"
+        )
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        await page.reload()
+        await expect(page.get_by_role("heading", name="Queue: Gràcia")).to_be_visible()
+    finally:
+        await context.close()
+    assert console.errors == [], console.errors
+
+
+async def test_a_catalan_manager_acknowledges_assigns_and_resolves(
+    browser: Browser, console: Console
+) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    watch(page, console)
+    try:
+        await page.goto(f"{console.url}/console/")
+        await page.get_by_label("Nom d'usuari").fill("maria")
+        await page.get_by_label("Contrasenya", exact=True).fill(PASSWORD)
+        await page.get_by_role("button", name="Inicia la sessió", exact=True).click()
+        await expect(page.locator("#who")).to_contain_text("gerent de Gràcia")
+        await expect(page.get_by_role("heading", name="Cua: Gràcia")).to_be_visible()
+        item = page.locator("#queue-items li[data-id='1']")
+        await expect(item).to_contain_text("Enllumenat públic")  # Open311's Catalan name
+        await expect(item.locator(".status")).to_have_text("nova")
+        await expect(page.locator("#queue-meta")).to_contain_text("1 sol·licitud")
+        await item.locator("a").click()
+        await expect(page.get_by_role("heading", name="#1 Enllumenat públic")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Accions")).to_be_visible()
+
+        await page.get_by_role("button", name="Confirma", exact=True).click()
+        await expect(page.locator(".request .tags .status")).to_have_text("confirmada")
+        assign = page.locator("form[data-action='assign']")
+        await assign.get_by_label("Identificador públic del treballador").fill("jordi")
+        await assign.get_by_role("button", name="Assigna un treballador").click()
+        await expect(page.locator(".request .tags .status")).to_have_text("assignada")
+        resolve = page.locator("form[data-action='resolve']")
+        await resolve.get_by_label("Nota").fill("Fanal canviat")
+        await resolve.get_by_role("button", name="Resol").click()
+        await expect(page.locator(".request .tags .status")).to_have_text("resolta")
+        assert (await console.request("1"))["status"] == "resolved"
+        history = page.locator(".history > li")
+        await expect(history).to_have_count(4)
+        await expect(history.nth(3)).to_contain_text("Resol per user:maria")
+        # dates in Catalan, on the city's clock
+        reported = page.locator("dd time").first
+        await expect(reported).to_have_text(re.compile(r"^(dl|dt|dc|dj|dv|ds|dg)\.?,? \d+ de "))
+    finally:
+        await context.close()
+    assert console.errors == [], console.errors
+
+
+async def test_the_console_speaks_spanish_for_a_spanish_town(
+    browser: Browser, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Jun's city file says `language = "es"`: the console opens in Spanish, whatever the
+    browser prefers."""
+    jun = load_city_config(ROOT / "deploy/cities/jun.toml")
+    app = create_app(sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), jun)
+    async with Server(app) as server:
+        context = await browser.new_context(locale="ca-ES")
+        page = await context.new_page()
+        try:
+            await page.goto(f"{server.url}/console/")
+            await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
+            await expect(
+                page.get_by_text("Gerentes de distrito, trabajadores y el ayuntamiento de Jun.")
+            ).to_be_visible()
+            await expect(page.get_by_label("Idioma")).to_have_value("es")
+        finally:
+            await context.close()
+
+
+async def test_without_a_language_of_the_city_the_browsers_is_used(
+    browser: Browser, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A city whose council speaks a language the console lacks: the browser's, else English."""
+    city = load_city_config(ROOT / "deploy/cities/jun.toml")
+    city.council = replace(city.council, language="fr")
+    app = create_app(sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), city)
+    async with Server(app) as server:
+        for browser_locale, heading in (("ca-ES", "Inicia la sessió"), ("fr-FR", "Sign in")):
+            context = await browser.new_context(locale=browser_locale)
+            page = await context.new_page()
+            try:
+                await page.goto(f"{server.url}/console/")
+                await expect(page.get_by_role("heading", name=heading)).to_be_visible()
+            finally:
+                await context.close()
 
 
 def test_a_missing_chromium_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
     "dom.js": "text/javascript; charset=utf-8",
+    "i18n.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }
@@ -107,6 +108,7 @@ async def test_city_json_names_the_queues_districts_and_barris(
     queues = {q["code"]: q["name"] for q in city["queues"]}
     assert queues["06"] == "Gràcia" and "triage" in queues and "city-hall" in queues
     assert len(city["barris"]) == 73
+    assert city["council"] == {"language": "ca"}  # the console opens in Catalan
 
 
 async def test_city_json_gives_the_city_files_time_zone() -> None:
@@ -120,6 +122,7 @@ async def test_city_json_gives_the_city_files_time_zone() -> None:
         answer = (await gateway.get("/console/city.json")).json()
     await engine.dispose()
     assert (answer["name"], answer["time_zone"]) == ("Jun", "Atlantic/Canary")
+    assert answer["council"] == {"language": "es"}  # the console opens in Spanish there
 
 
 def test_no_script_turns_text_into_markup() -> None:
@@ -154,3 +157,66 @@ def test_the_console_is_in_the_built_wheel(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in FILES:
         assert f"plaza_api/console/{name}" in names, name
+
+
+def translation_tables() -> dict[str, dict[str, str]]:
+    """i18n.js's tables, read as the JS object literals they are: one `"key": "text",` a line."""
+    source = (CONSOLE_DIR / "i18n.js").read_text()
+    tables: dict[str, dict[str, str]] = {}
+    for name, body in re.findall(r"^const (\w\w) = \{\n(.*?)^\};", source, re.M | re.S):
+        entries = re.findall(r'^  "([\w.]+)": "((?:[^"\\]|\\.)*)",$', body, re.M)
+        assert len(entries) == body.count("\n"), f"i18n.js's {name}: a line is not a plain entry"
+        tables[name] = dict(entries)
+    return tables
+
+
+def test_every_word_of_the_console_is_in_catalan_spanish_and_english() -> None:
+    tables = translation_tables()
+    assert sorted(tables) == ["ca", "en", "es"]
+    for language, table in tables.items():
+        assert table.keys() == tables["en"].keys(), (
+            language,
+            sorted(table.keys() ^ tables["en"].keys()),
+        )
+        for key, text in table.items():
+            assert text.strip(" ·:") or key == "action.allowedNone", (language, key)
+            # the same {placeholders} as English's: a missing one would show as a raw {name}
+            placeholders = set(re.findall(r"\{(\w+)\}", text))
+            assert placeholders == set(re.findall(r"\{(\w+)\}", tables["en"][key])), (
+                language,
+                key,
+            )
+
+
+def test_the_console_looks_up_only_words_the_tables_have() -> None:
+    """Every t("key") and plural("key", n) in the scripts, and every data-i18n in the page, is
+    a key of the tables; a key built from data (t(`status.${s}`)) has keys under its prefix."""
+    keys = translation_tables()["en"].keys()
+    used: set[str] = set()
+    prefixes: set[str] = set()
+    for script in CONSOLE_DIR.glob("*.js"):
+        code = script.read_text()
+        used |= set(re.findall(r'\bt\("([^"]+)"', code))
+        used |= {
+            f"{key}.{form}"
+            for key in re.findall(r'\bplural\("([^"]+)"', code)
+            for form in ("one", "other")
+        }
+        prefixes |= set(re.findall(r"\b(?:t|has)\(`([\w.]+)\$\{", code))
+    html = (CONSOLE_DIR / "index.html").read_text()
+    used |= set(re.findall(r'data-i18n(?:-label)?="([^"]+)"', html))
+    assert len(used) > 150 and prefixes  # the patterns still find the calls
+    assert not used - keys, sorted(used - keys)
+    for prefix in prefixes:
+        assert any(key.startswith(prefix) for key in keys), prefix
+    app = (CONSOLE_DIR / "app.js").read_text()
+    statuses = re.search(r"const STATUSES = \[(.*?)\];", app, re.S)
+    assert statuses
+    for status in re.findall(r'"(\w+)"', statuses.group(1)):
+        assert f"status.{status}" in keys, status
+    actions = re.search(r"const ACTION_FIELDS = \{(.*?)\};", app, re.S)
+    assert actions
+    for action, fields in re.findall(r"^  (\w+): \[(.*?)\],$", actions.group(1), re.M):
+        assert f"action.{action}" in keys, action
+        for name in re.findall(r'"(\w+)"', fields):
+            assert f"field.{name}" in keys, name

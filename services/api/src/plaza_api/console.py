@@ -100,7 +100,7 @@ async def console_index(request: Request) -> Response:
 
 @router.api_route(f"{PREFIX}/city.json", methods=["GET", "HEAD"])
 async def console_city(request: Request) -> Response:
-    """What the console names: the city, its time zone, the queues a manager may have (with
+    """What the console names: the city, its council's language, its time zone, the queues a manager may have (with
     city hall's), the districts and the barris. Public: it is the city's map, not its data."""
     city: City = request.app.state.city
     routing: RoutingTable = request.app.state.routing
@@ -115,6 +115,8 @@ async def console_city(request: Request) -> Response:
     queues.append({"code": CITY_HALL_QUEUE, "name": "City hall (escalated)"})
     body = {
         "name": city.name,
+        # the console opens in the council's language when it has it (README "The web console")
+        "council": {"language": city.council.language},
         # due times are shown on the city's clock, whatever the manager's device is set to
         "time_zone": city.council.time_zone,
         "queues": queues,

@@ -2,6 +2,8 @@
 // `Authorization: Bearer` (never in a URL), JSON in and out, and every error as an ApiError
 // carrying the problem+json's detail, which the page shows where the user acted.
 
+import { t } from "./i18n.js";
+
 const TOKEN_KEY = "plaza.console.token";
 
 export class ApiError extends Error {
@@ -11,7 +13,7 @@ export class ApiError extends Error {
         ? problem.detail
         : problem && problem.detail !== undefined
           ? JSON.stringify(problem.detail)
-          : `the gateway answered ${status} without saying why`;
+          : t("api.noReason", { status });
     super(detail);
     this.status = status;
     this.problem = problem || {};
@@ -47,7 +49,7 @@ export async function call(path, { method = "GET", body, form, ifMatch, auth = t
   if (auth) {
     const token = credential.get();
     if (!token) {
-      const error = new ApiError(401, { detail: "you are not signed in" });
+      const error = new ApiError(401, { detail: t("api.notSignedIn") });
       unauthorized(error);
       throw error;
     }
@@ -64,7 +66,7 @@ export async function call(path, { method = "GET", body, form, ifMatch, auth = t
   try {
     response = await fetch(path, init);
   } catch (error) {
-    throw new ApiError(0, { detail: `the gateway cannot be reached (${error.message})` });
+    throw new ApiError(0, { detail: t("api.unreachable", { message: error.message }) });
   }
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json().catch(() => null) : null;

@@ -4,6 +4,7 @@
 
 import { ApiError, call, credential, onUnauthorized, query } from "./api.js";
 import { announce, append, h, replace, safeUrl } from "./dom.js";
+import { LANGUAGES, chooseLanguage, has, language, locale, plural, setLanguage, t, translatePage } from "./i18n.js";
 
 const PAGE = 50;
 const REFRESH_SECONDS = 30;
@@ -15,24 +16,17 @@ const FILTERS = ["status", "service_code", "urgency", "overdue", "escalated", "a
 const WAITING = new Set(["new", "transferred", "reopened"]); // nobody has acknowledged it yet
 const OPEN = new Set([...WAITING, "acknowledged", "assigned", "in_progress"]);
 // What each action asks for (README "The life of a request"); the API checks it and says why not.
-const ACTION_FORMS = {
-  acknowledge: { label: "Acknowledge", fields: [] },
-  assign: { label: "Assign a worker", fields: ["worker"] },
-  start: { label: "Start work", fields: [] },
-  resolve: { label: "Resolve", fields: ["note", "photo_url"] },
-  close: { label: "Close", fields: [] },
-  reopen: { label: "Reopen", fields: ["note"] },
-  transfer: { label: "Transfer", fields: ["note", "district_code", "agency"] },
-  mark_duplicate: { label: "Mark as duplicate", fields: ["duplicate_of"] },
-  not_responsible: { label: "Not the city's responsibility", fields: ["note"] },
-};
-const FIELD_LABELS = {
-  worker: "Worker's public handle (e.g. @jordi)",
-  note: "Note (public: the citizen sees it)",
-  photo_url: "Photo of the fix (public https URL)",
-  district_code: "To district",
-  agency: "Or to team (agency)",
-  duplicate_of: "Duplicate of request number",
+// Each one's label is i18n.js's action.<name>, each field's field.<name>.
+const ACTION_FIELDS = {
+  acknowledge: [],
+  assign: ["worker"],
+  start: [],
+  resolve: ["note", "photo_url"],
+  close: [],
+  reopen: ["note"],
+  transfer: ["note", "district_code", "agency"],
+  mark_duplicate: ["duplicate_of"],
+  not_responsible: ["note"],
 };
 
 const state = {
@@ -54,17 +48,20 @@ onUnauthorized((error) => {
   const wasIn = state.me !== null;
   credential.clear();
   state.me = null;
-  showSignIn(wasIn ? `Your session has ended (${error.detail}). Sign in again.` : `Not signed in: ${error.detail}.`);
+  showSignIn(wasIn ? t("signin.ended", { detail: error.detail }) : t("signin.notSignedIn", { detail: error.detail }));
 });
 
 async function start() {
   document.getElementById("sign-out").addEventListener("click", signOut);
+  document.getElementById("language").addEventListener("change", (event) => switchLanguage(event.currentTarget.value));
   // only the console's own routes (#/...): the skip link's #main moves the focus, nothing else
   window.addEventListener("hashchange", () => location.hash.startsWith("#/") && route());
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && state.queue && currentView() === "queue") refreshQueue();
   });
   await loadCity();
+  useLanguage(chooseLanguage(state.city.council?.language));
+  await loadServices();
   if (!credential.get()) {
     showSignIn();
     return;
@@ -78,16 +75,45 @@ async function start() {
 
 async function loadCity() {
   try {
-    const [city, services] = await Promise.all([
-      call("city.json", { auth: false }),
-      call("/open311/v2/services.json", { auth: false }),
-    ]);
-    state.city = city.data;
-    for (const service of services.data) state.services[service.service_code] = service.service_name;
+    state.city = (await call("city.json", { auth: false })).data;
   } catch (error) {
     // the console still works with codes and UTC-free local times; say what is missing
     console.warn("the city's names could not be read", error);
   }
+}
+
+/** The services' names in the console's language (Open311 gives them in ca, es and en). */
+async function loadServices() {
+  try {
+    const { data } = await call(`/open311/v2/services.json${query({ lang: language() })}`, { auth: false });
+    state.services = Object.fromEntries(data.map((service) => [service.service_code, service.service_name]));
+  } catch (error) {
+    console.warn("the services' names could not be read", error);
+  }
+}
+
+/** Sets the page's language: its static words, the switcher, the locale of dates. */
+function useLanguage(code, remember = false) {
+  setLanguage(code, remember);
+  translatePage();
+  const select = document.getElementById("language");
+  if (!select.options.length) {
+    for (const [value, name] of Object.entries(LANGUAGES)) select.append(h("option", { value, lang: value }, name));
+  }
+  select.value = code;
+}
+
+/** The user's choice in the top bar: remembered, and the page she is on drawn again in it. */
+async function switchLanguage(code) {
+  useLanguage(code, true);
+  await loadServices();
+  if (!state.me) {
+    showSignIn();
+    return;
+  }
+  showWho();
+  route();
+  announce(LANGUAGES[code]);
 }
 
 function showSignIn(message, kind = "error") {
@@ -97,20 +123,20 @@ function showSignIn(message, kind = "error") {
   const userForm = h(
     "form",
     { method: "post", class: "card stack", "aria-labelledby": "sign-in-title", onsubmit: passwordSignIn },
-    h("h1", { id: "sign-in-title", tabindex: "-1" }, "Sign in"),
-    h("p", { class: "muted" }, `District managers, workers and city hall of ${state.city.name || "the city"}.`),
-    field("Username", h("input", { name: "username", autocomplete: "username", required: true, autocapitalize: "none", spellcheck: "false" })),
-    field("Password", h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
-    h("button", { type: "submit", class: "primary" }, "Sign in"),
+    h("h1", { id: "sign-in-title", tabindex: "-1" }, t("signin.title")),
+    h("p", { class: "muted" }, t("signin.who", { city: state.city.name || t("signin.theCity") })),
+    field(t("signin.username"), h("input", { name: "username", autocomplete: "username", required: true, autocapitalize: "none", spellcheck: "false" })),
+    field(t("signin.password"), h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
+    h("button", { type: "submit", class: "primary" }, t("signin.submit")),
     h(
       "details",
       {},
-      h("summary", {}, "Use an API key instead"),
+      h("summary", {}, t("signin.useKey")),
       h(
         "div",
         { class: "stack" },
-        field("API key (plz_…)", h("input", { name: "key", type: "password", autocomplete: "off", spellcheck: "false" })),
-        h("button", { type: "button", onclick: keySignIn }, "Sign in with the key"),
+        field(t("signin.key"), h("input", { name: "key", type: "password", autocomplete: "off", spellcheck: "false" })),
+        h("button", { type: "button", onclick: keySignIn }, t("signin.withKey")),
       ),
     ),
     error,
@@ -146,7 +172,7 @@ async function keySignIn(event) {
   error.textContent = "";
   const key = form.elements.key.value.trim();
   if (!key) {
-    error.textContent = "Paste an API key first.";
+    error.textContent = t("signin.pasteKey");
     return;
   }
   credential.set(key);
@@ -165,16 +191,19 @@ async function signedIn() {
   if (!["worker", "manager", "city_hall", "admin"].includes(me.role)) {
     credential.clear();
     throw new ApiError(403, {
-      detail: `the console is for staff (workers, managers, city hall); this key's role is ${me.role}`,
+      detail: t("signin.notStaff", { role: me.role }),
     });
   }
   state.me = me;
-  const who = document.getElementById("who");
-  replace(who, h("strong", {}, me.name), ` · ${roleLabel(me)}`);
+  showWho();
   document.getElementById("session").hidden = false;
   document.getElementById("nav-replies").hidden = me.role === "worker"; // /replies is not theirs
-  announce(`Signed in as ${me.name}`);
+  announce(t("signin.signedInAs", { name: me.name }));
   route();
+}
+
+function showWho() {
+  replace(document.getElementById("who"), h("strong", {}, state.me.name), ` · ${roleLabel(state.me)}`);
 }
 
 function signOut() {
@@ -182,13 +211,13 @@ function signOut() {
   state.me = null;
   state.queue = null;
   history.replaceState(null, "", "#/");
-  showSignIn("You have signed out.", "info");
+  showSignIn(t("signin.signedOut"), "info");
 }
 
 function roleLabel(me) {
-  if (me.role === "worker") return `worker ${me.worker_handle}`;
-  if (me.role === "manager") return `manager of ${me.scopes.map(queueName).join(", ")}`;
-  return me.role === "city_hall" ? "city hall" : "admin";
+  if (me.role === "worker") return t("role.worker", { handle: me.worker_handle });
+  if (me.role === "manager") return t("role.manager", { queues: me.scopes.map(queueName).join(", ") });
+  return me.role === "city_hall" ? t("role.cityHall") : t("role.admin");
 }
 
 // --- routes ---------------------------------------------------------------------------------
@@ -231,10 +260,13 @@ function route() {
 function myQueues() {
   const me = state.me;
   if (me.role === "manager") return me.scopes.map((code) => ({ code, name: queueName(code) }));
-  return state.city.queues;
+  return state.city.queues.map((q) => ({ code: q.code, name: queueName(q.code) }));
 }
 
+/** A queue's name: triage's and city hall's are the console's words, the others the city's. */
 function queueName(code) {
+  if (code === "triage") return t("queue.triage");
+  if (code === "city-hall") return t("queue.cityHall");
   return state.city.queues.find((q) => q.code === code)?.name || code;
 }
 
@@ -248,12 +280,12 @@ async function showQueue(code, filters) {
   const same = state.queue && state.queue.code === code && sameFilters(state.queue.filters, filters);
   if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null, selected: new Set() };
   const q = state.queue;
-  const title = code === "assignments" ? "Your assignments" : `Queue: ${queueName(code)}`;
+  const title = code === "assignments" ? t("queue.assignments") : t("queue.title", { name: queueName(code) });
   const list = h("ol", { class: "items", id: "queue-items", "aria-live": "off" });
-  const more = h("button", { type: "button", id: "load-more", hidden: true, onclick: loadMore }, "Load more");
+  const more = h("button", { type: "button", id: "load-more", hidden: true, onclick: loadMore }, t("queue.loadMore"));
   const meta = h("p", { class: "muted", id: "queue-meta" });
   const error = h("p", { class: "error", role: "alert", id: "queue-error" });
-  const refresh = h("button", { type: "button", id: "refresh", onclick: () => refreshQueue(true) }, "Refresh");
+  const refresh = h("button", { type: "button", id: "refresh", onclick: () => refreshQueue(true) }, t("queue.refresh"));
   replace(
     main(),
     h(
@@ -273,7 +305,7 @@ async function showQueue(code, filters) {
     renderItems();
     refreshQueue();
   } else {
-    list.append(h("li", { class: "loading" }, "Loading…"));
+    list.append(h("li", { class: "loading" }, t("queue.loading")));
     await loadPage(false);
   }
   startTimer();
@@ -290,7 +322,7 @@ function filterBox(code, filters) {
   return h(
     "details",
     { class: "filter-box", open: active || wide },
-    h("summary", {}, active ? "Filters (some in force)" : "Filters and other queues"),
+    h("summary", {}, active ? t("filters.summaryActive") : t("filters.summary")),
     filterForm(code, filters),
   );
 }
@@ -310,23 +342,23 @@ function filterForm(code, filters) {
     );
   return h(
     "form",
-    { class: "filters", method: "post", "aria-label": "Filters", onsubmit: applyFilters },
-    choose("queue", "Queue", queues.map((q) => [q.code, q.name]), code),
+    { class: "filters", method: "post", "aria-label": t("filters.label"), onsubmit: applyFilters },
+    choose("queue", t("filters.queue"), queues.map((q) => [q.code, q.name]), code),
     h(
       "fieldset",
       { class: "statuses" },
-      h("legend", {}, "Status (none ticked: every open one)"),
+      h("legend", {}, t("filters.statuses")),
       STATUSES.map((s) =>
-        h("label", { class: "check" }, h("input", { type: "checkbox", name: "status", value: s, checked: selected.has(s) }), ` ${s.replace("_", " ")}`),
+        h("label", { class: "check" }, h("input", { type: "checkbox", name: "status", value: s, checked: selected.has(s) }), ` ${statusName(s)}`),
       ),
     ),
-    choose("service_code", "Service", [["", "Any service"], ...serviceOptions], filters.service_code),
-    choose("urgency", "Urgency", [["", "Any"], ["urgent", "Urgent"], ["normal", "Normal"]], filters.urgency),
-    choose("overdue", "Overdue", [["", "Any"], ["true", "Overdue only"], ["false", "Not overdue"]], filters.overdue),
-    choose("escalated", "Escalated", [["", "Any"], ["true", "Escalated only"], ["false", "Not escalated"]], filters.escalated),
-    field("Assigned worker", h("input", { name: "assigned_worker", value: filters.assigned_worker || "", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" })),
-    choose("sort", "Order", [["", "Earliest due first"], ["-due", "Latest due first"]], filters.sort),
-    h("div", { class: "actions-row" }, h("button", { type: "submit", class: "primary" }, "Apply filters")),
+    choose("service_code", t("filters.service"), [["", t("filters.anyService")], ...serviceOptions], filters.service_code),
+    choose("urgency", t("filters.urgency"), [["", t("filters.any")], ["urgent", capital(t("urgency.urgent"))], ["normal", capital(t("urgency.normal"))]], filters.urgency),
+    choose("overdue", t("filters.overdue"), [["", t("filters.any")], ["true", t("filters.overdueOnly")], ["false", t("filters.notOverdue")]], filters.overdue),
+    choose("escalated", t("filters.escalated"), [["", t("filters.any")], ["true", t("filters.escalatedOnly")], ["false", t("filters.notEscalated")]], filters.escalated),
+    field(t("filters.worker"), h("input", { name: "assigned_worker", value: filters.assigned_worker || "", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" })),
+    choose("sort", t("filters.order"), [["", t("filters.earliest")], ["-due", t("filters.latest")]], filters.sort),
+    h("div", { class: "actions-row" }, h("button", { type: "submit", class: "primary" }, t("filters.apply"))),
   );
 }
 
@@ -371,7 +403,7 @@ async function loadPage(append_) {
 async function loadMore(event) {
   await busy(event.currentTarget, () => loadPage(true));
   const items = document.querySelectorAll("#queue-items > li a");
-  announce(`${state.queue.items.length} requests shown`);
+  announce(plural("queue.shown", state.queue.items.length));
   items[Math.max(0, state.queue.items.length - 1)]?.focus({ preventScroll: true });
 }
 
@@ -393,7 +425,7 @@ async function refreshQueue(asked = false) {
     renderItems();
     window.scrollTo(0, scroll);
     if (focused) document.querySelector(`#queue-items li[data-id="${CSS.escape(focused)}"] a`)?.focus({ preventScroll: true });
-    if (asked) announce("Queue refreshed");
+    if (asked) announce(t("queue.refreshed"));
   } catch (failure) {
     if (failure.status !== 401) error.textContent = failure.detail;
   }
@@ -404,7 +436,7 @@ function renderItems() {
   const list = document.getElementById("queue-items");
   if (!list) return;
   if (!q.items.length) {
-    replace(list, h("li", { class: "empty" }, q.code === "assignments" ? "Nothing is assigned to you. Well done." : "No request matches: the queue is clear."));
+    replace(list, h("li", { class: "empty" }, q.code === "assignments" ? t("queue.noAssignments") : t("queue.clear")));
   } else {
     replace(list, q.items.map(queueItem));
   }
@@ -413,9 +445,9 @@ function renderItems() {
   countSelected();
   replace(
     document.getElementById("queue-meta"),
-    `${q.items.length} request${q.items.length === 1 ? "" : "s"} shown${q.next ? " (more below)" : ""} · updated `,
+    plural("queue.shown", q.items.length) + (q.next ? t("queue.moreBelow") : "") + t("queue.updated"),
     h("time", { datetime: q.loadedAt.toISOString() }, clock(q.loadedAt)),
-    ` · refreshes every ${REFRESH_SECONDS} s · times in ${state.city.time_zone}`,
+    t("queue.refreshes", { seconds: REFRESH_SECONDS, zone: state.city.time_zone }),
   );
 }
 
@@ -429,7 +461,7 @@ function queueItem(item) {
       : h("input", {
           type: "checkbox",
           class: "pick",
-          "aria-label": `Select request #${id}`,
+          "aria-label": t("queue.select", { id }),
           checked: q.selected.has(id),
           onchange: (event) => {
             if (event.currentTarget.checked) q.selected.add(id);
@@ -449,13 +481,13 @@ function queueItem(item) {
       h("strong", {}, serviceName(item.service_code)),
     ),
     h("p", { class: "desc" }, clip(item.description, 240)),
-    h("p", { class: "tags" }, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, "urgent") : null, flags.map(flagTag)),
+    h("p", { class: "tags" }, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     h(
       "dl",
       { class: "due" },
-      h("dt", {}, "Acknowledge by"),
+      h("dt", {}, t("due.ack")),
       h("dd", {}, when(item.ack_due_at)),
-      h("dt", {}, "Resolve by"),
+      h("dt", {}, t("due.resolve")),
       h("dd", {}, when(item.expected_datetime)),
     ),
     h(
@@ -463,9 +495,9 @@ function queueItem(item) {
       { class: "muted small" },
       [
         placeName(item),
-        item.assigned_worker ? `worker ${item.assigned_worker}` : null,
-        item.reporters_count > 1 ? `${item.reporters_count} neighbours` : null,
-        `by ${item.author_handle}`,
+        item.assigned_worker ? t("queue.worker", { handle: item.assigned_worker }) : null,
+        item.reporters_count > 1 ? t("queue.neighbours", { n: item.reporters_count }) : null,
+        t("queue.by", { handle: item.author_handle }),
       ].filter(Boolean).join(" · "),
     ),
   );
@@ -483,7 +515,7 @@ function bulkForm() {
     const ids = [...q.selected].slice(0, 100).map(Number);
     if (!ids.length) {
       result.className = "error";
-      result.textContent = "Select requests first (the box by each one).";
+      result.textContent = t("bulk.selectFirst");
       return;
     }
     await busy(form, async () => {
@@ -491,7 +523,7 @@ function bulkForm() {
         const { data } = await call(`/api/v1/requests/actions/${action}`, { method: "POST", body: { ...body(form), service_request_ids: ids } });
         const refused = data.results.filter((r) => r.status !== 200);
         result.className = refused.length ? "error" : "info";
-        append(result, [`${data.succeeded} done, ${data.failed} refused.`, refused.map((r) => ` #${r.service_request_id}: ${r.detail} (${r.status}).`)]);
+        append(result, [t("bulk.result", { done: data.succeeded, refused: data.failed }), refused.map((r) => ` #${r.service_request_id}: ${r.detail} (${r.status}).`)]);
         q.selected.clear();
         await refreshQueue();
         countSelected();
@@ -504,12 +536,12 @@ function bulkForm() {
   };
   return h(
     "form",
-    { class: "bulk", id: "bulk", method: "post", "aria-label": "Act on the selected requests", onsubmit: (event) => event.preventDefault() },
-    h("p", { id: "bulk-count", class: "muted" }, "None selected"),
-    h("button", { type: "button", onclick: send("acknowledge", () => ({})) }, "Acknowledge selected"),
-    h("label", { for: workerId }, "Worker"),
+    { class: "bulk", id: "bulk", method: "post", "aria-label": t("bulk.label"), onsubmit: (event) => event.preventDefault() },
+    h("p", { id: "bulk-count", class: "muted" }, t("bulk.none")),
+    h("button", { type: "button", onclick: send("acknowledge", () => ({})) }, t("bulk.acknowledge")),
+    h("label", { for: workerId }, t("bulk.worker")),
     h("input", { id: workerId, name: "worker", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" }),
-    h("button", { type: "button", onclick: send("assign", (form) => ({ worker: form.elements.worker.value.trim() })) }, "Assign selected"),
+    h("button", { type: "button", onclick: send("assign", (form) => ({ worker: form.elements.worker.value.trim() })) }, t("bulk.assign")),
     result,
   );
 }
@@ -517,7 +549,7 @@ function bulkForm() {
 function countSelected() {
   const count = document.getElementById("bulk-count");
   const n = state.queue?.selected.size || 0;
-  if (count) count.textContent = n ? `${n} selected${n > 100 ? " (the first 100 are sent)" : ""}` : "None selected";
+  if (count) count.textContent = n ? t("bulk.count", { n }) + (n > 100 ? t("bulk.first100") : "") : t("bulk.none");
 }
 
 /** What is late about a request: its acknowledge-by time passed with nobody acknowledging it,
@@ -526,20 +558,23 @@ function flagsOf(item) {
   const now = Date.now();
   const flags = [];
   const open = OPEN.has(item.status);
-  if (open && WAITING.has(item.status) && item.ack_due_at && Date.parse(item.ack_due_at) < now) flags.push(["ack-late", "Acknowledge late"]);
-  if (open && item.expected_datetime && Date.parse(item.expected_datetime) < now) flags.push(["overdue", "Overdue"]);
-  else if (item.overdue && !flags.length) flags.push(["overdue", "Overdue"]);
-  if (item.escalated) flags.push(["escalated", "Escalated"]);
+  if (open && WAITING.has(item.status) && item.ack_due_at && Date.parse(item.ack_due_at) < now) flags.push(["ack-late", t("flag.ackLate")]);
+  if (open && item.expected_datetime && Date.parse(item.expected_datetime) < now) flags.push(["overdue", t("flag.overdue")]);
+  else if (item.overdue && !flags.length) flags.push(["overdue", t("flag.overdue")]);
+  if (item.escalated) flags.push(["escalated", t("flag.escalated")]);
   return flags;
 }
 
 const flagTag = ([kind, text]) => h("span", { class: `tag flag ${kind}` }, text);
-const statusTag = (status) => h("span", { class: `tag status s-${status}` }, status.replace("_", " "));
+const statusTag = (status) => h("span", { class: `tag status s-${status}` }, statusName(status));
+const statusName = (status) => (has(`status.${status}`) ? t(`status.${status}`) : status.replaceAll("_", " "));
+const deliveryState = (which) => (has(`delivery.${which}`) ? t(`delivery.${which}`) : which);
+const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
 function placeName(item) {
   const barri = state.city.barris[item.barri_code || ""];
   const district = state.city.districts[item.district_code || ""];
-  return [barri, district].filter(Boolean).join(", ") || (item.queue === "triage" ? "no district found" : item.district_code || "");
+  return [barri, district].filter(Boolean).join(", ") || (item.queue === "triage" ? t("queue.noDistrict") : item.district_code || "");
 }
 
 function startTimer() {
@@ -559,7 +594,7 @@ function stopTimer() {
 /** The public replies' deliveries to the social platforms: those that failed for good wait for
  * a retry here. */
 async function showReplies(which) {
-  const list = h("ol", { class: "items", id: "delivery-items" }, h("li", { class: "loading" }, "Loading…"));
+  const list = h("ol", { class: "items", id: "delivery-items" }, h("li", { class: "loading" }, t("queue.loading")));
   const error = h("p", { class: "error", role: "alert", id: "replies-error" });
   const stateId = nextId("state");
   replace(
@@ -567,25 +602,25 @@ async function showReplies(which) {
     h(
       "section",
       { class: "deliveries", "aria-labelledby": "replies-title" },
-      h("div", { class: "heading" }, h("h1", { id: "replies-title", tabindex: "-1" }, "Public replies on their way")),
+      h("div", { class: "heading" }, h("h1", { id: "replies-title", tabindex: "-1" }, t("replies.title"))),
       h(
         "form",
         { method: "post", class: "inline", onsubmit: (event) => event.preventDefault() },
-        h("label", { for: stateId }, "Show"),
+        h("label", { for: stateId }, t("replies.show")),
         h(
           "select",
           { id: stateId, onchange: (event) => { location.hash = `#/replies?state=${event.currentTarget.value}`; } },
-          [["failed", "Failed (waiting for a retry)"], ["pending", "Pending"], ["sending", "Sending"], ["posted", "Posted"], ["", "All"]].map(([v, text]) => h("option", { value: v, selected: v === which }, text)),
+          [["failed", t("replies.failed")], ["pending", t("replies.pending")], ["sending", t("replies.sending")], ["posted", t("replies.posted")], ["", t("replies.all")]].map(([v, text]) => h("option", { value: v, selected: v === which }, text)),
         ),
       ),
       error,
       list,
     ),
   );
-  document.title = "Replies · Plaza";
+  document.title = `${t("replies.pageTitle")} · Plaza`;
   try {
     const { data } = await call(`/api/v1/replies${query({ state: which, limit: 200 })}`);
-    replace(list, data.length ? data.map(delivery) : h("li", { class: "empty" }, which === "failed" ? "No reply failed: every one went out or is on its way." : "None."));
+    replace(list, data.length ? data.map(delivery) : h("li", { class: "empty" }, which === "failed" ? t("replies.noneFailed") : t("replies.none")));
   } catch (failure) {
     if (failure.status === 401) return;
     replace(list);
@@ -595,7 +630,7 @@ async function showReplies(which) {
 
 function delivery(d) {
   const error = h("p", { class: "error", role: "alert" });
-  const status = h("span", { class: `tag status s-${d.state}` }, d.state);
+  const status = h("span", { class: `tag status s-${d.state}` }, deliveryState(d.state));
   const retry =
     d.state === "failed"
       ? h("form", {
@@ -603,21 +638,21 @@ function delivery(d) {
           class: "inline",
           onsubmit: (event) =>
             submit(event, error, () => call(`/api/v1/replies/${encodeURIComponent(d.reply_id)}/retry`, { method: "POST" }), (result) => {
-              status.textContent = result.data.state;
+              status.textContent = deliveryState(result.data.state);
               event.target.remove();
-              announce("The reply will be sent again");
+              announce(t("replies.retried"));
             }),
-        }, h("button", { type: "submit" }, "Retry"), error)
+        }, h("button", { type: "submit" }, t("replies.retry")), error)
       : null;
   return h(
     "li",
     { class: "item", "data-reply": d.reply_id },
-    h("h2", {}, d.service_request_id ? h("a", { href: `#/request/${d.service_request_id}` }, `Request #${d.service_request_id}`) : "No request", ` · ${d.platform} · ${d.kind}`),
-    h("p", { class: "tags" }, status, h("span", { class: "tag" }, `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`)),
+    h("h2", {}, d.service_request_id ? h("a", { href: `#/request/${d.service_request_id}` }, t("replies.request", { id: d.service_request_id })) : t("replies.noRequest"), ` · ${d.platform} · ${d.kind}`),
+    h("p", { class: "tags" }, status, h("span", { class: "tag" }, plural("replies.attempts", d.attempts))),
     h("p", { class: "text" }, d.text),
-    d.last_error ? h("p", { class: "small" }, `Last error: ${d.last_error}`) : null,
-    d.public_url ? h("p", { class: "small" }, externalLink(d.public_url, "The reply on its platform")) : null,
-    h("p", { class: "muted small" }, "Updated ", when(d.updated_at)),
+    d.last_error ? h("p", { class: "small" }, t("replies.lastError", { error: d.last_error })) : null,
+    d.public_url ? h("p", { class: "small" }, externalLink(d.public_url, t("replies.onPlatform"))) : null,
+    h("p", { class: "muted small" }, t("replies.updated"), when(d.updated_at)),
     retry,
   );
 }
@@ -627,10 +662,10 @@ function delivery(d) {
 async function showRequest(id, notice) {
   state.requestId = id;
   const back = state.queue ? `#/queue/${encodeURIComponent(state.queue.code)}${query(state.queue.filters)}` : "#/";
-  const page = h("article", { class: "request", "aria-labelledby": "request-title" }, h("p", { class: "loading" }, `Loading request #${id}…`));
+  const page = h("article", { class: "request", "aria-labelledby": "request-title" }, h("p", { class: "loading" }, t("request.loading", { id })));
   replace(
     main(),
-    h("nav", { class: "crumbs", "aria-label": "Back" }, h("a", { href: state.me.role === "worker" ? "#/" : back }, "← Back to the queue")),
+    h("nav", { class: "crumbs", "aria-label": t("request.backLabel") }, h("a", { href: state.me.role === "worker" ? "#/" : back }, t("request.back"))),
     page,
   );
   try {
@@ -642,7 +677,7 @@ async function showRequest(id, notice) {
     renderRequest(page, data, etag, events, notice);
   } catch (failure) {
     if (failure.status === 401) return;
-    replace(page, h("h1", { id: "request-title", tabindex: "-1" }, `Request #${id}`), h("p", { class: "error", role: "alert" }, failure.detail));
+    replace(page, h("h1", { id: "request-title", tabindex: "-1" }, t("request.title", { id })), h("p", { class: "error", role: "alert" }, failure.detail));
     page.querySelector("h1").focus();
   }
 }
@@ -656,19 +691,19 @@ function renderRequest(page, r, etag, events, notice) {
       "header",
       { class: "heading" },
       h("h1", { id: "request-title", tabindex: "-1" }, `#${r.service_request_id} ${serviceName(r.service_code)}`),
-      h("button", { type: "button", id: "reload", onclick: () => showRequest(r.service_request_id) }, "Refresh"),
+      h("button", { type: "button", id: "reload", onclick: () => showRequest(r.service_request_id) }, t("request.refresh")),
     ),
-    h("p", { class: "tags" }, statusTag(r.status), r.urgency === "urgent" ? h("span", { class: "tag urgent" }, "urgent") : null, flags.map(flagTag)),
+    h("p", { class: "tags" }, statusTag(r.status), r.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     notice ? h("div", { class: "notice", role: "alert", id: "conflict" }, notice) : null,
     // what the citizen said and what can be done first: on a phone the rest is a scroll away
-    section(`Citizen posts (${r.reports.length})`, reports(r)),
-    r.media_urls.length ? section("Photos", photos(r.media_urls)) : null,
-    section("Actions", actions(r, etag)),
-    section("Location", location_(r)),
-    section("Summary", facts(r)),
-    section(`Public replies (${r.replies.length})`, replies(r)),
-    section("Notes", notes(r)),
-    section("History", historyList(events)),
+    section(t("request.posts", { n: r.reports.length }), reports(r)),
+    r.media_urls.length ? section(t("request.photos"), photos(r.media_urls)) : null,
+    section(t("request.actions"), actions(r, etag)),
+    section(t("request.location"), location_(r)),
+    section(t("request.summary"), facts(r)),
+    section(t("request.replies", { n: r.replies.length }), replies(r)),
+    section(t("request.notes"), notes(r)),
+    section(t("request.history"), historyList(events)),
   );
   page.querySelector("h1").focus(); // the notice, a role=alert, is read out as well
 }
@@ -680,21 +715,21 @@ function section(title, ...content) {
 
 function facts(r) {
   const rows = [
-    ["Status", `${r.status.replace("_", " ")} (Open311: ${r.open311_status}, ${r.extended_status})`],
-    ["Queue", queueName(r.queue)],
-    ["Team", r.agency_responsible],
-    ["Urgency", r.urgency],
-    ["Language", r.language],
-    ["Neighbours who reported it", String(r.reporters_count)],
-    ["Assigned worker", r.assigned_worker || "nobody yet"],
-    ["Reported", when(r.requested_datetime)],
-    ["Acknowledge by", when(r.ack_due_at)],
-    ["Resolve by", when(r.expected_datetime)],
-    ["Escalated to city hall", r.escalated ? "yes" : "no"],
-    ["Status notes", r.status_notes],
-    ["Duplicate of", r.duplicate_of ? h("a", { href: `#/request/${r.duplicate_of}` }, `#${r.duplicate_of}`) : null],
-    ["Photo of the fix", r.resolution_photo_url ? externalLink(r.resolution_photo_url) : null],
-    ["Version", String(r.version)],
+    [t("fact.status"), t("fact.statusValue", { status: statusName(r.status), open311: r.open311_status, extended: r.extended_status })],
+    [t("fact.queue"), queueName(r.queue)],
+    [t("fact.team"), r.agency_responsible],
+    [t("fact.urgency"), has(`urgency.${r.urgency}`) ? t(`urgency.${r.urgency}`) : r.urgency],
+    [t("fact.language"), r.language],
+    [t("fact.reporters"), String(r.reporters_count)],
+    [t("fact.worker"), r.assigned_worker || t("fact.nobody")],
+    [t("fact.reported"), when(r.requested_datetime)],
+    [t("fact.ackBy"), when(r.ack_due_at)],
+    [t("fact.resolveBy"), when(r.expected_datetime)],
+    [t("fact.escalated"), r.escalated ? t("fact.yes") : t("fact.no")],
+    [t("fact.statusNotes"), r.status_notes],
+    [t("fact.duplicateOf"), r.duplicate_of ? h("a", { href: `#/request/${r.duplicate_of}` }, `#${r.duplicate_of}`) : null],
+    [t("fact.fixPhoto"), r.resolution_photo_url ? externalLink(r.resolution_photo_url) : null],
+    [t("fact.version"), String(r.version)],
   ];
   return dl(rows);
 }
@@ -705,11 +740,11 @@ function dl(rows) {
 
 function location_(r) {
   return dl([
-    ["Barri", state.city.barris[r.barri_code || ""] ? `${state.city.barris[r.barri_code]} (${r.barri_code})` : r.barri_code],
-    ["District", state.city.districts[r.district_code || ""] ? `${state.city.districts[r.district_code]} (${r.district_code})` : r.district_code || "none found"],
-    ["Coordinates", r.lat !== null && r.long !== null ? `${r.lat.toFixed(5)}, ${r.long.toFixed(5)}` : "none given"],
-    ["Address given", r.address],
-    ["How it was placed", r.location_source],
+    [t("place.barri"), state.city.barris[r.barri_code || ""] ? `${state.city.barris[r.barri_code]} (${r.barri_code})` : r.barri_code],
+    [t("place.district"), state.city.districts[r.district_code || ""] ? `${state.city.districts[r.district_code]} (${r.district_code})` : r.district_code || t("place.noneFound")],
+    [t("place.coordinates"), r.lat !== null && r.long !== null ? `${r.lat.toFixed(5)}, ${r.long.toFixed(5)}` : t("place.noneGiven")],
+    [t("place.address"), r.address],
+    [t("place.source"), r.location_source],
   ]);
 }
 
@@ -722,13 +757,13 @@ function reports(r) {
       h(
         "li",
         { class: "post citizen" },
-        h("p", { class: "byline" }, h("strong", {}, p.author_handle), ` on ${p.platform} · `, when(p.reported_at), p.merged ? h("span", { class: "tag" }, "merged") : null),
+        h("p", { class: "byline" }, h("strong", {}, p.author_handle), t("post.on", { platform: p.platform }), when(p.reported_at), p.merged ? h("span", { class: "tag" }, t("post.merged")) : null),
         h("p", { class: "text" }, p.text),
-        p.contact ? h("p", { class: "muted small" }, `Private contact: ${[p.contact.first_name, p.contact.last_name, p.contact.email, p.contact.phone].filter(Boolean).join(" · ")}`) : null,
+        p.contact ? h("p", { class: "muted small" }, t("post.contact", { contact: [p.contact.first_name, p.contact.last_name, p.contact.email, p.contact.phone].filter(Boolean).join(" · ") })) : null,
         mayManage && p.merged ? splitForm(r, p) : null,
       ),
     ),
-    r.source_public_url ? h("li", { class: "muted small" }, externalLink(r.source_public_url, "The first post on its platform")) : null,
+    r.source_public_url ? h("li", { class: "muted small" }, externalLink(r.source_public_url, t("post.first"))) : null,
   );
 }
 
@@ -743,11 +778,11 @@ function splitForm(r, p) {
         submit(event, error, () =>
           call(`/api/v1/requests/${r.service_request_id}/split`, { method: "POST", body: { platform: p.platform, post_id: p.post_id } }),
           (result) => {
-            announce(`Split into request #${result.data.service_request_id}`);
+            announce(t("split.done", { id: result.data.service_request_id }));
             location.hash = `#/request/${result.data.service_request_id}`;
           }),
     },
-    h("button", { type: "submit" }, "Split into its own request"),
+    h("button", { type: "submit" }, t("split.button")),
     error,
   );
 }
@@ -757,23 +792,23 @@ function photos(urls) {
     "ul",
     { class: "photos" },
     urls.map((url, i) => {
-      if (!safeUrl(url) || url.startsWith("#")) return h("li", {}, `Photo ${i + 1} is not a web address: ${url}`);
+      if (!safeUrl(url) || url.startsWith("#")) return h("li", {}, t("photo.notUrl", { n: i + 1, url }));
       const holder = h("div", { class: "photo" });
       // Loaded only when asked: opening a request tells no photo host that a manager read it.
       const show = h("button", {
         type: "button",
         onclick: () => {
-          replace(holder, h("img", { src: url, alt: `Photo ${i + 1} from the citizen`, referrerpolicy: "no-referrer", loading: "lazy" }));
+          replace(holder, h("img", { src: url, alt: t("photo.alt", { n: i + 1 }), referrerpolicy: "no-referrer", loading: "lazy" }));
           show.remove();
         },
-      }, `Show photo ${i + 1}`);
-      return h("li", {}, externalLink(url, `Photo ${i + 1}`), " ", show, holder);
+      }, t("photo.show", { n: i + 1 }));
+      return h("li", {}, externalLink(url, t("photo.link", { n: i + 1 })), " ", show, holder);
     }),
   );
 }
 
 function replies(r) {
-  if (!r.replies.length) return h("p", { class: "empty" }, "The city has not answered in public yet.");
+  if (!r.replies.length) return h("p", { class: "empty" }, t("reply.none"));
   return h(
     "ol",
     { class: "thread" },
@@ -781,7 +816,7 @@ function replies(r) {
       h(
         "li",
         { class: "post city" },
-        h("p", { class: "byline" }, h("strong", {}, "The city"), ` on ${reply.platform} (${reply.kind}, ${reply.language}) · `, reply.posted_at ? when(reply.posted_at) : "not posted yet"),
+        h("p", { class: "byline" }, h("strong", {}, t("reply.city")), t("reply.on", { platform: reply.platform, kind: reply.kind, language: reply.language }), reply.posted_at ? when(reply.posted_at) : t("reply.notPosted")),
         h("p", { class: "text" }, reply.text),
       ),
     ),
@@ -790,8 +825,8 @@ function replies(r) {
 
 function notes(r) {
   const list = r.notes.length
-    ? h("ol", { class: "thread" }, r.notes.map((n) => h("li", { class: `post note${n.public ? " public" : ""}` }, h("p", { class: "byline" }, h("strong", {}, n.actor), ` · ${n.kind} · ${n.public ? "public" : "internal"} · `, when(n.at)), h("p", { class: "text" }, n.note))))
-    : h("p", { class: "empty" }, "No notes yet.");
+    ? h("ol", { class: "thread" }, r.notes.map((n) => h("li", { class: `post note${n.public ? " public" : ""}` }, h("p", { class: "byline" }, h("strong", {}, n.actor), ` · ${n.kind} · ${n.public ? t("note.public") : t("note.internal")} · `, when(n.at)), h("p", { class: "text" }, n.note))))
+    : h("p", { class: "empty" }, t("note.none"));
   const error = h("p", { class: "error", role: "alert" });
   const textId = nextId("note");
   const publicId = nextId("public");
@@ -806,38 +841,39 @@ function notes(r) {
         return submit(event, error, () =>
           call(`/api/v1/requests/${r.service_request_id}/notes`, { method: "POST", body: { note: data.get("note"), public: data.get("public") === "on" } }),
           () => {
-            announce("Note added");
+            announce(t("note.added"));
             showRequest(r.service_request_id);
           });
       },
     },
-    h("label", { for: textId }, "Add a note"),
+    h("label", { for: textId }, t("note.add")),
     h("textarea", { id: textId, name: "note", rows: 3, required: true, maxlength: 2000 }),
-    h("label", { class: "check", for: publicId }, h("input", { id: publicId, type: "checkbox", name: "public" }), " Public (Open311 shows it; internal otherwise)"),
-    h("button", { type: "submit" }, "Add note"),
+    h("label", { class: "check", for: publicId }, h("input", { id: publicId, type: "checkbox", name: "public" }), t("note.publicBox")),
+    h("button", { type: "submit" }, t("note.submit")),
     error,
   );
   return [list, form];
 }
 
 function actions(r, etag) {
-  if (!r.allowed_actions.length) return h("p", { class: "empty" }, "No action is open to you on this request now.");
+  if (!r.allowed_actions.length) return h("p", { class: "empty" }, t("action.none"));
   return h("div", { class: "action-list" }, r.allowed_actions.map((action) => actionForm(r, etag, action)));
 }
 
 function actionForm(r, etag, action) {
-  const spec = ACTION_FORMS[action] || { label: action.replace("_", " "), fields: ["note"] };
+  const known = action in ACTION_FIELDS;
+  const spec = { label: known ? t(`action.${action}`) : action.replaceAll("_", " "), fields: known ? ACTION_FIELDS[action] : ["note"] };
   const error = h("p", { class: "error", role: "alert" });
   const inputs = spec.fields.map((name) => {
     const id = nextId(name);
     let input;
     if (name === "note") input = h("textarea", { id, name, rows: 2, maxlength: 2000 });
     else if (name === "district_code") {
-      input = h("select", { id, name }, h("option", { value: "" }, "(the same district)"), Object.entries(state.city.districts).map(([code, dname]) => h("option", { value: code }, `${code} ${dname}`)));
+      input = h("select", { id, name }, h("option", { value: "" }, t("field.sameDistrict")), Object.entries(state.city.districts).map(([code, dname]) => h("option", { value: code }, `${code} ${dname}`)));
     } else if (name === "duplicate_of") input = h("input", { id, name, type: "number", min: 1, inputmode: "numeric", required: true });
     else if (name === "photo_url") input = h("input", { id, name, type: "url", placeholder: "https://…" });
     else input = h("input", { id, name, required: name === "worker", autocapitalize: "none", spellcheck: "false" });
-    return h("div", { class: "field" }, h("label", { for: id }, FIELD_LABELS[name] || name), input);
+    return h("div", { class: "field" }, h("label", { for: id }, t(`field.${name}`)), input);
   });
   return h(
     "form",
@@ -856,12 +892,12 @@ function actionForm(r, etag, action) {
         return submit(event, error, () =>
           call(`/api/v1/requests/${r.service_request_id}/actions/${action}`, { method: "POST", body, ifMatch: etag }),
           (result) => {
-            announce(`${spec.label}: done; the request is ${result.data.status.replace("_", " ")}`);
+            announce(t("action.done", { action: spec.label, status: statusName(result.data.status) }));
             showRequest(r.service_request_id);
           },
           (failure) => {
             if (failure.status !== 412) return false;
-            showRequest(r.service_request_id, `Someone else changed this request while you were reading it: ${failure.detail}. This is how it is now; decide again.`);
+            showRequest(r.service_request_id, t("action.conflict", { detail: failure.detail }));
             return true;
           });
       },
@@ -874,7 +910,7 @@ function actionForm(r, etag, action) {
 }
 
 function historyList(events) {
-  if (!events.length) return h("p", { class: "empty" }, "No history.");
+  if (!events.length) return h("p", { class: "empty" }, t("history.none"));
   return h(
     "ol",
     { class: "history" },
@@ -882,9 +918,9 @@ function historyList(events) {
       h(
         "li",
         {},
-        h("p", { class: "byline" }, h("strong", {}, e.kind.replaceAll("_", " ")), ` by ${e.actor} · `, when(e.at), ` · v${e.version}`),
+        h("p", { class: "byline" }, h("strong", {}, has(`action.${e.kind}`) && language() !== "en" ? t(`action.${e.kind}`) : e.kind.replaceAll("_", " ")), t("history.by", { actor: e.actor }), when(e.at), ` · v${e.version}`),
         changes(e),
-        e.note ? h("p", { class: "text" }, `${e.public ? "Public" : "Internal"} note: `, e.note) : null,
+        e.note ? h("p", { class: "text" }, e.public ? t("history.publicNote") : t("history.internalNote"), e.note) : null,
       ),
     ),
   );
@@ -922,7 +958,7 @@ async function submit(event, errorEl, send, onDone, onError = () => false) {
       if (onError(failure)) return;
       errorEl.textContent = failure.status ? `${failure.detail} (${failure.status})` : failure.detail;
       if (failure.problem?.allowed_actions) {
-        errorEl.append(` Allowed now: ${failure.problem.allowed_actions.join(", ") || "none"}.`);
+        errorEl.append(t("action.allowed", { actions: failure.problem.allowed_actions.join(", ") || t("action.allowedNone") }));
       }
     }
   });
@@ -956,9 +992,9 @@ function clip(text, length) {
 
 function formatter(options) {
   try {
-    return new Intl.DateTimeFormat("en-GB", { timeZone: state.city.time_zone, ...options });
+    return new Intl.DateTimeFormat(locale(), { timeZone: state.city.time_zone, ...options });
   } catch {
-    return new Intl.DateTimeFormat("en-GB", options);
+    return new Intl.DateTimeFormat(locale(), options);
   }
 }
 
@@ -977,12 +1013,13 @@ function when(iso) {
 function relative(date) {
   const minutes = Math.round((date.getTime() - Date.now()) / 60000);
   const size = Math.abs(minutes);
-  const amount = size < 60 ? `${size} min` : size < 48 * 60 ? `${Math.round(size / 60)} h` : `${Math.round(size / 1440)} days`;
-  return minutes >= 0 ? `in ${amount}` : `${amount} ago`;
+  const words = new Intl.RelativeTimeFormat(locale(), { numeric: "always", style: "short" });
+  if (size < 60) return words.format(minutes, "minute");
+  return size < 48 * 60 ? words.format(Math.round(minutes / 60), "hour") : words.format(Math.round(minutes / 1440), "day");
 }
 
 function showFatal(error) {
-  replace(main(), h("p", { class: "error", role: "alert" }, `The console could not start: ${error.detail || error}`));
+  replace(main(), h("p", { class: "error", role: "alert" }, t("fatal", { detail: error.detail || error })));
 }
 
 start();
