@@ -524,6 +524,11 @@ async def test_the_console_speaks_catalan_for_barcelona_and_remembers_a_switch(
         await expect(page.get_by_role("link", name="Vés al contingut")).to_be_attached()
         switcher = page.get_by_label("Idioma")
         await expect(switcher).to_have_value("ca")
+        # readable in the dark top bar: its text is not the bar's white on a white field
+        colours = await switcher.evaluate(
+            "s => [getComputedStyle(s).color, getComputedStyle(s).backgroundColor]"
+        )
+        assert colours[0] != colours[1], colours
 
         await switcher.select_option("es")
         await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
@@ -587,6 +592,7 @@ async def test_a_catalan_manager_acknowledges_assigns_and_resolves(
         assert (await console.request("1"))["status"] == "resolved"
         history = page.locator(".history > li")
         await expect(history).to_have_count(4)
+        await expect(history.nth(0)).to_contain_text("creada per router")
         await expect(history.nth(3)).to_contain_text("Resol per user:maria")
         # dates in Catalan, on the city's clock
         reported = page.locator("dd time").first

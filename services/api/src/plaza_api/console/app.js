@@ -918,12 +918,20 @@ function historyList(events) {
       h(
         "li",
         {},
-        h("p", { class: "byline" }, h("strong", {}, has(`action.${e.kind}`) && language() !== "en" ? t(`action.${e.kind}`) : e.kind.replaceAll("_", " ")), t("history.by", { actor: e.actor }), when(e.at), ` · v${e.version}`),
+        h("p", { class: "byline" }, h("strong", {}, eventName(e.kind)), t("history.by", { actor: e.actor }), when(e.at), ` · v${e.version}`),
         changes(e),
         e.note ? h("p", { class: "text" }, e.public ? t("history.publicNote") : t("history.internalNote"), e.note) : null,
       ),
     ),
   );
+}
+
+/** An event's kind in the console's language: "created", or the action's name (English keeps
+ * the kind as the API writes it: "resolve by user:maria"). */
+function eventName(kind) {
+  if (has(`history.${kind}`)) return t(`history.${kind}`);
+  if (language() !== "en" && has(`action.${kind}`)) return t(`action.${kind}`);
+  return kind.replaceAll("_", " ");
 }
 
 function changes(e) {
