@@ -532,6 +532,7 @@ async def test_the_console_speaks_catalan_for_barcelona_and_remembers_a_switch(
 
         await switcher.select_option("es")
         await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
+        await expect(page.get_by_label("Idioma")).to_be_focused()  # not the username's field
         await page.reload()
         await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
         await expect(page.get_by_label("Idioma")).to_have_value("es")
@@ -553,6 +554,18 @@ async def test_the_console_speaks_catalan_for_barcelona_and_remembers_a_switch(
         await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
         await page.reload()
         await expect(page.get_by_role("heading", name="Queue: Gràcia")).to_be_visible()
+
+        # from the keyboard, on a request's page (which takes the focus when drawn): each arrow
+        # key is a language, and the focus stays on the switcher to go on to the next one
+        await page.locator("#queue-items li[data-id='1'] a").click()
+        await expect(page.locator("#request-title")).to_be_focused()
+        await page.get_by_label("Language").focus()
+        await page.keyboard.press("ArrowUp")
+        await expect(page.get_by_role("heading", name="#1 Alumbrado público")).to_be_visible()
+        await expect(page.get_by_label("Idioma")).to_be_focused()
+        await page.keyboard.press("ArrowUp")
+        await expect(page.get_by_role("heading", name="#1 Enllumenat públic")).to_be_visible()
+        await expect(page.get_by_label("Idioma")).to_be_focused()
     finally:
         await context.close()
     assert console.errors == [], console.errors

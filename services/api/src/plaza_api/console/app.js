@@ -103,16 +103,21 @@ function useLanguage(code, remember = false) {
   select.value = code;
 }
 
-/** The user's choice in the top bar: remembered, and the page she is on drawn again in it. */
+/** The user's choice in the top bar: remembered, and the page she is on drawn again in it. The
+ * focus stays on the switcher (a page drawn anew takes it): from the keyboard, each arrow key
+ * changes the language, and a user going through them would otherwise be thrown out at the
+ * first one. */
 async function switchLanguage(code) {
+  const select = document.getElementById("language");
   useLanguage(code, true);
   await loadServices();
-  if (!state.me) {
+  if (state.me) {
+    showWho();
+    await route();
+  } else {
     showSignIn();
-    return;
   }
-  showWho();
-  route();
+  if (select.value === code) select.focus();
   announce(LANGUAGES[code]);
 }
 
@@ -227,23 +232,21 @@ function currentView() {
   return location.hash.startsWith("#/replies") ? "replies" : "queue";
 }
 
+/** Shows the page the address names; resolves when it is drawn. */
 function route() {
-  if (!state.me) return;
+  if (!state.me) return Promise.resolve();
   const hash = location.hash.startsWith("#/") ? location.hash : "#/";
   const request = /^#\/request\/(\d+)$/.exec(hash);
   if (request) {
     stopTimer();
-    showRequest(request[1]);
-    return;
+    return showRequest(request[1]);
   }
   if (hash.startsWith("#/replies") && state.me.role !== "worker") {
     stopTimer();
-    showReplies(new URLSearchParams(hash.split("?")[1] || "").get("state") ?? "failed");
-    return;
+    return showReplies(new URLSearchParams(hash.split("?")[1] || "").get("state") ?? "failed");
   }
   if (state.me.role === "worker") {
-    showQueue("assignments", {});
-    return;
+    return showQueue("assignments", {});
   }
   const [path, search] = hash.split("?");
   let code = "";
@@ -254,7 +257,7 @@ function route() {
   }
   const given = new URLSearchParams(search || "");
   const filters = Object.fromEntries(FILTERS.filter((name) => given.get(name)).map((name) => [name, given.get(name)]));
-  showQueue(code || myQueues()[0]?.code, filters);
+  return showQueue(code || myQueues()[0]?.code, filters);
 }
 
 function myQueues() {
