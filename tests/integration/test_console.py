@@ -331,6 +331,8 @@ async def test_bulk_actions_on_the_selected_requests_say_what_each_one_got(
     await page.get_by_role("button", name="Acknowledge selected").click()
     result = page.locator("#bulk-result")
     await expect(result).to_contain_text("1 done, 1 refused.")
+    # the button was disabled while the call ran: the focus comes back to it, not the page's top
+    await expect(page.get_by_role("button", name="Acknowledge selected")).to_be_focused()
     await expect(result).to_contain_text("#3: cannot acknowledge a request that is acknowledged")
     assert (await console.request("1"))["status"] == "acknowledged"
     await expect(page.locator("#bulk-count")).to_have_text("None selected")
@@ -468,6 +470,8 @@ async def test_the_console_works_from_the_keyboard(page: Page, console: Console)
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")
     await expect(page.locator("#who")).to_contain_text("maria")
+    # the sign-in form is gone: the focus goes on from the queue's title, not the page's top
+    await expect(page.locator("#queue-title")).to_be_focused()
     await page.get_by_role("link", name="Skip to content").focus()
     await page.keyboard.press("Enter")  # moves the focus, and leaves the queue as it is
     await expect(page.locator("#main")).to_be_focused()

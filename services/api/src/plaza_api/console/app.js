@@ -304,6 +304,7 @@ async function showQueue(code, filters) {
     ),
   );
   document.title = `${title} · Plaza`;
+  keepFocus(document.getElementById("queue-title"));
   if (same && q.items.length) {
     renderItems();
     refreshQueue();
@@ -621,6 +622,7 @@ async function showReplies(which) {
     ),
   );
   document.title = `${t("replies.pageTitle")} · Plaza`;
+  keepFocus(document.getElementById("replies-title"));
   try {
     const { data } = await call(`/api/v1/replies${query({ state: which, limit: 200 })}`);
     replace(list, data.length ? data.map(delivery) : h("li", { class: "empty" }, which === "failed" ? t("replies.noneFailed") : t("replies.none")));
@@ -977,6 +979,8 @@ async function submit(event, errorEl, send, onDone, onError = () => false) {
 
 async function busy(el, work) {
   const buttons = [...(el.matches("button") ? [el] : el.querySelectorAll("button"))];
+  // a disabled button drops the focus to the page's start: it comes back when the work is done
+  const focused = buttons.find((b) => b === document.activeElement);
   for (const b of buttons) b.disabled = true;
   el.setAttribute("aria-busy", "true");
   try {
@@ -984,7 +988,16 @@ async function busy(el, work) {
   } finally {
     for (const b of buttons) b.disabled = false;
     el.removeAttribute("aria-busy");
+    if (focused?.isConnected) keepFocus(focused);
   }
+}
+
+/** Focuses `el` when the focus was lost (on the body: the element that had it was replaced or
+ * disabled), so that a keyboard or screen-reader user goes on from the new page's heading
+ * rather than from the top of the document; a focus the user put elsewhere stays. */
+function keepFocus(el) {
+  const now = document.activeElement;
+  if (el && (!now || now === document.body)) el.focus({ preventScroll: true });
 }
 
 function field(label, input) {
