@@ -215,6 +215,13 @@ async def test_city_hall_sees_every_queue_and_the_escalated_ones(
     await expect(page.locator("#who")).to_contain_text("city hall")
     options = await page.get_by_label("Queue", exact=True).locator("option").all_inner_texts()
     assert options[0] == "Ciutat Vella" and "City hall (escalated)" in options
+    assert "City-wide: city-mobility" in options
+    await page.get_by_label("Language").select_option("ca")  # the console's names change too
+    await expect(page.get_by_role("heading", name="Cua: Ciutat Vella")).to_be_visible()
+    options = await page.get_by_label("Cua", exact=True).locator("option").all_inner_texts()
+    assert "Ajuntament (escalades)" in options and "Tota la ciutat: city-mobility" in options
+    assert "Triatge (sense districte)" in options
+    await page.get_by_label("Idioma").select_option("en")
     await page.get_by_label("Queue", exact=True).select_option("city-hall")
     await page.get_by_role("button", name="Apply filters").click()
     item = page.locator("#queue-items li[data-id='2']")

@@ -266,11 +266,13 @@ function myQueues() {
   return state.city.queues.map((q) => ({ code: q.code, name: queueName(q.code) }));
 }
 
-/** A queue's name: triage's and city hall's are the console's words, the others the city's. */
+/** A queue's name: a district's is the city's; triage's, city hall's and the routing table's
+ * city-wide queues' (city.json names them in English) are the console's words. */
 function queueName(code) {
   if (code === "triage") return t("queue.triage");
   if (code === "city-hall") return t("queue.cityHall");
-  return state.city.queues.find((q) => q.code === code)?.name || code;
+  if (state.city.districts[code]) return state.city.districts[code];
+  return state.city.queues.some((q) => q.code === code) ? t("queue.cityWide", { code }) : code;
 }
 
 function serviceName(code) {
