@@ -531,6 +531,7 @@ async def test_the_console_speaks_catalan_for_barcelona_and_remembers_a_switch(
     try:
         await page.goto(f"{console.url}/console/")
         await expect(page.get_by_role("heading", name="Inicia la sessió")).to_be_visible()
+        await expect(page).to_have_title("Inicia la sessió · Plaza")  # the tab's name too
         assert await page.evaluate("document.documentElement.lang") == "ca"
         await expect(page.get_by_role("link", name="Vés al contingut")).to_be_attached()
         switcher = page.get_by_label("Idioma")
@@ -602,6 +603,7 @@ async def test_a_catalan_manager_acknowledges_assigns_and_resolves(
         await item.locator("a").click()
         await expect(page.get_by_role("heading", name="#1 Enllumenat públic")).to_be_visible()
         await expect(page.get_by_role("heading", name="Accions")).to_be_visible()
+        await expect(page.locator(".facts").last).to_contain_text("Català (ca)")  # the post's
 
         await page.get_by_role("button", name="Confirma", exact=True).click()
         await expect(page.locator(".request .tags .status")).to_have_text("confirmada")

@@ -147,6 +147,7 @@ function showSignIn(message, kind = "error") {
     error,
   );
   replace(main(), h("section", { class: "sign-in" }, userForm));
+  document.title = `${t("signin.title")} · Plaza`;
   userForm.querySelector(message ? "h1" : "input").focus();
 }
 
@@ -726,7 +727,7 @@ function facts(r) {
     [t("fact.queue"), queueName(r.queue)],
     [t("fact.team"), r.agency_responsible],
     [t("fact.urgency"), has(`urgency.${r.urgency}`) ? t(`urgency.${r.urgency}`) : r.urgency],
-    [t("fact.language"), r.language],
+    [t("fact.language"), LANGUAGES[r.language] ? `${LANGUAGES[r.language]} (${r.language})` : r.language],
     [t("fact.reporters"), String(r.reporters_count)],
     [t("fact.worker"), r.assigned_worker || t("fact.nobody")],
     [t("fact.reported"), when(r.requested_datetime)],
