@@ -112,6 +112,33 @@ def test_run_with_its_port_taken_starts_nothing(tmp_path: Path, taken_port: int)
     assert not (home / "pgdata").exists()  # the embedded PostgreSQL was not started
 
 
+def test_run_refuses_a_home_that_holds_another_citys_requests(tmp_path: Path) -> None:
+    """The README runs Barcelona, then Jun with the same `make run`: Jun on Barcelona's database
+    showed Ciutat Vella's requests as Casco Urbano's. It stops, naming a home of Jun's own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "city").write_text("Barcelona\n", encoding="utf-8")
+    jun = Path(__file__).parents[2] / "deploy" / "cities" / "jun.toml"
+    done = plaza(
+        ["run"], PLAZA_PORT=str(free_port()), PLAZA_HOME=str(home), PLAZA_CITY_CONFIG=str(jun)
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"PLAZA_HOME={home} holds Barcelona's requests, not Jun's" in last
+    assert f"PLAZA_HOME={home}-jun make run" in last
+    assert "Traceback" not in done.stderr
+    assert not (home / "pgdata").exists()  # the embedded PostgreSQL was not started
+
+
+def test_run_keeps_the_city_of_a_new_home(tmp_path: Path) -> None:
+    from plaza_cli.embedded import check_home_city
+
+    home = tmp_path / "home"
+    check_home_city(home, "Jun")
+    assert (home / "city").read_text(encoding="utf-8") == "Jun\n"
+    check_home_city(home, "Jun")  # the same city again: on its way
+
+
 @pytest.mark.parametrize("args", [["keys", "list"], ["users", "list"]])
 def test_keys_and_users_refuse_a_directory_without_plaza_data(
     tmp_path: Path, args: list[str]

@@ -188,6 +188,26 @@ def listen(port: int) -> socket.socket:
     return sock
 
 
+def check_home_city(home: Path, city: str) -> None:
+    """Keeps one city's requests in one PLAZA_HOME. Its database holds requests by district code
+    only: Jun's `01` started on Barcelona's data would show Ciutat Vella's requests as Casco
+    Urbano's, in its queues, its Open311 and its metrics. A home made before this file existed
+    is taken as the city's that starts it now."""
+    marker = home / "city"
+    if marker.is_file():
+        kept = marker.read_text(encoding="utf-8").strip()
+        if kept and kept != city:
+            raise SettingsError(
+                f"PLAZA_HOME={home} holds {kept}'s requests, not {city}'s: give {city} a home "
+                f"of its own (PLAZA_HOME={home}-{city.lower().replace(' ', '-')} make run), "
+                f"or start {kept} again with the city settings it had"
+            )
+        if kept == city:
+            return
+    home.mkdir(parents=True, exist_ok=True)
+    marker.write_text(city + "\n", encoding="utf-8")
+
+
 async def run(settings: EmbeddedSettings) -> None:
     # The port first: when it is taken, nothing is started (the database, the workers, the
     # feed), and no other process can take it between this check and the server's start.
@@ -201,7 +221,11 @@ async def run(settings: EmbeddedSettings) -> None:
 async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
     postgres: EmbeddedPostgres | None = None
     url = settings.database_url
+    city = City.from_settings(
+        city_config=settings.city_config, city_data_dir=settings.city_data_dir
+    )
     if not url:
+        check_home_city(settings.home, city.name)
         log.info("starting embedded PostgreSQL in %s", settings.home / "pgdata")
         postgres = EmbeddedPostgres(settings.home / "pgdata")
         postgres.ensure_database()
@@ -217,9 +241,6 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
             settings.jwt_secret.get_secret_value()
             if settings.jwt_secret
             else persisted_secret(settings.home)
-        )
-        city = City.from_settings(
-            city_config=settings.city_config, city_data_dir=settings.city_data_dir
         )
         first = next(iter(city.districts.values()))  # the queue the banner and hint show
         admin_hint = await first_admin_key(sessions, settings.home, queue=first.code)
