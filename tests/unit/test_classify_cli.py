@@ -88,6 +88,17 @@ def test_posts_are_classified_and_bad_lines_are_named_by_number() -> None:
     assert thanks["district_source"] == "none" and thanks["district_code"] is None
 
 
+def test_a_file_of_plaza_replay_keeps_its_post_ids() -> None:
+    """The README pipes the same posts.jsonl to `plaza replay` and `plaza classify`."""
+    stdin = jsonl(
+        {"platform": "mastodon", "post_id": "1093", "author_handle": "@marta", "text": "Bache"},
+        {"id": 7, "post_id": "1094", "text": "Farola rota"},
+    )
+    result = plaza_classify(stdin)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["1093", 7]
+
+
 def test_clean_input_exits_0_and_a_configured_city_is_used() -> None:
     result = plaza_classify(
         jsonl({"id": 1, "text": "Farola fundida", **SOL}, {"id": 2, "text": "Basura en Tetuán"}),

@@ -42,7 +42,8 @@ class Report:
 
 
 def parse(line: bytes) -> Post:
-    """A post from one JSON line: {"id", "text"} plus optional "lat", "long", "address", "lang".
+    """A post from one JSON line: {"id", "text"} plus optional "lat", "long", "address", "lang"
+    ("post_id" stands for a missing "id").
     As in the classifier service, a point places the post first, then a place the address
     names, then one its text names."""
     try:
@@ -63,7 +64,9 @@ def parse(line: bytes) -> Post:
     address = data.get("address") or ""
     if not isinstance(address, str):
         raise Refused('"address" must be a string such as "Carrer de Verdi 20, Gràcia"')
-    post_id: JsonValue = data.get("id")
+    # A line of `plaza replay`'s file (POST /api/v1/posts's shape) names its post `post_id`: the
+    # README classifies the same posts.jsonl, whose results came out with "id": null.
+    post_id: JsonValue = data["id"] if "id" in data else data.get("post_id")
     return Post(id=post_id, text=text, lat=lat, lon=lon, lang=lang, address=address)
 
 
