@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from plaza.settings import BusKind, PlazaSettings, SettingsError, load
+from plaza.settings import (
+    FOREIGN_PREFIXES,
+    SCRIPT_VARIABLES,
+    SETTINGS,
+    BusKind,
+    PlazaSettings,
+    SettingsError,
+    load,
+    unknown_variables,
+)
 
 
 def test_defaults_are_the_local_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +73,45 @@ def test_the_public_url_is_an_http_address(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv("PLAZA_PUBLIC_URL", wrong)
         with pytest.raises(SettingsError, match="PLAZA_PUBLIC_URL"):
             load(AccessSettings)
+
+
+def test_a_mistyped_variable_is_named_with_the_setting_it_is_near(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settings ignore what they do not know: `PLAZA_PROT=8001 make run` started on 8000."""
+    monkeypatch.setenv("PLAZA_PROT", "8001")
+    monkeypatch.setenv("PLAZA_TEST_DATABASE_URL", "postgresql+asyncpg://t")  # the tests' own
+    with caplog.at_level("WARNING", logger="plaza.settings"):
+        load(PlazaSettings)
+    assert [r.getMessage() for r in caplog.records] == [
+        "PLAZA_PROT is not a Plaza setting and is ignored: did you mean PLAZA_PORT?"
+    ]
+    assert unknown_variables({"PLAZA_COLOUR": "red", "PLAZA_KAFKA_PORT": "9092"}) == [
+        "PLAZA_COLOUR is not a Plaza setting and is ignored (README, Configuration)"
+    ]
+
+
+def test_the_known_variables_are_every_setting_and_every_scripts() -> None:
+    """A new setting, or a new variable of deploy/'s scripts, joins the list or is warned of."""
+    from plaza.social import SocialSettings
+    from plaza_api.settings import ApiSettings
+    from plaza_cli.access_cmd import AccessCliSettings
+    from plaza_cli.embedded import EmbeddedSettings
+    from plaza_ingest.__main__ import IngestSettings
+    from plaza_notifier.__main__ import NotifierSettings
+    from plaza_router.settings import RouterSettings
+
+    classes = [
+        PlazaSettings, SocialSettings, ApiSettings, AccessCliSettings, EmbeddedSettings,
+        IngestSettings, NotifierSettings, RouterSettings,
+    ]  # fmt: skip
+    fields = {f"PLAZA_{name}".upper() for cls in classes for name in cls.model_fields}
+    assert fields == SETTINGS
+    root = Path(__file__).parents[2]
+    scripts = {root / "Makefile", *(p for p in (root / "deploy").rglob("*") if p.is_file())}
+    read = {
+        name
+        for path in scripts
+        for name in re.findall(r"PLAZA_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="ignore"))
+    }
+    assert {n for n in read if not n.startswith(FOREIGN_PREFIXES)} - SETTINGS == SCRIPT_VARIABLES

@@ -2,12 +2,108 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Final, Self, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# Every PLAZA_* variable a Plaza process reads (the settings classes' fields)...
+SETTINGS: Final = frozenset(
+    {
+        "PLAZA_ANONYMOUS_RATE_LIMIT_PER_MINUTE",
+        "PLAZA_BATCH_SIZE",
+        "PLAZA_BLUESKY_HANDLE",
+        "PLAZA_BLUESKY_IMAGE_URL",
+        "PLAZA_BLUESKY_JETSTREAM_URL",
+        "PLAZA_BLUESKY_MENTIONS",
+        "PLAZA_BLUESKY_PASSWORD",
+        "PLAZA_BLUESKY_PASSWORD_FILE",
+        "PLAZA_BLUESKY_PDS_URL",
+        "PLAZA_BLUESKY_PLC_URL",
+        "PLAZA_BLUESKY_REWIND_SECONDS",
+        "PLAZA_BUS",
+        "PLAZA_CITY_CONFIG",
+        "PLAZA_CITY_DATA_DIR",
+        "PLAZA_COMMIT_INTERVAL_MS",
+        "PLAZA_DATABASE_URL",
+        "PLAZA_DEMO",
+        "PLAZA_DEMO_INTERVAL",
+        "PLAZA_DRAIN_SECONDS",
+        "PLAZA_DUPLICATE_RADIUS_M",
+        "PLAZA_DUPLICATE_TEXT_SIMILARITY",
+        "PLAZA_DUPLICATE_WINDOW_HOURS",
+        "PLAZA_FAILED_LOGINS_PER_USER",
+        "PLAZA_HOME",
+        "PLAZA_INGEST_PORT",
+        "PLAZA_INGEST_URL",
+        "PLAZA_JURISDICTION_ID",
+        "PLAZA_JWT_SECRET",
+        "PLAZA_KAFKA_BOOTSTRAP",
+        "PLAZA_KAFKA_FETCH_MAX_WAIT_MS",
+        "PLAZA_KAFKA_FETCH_MIN_BYTES",
+        "PLAZA_KAFKA_NAMESPACE",
+        "PLAZA_KAFKA_SESSION_TIMEOUT_MS",
+        "PLAZA_LOG_LEVEL",
+        "PLAZA_MASTODON_BASE_URL",
+        "PLAZA_MASTODON_HASHTAGS",
+        "PLAZA_MASTODON_MENTIONS",
+        "PLAZA_MASTODON_STREAMING_URL",
+        "PLAZA_MASTODON_TOKEN",
+        "PLAZA_MASTODON_TOKEN_FILE",
+        "PLAZA_MAX_BODY_BYTES",
+        "PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS",
+        "PLAZA_METRICS_PORT",
+        "PLAZA_MIN_LOCATION_CONFIDENCE",
+        "PLAZA_NOT_ACTIONABLE_REPLY",
+        "PLAZA_PORT",
+        "PLAZA_PUBLIC_URL",
+        "PLAZA_RATE_LIMIT_PER_MINUTE",
+        "PLAZA_READ_POOL_SIZE",
+        "PLAZA_REPLY_MAX_ATTEMPTS",
+        "PLAZA_REPLY_RETRY_BASE_SECONDS",
+        "PLAZA_REPLY_SENDING_LEASE_SECONDS",
+        "PLAZA_REPLY_TEMPLATES",
+        "PLAZA_ROUTING_CONFIG",
+        "PLAZA_SLA_CONFIG",
+        "PLAZA_SLA_SCAN_INTERVAL",
+        "PLAZA_TOKEN_TTL_MINUTES",
+        "PLAZA_X_API_URL",
+        "PLAZA_X_BEARER_TOKEN",
+        "PLAZA_X_BEARER_TOKEN_FILE",
+        "PLAZA_X_INGEST_MODE",
+        "PLAZA_X_POLL_SECONDS",
+        "PLAZA_X_USERNAME",
+        "PLAZA_X_USER_ID",
+        "PLAZA_X_USER_TOKEN",
+        "PLAZA_X_USER_TOKEN_FILE",
+    }
+)
+# ... and those deploy/local's scripts and deploy/grafana's provisioning read.
+SCRIPT_VARIABLES: Final = frozenset(
+    {
+        "PLAZA_CACHE_DIR",
+        "PLAZA_CLASSIFIER_METRICS_PORT",
+        "PLAZA_KAFKA_DATA",
+        "PLAZA_KAFKA_HEAP",
+        "PLAZA_KAFKA_JVM_OPTS",
+        "PLAZA_KAFKA_PARTITIONS",
+        "PLAZA_KAFKA_PORT",
+        "PLAZA_NOTIFIER_METRICS_PORT",
+        "PLAZA_PROMETHEUS_URL",
+        "PLAZA_RELAY_METRICS_PORT",
+        "PLAZA_ROOT",
+        "PLAZA_ROUTER_METRICS_PORT",
+    }
+)
+# The test harness's own, and its Bluesky test network's: not Plaza's settings.
+FOREIGN_PREFIXES: Final = ("PLAZA_TEST_", "PLAZA_BLUESKY_PEER_")
 
 
 class BusKind(StrEnum):
@@ -113,8 +209,29 @@ class PlazaSettings(BaseSettings):
 S = TypeVar("S", bound=PlazaSettings)
 
 
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per PLAZA_* variable no Plaza process reads, with the setting it is closest to:
+    settings ignore what they do not know, so `PLAZA_PROT=8001 make run` started on 8000 and
+    said nothing."""
+    known = SETTINGS | SCRIPT_VARIABLES
+    lines = []
+    for name in sorted(os.environ if environ is None else environ):
+        if not name.startswith("PLAZA_") or name in known or name.startswith(FOREIGN_PREFIXES):
+            continue
+        # The services' settings first: PLAZA_PROT is as near PLAZA_ROOT (Grafana's) as PLAZA_PORT.
+        near = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.75) or (
+            difflib.get_close_matches(name, SCRIPT_VARIABLES, n=1, cutoff=0.75)
+        )
+        hint = f": did you mean {near[0]}?" if near else " (README, Configuration)"
+        lines.append(f"{name} is not a Plaza setting and is ignored{hint}")
+    return lines
+
+
 def load(cls: type[S]) -> S:
-    """Reads settings from the environment, turning a validation error into a clear stop."""
+    """Reads settings from the environment, turning a validation error into a clear stop, and
+    warns of a PLAZA_* variable that is no setting (a typo)."""
+    for line in unknown_variables():
+        log.warning("%s", line)
     try:
         return cls()
     except ValidationError as exc:
