@@ -89,7 +89,10 @@ def grant_arguments(
         "--scope",
         action="append",
         default=None if changing else [],
-        help="a manager's queue: a district code (06), triage, city-mobility; repeat for more"
+        help="a manager's queue: a district code (06), triage, city-mobility"
+        # A key's help: the README's bridge key is `--scope mastodon`, a platform, not a queue.
+        + ("" if user or changing else "; a bridge's platform (mastodon)")
+        + "; repeat for more"
         + ("; they replace those the user had" if changing else ""),
     )
     p.add_argument("--worker-handle", help="a worker's public handle, as managers assign it")
