@@ -332,7 +332,9 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     replay = sub.add_parser("replay", help="publish a JSON-lines file of posts onto Kafka")
-    replay.add_argument("file", type=Path)
+    replay.add_argument(
+        "file", type=Path, help="one JSON post per line, the body POST /api/v1/posts takes"
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=_cmd_replay)
 
