@@ -36,3 +36,19 @@ async def test_an_echoed_ctrl_c_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_a_second_ctrl_c_stops_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
     assert await _drain_for(monkeypatch, 5.0, [0.7]) < 4.0  # not the 5 s it had
+
+
+async def test_an_echo_after_an_empty_drain_is_still_one_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nothing to drain, the drain ended before uv's echo came: it met Python's own
+    handler, a KeyboardInterrupt mid-stop (no "Plaza stopped", make run's exit status 130)."""
+
+    async def nothing_left(*_: object) -> int:
+        return 0
+
+    monkeypatch.setattr(embedded, "_unhandled", nothing_left)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+    await embedded.drain(None, None, 10.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0.4)  # where the stop goes on: no KeyboardInterrupt

@@ -149,6 +149,10 @@ async def drain(bus: JournalBus, engine: AsyncEngine, seconds: float) -> None:
         log.warning("stopping without draining the bus (%s: %s)", type(exc).__name__, exc)
         return
     finally:
+        # An echo still on its way would find Python's own handler: a KeyboardInterrupt in the
+        # middle of the stop (no "Plaza stopped", make run's exit status 130), as with nothing
+        # to drain it came after the drain had ended.
+        await asyncio.sleep(max(0.0, began + ECHO_SECONDS - loop.time()))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     if left:
