@@ -4,6 +4,7 @@ group and holds its partitions while it cannot reach its database."""
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
@@ -47,3 +48,25 @@ def test_a_wrong_kafka_address_stops_start_up_naming_it(module: str) -> None:
     [line] = [x for x in done.stderr.splitlines() if "cannot start" in x]
     assert f"the Kafka broker at 127.0.0.1:{port} (PLAZA_KAFKA_BOOTSTRAP) is not reachable" in line
     assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
+
+
+@pytest.mark.parametrize("module", ["plaza_classifier", "plaza_router.relay"])
+def test_a_taken_metrics_port_stops_start_up_naming_it(module: str) -> None:
+    """`make up` with a metrics port taken showed the end of a traceback, "Address already in
+    use", naming neither the port nor the setting."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = plaza(
+            [],
+            command=service(module),
+            timeout=30,
+            PLAZA_METRICS_PORT=str(port),
+            PLAZA_DATABASE_URL=f"postgresql+asyncpg://plaza:x@127.0.0.1:{free_port()}/plaza",
+            PLAZA_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+        )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"PLAZA_METRICS_PORT: cannot serve metrics on port {port} (127.0.0.1)" in last

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 from plaza.bus import Bus
+from plaza.settings import SettingsError
 from plaza.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,19 @@ def on_stop_signals(callback: Callable[[], None]) -> None:
 
 
 def serve_metrics(port: int) -> None:
-    """Serves this process's Prometheus metrics on 127.0.0.1:port (0 = off)."""
+    """Serves this process's Prometheus metrics on 127.0.0.1:port (0 = off); a port it cannot
+    have stops start-up naming PLAZA_METRICS_PORT (it was a traceback ending in "Address
+    already in use", naming no port and no setting)."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        try:
+            start_http_server(port, addr="127.0.0.1")
+        except OSError as exc:
+            raise SettingsError(
+                f"PLAZA_METRICS_PORT: cannot serve metrics on port {port} (127.0.0.1): "
+                f"{exc.strerror}; set PLAZA_METRICS_PORT to a free port (make up: "
+                "PLAZA_CLASSIFIER_METRICS_PORT, PLAZA_ROUTER_METRICS_PORT, "
+                "PLAZA_NOTIFIER_METRICS_PORT, PLAZA_RELAY_METRICS_PORT)"
+            ) from None
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
 
 
