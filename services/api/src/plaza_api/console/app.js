@@ -140,7 +140,9 @@ function showSignIn(message, kind = "error") {
       h(
         "div",
         { class: "stack" },
-        field(t("signin.key"), h("input", { name: "key", type: "password", autocomplete: "off", spellcheck: "false" })),
+        // Enter in the key's field signs in with the key: it sits in the password form, whose
+        // submission would ask for the username instead.
+        field(t("signin.key"), h("input", { name: "key", type: "password", autocomplete: "off", spellcheck: "false", onkeydown: keyEnter })),
         h("button", { type: "button", onclick: keySignIn }, t("signin.withKey")),
       ),
     ),
@@ -170,6 +172,12 @@ async function passwordSignIn(event) {
       error.textContent = failure.detail || String(failure);
     }
   });
+}
+
+function keyEnter(event) {
+  if (event.key !== "Enter") return;
+  event.preventDefault();
+  keySignIn(event);
 }
 
 async function keySignIn(event) {
