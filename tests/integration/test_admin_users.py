@@ -381,3 +381,35 @@ async def test_the_documented_patch_examples_are_accepted_as_they_are(
     for loose in ("yes", "no", 1, "true"):
         vague = await admin.patch(f"/api/v1/admin/users/{maria}", json={"disabled": loose})
         assert vague.status_code == 422, loose
+
+
+async def test_the_last_admin_cannot_be_disabled_demoted_or_revoked(
+    app: FastAPI, admin: httpx.AsyncClient
+) -> None:
+    """Without an admin nobody can manage users and keys through the API (the city would need
+    someone with the server's data directory): the last admin user or key is kept, with a 409
+    saying what to do first."""
+    [key] = (await admin.get("/api/v1/admin/keys")).json()
+    alone = await admin.delete(f"/api/v1/admin/keys/{key['id']}")  # the only admin, itself
+    assert alone.status_code == 409, alone.text
+    assert (
+        "last admin" in alone.json()["detail"]
+        and "make another admin first" in alone.json()["detail"]
+    )
+    ada = await make_user(admin, "ada", "admin")
+    async with client(app, await token_of(app, "ada")) as as_ada:
+        assert (await as_ada.delete(f"/api/v1/admin/keys/{key['id']}")).status_code == 204
+        for attempt in (
+            as_ada.delete(f"/api/v1/admin/users/{ada}"),
+            as_ada.patch(f"/api/v1/admin/users/{ada}", json={"role": "city_hall"}),
+            as_ada.patch(f"/api/v1/admin/users/{ada}", json={"disabled": True}),
+        ):
+            refused = await attempt
+            assert refused.status_code == 409, refused.text
+            assert "user 'ada' is the last admin" in refused.json()["detail"]
+        berta = await make_user(as_ada, "berta", "admin")
+        assert (await as_ada.delete(f"/api/v1/admin/users/{ada}")).status_code == 204
+    async with client(app, await token_of(app, "berta")) as as_berta:
+        users = {u["username"]: u for u in (await as_berta.get("/api/v1/admin/users")).json()}
+        assert users["ada"]["disabled"] and not users["berta"]["disabled"]
+        assert (await as_berta.delete(f"/api/v1/admin/users/{berta}")).status_code == 409

@@ -26,6 +26,7 @@ from plaza_api.auth import (
     Role,
     UserChanges,
     authenticator,
+    check_an_admin_remains,
     create_api_key,
     create_user,
     manager_queues,
@@ -250,12 +251,17 @@ async def revoke_key(
 ) -> Response:
     """Revokes a key: at once on this gateway, within 30 s on the others (their key cache). A
     key's grant never changes: for another, make a new key and revoke the old one."""
-    async with session.begin():
-        row = await session.get(ApiKey, key_id)
-        if row is None:
-            raise HTTPException(404, f"no key {key_id}")
-        revoking = row.revoked_at is None
-        row.revoked_at = row.revoked_at or datetime.now(UTC)
+    try:
+        async with session.begin():
+            row = await session.get(ApiKey, key_id)
+            if row is None:
+                raise HTTPException(404, f"no key {key_id}")
+            revoking = row.revoked_at is None
+            if revoking and row.role == Role.ADMIN.value:
+                await check_an_admin_remains(session, f"key {row.name!r}", key_id=row.id)
+            row.revoked_at = row.revoked_at or datetime.now(UTC)
+    except AccessConflict as exc:
+        raise HTTPException(409, str(exc)) from None
     authenticator(request).forget_keys()
     if revoking:
         record_admin_change(admin.actor, "revoked key", _key_named(row))

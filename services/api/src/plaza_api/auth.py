@@ -578,6 +578,9 @@ async def update_user(
     enable = changes.disabled is False and user.disabled_at is not None
     if handle is not None and (handle != user.worker_handle or enable):
         await _check_handle_free(session, handle, user.id)
+    was_admin = user.role == Role.ADMIN.value and user.disabled_at is None
+    if was_admin and (role is not Role.ADMIN or disable):
+        await check_an_admin_remains(session, f"user {user.username!r}", user_id=user.id)
 
     changed = [
         name
@@ -602,6 +605,28 @@ async def update_user(
         user.token_generation += 1
     await session.flush()
     return changed
+
+
+async def check_an_admin_remains(
+    session: AsyncSession, who: str, *, user_id: int | None = None, key_id: int | None = None
+) -> None:
+    """AccessConflict if, without this user or key, no admin could manage users and keys: no
+    enabled admin user and no admin key not revoked. Serialised, so that two admins disabling
+    each other at once do not both succeed."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('plaza:admins'))"))
+    users = select(StaffUser.id).where(
+        StaffUser.role == Role.ADMIN.value, StaffUser.disabled_at.is_(None)
+    )
+    keys = select(ApiKey.id).where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+    if user_id is not None:
+        users = users.where(StaffUser.id != user_id)
+    if key_id is not None:
+        keys = keys.where(ApiKey.id != key_id)
+    if not (await session.execute(select(users.exists() | keys.exists()))).scalar_one():
+        raise AccessConflict(
+            f"{who} is the last admin: without it nobody could manage users and keys; make "
+            "another admin first (a user with role admin, or `plaza keys create --role admin`)"
+        )
 
 
 def _user_grant(
