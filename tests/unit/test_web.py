@@ -113,6 +113,31 @@ async def test_a_method_not_allowed_names_every_method_of_the_path() -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         put = await c.put("/keys")
-        assert put.status_code == 405 and put.headers["allow"] == "GET, POST"
+        assert put.status_code == 405 and put.headers["allow"] == "GET, HEAD, POST"
         assert put.headers["content-type"] == PROBLEM_JSON
         assert (await c.get("/keys/3")).headers["allow"] == "DELETE, PATCH"
+
+
+async def test_every_get_answers_head_without_its_body() -> None:
+    """HTTP has every GET answer HEAD too (uptime monitors ask /healthz with it): the GET's
+    status and headers, Content-Length too, and no body; a path with no GET stays a 405."""
+    app = _app()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/posts")
+    async def post() -> None:
+        pass
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        got, head = await c.get("/healthz"), await c.head("/healthz")
+        assert (got.status_code, head.status_code) == (200, 200)
+        assert head.content == b"" and got.content == b'{"status":"ok"}'
+        assert head.headers["content-length"] == str(len(got.content))
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert (await c.head("/nowhere")).status_code == 404
+        no_get = await c.head("/posts")
+        assert no_get.status_code == 405 and no_get.headers["allow"] == "POST"

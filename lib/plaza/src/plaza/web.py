@@ -151,11 +151,33 @@ class DatabaseUnavailable:
         self._logged_at, self._unlogged = now, 0
 
 
+class HeadAsGet:
+    """A HEAD is answered as its GET without the body (HTTP has every GET answer HEAD too:
+    uptime monitors ask /healthz with it, link checkers a request's page; FastAPI's routes
+    answered 405). Plain ASGI, so that the routes see a GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # the GET's headers, Content-Length too
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as application/problem+json, naming the bad field where there is one;
     an unexpected one too (Starlette still raises it on, for the server's log), and one that
-    met the database away as a 503 (DatabaseUnavailable)."""
+    met the database away as a 503 (DatabaseUnavailable). A HEAD is answered as its GET."""
     app.add_middleware(DatabaseUnavailable)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -194,17 +216,19 @@ _METHODS: Final = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods some route of the app takes at this request's path. Starlette's 405 names
-    only the first route that matched the path (GET /api/v1/admin/keys), not the others there
-    (POST): a client told Allow: GET would never try the POST it came for."""
+    """The methods some route of the app takes at this request's path, HEAD with GET
+    (HeadAsGet). Starlette's 405 names only the first route that matched the path (GET
+    /api/v1/admin/keys), not the others there (POST): a client told Allow: GET would never try
+    the POST it came for."""
     routes = request.app.router.routes
-    return [
+    methods = [
         method
         for method in _METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
         )
     ]
+    return sorted([*methods, "HEAD"] if "GET" in methods else methods)
 
 
 class RequestMetrics:

@@ -88,17 +88,17 @@ def _send(request: Request, file: StaticFile) -> Response:
     return Response(file.body, media_type=file.content_type, headers=headers)
 
 
-@router.api_route(PREFIX, methods=["GET", "HEAD"])
+@router.get(PREFIX)
 async def console_root() -> Response:
     return RedirectResponse(f"{PREFIX}/", status_code=308, headers=SECURITY_HEADERS)
 
 
-@router.api_route(f"{PREFIX}/", methods=["GET", "HEAD"])
+@router.get(f"{PREFIX}/")
 async def console_index(request: Request) -> Response:
     return _send(request, _files(request)["index.html"])
 
 
-@router.api_route(f"{PREFIX}/city.json", methods=["GET", "HEAD"])
+@router.get(f"{PREFIX}/city.json")
 async def console_city(request: Request) -> Response:
     """What the console names: the city, its council's language, its time zone, the queues a manager may have (with
     city hall's), the districts and the barris. Public: it is the city's map, not its data."""
@@ -126,7 +126,7 @@ async def console_city(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json", headers=SECURITY_HEADERS)
 
 
-@router.api_route(PREFIX + "/{name}", methods=["GET", "HEAD"])
+@router.get(PREFIX + "/{name}")
 async def console_file(name: str, request: Request) -> Response:
     file = _files(request).get(name)
     if file is None:

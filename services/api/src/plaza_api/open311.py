@@ -36,7 +36,7 @@ from plaza.taxonomy import LANGUAGES, load_taxonomy, service_name
 from plaza.web import allowed_methods
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from plaza_api.auth import (
     ANONYMOUS,
@@ -218,11 +218,8 @@ _Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def _allowed(request: Request) -> str:
-    """A 405's Allow: every method of the path, HEAD with GET (Open311Query answers it)."""
-    methods = set(allowed_methods(request))
-    if "GET" in methods:
-        methods.add("HEAD")
-    return ", ".join(sorted(methods))
+    """A 405's Allow: every method of the path."""
+    return ", ".join(allowed_methods(request))
 
 
 def install_open311_errors(app: FastAPI) -> None:
@@ -317,30 +314,20 @@ def open311_query(raw: bytes) -> bytes:
 
 
 class Open311Query:
-    """Reads every /open311/ request ahead of routing (pure ASGI): its query string as
-    open311_query() says, and a HEAD as the GET it asks about, answered without the body (HTTP
-    has every GET answer HEAD too: link checkers and uptime monitors ask with it, and got a
-    405)."""
+    """Reads every /open311/ request's query string ahead of routing (pure ASGI), as
+    open311_query() says. (A HEAD is answered as its GET by plaza.web.HeadAsGet.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(OPEN311_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        if scope["query_string"]:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(OPEN311_PREFIX)
+            and scope["query_string"]
+        ):
             scope = {**scope, "query_string": open311_query(scope["query_string"])}
-        if scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}  # the GET's headers, Content-Length too
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        await self.app(scope, receive, send)
 
 
 # --- discovery and services ------------------------------------------------------------------
