@@ -19,6 +19,16 @@ TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 
 
+# The city's account, for the identity checks (only its PLC directory and PDS are asked).
+CITY_ACCOUNT = BlueskyAccount(
+    handle="ajuntament.test",
+    password=None,
+    pds_url="http://pds.test",
+    jetstream_url="ws://jetstream.test",
+    plc_url="http://plc.test",
+)
+
+
 def test_a_reply_id_always_derives_the_same_valid_tid_and_another_id_another() -> None:
     keys = {tid_for(f"reply-{i}") for i in range(2000)}
     assert len(keys) == 2000
@@ -149,15 +159,8 @@ async def test_an_authors_handle_counts_only_if_it_resolves_back_to_its_did() ->
             return httpx.Response(400, json={"error": "InvalidRequest", "message": "no handle"})
         return httpx.Response(200, json={"did": holders[handle]})
 
-    account = BlueskyAccount(
-        handle="ajuntament.test",
-        password=None,
-        pds_url="http://pds.test",
-        jetstream_url="ws://jetstream.test",
-        plc_url="http://plc.test",
-    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-        identities = Identities(account, http)
+        identities = Identities(CITY_ACCOUNT, http)
         assert await identities.handle_of(marta) == "marta.test"
         assert await identities.handle_of(impostor) == ""  # the mayor's handle is not theirs
         claims[impostor] = "nobody.test"
@@ -170,7 +173,7 @@ async def test_an_authors_handle_counts_only_if_it_resolves_back_to_its_did() ->
         assert await identities.handle_of(marta) == ""  # cannot be verified now
         failing["resolve"] = False
         assert await identities.handle_of(marta) == "marta.test"  # asked again, not remembered
-        stale = Identities(account, http, ttl=0.0)
+        stale = Identities(CITY_ACCOUNT, http, ttl=0.0)
         assert await stale.handle_of(marta) == "marta.test"
         asked.clear()
         await stale.handle_of(marta)
@@ -199,16 +202,9 @@ async def test_a_did_web_document_is_read_only_from_a_public_address() -> None:
     def pds(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"did": "did:web:marta.example"})
 
-    account = BlueskyAccount(
-        handle="ajuntament.test",
-        password=None,
-        pds_url="http://pds.test",
-        jetstream_url="ws://jetstream.test",
-        plc_url="http://plc.test",
-    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(pds)) as http:
         identities = Identities(
-            account, http, resolver=resolver, web_transport=httpx.MockTransport(web)
+            CITY_ACCOUNT, http, resolver=resolver, web_transport=httpx.MockTransport(web)
         )
         for private in (
             "did:web:169.254.169.254",
