@@ -34,11 +34,10 @@ CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' https:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# The console's own, beside the gateway's on every answer (nosniff, no framing, no Referer:
+# plaza_api.limits.SecurityHeaders, which leaves a header a route set as it is).
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
