@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaza.city import names
 from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features
 from plaza.settings import SettingsError
+
+if TYPE_CHECKING:
+    from plaza.city.streets import Street, StreetAddress, Streets
 
 __all__ = [
     "SNAP_METRES",
@@ -327,10 +330,12 @@ class City:
         barri_polygons: Polygons | None = None,
         district_polygons: Polygons | None = None,
         council: Council | None = None,
+        streets: Iterable[Street] | None = None,
     ) -> None:
         """A city may have no barris; then a point is placed by its district's polygon. Polygons,
         when given, must cover exactly the city's barris (or districts). Without a council, the
-        city's is named in English after the city (Council.of)."""
+        city's is named in English after the city (Council.of). `streets`: the city's street
+        register (plaza.city.streets), when it has one."""
         self.name = name
         self.council = council or Council.of(name)
         self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
@@ -352,7 +357,13 @@ class City:
         self._barri_polygons = barri_polygons
         self._district_polygons = district_polygons
         self._metres = bbox.metres()
-        self._matcher = self._build_matcher(place_names or PlaceNames())
+        self._matcher, place_keys = self._build_matcher(place_names or PlaceNames())
+        self.streets: Streets | None = None
+        if streets is not None:
+            from plaza.city.streets import Streets
+
+            # a barri's, district's or landmark's name written alone is that place, not a street
+            self.streets = Streets(streets, not_streets=place_keys)
 
     @property
     def has_polygons(self) -> bool:
@@ -443,10 +454,22 @@ class City:
             return self._location(barri, "text", 0.8)
         return self._location(places[0], "text", 0.7)
 
+    def find_street(self, text: str) -> StreetAddress | None:
+        """The street of the city's register (and house number) a text names; None without a
+        register (plaza.city.streets). The street places no district: streets cross them."""
+        return self.find_street_in_folded(fold(text)) if self.streets is not None else None
+
+    def find_street_in_folded(self, folded: str) -> StreetAddress | None:
+        """find_street() of a text already folded and lowered (fold(text))."""
+        return self.streets.find_in_folded(folded) if self.streets is not None else None
+
     @classmethod
     def barcelona(cls, data_dir: Path | None = None) -> City:
-        """Barcelona from the packaged names and centres; with data_dir, also the exact barri
-        polygons from data_dir/barris_geo.json (checked against districtes_geo.json)."""
+        """Barcelona from the packaged names, centres and street register; with data_dir, also
+        the exact barri polygons from data_dir/barris_geo.json (checked against
+        districtes_geo.json)."""
+        from plaza.city.streets import barcelona_register
+
         packaged = resources.files("plaza.city").joinpath("barcelona.json").read_text("utf-8")
         config = json.loads(packaged)
         districts = [District(**d) for d in config["districts"]]
@@ -463,6 +486,7 @@ class City:
             place_names=barcelona_place_names(),
             barri_polygons=polygons,
             council=Council.barcelona(),
+            streets=barcelona_register(),
         )
 
     @classmethod
@@ -510,7 +534,8 @@ class City:
             return Location(self.districts[place.district_code], place, source, confidence)
         return Location(place, None, source, confidence)
 
-    def _build_matcher(self, place_names: PlaceNames) -> _TextMatcher:
+    def _build_matcher(self, place_names: PlaceNames) -> tuple[_TextMatcher, frozenset[str]]:
+        """The place-name matcher, and the folded names of the city's places."""
         folded: dict[str, Place | None] = {}
 
         def add(name: str, place: Place | None) -> None:
@@ -545,7 +570,8 @@ class City:
             fold(n, keep_case=True).strip(): self.barri(c)
             for n, c in place_names.proper_nouns.items()
         }
-        return _TextMatcher(folded, cased)
+        places = frozenset(name for name, place in folded.items() if place is not None)
+        return _TextMatcher(folded, cased), places | {n.lower() for n in cased}
 
 
 def _district_code(place: Place) -> str:

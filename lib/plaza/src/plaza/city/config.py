@@ -30,8 +30,10 @@ Each layer may also have `code_width` (numeric codes are zero-padded to it, defa
 `names` (code -> the name to show, where the GeoJSON's is wrong or unaccented), `aliases`
 (code -> other names people write: short forms, other languages, landmarks) and `ambiguous`
 (codes whose official name is an everyday word, matched in text only through their aliases).
-Top level: `not_places` (phrases that contain a place name but do not name the place) and
-`packaged_names = "barcelona"` (Plaza's own list of Barcelona's names, see plaza.city.names).
+Top level: `not_places` (phrases that contain a place name but do not name the place),
+`packaged_names = "barcelona"` (Plaza's own list of Barcelona's names, see plaza.city.names) and
+`streets = "barcelona"` (Barcelona's packaged street register, see plaza.city.streets: a post's
+text naming a street and number gives its request that address; without it, none is looked for).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from plaza.city import (
     barcelona_place_names,
 )
 from plaza.city.geo import Metres, Polygons, bounds, centre, read_features
+from plaza.city.streets import barcelona_register
 
 __all__ = ["load_city_config", "load_council"]
 
@@ -97,6 +100,7 @@ class _CityFile(BaseModel):
     barris: _Barris | None = None
     not_places: list[str] = Field(default_factory=list)
     packaged_names: Literal["barcelona"] | None = None
+    streets: Literal["barcelona"] | None = None
     language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
     agency: str | None = Field(default=None, min_length=1)
     district_team: str | None = Field(default=None, min_length=1)
@@ -107,6 +111,7 @@ class _CityFile(BaseModel):
 
 
 _PACKAGED_NAMES = {"barcelona": barcelona_place_names}
+_STREETS = {"barcelona": barcelona_register}
 
 
 def load_council(path: Path) -> Council:
@@ -166,6 +171,7 @@ def load_city_config(path: Path) -> City:
         barri_polygons=barri_polygons,
         district_polygons=district_polygons,
         council=council,
+        streets=_STREETS[config.streets]() if config.streets else None,
     )
     if config.town_hall is not None:
         _check_town_hall(path, districts_path, city, config.town_hall)
