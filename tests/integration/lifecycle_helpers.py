@@ -45,6 +45,8 @@ def classified(
     author: str = "",
     author_id: str = "",
     reply_to: str = "",
+    address: str = "",
+    street_address: str = "",
 ) -> PostClassified:
     post = Post(
         platform="mastodon",
@@ -56,6 +58,7 @@ def classified(
         created_at=timestamp(at),
         channel="webhook",
         reply_to_post_id=reply_to,
+        address=address,
     )
     if latlon is not None:
         post.latitude, post.longitude = latlon
@@ -80,6 +83,7 @@ def classified(
         placement=place,
         language=language,
         urgency=Urgency.URGENCY_URGENT if urgent else Urgency.URGENCY_NORMAL,
+        street_address=street_address,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from georeport import GeoReport
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
-from plaza.contracts import TOPICS, decode
+from plaza.contracts import TOPICS, Post, PostReceived, decode, envelope
 from plaza.db.models import Open311Submission, ServiceRequest
 from plaza.lifecycle import Command, act, add_note
 from plaza.policy import RoutingTable, SlaPolicy
@@ -607,6 +607,44 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
             root = ElementTree.fromstring(xml_post.content)
             assert root.tag == "service_requests" and root.findtext("request/token")
     await bus.close()
+
+
+async def test_the_street_a_post_names_is_its_requests_address_unless_it_gave_one(
+    sessions: async_sessionmaker[AsyncSession], api: httpx.AsyncClient
+) -> None:
+    """A post with no geotag and no barri, naming "c/ Aragó, 250", is at "Carrer d'Aragó 250"
+    in Open311 and for its manager, in triage (a street places no district); an address the
+    post came with (Open311's address_string) wins over the street its text names."""
+    classify = ClassifyPost(City.barcelona())
+    texts = {
+        "named": ("Contenedor desbordado en c/ Aragó, 250", ""),
+        "given": ("Contenedor desbordado en c/ Aragó, 250", "Carrer de Verdi 12, 3r 2a"),
+    }
+    for post_id, (text, address) in texts.items():
+        post = Post(platform="mastodon", post_id=post_id, author_handle="@a", text=text)
+        post.address = address
+        received = envelope(
+            PostReceived(post=post), key=post_id, event_id=post_id, correlation_id=post_id
+        )
+        [out] = await classify(received.envelope)
+        await router(sessions)(out.envelope)
+    async with sessions() as s:
+        rows = (await s.execute(select(ServiceRequest).order_by(ServiceRequest.id))).scalars()
+        requests = {r.source_post_id: r for r in rows}
+    assert requests["named"].address == "Carrer d'Aragó 250"
+    assert requests["named"].queue == "triage" and requests["named"].district_code is None
+    assert requests["given"].address == "Carrer de Verdi 12, 3r 2a"
+    published = {
+        post_id: (await api.get(f"/open311/v2/requests/{r.id}.json")).json()[0]["address"]
+        for post_id, r in requests.items()
+    }
+    assert published == {"named": "Carrer d'Aragó 250", "given": "Carrer de Verdi 12"}
+    city_hall = await new_key(sessions, Role.CITY_HALL)
+    detail = await api.get(
+        f"/api/v1/requests/{requests['named'].id}",
+        headers={"Authorization": f"Bearer {city_hall}"},
+    )
+    assert detail.json()["address"] == "Carrer d'Aragó 250"
 
 
 async def test_a_post_is_read_as_utf_8_with_every_attribute(

@@ -26,6 +26,7 @@ FIELDS = {
     "district_name",
     "barri_code",
     "district_source",
+    "street_address",
     "language",
     "urgency",
     "model_version",
@@ -173,6 +174,18 @@ def test_an_address_places_a_post_as_in_the_service() -> None:
     [placed] = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert (placed["district_code"], placed["district_source"]) == ("06", "text")
     assert err.getvalue().startswith("line 2: ") and '"address"' in err.getvalue()
+
+
+def test_a_post_without_an_address_shows_the_street_its_text_names() -> None:
+    out, err = io.BytesIO(), io.StringIO()
+    lines = [
+        orjson.dumps({"id": 1, "text": "Huge pothole on Avinguda Diagonal 640"}),
+        orjson.dumps({"id": 2, "text": "Bache", "address": "Carrer de Verdi 20"}),
+    ]
+    classify_lines(lines, City.barcelona(), out, err, progress_after=None)
+    results = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["street_address"] for r in results] == ["Avinguda Diagonal 640", None]
+    assert results[0]["district_source"] == "none"
 
 
 def test_a_long_input_shows_a_progress_bar_and_errors_still_name_their_line() -> None:

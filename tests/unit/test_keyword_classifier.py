@@ -361,6 +361,26 @@ def test_an_address_places_a_post_after_its_point_and_before_its_text(exact_city
     assert batched.location == by_address
 
 
+def test_a_post_without_an_address_gets_the_street_its_text_names(city: City) -> None:
+    """In the register's official form, the post placed by nothing (a street crosses
+    districts); a post's own address (Open311's address_string) wins, and is not repeated."""
+    text = "Contenedor desbordado en c/ Aragó, 250"
+    named = classify(text, city)
+    assert named.street_address == "Carrer d'Aragó 250"
+    assert named.location.source == "none"
+    assert classify(text, city, address="Carrer de Verdi 20").street_address == ""
+    assert classify("Fanal apagat a Gràcia", city).street_address == ""
+    batched = default_classifier().classify_batch(
+        [PostInput(text), PostInput(text, address="Carrer de Verdi 20")], city
+    )
+    assert [b.street_address for b in batched] == ["Carrer d'Aragó 250", ""]
+
+
+def test_a_city_without_a_street_register_reads_no_address() -> None:
+    jun = City.from_config(ROOT / "deploy/cities/jun.toml")
+    assert classify("Contenedor desbordado en c/ Aragó, 250", jun).street_address == ""
+
+
 def test_no_place_is_a_none_location(city: City) -> None:
     location = classify("La farola no funciona", city).location
     assert (location.source, location.district, location.barri, location.confidence) == (

@@ -293,6 +293,7 @@ async def test_the_services_batch_handler_classifies_as_its_one_by_one_handler(c
         ("La font de beure del parc no raja", None),
         ("Bins overflowing near the Sagrada Familia", None),
         ("Quina pel·lícula més bona vam veure ahir", None),
+        ("Contenedor desbordado en c/ Aragó, 250", None),
     ]
     events = []
     for n, (text, point) in enumerate(texts):
@@ -310,6 +311,8 @@ async def test_the_services_batch_handler_classifies_as_its_one_by_one_handler(c
         assert a.service_confidence == pytest.approx(b.service_confidence, abs=0.011)
         a.service_confidence = b.service_confidence
         assert a == b
+    streets = [o.envelope.post_classified.street_address for o in batch]
+    assert streets == ["Carrer de Sants", "", "", "", "Carrer d'Aragó 250"]
     silent = Post(platform="mastodon", post_id="empty", author_handle="@a", text="  ")
     bad = envelope(PostReceived(post=silent), key="k", event_id="e", correlation_id="c")
     with pytest.raises(Rejected, match="has no text"):

@@ -95,6 +95,7 @@ def result(post: Post, classification: Classification) -> dict[str, JsonValue]:
         "barri_name": location.barri.name if location.barri else None,
         "district_source": location.source,
         "location_confidence": location.confidence,
+        "street_address": classification.street_address or None,
         "language": classification.language,
         "urgency": classification.urgency,
         "model_version": classification.model_version,

@@ -180,7 +180,11 @@ class RequestDetail(QueueItem):
     )
     lat: float | None
     long: float | None
-    address: str | None = Field(description="Where the citizen said it is, as they wrote it")
+    address: str | None = Field(
+        description="Where the citizen said it is: the address they gave (Open311's "
+        "address_string) as they wrote it, else the street and number their post's text names, "
+        "in the city's street register's official form (\"Carrer de Verdi 12\")"
+    )
     media_urls: list[str] = Field(description="The citizens' photos (their platforms' URLs)")
     source_public_url: str | None = Field(description="The post that opened it, on its platform")
     status_notes: str | None

@@ -65,6 +65,9 @@ class Classification:
     language: str
     urgency: Urgency
     model_version: str
+    # The street and number the text names, in the register's official form ("Carrer de Verdi
+    # 12"), for a post without an address of its own in a city with a street register; else "".
+    street_address: str = ""
 
 
 # Service and complaint patterns of every language apply to every post: tweets mix languages
@@ -239,7 +242,9 @@ class Classifier:
     ) -> Classification:
         """The classification of a post from its signals; `located` is where its point lies
         (None: no point, or one outside the city), else the place its address names, else the
-        place its text (`cased`: folded with its case kept) names."""
+        place its text (`cased`: folded with its case kept) names. A post without an address
+        gets the street and number its text names, which place no district (streets cross
+        districts: the Diagonal five)."""
         if service_code_hint in load_taxonomy():
             service_code, confidence, actionable = service_code_hint, 1.0, True
         else:
@@ -258,6 +263,7 @@ class Classifier:
             language=signals.language,
             urgency="urgent" if signals.urgent else "normal",
             model_version=self.model_version,
+            street_address=_street(city, cased) if not address else "",
         )
 
     @staticmethod
@@ -324,6 +330,14 @@ def evidence(signals: Signals, settings: Mapping[str, float]) -> float:
 def _logit(p: float) -> float:
     p = min(max(p, 1e-9), 1 - 1e-9)
     return math.log(p / (1 - p))
+
+
+def _street(city: City, cased: str) -> str:
+    """The street and number a text (folded, case kept) names, in the official form, or ""."""
+    if city.streets is None:
+        return ""
+    found = city.find_street_in_folded(cased.lower())
+    return "" if found is None else str(found)
 
 
 def _point(lat: float | None, lon: float | None) -> tuple[float, float] | None:

@@ -108,6 +108,7 @@ def _classified(event: Envelope, post: Post, result: Classification) -> Outgoing
         language=result.language,
         urgency=URGENCY_URGENT if result.urgency == "urgent" else URGENCY_NORMAL,
         model_version=result.model_version,
+        street_address=result.street_address,
     )
     return envelope(
         body,

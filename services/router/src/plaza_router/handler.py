@@ -513,7 +513,8 @@ def _report(c: PostClassified) -> NewReport:
         reported_at=created if created <= now else now,
         lat=post.latitude if post.HasField("latitude") else None,
         long=post.longitude if post.HasField("longitude") else None,
-        address=post.address or None,
+        # the post's own address (an Open311 address_string) wins over the street its text names
+        address=post.address or c.street_address or None,
         public_url=post.public_url or None,
         channel=post.channel,
         media_urls=tuple(post.media_urls),

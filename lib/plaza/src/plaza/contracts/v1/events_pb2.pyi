@@ -253,6 +253,7 @@ class PostClassified(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     URGENCY_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    STREET_ADDRESS_FIELD_NUMBER: _builtins.int
     service_code: _builtins.str
     """a code of the taxonomy"""
     service_confidence: _builtins.float
@@ -263,6 +264,11 @@ class PostClassified(_message.Message):
     """detected: ca, es, en or other"""
     urgency: Global___Urgency.ValueType
     model_version: _builtins.str
+    street_address: _builtins.str
+    """The street and house number the post's text names, in the city's register's official form
+    ("Carrer de Verdi 12"), when the post has no address of its own and the city has a street
+    register; else empty. It places no district: a street may cross several.
+    """
     @_builtins.property
     def post(self) -> Global___Post: ...
     @_builtins.property
@@ -278,10 +284,11 @@ class PostClassified(_message.Message):
         language: _builtins.str = ...,
         urgency: Global___Urgency.ValueType = ...,
         model_version: _builtins.str = ...,
+        street_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placement", b"placement", "post", b"post"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actionable", b"actionable", "language", b"language", "model_version", b"model_version", "placement", b"placement", "post", b"post", "service_code", b"service_code", "service_confidence", b"service_confidence", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actionable", b"actionable", "language", b"language", "model_version", b"model_version", "placement", b"placement", "post", b"post", "service_code", b"service_code", "service_confidence", b"service_confidence", "street_address", b"street_address", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
