@@ -1,6 +1,6 @@
 """The plan of the router's duplicate search (plaza_router.dedupe.CANDIDATES) on real PostgreSQL:
-each probe reads only its own band of latitude or its own barri, through the index made for
-it, whether or not the table has statistics yet (a new city, a burst before autovacuum's next
+each probe reads only its own band of latitude, its own barri or its own address, through the
+index made for it, whether or not the table has statistics yet (a new city, a burst before autovacuum's next
 analyze) and for the plan a prepared statement reuses (generic) as for one planned with the
 values (custom). Reading every open request instead cost 10-60 ms a batch, not 1-2."""
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from plaza.city import City
 from plaza_router.dedupe import CANDIDATES, DuplicatePolicy, Probe, probe_columns
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,21 +26,24 @@ pytestmark = [pytest.mark.postgres]
 SERVICES = ("streetlight", "cleaning", "noise", "potholes", "graffiti")
 NEAR = "ix_service_requests_dedupe_near"
 BARRI = "ix_service_requests_dedupe_barri"
+ADDRESS = "ix_service_requests_dedupe_address"
+STREETS = City.barcelona().streets
 
 # 20,000 open requests over four days: two in three with a point in the city, the rest placed
-# by a barri named in their text.
+# by a barri named in their text, and half of those with an address their text named.
 _FILL = text(
     """
     INSERT INTO service_requests (status, service_code, description, requested_datetime, lat,
         long, agency_responsible, district_code, barri_code, location_source, queue, urgency,
         language, service_confidence, channel, source_platform, source_post_id,
-        source_author_handle, media_urls)
+        source_author_handle, media_urls, address)
     SELECT 'new', (CAST(:services AS text[]))[1 + i % 5], 'fanal apagat ' || i,
         CAST(:at AS timestamptz) - (i % 5760) * interval '1 minute',
         CASE WHEN i % 3 = 0 THEN NULL ELSE 41.35 + (i * 7919 % 1000) * 0.0001 END,
         CASE WHEN i % 3 = 0 THEN NULL ELSE 2.10 + (i * 104729 % 1000) * 0.0001 END,
         'IMI', '06', lpad(CAST(1 + i % 73 AS text), 2, '0'), 'geo', 'district-06', 'normal',
-        'ca', 0.9, 'webhook', 'plan', 'p' || i, '@neighbour', '{}'
+        'ca', 0.9, 'webhook', 'plan', 'p' || i, '@neighbour', '{}',
+        CASE WHEN i % 6 = 0 THEN 'Carrer d''Aragó ' || (i % 600) END
     FROM generate_series(1, 20000) AS i
     """
 )
@@ -53,9 +57,15 @@ def probes(seed: int) -> list[Probe]:
         if n % 2:
             point = (41.35 + rng.random() * 0.1, 2.10 + rng.random() * 0.1)
             out.append(Probe(rng.choice(SERVICES), at, "fanal", *point, "31"))
-        else:
+        elif n % 4 == 0:
             out.append(
                 Probe(rng.choice(SERVICES), at, "fanal", None, None, f"{rng.randrange(73):02}")
+            )
+        else:  # an address, and a barri or none
+            barri = f"{rng.randrange(73):02}" if n % 3 else None
+            address = f"Carrer d'Aragó {rng.randrange(600)}"
+            out.append(
+                Probe(rng.choice(SERVICES), at, "fanal", None, None, barri, address, STREETS)
             )
     return out
 
@@ -110,12 +120,18 @@ async def test_each_probe_reads_its_own_band_or_barri(
             [root] = await plan(s, columns, mode)
             read = list(scans(root["Plan"]))
             kinds = {(n["Node Type"], n.get("Index Name")) for n in read}
-            assert kinds == {("Index Scan", NEAR), ("Index Scan", BARRI)}, (mode, kinds)
+            assert kinds == {
+                ("Index Scan", NEAR),
+                ("Index Scan", BARRI),
+                ("Index Scan", ADDRESS),
+            }, (mode, kinds)
             for node in read:
                 # A probe's own band or barri is where the index scan starts: its conditions
                 # are index conditions, not filters over the service's whole window.
                 condition = node["Index Cond"]
                 if node["Index Name"] == NEAR:
                     assert "service_code" in condition and "lat >=" in condition, condition
-                else:
+                elif node["Index Name"] == BARRI:
                     assert "barri_code" in condition and "service_code" in condition, condition
+                else:
+                    assert "address" in condition and "service_code" in condition, condition

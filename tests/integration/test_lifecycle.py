@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
-from plaza.contracts import TOPICS, ReplyKind, decode
+from plaza.contracts import TOPICS, PostClassified, ReplyKind, decode
 from plaza.db.models import OutboxRecord, RequestReport, ServiceRequest
 from plaza.lifecycle import Command, InvalidCommand, act, history, split_report
 from plaza.outbox import Relay
@@ -183,6 +183,84 @@ async def test_without_coordinates_similar_text_in_the_same_barri_is_a_duplicate
         ("a", 2),
         ("c", 1),
         ("d", 1),
+    ]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_without_coordinates_the_same_street_and_number_is_the_same_place(
+    sessions: async_sessionmaker[AsyncSession], batched: bool
+) -> None:
+    """Posts with no point and no barri, whose text names a street of the register (the
+    classifier's street_address), were compared with nothing: now the same street and number is
+    one request whatever the words, and another street, or numbers far apart, another request
+    however alike the words; a post's own address is read the same way."""
+    route = router(sessions)
+    bins = "Contenedor desbordado en c/ Aragó, 250"
+
+    def at(post_id: str, text: str, street: str = "", address: str = "") -> PostClassified:
+        return classified(
+            post_id,
+            district="",
+            barri="",
+            latlon=None,
+            service_code="cleaning",
+            text=text,
+            street_address=street,
+            address=address,
+        )
+
+    first = at("aragó", bins, "Carrer d'Aragó 250")
+    posts = [
+        at("same", "Contenidor ple fa dies, fa pudor", "Carrer d'Aragó 250"),
+        at("far", bins.replace("250", "400"), "Carrer d'Aragó 400"),
+        at("other", bins.replace("Aragó", "Mallorca"), "Carrer de Mallorca 250"),
+        at("far-again", "Bins overflowing on Aragó Street 400", "Carrer d'Aragó 400"),
+        at("given", "Contenidors plens", address="Carrer d'Aragó 250"),
+    ]
+    if batched:
+        await route.batch([as_event(first)])
+        await route.batch([as_event(p) for p in posts])
+    else:
+        for p in [first, *posts]:
+            await route(as_event(p))
+    assert [(r.source_post_id, r.address, r.reporters_count) for r in await requests(sessions)] == [
+        ("aragó", "Carrer d'Aragó 250", 3),
+        ("far", "Carrer d'Aragó 400", 2),
+        ("other", "Carrer de Mallorca 250", 1),
+    ]
+
+
+async def test_in_a_barri_another_street_is_another_place_however_alike_the_words(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Without a point, a barri's reports were told apart by their words alone: two alike texts
+    at different streets were one request."""
+    route = router(sessions)
+    text = "Fanal apagat al carrer de {street}, fa dies que no funciona"
+    await route(
+        as_event(
+            classified(
+                "verdi",
+                latlon=None,
+                text=text.format(street="Verdi 12"),
+                street_address="Carrer de Verdi 12",
+            )
+        )
+    )
+    await route(
+        as_event(
+            classified(
+                "torrent",
+                latlon=None,
+                text=text.format(street="Torrent de l'Olla 12"),
+                street_address="Carrer del Torrent de l'Olla 12",
+            )
+        )
+    )
+    await route(as_event(classified("verdi-again", latlon=None, text=text.format(street="Verdi"))))
+    assert [(r.source_post_id, r.reporters_count) for r in await requests(sessions)] == [
+        ("verdi", 2),
+        ("torrent", 1),
     ]
 
 

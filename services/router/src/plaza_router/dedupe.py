@@ -1,5 +1,11 @@
 """Finding the open request a new report repeats: same service, close by, recently, and not
-about another problem of that service."""
+about another problem of that service.
+
+Close by is within a radius of a report's point; without a point, in the same barri with a
+similar text, or at the same address. Two addresses of the city's street register (a post's
+own, or the street and number its text names) tell more than the texts: the same street and
+number is the same place whatever the words, another street or numbers far apart
+(FAR_NUMBERS) is another place however alike the words."""
 
 from __future__ import annotations
 
@@ -11,13 +17,17 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from plaza.city import fold
+from plaza.city.streets import Streets
 from plaza.db.models import ServiceRequest
 from plaza.requests import OPEN_STATUSES
 from plaza.subjects import different_problems
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _M_PER_DEG_LAT = 111_320.0
+FAR_NUMBERS = 10
+"""House numbers of one street further apart than this are not one place: about the duplicate
+radius along a side of an Eixample block (a block's side holds some 20 to 30 numbers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,38 @@ class Candidate(Protocol):
     def long(self) -> float | None: ...
     @property
     def description(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+
+
+Spot = tuple[str, int | None]
+"""A street of the register (its code) and a house number, if one was given."""
+
+
+@lru_cache(maxsize=8192)
+def spot(streets: Streets | None, address: str | None) -> Spot | None:
+    """The street and number an address names, by the city's register; None without a register
+    or when the address names no street of it. Cached: an open request's address is compared
+    with report after report."""
+    if streets is None or not address:
+        return None
+    found = streets.find(address)
+    return None if found is None else (found.street.code, found.number)
+
+
+def same_place(mine: Spot | None, theirs: Spot | None) -> bool | None:
+    """Whether two addresses are one place: True for the same street and number, False for
+    another street or numbers more than FAR_NUMBERS apart, None when they cannot tell (an
+    address unknown, a number missing, numbers close by)."""
+    if mine is None or theirs is None:
+        return None
+    if mine[0] != theirs[0]:
+        return False
+    if mine[1] is None or theirs[1] is None:
+        return None
+    if mine[1] == theirs[1]:
+        return True
+    return False if abs(mine[1] - theirs[1]) > FAR_NUMBERS else None
 
 
 C = TypeVar("C", bound=Candidate)
@@ -122,7 +164,8 @@ C = TypeVar("C", bound=Candidate)
 @dataclass(frozen=True, slots=True)
 class Probe:
     """One report's duplicate search: its service, time and place (a box around its point, or
-    its barri and text when it has no point)."""
+    its barri, address and text when it has no point). `streets`: the city's register, which
+    reads the addresses."""
 
     service_code: str
     reported_at: datetime
@@ -130,13 +173,26 @@ class Probe:
     lat: float | None
     lon: float | None
     barri_code: str | None
+    address: str | None = None
+    streets: Streets | None = None
+
+    @property
+    def spot(self) -> Spot | None:
+        return spot(self.streets, self.address)
+
+    @property
+    def by_address(self) -> str | None:
+        """The address searched for, without a point: one the register reads, else None."""
+        if self.lat is not None and self.lon is not None:
+            return None
+        return self.address if self.spot is not None else None
 
     def searchable(self, policy: DuplicatePolicy) -> bool:
         if policy.window <= timedelta(0):
             return False
         if self.lat is not None and self.lon is not None:
             return policy.radius_m > 0
-        return bool(self.barri_code)
+        return bool(self.barri_code) or self.by_address is not None
 
     def box(self, policy: DuplicatePolicy) -> tuple[float, float, float, float]:
         """(lat_min, lat_max, lon_min, lon_max) around the point, radius_m each way."""
@@ -167,15 +223,19 @@ class Probe:
                 and lat0 <= candidate.lat <= lat1
                 and lon0 <= candidate.long <= lon1
             )
-        return barri_code == self.barri_code
+        if self.barri_code and barri_code == self.barri_code:
+            return True
+        return self.by_address is not None and candidate.address == self.by_address
 
     def best(
         self, policy: DuplicatePolicy, candidates: Iterable[tuple[tuple[int, int], C]]
     ) -> C | None:
         """The candidate this report repeats, or None: the nearest within the radius for a
-        point, else the most alike text in the barri; ties go to the oldest (its order key).
-        Never one whose text names another problem of the service (plaza.subjects): a stop
-        sign 40 m from an abandoned car is another request."""
+        point, else the one at the same street and number, else the most alike text in the
+        barri or at the address, but never at another street or number far apart (same_place);
+        ties go to the oldest (its order key). Never one whose text names another problem of
+        the service (plaza.subjects): a stop sign 40 m from an abandoned car is another
+        request."""
         candidates = [
             (order, c)
             for order, c in candidates
@@ -190,8 +250,15 @@ class Probe:
             ]
             close = [s for s in close if s[0] <= policy.radius_m]
             return min(close, key=lambda s: (s[0], s[1]))[2] if close else None
-        alike = [(similarity(self.text, c.description), order, c) for order, c in candidates]
-        alike = [s for s in alike if s[0] >= policy.text_similarity]
+        mine = self.spot
+        alike = []
+        for order, c in candidates:
+            place = same_place(mine, spot(self.streets, c.address))
+            if place is False:
+                continue
+            score = 1.0 if place else similarity(self.text, c.description)
+            if score >= policy.text_similarity:
+                alike.append((score, order, c))
         return min(alike, key=lambda s: (-s[0], s[1]))[2] if alike else None
 
 
@@ -205,9 +272,11 @@ async def find_duplicate(
     lat: float | None,
     lon: float | None,
     barri_code: str | None,
+    address: str | None = None,
+    streets: Streets | None = None,
 ) -> ServiceRequest | None:
     """The open request this report repeats, locked for update, or None."""
-    probe = Probe(service_code, reported_at, text_, lat, lon, barri_code)
+    probe = Probe(service_code, reported_at, text_, lat, lon, barri_code, address, streets)
     if not probe.searchable(policy):
         return None
     stmt = select(ServiceRequest).where(
@@ -222,7 +291,10 @@ async def find_duplicate(
             ServiceRequest.lat.between(lat0, lat1), ServiceRequest.long.between(lon0, lon1)
         )
     else:
-        stmt = stmt.where(ServiceRequest.barri_code == barri_code)
+        places = [ServiceRequest.barri_code == barri_code] if barri_code else []
+        if probe.by_address is not None:
+            places.append(ServiceRequest.address == probe.by_address)
+        stmt = stmt.where(or_(*places))
     candidates = (await session.execute(stmt)).scalars().all()
     best = probe.best(policy, (((0, c.id), c) for c in candidates))
     if best is None:
@@ -238,17 +310,19 @@ class Found:
     lat: float | None
     long: float | None
     description: str
+    address: str | None
 
 
 _OPEN_SQL = ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))
 _PROBES = """
     unnest(CAST(:codes AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
            CAST(:lat0 AS float8[]), CAST(:lat1 AS float8[]), CAST(:lon0 AS float8[]),
-           CAST(:lon1 AS float8[]), CAST(:barri AS text[]))
-    WITH ORDINALITY AS p(code, lo, hi, lat0, lat1, lon0, lon1, barri, i)"""
-# Two halves, so that each uses its index: a point's probe scans a band of latitude of its
+           CAST(:lon1 AS float8[]), CAST(:barri AS text[]), CAST(:addr AS text[]))
+    WITH ORDINALITY AS p(code, lo, hi, lat0, lat1, lon0, lon1, barri, addr, i)"""
+# Three parts, so that each uses its index: a point's probe scans a band of latitude of its
 # service's open requests (ix_service_requests_dedupe_near); a barri's probe, its barri's within
-# the window (ix_service_requests_dedupe_barri). The point's half is a LATERAL subquery fenced
+# the window (ix_service_requests_dedupe_barri); an address's probe, the requests at that very
+# address (ix_service_requests_dedupe_address). The point's half is a LATERAL subquery fenced
 # by OFFSET 0, and its time condition is one no index can take (IS TRUE), so that with any
 # statistics the only good plan is each probe reading its own band. A table that grows by
 # thousands of requests a minute has no statistics until autovacuum's next analyze, and the
@@ -256,9 +330,9 @@ _PROBES = """
 # index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
 CANDIDATES = text(
     f"""
-    SELECT p.i, s.id, s.lat, s.long, s.description FROM {_PROBES}
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
     CROSS JOIN LATERAL (
-        SELECT s.id, s.lat, s.long, s.description FROM service_requests AS s
+        SELECT s.id, s.lat, s.long, s.description, s.address FROM service_requests AS s
         WHERE s.service_code = p.code AND s.status IN ({_OPEN_SQL})
           AND s.lat BETWEEN p.lat0 AND p.lat1 AND s.long BETWEEN p.lon0 AND p.lon1
           AND (s.requested_datetime BETWEEN p.lo AND p.hi) IS TRUE
@@ -266,11 +340,17 @@ CANDIDATES = text(
     ) AS s
     WHERE p.lat0 IS NOT NULL
     UNION ALL
-    SELECT p.i, s.id, s.lat, s.long, s.description FROM {_PROBES}
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
     JOIN service_requests AS s
       ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
      AND s.barri_code = p.barri AND s.requested_datetime BETWEEN p.lo AND p.hi
     WHERE p.lat0 IS NULL
+    UNION ALL
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
+    JOIN service_requests AS s
+      ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
+     AND s.address = p.addr AND s.requested_datetime BETWEEN p.lo AND p.hi
+    WHERE p.lat0 IS NULL AND p.addr IS NOT NULL
     """
 )
 
@@ -284,8 +364,8 @@ async def candidates(
     asked, columns = probe_columns(policy, probes)
     if not asked:
         return found
-    for i, rid, lat, long, description in await session.execute(CANDIDATES, columns):
-        found[asked[i - 1]].append(Found(rid, lat, long, description))
+    for i, rid, lat, long, description, address in await session.execute(CANDIDATES, columns):
+        found[asked[i - 1]].append(Found(rid, lat, long, description, address))
     return found
 
 
@@ -295,7 +375,7 @@ def probe_columns(
     """Which probes are searched (their indexes) and CANDIDATES' parameters for them."""
     asked = [i for i, p in enumerate(probes) if p.searchable(policy)]
     columns: dict[str, list[object]] = {
-        k: [] for k in ("codes", "lo", "hi", "lat0", "lat1", "lon0", "lon1", "barri")
+        k: [] for k in ("codes", "lo", "hi", "lat0", "lat1", "lon0", "lon1", "barri", "addr")
     }
     for i in asked:
         p = probes[i]
@@ -306,6 +386,7 @@ def probe_columns(
             p.reported_at + policy.window,
             *box,
             p.barri_code,
+            p.by_address,
         )
         for column, value in zip(columns.values(), values, strict=True):
             column.append(value)

@@ -162,7 +162,8 @@ class RoutePost:
         if session.new or session.dirty:
             await session.flush()  # what came before the run is among its candidates
         probes = [
-            _probe(e.post_classified, r) if e.post_classified.actionable else None for e, r in run
+            _probe(e.post_classified, r, self._city) if e.post_classified.actionable else None
+            for e, r in run
         ]
         asked = [p for p in probes if p is not None]
         found = iter(await candidates(session, self._duplicates, asked))
@@ -274,6 +275,8 @@ class RoutePost:
             lat=report.lat,
             lon=report.long,
             barri_code=place.barri_code or None,
+            address=report.address,
+            streets=self._city.streets,
         )
         if duplicate is not None:
             reported_before = await session.execute(
@@ -483,6 +486,10 @@ class NewRequest:
     def description(self) -> str:
         return self.probe.text
 
+    @property
+    def address(self) -> str | None:
+        return self.probe.address
+
     def admitted_by(self, probe: Probe, policy: DuplicatePolicy) -> bool:
         return probe.admits(
             policy,
@@ -522,7 +529,7 @@ def _report(c: PostClassified) -> NewReport:
     )
 
 
-def _probe(c: PostClassified, report: NewReport) -> Probe:
+def _probe(c: PostClassified, report: NewReport, city: City) -> Probe:
     return Probe(
         service_code=c.service_code,
         reported_at=report.reported_at,
@@ -530,6 +537,8 @@ def _probe(c: PostClassified, report: NewReport) -> Probe:
         lat=report.lat,
         lon=report.long,
         barri_code=c.placement.barri_code or None,
+        address=report.address,
+        streets=city.streets,
     )
 
 

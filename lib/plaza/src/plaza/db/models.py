@@ -93,7 +93,8 @@ class ServiceRequest(Base):
     __table_args__ = (
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
         # The router's duplicate search among open requests: near a point (a band of latitude,
-        # then longitude and time are checked on few rows), or in a barri within the window.
+        # then longitude and time are checked on few rows), in a barri within the window, or
+        # at an address.
         # The barri's leads with barri_code, so a point's search cannot take it (migration 0009).
         Index(
             "ix_service_requests_dedupe_near",
@@ -106,6 +107,17 @@ class ServiceRequest(Base):
         Index(
             "ix_service_requests_dedupe_barri",
             "barri_code",
+            "service_code",
+            "requested_datetime",
+            postgresql_where=text(
+                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+            ),
+        ),
+        # A report without a point whose address the street register reads: the requests at
+        # that address (migration 0016).
+        Index(
+            "ix_service_requests_dedupe_address",
+            "address",
             "service_code",
             "requested_datetime",
             postgresql_where=text(

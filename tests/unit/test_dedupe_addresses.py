@@ -1,0 +1,78 @@
+"""The duplicate search's reading of addresses, without I/O: what is one place without a point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from plaza.city import City
+from plaza_router.dedupe import FAR_NUMBERS, DuplicatePolicy, Probe, same_place, spot
+
+AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+STREETS = City.barcelona().streets
+ARAGO = "Carrer d'Aragó 250"
+
+
+@dataclass(frozen=True)
+class Open:
+    lat: float | None
+    long: float | None
+    description: str
+    address: str | None
+
+
+def probe(text: str, address: str | None, *, barri: str | None = None) -> Probe:
+    return Probe("cleaning", AT, text, None, None, barri, address, STREETS)
+
+
+def test_an_address_is_read_by_the_register_in_any_form() -> None:
+    assert spot(STREETS, ARAGO) == spot(STREETS, "c/ Aragó 250, 3r 2a") == ("018505", 250)
+    assert spot(STREETS, "Carrer d'Aragó") == ("018505", None)
+    assert spot(STREETS, "Somewhere 12") is None
+    assert spot(None, ARAGO) is None  # a city without a register
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "same"),
+    [
+        (ARAGO, "Carrer d'Aragó 250", True),
+        (ARAGO, f"Carrer d'Aragó {250 + FAR_NUMBERS + 2}", False),
+        (ARAGO, "Carrer de Mallorca 250", False),
+        (ARAGO, "Carrer d'Aragó 254", None),  # close by: the words decide
+        (ARAGO, "Carrer d'Aragó", None),
+        (ARAGO, None, None),
+    ],
+)
+def test_same_street_and_number_is_one_place_another_street_or_far_numbers_not(
+    mine: str, theirs: str | None, same: bool | None
+) -> None:
+    assert same_place(spot(STREETS, mine), spot(STREETS, theirs)) is same
+
+
+def test_without_a_point_the_address_decides_before_the_words() -> None:
+    policy = DuplicatePolicy()
+    same = Open(None, None, "Bins overflowing, smells awful", ARAGO)
+    elsewhere = Open(None, None, "Contenedor desbordado en c/ Aragó, 400", "Carrer d'Aragó 400")
+    text = "Contenedor desbordado en c/ Aragó, 250"
+    found = probe(text, ARAGO).best(policy, [((0, 1), elsewhere), ((0, 2), same)])
+    assert found is same
+    assert probe(text, ARAGO).best(policy, [((0, 1), elsewhere)]) is None
+    # no address of its own: the words decide, as before
+    assert probe(text, None, barri="05").best(policy, [((0, 1), elsewhere)]) is elsewhere
+
+
+def test_a_probe_without_a_point_or_barri_is_searched_by_an_address_the_register_reads() -> None:
+    policy = DuplicatePolicy()
+    assert probe("x", ARAGO).searchable(policy) and probe("x", ARAGO).by_address == ARAGO
+    assert not probe("x", "Somewhere 12").searchable(policy)
+    assert not Probe("cleaning", AT, "x", None, None, None, ARAGO, None).searchable(policy)
+    located = Probe("cleaning", AT, "x", 41.39, 2.16, None, ARAGO, STREETS)
+    assert located.by_address is None  # a point is searched by its radius, as before
+    candidate = Open(None, None, "y", ARAGO)
+    assert probe("x", ARAGO).admits(
+        policy, service_code="cleaning", requested_at=AT, candidate=candidate, barri_code=None
+    )
+    assert not probe("x", "Carrer de Mallorca 250").admits(
+        policy, service_code="cleaning", requested_at=AT, candidate=candidate, barri_code=None
+    )
