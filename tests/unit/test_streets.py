@@ -105,6 +105,8 @@ def test_hand_written_posts_precision_and_recall(city: City) -> None:
         ("Carrer de Verdi 12 bis", "Carrer de Verdi 12"),
         ("carrer de Verdi 3 dies sense llum", "Carrer de Verdi"),
         ("the Rambla de Catalunya 20, not la Rambla", "Rambla de Catalunya 20"),
+        ("carrer de Chafarinas 3", "Carrer de Las Chafarinas 3"),  # the name's article left out
+        ("calle de los Castillejos 20", "Carrer de los Castillejos 20"),
     ],
 )
 def test_a_street_and_number_in_any_of_the_city_languages(

@@ -210,6 +210,9 @@ class Streets:
         for street in self.register.values():
             for words in _respelt(_words(street.short)):
                 by_name.setdefault(words, []).append(street)
+                if len(words) > 1 and words[0] in ARTICLES:
+                    # "Carrer de Las Chafarinas" is written "carrer de Chafarinas"
+                    by_name.setdefault(words[1:], []).append(street)
         self._by_name = by_name
         # first word -> names starting with it, longest first
         self._first: dict[str, list[tuple[str, ...]]] = {}
