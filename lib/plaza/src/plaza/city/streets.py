@@ -38,7 +38,7 @@ from typing import Final
 
 from plaza.city import fold
 
-__all__ = ["Street", "StreetAddress", "Streets", "barcelona_register"]
+__all__ = ["Street", "StreetAddress", "Streets", "barcelona_register", "read_register"]
 
 
 @dataclass(frozen=True, slots=True)
