@@ -253,3 +253,12 @@ def test_an_untrained_code_runs_only_when_the_lexicon_names_it() -> None:
     # a cue: log 0.3 + 1 against log 0.9, the confident model keeps it; two cues overrule it
     assert Classifier.service_of(_noise_signals(1.0), rule)[0] == "pavement"
     assert Classifier.service_of(_noise_signals(2.0), rule)[0] == "noise"
+
+
+def test_english_mean_is_no_cue_for_public_space() -> None:
+    # Spanish "mean" (they urinate) named public_space in "I mean" and "what do you mean"
+    lexicon = Classifier(None)
+    for text in ("I mean, what do you mean by that?", "that was so mean lol"):
+        assert lexicon.signals(text).lexicon_scores["public_space"] == 0
+    for text in ("Cada noche mean en el portal", "Los perros mean por toda la calle"):
+        assert lexicon.signals(text).lexicon_scores["public_space"] > 0

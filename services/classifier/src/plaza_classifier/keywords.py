@@ -548,7 +548,8 @@ SERVICE_KEYWORDS: Final[Vocabulary] = {
             r"ocupad[oa]s?\b",
             r"edificio abandonado",
             r"incivi",
-            r"mea(?:r|ndo|n)\b",
+            r"mea(?:r|ndo)\b",
+            r"mean (?:en|por|contra)\b",  # not English "mean": "I mean", "what do you mean"
             r"peleas?\b",
             r"drogas?\b",
             r"jeringuilla",
