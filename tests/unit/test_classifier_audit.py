@@ -1,25 +1,39 @@
 """What the classifier's audit found: cues that vetoed requests, posts with nothing to read,
-points that are not numbers, examples split apart from their translations, a flattering F1, and
-a service rule chosen on figures that cannot see noise or public_space."""
+points that are not numbers, examples split apart from their translations, a flattering F1, a
+service rule chosen on figures that cannot see noise or public_space, and an actionable head
+that never saw a noise complaint as a request."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from plaza.city import City
 from plaza.contracts import Post, PostReceived, envelope
-from plaza_classifier.classify import Classifier, PostInput, Signals, classify, default_classifier
+from plaza_classifier import train
+from plaza_classifier.classify import (
+    Classifier,
+    PostInput,
+    Signals,
+    classify,
+    default_classifier,
+    evidence,
+)
+from plaza_classifier.evaluate import NOISE_CHECK, load_check
 from plaza_classifier.features import readable_part
 from plaza_classifier.handler import ClassifyPost
 from plaza_classifier.model import Prediction
 from plaza_classifier.train import (
+    ACTIONABLE_TOLERANCE,
     EXAMPLES,
     SERVICE_TOLERANCE,
     balanced_f1,
     choose_service_rule,
+    choose_untrained_cue_weight,
     load_examples,
 )
 
@@ -255,10 +269,132 @@ def test_an_untrained_code_runs_only_when_the_lexicon_names_it() -> None:
     assert Classifier.service_of(_noise_signals(2.0), rule)[0] == "noise"
 
 
+# --- noise and public space: the actionable head never saw them as requests ---------------------
+
+
+def _untrained_signals(actionable: float, code: str) -> Signals:
+    return Signals(
+        lexicon_scores={"pavement": 0.0, "noise": 0.0, code: 1.0},
+        urgent=False,
+        complaint=False,
+        chatter=False,
+        prediction=Prediction({"pavement": 1.0}, actionable),
+    )
+
+
+def test_a_cue_of_a_code_the_model_never_learnt_adds_its_own_weight() -> None:
+    rule = {"actionable_at": 0.5, "service_cue_weight": 0.5, "untrained_cue_weight": 2.0}
+    noise = _untrained_signals(0.2, "noise")  # logit -1.39 + 0.5 + 2 > 0
+    pavement = _untrained_signals(0.2, "pavement")  # the model learnt pavement: -1.39 + 0.5
+    assert evidence(noise, rule) == pytest.approx(evidence(pavement, rule) + 2.0)
+    assert Classifier.actionable_of(noise, rule)
+    assert not Classifier.actionable_of(pavement, rule)
+    assert not Classifier.actionable_of(noise, {**rule, "untrained_cue_weight": 0.0})
+
+
+def _weight_trial(weight: float, f1: float, recall: float) -> tuple[float, dict[str, float], float]:
+    return weight, {"balanced_f1": f1}, recall
+
+
+def test_the_untrained_cue_weight_keeps_the_actionable_target_then_serves_noise() -> None:
+    # Validation can only punish the weight (its posts with a noise cue are tweets): within the
+    # tolerance the held-out noise requests' recall decides, ties to the balanced F1; a weight
+    # that costs more than the tolerance is not admissible however many requests it finds.
+    trials = [
+        _weight_trial(0.0, 0.985, 0.6),
+        _weight_trial(1.0, 0.985 - 0.001, 0.8),
+        _weight_trial(2.0, 0.985 - 0.002, 0.9),
+        _weight_trial(4.0, 0.985 - 0.004, 0.9),
+        _weight_trial(8.0, 0.985 - ACTIONABLE_TOLERANCE - 0.001, 1.0),
+    ]
+    weight, report = choose_untrained_cue_weight(trials)
+    assert weight == 2.0
+    assert report["admissible"] == 4
+
+
+def test_the_untrained_cue_weight_stays_zero_when_it_finds_no_more_requests() -> None:
+    trials = [_weight_trial(0.0, 0.985, 1.0), _weight_trial(2.0, 0.984, 1.0)]
+    assert choose_untrained_cue_weight(trials)[0] == 0.0
+
+
+def test_the_shipped_rule_has_the_weight_its_training_chose() -> None:
+    model = default_classifier().model
+    assert model is not None
+    validation = model.meta["validation"]
+    assert isinstance(validation, dict)
+    stage = validation["actionable"]["untrained_cue"]
+    assert model.settings["untrained_cue_weight"] == stage["chosen"]["untrained_cue_weight"] > 0
+    assert stage["requests"] >= 10
+
+
+def test_the_examples_splits_carry_their_translation_groups() -> None:
+    rows = [json.loads(line) for line in EXAMPLES.read_text("utf-8").splitlines() if line]
+    group_of = {row["text"]: int(row["group"]) for row in rows}
+    for part in (load_examples().train, load_examples().validation):
+        assert part.groups == tuple(group_of[t] for t in part.texts)
+        kept = part.subset(i % 2 == 0 for i in range(len(part)))
+        assert kept.groups == part.groups[::2]
+
+
 def test_english_mean_is_no_cue_for_public_space() -> None:
-    # Spanish "mean" (they urinate) named public_space in "I mean" and "what do you mean"
+    # Spanish "mean" (they urinate) named public_space in "I mean" and "what do you mean": with
+    # the weight of an untrained code's cue, every such tweet moved towards a request.
     lexicon = Classifier(None)
     for text in ("I mean, what do you mean by that?", "that was so mean lol"):
         assert lexicon.signals(text).lexicon_scores["public_space"] == 0
     for text in ("Cada noche mean en el portal", "Los perros mean por toda la calle"):
         assert lexicon.signals(text).lexicon_scores["public_space"] > 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # what a citizen reported: a noise complaint in English was not a request
+        "The bar downstairs plays loud music until 3am, we cannot sleep",
+        "Our neighbours have been blasting music every night this week, nobody in the building can sleep",
+        "Jackhammer on the street outside since 7am on a Saturday",
+        "El local de abajo pone la música a todo volumen cada noche, no podemos dormir",
+        "El bar de sota posa la música molt alta cada nit i no podem dormir",
+    ],
+)
+def test_a_noise_complaint_reaches_a_manager(city: City, text: str) -> None:
+    result = classify(text, city)
+    assert (result.service_code, result.actionable) == ("noise", True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(
+            "Turn it up, this track is so loud and so good",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the price of untrained_cue_weight: one noise cue ('loud') outweighs a "
+                "model that gives it 0.17 of being a request, as it does for a complaint",
+            ),
+        ),
+        "Looking for noise cancelling headphones for the flight, any tips?",
+        "El concierto de anoche, qué música tan increíble",
+        "Quina festa més bona ahir amb la música de la Mercè!",
+    ],
+)
+def test_posts_that_only_sound_like_noise_are_not_requests(city: City, text: str) -> None:
+    assert not classify(text, city).actionable
+
+
+# --- the frozen check set ----------------------------------------------------------------------
+
+# noise_check.jsonl was written before the rule learnt untrained_cue_weight: its figures compare
+# the rule before and after only while it stays as it was written.
+NOISE_CHECK_SHA256 = "713e17c4692c7e8ac08743c26e3e9093242cb3b9f8cec6136c9ad8c036369b1a"
+
+
+def test_the_noise_check_set_is_frozen_and_never_trained_on() -> None:
+    data = NOISE_CHECK.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == NOISE_CHECK_SHA256
+    posts, languages = load_check()
+    assert len(posts) >= 60 and set(languages) == {"ca", "es", "en"}
+    assert {"noise", "public_space", "NOT_ACTIONABLE"} <= set(posts.labels)
+    examples = {json.loads(line)["text"] for line in EXAMPLES.read_text("utf-8").splitlines()}
+    assert not examples & set(posts.texts)
+    assert NOISE_CHECK.name not in Path(train.__file__).read_text("utf-8")

@@ -20,11 +20,15 @@ The combination rule, its settings chosen on the validation split (MODEL_CARD.md
 - actionable: danger (an urgency cue) always is: a manager must see it. Otherwise the cues are
   evidence added to the model's log-odds that the post is a request: + `complaint_weight` for a
   complaint cue (request, broken), + `service_cue_weight` when the lexicon names a service,
-  - `chatter_weight` for a chatter cue (thanks, praise, jokes, politics) of the post's own
-  language; the post is actionable when the result reaches the log-odds of `actionable_at`. A
-  cue only moves the model's estimate: "Hola, gracias. Hay un bache enorme" is not dropped for
-  its "gracias" when the rest of it is plainly a request. The weights are chosen on validation
-  against the model alone (weights 0), which the grid includes.
+  and + `untrained_cue_weight` more when one it names is a code the model never learnt (noise,
+  public_space), - `chatter_weight` for a chatter cue (thanks, praise, jokes, politics) of the
+  post's own language; the post is actionable when the result reaches the log-odds of
+  `actionable_at`. A cue only moves the model's estimate: "Hola, gracias. Hay un bache enorme"
+  is not dropped for its "gracias" when the rest of it is plainly a request. The weights are
+  chosen on validation against the model alone (weights 0), which the grid includes. The model
+  never saw a noise complaint as a request (no data labels one, and Bengaluru's non-requests
+  are tweets full of loud music and sleepless nights), so its doubt about one says nothing:
+  train.tune_rule says how much the lexicon's word counts for instead.
 - a post with nothing readable (emoji, punctuation, only links and @mentions, a script the model
   never learnt) is "other" and not actionable: nobody can tell what it asks, and the model's
   intercept alone would open a request for it.
@@ -320,8 +324,11 @@ def evidence(signals: Signals, settings: Mapping[str, float]) -> float:
     odds = 0.0 if prediction is None else _logit(prediction.actionable)
     if signals.complaint:
         odds += settings.get("complaint_weight", 0.0)
-    if any(score > 0 for score in signals.lexicon_scores.values()):
+    named = [code for code, score in signals.lexicon_scores.items() if score > 0]
+    if named:
         odds += settings.get("service_cue_weight", 0.0)
+        if prediction is not None and any(c not in prediction.probabilities for c in named):
+            odds += settings.get("untrained_cue_weight", 0.0)
     if signals.chatter:
         odds -= settings.get("chatter_weight", 0.0)
     return odds
