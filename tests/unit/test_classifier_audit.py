@@ -9,12 +9,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-from plaza.city import City
+from plaza.city import City, fold
 from plaza.contracts import Post, PostReceived, envelope
-from plaza_classifier import train
+from plaza_classifier import features, train
 from plaza_classifier.classify import (
     Classifier,
     PostInput,
@@ -26,11 +28,12 @@ from plaza_classifier.classify import (
 from plaza_classifier.evaluate import NOISE_CHECK, load_check
 from plaza_classifier.features import readable_part
 from plaza_classifier.handler import ClassifyPost
-from plaza_classifier.model import Prediction
+from plaza_classifier.model import Prediction, ServiceModel
 from plaza_classifier.train import (
     ACTIONABLE_TOLERANCE,
     EXAMPLES,
     SERVICE_TOLERANCE,
+    Matrix,
     balanced_f1,
     choose_service_rule,
     choose_untrained_cue_weight,
@@ -398,3 +401,47 @@ def test_the_noise_check_set_is_frozen_and_never_trained_on() -> None:
     examples = {json.loads(line)["text"] for line in EXAMPLES.read_text("utf-8").splitlines()}
     assert not examples & set(posts.texts)
     assert NOISE_CHECK.name not in Path(train.__file__).read_text("utf-8")
+
+
+def _tiny_model() -> ServiceModel:
+    outputs = 2  # one service ("pavement") and the actionable column
+    return ServiceModel(
+        classes=("pavement",),
+        weights=np.zeros((features.BUCKETS, outputs), dtype=np.float32),
+        intercepts=np.zeros(outputs, dtype=np.float32),
+        idf=np.ones(features.BUCKETS, dtype=np.float32),
+        temperature=1.0,
+        settings={},
+    )
+
+
+def test_each_untrained_request_is_judged_by_a_head_that_never_saw_it() -> None:
+    # The rest of the data calls "zumzum" chatter; the only requests that say it are hand-written
+    # noise complaints in one translation group. A head fitted on them calls them requests; the
+    # head that judges them must not have seen the group, or the weight would look unneeded.
+    rest_texts = [f"zumzum tweet {i}" for i in range(30)] + [f"pothole road {i}" for i in range(30)]
+    rest = Matrix.of([fold(t) for t in rest_texts])
+    rest_actionable = [False] * 30 + [True] * 30
+    texts = ["zumzum all night noise", "zumzum every night noise"]
+    texts += [f"pothole street {i}" for i in range(8)] + [f"nice day {i}" for i in range(8)]
+    labels = ["noise", "noise"] + ["pavement"] * 8 + [train.NOT_ACTIONABLE] * 8
+    examples = train.Posts(texts, labels, "examples", (1, 1, *range(2, 18)))
+    rows = Matrix.of([fold(t) for t in texts])
+    idf = np.ones(features.BUCKETS, dtype=np.float32)
+    judged = train.cross_fitted_untrained(
+        _tiny_model(), rest, rest_actionable, examples, rows, idf, 4.0
+    )
+    assert len(judged) == 2
+    assert all(s.prediction is not None and s.prediction.actionable < 0.5 for s in judged)
+    seen = train.fit_actionable(
+        train.tfidf_matrix(train._stack([rest, rows]), idf),
+        [*rest_actionable, *(label != train.NOT_ACTIONABLE for label in labels)],
+        [1.0] * len(rest_texts) + [train.EXAMPLE_WEIGHT] * len(texts),
+        4.0,
+    )
+    x = train.tfidf_matrix(Matrix.of([fold(texts[0])]), idf)
+    assert float(train._scores(x, seen)[0, 0]) > 0  # the head that saw it: a request
+    with pytest.raises(ValueError, match="groups"):
+        train.cross_fitted_untrained(
+            _tiny_model(), rest, rest_actionable, replace(examples, groups=()), rows, idf, 4.0
+        )
