@@ -48,7 +48,7 @@ class AccessCliSettings(PlazaSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
 
 
-def _database(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[object]]:
+def database_of(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[object]]:
     """PLAZA_DATABASE_URL, or embedded mode's PostgreSQL in PLAZA_HOME (shared with a running
     `make run`)."""
     if settings.database_url:
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    url, server = _database(settings)
+    url, server = database_of(settings)
 
     async def go() -> int:
         await upgrade(url)

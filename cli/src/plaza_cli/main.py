@@ -268,6 +268,51 @@ def _cmd_postgres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from plaza.city import City
+
+    from plaza_cli import backup
+    from plaza_cli.access_cmd import AccessCliSettings, database_of
+    from plaza_cli.embedded import check_home_city
+
+    settings = load(AccessCliSettings)
+    command = args.command
+    try:
+        manifest = backup.read_manifest(args.file) if command == "restore" else None
+        city = City.from_settings(
+            city_config=settings.city_config, city_data_dir=settings.city_data_dir
+        ).name
+        if manifest is not None and manifest.city != city:
+            raise backup.BackupError(
+                f"{args.file} holds {manifest.city}'s Plaza, and this one serves {city} "
+                "(PLAZA_CITY_CONFIG): set PLAZA_CITY_CONFIG as make run has it"
+            )
+        if not settings.database_url:
+            if manifest is not None:
+                check_home_city(settings.home, manifest.city)  # a new machine's empty home too
+            elif not (settings.home / "pgdata").is_dir():
+                raise backup.BackupError(
+                    f"no Plaza data in {settings.home.resolve()} (no pgdata): run this where "
+                    "`make run` keeps its data, or set PLAZA_HOME"
+                )
+        url, server = database_of(settings)
+        with server:
+            if manifest is None:
+                made = asyncio.run(backup.backup(url, settings.home, city, args.file))
+                size = args.file.stat().st_size / 1e6
+                print(f"backed up {made.summary()} to {args.file} ({size:.1f} MB)")
+                return 0
+            asyncio.run(backup.restore(url, settings.home, args.file))
+    except backup.BackupError as exc:
+        print(f"plaza {command}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"restored {manifest.summary()}; the next make run carries on from there, upgrading "
+        "its schema if this Plaza's is newer"
+    )
+    return 0
+
+
 def _cmd_access(args: argparse.Namespace) -> int:
     from plaza_cli.access_cmd import run
 
@@ -392,6 +437,27 @@ def parser() -> argparse.ArgumentParser:
     dead.set_defaults(func=_cmd_dead_letters)
 
     _access_parsers(sub)
+
+    for name, what in (
+        (
+            "backup",
+            "write the whole database (requests, users, keys, replies, the embedded bus's "
+            "journal) and PLAZA_HOME's keys to FILE, while Plaza runs or not",
+        ),
+        (
+            "restore",
+            "replace the database and PLAZA_HOME's keys with FILE's, Plaza stopped (on this "
+            "machine or a new one)",
+        ),
+    ):
+        saved = sub.add_parser(
+            name,
+            help=what,
+            description=what + ". The database is PLAZA_DATABASE_URL, or embedded mode's in "
+            "PLAZA_HOME; the city is PLAZA_CITY_CONFIG's.",
+        )
+        saved.add_argument("file", type=Path, help="the backup (a tar archive)")
+        saved.set_defaults(func=_cmd_backup)
 
     pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
     pg.add_argument("action", choices=["start", "stop", "url"])
