@@ -141,7 +141,7 @@ async def test_a_manager_signs_in_and_out(page: Page, console: Console) -> None:
     await page.get_by_label("Username").fill("maria")
     await page.get_by_label("Password", exact=True).fill("not her password")
     await page.get_by_role("button", name="Sign in", exact=True).click()
-    await expect(page.locator("#sign-in-message")).to_contain_text("wrong username or password")
+    await expect(page.locator("#sign-in-message")).to_contain_text("Wrong username or password.")
 
     await sign_in(page, console, "maria")
     await expect(page.locator("#who")).to_contain_text("manager of Gràcia")
@@ -171,7 +171,9 @@ async def test_an_api_key_signs_in_too(page: Page, console: Console) -> None:
     await page.get_by_text("Use an API key instead").click()
     await page.get_by_label("API key").fill("plz_not-a-key")
     await page.get_by_role("button", name="Sign in with the key").click()
-    await expect(page.locator("#sign-in-message")).to_contain_text("unknown or revoked API key")
+    await expect(page.locator("#sign-in-message")).to_contain_text(
+        "the key or session was not accepted: wrong, expired or revoked"
+    )
     await page.get_by_text("Use an API key instead").click()
     await page.get_by_label("API key").fill(await new_key(console.sessions, Role.CIVIC_DEVELOPER))
     await page.get_by_role("button", name="Sign in with the key").click()
@@ -645,6 +647,51 @@ async def test_the_console_speaks_spanish_for_a_spanish_town(
                 page.get_by_text("Gerentes de distrito, trabajadores y el ayuntamiento de Jun.")
             ).to_be_visible()
             await expect(page.get_by_label("Idioma")).to_have_value("es")
+        finally:
+            await context.close()
+
+
+async def test_a_spanish_towns_mayor_is_told_why_she_is_not_signed_in_in_spanish(
+    browser: Browser, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A wrong password, then too many of them, then a session that ended: Jun's console says
+    each in Spanish (the gateway's English details were shown in the middle of its page)."""
+    jun = load_city_config(ROOT / "deploy/cities/jun.toml")
+    await new_user(sessions, "alcaldesa", Role.CITY_HALL)
+    app = create_app(sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), jun)
+    async with Server(app) as server:
+        context = await browser.new_context(locale="es-ES")
+        page = await context.new_page()
+        message = page.locator("#sign-in-message")
+        try:
+            await page.goto(f"{server.url}/console/")
+            await page.get_by_label("Usuario").fill("alcaldesa")
+            await page.get_by_label("Contraseña", exact=True).fill("no es la suya")
+            await page.get_by_role("button", name="Iniciar sesión", exact=True).click()
+            await expect(message).to_have_text("Usuario o contraseña incorrectos.")
+
+            await page.get_by_label("Contraseña", exact=True).fill(PASSWORD)
+            await page.get_by_role("button", name="Iniciar sesión", exact=True).click()
+            await expect(page.locator("#who")).to_contain_text("alcaldesa")
+            await page.evaluate("sessionStorage.setItem('plaza.console.token', 'caducado')")
+            await page.get_by_role("button", name="Actualizar").click()
+            await expect(message).to_have_text(
+                "La sesión ha terminado (la clave o la sesión no se ha aceptado: incorrecta, "
+                "caducada o revocada). Vuelva a iniciar sesión."
+            )
+
+            async with httpx.AsyncClient(base_url=server.url) as guesser:
+                for _ in range(10):  # PLAZA_FAILED_LOGINS_PER_USER's 10
+                    await guesser.post(
+                        "/api/v1/auth/token", data={"username": "alcaldesa", "password": "1234"}
+                    )
+            await page.get_by_label("Usuario").fill("alcaldesa")
+            await page.get_by_label("Contraseña", exact=True).fill(PASSWORD)
+            await page.get_by_role("button", name="Iniciar sesión", exact=True).click()
+            await expect(message).to_contain_text(
+                "demasiados intentos: vuelva a intentarlo dentro de "
+            )
+            assert "failed logins" not in await message.inner_text()
         finally:
             await context.close()
 

@@ -6,6 +6,11 @@ import { t } from "./i18n.js";
 
 const TOKEN_KEY = "plaza.console.token";
 
+// Statuses the console says in its own language: the gateway's detail of them (English) says
+// nothing a user can act on beyond "sign in again", "wait" or "try again", and a Spanish
+// town's mayor met it as English in the middle of a Spanish page.
+const OWN_WORDS = new Set([401, 429, 500, 503]);
+
 export class ApiError extends Error {
   constructor(status, problem) {
     const detail =
@@ -71,7 +76,11 @@ export async function call(path, { method = "GET", body, form, ifMatch, auth = t
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json().catch(() => null) : null;
   if (!response.ok) {
-    const error = new ApiError(response.status, data);
+    const status = response.status;
+    const own = OWN_WORDS.has(status)
+      ? { detail: t(`api.status.${status}`, { seconds: response.headers.get("Retry-After") || "5" }) }
+      : {};
+    const error = new ApiError(status, data || own.detail ? { ...(data || {}), ...own } : data);
     if (response.status === 401 && auth) unauthorized(error);
     throw error;
   }

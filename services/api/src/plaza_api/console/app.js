@@ -169,7 +169,7 @@ async function passwordSignIn(event) {
       credential.set(token.access_token);
       await signedIn();
     } catch (failure) {
-      error.textContent = failure.detail || String(failure);
+      error.textContent = failure.status === 401 ? t("signin.wrong") : failure.detail || String(failure);
     }
   });
 }

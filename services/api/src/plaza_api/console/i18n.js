@@ -1,7 +1,8 @@
 // The console's words in Catalan, Spanish and English: one table per language, which language
 // the page speaks (the user's choice, else the city's, else the browser's, else English), and
-// dates and times in it. Problem details from the API stay as the API wrote them (English); only
-// the console's own framing around them is here.
+// dates and times in it. Problem details from the API stay as the API wrote them (English), but
+// for the statuses api.js says itself (api.status.*: a credential refused, too many tries, a
+// database away, a failure of Plaza's own) and a wrong password; the console's framing is here.
 
 const STORE = "plaza.console.language"; // localStorage: a preference, not a secret
 export const LANGUAGES = { ca: "Català", es: "Español", en: "English" };
@@ -20,6 +21,11 @@ const en = {
   "api.notSignedIn": "you are not signed in",
   "api.noReason": "the gateway answered {status} without saying why",
   "api.unreachable": "the gateway cannot be reached ({message})",
+  "api.status.401": "the key or session was not accepted: wrong, expired or revoked",
+  "api.status.429": "too many attempts: try again in {seconds} s",
+  "api.status.500": "Plaza failed (an error of its own, written in its log): try again, or tell whoever runs it",
+  "api.status.503": "Plaza's database is not answering for the moment: try again in {seconds} s",
+  "signin.wrong": "Wrong username or password.",
   "signin.ended": "Your session has ended ({detail}). Sign in again.",
   "signin.notSignedIn": "Not signed in: {detail}.",
   "signin.title": "Sign in",
@@ -230,6 +236,11 @@ const ca = {
   "api.notSignedIn": "no heu iniciat la sessió",
   "api.noReason": "la passarel·la ha respost {status} sense dir per què",
   "api.unreachable": "no es pot contactar amb la passarel·la ({message})",
+  "api.status.401": "la clau o la sessió no s'ha acceptat: incorrecta, caducada o revocada",
+  "api.status.429": "massa intents: torneu-ho a provar d'aquí a {seconds} s",
+  "api.status.500": "Plaza ha fallat (un error seu, anotat al seu registre): torneu-ho a provar o aviseu qui el manté",
+  "api.status.503": "la base de dades de Plaza no respon ara mateix: torneu-ho a provar d'aquí a {seconds} s",
+  "signin.wrong": "Nom d'usuari o contrasenya incorrectes.",
   "signin.ended": "La sessió ha acabat ({detail}). Torneu a iniciar la sessió.",
   "signin.notSignedIn": "No heu iniciat la sessió: {detail}.",
   "signin.title": "Inicia la sessió",
@@ -440,6 +451,11 @@ const es = {
   "api.notSignedIn": "no ha iniciado sesión",
   "api.noReason": "la pasarela respondió {status} sin decir por qué",
   "api.unreachable": "no se puede contactar con la pasarela ({message})",
+  "api.status.401": "la clave o la sesión no se ha aceptado: incorrecta, caducada o revocada",
+  "api.status.429": "demasiados intentos: vuelva a intentarlo dentro de {seconds} s",
+  "api.status.500": "Plaza ha fallado (un error suyo, anotado en su registro): vuelva a intentarlo o avise a quien lo mantiene",
+  "api.status.503": "la base de datos de Plaza no responde ahora mismo: vuelva a intentarlo dentro de {seconds} s",
+  "signin.wrong": "Usuario o contraseña incorrectos.",
   "signin.ended": "La sesión ha terminado ({detail}). Vuelva a iniciar sesión.",
   "signin.notSignedIn": "No ha iniciado sesión: {detail}.",
   "signin.title": "Iniciar sesión",
