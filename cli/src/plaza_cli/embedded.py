@@ -232,6 +232,13 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         check_home_city(settings.home, city.name)
         log.info("starting embedded PostgreSQL in %s", settings.home / "pgdata")
         postgres = EmbeddedPostgres(settings.home / "pgdata")
+        for found in postgres.left_behind:
+            log.warning("the last run did not stop cleanly: %s", found)
+        if postgres.left_behind:
+            log.warning(
+                "nothing is lost: each service resumes from its last commit, and what it was "
+                "handling is handled again, once (the inboxes recognise it)"
+            )
         postgres.ensure_database()
         url = postgres.url()
     engine = create_engine(url)

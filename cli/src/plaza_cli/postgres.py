@@ -22,7 +22,12 @@ class EmbeddedPostgres:
             from pgserver.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        _forget_dead_handles(data_dir)
+        # What an unclean stop left behind, said by whoever starts the server again.
+        self.left_behind = [
+            found
+            for found in (_forget_dead_handles(data_dir), _forget_a_dead_server(data_dir))
+            if found
+        ]
         kept = data_dir / KEEP_RUNNING
         # A server that `plaza postgres start` keeps running for `make up` outlives whoever else
         # attaches to it (`plaza keys create`, say); only `plaza postgres stop` stops it.
@@ -63,18 +68,63 @@ def stop_server(data_dir: Path) -> bool:
     return True
 
 
-def _forget_dead_handles(data_dir: Path) -> None:
+def _forget_dead_handles(data_dir: Path) -> str | None:
     """pgserver stops the server when its last handle is released, counting handles by pid in
     a file. A process that was killed never released its handle, so the server would never stop:
-    drop the pids of processes that no longer exist."""
+    drop the pids of processes that no longer exist, and say which."""
     handles = data_dir / ".handle_pids.json"
     if not handles.exists():
-        return
+        return None
     try:
         pids = [int(p) for p in json.loads(handles.read_text())]
     except (ValueError, TypeError):
         pids = []
-    handles.write_text(json.dumps([p for p in pids if _alive(p)]))
+    alive = [p for p in pids if _alive(p)]
+    handles.write_text(json.dumps(alive))
+    dead = sorted(set(pids) - set(alive))
+    if not dead:
+        return None
+    return (
+        f"process {', '.join(map(str, dead))}, which used this PostgreSQL, ended without stopping "
+        "(a kill -9, a crash or a power cut)"
+    )
+
+
+# How far a postmaster's start time in postmaster.pid may be from its process's creation.
+_START_SLACK_SECONDS = 5.0
+
+
+def _forget_a_dead_server(data_dir: Path) -> str | None:
+    """Removes the lock files of a server that no longer runs, when their pid is now another
+    process's. After a power cut and a reboot, the pid in postmaster.pid often belongs to
+    something else: pgserver would take that for the server and connect to nothing, and
+    PostgreSQL would refuse to start ("lock file already exists"), until someone deleted the
+    file by hand. A pid no process has is left to PostgreSQL, which takes such a file over."""
+    import psutil
+
+    lock = data_dir / "postmaster.pid"
+    try:
+        lines = lock.read_text().splitlines()
+        pid, started = int(lines[0]), float(lines[2])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+    try:
+        process = psutil.Process(pid)
+        if (
+            "postgres" in process.name()
+            and abs(process.create_time() - started) <= _START_SLACK_SECONDS
+        ):
+            return None  # the server itself, still running
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        pass  # another user's process: the server runs as ours, or as pgserver's user
+    for stale in [lock, *data_dir.glob(".s.PGSQL.*")]:
+        stale.unlink(missing_ok=True)
+    return (
+        f"PostgreSQL had stopped without removing its lock file, whose pid {pid} is now another "
+        "process's (a reboot after a power cut): removed it"
+    )
 
 
 def _alive(pid: int) -> bool:
