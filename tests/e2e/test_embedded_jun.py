@@ -46,6 +46,9 @@ async def test_plaza_run_serves_jun_from_its_city_file(database_url: str, tmp_pa
         assert f"http://127.0.0.1:{port}/api/v1/districts/01/queue" in log
         assert "Jun: 2 districts, 0 barris, 37.215000..37.235000 N" in log
         key = (home / "admin_key").read_text().strip()
+        # Its output is a log here, as a systemd service's is: the key is in its file only.
+        assert key not in log
+        assert f"admin API key was made and saved in {home / 'admin_key'} (not shown" in log
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as api:
             await asyncio.sleep(1)

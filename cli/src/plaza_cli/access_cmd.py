@@ -339,11 +339,17 @@ def _save_private(path: Path, text: str) -> None:
 
 
 async def first_admin_key(
-    sessions: async_sessionmaker[AsyncSession], home: Path, queue: str = "06"
+    sessions: async_sessionmaker[AsyncSession],
+    home: Path,
+    queue: str = "06",
+    *,
+    show_key: bool = True,
 ) -> str:
     """On a first start (no keys, no users), an admin key, kept in PLAZA_HOME/admin_key.
     Returns how to use it (with {port} to fill in) on the queue of district `queue`: one the
-    city has (embedded mode names its city's first; Barcelona's Gràcia otherwise)."""
+    city has (embedded mode names its city's first; Barcelona's Gràcia otherwise). Without
+    `show_key` the key itself is left out: output that goes to a log (a systemd service's
+    journal, a file) would keep an admin's key for anyone who reads the logs."""
     path = home / ADMIN_KEY_FILE
     async with sessions.begin() as session:
         keys = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
@@ -352,7 +358,12 @@ async def first_admin_key(
         if keys == 0 and users == 0:
             _, key = await create_api_key(session, name="embedded-admin", role=Role.ADMIN)
             _save_private(path, key)
-            created = f"First start: an admin API key was made and saved in {path}:\n  {key}\n"
+            created = (
+                f"First start: an admin API key was made and saved in {path}:\n  {key}\n"
+                if show_key
+                else f"First start: an admin API key was made and saved in {path} (not shown "
+                "here: this output is no terminal, and a log would keep it)\n"
+            )
     if not path.is_file():
         return "API keys: plaza keys create --name NAME --role ROLE (see README, Access control)"
     return (

@@ -12,6 +12,7 @@ import errno
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -254,7 +255,9 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
             else persisted_secret(settings.home)
         )
         first = next(iter(city.districts.values()))  # the queue the banner and hint show
-        admin_hint = await first_admin_key(sessions, settings.home, queue=first.code)
+        admin_hint = await first_admin_key(
+            sessions, settings.home, queue=first.code, show_key=sys.stdout.isatty()
+        )
         run_demo = demo.wanted(settings.demo, city, city_file=settings.city_config is not None)
         metrics.start_at_zero(
             districts=city.districts, counters=metrics.REQUEST_COUNTERS, consumers=CONSUMERS
