@@ -57,6 +57,7 @@ def test_a_power_cut_leaves_no_lock_file_that_stops_the_next_start() -> None:
         # The lock files a server killed with its machine leaves, its pid now the stranger's.
         started = int(time.time()) - 3600
         lock.write_text(f"{stranger.pid}\n{data}\n{started}\n5432\n{data}\n\n  1 2\nready\n")
+        (data / ".handle_pids.json").write_text(f"[{stranger.pid}]")  # the killed make run's
         (data / ".s.PGSQL.5432.lock").write_text(f"{stranger.pid}\n{data}\n{started}\n5432\n")
 
         again = subprocess.run([sys.executable, "-c", attach], capture_output=True, text=True)

@@ -32,3 +32,13 @@ def test_a_lock_file_of_a_pid_no_process_has_is_left_to_postgresql(tmp_path: Pat
     lock.write_text(f"{gone.pid}\n{tmp_path}\n1700000000\n5432\n")
     assert _forget_a_dead_server(tmp_path) is None
     assert lock.exists()  # PostgreSQL takes over a lock file whose process is gone
+
+
+def test_with_no_server_running_every_handle_is_a_dead_ones(tmp_path: Path) -> None:
+    """After a power cut and a reboot, a handle's pid may be another process's: with no server
+    running, it is no handle (it kept the next server running after Plaza had stopped)."""
+    handles = tmp_path / ".handle_pids.json"
+    handles.write_text(json.dumps([os.getpid()]))  # alive, as a reboot's stranger would be
+    said = _forget_dead_handles(tmp_path, server_runs=False)
+    assert said is not None and said.startswith(f"process {os.getpid()}, which used this")
+    assert json.loads(handles.read_text()) == []

@@ -23,11 +23,9 @@ class EmbeddedPostgres:
 
         data_dir.mkdir(parents=True, exist_ok=True)
         # What an unclean stop left behind, said by whoever starts the server again.
-        self.left_behind = [
-            found
-            for found in (_forget_dead_handles(data_dir), _forget_a_dead_server(data_dir))
-            if found
-        ]
+        gone = _forget_a_dead_server(data_dir)
+        handles = _forget_dead_handles(data_dir, server_runs=_server_runs(data_dir))
+        self.left_behind = [found for found in (handles, gone) if found]
         kept = data_dir / KEEP_RUNNING
         # A server that `plaza postgres start` keeps running for `make up` outlives whoever else
         # attaches to it (`plaza keys create`, say); only `plaza postgres stop` stops it.
@@ -68,10 +66,21 @@ def stop_server(data_dir: Path) -> bool:
     return True
 
 
-def _forget_dead_handles(data_dir: Path) -> str | None:
+def _server_runs(data_dir: Path) -> bool:
+    """Whether postmaster.pid names a process that exists (a stale file of another process's
+    pid is gone by now: _forget_a_dead_server)."""
+    try:
+        return _alive(int((data_dir / "postmaster.pid").read_text().splitlines()[0]))
+    except (FileNotFoundError, IndexError, ValueError):
+        return False
+
+
+def _forget_dead_handles(data_dir: Path, *, server_runs: bool = True) -> str | None:
     """pgserver stops the server when its last handle is released, counting handles by pid in
     a file. A process that was killed never released its handle, so the server would never stop:
-    drop the pids of processes that no longer exist, and say which."""
+    drop the pids of processes that no longer exist, and say which. With no server running,
+    every pid is one of a process that used a server gone since: after a reboot, one that is
+    now another process's would keep the next server running after Plaza stops."""
     handles = data_dir / ".handle_pids.json"
     if not handles.exists():
         return None
@@ -79,7 +88,7 @@ def _forget_dead_handles(data_dir: Path) -> str | None:
         pids = [int(p) for p in json.loads(handles.read_text())]
     except (ValueError, TypeError):
         pids = []
-    alive = [p for p in pids if _alive(p)]
+    alive = [p for p in pids if server_runs and _alive(p)]
     handles.write_text(json.dumps(alive))
     dead = sorted(set(pids) - set(alive))
     if not dead:
