@@ -48,6 +48,18 @@ class AccessCliSettings(PlazaSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="PLAZA_PORT: the API's port")
 
 
+def no_data_here(settings: AccessCliSettings, command: str) -> str | None:
+    """Why `command` stops, when there is neither PLAZA_DATABASE_URL nor `make run`'s data in
+    PLAZA_HOME; None when there is a database to use."""
+    if settings.database_url or (settings.home / "pgdata").is_dir():
+        return None
+    return (
+        f"plaza {command}: no Plaza data in {settings.home.resolve()} (no pgdata): run this "
+        "where `make run` keeps its data (the project's directory), or set PLAZA_HOME, or "
+        "PLAZA_DATABASE_URL for another PostgreSQL"
+    )
+
+
 def database_of(settings: AccessCliSettings) -> tuple[str, AbstractContextManager[object]]:
     """PLAZA_DATABASE_URL, or embedded mode's PostgreSQL in PLAZA_HOME (shared with a running
     `make run`)."""
@@ -291,14 +303,9 @@ def run(args: argparse.Namespace) -> int:
     except GrantError as exc:
         print(f"plaza {command}: {exc}", file=sys.stderr)
         return 2
-    if not settings.database_url and not (settings.home / "pgdata").is_dir():
+    if (missing := no_data_here(settings, command)) is not None:
         # A stray database here would take the key or user, and the running Plaza never see it.
-        print(
-            f"plaza {command}: no Plaza data in {settings.home.resolve()} (no pgdata): run this "
-            "where `make run` keeps its data (the project's directory), or set PLAZA_HOME, or "
-            "PLAZA_DATABASE_URL for another PostgreSQL",
-            file=sys.stderr,
-        )
+        print(missing, file=sys.stderr)
         return 2
     url, server = database_of(settings)
 

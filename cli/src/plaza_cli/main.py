@@ -313,6 +313,12 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from plaza_cli.report_cmd import run
+
+    return run(args)
+
+
 def _cmd_access(args: argparse.Namespace) -> int:
     from plaza_cli.access_cmd import run
 
@@ -458,6 +464,22 @@ def parser() -> argparse.ArgumentParser:
         )
         saved.add_argument("file", type=Path, help="the backup (a tar archive)")
         saved.set_defaults(func=_cmd_backup)
+    report = sub.add_parser(
+        "report",
+        help="city hall's monthly SLA figures per district and service, as CSV",
+        description="Per district and service, and their totals, for the requests reported in "
+        "the month (from local midnight on the 1st, in the city's time zone): received, "
+        "acknowledged and resolved (in time: by their deadline), median and 90th percentile "
+        "hours to acknowledge and to resolve, still open and escalated. Read from "
+        "PLAZA_DATABASE_URL, or embedded mode's database in PLAZA_HOME.",
+    )
+    report.add_argument(
+        "--month", help="YYYY-MM, in the city's time zone (default: the month before this one)"
+    )
+    report.add_argument(
+        "--output", "-o", type=Path, help="the CSV file to write (default: standard output)"
+    )
+    report.set_defaults(func=_cmd_report)
 
     pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
     pg.add_argument("action", choices=["start", "stop", "url"])

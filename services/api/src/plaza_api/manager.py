@@ -45,6 +45,7 @@ from plaza.lifecycle import (
     split_report,
 )
 from plaza.policy import RoutingTable, SlaPolicy
+from plaza.report import Month, as_csv, monthly_report
 from plaza.requests import (
     CITY_HALL_QUEUE,
     ID_MAX,
@@ -68,6 +69,7 @@ from sqlalchemy.orm import aliased
 from starlette.datastructures import QueryParams
 
 from plaza_api.auth import (
+    EVERY_QUEUE,
     STAFF,
     Authenticator,
     CurrentPrincipal,
@@ -1414,3 +1416,40 @@ async def sla_configuration(sla: SlaDep, principal: StaffPrincipal) -> dict[str,
         code: SlaServiceOut(normal=window(code, False), urgent=window(code, True))
         for code in load_taxonomy()
     }
+
+
+@router.get(
+    "/reports/monthly",
+    tags=["City hall"],
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "the report as a CSV file"}},
+)
+async def monthly_sla_report(
+    session: SessionDep,
+    city: CityDep,
+    principal: StaffPrincipal,
+    month: Annotated[
+        str | None,
+        Query(description="YYYY-MM in the city's time zone; the month before this one if left out"),
+    ] = None,
+) -> Response:
+    """A month's figures per district and service, and their totals, as CSV: requests received,
+    acknowledged and resolved (in time: by their deadline), median and 90th percentile hours to
+    acknowledge and to resolve, still open and escalated. Computed from the requests reported
+    that month (from local midnight on the 1st); a district or service with none is there at 0.
+    City hall and admins."""
+    if principal.role not in EVERY_QUEUE:
+        raise HTTPException(
+            403, f"a {principal.role} may not read the city's report (city_hall and admin may)"
+        )
+    zone = city.council.zone
+    try:
+        chosen = Month.parse(month, zone) if month is not None else Month.last(zone)
+    except ValueError as exc:
+        return problem(422, str(exc), title="No such month")
+    report = as_csv(await monthly_report(session, city, chosen))
+    return Response(
+        report,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="plaza-sla-{chosen}.csv"'},
+    )
