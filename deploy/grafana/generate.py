@@ -344,7 +344,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Open requests escalated to city hall after a missed deadline",
                 "short",
                 (
-                    named(f"sum by (district) ({backlog('plaza_requests_escalated')})"),
+                    named("district:plaza_requests_escalated:sum"),
                     "{{district}} {{name}}",
                 ),
                 scale=OVERDUE,
