@@ -128,6 +128,16 @@ def named(expr: str) -> str:
     )
 
 
+def service_named(expr: str) -> str:
+    """`expr`, by service code, with each service's name in the city's language
+    (plaza_service_info, from the gateway's city): a legend shows "Enllumenat públic", not
+    "streetlight"."""
+    return (
+        f"({expr}) * on (service_code) group_left (name) "
+        "max by (service_code, name) (plaza_service_info)"
+    )
+
+
 def _targets(panel: Panel, queries: list[Query], *, instant: bool = False) -> Panel:
     for ref, (expr, legend) in zip("ABCDEFGH", queries, strict=False):
         query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
@@ -387,7 +397,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Deadlines met among those due over the previous 24 h, service by service, "
                 "city-wide (a service with no deadline due shows no bar)",
                 "percentunit",
-                ("service_code:plaza_sla_compliance:ratio24h", "{{service_code}}"),
+                (service_named("service_code:plaza_sla_compliance:ratio24h"), "{{name}}"),
                 scale=COMPLIANCE,
             )
         )
@@ -407,8 +417,11 @@ def city_sla() -> dashboard.Dashboard:
                 "Deadlines missed over the dashboard's range, by service",
                 "short",
                 (
-                    "topk(10, sum by (service_code) (increase(plaza_sla_breaches_total[$__range])))",
-                    "{{service_code}}",
+                    service_named(
+                        "topk(10, sum by (service_code) "
+                        "(increase(plaza_sla_breaches_total[$__range])))"
+                    ),
+                    "{{name}}",
                 ),
                 scale=OVERDUE,
             )
@@ -418,7 +431,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Slowest services to acknowledge (p90)",
                 "90% of the requests of each service were acknowledged within this time",
                 "s",
-                (slowest("plaza_request_time_to_acknowledge_seconds"), "{{service_code}}"),
+                (service_named(slowest("plaza_request_time_to_acknowledge_seconds")), "{{name}}"),
                 scale=NEUTRAL,
             )
         )
@@ -427,7 +440,7 @@ def city_sla() -> dashboard.Dashboard:
                 "Slowest services to resolve (p90)",
                 "90% of the requests of each service were resolved within this time",
                 "s",
-                (slowest("plaza_request_time_to_resolve_seconds"), "{{service_code}}"),
+                (service_named(slowest("plaza_request_time_to_resolve_seconds")), "{{name}}"),
                 scale=NEUTRAL,
             )
         )
@@ -506,8 +519,8 @@ def district() -> dashboard.Dashboard:
                 "The district's queue, by service",
                 "short",
                 (
-                    f"sum by (service_code) ({backlog('plaza_requests_open', d)})",
-                    "{{service_code}}",
+                    service_named(f"sum by (service_code) ({backlog('plaza_requests_open', d)})"),
+                    "{{name}}",
                 ),
                 scale=NEUTRAL,
             )
@@ -571,7 +584,7 @@ def district() -> dashboard.Dashboard:
                 "Slowest services to resolve (p90)",
                 "90% of the district's requests of each service were resolved within this time",
                 "s",
-                (slowest("plaza_request_time_to_resolve_seconds", d), "{{service_code}}"),
+                (service_named(slowest("plaza_request_time_to_resolve_seconds", d)), "{{name}}"),
                 scale=NEUTRAL,
             )
         )
@@ -581,8 +594,11 @@ def district() -> dashboard.Dashboard:
                 "Deadlines the district missed, by service and deadline",
                 "short",
                 (
-                    f"sum by (service_code, deadline) (increase(plaza_sla_breaches_total{d}[1h]))",
-                    "{{service_code}} {{deadline}}",
+                    service_named(
+                        "sum by (service_code, deadline) "
+                        f"(increase(plaza_sla_breaches_total{d}[1h]))"
+                    ),
+                    "{{name}} {{deadline}}",
                 ),
             )
         )

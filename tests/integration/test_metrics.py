@@ -19,6 +19,7 @@ from plaza.lifecycle import Command, act
 from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
+from plaza.taxonomy import load_taxonomy
 from plaza.worker import Worker
 from plaza_api.app import create_app
 from plaza_api.backlog import BacklogCollector
@@ -271,7 +272,7 @@ async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answe
         try:
             districts = {"01": "Ciutat Vella", "06": "Gràcia"}
             backlog = BacklogCollector(
-                session_factory(engine), max_age=0, timeout=0.5, districts=districts
+                session_factory(engine), max_age=0, timeout=0.5, districts=districts, language="ca"
             )
             text = (await asyncio.wait_for(backlog.exposition(), 5)).decode()
         finally:
@@ -279,7 +280,8 @@ async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answe
     assert shown(text, "plaza_database_up") == [0.0]
     assert shown(text, "plaza_requests_open") == []  # left out, not shown stale
     assert shown(text, "plaza_outbox_oldest_pending_seconds") == []
-    # the districts' names are the city's: a dashboard's legends keep them meanwhile
+    # the districts' and services' names are the city's, in its language: a dashboard's
+    # legends keep them meanwhile
     names = [
         (s.labels["district"], s.labels["name"], s.value)
         for family in text_string_to_metric_families(text)
@@ -289,8 +291,17 @@ async def test_the_gateway_says_when_it_cannot_read_the_database_and_still_answe
     assert names == [
         ("01", "Ciutat Vella", 1.0),
         ("06", "Gràcia", 1.0),
-        ("none", "no district (triage)", 1.0),
+        ("none", "sense districte (triatge)", 1.0),
     ]
+    services = {
+        s.labels["service_code"]: s.labels["name"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "plaza_service_info"
+    }
+    assert len(services) == len(load_taxonomy())
+    assert services["streetlight"] == "Enllumenat públic"
+    assert services["cleaning"] == "Neteja i residus"
 
 
 async def _set(

@@ -143,7 +143,7 @@ async def test_octobers_figures_are_those_worked_out_by_hand(
     assert _figures(_row(report, "06", ALL)) == (4, 3, 2, 2, 1, 4.0, 24.8, 84.0, 132.0, 2, 2)
     assert _row(report, "06", ALL).service == "Tots els serveis"
     triage = _row(report, "none", "other")
-    assert triage.district == "Sense districte (triatge)"
+    assert triage.district == "sense districte (triatge)"
     assert _figures(triage) == (1, 1, 1, 0, 0, 1.0, 1.0, None, None, 1, 0)
     # a district nobody wrote from is there, at zero
     assert _figures(_row(report, "01", "streetlight")) == (0, 0, 0, 0, 0, *[None] * 4, 0, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from types import ModuleType
 
@@ -148,3 +149,16 @@ def test_the_api_s_traffic_leaves_out_prometheus_s_scrapes() -> None:
     api = [q for q in panel_queries() if q.dashboard == "Open API" and 'app="api"' in q.expr]
     assert api
     assert all('route!~"/metrics|/healthz"' in q.expr for q in api), api
+
+
+def test_services_are_named_in_the_city_s_language() -> None:
+    """The council read "streetlight" and "street_furniture" where Barcelona says "Enllumenat
+    públic" and "Mobiliari urbà": every panel by service joins the gateway's plaza_service_info."""
+    by_service = [q for q in panel_queries() if re.search(r"by \([^)]*service_code", q.expr)]
+    assert len(by_service) >= 7
+    for query in by_service:
+        where = f"{query.dashboard} / {query.panel}"
+        assert "group_left (name) max by (service_code, name) (plaza_service_info)" in query.expr, (
+            where
+        )
+        assert "{{name}}" in query.legend and "{{service_code}}" not in query.legend, where

@@ -164,6 +164,13 @@ DEAD_LETTER_REASONS: Final = ("contract", "rejected", "error")
 RETRY_KINDS: Final = ("transient", "error")
 OUTCOMES: Final = ("processed", "dead_lettered")
 NO_DISTRICT: Final = "none"
+# What `none` is called where a district's name goes (the dashboards' legends, city hall's
+# report), in the city's language.
+_NO_DISTRICT_NAMES: Final = {
+    "ca": "sense districte (triatge)",
+    "es": "sin distrito (triaje)",
+    "en": "no district (triage)",
+}
 
 _PENDING: Final = "plaza.metrics.pending"
 
@@ -183,6 +190,11 @@ def _record_committed(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING, None)
+
+
+def no_district_name(language: str) -> str:
+    """The name of the `none` district in `language` ("ca", "es-ES", ...), English otherwise."""
+    return _NO_DISTRICT_NAMES.get(language.lower()[:2], _NO_DISTRICT_NAMES["en"])
 
 
 def district_label(district_code: str | None) -> str:

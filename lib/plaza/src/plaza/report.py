@@ -23,18 +23,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from plaza.city import City
+from plaza.metrics import NO_DISTRICT, no_district_name
 from plaza.requests import OPEN_STATUSES
 from plaza.taxonomy import load_taxonomy, service_name
 
 ALL: Final = "all"
 """The district_code or service_code of a total row: a district's services, or the city's."""
-NO_DISTRICT: Final = "none"  # as the metrics label requests no district was found for
 
-_NO_DISTRICT_NAMES: Final = {
-    "ca": "Sense districte (triatge)",
-    "es": "Sin distrito (triaje)",
-    "en": "No district (triage)",
-}
 _ALL_SERVICES: Final = {"ca": "Tots els serveis", "es": "Todos los servicios", "en": "All services"}
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
@@ -199,7 +194,7 @@ def _district_name(city: City, code: str, language: str) -> str:
     if code == ALL:
         return city.name
     if code == NO_DISTRICT:
-        return _NO_DISTRICT_NAMES.get(language, _NO_DISTRICT_NAMES["en"])
+        return no_district_name(language)
     district = city.districts.get(code)
     return district.name if district is not None else code
 

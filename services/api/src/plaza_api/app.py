@@ -44,7 +44,10 @@ def create_app(
     app.state.sla = sla or SlaPolicy.load()
     app.state.routing = routing or RoutingTable.load(city=city)
     app.state.backlog = BacklogCollector(
-        sessions, lag=lag, districts={code: d.name for code, d in city.districts.items()}
+        sessions,
+        lag=lag,
+        districts={code: d.name for code, d in city.districts.items()},
+        language=city.council.language,
     )
     install_problem_handlers(app)
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from plaza.db.models import OutboxRecord, ServiceRequest
-from plaza.metrics import LIFECYCLE_BUCKETS, NO_DISTRICT, district_label
+from plaza.metrics import LIFECYCLE_BUCKETS, NO_DISTRICT, district_label, no_district_name
 from plaza.requests import OPEN_STATUSES
+from plaza.taxonomy import load_taxonomy, service_name
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -151,10 +152,14 @@ class BacklogCollector(Collector):
         timeout: float = 5.0,
         lag: LagReader | None = None,
         districts: Mapping[str, str] | None = None,
+        language: str = "en",
     ) -> None:
-        """`districts`: each district's code and name, for plaza_district_info."""
+        """`districts`: each district's code and name, for plaza_district_info; `language`:
+        the city's, which plaza_service_info names the services in (and `none`, the district
+        of requests with none)."""
         self._sessions = sessions
         self._districts = dict(districts or {})
+        self._language = language
         self._lag = lag
         self._lag_reading: Mapping[tuple[str, str, int], int] | None = None
         self._max_age = max_age
@@ -205,8 +210,19 @@ class BacklogCollector(Collector):
                 "1 for each district, naming it: join on `district` to show names, "
                 "`* on (district) group_left (name) max by (district, name) (plaza_district_info)`",
                 ["district", "name"],
-                dict.fromkeys([*self._districts.items(), (NO_DISTRICT, "no district (triage)")], 1),
+                dict.fromkeys(
+                    [*self._districts.items(), (NO_DISTRICT, no_district_name(self._language))], 1
+                ),
             )
+        # The services' names in the city's language, for the legends as the districts' are.
+        yield _gauge(
+            "plaza_service_info",
+            "1 for each service code, naming the service in the city's language: join on "
+            "`service_code` to show names, `* on (service_code) group_left (name) "
+            "max by (service_code, name) (plaza_service_info)`",
+            ["service_code", "name"],
+            {(code, service_name(code, self._language)): 1 for code in load_taxonomy()},
+        )
         if self._database_up is not None:
             yield GaugeMetricFamily(
                 "plaza_database_up",
