@@ -118,8 +118,10 @@ def what_the_database_says(rows: dict[str, dict[str, str]]) -> dict[str, object]
             ("resolve", "resolved_in_time"),
         )
     }
-    # every deadline missed here escalated its request (the scanner found it)
-    breaches = {d: float(rows[d]["escalated"]) for d in ("01", "06")}
+    breaches = {
+        d: float(rows[d]["acknowledge_missed"]) + float(rows[d]["resolve_missed"])
+        for d in ("01", "06")
+    }
     in_time = sum(met.values())
     return {
         "met": met,

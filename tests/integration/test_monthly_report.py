@@ -99,6 +99,8 @@ async def october(sessions: async_sessionmaker[AsyncSession]) -> None:
     # 23:30 on 30 September and 00:30 on 1 November in Barcelona: other months'.
     await reported(sessions, "06", "cleaning", datetime(2026, 9, 30, 21, 30, tzinfo=UTC), "new")
     await reported(sessions, "06", "cleaning", datetime(2026, 10, 31, 23, 30, tzinfo=UTC), "new")
+    # L'Eixample: a duplicate, closed within the hour: no deadline came due, none was missed.
+    await reported(sessions, "02", "graffiti", OCTOBER, "duplicate")
     # No district found: triage's; acknowledged within the hour.
     await reported(sessions, None, "other", OCTOBER + 5 * D, "acknowledged", acked=H)
 
@@ -113,8 +115,10 @@ def _figures(row: ReportRow) -> tuple[object, ...]:
         row.received,
         row.acknowledged,
         row.acknowledged_in_time,
+        row.acknowledge_missed,
         row.resolved,
         row.resolved_in_time,
+        row.resolve_missed,
         row.acknowledge_median_hours,
         row.acknowledge_p90_hours,
         row.resolve_median_hours,
@@ -130,28 +134,33 @@ async def test_octobers_figures_are_those_worked_out_by_hand(
     city = City.barcelona()
     month = Month.parse("2026-10", city.council.zone, now=datetime(2026, 11, 27, tzinfo=UTC))
     async with sessions() as s:
-        report = await monthly_report(s, city, month)
+        report = await monthly_report(s, city, month, now=datetime(2026, 11, 27, tzinfo=UTC))
     services = len(load_taxonomy())
     # 10 districts and none, each by service and in total, and the city's total
     assert len(report) == 11 * (services + 1) + 1
     gracia = _row(report, "06", "streetlight")
     assert (gracia.district, gracia.service) == ("Gràcia", "Enllumenat públic")
-    # acknowledged after 2, 30 and 4 hours: median 4, p90 4 + 0.8 * 26; resolved after 24 and
-    # 144 hours: median 84, p90 24 + 0.9 * 120
-    assert _figures(gracia) == (3, 3, 2, 2, 1, 4.0, 24.8, 84.0, 132.0, 1, 1)
-    assert _figures(_row(report, "06", "cleaning")) == (1, 0, 0, 0, 0, *[None] * 4, 1, 1)
-    assert _figures(_row(report, "06", ALL)) == (4, 3, 2, 2, 1, 4.0, 24.8, 84.0, 132.0, 2, 2)
+    # acknowledged after 2, 30 (late) and 4 hours: median 4, p90 4 + 0.8 * 26; resolved after
+    # 24 and 144 (late) hours: median 84, p90 24 + 0.9 * 120; the third still unresolved on
+    # 27 November, its resolve-by 12 October: missed
+    assert _figures(gracia) == (3, 3, 2, 1, 2, 1, 2, 4.0, 24.8, 84.0, 132.0, 1, 1)
+    # never acknowledged, both deadlines past
+    assert _figures(_row(report, "06", "cleaning")) == (1, 0, 0, 1, 0, 0, 1, *[None] * 4, 1, 1)
+    assert _figures(_row(report, "06", ALL)) == (
+        4, 3, 2, 2, 2, 1, 3, 4.0, 24.8, 84.0, 132.0, 2, 2
+    )  # fmt: skip
     assert _row(report, "06", ALL).service == "Tots els serveis"
     triage = _row(report, "none", "other")
     assert triage.district == "sense districte (triatge)"
-    assert _figures(triage) == (1, 1, 1, 0, 0, 1.0, 1.0, None, None, 1, 0)
+    assert _figures(triage) == (1, 1, 1, 0, 0, 0, 1, 1.0, 1.0, None, None, 1, 0)
     # a district nobody wrote from is there, at zero
-    assert _figures(_row(report, "01", "streetlight")) == (0, 0, 0, 0, 0, *[None] * 4, 0, 0)
+    assert _figures(_row(report, "01", "streetlight")) == (0, 0, 0, 0, 0, 0, 0, *[None] * 4, 0, 0)
     assert _row(report, "01", "streetlight").district == "Ciutat Vella"
     # the city: acknowledged after 1, 2, 4 and 30 hours: median 3, p90 4 + 0.7 * 26
     city_row = report[-1]
     assert (city_row.district_code, city_row.district) == (ALL, "Barcelona")
-    assert _figures(city_row) == (5, 4, 3, 2, 1, 3.0, 22.2, 84.0, 132.0, 3, 2)
+    assert _figures(city_row) == (6, 4, 3, 2, 2, 1, 4, 3.0, 22.2, 84.0, 132.0, 3, 2)
+    assert _figures(_row(report, "02", "graffiti")) == (1, 0, 0, 0, 0, 0, 0, *[None] * 4, 0, 0)
 
     lines = list(csv.reader(io.StringIO(as_csv(report))))
     assert lines[0][:6] == [
@@ -165,7 +174,7 @@ async def test_octobers_figures_are_those_worked_out_by_hand(
     cleaning = next(line for line in lines if line[1:4] == ["06", "Gràcia", "cleaning"])
     assert cleaning == [
         "2026-10", "06", "Gràcia", "cleaning", "Neteja i residus",
-        "1", "0", "0", "0", "0", "", "", "", "", "1", "1",
+        "1", "0", "0", "1", "0", "0", "1", "", "", "", "", "1", "1",
     ]  # fmt: skip
 
 
@@ -194,7 +203,7 @@ async def test_city_hall_downloads_the_month_as_a_csv_file(
         assert got.headers["content-type"].startswith("text/csv")
         assert 'filename="plaza-sla-2026-10.csv"' in got.headers["content-disposition"]
         lines = list(csv.reader(io.StringIO(got.text)))
-        assert lines[-1][:6] == ["2026-10", "all", "Barcelona", "all", "Tots els serveis", "5"]
+        assert lines[-1][:6] == ["2026-10", "all", "Barcelona", "all", "Tots els serveis", "6"]
         bad = await api.get("/api/v1/reports/monthly", params={"month": "2026-13"})
         assert bad.status_code == 422
         assert bad.headers["content-type"].startswith("application/problem+json")

@@ -89,8 +89,10 @@ class ReportRow:
     received: int = 0
     acknowledged: int = 0
     acknowledged_in_time: int = 0
+    acknowledge_missed: int = 0
     resolved: int = 0
     resolved_in_time: int = 0
+    resolve_missed: int = 0
     acknowledge_median_hours: float | None = None
     acknowledge_p90_hours: float | None = None
     resolve_median_hours: float | None = None
@@ -104,7 +106,10 @@ _FIGURES: Final = COLUMNS[5:]
 
 # One pass over the month's requests, grouped by district and service, by district, and for the
 # city. A deadline is met when the step came by it (the rows keep the deadline in force: a
-# transfer's fresh acknowledge window, a reopened request's new ones). Ages are clamped at 0 as
+# transfer's fresh acknowledge window, a reopened request's new ones), missed when it came late
+# or has not come and the SLA scanner found the deadline passed, or it passed on a request still
+# open (a request closed as a duplicate or not the city's before its deadline missed nothing):
+# met / (met + missed) is the dashboards' compliance, by the month's requests. Ages are clamped at 0 as
 # the time-to-step histograms are, inside a CASE: greatest() skips a NULL, and a step not taken
 # would count as taken at once. A request with no district is 'none' (NO_DISTRICT).
 _FIGURES_SQL: Final = text(
@@ -115,8 +120,18 @@ _FIGURES_SQL: Final = text(
         count(*) AS received,
         count(acknowledged_at) AS acknowledged,
         count(*) FILTER (WHERE acknowledged_at <= ack_due_at) AS acknowledged_in_time,
+        count(*) FILTER (
+            WHERE acknowledged_at > ack_due_at OR acknowledged_at IS NULL AND (
+                ack_breached_at IS NOT NULL OR status = ANY(:open) AND ack_due_at < :now
+            )
+        ) AS acknowledge_missed,
         count(resolved_at) AS resolved,
         count(*) FILTER (WHERE resolved_at <= expected_datetime) AS resolved_in_time,
+        count(*) FILTER (
+            WHERE resolved_at > expected_datetime OR resolved_at IS NULL AND (
+                resolve_breached_at IS NOT NULL OR status = ANY(:open) AND expected_datetime < :now
+            )
+        ) AS resolve_missed,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_hours) AS acknowledge_median_hours,
         percentile_cont(0.9) WITHIN GROUP (ORDER BY ack_hours) AS acknowledge_p90_hours,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_hours) AS resolve_median_hours,
@@ -141,15 +156,19 @@ _FIGURES_SQL: Final = text(
 )
 
 
-async def monthly_report(session: AsyncSession, city: City, month: Month) -> list[ReportRow]:
+async def monthly_report(
+    session: AsyncSession, city: City, month: Month, *, now: datetime | None = None
+) -> list[ReportRow]:
     """Every district of the city (and requests with none) by every service, each district's
     total and the city's, in that order; a district or service with no request that month is
-    there with zeros. Names are in the city's language."""
+    there with zeros. Names are in the city's language. A deadline is missed when its step
+    came late, or has not come and the deadline passed before `now` (the report's time)."""
     rows = await session.execute(
         _FIGURES_SQL,
         {
             "start": month.start,
             "end": month.end,
+            "now": now or datetime.now(UTC),
             "open": sorted(str(s) for s in OPEN_STATUSES),
         },
     )
