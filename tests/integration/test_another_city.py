@@ -16,6 +16,7 @@ from plaza_api.app import create_app
 from plaza_api.settings import AccessSettings
 from plaza_router.dedupe import DuplicatePolicy
 from plaza_router.handler import RoutePost
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.infra import ROOT
@@ -124,3 +125,17 @@ def test_the_jurisdiction_is_the_city_s_unless_set(monkeypatch: pytest.MonkeyPat
     assert AccessSettings().access("j" * 40).jurisdiction_id == "madrid"
     monkeypatch.setenv("PLAZA_JURISDICTION_ID", "madrid.es")
     assert AccessSettings().access("j" * 40).jurisdiction_id == "madrid.es"
+
+
+async def test_jun_s_metrics_name_jun_and_its_services_in_spanish(api: httpx.AsyncClient) -> None:
+    """The city-wide compliance alert said "Barcelona met 62%" to Jun's duty officer, and its
+    dashboards named services in Plaza's English codes."""
+    families = {
+        f.name: [s.labels for s in f.samples]
+        for f in text_string_to_metric_families((await api.get("/metrics")).text)
+    }
+    assert families["plaza_city_info"] == [{"name": "Jun"}]
+    services = {s["service_code"]: s["name"] for s in families["plaza_service_info"]}
+    assert services["streetlight"] == "Alumbrado público"
+    districts = {s["district"]: s["name"] for s in families["plaza_district_info"]}
+    assert districts["none"] == "sin distrito (triaje)"

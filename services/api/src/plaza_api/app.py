@@ -48,6 +48,7 @@ def create_app(
         lag=lag,
         districts={code: d.name for code, d in city.districts.items()},
         language=city.council.language,
+        city=city.name,
     )
     install_problem_handlers(app)
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as

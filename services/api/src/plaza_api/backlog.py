@@ -153,10 +153,12 @@ class BacklogCollector(Collector):
         lag: LagReader | None = None,
         districts: Mapping[str, str] | None = None,
         language: str = "en",
+        city: str | None = None,
     ) -> None:
         """`districts`: each district's code and name, for plaza_district_info; `language`:
         the city's, which plaza_service_info names the services in (and `none`, the district
-        of requests with none)."""
+        of requests with none); `city`: its name, for plaza_city_info."""
+        self._city = city
         self._sessions = sessions
         self._districts = dict(districts or {})
         self._language = language
@@ -213,6 +215,14 @@ class BacklogCollector(Collector):
                 dict.fromkeys(
                     [*self._districts.items(), (NO_DISTRICT, no_district_name(self._language))], 1
                 ),
+            )
+        if self._city:
+            # The city-wide alert names the city it is about (Jun's said "Barcelona").
+            yield _gauge(
+                "plaza_city_info",
+                "1, naming the city this Plaza serves",
+                ["name"],
+                {(self._city,): 1},
             )
         # The services' names in the city's language, for the legends as the districts' are.
         yield _gauge(
