@@ -469,8 +469,9 @@ def parser() -> argparse.ArgumentParser:
         help="city hall's monthly SLA figures per district and service, as CSV",
         description="Per district and service, and their totals, for the requests reported in "
         "the month (from local midnight on the 1st, in the city's time zone): received, "
-        "acknowledged and resolved (in time: by their deadline), median and 90th percentile "
-        "hours to acknowledge and to resolve, still open and escalated. Read from "
+        "acknowledged and resolved (in time: by their deadline), deadlines missed, median "
+        "and 90th percentile hours to acknowledge and to resolve, still open and escalated. "
+        "Read from "
         "PLAZA_DATABASE_URL, or embedded mode's database in PLAZA_HOME.",
     )
     report.add_argument(

@@ -1434,10 +1434,10 @@ async def monthly_sla_report(
     ] = None,
 ) -> Response:
     """A month's figures per district and service, and their totals, as CSV: requests received,
-    acknowledged and resolved (in time: by their deadline), median and 90th percentile hours to
-    acknowledge and to resolve, still open and escalated. Computed from the requests reported
-    that month (from local midnight on the 1st); a district or service with none is there at 0.
-    City hall and admins."""
+    acknowledged and resolved (in time: by their deadline), deadlines missed, median and 90th
+    percentile hours to acknowledge and to resolve, still open and escalated. Computed from the
+    requests reported that month (from local midnight on the 1st); a district or service with
+    none is there at 0. City hall and admins."""
     if principal.role not in EVERY_QUEUE:
         raise HTTPException(
             403, f"a {principal.role} may not read the city's report (city_hall and admin may)"
