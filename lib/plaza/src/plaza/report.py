@@ -109,9 +109,9 @@ _FIGURES: Final = COLUMNS[5:]
 # transfer's fresh acknowledge window, a reopened request's new ones), missed when it came late
 # or has not come and the SLA scanner found the deadline passed, or it passed on a request still
 # open (a request closed as a duplicate or not the city's before its deadline missed nothing):
-# met / (met + missed) is the dashboards' compliance, by the month's requests. Ages are clamped at 0 as
-# the time-to-step histograms are, inside a CASE: greatest() skips a NULL, and a step not taken
-# would count as taken at once. A request with no district is 'none' (NO_DISTRICT).
+# met / (met + missed) is the dashboards' compliance, by the month's requests. Ages are clamped
+# at 0 as the time-to-step histograms are, inside a CASE: greatest() skips a NULL, and a step not
+# taken would count as taken at once. A request with no district is 'none' (NO_DISTRICT).
 _FIGURES_SQL: Final = text(
     """
     SELECT coalesce(district_code, 'none') AS district, service_code,
