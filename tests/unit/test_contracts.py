@@ -39,7 +39,7 @@ def received(post_id: str = "1") -> PostReceived:
 
 def test_every_event_type_has_its_own_versioned_topic() -> None:
     topics = [t.topic for t in TOPICS.all()]
-    assert len(set(topics)) == len(topics) == 8
+    assert len(set(topics)) == len(topics) == 9
     assert all(t.startswith("plaza.") and t.endswith(".v1") for t in topics)
     assert TOPICS.POST_RECEIVED.dead_letter_topic == "plaza.post-received.v1.dlq"
 

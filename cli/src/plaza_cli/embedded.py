@@ -48,6 +48,8 @@ from plaza_router.handler import GROUP as ROUTER
 from plaza_router.handler import RoutePost
 from plaza_router.settings import RouterSettings
 from plaza_router.sla_scanner import SlaScanner
+from plaza_router.withdrawals import GROUP as WITHDRAWALS
+from plaza_router.withdrawals import WithdrawPost
 from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -80,6 +82,7 @@ class EmbeddedSettings(RouterSettings, AccessSettings, NotifierSettings):
 CONSUMERS = {
     CLASSIFIER: [TOPICS.POST_RECEIVED],
     ROUTER: [TOPICS.POST_CLASSIFIED],
+    WITHDRAWALS: [TOPICS.POST_WITHDRAWN],
     NOTIFIER: [TOPICS.REPLY_REQUESTED],
 }
 
@@ -109,6 +112,10 @@ def build_workers(
             (CLASSIFIER, TOPICS.POST_RECEIVED, classifier),
             (ROUTER, TOPICS.POST_CLASSIFIED, router),
             (NOTIFIER, TOPICS.REPLY_REQUESTED, notifier),
+        )
+    ] + [
+        Worker(
+            bus, group=WITHDRAWALS, topics=[TOPICS.POST_WITHDRAWN], handler=WithdrawPost(sessions)
         )
     ]
 

@@ -116,6 +116,12 @@ REQUESTS_CLOSED = Counter(
     "(resolved, duplicate or not_responsible)",
     [*_REQUEST_LABELS, "status"],
 )
+POSTS_WITHDRAWN = Counter(
+    "plaza_posts_withdrawn_total",
+    "Posts their authors deleted, taken out of Plaza's records (reports, requests, replies), "
+    "by platform",
+    ["platform"],
+)
 TIME_TO_ACKNOWLEDGE = Histogram(
     "plaza_request_time_to_acknowledge_seconds",
     "From the citizen's report to a manager acknowledging (or assigning) the request",

@@ -164,6 +164,10 @@ class ReportOut(BaseModel):
     text: str
     reported_at: str | None
     merged: bool
+    withdrawn: bool = Field(
+        default=False,
+        description="Its author deleted the post: its text, handle and point are gone",
+    )
     contact: ContactOut | None = None
 
 
@@ -192,6 +196,11 @@ class RequestDetail(QueueItem):
     status_notes: str | None
     resolution_photo_url: str | None
     duplicate_of: str | None
+    withdrawn: bool = Field(
+        default=False,
+        description="The post that opened it was deleted by its author: its description says "
+        "so, and its photos, handle, address and exact point are gone (the request stays)",
+    )
     allowed_actions: list[str]
     reports: list[ReportOut]
     replies: list[ReplyOut]
@@ -1037,6 +1046,7 @@ async def _detail(
             "status_notes": request.status_notes,
             "resolution_photo_url": request.resolution_photo_url,
             "duplicate_of": str(request.duplicate_of) if request.duplicate_of else None,
+            "withdrawn": request.withdrawn_at is not None,
             "allowed_actions": [a.value for a in allowed],
             "reports": [
                 {
@@ -1046,6 +1056,7 @@ async def _detail(
                     "text": r.text,
                     "reported_at": w3c(r.reported_at),
                     "merged": r.merged,
+                    "withdrawn": r.withdrawn_at is not None,
                     "contact": contacts.get(r.post_id) if r.platform == "open311" else None,
                 }
                 for r in reports

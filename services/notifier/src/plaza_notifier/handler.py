@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from plaza.contracts import (
 from plaza.db.models import Reply
 from plaza.metrics import on_commit
 from plaza.requests import parse_id
+from plaza.withdrawals import withdrawn_of
 from plaza.worker import Rejected
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +32,7 @@ from plaza_notifier.metrics import REPLIES_FAILED, REPLIES_POSTED
 from plaza_notifier.templates import TemplateError, Templates, compose, kind_name, render
 
 GROUP = "plaza-notifier"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,26 +82,33 @@ class PostReply:
         replies: dict[str, tuple[Envelope, OutgoingReply]] = {}
         for event in events:
             _check(event)
-            channel = self._channels.get(event.reply_requested.platform)
-            if channel is not None:
-                deliveries.setdefault(
-                    event.reply_requested.reply_id, self._delivery(event, channel)
-                )
-            else:
-                replies.setdefault(event.reply_requested.reply_id, (event, self._reply(event)))
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
+            gone = await withdrawn_of(session, {_answered(e) for e in events})
+            for event in events:
+                if _answered(event) in gone:
+                    _withheld(event)
+                    continue
+                channel = self._channels.get(event.reply_requested.platform)
+                if channel is not None:
+                    deliveries.setdefault(
+                        event.reply_requested.reply_id, self._delivery(event, channel)
+                    )
+                else:
+                    replies.setdefault(event.reply_requested.reply_id, (event, self._reply(event)))
             await enqueue_all(session, deliveries.values(), now)
             return await self._record(session, list(replies.values()), now)
 
     async def _post(self, event: Envelope) -> Sequence[Outgoing]:
         _check(event)
-        channel = self._channels.get(event.reply_requested.platform)
-        if channel is not None:
-            async with self._sessions.begin() as session:
-                await enqueue(session, self._delivery(event, channel), datetime.now(UTC))
-            return []
         async with self._sessions.begin() as session:
+            if await withdrawn_of(session, [_answered(event)]):
+                _withheld(event)
+                return []
+            channel = self._channels.get(event.reply_requested.platform)
+            if channel is not None:
+                await enqueue(session, self._delivery(event, channel), datetime.now(UTC))
+                return []
             return await self._record(session, [(event, self._reply(event))], datetime.now(UTC))
 
     def _reply(self, event: Envelope) -> OutgoingReply:
@@ -201,6 +211,18 @@ class PostReply:
             photo_url=photo,
             correlation_id=event.correlation_id or event.event_id,
         )
+
+
+def _answered(event: Envelope) -> tuple[str, str]:
+    req = event.reply_requested
+    return req.platform, req.in_reply_to_post_id
+
+
+def _withheld(event: Envelope) -> None:
+    """A reply to a post its author withdrew is never sent: it is gone from the platform (a
+    reply to it would be refused), and the citizen took it back."""
+    req = event.reply_requested
+    log.info("reply %s not sent: %s %s was withdrawn", req.reply_id, *_answered(event))
 
 
 def _check(event: Envelope) -> None:

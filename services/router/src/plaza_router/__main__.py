@@ -25,6 +25,8 @@ from plaza.worker import Worker
 from plaza_router.handler import GROUP, RoutePost
 from plaza_router.settings import RouterSettings
 from plaza_router.sla_scanner import SlaScanner
+from plaza_router.withdrawals import GROUP as WITHDRAWALS
+from plaza_router.withdrawals import WithdrawPost
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -38,8 +40,10 @@ async def serve(settings: RouterSettings) -> None:
     metrics.start_at_zero(
         districts=city.districts,
         counters=(metrics.REQUESTS_CREATED, metrics.SLA_BREACHES),  # the SLA scanner's breaches
-        consumers={GROUP: [TOPICS.POST_CLASSIFIED]},
+        consumers={GROUP: [TOPICS.POST_CLASSIFIED], WITHDRAWALS: [TOPICS.POST_WITHDRAWN]},
     )
+    for platform in ("bluesky", "mastodon", "x"):
+        metrics.POSTS_WITHDRAWN.labels(platform)
     handler = RoutePost.from_settings(sessions, city, settings)
     worker = Worker.in_batches(
         bus,
@@ -49,6 +53,9 @@ async def serve(settings: RouterSettings) -> None:
         batch_size=settings.batch_size,
         commit_interval=settings.commit_interval_ms / 1000,
     )
+    withdrawals = Worker(
+        bus, group=WITHDRAWALS, topics=[TOPICS.POST_WITHDRAWN], handler=WithdrawPost(sessions)
+    )
     scanner = SlaScanner(
         sessions,
         interval=settings.sla_scan_interval,
@@ -57,6 +64,7 @@ async def serve(settings: RouterSettings) -> None:
 
     def stop() -> None:
         worker.stop()
+        withdrawals.stop()
         scanner.stop()
 
     on_stop_signals(stop)
@@ -65,10 +73,13 @@ async def serve(settings: RouterSettings) -> None:
     started()
     try:
         scanning = asyncio.create_task(scanner.run())
+        withdrawing = asyncio.create_task(withdrawals.run())
         try:
             await worker.run()
         finally:
+            withdrawals.stop()
             scanner.stop()
+            await withdrawing
             await scanning
     finally:
         await bus.close()

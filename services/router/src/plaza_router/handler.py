@@ -53,14 +53,19 @@ from plaza_router.settings import NotActionableReply, RouterSettings
 
 GROUP = "plaza-router"
 
-# Which of these posts already have a report: one index lookup per post, in one statement whose
-# text does not change with their number (a row-value IN list was planned anew for each size,
-# and took 16 ms for 250 posts).
+# Which of these posts already have a report, or were withdrawn by their authors (deleted
+# before they were routed: they open nothing): one index lookup per post and table, in one
+# statement whose text does not change with their number (a row-value IN list was planned anew
+# for each size, and took 16 ms for 250 posts).
 _REPORTED = text(
     """
     SELECT r.platform, r.post_id
     FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
     JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
+    UNION ALL
+    SELECT w.platform, w.post_id
+    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
+    JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
     """
 )
 
@@ -141,7 +146,7 @@ class RoutePost:
             run: list[tuple[Envelope, NewReport]] = []
             for event in todo:
                 if _key(event) in seen:
-                    continue  # the same post reached us twice by different channels
+                    continue  # the same post reached us twice by different channels, or withdrawn
                 seen.add(_key(event))
                 if event.post_classified.post.reply_to_post_id:
                     await self._route_run(session, run)
@@ -246,8 +251,8 @@ class RoutePost:
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
         correlation = event.correlation_id or event.event_id
-        if await self._already_reported(session, post.platform, post.post_id):
-            return  # the same post reached us twice by different channels
+        if await self._reported(session, [(post.platform, post.post_id)]):
+            return  # the same post reached us twice by different channels, or was withdrawn
         report = _report(c)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
@@ -339,15 +344,6 @@ class RoutePost:
             _REPORTED, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
         )
         return {(platform, post_id) for platform, post_id in found}
-
-    @staticmethod
-    async def _already_reported(session: AsyncSession, platform: str, post_id: str) -> bool:
-        found = await session.execute(
-            select(RequestReport.id).where(
-                RequestReport.platform == platform, RequestReport.post_id == post_id
-            )
-        )
-        return found.first() is not None
 
     async def _follow_up(
         self,

@@ -34,6 +34,7 @@ from plaza.contracts.v1.events_pb2 import (
     Post,
     PostClassified,
     PostReceived,
+    PostWithdrawn,
     ReplyKind,
     ReplyPosted,
     ReplyRequested,
@@ -69,6 +70,7 @@ __all__ = [
     "Post",
     "PostClassified",
     "PostReceived",
+    "PostWithdrawn",
     "ReplyKind",
     "ReplyPosted",
     "ReplyRequested",
@@ -115,6 +117,7 @@ class TOPICS:
     REPLY_POSTED: Final = EventType("reply-posted", "reply_posted")
     REQUEST_MERGED: Final = EventType("request-merged", "request_merged")
     REQUEST_SLA_BREACHED: Final = EventType("request-sla-breached", "request_sla_breached")
+    POST_WITHDRAWN: Final = EventType("post-withdrawn", "post_withdrawn")
 
     @classmethod
     def all(cls) -> tuple[EventType, ...]:
@@ -195,6 +198,7 @@ _BODY_TYPES: dict[type[Message], EventType] = {
     ReplyPosted: TOPICS.REPLY_POSTED,
     RequestMerged: TOPICS.REQUEST_MERGED,
     RequestSlaBreached: TOPICS.REQUEST_SLA_BREACHED,
+    PostWithdrawn: TOPICS.POST_WITHDRAWN,
 }
 
 

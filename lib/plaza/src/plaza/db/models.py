@@ -85,6 +85,9 @@ class ServiceRequest(Base):
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("service_requests.id"))
     reporters_count: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     version: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
+    # When its opening post was withdrawn by its author (plaza.withdrawals): its words, photos,
+    # handle and exact point are gone, the request stays.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The request as a queue item's JSON, without `overdue` and its closing brace (the page's
     # read adds both), written by a trigger on every insert and update (migration 0006); read
     # only by the queue's page, never loaded here.
@@ -211,6 +214,8 @@ class RequestReport(Base):
     language: Mapped[str] = mapped_column(String(8))
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     merged: Mapped[bool] = mapped_column(Boolean)  # False for the post that opened the request
+    # When its author withdrew the post: text, handle, reporter and point are gone.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),)
 
@@ -401,4 +406,17 @@ class ReplyDelivery(Base):
             postgresql_where=text("state IN ('pending','sending')"),
         ),
         Index("ix_reply_deliveries_state", "state", "updated_at"),
+        # The deliveries answering one post: withdrawn with it (plaza.withdrawals).
+        Index("ix_reply_deliveries_post", "platform", "in_reply_to_post_id"),
     )
+
+
+class WithdrawnPost(Base):
+    """A post its author withdrew (deleted on its platform): only its ids, so that a reply on its
+    way to it, or the post arriving late, is recognised and dropped."""
+
+    __tablename__ = "withdrawn_posts"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

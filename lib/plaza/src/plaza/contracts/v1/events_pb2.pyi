@@ -8,6 +8,7 @@ plaza.<name>.v1 (see TOPICS in plaza.contracts). Records are keyed so that all e
 one post, and later of one request, land on one partition and stay in order:
   post-received, post-classified          key = "<platform>:<post_id>"
   request-*, reply-*                      key = service_request_id
+  post-withdrawn                          key = "<platform>:<post_id>"
 
 Compatibility rules, checked by tests/unit/test_contracts.py against
 proto/compat.lock.json: field numbers and types are never reused or changed;
@@ -614,6 +615,50 @@ class ReplyPosted(_message.Message):
 Global___ReplyPosted: _TypeAlias = ReplyPosted  # noqa: Y015
 
 @_typing.final
+class PostWithdrawn(_message.Message):
+    """The author deleted a post on its platform (or told Plaza through their bridge): what it said,
+    showed and where it was are taken out of Plaza's records. The router applies it to a post it
+    has, when author_id (or, without one, author_handle) is the post's author's, or both are empty:
+    the platform's own stream vouches (Mastodon's `delete` carries only the status id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    POST_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_AT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AUTHOR_HANDLE_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    post_id: _builtins.str
+    author_id: _builtins.str
+    """the deleting account (a Bluesky DID...), empty if unknown"""
+    channel: _builtins.str
+    """how Plaza learnt it: stream, webhook"""
+    author_handle: _builtins.str
+    """a bridge's post known by its handle only"""
+    @_builtins.property
+    def withdrawn_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        post_id: _builtins.str = ...,
+        author_id: _builtins.str = ...,
+        withdrawn_at: _timestamp_pb2.Timestamp | None = ...,
+        channel: _builtins.str = ...,
+        author_handle: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "author_id", b"author_id", "channel", b"channel", "platform", b"platform", "post_id", b"post_id", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostWithdrawn: _TypeAlias = PostWithdrawn  # noqa: Y015
+
+@_typing.final
 class Envelope(_message.Message):
     """The one record format on every topic."""
 
@@ -632,6 +677,7 @@ class Envelope(_message.Message):
     REPLY_POSTED_FIELD_NUMBER: _builtins.int
     REQUEST_MERGED_FIELD_NUMBER: _builtins.int
     REQUEST_SLA_BREACHED_FIELD_NUMBER: _builtins.int
+    POST_WITHDRAWN_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUID; consumers use it to recognise redeliveries"""
     event_type: _builtins.str
@@ -658,6 +704,8 @@ class Envelope(_message.Message):
     def request_merged(self) -> Global___RequestMerged: ...
     @_builtins.property
     def request_sla_breached(self) -> Global___RequestSlaBreached: ...
+    @_builtins.property
+    def post_withdrawn(self) -> Global___PostWithdrawn: ...
     def __init__(
         self,
         *,
@@ -674,12 +722,13 @@ class Envelope(_message.Message):
         reply_posted: Global___ReplyPosted | None = ...,
         request_merged: Global___RequestMerged | None = ...,
         request_sla_breached: Global___RequestSlaBreached | None = ...,
+        post_withdrawn: Global___PostWithdrawn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "post_withdrawn", b"post_withdrawn", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed", "schema_version", b"schema_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "occurred_at", b"occurred_at", "post_classified", b"post_classified", "post_received", b"post_received", "post_withdrawn", b"post_withdrawn", "reply_posted", b"reply_posted", "reply_requested", b"reply_requested", "request_created", b"request_created", "request_merged", b"request_merged", "request_sla_breached", b"request_sla_breached", "request_status_changed", b"request_status_changed", "schema_version", b"schema_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["post_received", "post_classified", "request_created", "request_status_changed", "reply_requested", "reply_posted", "request_merged", "request_sla_breached"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["post_received", "post_classified", "request_created", "request_status_changed", "reply_requested", "reply_posted", "request_merged", "request_sla_breached", "post_withdrawn"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

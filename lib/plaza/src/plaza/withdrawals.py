@@ -1,0 +1,287 @@
+"""Posts withdrawn by their authors: what a post said, showed and where it was, taken out of
+every table that keeps it, while the request it reported stays (the problem on the street is
+still there; the city's replies and the request's history stay too).
+
+What goes, for the withdrawn post:
+- its report: text (a fixed sentence instead), handle, reporter, exact point;
+- the request it opened, if it did: description (the same sentence), handle, its public URL,
+  photos, address, and its point, which falls back to another report's if one has a point
+  (otherwise only the district and barri stay);
+- the request's public status note, and its audit trail's notes and snapshots, where they quote
+  the post (a citizen reopening by answering), with the citizen's handle as actor;
+- replies to it not yet posted (they are never sent) and the handle of the deliveries posted;
+- the events about it still in the outbox (a reply to it, the handle of a merge).
+A `withdrawn_posts` row (ids only) remembers it: a reply requested later is dropped, and the
+post arriving at the router afterwards (it was deleted before it was routed) opens nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from sqlalchemy import Text, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from plaza import metrics
+from plaza.contracts import decode, post_key
+from plaza.db.models import (
+    OutboxRecord,
+    ReplyDelivery,
+    RequestEvent,
+    RequestReport,
+    ServiceRequest,
+    WithdrawnPost,
+)
+from plaza.lifecycle import snapshot
+from plaza.requests import reporter_of
+
+log = logging.getLogger(__name__)
+
+WITHDRAWN_TEXT: Final = "Withdrawn by its author."
+# The reply deliveries' state for a reply that will never be sent: its post is gone.
+WITHDRAWN_STATE: Final = "withdrawn"
+
+
+class Outcome(StrEnum):
+    WITHDRAWN = "withdrawn"  # the post's traces are gone
+    ALREADY = "already"  # withdrawn before: nothing changes twice
+    UNKNOWN = "unknown"  # no request has it: only its ids are remembered
+    NOT_THE_AUTHOR = "not_the_author"  # somebody else asked: refused
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    platform: str
+    post_id: str
+    author_id: str
+    author_handle: str
+    withdrawn_at: datetime
+
+
+def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
+    """Whether the withdrawal comes from the report's author. Neither id nor handle: the
+    platform's own stream says the post is gone (only its author or the platform can delete)."""
+    if w.author_id:
+        return reporter_of(w.platform, w.author_id, "") == report.reporter
+    if w.author_handle:
+        # Only where the post itself gave no id: a handle changes hands, an account id does not.
+        return report.reporter == reporter_of(w.platform, "", w.author_handle)
+    return True
+
+
+async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
+    """Applies one withdrawal in the caller's transaction."""
+    report = (
+        await session.execute(
+            select(RequestReport)
+            .where(RequestReport.platform == w.platform, RequestReport.post_id == w.post_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if report is None:
+        await _scrub_outbox(session, post_key(w.platform, w.post_id), w)
+        await _remember(session, w)
+        await _cancel_replies(session, w)
+        return Outcome.UNKNOWN
+    if report.withdrawn_at is not None:
+        return Outcome.ALREADY
+    if not by_its_author(w, report):
+        log.warning(
+            "%s %s: withdrawn by %s, who is not its author: refused",
+            w.platform,
+            w.post_id,
+            w.author_id or w.author_handle,
+        )
+        return Outcome.NOT_THE_AUTHOR
+    words, handle = report.text, report.author_handle
+    report.text = WITHDRAWN_TEXT
+    report.author_handle = ""
+    report.reporter = f"withdrawn:{report.id}"
+    report.lat = report.long = None
+    report.withdrawn_at = w.withdrawn_at
+    await session.flush()
+    request = await session.get(ServiceRequest, report.service_request_id, with_for_update=True)
+    if request is not None:
+        before = snapshot(request)
+        if request.source_platform == w.platform and request.source_post_id == w.post_id:
+            await _scrub_opening(session, request, w)
+        if words and request.status_notes == words:
+            request.status_notes = WITHDRAWN_TEXT
+        request.version += 1
+        request.updated_datetime = w.withdrawn_at
+        await _scrub_history(session, request.id, words, handle)
+        after = snapshot(request)
+        session.add(
+            RequestEvent(
+                service_request_id=request.id,
+                version=request.version,
+                kind="withdrawn",
+                actor="citizen",
+                at=w.withdrawn_at,
+                before={k: v for k, v in before.items() if after.get(k) != v},
+                after={k: v for k, v in after.items() if before.get(k) != v},
+                note=f"{w.platform}:{w.post_id}",
+                public=False,
+            )
+        )
+        await _scrub_outbox(session, request.service_request_id, w)
+    await _remember(session, w)
+    await _cancel_replies(session, w)
+    metrics.on_commit(session, metrics.POSTS_WITHDRAWN.labels(w.platform).inc)
+    return Outcome.WITHDRAWN
+
+
+async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: Withdrawal) -> None:
+    """The request the post opened keeps no trace of it: its place falls back to the earliest
+    other report with a point, else to its district and barri alone."""
+    other = (
+        await session.execute(
+            select(RequestReport.lat, RequestReport.long)
+            .where(
+                RequestReport.service_request_id == request.id,
+                RequestReport.withdrawn_at.is_(None),
+                RequestReport.lat.is_not(None),
+                RequestReport.long.is_not(None),
+            )
+            .order_by(RequestReport.reported_at, RequestReport.id)
+            .limit(1)
+        )
+    ).first()
+    request.description = WITHDRAWN_TEXT
+    request.source_author_handle = ""
+    request.source_public_url = None
+    request.media_url = None
+    request.media_urls = []
+    request.address = None
+    request.lat, request.long = (other[0], other[1]) if other is not None else (None, None)
+    request.withdrawn_at = w.withdrawn_at
+
+
+# The audit trail quotes a post where a citizen's answer reopened the request: the note, the
+# status note in its snapshots, and the citizen's handle as its actor.
+_SCRUB_HISTORY = text(
+    """
+    UPDATE request_events SET
+        note = CASE WHEN note = :words THEN :marker ELSE note END,
+        actor = CASE WHEN actor = :actor THEN 'citizen' ELSE actor END,
+        before = CASE WHEN before->>'status_notes' = :words
+            THEN jsonb_set(before, '{status_notes}', to_jsonb(CAST(:marker AS text)))
+            ELSE before END,
+        after = CASE WHEN after->>'status_notes' = :words
+            THEN jsonb_set(after, '{status_notes}', to_jsonb(CAST(:marker AS text)))
+            ELSE after END
+    WHERE service_request_id = :request_id
+      AND (note = :words OR actor = :actor
+           OR before->>'status_notes' = :words OR after->>'status_notes' = :words)
+    """
+).bindparams(bindparam("words", type_=Text), bindparam("actor", type_=Text))
+
+
+async def _scrub_history(session: AsyncSession, request_id: int, words: str, handle: str) -> None:
+    await session.execute(
+        _SCRUB_HISTORY,
+        {
+            "request_id": request_id,
+            "words": words or None,  # NULL matches nothing
+            "actor": f"citizen:{handle}" if handle else None,
+            "marker": WITHDRAWN_TEXT,
+        },
+    )
+
+
+async def _scrub_outbox(session: AsyncSession, key: str, w: Withdrawal) -> None:
+    """Events about the post not yet relayed (the relay deletes each once it is on the bus):
+    a reply to it is dropped, a merge announces no handle."""
+    rows = (
+        await session.execute(
+            select(OutboxRecord).where(OutboxRecord.key == key).with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    for row in rows:
+        event = decode(row.topic, row.payload)
+        body = event.WhichOneof("body")
+        if body == "reply_requested":
+            req = event.reply_requested
+            if (req.platform, req.in_reply_to_post_id) == (w.platform, w.post_id):
+                await session.delete(row)
+        elif body == "request_merged":
+            merged = event.request_merged
+            if (merged.platform, merged.post_id) == (w.platform, w.post_id):
+                merged.author_handle = ""
+                row.payload = event.SerializeToString(deterministic=True)
+
+
+async def _remember(session: AsyncSession, w: Withdrawal) -> None:
+    await session.execute(
+        insert(WithdrawnPost)
+        .values(platform=w.platform, post_id=w.post_id, withdrawn_at=w.withdrawn_at)
+        .on_conflict_do_nothing(index_elements=[WithdrawnPost.platform, WithdrawnPost.post_id])
+    )
+
+
+async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
+    """Replies to the post not yet posted are never sent (the platform would refuse an answer
+    to a deleted post anyway); the handle leaves every delivery. One being sent right now is
+    left to finish."""
+    answering = (
+        ReplyDelivery.platform == w.platform,
+        ReplyDelivery.in_reply_to_post_id == w.post_id,
+    )
+    await session.execute(
+        update(ReplyDelivery)
+        .where(*answering, ReplyDelivery.state.in_(("pending", "failed")))
+        # its words name the author: never posted, they are nobody's record
+        .values(state=WITHDRAWN_STATE, author_handle="", body="", updated_at=w.withdrawn_at)
+    )
+    await session.execute(
+        update(ReplyDelivery)
+        .where(*answering, ReplyDelivery.state != "sending")
+        .values(author_handle="")
+    )
+
+
+# Which of these (platform, post id) were withdrawn: one statement whatever their number.
+_WITHDRAWN_OF = text(
+    """
+    SELECT w.platform, w.post_id
+    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
+    JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
+    """
+)
+
+
+async def withdrawn_of(
+    session: AsyncSession, keys: Collection[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these posts (platform, post id) have been withdrawn by their authors."""
+    if not keys:
+        return set()
+    found = await session.execute(
+        _WITHDRAWN_OF, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
+    )
+    return {(platform, post_id) for platform, post_id in found}
+
+
+async def known_among(session: AsyncSession, platform: str, post_ids: Collection[str]) -> set[str]:
+    """Which of these posts of `platform` Plaza keeps something of (a report, a reply to it):
+    ingest hands on the deletions of those only, not every post deleted on the platform."""
+    if not post_ids:
+        return set()
+    ids = list(post_ids)
+    reported = select(RequestReport.post_id).where(
+        RequestReport.platform == platform,
+        RequestReport.post_id.in_(ids),
+        RequestReport.withdrawn_at.is_(None),
+    )
+    answered = select(ReplyDelivery.in_reply_to_post_id).where(
+        ReplyDelivery.platform == platform,
+        ReplyDelivery.in_reply_to_post_id.in_(ids),
+        ReplyDelivery.state != WITHDRAWN_STATE,
+    )
+    found = await session.execute(reported.union(answered))
+    return set(found.scalars())

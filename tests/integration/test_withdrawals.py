@@ -1,0 +1,249 @@
+"""A post withdrawn by its author, on real PostgreSQL: its words, photos, handle and point leave
+every table Plaza keeps them in, the request stays (at the place its other reports give), only
+the author withdraws, nothing changes twice, and a reply to it is never sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from plaza.contracts import (
+    REPLY_KIND_NOT_ACTIONABLE,
+    Envelope,
+    PostClassified,
+    PostWithdrawn,
+    ReplyRequested,
+    decode,
+    derive_event_id,
+    envelope,
+)
+from plaza.contracts import timestamp as ts
+from plaza.db.models import (
+    OutboxRecord,
+    Reply,
+    ReplyDelivery,
+    RequestEvent,
+    RequestReport,
+    ServiceRequest,
+    WithdrawnPost,
+)
+from plaza.withdrawals import WITHDRAWN_STATE, WITHDRAWN_TEXT
+from plaza_notifier.delivery import Delivery, enqueue
+from plaza_notifier.handler import PostReply
+from plaza_router.withdrawals import WithdrawPost
+from prometheus_client import REGISTRY
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
+
+pytestmark = pytest.mark.postgres
+
+WORDS = "El fanal de davant del número 12 del carrer de Verdi no s'encén"
+MARTA = "@marta.withdraws@bcn.social"
+PHOTO = "https://files.bcn.social/media/fanal-verdi.jpg"
+NEARBY = (41.40365, 2.15665)  # 7 m from VERDI: the same streetlight
+
+
+def withdrawn(post_id: str, author_id: str = "") -> PostWithdrawn:
+    return PostWithdrawn(
+        platform="mastodon",
+        post_id=post_id,
+        author_id=author_id,
+        withdrawn_at=ts(datetime.now(UTC)),
+        channel="stream",
+    )
+
+
+def as_withdrawal(body: PostWithdrawn, event_id: str = "") -> Envelope:
+    return envelope(
+        body,
+        key=f"mastodon:{body.post_id}",
+        event_id=event_id or derive_event_id("post-withdrawn", body.post_id),
+        correlation_id="c",
+    ).envelope
+
+
+def count_withdrawn() -> float:
+    return REGISTRY.get_sample_value("plaza_posts_withdrawn_total", {"platform": "mastodon"}) or 0
+
+
+def opening(post_id: str) -> PostClassified:
+    c = classified(post_id, text=WORDS, author=MARTA, author_id="42")
+    c.post.media_urls.append(PHOTO)
+    c.post.address = "Carrer de Verdi, 12, 3r 2a"
+    c.post.public_url = f"https://bcn.social/@marta/{post_id}"
+    return c
+
+
+async def the_request(sessions: async_sessionmaker[AsyncSession], post_id: str) -> ServiceRequest:
+    async with sessions() as s:
+        report = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == post_id))
+        ).scalar_one()
+        request = await s.get(ServiceRequest, report.service_request_id)
+        assert request is not None
+        return request
+
+
+async def traces(sessions: async_sessionmaker[AsyncSession], *needles: str) -> dict[str, int]:
+    """Rows of every table of Plaza's database that hold one of `needles` (the outbox's
+    protobuf payloads decoded), by table."""
+    found: dict[str, int] = {}
+    async with sessions() as s:
+        tables = (
+            await s.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+        ).scalars()
+        for table in tables:
+            for needle in needles:
+                n = (
+                    await s.execute(
+                        text(f'SELECT count(*) FROM "{table}" t WHERE t::text ILIKE :p'),
+                        {"p": f"%{needle}%"},
+                    )
+                ).scalar_one()
+                if n:
+                    found[table] = found.get(table, 0) + n
+        rows = (await s.execute(select(OutboxRecord))).scalars().all()
+    for row in rows:
+        event = str(decode(row.topic, row.payload))
+        if any(needle in event for needle in needles):
+            found["outbox (decoded)"] = found.get("outbox (decoded)", 0) + 1
+    return found
+
+
+async def test_the_opening_post_withdrawn_leaves_the_request_without_its_traces(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(opening("wd-1")))
+    other = classified("wd-2", text="Fanal apagat a Verdi", latlon=NEARBY, author_id="43")
+    await route(as_event(other))
+    before = await the_request(sessions, "wd-1")
+    assert before.reporters_count == 2 and before.description == WORDS
+    async with sessions.begin() as s:  # the acknowledgement, on its way to Mastodon
+        await enqueue(
+            s,
+            Delivery(
+                reply_id="ack-wd-1",
+                service_request_id=before.id,
+                kind="acknowledged",
+                language="ca",
+                platform="mastodon",
+                in_reply_to_post_id="wd-1",
+                author_handle=MARTA,
+                text=f"{MARTA} Gràcies",
+                photo_url=None,
+                correlation_id="c",
+            ),
+            datetime.now(UTC),
+        )
+    assert await traces(sessions, WORDS, "marta.withdraws", "fanal-verdi")  # all over, so far
+    handler = WithdrawPost(sessions)
+    counted = count_withdrawn()
+
+    # Somebody else cannot withdraw Marta's post.
+    await handler(as_withdrawal(withdrawn("wd-1", author_id="99"), "not-hers"))
+    assert (await the_request(sessions, "wd-1")).description == WORDS
+
+    await handler(as_withdrawal(withdrawn("wd-1", author_id="42")))
+
+    request = await the_request(sessions, "wd-1")
+    assert await traces(sessions, WORDS, "marta.withdraws", "fanal-verdi") == {}
+    assert request.description == WITHDRAWN_TEXT
+    assert request.media_urls == [] and request.media_url is None
+    assert request.address is None and request.source_public_url is None
+    assert request.source_author_handle == ""
+    # Its place: the other report's point; its district and barri stay.
+    assert (request.lat, request.long) == NEARBY
+    assert (request.district_code, request.barri_code) == (before.district_code, before.barri_code)
+    # The request stays, in its queue, waiting for a manager (as before).
+    assert (request.status, request.queue) == (before.status, before.queue)
+    assert request.reporters_count == 2 and request.withdrawn_at is not None
+    assert request.version == before.version + 1
+    async with sessions() as s:
+        reports = {
+            r.post_id: r
+            for r in (
+                await s.execute(
+                    select(RequestReport).where(RequestReport.service_request_id == request.id)
+                )
+            ).scalars()
+        }
+        delivery = await s.get(ReplyDelivery, "ack-wd-1")
+        kinds = (
+            await s.execute(
+                select(RequestEvent.kind).where(RequestEvent.service_request_id == request.id)
+            )
+        ).scalars()
+        remembered = await s.get(WithdrawnPost, ("mastodon", "wd-1"))
+        queue_item = (
+            await s.execute(
+                text("SELECT queue_item FROM service_requests WHERE id = :id"), {"id": request.id}
+            )
+        ).scalar_one()
+    mine, theirs = reports["wd-1"], reports["wd-2"]
+    assert (mine.text, mine.author_handle, mine.lat, mine.long) == (WITHDRAWN_TEXT, "", None, None)
+    assert mine.withdrawn_at is not None and mine.reporter != "mastodon:42"
+    assert theirs.text == "Fanal apagat a Verdi" and theirs.withdrawn_at is None
+    assert delivery is not None and delivery.state == WITHDRAWN_STATE  # never sent
+    assert "withdrawn" in list(kinds)
+    assert remembered is not None
+    assert WITHDRAWN_TEXT in queue_item  # the console's queue reads this
+    assert count_withdrawn() == counted + 1
+
+    # Again (a redelivery), or from another channel (the bridge as well as the stream): once.
+    await handler(as_withdrawal(withdrawn("wd-1", author_id="42")))
+    await handler(as_withdrawal(withdrawn("wd-1"), "from-the-stream-too"))
+    assert (await the_request(sessions, "wd-1")).version == request.version
+    assert count_withdrawn() == counted + 1
+
+
+async def test_a_lone_report_withdrawn_keeps_its_request_for_a_manager_at_its_district(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(opening("wd-lone")))
+    before = await the_request(sessions, "wd-lone")
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-lone", author_id="42")))
+    request = await the_request(sessions, "wd-lone")
+    assert request.status == "new" and request.queue == before.queue  # a manager decides
+    assert request.lat is None and request.long is None  # no other point is known
+    assert request.district_code == before.district_code and request.barri_code
+    assert request.description == WITHDRAWN_TEXT
+    # The acknowledgement still in the outbox is dropped: it answers a post that is gone.
+    asks = await outbox(sessions, "reply-requested.v1")
+    assert [a for a in asks if a.reply_requested.in_reply_to_post_id == "wd-lone"] == []
+
+
+async def test_a_post_withdrawn_before_it_is_routed_opens_nothing_and_gets_no_reply(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    counted = count_withdrawn()
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-early", author_id="42")))
+    assert count_withdrawn() == counted  # nothing of it was kept: nothing withdrawn
+    early = classified("wd-early", text=WORDS, author=MARTA, author_id="42")
+    await router(sessions)(as_event(early))
+    async with sessions() as s:
+        reports = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-early"))
+        ).scalars()
+        assert list(reports) == []
+    # A reply asked for it anyway (a thank-you already on the bus) is not recorded nor sent.
+    thanks = envelope(
+        ReplyRequested(
+            reply_id="thanks-wd-early",
+            kind=REPLY_KIND_NOT_ACTIONABLE,
+            language="ca",
+            platform="mastodon",
+            in_reply_to_post_id="wd-early",
+            author_handle=MARTA,
+        ),
+        key="mastodon:wd-early",
+        event_id="e-thanks-wd-early",
+        correlation_id="c",
+    ).envelope
+    notifier = PostReply(sessions)
+    assert await notifier(thanks) == []
+    assert await notifier.batch([thanks]) == []
+    async with sessions() as s:
+        assert await s.get(Reply, "thanks-wd-early") is None
