@@ -95,6 +95,35 @@ class PostIn(BaseModel):
         return post
 
 
+class WithdrawalIn(BaseModel):
+    """A bridge saying a post it handed to Plaza was deleted by its author: who deleted it is
+    named as the post named its author (author_id, else author_handle), and must be them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    platform: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = Field(
+        examples=["mastodon"]
+    )
+    post_id: Token = Field(description="The id of the deleted post, as it was POSTed")
+    author_id: Annotated[str, StringConstraints(max_length=256)] = Field(
+        default="", description="The deleting account's stable id, as the post gave it"
+    )
+    author_handle: Annotated[str, StringConstraints(max_length=256)] = Field(
+        default="", description="The deleting account's handle, when the post gave no id"
+    )
+    deleted_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.author_id and not self.author_handle:
+            raise ValueError(
+                "author_id or author_handle is required: only a post's author withdraws it"
+            )
+        if self.deleted_at is not None and self.deleted_at.tzinfo is None:
+            raise ValueError("deleted_at must include a timezone, e.g. 2026-05-01T10:00:00Z")
+        return self
+
+
 class PostAccepted(BaseModel):
     status: str = "accepted"
     platform: str

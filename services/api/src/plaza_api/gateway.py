@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httpx
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from plaza.posts import PostAccepted, PostIn
+from plaza.posts import PostAccepted, PostIn, WithdrawalIn
 from plaza.web import problem
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -41,6 +41,22 @@ _POST_DOCS: dict[str, Any] = {
 }
 
 
+_WITHDRAWAL_DOCS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WithdrawalIn.model_json_schema()}},
+    },
+    "responses": {
+        "202": {
+            "description": "On the bus: the router withdraws the post if its author asked",
+            "content": {"application/json": {"schema": PostAccepted.model_json_schema()}},
+        },
+        "422": {"description": "Not a withdrawal: the problem+json names the field"},
+        "503": {"description": "Ingest is unavailable (Retry-After): send it again"},
+    },
+}
+
+
 @router.post("/api/v1/posts", status_code=202, tags=["Ingest"], openapi_extra=_POST_DOCS)
 async def submit_post(
     request: Request,
@@ -50,6 +66,26 @@ async def submit_post(
     """Hands a post to ingest, which validates it (422 problem+json naming the field) and
     answers 202 once it is on the bus. Needs an API key of role `bridge` (or `admin`); a
     bridge key with scopes posts for those platforms only."""
+    return await _forward(request, ingest, principal, "/api/v1/posts")
+
+
+@router.post(
+    "/api/v1/posts/withdrawals", status_code=202, tags=["Ingest"], openapi_extra=_WITHDRAWAL_DOCS
+)
+async def withdraw_post(
+    request: Request,
+    ingest: IngestDep,
+    principal: Annotated[Principal, Depends(require(*POST_WRITERS))],
+) -> Response:
+    """Says a post handed over before was deleted by its author (author_id or author_handle,
+    as the post named them): its words, photos, handle and point leave Plaza's records, the
+    request stays. The same keys and scopes as POST /api/v1/posts."""
+    return await _forward(request, ingest, principal, "/api/v1/posts/withdrawals")
+
+
+async def _forward(
+    request: Request, ingest: httpx.AsyncClient, principal: Principal, path: str
+) -> Response:
     body = await request.body()
     if principal.role is Role.BRIDGE and principal.scopes:
         platform = _platform_of(body)
@@ -70,7 +106,7 @@ async def submit_post(
             )
     try:
         upstream = await ingest.post(
-            "/api/v1/posts",
+            path,
             content=body,
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )

@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
 from plaza.metrics import PIPELINE_STAGE_LATENCY, RECEIVED, seconds_between, start_at_zero
-from plaza.posts import PostAccepted, PostIn
+from plaza.posts import PostAccepted, PostIn, WithdrawalIn
 from plaza.web import install_problem_handlers, install_request_metrics, problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from plaza_ingest.publish import post_received, publish
+from plaza_ingest.publish import post_received, post_withdrawn, publish
 
 OPEN311_PLATFORM = "open311"
 
@@ -45,6 +45,33 @@ def create_app(bus: Bus) -> FastAPI:
                 type_="https://plaza.example/problems/validation",
             )
         return await accept(post, "webhook")
+
+    @app.post("/api/v1/posts/withdrawals", status_code=202, response_model=PostAccepted)
+    async def withdraw_post(withdrawal: WithdrawalIn) -> Response:
+        """A post the bridge handed over was deleted by its author: Plaza takes its words,
+        photos, handle and point out of its records (the router checks the author)."""
+        if withdrawal.platform == OPEN311_PLATFORM:
+            return problem(
+                422,
+                "platform: 'open311' requests are not withdrawn through a bridge",
+                title="Invalid request",
+                type_="https://plaza.example/problems/validation",
+            )
+        event = post_withdrawn(
+            withdrawal.platform,
+            withdrawal.post_id,
+            channel="webhook",
+            author_id=withdrawal.author_id,
+            author_handle=withdrawal.author_handle,
+            withdrawn_at=withdrawal.deleted_at,
+        )
+        await publish(bus, [event])
+        body = PostAccepted(
+            platform=withdrawal.platform,
+            post_id=withdrawal.post_id,
+            event_id=event.envelope.event_id,
+        )
+        return JSONResponse(body.model_dump(), status_code=202)
 
     @app.post("/api/v1/open311/posts", status_code=202, response_model=PostAccepted)
     async def accept_open311_post(post: PostIn) -> Response:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from plaza.bus import Bus, OutRecord
-from plaza.contracts import Outgoing, PostReceived, derive_event_id, envelope, post_key
+from plaza.contracts import (
+    Outgoing,
+    PostReceived,
+    PostWithdrawn,
+    derive_event_id,
+    envelope,
+    post_key,
+    timestamp,
+)
 from plaza.metrics import MESSAGES_PUBLISHED
 from plaza.posts import PostIn
 
@@ -17,6 +26,34 @@ def post_received(post_in: PostIn, channel: str) -> Outgoing:
     event_id = derive_event_id("post-received", key)
     return envelope(
         PostReceived(post=post_in.to_post(channel)),
+        key=key,
+        event_id=event_id,
+        correlation_id=event_id,
+    )
+
+
+def post_withdrawn(
+    platform: str,
+    post_id: str,
+    *,
+    channel: str,
+    author_id: str = "",
+    author_handle: str = "",
+    withdrawn_at: datetime | None = None,
+) -> Outgoing:
+    """The event for a post its author deleted. Its id derives from (platform, post_id): the
+    same deletion seen twice (a stream's replay, the stream and a bridge) is one event."""
+    key = post_key(platform, post_id)
+    event_id = derive_event_id("post-withdrawn", key)
+    return envelope(
+        PostWithdrawn(
+            platform=platform,
+            post_id=post_id,
+            author_id=author_id,
+            author_handle=author_handle,
+            withdrawn_at=timestamp(withdrawn_at or datetime.now(UTC)),
+            channel=channel,
+        ),
         key=key,
         event_id=event_id,
         correlation_id=event_id,

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from plaza.posts import PostIn
 
 
 @dataclass(frozen=True, slots=True)
+class Deletion:
+    """A post deleted on its platform, as the platform announced it: `author_id` is the account
+    that deleted it when the platform says (a Bluesky repo's DID), else empty."""
+
+    platform: str
+    post_id: str
+    author_id: str = ""
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """Posts in the platform's order, and the cursor that is valid once they are on the bus.
+    """Posts in the platform's order, and the cursor that is valid once they are on the bus;
+    and posts deleted meanwhile (the runner hands on those Plaza has).
 
     An empty batch says "connected and caught up": the runner stores its cursor if it moved and
     resets its reconnect backoff."""
 
     posts: Sequence[PostIn]
     cursor: str
+    deletions: Sequence[Deletion] = ()
 
 
 class RetryAfter(Exception):

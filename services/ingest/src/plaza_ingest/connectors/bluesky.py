@@ -1,5 +1,6 @@
 """The Bluesky connector: posts that mention one of the city's accounts (or answer one of its
-posts), live from Jetstream's WebSocket, resumed from the durable cursor (Jetstream's time_us).
+posts), live from Jetstream's WebSocket, resumed from the durable cursor (Jetstream's time_us);
+and the deletions of posts, which the runner hands on for the posts Plaza has.
 
 A post's id in Plaza is its at:// URI: the router hands it back as the post to reply to, and the
 notifier's channel reads the post at that address (its cid and its thread's root) to reply.
@@ -16,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, cast
 from urllib.parse import urlencode
 
@@ -27,7 +28,7 @@ from plaza.posts import PostIn
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 
-from plaza_ingest.connectors.base import Batch
+from plaza_ingest.connectors.base import Batch, Deletion
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,25 @@ def event_to_post(event: Json, handle: str, image_url: str) -> PostIn | None:
     except (ValidationError, ValueError) as exc:
         log.warning("bluesky post %s is not a post Plaza can take: %s", uri, exc)
         return None
+
+
+def event_to_deletion(event: Json) -> Deletion | None:
+    """A Jetstream commit deleting a post, as a deletion by its author: a repo holds one
+    account's records, and only that account (or its PDS) deletes them. None for any other."""
+    did = _str(event.get("did"))
+    commit = _obj(event.get("commit"))
+    if (
+        event.get("kind") != "commit"
+        or commit.get("operation") != "delete"
+        or commit.get("collection") != POST
+        or not DID.match(did)
+        or not _str(commit.get("rkey"))
+    ):
+        return None
+    time_us = event.get("time_us")
+    at = datetime.fromtimestamp(time_us / 1e6, UTC) if isinstance(time_us, int) else None
+    uri = AtUri(did, POST, _str(commit.get("rkey")))
+    return Deletion(PLATFORM, str(uri), author_id=did, deleted_at=at)
 
 
 class Identities:
@@ -364,13 +384,15 @@ class BlueskyMentions:
             self._subscribe_url(since), open_timeout=self._open_timeout, ping_interval=20
         ) as socket:
             checkpoint = loop.time()
+            deleted: list[Deletion] = []
             while True:
                 try:
                     message = await asyncio.wait_for(socket.recv(), self._idle)
                 except TimeoutError:
                     # Quiet for a moment: caught up. The runner stores the cursor if it moved.
                     checkpoint = loop.time()
-                    yield Batch((), position.encode())
+                    yield Batch((), position.encode(), deleted)
+                    deleted = []
                     continue
                 event = _obj(json.loads(message))
                 time_us = event.get("time_us")
@@ -378,6 +400,11 @@ class BlueskyMentions:
                     continue
                 if event.get("kind") == "identity":
                     self._identities.forget(_str(event.get("did")))
+                deletion = event_to_deletion(event)
+                if deletion is not None:
+                    # Every deletion on the network comes by: they go with the next batch (a
+                    # checkpoint at the latest), and the runner keeps those of the city's posts.
+                    deleted.append(deletion)
                 post = None
                 if self._for_the_city(event, city):
                     handle = await self._identities.handle_of(_str(event.get("did")))
@@ -385,10 +412,12 @@ class BlueskyMentions:
                 if post is not None and post.post_id not in position.seen:
                     position = position.advance(time_us, self._rewind_us, post.post_id)
                     checkpoint = loop.time()
-                    yield Batch((post,), position.encode())
+                    yield Batch((post,), position.encode(), deleted)
+                    deleted = []
                     continue
                 position = position.advance(time_us, self._rewind_us)
                 # A busy firehose with nothing for the city: the cursor is stored now and then.
                 if loop.time() - checkpoint >= self._checkpoint:
                     checkpoint = loop.time()
-                    yield Batch((), position.encode())
+                    yield Batch((), position.encode(), deleted)
+                    deleted = []

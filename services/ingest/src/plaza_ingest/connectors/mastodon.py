@@ -1,14 +1,17 @@
 """The Mastodon connector: the city account's mentions and followed hashtags, live over the
 streaming API's WebSocket, caught up through the REST API from the last seen id after a gap.
 
-Mastodon has no geotags; media attachments keep their URLs; HTML content becomes plain text."""
+Mastodon has no geotags; media attachments keep their URLs; HTML content becomes plain text.
+A streamed `delete` (its payload the status id) is a deletion: Mastodon streams it to the
+timelines that showed the status (a hashtag's; the mentioned accounts' `user` stream) and only
+its author or the server's moderators delete a status."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import cast
@@ -20,7 +23,7 @@ from plaza.social import MastodonAccount, html_to_text
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
 
-from plaza_ingest.connectors.base import Batch, RetryAfter
+from plaza_ingest.connectors.base import Batch, Deletion, RetryAfter
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +185,18 @@ class MastodonStream:
         posts = (status_to_post(s, self._host) for _, s in pairs if self._wanted(s, own_id))
         return [p for p in posts if p is not None]
 
-    def _live(self, message: str | bytes) -> tuple[str, Json] | None:
-        """A streamed event as (cursor id, status), or None for events we do not follow."""
+    def _live(self, message: str | bytes) -> tuple[str, Json] | Deletion | None:
+        """A streamed event as (cursor id, status), a deletion, or None for events we do not
+        follow."""
         event = _obj(json.loads(message))
         payload = event.get("payload")
+        if event.get("event") == "delete":
+            # The payload is the deleted status's id itself, not JSON (a GoToSocial ULID is not
+            # even a JSON value): decoding it as the other events' payloads broke the stream.
+            status_id = payload.strip() if isinstance(payload, str) else ""
+            return (
+                Deletion(PLATFORM, status_id, deleted_at=datetime.now(UTC)) if status_id else None
+            )
         body = _obj(json.loads(payload)) if isinstance(payload, str) else {}
         if self._source is Source.MENTIONS:
             if event.get("event") != "notification" or body.get("type") != "mention":
@@ -221,6 +232,9 @@ class MastodonStream:
             async for message in socket:
                 item = self._live(message)
                 if item is None:
+                    continue
+                if isinstance(item, Deletion):
+                    yield Batch((), cursor, (item,))
                     continue
                 # Mastodon fans notifications out from background jobs, so the stream is not in
                 # id order (mastodon/mastodon#19693): an older item arriving after a newer one

@@ -15,13 +15,14 @@ from collections import OrderedDict
 
 from plaza.bus import Bus
 from plaza.contracts import post_key
+from plaza.withdrawals import known_among
 from plaza.worker import RetryPolicy
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_ingest.connectors.base import Batch, Connector, RetryAfter
 from plaza_ingest.connectors.cursors import load_cursor, save_cursor
-from plaza_ingest.publish import post_received, publish
+from plaza_ingest.publish import post_received, post_withdrawn, publish
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ CHANNEL = "stream"
 CONNECTOR_POSTS = Counter(
     "plaza_connector_posts_total",
     "Posts a connector published to the bus (repeats within a run not counted), by platform",
+    ["platform"],
+)
+CONNECTOR_DELETIONS = Counter(
+    "plaza_connector_deletions_total",
+    "Deletions of posts Plaza has that a connector published to the bus (post-withdrawn), "
+    "by platform",
     ["platform"],
 )
 CONNECTOR_RECONNECTS = Counter(
@@ -120,10 +127,39 @@ class ConnectorRunner:
                 async with self._sessions.begin() as session:
                     await save_cursor(session, self.connector.name, batch.cursor)
                 cursor = batch.cursor
-            if not batch.posts:
+            if not batch.posts and not batch.deletions:
                 self.connected.set()
 
     async def _publish(self, batch: Batch) -> None:
+        await self._publish_posts(batch)
+        if batch.deletions:
+            await self._publish_deletions(batch)
+
+    async def _publish_deletions(self, batch: Batch) -> None:
+        """The deletions of posts Plaza has (published in this run, or kept in its records): a
+        platform's stream carries every deletion, of which the city's are a few."""
+        platform = self.connector.platform
+        ids = {d.post_id for d in batch.deletions if d.platform == platform}
+        mine = {i for i in ids if post_key(platform, i) in self._seen}
+        if ids - mine:
+            async with self._sessions() as session:
+                mine |= await known_among(session, platform, ids - mine)
+        events = [
+            post_withdrawn(
+                d.platform,
+                d.post_id,
+                channel=CHANNEL,
+                author_id=d.author_id,
+                withdrawn_at=d.deleted_at,
+            )
+            for d in batch.deletions
+            if d.platform == platform and d.post_id in mine
+        ]
+        if events:
+            await publish(self._bus, events)
+            CONNECTOR_DELETIONS.labels(platform).inc(len(events))
+
+    async def _publish_posts(self, batch: Batch) -> None:
         fresh, keys = [], set()
         for post in batch.posts:
             key = post_key(post.platform, post.post_id)
