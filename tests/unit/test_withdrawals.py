@@ -207,7 +207,10 @@ async def test_a_bridge_withdraws_a_post_by_its_id_and_author(
     assert first.status_code == again.status_code == 202
     # The same deletion twice is one event: the router's inbox recognises the second.
     assert first.json()["event_id"] == again.json()["event_id"]
-    [event, _] = await withdrawn_events(bus)
+    # Somebody else's attempt (which the router refuses) is no redelivery of the author's.
+    other = await client.post("/api/v1/posts/withdrawals", json={**body, "author_id": "43"})
+    assert other.json()["event_id"] != first.json()["event_id"]
+    [event, _, _] = await withdrawn_events(bus)
     w = event.post_withdrawn
     assert (w.platform, w.post_id, w.author_id, w.channel) == ("mastodon", "109", "42", "webhook")
 

@@ -41,10 +41,11 @@ def post_withdrawn(
     author_handle: str = "",
     withdrawn_at: datetime | None = None,
 ) -> Outgoing:
-    """The event for a post its author deleted. Its id derives from (platform, post_id): the
-    same deletion seen twice (a stream's replay, the stream and a bridge) is one event."""
+    """The event for a post its author deleted. Its id derives from the post and who deleted
+    it: the same deletion seen twice (a stream's replay, a bridge's retry) is one event, while
+    somebody else's refused attempt does not make the author's look like a redelivery."""
     key = post_key(platform, post_id)
-    event_id = derive_event_id("post-withdrawn", key)
+    event_id = derive_event_id("post-withdrawn", key, author_id, author_handle)
     return envelope(
         PostWithdrawn(
             platform=platform,
