@@ -207,6 +207,13 @@ class BlueskyClient:
         body = await self._call("com.atproto.repo.createRecord", json_body=payload)
         return RecordRef(body["uri"], body["cid"])
 
+    async def delete_record(self, ref: RecordRef) -> None:
+        """Deletes one of this account's records, as the app's "Delete post" does."""
+        await self._call(
+            "com.atproto.repo.deleteRecord",
+            json_body={"repo": self.did, "collection": ref.collection, "rkey": ref.rkey},
+        )
+
     async def upload_blob(self, data: bytes, mime_type: str = "image/png") -> dict[str, Any]:
         """The blob reference (`$type: blob`, `ref`, `mimeType`, `size`) to put in an embed."""
         body = await self._call("com.atproto.repo.uploadBlob", content=data, content_type=mime_type)
