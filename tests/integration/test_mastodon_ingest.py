@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from plaza.bus import Bus
+from plaza.contracts import TOPICS, decode
 from plaza.worker import RetryPolicy
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
@@ -187,3 +188,38 @@ async def test_ingest_restarts_from_its_durable_cursor_missing_and_repeating_not
     expected = {before["id"], *(s["id"] for s in while_down), live["id"]}
     assert set(ids) == expected
     assert all(n == 1 for n in ids.values()), ids  # the post both mentioned and tagged: once
+
+
+async def test_a_deleted_mention_is_withdrawn_and_a_deleted_stranger_is_not(
+    mastodon: FakeMastodon,
+    bus: Bus,
+    received: Received,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    withdrawn = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    stranger = mastodon.citizen_posts("Abans de Plaza: mai publicat", username="anna")
+    async with httpx.AsyncClient() as http:
+        mentions = MastodonStream(mastodon.account(), Source.MENTIONS, http)
+        tag = MastodonStream(mastodon.account(), Source.HASHTAG, http, hashtag="BCNincidencies")
+        async with (
+            running(ConnectorRunner(mentions, bus, sessions)),
+            running(ConnectorRunner(tag, bus, sessions)),
+        ):
+            mention = mastodon.citizen_posts("La font de la plaça del Sol no raja")
+            tagged = mastodon.citizen_posts(
+                "Grafitis a l'escola", username="pere", mention=False, tags=("bcnincidencies",)
+            )
+            await received.until(2)
+            mastodon.citizen_deletes(stranger["id"])  # Plaza never had it: not its business
+            mastodon.citizen_deletes(mention["id"])
+            mastodon.citizen_deletes(tagged["id"])
+            ids: list[str] = []
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 8  # the two, and time for a third that must not come
+            while len(ids) < 3 and loop.time() < end:
+                for record in await withdrawn.fetch(10, 0.5):
+                    ids.append(decode(record.topic, record.value).post_withdrawn.post_id)
+    await withdrawn.close()
+    # Each from the stream it came by, once (the user stream, the hashtag's).
+    assert Counter(ids) == {mention["id"]: 1, tagged["id"]: 1}

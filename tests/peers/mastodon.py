@@ -2,7 +2,7 @@
 (docs.joinmastodon.org): REST paths and payloads, bearer-token auth, `{"error": "..."}` bodies,
 X-RateLimit-* headers, min_id/since_id/max_id paging, `Idempotency-Key`, async media processing
 (POST /api/v2/media answers 202; GET /api/v1/media/:id answers 206 until processed) and the
-streaming API over WebSocket (`/api/v1/streaming?stream=user:notification|hashtag&tag=`,
+streaming API over WebSocket (`/api/v1/streaming?stream=user|user:notification|hashtag&tag=`,
 messages `{"stream": [...], "event": ..., "payload": "<JSON string>"}`).
 
 It runs as a FakePlatform (tests/peers/_server.py): uvicorn in a thread, on 127.0.0.1 and a free
@@ -151,9 +151,25 @@ class FakeMastodon(FakePlatform[_Stream]):
                 }
                 self.notifications.append(notification)
                 self._push("user:notification", "notification", notification)
+                self._push("user", "notification", notification)
             for tag in tags:
                 self._push(f"hashtag:{tag.lower()}", "update", status)
             return status
+
+    def citizen_deletes(self, status_id: str) -> None:
+        """The author deletes a status, as Mastodon's RemoveStatusService does: gone from the
+        REST API (404) and from the notifications, and a `delete` whose payload is the bare id
+        streamed to the mentioned account's `user` stream (not user:notification) and to the
+        status's hashtags."""
+        with self._lock:
+            status = self.statuses.pop(status_id)
+            self.notifications = [
+                n for n in self.notifications if n.get("status", {}).get("id") != status_id
+            ]
+        if status["mentions"]:
+            self._push("user", "delete", status_id)
+        for tag in status["tags"]:
+            self._push(f"hashtag:{tag['name']}", "delete", status_id)
 
     def drop_streams(self) -> None:
         """Closes every streaming connection, as a restarting streaming server does."""
@@ -201,9 +217,11 @@ class FakeMastodon(FakePlatform[_Stream]):
         self.statuses[sid] = status
         return status
 
-    def _push(self, stream: str, event: str, payload: dict[str, Any]) -> None:
+    def _push(self, stream: str, event: str, payload: dict[str, Any] | str) -> None:
         name = ["hashtag", stream.split(":", 1)[1]] if stream.startswith("hashtag:") else [stream]
-        message = json.dumps({"stream": name, "event": event, "payload": json.dumps(payload)})
+        # An entity is a JSON string in the payload; a deletion's payload is the id itself.
+        body = payload if isinstance(payload, str) else json.dumps(payload)
+        message = json.dumps({"stream": name, "event": event, "payload": body})
         for loop, queue, kind in list(self._streams):
             if kind == stream:
                 with contextlib.suppress(RuntimeError):

@@ -136,7 +136,10 @@ class MastodonStream:
 
     def _stream_url(self) -> str:
         if self._source is Source.MENTIONS:
-            query = {"stream": "user:notification"}
+            # `user`, not `user:notification`: the same notifications, and also the deletions
+            # of statuses that mentioned the account (Mastodon sends those to the account's
+            # timeline channel, which user:notification does not carry).
+            query = {"stream": "user"}
         else:
             query = {"stream": "hashtag", "tag": self._hashtag}
         return f"{self._account.streaming_url}/api/v1/streaming?{urlencode(query)}"
