@@ -21,7 +21,7 @@ from typing import Final, cast
 import httpx
 from plaza.bluesky import HANDLE, MENTION, POST, AtUri, BlueskyAccount, tid_for
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
+from plaza_notifier.channels import ChannelReply, Gone, PostedReply, RateBudget, Refused
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class BlueskyChannel:
             raise Refused(f"bluesky: {exc}") from exc
         parent = await self._get_record(parent_uri)
         if parent is None:
-            raise Refused(f"bluesky: the post {parent_uri} is gone (deleted?)")
+            raise Gone(f"bluesky: the post {parent_uri} is gone (deleted by its author)")
         parent_ref = _strong_ref(parent)
         if parent_ref is None:
             raise Refused(f"bluesky: getRecord of {parent_uri} answered no cid")

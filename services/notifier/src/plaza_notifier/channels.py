@@ -61,6 +61,11 @@ class Refused(Exception):
     retrying cannot help, so it is dead-lettered at once for a manager to look at."""
 
 
+class Gone(Refused):
+    """The post the reply answers is gone from its platform: its author deleted it. No reply
+    goes, and Plaza withdraws the post as if the platform's stream had said so."""
+
+
 class ReplyChannel(Protocol):
     """Posts replies on one platform. Any other exception from `post` or `find` (5xx, a
     timeout, a dropped connection) is transient: retried with backoff, then dead-lettered.

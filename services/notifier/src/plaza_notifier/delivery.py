@@ -27,14 +27,29 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from plaza import metrics
-from plaza.contracts import ReplyPosted, derive_event_id, envelope, post_key, timestamp
+from plaza.contracts import (
+    PostWithdrawn,
+    ReplyPosted,
+    derive_event_id,
+    envelope,
+    post_key,
+    timestamp,
+)
 from plaza.db.models import Reply, ReplyDelivery
 from plaza.outbox import stage
+from plaza.withdrawals import WITHDRAWN_STATE
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateLimited, Refused, ReplyChannel
+from plaza_notifier.channels import (
+    ChannelReply,
+    Gone,
+    PostedReply,
+    RateLimited,
+    Refused,
+    ReplyChannel,
+)
 from plaza_notifier.metrics import (
     REPLIES_DEAD_LETTERED,
     REPLIES_FAILED,
@@ -50,6 +65,7 @@ class State(StrEnum):
     SENDING = "sending"
     POSTED = "posted"
     FAILED = "failed"  # the dead letter: a manager may retry it
+    WITHDRAWN = WITHDRAWN_STATE  # the post it answers was deleted: never sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +268,9 @@ class Deliverer:
                 next_attempt_at=exc.until,
                 last_error=str(exc),
             )
+        except Gone as exc:
+            log.info("reply %s not sent: %s", d.reply_id, exc)
+            await self._gone(claim)
         except Refused as exc:
             REPLIES_FAILED.labels(d.platform, "rejected").inc()
             REPLIES_DEAD_LETTERED.labels(d.platform).inc()
@@ -277,6 +296,30 @@ class Deliverer:
                 )
         else:
             await self._posted(claim, posted)
+
+    async def _gone(self, claim: _Claim) -> None:
+        """The post it answers was deleted: the reply is never sent, and the post is withdrawn
+        (post-withdrawn, through the outbox, as the platform's stream would have said it: the
+        same event when it did)."""
+        d = claim.delivery
+        async with self._sessions.begin() as session:
+            mine = await self._fenced(
+                session, claim, state=WITHDRAWN_STATE, author_handle="", body=""
+            )
+            if not mine:
+                return
+            key = post_key(d.platform, d.in_reply_to_post_id)
+            event_id = derive_event_id("post-withdrawn", key, "", "")
+            withdrawn = PostWithdrawn(
+                platform=d.platform,
+                post_id=d.in_reply_to_post_id,
+                withdrawn_at=timestamp(datetime.now(UTC)),
+                channel="lookup",
+            )
+            stage(
+                session,
+                [envelope(withdrawn, key=key, event_id=event_id, correlation_id=d.correlation_id)],
+            )
 
     @staticmethod
     async def _send(channel: ReplyChannel, claim: _Claim) -> PostedReply:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from plaza.social import MastodonAccount, html_to_text
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
+from plaza_notifier.channels import ChannelReply, Gone, PostedReply, RateBudget, Refused
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -168,14 +168,14 @@ class MastodonChannel:
         """The visibility of the status a reply answers, so the reply reaches no wider than it
         (Mastodon's own clients do the same): a citizen's direct or followers-only mention
         gets a reply only they (or their followers) see, not a public one naming them. A
-        status that is gone answers 404, and the reply's own POST then says so."""
+        status that is gone answers 404: its author deleted it (Gone)."""
         self._before_call()
         response = await self._http.get(
             f"{self._account.base_url}/api/v1/statuses/{_status_id(status_id)}",
             headers=self._headers(),
         )
         if response.status_code == 404:
-            return "public"
+            raise Gone(f"mastodon: the status {status_id} is gone (deleted by its author)")
         self._check(response, "GET /api/v1/statuses/:id")
         visibility = _str(_obj(response.json()).get("visibility"))
         return visibility if visibility in _VISIBILITIES else "public"
