@@ -19,7 +19,8 @@ from plaza_api.open311 import w3c
 
 router = APIRouter(prefix="/api/v1", tags=["Manager API"])
 
-DeliveryState = Literal["pending", "sending", "posted", "failed"]
+# withdrawn: never sent, the post it answers was deleted by its author
+DeliveryState = Literal["pending", "sending", "posted", "failed", "withdrawn"]
 
 
 class ReplyDeliveryOut(BaseModel):
