@@ -17,9 +17,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from plaza.city.config import load_city_config
+from plaza.contracts import PostWithdrawn, envelope
 from plaza.db.models import ReplyDelivery, ServiceRequest
 from plaza_api.app import create_app
 from plaza_api.auth import Role
+from plaza_router.withdrawals import WithdrawPost
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -718,3 +720,22 @@ def test_a_missing_chromium_fails_rather_than_skips(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
         chromium()
+
+
+async def test_a_post_its_author_deleted_shows_as_withdrawn_not_as_its_words(
+    page: Page, console: Console
+) -> None:
+    words = "El fanal del carrer de Verdi fa pampallugues"
+    await open_request(console.sessions, "gone", text=words, author_id="42", latlon=(41.41, 2.16))
+    withdrawal = PostWithdrawn(platform="mastodon", post_id="gone", author_id="42")
+    await WithdrawPost(console.sessions)(
+        envelope(withdrawal, key="mastodon:gone", event_id="w-gone", correlation_id="c").envelope
+    )
+    await sign_in(page, console, "maria")
+    item = page.locator("#queue-items li[data-id='3']")
+    await expect(item.locator(".desc")).to_have_text(re.compile("^Withdrawn by its author"))
+    await expect(item).to_contain_text("withdrawn by its author")
+    await expect(item).not_to_contain_text(words)
+    await page.locator("#queue-items li[data-id='3'] a").click()
+    await expect(page.locator(".post.citizen .text")).to_contain_text("the post was deleted")
+    await expect(page.locator(".post.citizen .byline strong")).to_have_text("Its author")

@@ -495,7 +495,8 @@ function queueItem(item) {
       " ",
       h("strong", {}, serviceName(item.service_code)),
     ),
-    h("p", { class: "desc" }, clip(item.description, 240)),
+    // An empty handle: the post that opened it was deleted by its author (every post has one).
+    h("p", { class: "desc" }, item.author_handle ? clip(item.description, 240) : t("post.withdrawn")),
     h("p", { class: "tags" }, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     h(
       "dl",
@@ -512,7 +513,7 @@ function queueItem(item) {
         placeName(item),
         item.assigned_worker ? t("queue.worker", { handle: item.assigned_worker }) : null,
         item.reporters_count > 1 ? t("queue.neighbours", { n: item.reporters_count }) : null,
-        t("queue.by", { handle: item.author_handle }),
+        item.author_handle ? t("queue.by", { handle: item.author_handle }) : t("queue.withdrawn"),
       ].filter(Boolean).join(" · "),
     ),
   );
@@ -773,8 +774,8 @@ function reports(r) {
       h(
         "li",
         { class: "post citizen" },
-        h("p", { class: "byline" }, h("strong", {}, p.author_handle), t("post.on", { platform: p.platform }), when(p.reported_at), p.merged ? h("span", { class: "tag" }, t("post.merged")) : null),
-        h("p", { class: "text" }, p.text),
+        h("p", { class: "byline" }, h("strong", {}, p.withdrawn ? t("post.withdrawnBy") : p.author_handle), t("post.on", { platform: p.platform }), when(p.reported_at), p.merged ? h("span", { class: "tag" }, t("post.merged")) : null),
+        h("p", { class: "text" }, p.withdrawn ? t("post.withdrawn") : p.text),
         p.contact ? h("p", { class: "muted small" }, t("post.contact", { contact: [p.contact.first_name, p.contact.last_name, p.contact.email, p.contact.phone].filter(Boolean).join(" · ") })) : null,
         mayManage && p.merged ? splitForm(r, p) : null,
       ),
