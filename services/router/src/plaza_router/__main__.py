@@ -73,14 +73,16 @@ async def serve(settings: RouterSettings) -> None:
     started()
     try:
         scanning = asyncio.create_task(scanner.run())
-        withdrawing = asyncio.create_task(withdrawals.run())
+        running = [asyncio.create_task(worker.run()), asyncio.create_task(withdrawals.run())]
         try:
-            await worker.run()
+            # One worker that stops (a fatal error) stops the process: not half a router.
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            withdrawals.stop()
-            scanner.stop()
-            await withdrawing
-            await scanning
+            stop()
+            try:
+                await asyncio.gather(*running)
+            finally:
+                await scanning
     finally:
         await bus.close()
         await engine.dispose()
