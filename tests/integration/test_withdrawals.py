@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from plaza.city import City
 from plaza.contracts import (
     REPLY_KIND_NOT_ACTIONABLE,
     Envelope,
@@ -27,6 +28,9 @@ from plaza.db.models import (
     ServiceRequest,
     WithdrawnPost,
 )
+from plaza.lifecycle import Command, act
+from plaza.policy import RoutingTable, SlaPolicy
+from plaza.requests import Action
 from plaza.withdrawals import WITHDRAWN_STATE, WITHDRAWN_TEXT
 from plaza_notifier.delivery import Delivery, enqueue
 from plaza_notifier.handler import PostReply
@@ -247,3 +251,46 @@ async def test_a_post_withdrawn_before_it_is_routed_opens_nothing_and_gets_no_re
     assert await notifier.batch([thanks]) == []
     async with sessions() as s:
         assert await s.get(Reply, "thanks-wd-early") is None
+
+
+async def test_an_answer_that_reopened_the_request_leaves_its_note_and_history(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(classified("wd-r1", author=MARTA, author_id="42")))
+    request = await the_request(sessions, "wd-r1")
+    for action in (Action.ACKNOWLEDGE, Action.RESOLVE):
+        async with sessions.begin() as s:
+            await act(
+                s,
+                request.id,
+                Command(action, actor="manager-06", note="Arreglat"),
+                now=datetime.now(UTC),
+                sla=SlaPolicy.load(),
+                routing=RoutingTable.load(),
+                city=City.barcelona(),
+            )
+    answer = "Encara no funciona, truqueu-me al 612 345 678"
+    await route(
+        as_event(classified("wd-r2", text=answer, reply_to="wd-r1", author=MARTA, author_id="42"))
+    )
+    reopened = await the_request(sessions, "wd-r1")
+    assert reopened.status == "reopened"
+    assert await traces(sessions, answer)  # the reopening's note in the history, the report
+
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-r2", author_id="42")))
+
+    assert await traces(sessions, answer, "citizen:" + MARTA) == {}
+    after = await the_request(sessions, "wd-r1")
+    assert after.status == "reopened"
+    # The post that opened it was not withdrawn: its words stay.
+    assert after.description == "El fanal del carrer de Verdi no funciona"
+    async with sessions() as s:
+        actors = set(
+            (
+                await s.execute(
+                    select(RequestEvent.actor).where(RequestEvent.service_request_id == after.id)
+                )
+            ).scalars()
+        )
+    assert "citizen" in actors

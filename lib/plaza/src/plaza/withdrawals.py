@@ -129,7 +129,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
                 public=False,
             )
         )
-        await _scrub_outbox(session, request.service_request_id, w)
+        await _scrub_outbox(session, request.service_request_id, w, words, handle)
     await _remember(session, w)
     await _cancel_replies(session, w)
     metrics.on_commit(session, metrics.POSTS_WITHDRAWN.labels(w.platform).inc)
@@ -194,14 +194,18 @@ async def _scrub_history(session: AsyncSession, request_id: int, words: str, han
     )
 
 
-async def _scrub_outbox(session: AsyncSession, key: str, w: Withdrawal) -> None:
+async def _scrub_outbox(
+    session: AsyncSession, key: str, w: Withdrawal, words: str = "", handle: str = ""
+) -> None:
     """Events about the post not yet relayed (the relay deletes each once it is on the bus):
-    a reply to it is dropped, a merge announces no handle."""
+    a reply to it is dropped, a merge announces no handle, a reopening by its answer neither
+    its words nor its author."""
     rows = (
         await session.execute(
             select(OutboxRecord).where(OutboxRecord.key == key).with_for_update(skip_locked=True)
         )
     ).scalars()
+    citizen = f"citizen:{handle}" if handle else None
     for row in rows:
         event = decode(row.topic, row.payload)
         body = event.WhichOneof("body")
@@ -209,11 +213,23 @@ async def _scrub_outbox(session: AsyncSession, key: str, w: Withdrawal) -> None:
             req = event.reply_requested
             if (req.platform, req.in_reply_to_post_id) == (w.platform, w.post_id):
                 await session.delete(row)
-        elif body == "request_merged":
+            continue
+        if body == "request_merged":
             merged = event.request_merged
-            if (merged.platform, merged.post_id) == (w.platform, w.post_id):
-                merged.author_handle = ""
-                row.payload = event.SerializeToString(deterministic=True)
+            if (merged.platform, merged.post_id) != (w.platform, w.post_id):
+                continue
+            merged.author_handle = ""
+        elif body == "request_status_changed":
+            changed = event.request_status_changed
+            if not ((words and changed.note == words) or changed.actor == citizen):
+                continue
+            if words and changed.note == words:
+                changed.note = WITHDRAWN_TEXT
+            if changed.actor == citizen:
+                changed.actor = "citizen"
+        else:
+            continue
+        row.payload = event.SerializeToString(deterministic=True)
 
 
 async def _remember(session: AsyncSession, w: Withdrawal) -> None:
