@@ -255,6 +255,12 @@ def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str,
             {"platform": "x", "post_id": "1", "author_handle": "@a", "text": "t"},
             expect("bridge", "admin", ok=202),
         ),
+        (
+            "POST",
+            "/api/v1/posts/withdrawals",
+            {"platform": "x", "post_id": "1", "author_handle": "@a"},
+            expect("bridge", "admin", ok=202),
+        ),
         # Open311 reads are public
         ("GET", "/open311/v2/requests.json", None, dict.fromkeys(ROLES, 200)),
         ("GET", f"/open311/v2/requests/{r05}.json", None, dict.fromkeys(ROLES, 200)),
@@ -711,6 +717,21 @@ async def test_a_bridge_with_scopes_posts_for_its_platforms_only(
             )
             assert sneaked.status_code == 422, sneaked.text
             assert "posts for mastodon only" in sneaked.json()["detail"]
+        # A post deleted: the same scopes (a Mastodon bridge withdraws no X post).
+        withdrawal = {"platform": "x", "post_id": "1", "author_id": "9"}
+        refused = await bridge.post("/api/v1/posts/withdrawals", json=withdrawal)
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == "this bridge key posts for mastodon, not for 'x'"
+        sneaked = await bridge.post(
+            "/api/v1/posts/withdrawals",
+            content=b'\xef\xbb\xbf{"platform": "x", "post_id": "1", "author_id": "9"}',
+            headers={"content-type": "application/json"},
+        )
+        assert sneaked.status_code == 422, sneaked.text
+        mine = await bridge.post(
+            "/api/v1/posts/withdrawals", json={**withdrawal, "platform": "mastodon"}
+        )
+        assert mine.status_code == 202, mine.text
     async with client(app, await new_key(sessions, Role.BRIDGE)) as any_platform:
         assert (
             await any_platform.post("/api/v1/posts", json={**post, "platform": "x"})
