@@ -105,7 +105,11 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     report.lat = report.long = None
     report.withdrawn_at = w.withdrawn_at
     await session.flush()
-    request = await session.get(ServiceRequest, report.service_request_id, with_for_update=True)
+    # FOR NO KEY UPDATE, as the router's merges lock: a FOR UPDATE would also hold off the
+    # reports and replies being inserted for it meanwhile.
+    request = await session.get(
+        ServiceRequest, report.service_request_id, with_for_update={"key_share": True}
+    )
     if request is not None:
         before = snapshot(request)
         if request.source_platform == w.platform and request.source_post_id == w.post_id:
