@@ -14,6 +14,7 @@ import httpx
 import plaza_ingest.connectors.mastodon as mastodon
 import plaza_ingest.connectors.runner as runner_module
 import pytest
+from plaza import metrics
 from plaza.bus.memory import MemoryBus
 from plaza.contracts import TOPICS, ContractError, Envelope, PostWithdrawn, decode, envelope
 from plaza.db.models import RequestReport
@@ -24,6 +25,7 @@ from plaza_ingest.app import create_app
 from plaza_ingest.connectors.base import Batch, Deletion
 from plaza_ingest.connectors.bluesky import event_to_deletion
 from plaza_ingest.connectors.runner import ConnectorRunner
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from tests.unit.test_mastodon_stream_order import Socket, mention
@@ -272,3 +274,10 @@ def test_only_the_posts_author_withdraws_it() -> None:
     assert not by_its_author(_withdrawal(author_handle="@jordi@bcn.social"), by_handle)
     # Neither: the platform's own stream says the post is gone (Mastodon's delete).
     assert by_its_author(_withdrawal(), by_id)
+
+
+def test_whoever_applies_withdrawals_counts_them_from_zero() -> None:
+    metrics.start_at_zero(consumers={"plaza-router-withdrawals": [TOPICS.POST_WITHDRAWN]})
+    for platform in ("bluesky", "mastodon"):
+        labels = {"platform": platform}
+        assert REGISTRY.get_sample_value("plaza_posts_withdrawn_total", labels) is not None

@@ -122,6 +122,9 @@ POSTS_WITHDRAWN = Counter(
     "by platform",
     ["platform"],
 )
+# The platforms whose deletions Plaza sees (a bridge's platform is counted once it has one).
+WITHDRAWING_PLATFORMS = ("bluesky", "mastodon")
+_WITHDRAWN_TOPIC = "plaza.post-withdrawn.v1"
 TIME_TO_ACKNOWLEDGE = Histogram(
     "plaza_request_time_to_acknowledge_seconds",
     "From the citizen's report to a manager acknowledging (or assigning) the request",
@@ -258,6 +261,8 @@ def start_at_zero(
                 HANDLER_DURATION.labels(group, topic),
             ]
             created += len(series)
+            if topic == _WITHDRAWN_TOPIC:  # whoever applies withdrawals counts them
+                created += len([POSTS_WITHDRAWN.labels(p) for p in WITHDRAWING_PLATFORMS])
             if topic in STAGES:
                 timed.add(STAGES[topic])
     for stage in sorted(timed):

@@ -42,8 +42,6 @@ async def serve(settings: RouterSettings) -> None:
         counters=(metrics.REQUESTS_CREATED, metrics.SLA_BREACHES),  # the SLA scanner's breaches
         consumers={GROUP: [TOPICS.POST_CLASSIFIED], WITHDRAWALS: [TOPICS.POST_WITHDRAWN]},
     )
-    for platform in ("bluesky", "mastodon", "x"):
-        metrics.POSTS_WITHDRAWN.labels(platform)
     handler = RoutePost.from_settings(sessions, city, settings)
     worker = Worker.in_batches(
         bus,
