@@ -1,7 +1,7 @@
 """posts withdrawn by their authors: withdrawn_posts, and when a report or a request lost its post
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-11-28 00:00:00.000000
 
 A citizen who deleted their post kept it in Plaza's public record: its words, photos, handle and
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
