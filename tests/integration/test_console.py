@@ -7,11 +7,14 @@ sessionStorage) per test; every test fails on a JavaScript error or a CSP violat
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,6 +40,13 @@ expect.set_options(timeout=15_000)
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> fanal trencat'
 
 
+AXE_INSTALL = ROOT / "tests/console/axe/install.sh"
+# What the city must meet (WCAG 2.1 A and AA, the EU Web Accessibility Directive's level), and
+# axe's best practices a screen-reader user meets on every page: landmarks, one h1, headings in
+# order.
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
 def chromium() -> str:
     """Debian's chromium (Playwright's own browser download does not work here). Missing, the
     tests fail: under CI as anywhere, nothing is skipped."""
@@ -47,6 +57,51 @@ def chromium() -> str:
             "(apt-get install chromium; .ci/run does)"
         )
     return found
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    """axe-core's source, installed from the npm registry by tests/console/axe/install.sh (as
+    .ci/run does). Without npm the tests fail, as without chromium."""
+    try:
+        done = subprocess.run(
+            [str(AXE_INSTALL)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"{AXE_INSTALL} did not run: {exc}", pytrace=False)
+    if done.returncode != 0:
+        pytest.fail(
+            f"axe-core could not be installed ({AXE_INSTALL} exited {done.returncode}; "
+            f"npm is needed): {done.stderr[-2000:]}",
+            pytrace=False,
+        )
+    return Path(done.stdout.strip()).read_text()
+
+
+async def audit(page: Page, axe: str, screen: str) -> list[str]:
+    """axe-core's violations on the page as it is now, one line each: the screen, the rule, its
+    WCAG criterion's tags, the elements. axe is evaluated through the DevTools protocol, which the
+    console's CSP (no inline script) does not govern."""
+    if await page.evaluate("typeof window.axe") != "object":
+        await page.evaluate(axe + "\n;0")
+    violations = await page.evaluate(
+        """async (tags) => {
+            const result = await axe.run(document, {runOnly: {type: 'tag', values: tags}});
+            return result.violations.map(v => ({
+                id: v.id, tags: v.tags.filter(t => t.startsWith('wcag')), help: v.help,
+                nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary),
+            }));
+        }""",
+        AXE_TAGS,
+    )
+    return [
+        f"{screen}: {v['id']} {v['tags']} ({v['help']}): {json.dumps(v['nodes'], ensure_ascii=False)}"
+        for v in violations
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +185,19 @@ async def page(browser: Browser, console: Console) -> AsyncIterator[Page]:
     assert console.errors == [], console.errors  # JavaScript errors, CSP violations, alerts
 
 
+def contrast(css: str, background: tuple[int, int, int]) -> float:
+    """WCAG's contrast ratio of an rgb() colour against another."""
+
+    def luminance(rgb: tuple[int, ...]) -> float:
+        c = [x / 255 for x in rgb]
+        c = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    rgb = tuple(int(n) for n in re.findall(r"\d+", css)[:3])
+    high, low = sorted((luminance(rgb), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
 async def sign_in(page: Page, console: Console, user: str, password: str = PASSWORD) -> None:
     await page.goto(f"{console.url}/console/")
     await page.get_by_label("Username").fill(user)
@@ -195,6 +263,7 @@ async def test_a_manager_sees_her_districts_queue_and_not_anothers(
     item = page.locator("#queue-items li[data-id='1']")
     await expect(item).to_contain_text("El fanal del carrer de Verdi")
     await expect(item).to_contain_text("Street lighting")  # the service's name, from the API
+    await expect(item.locator(".desc")).to_have_attribute("lang", "ca")  # the citizen's words
     await expect(item.locator("time").first).to_have_attribute("datetime", re.compile(r"^20\d\d-"))
     assert await page.locator("#queue-items li[data-id='2']").count() == 0
     options = await page.get_by_label("Queue", exact=True).locator("option").all_inner_texts()
@@ -241,6 +310,8 @@ async def test_filters_and_load_more(page: Page, console: Console) -> None:
     await expect(items).to_have_count(50)
     await page.get_by_role("button", name="Load more").click()
     await expect(items).to_have_count(54)
+    # reading goes on from the first request loaded, not the list's last one
+    await expect(page.locator("#queue-items > li:nth-child(51) > a")).to_be_focused()
     await expect(page.get_by_role("button", name="Load more")).to_be_hidden()
     await page.get_by_label("Overdue").select_option("true")
     await page.get_by_role("button", name="Apply filters").click()
@@ -309,6 +380,13 @@ async def test_a_refused_action_shows_the_problems_detail_by_its_form(
     await transfer.get_by_role("button").click()  # without a reason
     await expect(transfer.locator(".error")).to_contain_text("reason")
     await expect(transfer.locator(".error")).to_contain_text("(422)")
+    # the field and the button say why too, for a screen reader coming back to them
+    await expect(transfer.get_by_label("Note")).to_have_accessible_description(
+        re.compile("reason.*422")
+    )
+    await expect(transfer.get_by_role("button")).to_have_accessible_description(
+        re.compile("reason")
+    )
     note = page.locator("#note-form")
     await note.get_by_label("Add a note").fill("Cal una grua")
     await note.get_by_role("button").click()
@@ -383,6 +461,7 @@ async def test_a_failed_reply_of_her_district_is_retried_from_the_console(
     await expect(items.first).to_contain_text("Last error: <b>503</b> from the instance")
     await items.first.get_by_role("button", name="Retry").click()
     await expect(items.first.locator(".status")).to_have_text("pending")
+    await expect(items.first.locator("h2")).to_be_focused()  # its button is gone
     async with console.sessions() as session:
         assert (await session.get(ReplyDelivery, "r1")).state == "pending"  # type: ignore[union-attr]
         assert (await session.get(ReplyDelivery, "r2")).state == "failed"  # type: ignore[union-attr]
@@ -425,6 +504,7 @@ async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
     assert await page.get_by_role("button", name="Show photo 1").count() == 0
     await page.get_by_role("button", name="Show photo 2").click()
     await expect(page.locator(".photo img")).to_have_attribute("src", photo)
+    await expect(photos).to_be_focused()  # the button is gone: its photo's link, not the top
     await expect(page.locator(".photo img")).to_have_attribute("referrerpolicy", "no-referrer")
     assert await page.evaluate("window.__pwned") is None
 
@@ -494,6 +574,10 @@ async def test_the_console_works_from_the_keyboard(page: Page, console: Console)
     await page.keyboard.press("Tab")  # a focus the keyboard moved is drawn
     outline = await link.evaluate("a => getComputedStyle(a).outlineStyle")
     assert outline == "solid"
+    # and seen: 3:1 against the page's white and the top bar's ink (WCAG 1.4.11)
+    colour = await link.evaluate("a => getComputedStyle(a).outlineColor")
+    for background in ((255, 255, 255), (0x1B, 0x1F, 0x24)):
+        assert contrast(colour, background) >= 3, (colour, background)
     await page.keyboard.press("Enter")
     await expect(page.locator("#request-title")).to_be_focused()
     for form in ("acknowledge", "assign"):
@@ -608,6 +692,8 @@ async def test_a_catalan_manager_acknowledges_assigns_and_resolves(
         await expect(page.get_by_role("heading", name="#1 Enllumenat públic")).to_be_visible()
         await expect(page.get_by_role("heading", name="Accions")).to_be_visible()
         await expect(page.locator(".facts").last).to_contain_text("Català (ca)")  # the post's
+        # its words are marked as Catalan for a screen reader in any console language (3.1.2)
+        await expect(page.locator(".post.citizen .text")).to_have_attribute("lang", "ca")
 
         await page.get_by_role("button", name="Confirma", exact=True).click()
         await expect(page.locator(".request .tags .status")).to_have_text("confirmada")
@@ -714,6 +800,90 @@ async def test_without_a_language_of_the_city_the_browsers_is_used(
                 await expect(page.get_by_role("heading", name=heading)).to_be_visible()
             finally:
                 await context.close()
+
+
+async def test_every_screen_passes_axe_wcag_2_1_aa(
+    browser: Browser, console: Console, axe: str
+) -> None:
+    """Each screen a manager or a worker meets, at a desk and on a phone, in the city's language
+    and in English: no WCAG 2.1 A or AA violation (nor a missing landmark or a skipped heading
+    level) that axe-core finds."""
+    await open_request(console.sessions, "neighbour", text="El fanal de Verdi fa pampallugues")
+    note = await console.api.post("/api/v1/requests/1/notes", json={"note": "Cal una grua"})
+    assert note.status_code in (200, 201), note.text
+    async with console.sessions.begin() as session:
+        session.add(
+            ReplyDelivery(
+                reply_id="r1",
+                service_request_id=1,
+                kind="acknowledged",
+                language="ca",
+                platform="mastodon",
+                in_reply_to_post_id="p1",
+                author_handle="@marta@bcn.social",
+                body="Rebut! Petició #1",
+                correlation_id="c",
+                state="failed",
+                attempts=5,
+                next_attempt_at=datetime.now(UTC),
+                last_error="503 from the instance",
+            )
+        )
+    found: list[str] = []
+    for width, language in ((1280, "ca"), (1280, "en"), (390, "en"), (320, "es")):
+        context = await browser.new_context(
+            viewport={"width": width, "height": 844}, is_mobile=width < 400
+        )
+        await context.add_init_script(
+            f"localStorage.setItem('plaza.console.language', '{language}')"
+        )
+        page = await context.new_page()
+        watch(page, console)
+        at = f"{width}px {language}"
+        try:
+            await page.goto(f"{console.url}/console/")
+            await expect(page.locator("#main h1")).to_be_visible()
+            assert await page.evaluate("document.documentElement.lang") == language
+            found += await audit(page, axe, f"{at} sign-in")
+            if not found:  # the audit itself: an unlabelled field is found
+                await page.evaluate(
+                    "document.querySelector('main').append(document.createElement('input'))"
+                )
+                assert " label " in " ".join(await audit(page, axe, "probe"))
+                await page.evaluate("document.querySelector('main > input').remove()")
+            await page.locator("input[name=username]").fill("maria")
+            await page.locator("input[name=password]").fill("not her password")
+            await page.locator("form button[type=submit]").click()
+            await expect(page.locator("#sign-in-message")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} sign-in refused")
+            await page.locator("input[name=password]").fill(PASSWORD)
+            await page.locator("form button[type=submit]").click()
+            await expect(page.locator("#queue-items li[data-id='1']")).to_be_visible()
+            await page.locator(".filter-box").evaluate("details => { details.open = true; }")
+            found += await audit(page, axe, f"{at} queue")
+            await page.locator("#bulk button").first.click()  # nothing selected: an error
+            await expect(page.locator("#bulk-result")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} queue, a bulk action refused")
+            await page.goto(f"{console.url}/console/#/queue/07")
+            await expect(page.locator("#queue-error")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} another's queue")
+            await page.goto(f"{console.url}/console/#/request/1")
+            await expect(page.locator(".post.note")).to_be_visible()
+            found += await audit(page, axe, f"{at} request")
+            transfer = page.locator("form[data-action='transfer']")
+            await transfer.locator("button").click()  # without a reason: a 422 by the form
+            await expect(transfer.locator(".error")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} request, an action refused")
+            await page.goto(f"{console.url}/console/#/request/2")
+            await expect(page.locator("#main .error")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} another's request")
+            await page.goto(f"{console.url}/console/#/replies?state=")
+            await expect(page.locator("#delivery-items > li")).to_have_count(1)
+            found += await audit(page, axe, f"{at} replies")
+        finally:
+            await context.close()
+    assert found == [], "\n".join(found)
+    assert console.errors == [], console.errors
 
 
 def test_a_missing_chromium_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,6 +148,7 @@ function showSignIn(message, kind = "error") {
     ),
     error,
   );
+  describedByErrors(userForm);
   replace(main(), h("section", { class: "sign-in" }, userForm));
   document.title = `${t("signin.title")} · Plaza`;
   userForm.querySelector(message ? "h1" : "input").focus();
@@ -415,11 +416,16 @@ async function loadPage(append_) {
   }
 }
 
+/** The next page, the focus on its first request (where reading goes on, not the list's last
+ * one), or back on the button when nothing came. */
 async function loadMore(event) {
+  const before = state.queue.items.length;
   await busy(event.currentTarget, () => loadPage(true));
-  const items = document.querySelectorAll("#queue-items > li a");
+  const items = document.querySelectorAll("#queue-items > li > a");
   announce(plural("queue.shown", state.queue.items.length));
-  items[Math.max(0, state.queue.items.length - 1)]?.focus({ preventScroll: true });
+  const first = items[before];
+  if (first) first.focus();
+  else keepFocus(document.getElementById("load-more").hidden ? document.getElementById("queue-title") : document.getElementById("load-more"));
 }
 
 /** The queue again, as far as it was read (up to 500), keeping the page's scroll and focus. */
@@ -496,7 +502,7 @@ function queueItem(item) {
       h("strong", {}, serviceName(item.service_code)),
     ),
     // An empty handle: the post that opened it was deleted by its author (every post has one).
-    h("p", { class: "desc" }, item.author_handle ? clip(item.description, 240) : t("post.withdrawn")),
+    h("p", { class: "desc", lang: item.author_handle ? langOf(item.language) : null }, item.author_handle ? clip(item.description, 240) : t("post.withdrawn")),
     h("p", { class: "tags" }, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     h(
       "dl",
@@ -550,7 +556,7 @@ function bulkForm() {
       }
     });
   };
-  return h(
+  return describedByErrors(h(
     "form",
     { class: "bulk", id: "bulk", method: "post", "aria-label": t("bulk.label"), onsubmit: (event) => event.preventDefault() },
     h("p", { id: "bulk-count", class: "muted" }, t("bulk.none")),
@@ -559,7 +565,7 @@ function bulkForm() {
     h("input", { id: workerId, name: "worker", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" }),
     h("button", { type: "button", onclick: send("assign", (form) => ({ worker: form.elements.worker.value.trim() })) }, t("bulk.assign")),
     result,
-  );
+  ));
 }
 
 function countSelected() {
@@ -650,21 +656,24 @@ function delivery(d) {
   const status = h("span", { class: `tag status s-${d.state}` }, deliveryState(d.state));
   const retry =
     d.state === "failed"
-      ? h("form", {
+      ? describedByErrors(h("form", {
           method: "post",
           class: "inline",
           onsubmit: (event) =>
             submit(event, error, () => call(`/api/v1/replies/${encodeURIComponent(d.reply_id)}/retry`, { method: "POST" }), (result) => {
               status.textContent = deliveryState(result.data.state);
+              const item = event.target.closest("li");
               event.target.remove();
+              // its button is gone with the form: the focus goes to the delivery's heading
+              item.querySelector("h2").focus();
               announce(t("replies.retried"));
             }),
-        }, h("button", { type: "submit" }, t("replies.retry")), error)
+        }, h("button", { type: "submit" }, t("replies.retry")), error))
       : null;
   return h(
     "li",
     { class: "item", "data-reply": d.reply_id },
-    h("h2", {}, d.service_request_id ? h("a", { href: `#/request/${d.service_request_id}` }, t("replies.request", { id: d.service_request_id })) : t("replies.noRequest"), ` · ${d.platform} · ${d.kind}`),
+    h("h2", { tabindex: "-1" }, d.service_request_id ? h("a", { href: `#/request/${d.service_request_id}` }, t("replies.request", { id: d.service_request_id })) : t("replies.noRequest"), ` · ${d.platform} · ${d.kind}`),
     h("p", { class: "tags" }, status, h("span", { class: "tag" }, plural("replies.attempts", d.attempts))),
     h("p", { class: "text" }, d.text),
     d.last_error ? h("p", { class: "small" }, t("replies.lastError", { error: d.last_error })) : null,
@@ -775,7 +784,8 @@ function reports(r) {
         "li",
         { class: "post citizen" },
         h("p", { class: "byline" }, h("strong", {}, p.withdrawn ? t("post.withdrawnBy") : p.author_handle), t("post.on", { platform: p.platform }), when(p.reported_at), p.merged ? h("span", { class: "tag" }, t("post.merged")) : null),
-        h("p", { class: "text" }, p.withdrawn ? t("post.withdrawn") : p.text),
+        // the request's language is its first post's; a merged one's is not known
+        h("p", { class: "text", lang: p.merged || p.withdrawn ? null : langOf(r.language) }, p.withdrawn ? t("post.withdrawn") : p.text),
         p.contact ? h("p", { class: "muted small" }, t("post.contact", { contact: [p.contact.first_name, p.contact.last_name, p.contact.email, p.contact.phone].filter(Boolean).join(" · ") })) : null,
         mayManage && p.merged ? splitForm(r, p) : null,
       ),
@@ -786,7 +796,7 @@ function reports(r) {
 
 function splitForm(r, p) {
   const error = h("p", { class: "error", role: "alert" });
-  return h(
+  return describedByErrors(h(
     "form",
     {
       method: "post",
@@ -801,7 +811,7 @@ function splitForm(r, p) {
     },
     h("button", { type: "submit" }, t("split.button")),
     error,
-  );
+  ));
 }
 
 function photos(urls) {
@@ -816,6 +826,8 @@ function photos(urls) {
         type: "button",
         onclick: () => {
           replace(holder, h("img", { src: url, alt: t("photo.alt", { n: i + 1 }), referrerpolicy: "no-referrer", loading: "lazy" }));
+          // the button goes: the focus stays by the photo, on its link, not the page's top
+          show.previousElementSibling.focus();
           show.remove();
         },
       }, t("photo.show", { n: i + 1 }));
@@ -834,7 +846,7 @@ function replies(r) {
         "li",
         { class: "post city" },
         h("p", { class: "byline" }, h("strong", {}, t("reply.city")), t("reply.on", { platform: reply.platform, kind: reply.kind, language: reply.language }), reply.posted_at ? when(reply.posted_at) : t("reply.notPosted")),
-        h("p", { class: "text" }, reply.text),
+        h("p", { class: "text", lang: langOf(reply.language) }, reply.text),
       ),
     ),
   );
@@ -869,7 +881,7 @@ function notes(r) {
     h("button", { type: "submit" }, t("note.submit")),
     error,
   );
-  return [list, form];
+  return [list, describedByErrors(form)];
 }
 
 function actions(r, etag) {
@@ -892,7 +904,7 @@ function actionForm(r, etag, action) {
     else input = h("input", { id, name, required: name === "worker", autocapitalize: "none", spellcheck: "false" });
     return h("div", { class: "field" }, h("label", { for: id }, t(`field.${name}`)), input);
   });
-  return h(
+  return describedByErrors(h(
     "form",
     {
       method: "post",
@@ -923,7 +935,7 @@ function actionForm(r, etag, action) {
     inputs,
     h("button", { type: "submit", class: "primary" }, spec.label),
     error,
-  );
+  ));
 }
 
 function historyList(events) {
@@ -1010,6 +1022,26 @@ async function busy(el, work) {
 function keepFocus(el) {
   const now = document.activeElement;
   if (el && (!now || now === document.body)) el.focus({ preventScroll: true });
+}
+
+/** Each field and button of `form` is described by its error messages (.error, role=alert or
+ * status), so that a screen reader going back to the field reads why it was refused, not only
+ * when the alert is said. */
+function describedByErrors(form) {
+  const messages = [...form.querySelectorAll("[role=alert], [role=status]")];
+  for (const message of messages) message.id ||= nextId("error");
+  const ids = messages.map((m) => m.id).join(" ");
+  if (!ids) return form;
+  for (const control of form.querySelectorAll("input, select, textarea, button")) {
+    const own = control.getAttribute("aria-describedby");
+    control.setAttribute("aria-describedby", own ? `${own} ${ids}` : ids);
+  }
+  return form;
+}
+
+/** A language code for a lang attribute (a post's, a reply's), or null when it is not one. */
+function langOf(code) {
+  return typeof code === "string" && /^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/.test(code) ? code : null;
 }
 
 function field(label, input) {
