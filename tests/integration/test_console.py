@@ -206,6 +206,14 @@ async def sign_in(page: Page, console: Console, user: str, password: str = PASSW
     await expect(page.locator("#who")).to_contain_text(user)
 
 
+# Live updates come within the stream's poll (1 s) and a refresh: far under the 30 s polling.
+LIVE = 8_000
+
+
+async def live(page: Page) -> None:
+    await expect(page.locator("#queue-meta")).to_contain_text("live", timeout=LIVE)
+
+
 async def test_a_manager_signs_in_and_out(page: Page, console: Console) -> None:
     await page.goto(f"{console.url}/console/")
     await page.get_by_label("Username").fill("maria")
@@ -229,6 +237,7 @@ async def test_an_expired_or_revoked_token_brings_the_sign_in_back(
     page: Page, console: Console
 ) -> None:
     await sign_in(page, console, "maria")
+    await live(page)  # its stream opened with the good token: the refresh finds the bad one
     await page.evaluate("sessionStorage.setItem('plaza.console.token', 'not-a-token')")
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.locator("#sign-in-message")).to_contain_text("Your session has ended")
@@ -406,6 +415,86 @@ async def test_the_queue_refreshes_itself_keeping_the_users_place(
     await expect(link).to_be_focused()
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.locator("#queue-items > li")).to_have_count(2)
+
+
+async def test_a_request_routed_while_the_queue_is_open_shows_up_live(
+    page: Page, console: Console
+) -> None:
+    """The manager API's event stream, read with the token in a header: a new request and
+    another manager's change show within seconds, without a reload, the focus and the request
+    under it kept in place, the arrival said politely."""
+    for n in range(3, 12):  # enough requests to scroll
+        await open_request(console.sessions, f"p{n}", latlon=(41.395 + n * 0.001, 2.15))
+    streams: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda r: streams.append(r.headers) if r.url.endswith("/queue/events") else None,
+    )
+    await sign_in(page, console, "maria")
+    await live(page)
+    assert streams and streams[0]["authorization"].startswith("Bearer ")  # not in the URL
+    link = page.locator("#queue-items li[data-id='6'] a")
+    await link.focus()
+    await link.evaluate("a => a.scrollIntoView({block: 'center'})")
+    top = await link.evaluate("a => a.getBoundingClientRect().top")
+    await open_request(console.sessions, "later", latlon=(41.42, 2.16))  # request 12
+    arrived = page.locator("#queue-items li[data-id='12']")
+    await expect(arrived).to_be_visible(timeout=LIVE)
+    await expect(arrived.locator(".flag.arrived")).to_have_text("Just in")
+    await expect(page.locator("#announce")).to_contain_text("new request in the queue: #12")
+    await expect(link).to_be_focused()
+    assert await link.evaluate("a => a.getBoundingClientRect().top") == top
+
+    # another manager acknowledges request 6, the one she is on
+    assert (await console.api.post("/api/v1/requests/6/actions/acknowledge")).status_code == 200
+    item = page.locator("#queue-items li[data-id='6']")
+    await expect(item.locator(".status")).to_have_text("acknowledged", timeout=LIVE)
+    await expect(link).to_be_focused()
+    assert await link.evaluate("a => a.getBoundingClientRect().top") == top
+
+
+async def test_the_live_updates_fall_back_to_polling_and_reconnect(
+    page: Page, console: Console
+) -> None:
+    await page.route("**/queue/events", lambda route: route.abort())
+    await sign_in(page, console, "maria")
+    await expect(page.locator("#queue-meta")).to_contain_text("refreshes every 30 s")
+    await page.unroute("**/queue/events")  # the stream is back: tried again within seconds
+    await live(page)
+    await open_request(console.sessions, "later", latlon=(41.41, 2.16))  # request 3
+    await expect(page.locator("#queue-items li[data-id='3']")).to_be_visible(timeout=LIVE)
+    # a hidden tab holds no stream open; back in view, it goes live again
+    hide = """hidden => {
+        Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    await page.evaluate(hide, True)
+    await expect(page.locator("#queue-meta")).to_contain_text("refreshes every 30 s")
+    await page.evaluate(hide, False)
+    await live(page)
+
+
+async def test_a_key_revoked_while_the_stream_is_open_signs_out_cleanly(
+    page: Page, console: Console
+) -> None:
+    key = await new_key(console.sessions, Role.MANAGER, scopes=["06"], name="gracia-tablet")
+    await page.goto(f"{console.url}/console/")
+    await page.get_by_text("Use an API key instead").click()
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in with the key").click()
+    await live(page)
+    admin = await new_key(console.sessions, Role.ADMIN)
+    headers = {"Authorization": f"Bearer {admin}"}
+    keys = (await console.api.get("/api/v1/admin/keys", headers=headers)).json()
+    (tablet,) = [k["id"] for k in keys if k["name"] == "gracia-tablet"]
+    revoked = await console.api.delete(f"/api/v1/admin/keys/{tablet}", headers=headers)
+    assert revoked.status_code == 204, revoked.text
+    message = page.locator("#sign-in-message")
+    await expect(message).to_contain_text("Your session has ended", timeout=LIVE)
+    await expect(message).to_contain_text("revoked")
+    assert await page.evaluate("sessionStorage.length") == 0
+    await expect(page.locator("#session")).to_be_hidden()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_focused()
 
 
 async def test_bulk_actions_on_the_selected_requests_say_what_each_one_got(

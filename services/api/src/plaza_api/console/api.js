@@ -96,3 +96,66 @@ export function query(params) {
   const text = search.toString();
   return text ? `?${text}` : "";
 }
+
+/** Reads a Server-Sent Events stream with the credential as `Authorization: Bearer` (what the
+ * browser's EventSource cannot send, and the API wants in no URL here): fetch() and its body's
+ * ReadableStream. `onOpen()` once the answer is a 200, then `onEvent({id, event, data})` for
+ * each event (`retry:` fields go to `onRetry(ms)`); resolves when the server ends the stream,
+ * rejects with an ApiError for an answer that is not a 200 (a 401 signs out, as for any call) or
+ * a connection lost, and with an AbortError when `signal` aborts. */
+export async function stream(path, { lastEventId, signal, onOpen = () => {}, onEvent, onRetry = () => {} }) {
+  const token = credential.get();
+  if (!token) {
+    const error = new ApiError(401, { detail: t("api.notSignedIn") });
+    unauthorized(error);
+    throw error;
+  }
+  const headers = { Accept: "text/event-stream", Authorization: `Bearer ${token}` };
+  if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+  let response;
+  try {
+    response = await fetch(path, { headers, signal, credentials: "omit", cache: "no-store", redirect: "error" });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, { detail: t("api.unreachable", { message: error.message }) });
+  }
+  if (!response.ok) {
+    const type = response.headers.get("content-type") || "";
+    const data = type.includes("json") ? await response.json().catch(() => null) : null;
+    const error = new ApiError(response.status, data);
+    error.retryAfter = Number(response.headers.get("Retry-After")) || null;
+    if (response.status === 401) unauthorized(error);
+    throw error;
+  }
+  onOpen();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new ApiError(0, { detail: t("api.unreachable", { message: error.message }) });
+    }
+    if (chunk.done) return;
+    buffer += chunk.value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = { id: null, event: "message", data: [] };
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue; // a comment: "connected", "keep-alive"
+        const colon = line.indexOf(":");
+        const name = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (name === "data") event.data.push(value);
+        else if (name === "id") event.id = value;
+        else if (name === "event") event.event = value;
+        else if (name === "retry" && /^\d+$/.test(value)) onRetry(Number(value));
+      }
+      if (event.data.length) onEvent({ ...event, data: event.data.join("\n") });
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // actions the API says the user may take. Routes live in the URL's hash (#/queue/06?status=new,
 // #/request/12), never the credential. Everything a citizen wrote goes in as text (dom.js).
 
-import { ApiError, call, credential, onUnauthorized, query } from "./api.js";
+import { ApiError, call, credential, onUnauthorized, query, stream } from "./api.js";
 import { announce, append, h, replace, safeUrl } from "./dom.js";
 import { LANGUAGES, chooseLanguage, has, language, locale, plural, setLanguage, t, translatePage } from "./i18n.js";
 
@@ -35,6 +35,7 @@ const state = {
   services: {},
   queue: null, // {code, filters, items, next, loadedAt}
   timer: null,
+  live: null, // the queue's live updates: {code, controller, lastId, open, failures, retry, timer}
   requestId: null,
 };
 let uid = 0;
@@ -44,20 +45,27 @@ const main = () => document.getElementById("main");
 
 // --- start, sign in, sign out ---------------------------------------------------------------
 
-onUnauthorized((error) => {
+onUnauthorized(sessionEnded);
+
+function sessionEnded(error) {
   const wasIn = state.me !== null;
   credential.clear();
   state.me = null;
   showSignIn(wasIn ? t("signin.ended", { detail: error.detail }) : t("signin.notSignedIn", { detail: error.detail }));
-});
+}
 
 async function start() {
   document.getElementById("sign-out").addEventListener("click", signOut);
   document.getElementById("language").addEventListener("change", (event) => switchLanguage(event.currentTarget.value));
   // only the console's own routes (#/...): the skip link's #main moves the focus, nothing else
   window.addEventListener("hashchange", () => location.hash.startsWith("#/") && route());
+  // a hidden tab holds no stream open (nor polls): back in view, it catches up and goes live
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && state.queue && currentView() === "queue") refreshQueue();
+    if (document.hidden) stopLive();
+    else if (state.me && state.queue && currentView() === "queue") {
+      refreshQueue();
+      startLive();
+    }
   });
   await loadCity();
   useLanguage(chooseLanguage(state.city.council?.language));
@@ -123,6 +131,7 @@ async function switchLanguage(code) {
 
 function showSignIn(message, kind = "error") {
   stopTimer();
+  stopLive();
   document.getElementById("session").hidden = true;
   const error = h("p", { class: kind, role: "alert", id: "sign-in-message" }, message || "");
   const userForm = h(
@@ -222,6 +231,7 @@ function showWho() {
 }
 
 function signOut() {
+  stopLive();
   credential.clear();
   state.me = null;
   state.queue = null;
@@ -249,10 +259,12 @@ function route() {
   const request = /^#\/request\/(\d+)$/.exec(hash);
   if (request) {
     stopTimer();
+    stopLive();
     return showRequest(request[1]);
   }
   if (hash.startsWith("#/replies") && state.me.role !== "worker") {
     stopTimer();
+    stopLive();
     return showReplies(new URLSearchParams(hash.split("?")[1] || "").get("state") ?? "failed");
   }
   if (state.me.role === "worker") {
@@ -293,7 +305,7 @@ function serviceName(code) {
 
 async function showQueue(code, filters) {
   const same = state.queue && state.queue.code === code && sameFilters(state.queue.filters, filters);
-  if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null, selected: new Set() };
+  if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null, selected: new Set(), arrived: new Set() };
   const q = state.queue;
   const title = code === "assignments" ? t("queue.assignments") : t("queue.title", { name: queueName(code) });
   const list = h("ol", { class: "items", id: "queue-items", "aria-live": "off" });
@@ -324,7 +336,9 @@ async function showQueue(code, filters) {
     list.append(h("li", { class: "loading" }, t("queue.loading")));
     await loadPage(false);
   }
-  startTimer();
+  if (state.queue !== q || currentView() !== "queue") return;
+  if (!state.live?.open) startTimer(); // polling until the stream is open
+  startLive();
 }
 
 function sameFilters(a, b) {
@@ -428,28 +442,58 @@ async function loadMore(event) {
   else keepFocus(document.getElementById("load-more").hidden ? document.getElementById("queue-title") : document.getElementById("load-more"));
 }
 
-/** The queue again, as far as it was read (up to 500), keeping the page's scroll and focus. */
+/** The queue again, as far as it was read (up to 500), keeping the user's place: the request
+ * she is on (focused, else the first one in view) stays where it was on the screen while new
+ * ones come in above or below, and new arrivals are said politely rather than the focus moved. */
 async function refreshQueue(asked = false) {
   const q = state.queue;
   if (!q || currentView() !== "queue" || !document.getElementById("queue-items")) return;
   const limit = Math.min(500, Math.max(PAGE, q.items.length));
-  const focused = document.activeElement?.closest?.("#queue-items li")?.dataset.id;
   const error = document.getElementById("queue-error");
   try {
     const { data } = await call(queuePath(q, limit));
-    if (state.queue !== q) return;
+    if (state.queue !== q || currentView() !== "queue") return;
+    const before = new Set(q.items.map((item) => item.service_request_id));
+    const arrivals = q.loadedAt ? data.items.filter((item) => !before.has(item.service_request_id)) : [];
+    for (const item of arrivals) q.arrived.add(item.service_request_id);
     q.items = data.items;
     q.next = data.next_cursor || null;
     q.loadedAt = new Date();
     error.textContent = "";
-    const scroll = window.scrollY;
+    const place = placeInList();
     renderItems();
-    window.scrollTo(0, scroll);
-    if (focused) document.querySelector(`#queue-items li[data-id="${CSS.escape(focused)}"] a`)?.focus({ preventScroll: true });
-    if (asked) announce(t("queue.refreshed"));
+    place.restore();
+    if (arrivals.length) {
+      announce(plural("live.arrived", arrivals.length, { ids: arrivals.map((item) => `#${item.service_request_id} ${serviceName(item.service_code)}`).join(", ") }));
+    } else if (asked) {
+      announce(t("queue.refreshed"));
+    }
   } catch (failure) {
     if (failure.status !== 401) error.textContent = failure.detail;
   }
+}
+
+/** Where the user is in the queue's list: the focused control (a request's link or its tick
+ * box), else the first request in view; `restore()` after the list is drawn again puts that
+ * request back at the same height on the screen and the focus back on the same control. */
+function placeInList() {
+  const active = document.activeElement;
+  const focusedItem = active?.closest?.("#queue-items > li[data-id]");
+  const control = focusedItem ? (active.matches(".pick") ? ".pick" : "a") : null;
+  const anchor =
+    focusedItem ||
+    [...document.querySelectorAll("#queue-items > li[data-id]")].find((li) => li.getBoundingClientRect().bottom > 0);
+  const id = anchor?.dataset.id;
+  const top = anchor?.getBoundingClientRect().top;
+  return {
+    restore() {
+      if (!id) return;
+      const again = document.querySelector(`#queue-items > li[data-id="${CSS.escape(id)}"]`);
+      if (!again) return;
+      window.scrollBy(0, again.getBoundingClientRect().top - top);
+      if (control && document.activeElement !== again.querySelector(control)) again.querySelector(control)?.focus({ preventScroll: true });
+    },
+  };
 }
 
 function renderItems() {
@@ -459,16 +503,47 @@ function renderItems() {
   if (!q.items.length) {
     replace(list, h("li", { class: "empty" }, q.code === "assignments" ? t("queue.noAssignments") : t("queue.clear")));
   } else {
-    replace(list, q.items.map(queueItem));
+    patchItems(list, q.items);
   }
   const more = document.getElementById("load-more");
   more.hidden = !q.next;
   countSelected();
+  showMeta();
+}
+
+/** The list made to show `items`, touching only the requests that came, went or changed: one a
+ * screen reader or the keyboard is on stays the same element where nothing about it changed. */
+function patchItems(list, items) {
+  const ids = items.map((item) => item.service_request_id);
+  const shown = new Map([...list.children].filter((li) => li.dataset.id).map((li) => [li.dataset.id, li]));
+  const kept = [...shown.keys()].filter((id) => ids.includes(id));
+  if (kept.join() !== ids.filter((id) => shown.has(id)).join()) {
+    replace(list, items.map(queueItem)); // an order changed: drawn anew
+    return;
+  }
+  for (const li of [...list.children]) if (!li.dataset.id || !ids.includes(li.dataset.id)) li.remove();
+  let next = list.firstElementChild;
+  for (const item of items) {
+    const fresh = queueItem(item);
+    const old = shown.get(item.service_request_id);
+    if (!old) {
+      list.insertBefore(fresh, next);
+    } else {
+      if (old.dataset.drawn !== fresh.dataset.drawn) old.replaceWith(fresh);
+      next = (old.isConnected ? old : fresh).nextElementSibling;
+    }
+  }
+}
+
+function showMeta() {
+  const q = state.queue;
+  const meta = document.getElementById("queue-meta");
+  if (!q?.loadedAt || !meta) return;
   replace(
-    document.getElementById("queue-meta"),
+    meta,
     plural("queue.shown", q.items.length) + (q.next ? t("queue.moreBelow") : "") + t("queue.updated"),
     h("time", { datetime: q.loadedAt.toISOString() }, clock(q.loadedAt)),
-    t("queue.refreshes", { seconds: REFRESH_SECONDS, zone: state.city.time_zone }),
+    state.live?.open ? t("queue.live", { zone: state.city.time_zone }) : t("queue.refreshes", { seconds: REFRESH_SECONDS, zone: state.city.time_zone }),
   );
 }
 
@@ -490,9 +565,15 @@ function queueItem(item) {
             countSelected();
           },
         });
+  const arrived = q.arrived?.has(id);
   return h(
     "li",
-    { class: `item${flags.length ? " flagged" : ""}`, "data-id": id },
+    {
+      class: `item${flags.length ? " flagged" : ""}${arrived ? " arrived" : ""}`,
+      "data-id": id,
+      // what it was drawn from: a refresh redraws it only when this changed
+      "data-drawn": JSON.stringify([item, flags, arrived, q.selected.has(id), language()]),
+    },
     pick,
     h(
       "a",
@@ -503,7 +584,7 @@ function queueItem(item) {
     ),
     // An empty handle: the post that opened it was deleted by its author (every post has one).
     h("p", { class: "desc", lang: item.author_handle ? langOf(item.language) : null }, item.author_handle ? clip(item.description, 240) : t("post.withdrawn")),
-    h("p", { class: "tags" }, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
+    h("p", { class: "tags" }, arrived ? h("span", { class: "tag flag arrived" }, t("queue.arrived")) : null, statusTag(item.status), item.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     h(
       "dl",
       { class: "due" },
@@ -609,6 +690,100 @@ function startTimer() {
 function stopTimer() {
   if (state.timer) clearInterval(state.timer);
   state.timer = null;
+}
+
+// --- live updates -------------------------------------------------------------------------------
+
+const LIVE_BACKOFF_MAX_MS = 30_000;
+
+/** The queue's changes as they happen: the manager API's Server-Sent Events, read with fetch()
+ * so that the token goes in the Authorization header (EventSource would put it in the URL). A
+ * change refreshes the list (keeping the user's place, saying new arrivals); while the stream
+ * is down, the 30 s polling stands in and the stream is tried again, from the last event seen,
+ * after 1, 2, 4... up to 30 s. A worker's assignments have no stream: they poll. */
+function startLive() {
+  const q = state.queue;
+  if (!q || q.code === "assignments" || document.hidden || !state.me) return;
+  if (state.live?.code === q.code) return;
+  stopLive();
+  const live = { code: q.code, controller: null, lastId: null, open: false, failures: 0, retry: 1000, timer: null, refresh: null };
+  state.live = live;
+  connect(live);
+}
+
+function stopLive() {
+  const live = state.live;
+  if (!live) return;
+  state.live = null;
+  live.controller?.abort();
+  clearTimeout(live.timer);
+  clearTimeout(live.refresh);
+  if (live.open) showMeta();
+}
+
+async function connect(live) {
+  live.controller = new AbortController();
+  let failure = null;
+  try {
+    await stream(`/api/v1/districts/${encodeURIComponent(live.code)}/queue/events`, {
+      lastEventId: live.lastId,
+      signal: live.controller.signal,
+      onOpen: () => {
+        live.open = true;
+        live.failures = 0;
+        stopTimer();
+        showMeta();
+        // what changed between the list's reading and the stream's start (a stream resumed
+        // from its last event gets those as events)
+        if (live.lastId === null) liveRefresh(live);
+      },
+      onRetry: (ms) => {
+        live.retry = Math.max(1000, ms);
+      },
+      onEvent: (event) => liveEvent(live, event),
+    });
+  } catch (error) {
+    failure = error;
+  }
+  if (state.live !== live || failure?.name === "AbortError") return;
+  live.open = false;
+  if (failure?.status === 401) return; // the sign-in is back, saying why
+  if (failure?.status === 403 || failure?.status === 404) {
+    stopLive(); // not hers (any more): the polling's next answer says so by the list
+    startTimer();
+    refreshQueue();
+    return;
+  }
+  startTimer();
+  showMeta();
+  const wait = failure?.retryAfter ? failure.retryAfter * 1000 : Math.min(LIVE_BACKOFF_MAX_MS, live.retry * 2 ** live.failures);
+  live.failures += 1;
+  live.timer = setTimeout(() => state.live === live && connect(live), wait);
+}
+
+function liveEvent(live, event) {
+  if (event.event === "end") {
+    // the credential was revoked or expired, the user disabled, or the queue no longer hers
+    let problem = {};
+    try {
+      problem = JSON.parse(event.data);
+    } catch {
+      // said below without a detail
+    }
+    if (problem.status === 401) {
+      stopLive();
+      sessionEnded(new ApiError(401, problem));
+    }
+    return; // the stream closes; connect() decides what comes next
+  }
+  if (event.id) live.lastId = event.id;
+  liveRefresh(live);
+}
+
+/** One refresh for a burst of changes (a bulk action sends one event per request). */
+function liveRefresh(live) {
+  clearTimeout(live.refresh);
+  live.refresh = setTimeout(() => state.live === live && refreshQueue(), 200);
 }
 
 // --- replies on their way ---------------------------------------------------------------------
