@@ -637,16 +637,24 @@ function bulkForm() {
       }
     });
   };
-  return describedByErrors(h(
+  // folded on a phone's screen like the filters (it pushed the first request below the fold),
+  // its summary saying how many are ticked; open at a desk, or with some ticked
+  const wide = window.matchMedia("(min-width: 40rem)").matches;
+  const form = describedByErrors(h(
     "form",
     { class: "bulk", id: "bulk", method: "post", "aria-label": t("bulk.label"), onsubmit: (event) => event.preventDefault() },
-    h("p", { id: "bulk-count", class: "muted" }, t("bulk.none")),
     h("button", { type: "button", onclick: send("acknowledge", () => ({})) }, t("bulk.acknowledge")),
     h("label", { for: workerId }, t("bulk.worker")),
     h("input", { id: workerId, name: "worker", placeholder: "@jordi", autocapitalize: "none", spellcheck: "false" }),
     h("button", { type: "button", onclick: send("assign", (form) => ({ worker: form.elements.worker.value.trim() })) }, t("bulk.assign")),
     result,
   ));
+  return h(
+    "details",
+    { class: "bulk-box", open: wide || state.queue.selected.size > 0 },
+    h("summary", {}, t("bulk.label"), " · ", h("span", { id: "bulk-count" }, t("bulk.none"))),
+    form,
+  );
 }
 
 function countSelected() {
