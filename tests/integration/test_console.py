@@ -375,6 +375,7 @@ async def test_a_request_changed_meanwhile_is_a_412_showing_it_as_it_is_now(
     await assign.get_by_role("button").click()
     await expect(page.locator("#conflict")).to_contain_text("Someone else changed this request")
     await expect(page.locator("#conflict")).to_contain_text("version 2")
+    await expect(page.locator("#request-title")).to_be_focused()  # the page anew, its alert said
     await expect(page.locator(".request .tags .status")).to_have_text("acknowledged")
     assert (await console.request("1"))["assigned_worker"] is None  # nothing undone or done
 
@@ -400,6 +401,7 @@ async def test_a_refused_action_shows_the_problems_detail_by_its_form(
     await note.get_by_label("Add a note").fill("Cal una grua")
     await note.get_by_role("button").click()
     await expect(page.locator(".post.note")).to_contain_text("Cal una grua")
+    await expect(page.get_by_role("heading", name="Notes")).to_be_focused()  # where it was added
 
 
 async def test_the_queue_refreshes_itself_keeping_the_users_place(
@@ -674,6 +676,11 @@ async def test_the_console_works_from_the_keyboard(page: Page, console: Console)
     await page.locator("form[data-action='acknowledge'] button").focus()
     await page.keyboard.press("Enter")
     await expect(page.locator(".request .tags .status")).to_have_text("acknowledged")
+    # the focus stays by the actions, the next one (assign) a Tab away, not at the page's top
+    await expect(page.get_by_role("heading", name="Actions")).to_be_focused()
+    await expect(page.locator("#announce")).to_contain_text("acknowledged")
+    await page.keyboard.press("Tab")
+    await expect(page.locator("form[data-action='assign']").get_by_label("Worker")).to_be_focused()
 
 
 async def test_the_console_fits_a_phones_width(browser: Browser, console: Console) -> None:

@@ -868,7 +868,10 @@ function delivery(d) {
 
 // --- a request --------------------------------------------------------------------------------
 
-async function showRequest(id, notice) {
+/** A request's page. `focus` names the heading that takes the focus once it is drawn (the
+ * title's by default): after an action or a note, the section the user acted in, so that the
+ * keyboard goes on from there (the next action is a Tab away) rather than from the page's top. */
+async function showRequest(id, notice, focus = "request-title") {
   state.requestId = id;
   const back = state.queue ? `#/queue/${encodeURIComponent(state.queue.code)}${query(state.queue.filters)}` : "#/";
   const page = h("article", { class: "request", "aria-labelledby": "request-title" }, h("p", { class: "loading" }, t("request.loading", { id })));
@@ -883,7 +886,7 @@ async function showRequest(id, notice) {
       call(`/api/v1/requests/${id}/history`),
     ]);
     if (state.requestId !== id || currentView() !== "request") return;
-    renderRequest(page, data, etag, events, notice);
+    renderRequest(page, data, etag, events, notice, focus);
   } catch (failure) {
     if (failure.status === 401) return;
     replace(page, h("h1", { id: "request-title", tabindex: "-1" }, t("request.title", { id })), h("p", { class: "error", role: "alert" }, failure.detail));
@@ -891,7 +894,7 @@ async function showRequest(id, notice) {
   }
 }
 
-function renderRequest(page, r, etag, events, notice) {
+function renderRequest(page, r, etag, events, notice, focus) {
   document.title = `#${r.service_request_id} ${serviceName(r.service_code)} · Plaza`;
   const flags = flagsOf(r);
   replace(
@@ -907,19 +910,21 @@ function renderRequest(page, r, etag, events, notice) {
     // what the citizen said and what can be done first: on a phone the rest is a scroll away
     section(t("request.posts", { n: r.reports.length }), reports(r)),
     r.media_urls.length ? section(t("request.photos"), photos(r.media_urls)) : null,
-    section(t("request.actions"), actions(r, etag)),
+    section(t("request.actions"), actions(r, etag), "actions-title"),
     section(t("request.location"), location_(r)),
     section(t("request.summary"), facts(r)),
     section(t("request.replies", { n: r.replies.length }), replies(r)),
-    section(t("request.notes"), notes(r)),
+    section(t("request.notes"), notes(r), "notes-title"),
     section(t("request.history"), historyList(events)),
   );
-  page.querySelector("h1").focus(); // the notice, a role=alert, is read out as well
+  // the notice, a role=alert, is read out as well
+  (page.querySelector(`#${focus}`) || page.querySelector("h1")).focus();
 }
 
-function section(title, ...content) {
-  const id = nextId("s");
-  return h("section", { "aria-labelledby": id }, h("h2", { id }, title), content);
+/** A section under its h2; one with an `id` can take the focus (showRequest's `focus`). */
+function section(title, content, id) {
+  const named = id || nextId("s");
+  return h("section", { "aria-labelledby": named }, h("h2", { id: named, tabindex: id ? "-1" : null }, title), content);
 }
 
 function facts(r) {
@@ -1054,7 +1059,7 @@ function notes(r) {
           call(`/api/v1/requests/${r.service_request_id}/notes`, { method: "POST", body: { note: data.get("note"), public: data.get("public") === "on" } }),
           () => {
             announce(t("note.added"));
-            showRequest(r.service_request_id);
+            showRequest(r.service_request_id, undefined, "notes-title");
           });
       },
     },
@@ -1105,7 +1110,7 @@ function actionForm(r, etag, action) {
           call(`/api/v1/requests/${r.service_request_id}/actions/${action}`, { method: "POST", body, ifMatch: etag }),
           (result) => {
             announce(t("action.done", { action: spec.label, status: statusName(result.data.status) }));
-            showRequest(r.service_request_id);
+            showRequest(r.service_request_id, undefined, "actions-title");
           },
           (failure) => {
             if (failure.status !== 412) return false;
