@@ -455,6 +455,33 @@ async def test_a_request_routed_while_the_queue_is_open_shows_up_live(
     assert await link.evaluate("a => a.getBoundingClientRect().top") == top
 
 
+async def test_a_request_changed_by_another_while_open_says_so_without_redrawing(
+    page: Page, console: Console
+) -> None:
+    """On a request's page, another's change is said (a notice and the polite status) within
+    seconds, while the form she is filling in stays as it is; her own actions say nothing."""
+    await sign_in(page, console, "maria")
+    await page.goto(f"{console.url}/console/#/request/1")
+    await expect(page.locator("#request-title")).to_be_focused()
+    await page.locator("form[data-action='acknowledge'] button").click()
+    await expect(page.locator(".request .tags .status")).to_have_text("acknowledged")
+    worker = page.locator("form[data-action='assign']").get_by_label("Worker")
+    await worker.fill("@jor")  # half typed when city hall acts
+    await page.wait_for_timeout(2_500)  # her own change came by the stream too: no notice
+    await expect(page.locator("#changed")).to_be_hidden()
+    assign = await console.api.post("/api/v1/requests/1/actions/assign", json={"worker": "@pere"})
+    assert assign.status_code == 200, assign.text
+    changed = page.locator("#changed")
+    await expect(changed).to_contain_text("changed this request while you were reading it")
+    await expect(changed).to_be_visible(timeout=LIVE)
+    await expect(page.locator("#announce")).to_contain_text("changed this request")
+    await expect(worker).to_be_focused()
+    await expect(worker).to_have_value("@jor")
+    await changed.get_by_role("button", name="Show it as it is now").click()
+    await expect(page.locator(".request .tags .status")).to_have_text("assigned")
+    await expect(page.locator("#changed")).to_be_hidden()
+
+
 async def test_the_live_updates_fall_back_to_polling_and_reconnect(
     page: Page, console: Console
 ) -> None:

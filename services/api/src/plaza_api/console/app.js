@@ -37,6 +37,7 @@ const state = {
   timer: null,
   live: null, // the queue's live updates: {code, controller, lastId, open, failures, retry, timer}
   requestId: null,
+  shown: null, // the request drawn on its page (its version: whether someone changed it since)
 };
 let uid = 0;
 const nextId = (stem) => `${stem}-${++uid}`;
@@ -65,6 +66,9 @@ async function start() {
     else if (state.me && state.queue && currentView() === "queue") {
       refreshQueue();
       startLive();
+    } else if (state.me && state.shown && currentView() === "request") {
+      startRequestLive(state.shown);
+      if (state.live) checkRequest(state.live);
     }
   });
   await loadCity();
@@ -712,11 +716,26 @@ const LIVE_BACKOFF_MAX_MS = 30_000;
 function startLive() {
   const q = state.queue;
   if (!q || q.code === "assignments" || document.hidden || !state.me) return;
-  if (state.live?.code === q.code) return;
+  if (state.live?.view === "queue" && state.live.code === q.code) return;
   stopLive();
-  const live = { code: q.code, controller: null, lastId: null, open: false, failures: 0, retry: 1000, timer: null, refresh: null };
-  state.live = live;
-  connect(live);
+  state.live = newLive("queue", q.code);
+  connect(state.live);
+}
+
+/** On a request's page, its queue's stream says when someone else changes it: a notice with a
+ * button to show it as it now is, rather than the page redrawn under a form being filled in
+ * (and a 412 only once the user acts). */
+function startRequestLive(r) {
+  if (state.me?.role === "worker" || document.hidden || !r.queue) return;
+  const id = r.service_request_id;
+  if (state.live?.view === "request" && state.live.code === r.queue && state.live.requestId === id) return;
+  stopLive();
+  state.live = { ...newLive("request", r.queue), requestId: id };
+  connect(state.live);
+}
+
+function newLive(view, code) {
+  return { view, code, controller: null, lastId: null, open: false, failures: 0, retry: 1000, timer: null, refresh: null, change: null };
 }
 
 function stopLive() {
@@ -758,11 +777,13 @@ async function connect(live) {
   if (failure?.status === 401) return; // the sign-in is back, saying why
   if (failure?.status === 403 || failure?.status === 404) {
     stopLive(); // not hers (any more): the polling's next answer says so by the list
-    startTimer();
-    refreshQueue();
+    if (live.view === "queue") {
+      startTimer();
+      refreshQueue();
+    }
     return;
   }
-  startTimer();
+  if (live.view === "queue") startTimer();
   showMeta();
   const wait = failure?.retryAfter ? failure.retryAfter * 1000 : Math.min(LIVE_BACKOFF_MAX_MS, live.retry * 2 ** live.failures);
   live.failures += 1;
@@ -785,13 +806,49 @@ function liveEvent(live, event) {
     return; // the stream closes; connect() decides what comes next
   }
   if (event.id) live.lastId = event.id;
+  if (live.view === "request") {
+    let change = {};
+    try {
+      change = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (change.item?.service_request_id !== live.requestId) return;
+    live.change = change;
+  }
   liveRefresh(live);
 }
 
 /** One refresh for a burst of changes (a bulk action sends one event per request). */
 function liveRefresh(live) {
   clearTimeout(live.refresh);
-  live.refresh = setTimeout(() => state.live === live && refreshQueue(), 200);
+  live.refresh = setTimeout(() => {
+    if (state.live !== live) return;
+    if (live.view === "queue") refreshQueue();
+    else checkRequest(live);
+  }, 200);
+}
+
+/** Whether the request shown changed since it was drawn (its version: the user's own actions
+ * draw it again, so only another's shows here). */
+async function checkRequest(live) {
+  const id = live.requestId;
+  let data;
+  try {
+    ({ data } = await call(`/api/v1/requests/${id}`));
+  } catch {
+    return; // a 401 signs out; anything else is said when she acts
+  }
+  const shown = state.shown;
+  const holder = document.getElementById("changed");
+  if (state.live !== live || !shown || shown.service_request_id !== id || !holder || data.version <= shown.version) return;
+  const change = live.change || {};
+  const text = change.actor
+    ? t("live.changedBy", { actor: change.actor, kind: eventName(change.kind || ""), version: data.version })
+    : t("live.changed", { version: data.version });
+  replace(holder, h("p", {}, text), h("button", { type: "button", onclick: () => showRequest(id) }, t("live.show")));
+  holder.hidden = false;
+  announce(text);
 }
 
 // --- replies on their way ---------------------------------------------------------------------
@@ -872,6 +929,7 @@ function delivery(d) {
  * title's by default): after an action or a note, the section the user acted in, so that the
  * keyboard goes on from there (the next action is a Tab away) rather than from the page's top. */
 async function showRequest(id, notice, focus = "request-title") {
+  state.shown = null;
   state.requestId = id;
   const back = state.queue ? `#/queue/${encodeURIComponent(state.queue.code)}${query(state.queue.filters)}` : "#/";
   const page = h("article", { class: "request", "aria-labelledby": "request-title" }, h("p", { class: "loading" }, t("request.loading", { id })));
@@ -907,6 +965,8 @@ function renderRequest(page, r, etag, events, notice, focus) {
     ),
     h("p", { class: "tags" }, statusTag(r.status), r.urgency === "urgent" ? h("span", { class: "tag urgent" }, t("urgency.urgent")) : null, flags.map(flagTag)),
     notice ? h("div", { class: "notice", role: "alert", id: "conflict" }, notice) : null,
+    h("div", { class: "notice", id: "changed", hidden: true }), // said through #announce
+
     // what the citizen said and what can be done first: on a phone the rest is a scroll away
     section(t("request.posts", { n: r.reports.length }), reports(r)),
     r.media_urls.length ? section(t("request.photos"), photos(r.media_urls)) : null,
@@ -919,6 +979,8 @@ function renderRequest(page, r, etag, events, notice, focus) {
   );
   // the notice, a role=alert, is read out as well
   (page.querySelector(`#${focus}`) || page.querySelector("h1")).focus();
+  state.shown = r;
+  startRequestLive(r);
 }
 
 /** A section under its h2; one with an `id` can take the focus (showRequest's `focus`). */
