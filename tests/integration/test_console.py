@@ -455,6 +455,35 @@ async def test_a_request_routed_while_the_queue_is_open_shows_up_live(
     assert await link.evaluate("a => a.getBoundingClientRect().top") == top
 
 
+async def test_a_request_coming_up_from_the_next_page_is_no_arrival(
+    page: Page, console: Console
+) -> None:
+    for n in range(3, 53):  # 51 in Gràcia: one beyond the first page
+        await open_request(console.sessions, f"p{n}", latlon=(41.395 + n * 0.001, 2.15))
+    await sign_in(page, console, "maria")
+    await live(page)
+    items = page.locator("#queue-items > li")
+    await expect(items).to_have_count(50)
+    last = await items.nth(49).get_attribute("data-id")
+    below = await console.api.get(
+        "/api/v1/districts/06/queue", params={"limit": 51}
+    )  # the one on the next page
+    coming = below.json()["items"][50]["service_request_id"]
+    moved = await console.api.post(
+        f"/api/v1/requests/{await items.nth(0).get_attribute('data-id')}/actions/transfer",
+        json={"district_code": "05", "note": "És de l'Eixample"},
+    )
+    assert moved.status_code == 200, moved.text
+    await expect(page.locator(f"#queue-items li[data-id='{coming}']")).to_be_visible(timeout=LIVE)
+    assert last != coming
+    await expect(page.locator("#queue-items .flag.arrived")).to_have_count(0)
+    # a new urgent one, due first (request 53): an arrival
+    await open_request(console.sessions, "later", latlon=(41.45, 2.16), urgent=True)
+    await expect(page.locator("#queue-items li[data-id='53'] .flag.arrived")).to_be_visible(
+        timeout=LIVE
+    )
+
+
 async def test_a_request_changed_by_another_while_open_says_so_without_redrawing(
     page: Page, console: Console
 ) -> None:

@@ -449,7 +449,7 @@ async function loadMore(event) {
 /** The queue again, as far as it was read (up to 500), keeping the user's place: the request
  * she is on (focused, else the first one in view) stays where it was on the screen while new
  * ones come in above or below, and new arrivals are said politely rather than the focus moved. */
-async function refreshQueue(asked = false) {
+async function refreshQueue(asked = false, touched = null) {
   const q = state.queue;
   if (!q || currentView() !== "queue" || !document.getElementById("queue-items")) return;
   const limit = Math.min(500, Math.max(PAGE, q.items.length));
@@ -457,8 +457,12 @@ async function refreshQueue(asked = false) {
   try {
     const { data } = await call(queuePath(q, limit));
     if (state.queue !== q || currentView() !== "queue") return;
+    // new to the list, and come to the queue: one the stream named (created, merged into,
+    // transferred in), or any when the whole queue was read; not one that was further down,
+    // beyond the pages read, and came up as another left
     const before = new Set(q.items.map((item) => item.service_request_id));
-    const arrivals = q.loadedAt ? data.items.filter((item) => !before.has(item.service_request_id)) : [];
+    const came = (id) => (touched ? touched.has(id) : !q.next);
+    const arrivals = q.loadedAt ? data.items.filter((item) => !before.has(item.service_request_id) && came(item.service_request_id)) : [];
     for (const item of arrivals) q.arrived.add(item.service_request_id);
     q.items = data.items;
     q.next = data.next_cursor || null;
@@ -735,7 +739,7 @@ function startRequestLive(r) {
 }
 
 function newLive(view, code) {
-  return { view, code, controller: null, lastId: null, open: false, failures: 0, retry: 1000, timer: null, refresh: null, change: null };
+  return { view, code, controller: null, lastId: null, open: false, failures: 0, retry: 1000, timer: null, refresh: null, change: null, touched: new Set() };
 }
 
 function stopLive() {
@@ -806,15 +810,17 @@ function liveEvent(live, event) {
     return; // the stream closes; connect() decides what comes next
   }
   if (event.id) live.lastId = event.id;
+  let change = {};
+  try {
+    change = JSON.parse(event.data);
+  } catch {
+    // a change all the same: the queue is read again
+  }
   if (live.view === "request") {
-    let change = {};
-    try {
-      change = JSON.parse(event.data);
-    } catch {
-      return;
-    }
     if (change.item?.service_request_id !== live.requestId) return;
     live.change = change;
+  } else if (change.in_queue && change.item?.service_request_id) {
+    live.touched.add(change.item.service_request_id);
   }
   liveRefresh(live);
 }
@@ -824,8 +830,11 @@ function liveRefresh(live) {
   clearTimeout(live.refresh);
   live.refresh = setTimeout(() => {
     if (state.live !== live) return;
-    if (live.view === "queue") refreshQueue();
-    else checkRequest(live);
+    if (live.view === "request") return checkRequest(live);
+    // none named (the catch-up as the stream opens, a request that left): the whole-queue rule
+    const touched = live.touched.size ? live.touched : null;
+    live.touched = new Set();
+    return refreshQueue(false, touched);
   }, 200);
 }
 
