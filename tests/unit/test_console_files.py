@@ -144,6 +144,22 @@ def test_no_script_turns_text_into_markup() -> None:
     assert not re.search(r"\son\w+=|<script>|<style|style=", html)
 
 
+def test_no_script_puts_a_credential_in_a_url() -> None:
+    """The live updates are read with fetch() and `Authorization: Bearer`: no EventSource (which
+    cannot send it) and no ?access_token= or ?api_key=, which would leave the token in the
+    gateway's and any proxy's logs."""
+    for script in CONSOLE_DIR.glob("*.js"):
+        code = "\n".join(
+            line
+            for line in script.read_text().splitlines()
+            if not line.lstrip().startswith(("//", "/*", "*"))
+        )
+        found = re.findall(r"EventSource|access_token=|api_key=", code)
+        assert not found, f"{script.name}: {found}"
+    api = (CONSOLE_DIR / "api.js").read_text()
+    assert "Authorization: `Bearer ${token}`" in api and "text/event-stream" in api
+
+
 def test_the_console_is_in_the_built_wheel(tmp_path: Path) -> None:
     uv = shutil.which("uv")
     assert uv, "uv is needed to build plaza-api's wheel (pip install uv)"
