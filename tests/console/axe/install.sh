@@ -5,15 +5,14 @@
 #
 #   tests/console/axe/install.sh   install if needed, then print the path of axe.min.js
 #
-# Settings (environment):
-#   PLAZA_CONSOLE_AXE_CACHE  where node_modules goes (default $PLAZA_CACHE_DIR/console-axe,
-#                            PLAZA_CACHE_DIR defaults to ~/.cache/plaza)
+# It goes in $PLAZA_CACHE_DIR/console-axe (PLAZA_CACHE_DIR defaults to ~/.cache/plaza, as for
+# Kafka's classpath and the Bluesky peer).
 #
 # Exit code 3: npm is missing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${PLAZA_CONSOLE_AXE_CACHE:-${PLAZA_CACHE_DIR:-$HOME/.cache/plaza}/console-axe}"
+cache="${PLAZA_CACHE_DIR:-$HOME/.cache/plaza}/console-axe"
 sum="$(cat "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-16)"
 home="$cache/axe-$sum"
 script="$home/node_modules/axe-core/axe.min.js"
