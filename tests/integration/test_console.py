@@ -1008,7 +1008,8 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             )
         )
     found: list[str] = []
-    for width, language in ((1280, "ca"), (1280, "en"), (390, "en"), (320, "es")):
+    contexts = ((1280, "ca"), (1280, "en"), (390, "en"), (320, "es"))
+    for n, (width, language) in enumerate(contexts):
         context = await browser.new_context(
             viewport={"width": width, "height": 844}, is_mobile=width < 400
         )
@@ -1040,6 +1041,11 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             for folded in (".filter-box", ".bulk-box"):  # folded on a phone
                 await page.locator(folded).evaluate("details => { details.open = true; }")
             found += await audit(page, axe, f"{at} queue")
+            await open_request(console.sessions, f"live{n}", latlon=(41.40 + n * 0.003, 2.17))
+            await expect(page.locator("#queue-items .flag.arrived").first).to_be_visible(
+                timeout=LIVE
+            )
+            found += await audit(page, axe, f"{at} queue, a request just in")
             await page.locator("#bulk button").first.click()  # nothing selected: an error
             await expect(page.locator("#bulk-result")).not_to_be_empty()
             found += await audit(page, axe, f"{at} queue, a bulk action refused")
@@ -1059,6 +1065,15 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             await page.goto(f"{console.url}/console/#/replies?state=")
             await expect(page.locator("#delivery-items > li")).to_have_count(1)
             found += await audit(page, axe, f"{at} replies")
+            if n == 0:  # someone else acts on the request she reads (before or after its
+                # stream opens: opening, it checks the version it drew)
+                await page.goto(f"{console.url}/console/#/request/1")
+                await expect(page.locator(".post.note")).to_be_visible()
+                await expect(page.locator("#changed")).to_be_hidden()
+                acted = await console.api.post("/api/v1/requests/1/actions/acknowledge")
+                assert acted.status_code == 200, acted.text
+                await expect(page.locator("#changed")).to_be_visible(timeout=LIVE)
+                found += await audit(page, axe, f"{at} request, changed by another")
         finally:
             await context.close()
     assert found == [], "\n".join(found)
