@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from plaza_api.auth import Role, create_user
 from plaza_cli.backup import DUMP, MANIFEST, BackupError, backup, restore
+from plaza_notifier.restores import restored_at
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -84,10 +86,16 @@ async def test_a_restore_puts_back_what_the_backup_held_and_nothing_else(
     with pytest.raises(BackupError, match=r"^pg_restore failed: "):
         await restore(database_url, home, damaged(tmp_path / "b.tar", tmp_path / "cut.tar"))
     assert await snapshot(sessions) == moved_on  # nothing changed
+    async with sessions() as s:
+        assert await restored_at(s) is None  # nor marked restored
     await engine.dispose()
 
+    before = datetime.now(UTC)
     assert await restore(database_url, home, tmp_path / "b.tar") == manifest
     assert await snapshot(sessions) == saved
+    async with sessions() as s:  # the notifier's mark: when, for the posts read again
+        when = await restored_at(s)
+    assert when is not None and before <= when <= datetime.now(UTC)
     assert (home / "jwt_secret").read_text() == "s" * 64
     async with sessions() as s:
         assert await s.scalar(text("SELECT to_regclass('a_newer_plazas_table')")) is None

@@ -5,7 +5,11 @@ The file is a tar archive: `plaza.dump` (pg_dump's custom format, taken in one s
 requests, users, keys, replies, inboxes and the embedded bus's journal and offsets agree with
 each other), the files `make run` keeps in PLAZA_HOME (the city's name, the staff tokens'
 secret, the first admin's key) and `manifest.json` (the city, the schema's revision and what it
-holds). pg_dump, pg_restore and psql are the embedded PostgreSQL's own (pgserver's)."""
+holds). pg_dump, pg_restore and psql are the embedded PostgreSQL's own (pgserver's).
+
+A restore leaves its mark for the notifier (RESTORED): the replies posted between the backup and
+the restore are not in the database that comes back, and the posts they answered are read again
+from the connectors' restored cursors, so until then a reply may already be in its thread."""
 
 from __future__ import annotations
 
@@ -34,6 +38,16 @@ _FACTS = (
     " (SELECT count(*) FROM service_requests) AS requests,"
     " (SELECT count(*) FROM staff_users) AS users,"
     " (SELECT count(*) FROM api_keys) AS keys"
+)
+RESTORED: Final = "plaza-restored"
+"""The key of the restore's mark: a JSON comment on the schema, {RESTORED: when, "backup": the
+backup's made_at}, which any schema revision keeps (a table would be missing from an older
+backup's schema) and the notifier reads (plaza_notifier.restores)."""
+# Every reply not known to be posted may have gone out after the backup was taken: looked for in
+# its thread before it is sent (the path of a send whose outcome is unknown).
+_MAYBE_SENT = (
+    "DO $$ BEGIN IF to_regclass('reply_deliveries') IS NOT NULL THEN"
+    " UPDATE reply_deliveries SET maybe_sent = true WHERE state <> 'posted'; END IF; END $$"
 )
 _OTHERS = (
     "SELECT coalesce(nullif(application_name, ''), 'a client') FROM pg_stat_activity"
@@ -192,7 +206,8 @@ async def running_clients(url: str) -> list[str]:
 
 async def restore(url: str, home: Path, source: Path) -> Manifest:
     """Replaces every table of the database with the backup's, in one transaction (a restore
-    that fails leaves the database as it was), and PLAZA_HOME's files with the backup's."""
+    that fails leaves the database as it was), and PLAZA_HOME's files with the backup's; marks
+    the database as restored, and its unsent replies as maybe sent."""
     manifest = read_manifest(source)
     others = await running_clients(url)
     if others:
@@ -220,10 +235,18 @@ async def restore(url: str, home: Path, source: Path) -> Manifest:
             "--command=DROP SCHEMA public CASCADE",
             "--command=CREATE SCHEMA public",
             f"--file={script}",
+            f"--command={_MAYBE_SENT}",
+            f"--command={restored_mark(manifest, datetime.now(UTC))}",
             f"--dbname={libpq_url(url)}",
         )
         _put_back(Path(work) / "home", home)
     return manifest
+
+
+def restored_mark(manifest: Manifest, now: datetime) -> str:
+    """The statement that marks the database as restored now from this backup."""
+    mark = json.dumps({RESTORED: now.isoformat(), "backup": manifest.made_at})
+    return "COMMENT ON SCHEMA public IS " + "'" + mark.replace("'", "''") + "'"
 
 
 def _extract(source: Path, work: Path) -> None:

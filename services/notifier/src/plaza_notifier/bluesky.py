@@ -3,7 +3,10 @@
 derived from the reply id, so the same reply can never be created twice; mention facets for the
 handles in the text (the worker sent), the resolution photo uploaded as a blob and embedded;
 rate limits read from RateLimit-* headers and 429s; our reply found at its record key
-(getRecord) when an earlier attempt's outcome is unknown.
+(getRecord) when an earlier attempt's outcome is unknown. After a restore from a backup a post
+read again may have had its reply under another request number, so at another key: the city's
+repo is read once (listRecords: the keys are no clock, so all of it) for the replies it made
+before the restore, and the reply looked for among those to the post.
 
 The post to answer is the citizen's post's at:// URI (its id in Plaza): the channel reads it
 (getRecord on the city's PDS, which asks the AppView for other PDSes' records) for its cid and
@@ -21,7 +24,14 @@ from typing import Final, cast
 import httpx
 from plaza.bluesky import HANDLE, MENTION, POST, AtUri, BlueskyAccount, tid_for
 
-from plaza_notifier.channels import ChannelReply, Gone, PostedReply, RateBudget, Refused
+from plaza_notifier.channels import (
+    ChannelReply,
+    Gone,
+    PostedReply,
+    RateBudget,
+    Refused,
+    same_words,
+)
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -114,6 +124,8 @@ class BlueskyChannel:
         self._access = ""
         self._refresh = ""
         self._dids: dict[str, str | None] = {}
+        # The city's replies made before the restore, by the post they answer: (words, uri).
+        self._before_restore: dict[str, list[tuple[list[str], str]]] | None = None
 
     @property
     def platform(self) -> str:
@@ -309,4 +321,47 @@ class BlueskyChannel:
         if not self._did:
             await self._create_session()
         record = await self._get_record(AtUri(self._did, POST, tid_for(reply.reply_id)))
-        return self._posted(_str(record.get("uri"))) if record is not None else None
+        if record is not None:
+            return self._posted(_str(record.get("uri")))
+        if reply.restored_at is None:
+            return None
+        replies = await self._replies_before(reply.restored_at)
+        wanted = reply.text.split()
+        for found, uri in replies.get(reply.in_reply_to_post_id, []):
+            if same_words(reply, wanted, found):
+                return self._posted(uri)
+        return None
+
+    async def _replies_before(
+        self, restored_at: datetime
+    ) -> dict[str, list[tuple[list[str], str]]]:
+        """The city's replies made before the restore, by the post each answers (read once)."""
+        if self._before_restore is None:
+            replies: dict[str, list[tuple[list[str], str]]] = {}
+            params = {"repo": self._did, "collection": POST, "limit": "100"}
+            while True:
+                response = await self._call("com.atproto.repo.listRecords", params=params)
+                self._check(response, "listRecords")
+                body = _obj(response.json())
+                records = body.get("records")
+                for record in map(_obj, records if isinstance(records, list) else []):
+                    value = _obj(record.get("value"))
+                    parent = _str(_obj(_obj(value.get("reply")).get("parent")).get("uri"))
+                    made = _str(value.get("createdAt")).replace("Z", "+00:00")
+                    try:
+                        before = datetime.fromisoformat(made) < restored_at
+                    except ValueError:
+                        before = True  # no readable time: it may be one
+                    if parent and before:
+                        words = _str(value.get("text")).split()
+                        replies.setdefault(parent, []).append((words, _str(record.get("uri"))))
+                cursor = _str(body.get("cursor"))
+                if not cursor or not records:
+                    break
+                params = {**params, "cursor": cursor}
+            log.info(
+                "bluesky: %d replies the city made before the restore, to look among",
+                sum(map(len, replies.values())),
+            )
+            self._before_restore = replies
+        return self._before_restore

@@ -39,6 +39,11 @@ class ChannelReply:
     text: str  # already fitted to the platform's length limit (plaza_notifier.length)
     language: str
     photo_url: str | None  # the resolution photo to attach, fetched by plaza_notifier.photos
+    # When the database was restored from a backup, if the post was made before: a reply to it
+    # may have gone out in the time the restore lost, for a request that had another number
+    # then. `find` also takes the city's reply to the post whose words are these but for their
+    # numbers (unnumbered).
+    restored_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,20 @@ class ReplyChannel(Protocol):
     async def find(self, reply: ChannelReply) -> PostedReply | None:
         """Our reply in the thread of `reply.in_reply_to_post_id`, if it was already posted."""
         ...
+
+
+def unnumbered(words: Sequence[str]) -> list[str]:
+    """A reply's words without those holding a digit (the request's number, a time): what the
+    same reply to the same post says whichever request it was given."""
+    return [w for w in words if not any(c.isdigit() for c in w)]
+
+
+def same_words(reply: ChannelReply, wanted: Sequence[str], found: Sequence[str]) -> bool:
+    """Whether `found` (a reply's words in the thread) are those of `reply` (`wanted`): exactly,
+    or but for their numbers after a restore."""
+    if list(found) == list(wanted):
+        return True
+    return reply.restored_at is not None and unnumbered(found) == unnumbered(wanted)
 
 
 # One statement whatever the number of replies (prepared once): the rows as arrays, unnested.

@@ -9,6 +9,10 @@ Never two replies for one event, even if the process dies between the HTTP call 
   claimed again, and because `maybe_sent` is set the channel first looks for our reply in the
   thread (`ReplyChannel.find`) and only posts if it is not there; channels that can also send
   an idempotency key derived from the reply id (Mastodon) do;
+- after `plaza restore`, the replies posted since the backup are unknown to the database: its
+  unsent deliveries came back `maybe_sent`, and a reply to a post made before the restore (read
+  again from a restored cursor, under another request number perhaps) is looked for too, for
+  `restores.LOOK_FOR`; a post made after it is answered with no lookup;
 - `posted`, the `replies` row and the reply-posted event (through the outbox) are committed
   together.
 Rate limits pause the platform until its reset time; other errors are retried with
@@ -21,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -35,10 +39,10 @@ from plaza.contracts import (
     post_key,
     timestamp,
 )
-from plaza.db.models import Reply, ReplyDelivery
+from plaza.db.models import Reply, ReplyDelivery, RequestReport
 from plaza.outbox import stage
 from plaza.withdrawals import WITHDRAWN_STATE
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -56,6 +60,7 @@ from plaza_notifier.metrics import (
     REPLIES_POSTED,
     REPLIES_RATE_LIMITED,
 )
+from plaza_notifier.restores import LOOK_FOR, restored_at
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +167,9 @@ class Deliverer:
         self._policy = policy
         self._paused: dict[str, datetime] = {}
         self._stop = asyncio.Event()
+        # Read once: plaza restore refuses to run under a running Plaza.
+        self._restored: datetime | None = None
+        self._restored_read = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,8 +219,11 @@ class Deliverer:
                     .with_for_update(skip_locked=True)
                 )
             ).scalars()
+            due = rows.all()
+            made_before = await self._made_before_restore(session, due, now)
             claims = []
-            for row in rows:
+            for row in due:
+                restored = made_before.get((row.platform, row.in_reply_to_post_id))
                 if row.state == State.SENDING.value:
                     log.warning(
                         "reply %s was being sent by a process that stopped; looking for it in "
@@ -228,6 +239,7 @@ class Deliverer:
                             text=row.body,
                             language=row.language,
                             photo_url=row.photo_url,
+                            restored_at=restored,
                         ),
                         Delivery(
                             reply_id=row.reply_id,
@@ -242,7 +254,7 @@ class Deliverer:
                             correlation_id=row.correlation_id,
                         ),
                         attempts=row.attempts + 1,
-                        look_first=row.maybe_sent,
+                        look_first=row.maybe_sent or restored is not None,
                     )
                 )
                 row.state = State.SENDING.value
@@ -251,6 +263,36 @@ class Deliverer:
                 row.lease_until = now + timedelta(seconds=self._policy.lease)
                 row.updated_at = now
         return claims
+
+    async def _made_before_restore(
+        self, session: AsyncSession, rows: Sequence[ReplyDelivery], now: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        """The posts of `rows` made before the database was restored from a backup, if it was
+        less than LOOK_FOR ago: their replies are looked for in their threads before posting.
+        A post with no report (a thanks for a post that is no request) may be one of them."""
+        if not self._restored_read:
+            self._restored = await restored_at(session)
+            self._restored_read = True
+            if self._restored is not None:
+                log.info(
+                    "the database was restored from a backup at %s: a reply to a post made "
+                    "before then is looked for in its thread before it is sent (until %s)",
+                    self._restored.isoformat(),
+                    (self._restored + LOOK_FOR).isoformat(),
+                )
+        restored = self._restored
+        if restored is None or now >= restored + LOOK_FOR or not rows:
+            return {}
+        posts = {(row.platform, row.in_reply_to_post_id) for row in rows}
+        made = {
+            (platform, post_id): at
+            for platform, post_id, at in await session.execute(
+                select(
+                    RequestReport.platform, RequestReport.post_id, RequestReport.reported_at
+                ).where(tuple_(RequestReport.platform, RequestReport.post_id).in_(posts))
+            )
+        }
+        return {post: restored for post in posts if post not in made or made[post] < restored}
 
     async def _deliver(self, claim: _Claim) -> None:
         d = claim.delivery

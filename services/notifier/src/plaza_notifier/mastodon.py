@@ -18,7 +18,14 @@ from urllib.parse import urlsplit
 import httpx
 from plaza.social import MastodonAccount, html_to_text
 
-from plaza_notifier.channels import ChannelReply, Gone, PostedReply, RateBudget, Refused
+from plaza_notifier.channels import (
+    ChannelReply,
+    Gone,
+    PostedReply,
+    RateBudget,
+    Refused,
+    same_words,
+)
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -219,7 +226,7 @@ class MastodonChannel:
             if (
                 _str(_obj(status.get("account")).get("id")) == own
                 and _str(status.get("in_reply_to_id")) == reply.in_reply_to_post_id
-                and _words(html_to_text(_str(status.get("content")))) == wanted
+                and same_words(reply, wanted, _words(html_to_text(_str(status.get("content")))))
             ):
                 return PostedReply(_str(status.get("id")), _str(status.get("url")))
         return None

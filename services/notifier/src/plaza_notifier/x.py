@@ -21,7 +21,7 @@ from typing import Final, cast
 import httpx
 from plaza.x import XAccount
 
-from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused
+from plaza_notifier.channels import ChannelReply, PostedReply, RateBudget, Refused, same_words
 from plaza_notifier.photos import PhotoFetcher
 
 log = logging.getLogger(__name__)
@@ -210,9 +210,8 @@ class XChannel:
                     for r in _list(tweet.get("referenced_tweets"))
                     if r.get("type") == "replied_to"
                 }
-                if (
-                    reply.in_reply_to_post_id in replied
-                    and words(_str(tweet.get("text"))) == wanted
+                if reply.in_reply_to_post_id in replied and same_words(
+                    reply, wanted, words(_str(tweet.get("text")))
                 ):
                     tid = _str(tweet.get("id"))
                     return PostedReply(tid, self._account.post_url(tid))
