@@ -51,6 +51,7 @@ async def test_a_restore_puts_back_what_the_backup_held_and_nothing_else(
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -88,6 +89,7 @@ async def test_a_restore_puts_back_what_the_backup_held_and_nothing_else(
     assert await snapshot(sessions) == moved_on  # nothing changed
     async with sessions() as s:
         assert await restored_at(s) is None  # nor marked restored
+    assert "restore mark" not in caplog.text  # PostgreSQL's own comment is no bad mark
     await engine.dispose()
 
     before = datetime.now(UTC)

@@ -26,7 +26,7 @@ async def restored_at(session: AsyncSession) -> datetime | None:
     """When the database was last restored from a backup; None if never (or a mark this cannot
     read, which it says)."""
     comment = await session.scalar(_MARK)
-    if not comment:
+    if not comment or RESTORED not in comment:  # PostgreSQL's "standard public schema"
         return None
     try:
         mark = json.loads(comment)
