@@ -7,7 +7,7 @@ each other), the files `make run` keeps in PLAZA_HOME (the city's name, the staf
 secret, the first admin's key) and `manifest.json` (the city, the schema's revision and what it
 holds). pg_dump, pg_restore and psql are the embedded PostgreSQL's own (pgserver's).
 
-A restore leaves its mark for the notifier (RESTORED): the replies posted between the backup and
+A restore leaves its mark for the notifier (plaza_notifier.restores): the replies posted between the backup and
 the restore are not in the database that comes back, and the posts they answered are read again
 from the connectors' restored cursors, so until then a reply may already be in its thread."""
 
@@ -39,10 +39,6 @@ _FACTS = (
     " (SELECT count(*) FROM staff_users) AS users,"
     " (SELECT count(*) FROM api_keys) AS keys"
 )
-RESTORED: Final = "plaza-restored"
-"""The key of the restore's mark: a JSON comment on the schema, {RESTORED: when, "backup": the
-backup's made_at}, which any schema revision keeps (a table would be missing from an older
-backup's schema) and the notifier reads (plaza_notifier.restores)."""
 # Every reply not known to be posted may have gone out after the backup was taken: looked for in
 # its thread before it is sent (the path of a send whose outcome is unknown).
 _MAYBE_SENT = (
@@ -208,6 +204,8 @@ async def restore(url: str, home: Path, source: Path) -> Manifest:
     """Replaces every table of the database with the backup's, in one transaction (a restore
     that fails leaves the database as it was), and PLAZA_HOME's files with the backup's; marks
     the database as restored, and its unsent replies as maybe sent."""
+    from plaza_notifier.restores import marked_restored
+
     manifest = read_manifest(source)
     others = await running_clients(url)
     if others:
@@ -236,17 +234,11 @@ async def restore(url: str, home: Path, source: Path) -> Manifest:
             "--command=CREATE SCHEMA public",
             f"--file={script}",
             f"--command={_MAYBE_SENT}",
-            f"--command={restored_mark(manifest, datetime.now(UTC))}",
+            f"--command={marked_restored(manifest.made_at, datetime.now(UTC))}",
             f"--dbname={libpq_url(url)}",
         )
         _put_back(Path(work) / "home", home)
     return manifest
-
-
-def restored_mark(manifest: Manifest, now: datetime) -> str:
-    """The statement that marks the database as restored now from this backup."""
-    mark = json.dumps({RESTORED: now.isoformat(), "backup": manifest.made_at})
-    return "COMMENT ON SCHEMA public IS " + "'" + mark.replace("'", "''") + "'"
 
 
 def _extract(source: Path, work: Path) -> None:

@@ -14,12 +14,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 log = logging.getLogger(__name__)
 
-RESTORED: Final = "plaza-restored"  # the mark's key, as plaza_cli.backup writes it
+# The mark is a JSON comment on the schema, which any schema revision keeps (a table would be
+# missing from an older backup's schema, restored before the next start upgrades it).
+RESTORED: Final = "plaza-restored"
 # How long after a restore the posts it lost may come again: the platforms replay a stream's gap
 # for days at the most (X's recent search, 7), and a reply to an older post is a new one.
 LOOK_FOR: Final = timedelta(days=7)
 
 _MARK = text("SELECT obj_description('public'::regnamespace, 'pg_namespace')")
+
+
+def marked_restored(backup_made_at: str, now: datetime) -> str:
+    """The statement with which `plaza restore` marks the database restored now from the backup
+    made at `backup_made_at`."""
+    mark = json.dumps({RESTORED: now.isoformat(), "backup": backup_made_at})
+    return "COMMENT ON SCHEMA public IS '" + mark.replace("'", "''") + "'"
 
 
 async def restored_at(session: AsyncSession) -> datetime | None:
