@@ -873,12 +873,18 @@ async def test_a_relay_says_it_stopped(
 ) -> None:
     """A SIGTERM's stop() ends the relay with one line, leader or not, as a worker's does."""
     bus = MemoryBus()
-    leader, follower = Relay(bus, engine), Relay(bus, engine)
-    tasks = [asyncio.create_task(leader.run()), asyncio.create_task(follower.run())]
-    await asyncio.wait_for(leader.leading.wait(), 10)
+    relays = [Relay(bus, engine), Relay(bus, engine)]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    # either may win the lock: whichever connects first
+    leading = [asyncio.create_task(relay.leading.wait()) for relay in relays]
+    done, pending = await asyncio.wait(leading, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    assert done, "neither relay took the lock in 10 s"
+    assert sum(relay.leading.is_set() for relay in relays) == 1
     with caplog.at_level("INFO", logger="plaza.outbox"):
-        leader.stop()
-        follower.stop()
+        for relay in relays:
+            relay.stop()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
     stopped = [r for r in caplog.records if r.getMessage() == "outbox relay stopped"]
     assert len(stopped) == 2
