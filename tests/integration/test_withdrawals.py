@@ -4,7 +4,9 @@ the author withdraws, nothing changes twice, and a reply to it is never sent."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from plaza.city import City
@@ -31,7 +33,7 @@ from plaza.db.models import (
 from plaza.lifecycle import Command, act
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
-from plaza.withdrawals import WITHDRAWN_STATE, WITHDRAWN_TEXT
+from plaza.withdrawals import WITHDRAWN_STATE, WITHDRAWN_TEXT, Outcome, Withdrawal, withdraw
 from plaza_notifier.delivery import Delivery, enqueue
 from plaza_notifier.handler import PostReply
 from plaza_router.withdrawals import WithdrawPost
@@ -294,3 +296,53 @@ async def test_an_answer_that_reopened_the_request_leaves_its_note_and_history(
             ).scalars()
         )
     assert "citizen" in actors
+
+
+async def test_a_withdrawal_while_its_post_is_routed_waits_and_takes_the_new_report(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The router has written the post's report and request, not yet committed, when the
+    # withdrawal comes: it found no report, remembered only the ids, and the post stayed.
+    route = router(sessions)
+    routed, go_on = asyncio.Event(), asyncio.Event()
+    route_run = route._route_run
+
+    async def paused(session: AsyncSession, run: Any) -> None:
+        await route_run(session, run)
+        routed.set()
+        await go_on.wait()
+
+    monkeypatch.setattr(route, "_route_run", paused)
+    routing = asyncio.create_task(route.batch([as_event(opening("wd-race-1"))]))
+    await asyncio.wait_for(routed.wait(), 10)
+    withdrawing = asyncio.create_task(
+        WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-race-1", author_id="42")))
+    )
+    await asyncio.sleep(0.5)
+    assert not withdrawing.done()  # it waits for the post's routing to end
+    go_on.set()
+    await asyncio.wait_for(asyncio.gather(routing, withdrawing), 10)
+    request = await the_request(sessions, "wd-race-1")
+    assert request.description == WITHDRAWN_TEXT and request.address is None
+    async with sessions() as s:
+        report = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-race-1"))
+        ).scalar_one()
+    assert report.text == WITHDRAWN_TEXT and report.withdrawn_at is not None
+
+
+async def test_a_post_routed_while_its_withdrawal_is_applied_waits_and_opens_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The withdrawal found no report (the post not routed yet) and has not committed when the
+    # router reads which posts were withdrawn: the router opened the request all the same.
+    async with sessions.begin() as held:
+        w = Withdrawal("mastodon", "wd-race-2", "42", "", datetime.now(UTC))
+        assert await withdraw(held, w) is Outcome.UNKNOWN
+        routing = asyncio.create_task(router(sessions)(as_event(opening("wd-race-2"))))
+        await asyncio.sleep(0.5)
+        assert not routing.done()  # it waits for the withdrawal to end
+    await asyncio.wait_for(routing, 10)
+    async with sessions() as s:
+        found = await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-race-2"))
+        assert list(found.scalars()) == []

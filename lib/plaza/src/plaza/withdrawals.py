@@ -74,8 +74,30 @@ def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
     return True
 
 
+# A post's lock, until the transaction ends: the router takes it before it reads whether a post
+# was reported or withdrawn (lock_posts), a withdrawal before it reads the post's report. Without
+# it each missed the other's uncommitted rows: a withdrawal applied while its post was routed
+# found no report, and the router no withdrawal, and the post stayed in the records for good.
+# In one order (C collation) for every router, so that two never wait for each other.
+_LOCK_POSTS = text(
+    """
+    SELECT count(pg_advisory_xact_lock(hashtext('post:' || k)))
+    FROM (SELECT DISTINCT k COLLATE "C" AS k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1)
+        AS posts
+    """
+)
+
+
+async def lock_posts(session: AsyncSession, keys: Collection[tuple[str, str]]) -> None:
+    """Locks these posts (platform, post id) against their withdrawal, or their routing, until
+    the transaction ends. A statement of its own: the next one reads what the other committed."""
+    if keys:
+        await session.execute(_LOCK_POSTS, {"keys": [post_key(*k) for k in keys]})
+
+
 async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     """Applies one withdrawal in the caller's transaction."""
+    await lock_posts(session, [(w.platform, w.post_id)])
     report = (
         await session.execute(
             select(RequestReport)

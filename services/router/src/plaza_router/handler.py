@@ -37,6 +37,7 @@ from plaza.lifecycle import (
 from plaza.outbox import stage
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import CLOSED_STATUSES, Action, Status, reporter_of
+from plaza.withdrawals import lock_posts
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -337,9 +338,11 @@ class RoutePost:
     async def _reported(
         session: AsyncSession, keys: Sequence[tuple[str, str]]
     ) -> set[tuple[str, str]]:
-        """Which of these (platform, post id) are already a report of some request."""
+        """Which of these (platform, post id) are already a report of some request, or were
+        withdrawn; locked against a withdrawal until the transaction ends (lock_posts)."""
         if not keys:
             return set()
+        await lock_posts(session, keys)
         found = await session.execute(
             _REPORTED, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
         )
