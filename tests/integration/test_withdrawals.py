@@ -182,7 +182,7 @@ async def test_the_opening_post_withdrawn_leaves_the_request_without_its_traces(
                 select(RequestEvent.kind).where(RequestEvent.service_request_id == request.id)
             )
         ).scalars()
-        remembered = await s.get(WithdrawnPost, ("mastodon", "wd-1"))
+        remembered = await s.get(WithdrawnPost, ("mastodon", "wd-1", "mastodon:42"))
         queue_item = (
             await s.execute(
                 text("SELECT queue_item FROM service_requests WHERE id = :id"), {"id": request.id}
@@ -345,4 +345,26 @@ async def test_a_post_routed_while_its_withdrawal_is_applied_waits_and_opens_not
     await asyncio.wait_for(routing, 10)
     async with sessions() as s:
         found = await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-race-2"))
+        assert list(found.scalars()) == []
+
+
+async def test_somebody_else_withdrawing_a_post_not_yet_routed_does_not_keep_it_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A bridge names another account as the author of a post still on its way: the router then
+    # dropped the post, and its author's own deletion afterwards was taken for a repeat.
+    handler = WithdrawPost(sessions)
+    await handler(as_withdrawal(withdrawn("wd-claim-1", author_id="666"), "not-the-author-1"))
+    await router(sessions)(as_event(opening("wd-claim-1")))
+    request = await the_request(sessions, "wd-claim-1")
+    assert request.description == WORDS  # routed as if nobody had asked
+    async with sessions() as s:
+        claims = await s.execute(select(WithdrawnPost).where(WithdrawnPost.post_id == "wd-claim-1"))
+        assert list(claims.scalars()) == []  # nor is a reply to it dropped
+    # Its author's own withdrawal, sent after the stranger's, before the post was routed.
+    await handler(as_withdrawal(withdrawn("wd-claim-2", author_id="666"), "not-the-author-2"))
+    await handler(as_withdrawal(withdrawn("wd-claim-2", author_id="42"), "the-author-2"))
+    await router(sessions)(as_event(opening("wd-claim-2")))
+    async with sessions() as s:
+        found = await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-claim-2"))
         assert list(found.scalars()) == []

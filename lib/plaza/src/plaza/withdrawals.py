@@ -11,8 +11,9 @@ What goes, for the withdrawn post:
   the post (a citizen reopening by answering), with the citizen's handle as actor;
 - replies to it not yet posted (they are never sent) and the handle of the deliveries posted;
 - the events about it still in the outbox (a reply to it, the handle of a merge).
-A `withdrawn_posts` row (ids only) remembers it: a reply requested later is dropped, and the
-post arriving at the router afterwards (it was deleted before it was routed) opens nothing."""
+A `withdrawn_posts` row (ids, and who asked) remembers it: a reply requested later is dropped,
+and the post arriving at the router afterwards (it was deleted before it was routed) opens
+nothing if its author (or its platform) asked; the router forgets anybody else's claim."""
 
 from __future__ import annotations
 
@@ -63,15 +64,22 @@ class Withdrawal:
     withdrawn_at: datetime
 
 
-def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
-    """Whether the withdrawal comes from the report's author. Neither id nor handle: the
-    platform's own stream says the post is gone (only its author or the platform can delete)."""
+def asked_by(w: Withdrawal) -> str:
+    """Who asked, as reports name their authors (plaza.requests.reporter_of); empty when neither
+    id nor handle is given: the platform's own stream says the post is gone (only its author or
+    the platform can delete)."""
     if w.author_id:
-        return reporter_of(w.platform, w.author_id, "") == report.reporter
+        return reporter_of(w.platform, w.author_id, "")
     if w.author_handle:
         # Only where the post itself gave no id: a handle changes hands, an account id does not.
-        return report.reporter == reporter_of(w.platform, "", w.author_handle)
-    return True
+        return reporter_of(w.platform, "", w.author_handle)
+    return ""
+
+
+def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
+    """Whether the withdrawal comes from the report's author (or from its platform)."""
+    who = asked_by(w)
+    return not who or who == report.reporter
 
 
 # A post's lock, until the transaction ends: the router takes it before it reads whether a post
@@ -261,8 +269,15 @@ async def _scrub_outbox(
 async def _remember(session: AsyncSession, w: Withdrawal) -> None:
     await session.execute(
         insert(WithdrawnPost)
-        .values(platform=w.platform, post_id=w.post_id, withdrawn_at=w.withdrawn_at)
-        .on_conflict_do_nothing(index_elements=[WithdrawnPost.platform, WithdrawnPost.post_id])
+        .values(
+            platform=w.platform,
+            post_id=w.post_id,
+            reporter=asked_by(w),
+            withdrawn_at=w.withdrawn_at,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[WithdrawnPost.platform, WithdrawnPost.post_id, WithdrawnPost.reporter]
+        )
     )
 
 

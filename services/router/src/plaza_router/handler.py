@@ -13,6 +13,7 @@ from plaza.contracts import (
     URGENCY_URGENT,
     Envelope,
     Outgoing,
+    Post,
     PostClassified,
     ReplyRequested,
     derive_event_id,
@@ -57,16 +58,26 @@ GROUP = "plaza-router"
 # Which of these posts already have a report, or were withdrawn by their authors (deleted
 # before they were routed: they open nothing): one index lookup per post and table, in one
 # statement whose text does not change with their number (a row-value IN list was planned anew
-# for each size, and took 16 ms for 250 posts).
+# for each size, and took 16 ms for 250 posts). A withdrawal counts if its author asked (the
+# post names them now) or the platform's own stream; anybody else's claim is forgotten, so that
+# it keeps nothing out, nor a reply to the post.
 _REPORTED = text(
     """
+    WITH k AS (
+        SELECT * FROM unnest(
+            CAST(:platforms AS text[]), CAST(:posts AS text[]), CAST(:reporters AS text[])
+        ) AS k(platform, post_id, reporter)
+    ), refused AS (
+        DELETE FROM withdrawn_posts w USING k
+        WHERE w.platform = k.platform AND w.post_id = k.post_id
+          AND w.reporter NOT IN ('', k.reporter)
+    )
     SELECT r.platform, r.post_id
-    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
-    JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
+    FROM k JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
     UNION ALL
     SELECT w.platform, w.post_id
-    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
-    JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
+    FROM k JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
+    WHERE w.reporter IN ('', k.reporter)
     """
 )
 
@@ -143,7 +154,7 @@ class RoutePost:
                 if event.event_id in fresh:
                     fresh.discard(event.event_id)  # the same event twice in a batch: once
                     todo.append(event)
-            seen = await self._reported(session, [_key(e) for e in todo])
+            seen = await self._reported(session, [e.post_classified.post for e in todo])
             run: list[tuple[Envelope, NewReport]] = []
             for event in todo:
                 if _key(event) in seen:
@@ -252,7 +263,7 @@ class RoutePost:
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
         correlation = event.correlation_id or event.event_id
-        if await self._reported(session, [(post.platform, post.post_id)]):
+        if await self._reported(session, [post]):
             return  # the same post reached us twice by different channels, or was withdrawn
         report = _report(c)
         now = datetime.now(UTC)
@@ -335,16 +346,20 @@ class RoutePost:
         )
 
     @staticmethod
-    async def _reported(
-        session: AsyncSession, keys: Sequence[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """Which of these (platform, post id) are already a report of some request, or were
-        withdrawn; locked against a withdrawal until the transaction ends (lock_posts)."""
-        if not keys:
+    async def _reported(session: AsyncSession, posts: Sequence[Post]) -> set[tuple[str, str]]:
+        """Which of these posts (platform, post id) are already a report of some request, or
+        were withdrawn by their authors; locked against a withdrawal until the transaction ends
+        (lock_posts)."""
+        if not posts:
             return set()
-        await lock_posts(session, keys)
+        await lock_posts(session, [(p.platform, p.post_id) for p in posts])
         found = await session.execute(
-            _REPORTED, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
+            _REPORTED,
+            {
+                "platforms": [p.platform for p in posts],
+                "posts": [p.post_id for p in posts],
+                "reporters": [reporter_of(p.platform, p.author_id, p.author_handle) for p in posts],
+            },
         )
         return {(platform, post_id) for platform, post_id in found}
 

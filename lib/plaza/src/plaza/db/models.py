@@ -413,10 +413,14 @@ class ReplyDelivery(Base):
 
 class WithdrawnPost(Base):
     """A post its author withdrew (deleted on its platform): only its ids, so that a reply on its
-    way to it, or the post arriving late, is recognised and dropped."""
+    way to it, or the post arriving late, is recognised and dropped. `reporter`: who asked, as
+    reports name their authors (plaza.requests.reporter_of), empty where the platform's own
+    stream said so; a post not yet routed when it was asked is dropped only if it is theirs, so
+    one post may have several claims (migration 0019)."""
 
     __tablename__ = "withdrawn_posts"
 
     platform: Mapped[str] = mapped_column(String(32), primary_key=True)
     post_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    reporter: Mapped[str] = mapped_column(Text, primary_key=True, server_default="", default="")
     withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
