@@ -368,3 +368,39 @@ async def test_somebody_else_withdrawing_a_post_not_yet_routed_does_not_keep_it_
     async with sessions() as s:
         found = await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-claim-2"))
         assert list(found.scalars()) == []
+
+
+async def test_a_follow_up_placed_by_the_withdrawn_post_loses_its_address_and_point(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Someone else's answer in the thread of a resolved request opens a follow-up, placed where
+    # the request was (its answer named no place): the opening post's address and point. Its
+    # withdrawal took them out of the request and left them in the follow-up.
+    route = router(sessions)
+    await route(as_event(opening("wd-f1")))
+    request = await the_request(sessions, "wd-f1")
+    assert request.address == "Carrer de Verdi, 12, 3r 2a" and request.lat is not None
+    for action in (Action.ACKNOWLEDGE, Action.RESOLVE):
+        async with sessions.begin() as s:
+            await act(
+                s,
+                request.id,
+                Command(action, actor="manager-06", note="Arreglat"),
+                now=datetime.now(UTC),
+                sla=SlaPolicy.load(),
+                routing=RoutingTable.load(),
+                city=City.barcelona(),
+            )
+    answer = classified(
+        "wd-f2", text="El fanal torna a estar apagat", reply_to="wd-f1", author_id="77", latlon=None
+    )
+    await route(as_event(answer))
+    follow_up = await the_request(sessions, "wd-f2")
+    assert follow_up.id != request.id and follow_up.address == request.address
+
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-f1", author_id="42")))
+
+    follow_up = await the_request(sessions, "wd-f2")
+    assert (follow_up.address, follow_up.lat, follow_up.long) == (None, None, None)
+    assert follow_up.description == "El fanal torna a estar apagat"  # its own words stay
+    assert follow_up.barri_code and follow_up.district_code == request.district_code

@@ -894,6 +894,12 @@ def _placed_as(
     return placement, route
 
 
+def follow_up_of(request_id: int) -> str:
+    """How a follow-up's history begins, naming the request it follows (plaza.withdrawals finds
+    the follow-ups placed where a withdrawn post was by it)."""
+    return f"follow-up of #{request_id} "
+
+
 async def open_follow_up(
     session: AsyncSession,
     request: ServiceRequest,
@@ -933,7 +939,7 @@ async def open_follow_up(
         session,
         follow_up.id,
         actor="router",
-        note=f"follow-up of #{request.id} ({status}), answered in its thread",
+        note=f"{follow_up_of(request.id)}({status}), answered in its thread",
         public=False,
         now=now,
     )

@@ -6,7 +6,7 @@ What goes, for the withdrawn post:
 - its report: text (a fixed sentence instead), handle, reporter, exact point;
 - the request it opened, if it did: description (the same sentence), handle, its public URL,
   photos, address, and its point, which falls back to another report's if one has a point
-  (otherwise only the district and barri stay);
+  (otherwise only the district and barri stay), and the same in its follow-ups placed by it;
 - the request's public status note, and its audit trail's notes and snapshots, where they quote
   the post (a citizen reopening by answering), with the citizen's handle as actor;
 - replies to it not yet posted (they are never sent) and the handle of the deliveries posted;
@@ -38,7 +38,7 @@ from plaza.db.models import (
     ServiceRequest,
     WithdrawnPost,
 )
-from plaza.lifecycle import snapshot
+from plaza.lifecycle import follow_up_of, snapshot
 from plaza.requests import reporter_of
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: With
             .limit(1)
         )
     ).first()
+    placed = (request.address, request.lat, request.long)
     request.description = WITHDRAWN_TEXT
     request.source_author_handle = ""
     request.source_public_url = None
@@ -194,6 +195,56 @@ async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: With
     request.address = None
     request.lat, request.long = (other[0], other[1]) if other is not None else (None, None)
     request.withdrawn_at = w.withdrawn_at
+    await _replace_in_follow_ups(session, request, placed, w)
+
+
+async def _replace_in_follow_ups(
+    session: AsyncSession,
+    request: ServiceRequest,
+    placed: tuple[str | None, float | None, float | None],
+    w: Withdrawal,
+) -> None:
+    """A follow-up whose answer named no place was placed where the request was, by the post
+    now withdrawn: its address and point follow the request's (those its other reports give,
+    or none). Those it got from its own answer stay."""
+    address, lat, long = placed
+    if address is None and (lat is None or long is None):
+        return
+    follow_ups = (
+        await session.execute(
+            select(ServiceRequest)
+            .join(RequestEvent, RequestEvent.service_request_id == ServiceRequest.id)
+            .where(
+                RequestEvent.actor == "router",
+                RequestEvent.note.startswith(follow_up_of(request.id), autoescape=True),
+            )
+            .order_by(ServiceRequest.id)
+            .with_for_update(of=ServiceRequest, key_share=True)
+        )
+    ).scalars()
+    for follow_up in follow_ups:
+        moved = False
+        if address is not None and follow_up.address == address:
+            follow_up.address, moved = request.address, True
+        if lat is not None and (follow_up.lat, follow_up.long) == (lat, long):
+            follow_up.lat, follow_up.long, moved = request.lat, request.long, True
+        if not moved:
+            continue
+        follow_up.version += 1
+        follow_up.updated_datetime = w.withdrawn_at
+        session.add(
+            RequestEvent(
+                service_request_id=follow_up.id,
+                version=follow_up.version,
+                kind="withdrawn",
+                actor="citizen",
+                at=w.withdrawn_at,
+                before={},
+                after={},
+                note=f"{w.platform}:{w.post_id}",
+                public=False,
+            )
+        )
 
 
 # The audit trail quotes a post where a citizen's answer reopened the request: the note, the
