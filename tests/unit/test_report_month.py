@@ -30,6 +30,9 @@ def test_a_month_begins_and_ends_at_local_midnight_across_the_clock_change() -> 
         ("10/2026", "is not a month as YYYY-MM"),
         ("2026-1", "is not a month as YYYY-MM"),
         ("2026-12", "has not begun (today is 2026-11-27 in Europe/Madrid)"),
+        # year 0 is no year of Python's calendar: "year 0 is out of range", naming no month
+        ("0000-01", "month '0000-01' is before 1970"),
+        ("２０２６-10", "is not a month as YYYY-MM"),  # full-width digits
     ],
 )
 def test_a_month_that_cannot_be_reported_says_why(value: str, says: str) -> None:
@@ -47,3 +50,9 @@ def test_the_last_month_is_the_citys_previous_one() -> None:
     assert str(Month.last(BARCELONA, now=datetime(2026, 1, 15, tzinfo=UTC))) == "2025-12"
     # 23:30 UTC on 31 January is 1 February in Barcelona: January is the last month
     assert str(Month.last(BARCELONA, now=datetime(2026, 1, 31, 23, 30, tzinfo=UTC))) == "2026-01"
+
+
+def test_a_month_of_year_one_is_refused_in_a_city_east_of_greenwich() -> None:
+    # Its start in UTC falls in year 0, which the database driver could not send: a 500.
+    with pytest.raises(ValueError, match=re.escape("month '0001-01' is before 1970")):
+        Month.parse("0001-01", ZoneInfo("Asia/Tokyo"), now=NOW)

@@ -31,7 +31,10 @@ ALL: Final = "all"
 """The district_code or service_code of a total row: a district's services, or the city's."""
 
 _ALL_SERVICES: Final = {"ca": "Tots els serveis", "es": "Todos los servicios", "en": "All services"}
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
+# No request is older (Plaza stores instants from the Unix epoch on): an earlier year's month
+# is a typing slip, and year 0 or 1 no instant the database driver can send.
+_FIRST_YEAR = 1970
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,12 @@ class Month:
     @classmethod
     def parse(cls, value: str, zone: ZoneInfo, *, now: datetime | None = None) -> Month:
         """ "2026-10" in the city's zone. ValueError saying what is wrong with the value: not
-        YYYY-MM, no such month, or a month that has not begun."""
+        YYYY-MM, no such month, one before 1970, or a month that has not begun."""
         match = _MONTH.fullmatch(value.strip())
         if match is None or not 1 <= int(match[2]) <= 12:
             raise ValueError(f"month {value!r} is not a month as YYYY-MM, such as 2026-10")
+        if int(match[1]) < _FIRST_YEAR:
+            raise ValueError(f"month {value.strip()!r} is before {_FIRST_YEAR}")
         month = cls(int(match[1]), int(match[2]), zone)
         today = (now or datetime.now(UTC)).astimezone(zone).date()
         if month.start.date() > today:
