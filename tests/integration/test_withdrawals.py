@@ -404,3 +404,58 @@ async def test_a_follow_up_placed_by_the_withdrawn_post_loses_its_address_and_po
     assert (follow_up.address, follow_up.lat, follow_up.long) == (None, None, None)
     assert follow_up.description == "El fanal torna a estar apagat"  # its own words stay
     assert follow_up.barri_code and follow_up.district_code == request.district_code
+
+
+async def test_a_reply_posted_to_the_withdrawn_post_keeps_no_mention_of_its_author(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Mastodon's replies begin with their author's handle: the deliveries lost the handle's
+    # column, while the reply's text, in the manager API's replies too, kept it.
+    await router(sessions)(as_event(opening("wd-m1")))
+    request = await the_request(sessions, "wd-m1")
+    posted = f"{MARTA} Hem rebut la incidència #{request.id}"
+    async with sessions.begin() as s:
+        await enqueue(
+            s,
+            Delivery(
+                reply_id="ack-wd-m1",
+                service_request_id=request.id,
+                kind="acknowledged",
+                language="ca",
+                platform="mastodon",
+                in_reply_to_post_id="wd-m1",
+                author_handle=MARTA,
+                text=posted,
+                photo_url=None,
+                correlation_id="c",
+            ),
+            datetime.now(UTC),
+        )
+        await s.execute(
+            text("UPDATE reply_deliveries SET state = 'posted' WHERE reply_id = 'ack-wd-m1'")
+        )
+        s.add(
+            Reply(
+                reply_id="ack-wd-m1",
+                service_request_id=request.id,
+                kind="acknowledged",
+                language="ca",
+                platform="mastodon",
+                channel="mastodon",
+                in_reply_to_post_id="wd-m1",
+                text=posted,
+                remote_id="109",
+                posted_at=datetime.now(UTC),
+            )
+        )
+    assert await traces(sessions, "marta.withdraws")
+
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-m1", author_id="42")))
+
+    assert await traces(sessions, "marta.withdraws") == {}
+    async with sessions() as s:
+        reply = await s.get(Reply, "ack-wd-m1")
+        delivery = await s.get(ReplyDelivery, "ack-wd-m1")
+    assert reply is not None and delivery is not None
+    assert reply.text == delivery.body == f"Hem rebut la incidència #{request.id}"
+    assert delivery.state == "posted"

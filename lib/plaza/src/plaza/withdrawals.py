@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from sqlalchemy import Text, bindparam, select, text, update
+from sqlalchemy import Text, and_, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -334,8 +334,8 @@ async def _remember(session: AsyncSession, w: Withdrawal) -> None:
 
 async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
     """Replies to the post not yet posted are never sent (the platform would refuse an answer
-    to a deleted post anyway); the handle leaves every delivery. One being sent right now is
-    left to finish."""
+    to a deleted post anyway); the handle leaves every delivery, and the text of those posted.
+    One being sent right now is left to finish."""
     answering = (
         ReplyDelivery.platform == w.platform,
         ReplyDelivery.in_reply_to_post_id == w.post_id,
@@ -346,11 +346,37 @@ async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
         # its words name the author: never posted, they are nobody's record
         .values(state=WITHDRAWN_STATE, author_handle="", body="", updated_at=w.withdrawn_at)
     )
+    # A reply posted begins with the handle where its platform mentions its author (Mastodon):
+    # the recorded reply and its delivery keep what the city said, without the mention.
+    await session.execute(_UNMENTION_REPLIES, {"platform": w.platform, "post_id": w.post_id})
     await session.execute(
         update(ReplyDelivery)
         .where(*answering, ReplyDelivery.state != "sending")
-        .values(author_handle="")
+        .values(
+            body=case(
+                (
+                    and_(
+                        ReplyDelivery.author_handle != "",
+                        func.starts_with(ReplyDelivery.body, ReplyDelivery.author_handle + " "),
+                    ),
+                    func.substr(ReplyDelivery.body, func.length(ReplyDelivery.author_handle) + 2),
+                ),
+                else_=ReplyDelivery.body,
+            ),
+            author_handle="",
+        )
     )
+
+
+_UNMENTION_REPLIES = text(
+    """
+    UPDATE replies r SET text = substr(r.text, length(d.author_handle) + 2)
+    FROM reply_deliveries d
+    WHERE d.reply_id = r.reply_id AND d.platform = :platform AND d.in_reply_to_post_id = :post_id
+      AND d.state <> 'sending' AND d.author_handle <> ''
+      AND starts_with(r.text, d.author_handle || ' ')
+    """
+)
 
 
 # Which of these (platform, post id) were withdrawn: one statement whatever their number.
