@@ -459,3 +459,23 @@ async def test_a_reply_posted_to_the_withdrawn_post_keeps_no_mention_of_its_auth
     assert reply is not None and delivery is not None
     assert reply.text == delivery.body == f"Hem rebut la incidència #{request.id}"
     assert delivery.state == "posted"
+
+
+@pytest.mark.parametrize(
+    "deleted_at", [datetime(2099, 1, 1, tzinfo=UTC), datetime(1971, 1, 1, tzinfo=UTC)]
+)
+async def test_a_withdrawal_dated_by_a_wrong_clock_moves_no_request_in_time(
+    sessions: async_sessionmaker[AsyncSession], deleted_at: datetime
+) -> None:
+    # A bridge's deleted_at became the request's updated_datetime as it was: 2099 put it first
+    # in every list sorted by its last change, 1971 last, behind its own creation.
+    post_id = f"wd-clock-{deleted_at.year}"
+    await router(sessions)(as_event(opening(post_id)))
+    before = await the_request(sessions, post_id)
+    body = withdrawn(post_id, author_id="42")
+    body.withdrawn_at.CopyFrom(ts(deleted_at))
+    await WithdrawPost(sessions)(as_withdrawal(body))
+    after = await the_request(sessions, post_id)
+    assert after.description == WITHDRAWN_TEXT
+    assert before.updated_datetime <= after.updated_datetime <= datetime.now(UTC)
+    assert after.withdrawn_at is not None and after.withdrawn_at <= datetime.now(UTC)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -104,7 +104,10 @@ async def lock_posts(session: AsyncSession, keys: Collection[tuple[str, str]]) -
 
 
 async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
-    """Applies one withdrawal in the caller's transaction."""
+    """Applies one withdrawal in the caller's transaction. A deletion dated ahead (a bridge's
+    clock) is dated now, and no request's last change moves back to an older one."""
+    if w.withdrawn_at > (now := datetime.now(UTC)):
+        w = replace(w, withdrawn_at=now)
     await lock_posts(session, [(w.platform, w.post_id)])
     report = (
         await session.execute(
@@ -147,7 +150,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
         if words and request.status_notes == words:
             request.status_notes = WITHDRAWN_TEXT
         request.version += 1
-        request.updated_datetime = w.withdrawn_at
+        request.updated_datetime = max(request.updated_datetime, w.withdrawn_at)
         await _scrub_history(session, request.id, words, handle)
         after = snapshot(request)
         session.add(
@@ -231,7 +234,7 @@ async def _replace_in_follow_ups(
         if not moved:
             continue
         follow_up.version += 1
-        follow_up.updated_datetime = w.withdrawn_at
+        follow_up.updated_datetime = max(follow_up.updated_datetime, w.withdrawn_at)
         session.add(
             RequestEvent(
                 service_request_id=follow_up.id,
