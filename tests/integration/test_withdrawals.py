@@ -33,7 +33,15 @@ from plaza.db.models import (
 from plaza.lifecycle import Command, act
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
-from plaza.withdrawals import WITHDRAWN_STATE, WITHDRAWN_TEXT, Outcome, Withdrawal, withdraw
+from plaza.withdrawals import (
+    POST_LOCKS,
+    WITHDRAWN_STATE,
+    WITHDRAWN_TEXT,
+    Outcome,
+    Withdrawal,
+    lock_posts,
+    withdraw,
+)
 from plaza_notifier.delivery import Delivery, enqueue
 from plaza_notifier.handler import PostReply
 from plaza_router.withdrawals import WithdrawPost
@@ -479,3 +487,21 @@ async def test_a_withdrawal_dated_by_a_wrong_clock_moves_no_request_in_time(
     assert after.description == WITHDRAWN_TEXT
     assert before.updated_datetime <= after.updated_datetime <= datetime.now(UTC)
     assert after.withdrawn_at is not None and after.withdrawn_at <= datetime.now(UTC)
+
+
+async def test_a_batch_of_posts_holds_a_bounded_number_of_locks(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A lock per post: a router's batch of 1,000 held 1,000 of the lock table's slots (64 per
+    # connection by default, shared), and a few routers ran PostgreSQL out of shared memory.
+    async with sessions.begin() as s:
+        await lock_posts(s, [("mastodon", f"batch-{i}") for i in range(1000)])
+        held = (
+            await s.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND pid = pg_backend_pid()"
+                )
+            )
+        ).scalar_one()
+    assert 0 < held <= POST_LOCKS

@@ -86,12 +86,18 @@ def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
 # was reported or withdrawn (lock_posts), a withdrawal before it reads the post's report. Without
 # it each missed the other's uncommitted rows: a withdrawal applied while its post was routed
 # found no report, and the router no withdrawal, and the post stayed in the records for good.
-# In one order (C collation) for every router, so that two never wait for each other.
+# One of POST_LOCKS locks per post, by its key's hash: a router's batch of 1,000 posts holds at
+# most that many of PostgreSQL's lock slots (64 per connection by default, shared), not 1,000; a
+# withdrawal may wait for a batch without its post, a few milliseconds. In one order for every
+# router, so that two never wait for each other.
+POST_LOCKS: Final = 256
 _LOCK_POSTS = text(
-    """
-    SELECT count(pg_advisory_xact_lock(hashtext('post:' || k)))
-    FROM (SELECT DISTINCT k COLLATE "C" AS k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1)
-        AS posts
+    f"""
+    SELECT count(pg_advisory_xact_lock(hashtext('plaza.posts'), b))
+    FROM (
+        SELECT DISTINCT hashtext(k) & {POST_LOCKS - 1} AS b
+        FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1
+    ) AS posts
     """
 )
 
