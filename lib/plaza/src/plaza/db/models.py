@@ -416,7 +416,7 @@ class WithdrawnPost(Base):
     way to it, or the post arriving late, is recognised and dropped. `reporter`: who asked, as
     reports name their authors (plaza.requests.reporter_of), empty where the platform's own
     stream said so; a post not yet routed when it was asked is dropped only if it is theirs, so
-    one post may have several claims (migration 0019)."""
+    one post may have several claims (migration 0018)."""
 
     __tablename__ = "withdrawn_posts"
 
