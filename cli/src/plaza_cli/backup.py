@@ -258,10 +258,17 @@ def _extract(source: Path, work: Path) -> None:
 
 
 def _put_back(kept: Path, home: Path) -> None:
-    """PLAZA_HOME's files as the backup has them, readable by their owner only."""
+    """PLAZA_HOME's files as the backup has them, readable by their owner only. Each is
+    written beside its place and renamed over it: a crash leaves the old file or the new one,
+    never an empty jwt_secret or admin_key."""
     home.mkdir(parents=True, exist_ok=True)
     for name in HOME_FILES:
         if (kept / name).is_file():
-            fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            content = (kept / name).read_bytes()
+            partial = home / f".{name}.restoring"
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                out.write((kept / name).read_bytes())
+                out.write(content)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, home / name)
