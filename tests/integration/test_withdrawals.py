@@ -505,3 +505,84 @@ async def test_a_batch_of_posts_holds_a_bounded_number_of_locks(
             )
         ).scalar_one()
     assert 0 < held <= POST_LOCKS
+
+
+class _WithdrawnWhileSending:
+    """A Mastodon channel whose post is deleted, and the deletion applied, while the city's
+    reply to it is on its way (the delivery is "sending": the withdrawal leaves it alone)."""
+
+    platform = "mastodon"
+    mention_author = True
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], post_id: str) -> None:
+        self.sessions, self.post_id = sessions, post_id
+        self.sent: list[str] = []
+
+    async def post(self, reply: Any) -> Any:
+        from plaza_notifier.channels import PostedReply
+
+        async with self.sessions() as s:
+            state = (
+                await s.execute(
+                    select(ReplyDelivery.state).where(ReplyDelivery.reply_id == reply.reply_id)
+                )
+            ).scalar_one()
+        assert state == "sending"
+        await WithdrawPost(self.sessions)(as_withdrawal(withdrawn(self.post_id, author_id="42")))
+        self.sent.append(reply.text)
+        return PostedReply(remote_id="110", public_url="https://bcn.social/@bcn/110")
+
+    async def find(self, reply: Any) -> Any:
+        return None
+
+
+async def test_a_reply_being_sent_when_its_post_is_withdrawn_keeps_no_mention_once_posted(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The withdrawal leaves a reply being sent to finish; once it was posted, its recorded
+    # text, its delivery and its reply-posted event kept "@marta… " at their start.
+    from plaza_notifier.delivery import Deliverer, DeliveryPolicy
+
+    await router(sessions)(as_event(opening("wd-s1")))
+    request = await the_request(sessions, "wd-s1")
+    said = f"Hem rebut la incidència #{request.id}"
+    async with sessions.begin() as s:
+        await enqueue(
+            s,
+            Delivery(
+                reply_id="ack-wd-s1",
+                service_request_id=request.id,
+                kind="acknowledged",
+                language="ca",
+                platform="mastodon",
+                in_reply_to_post_id="wd-s1",
+                author_handle=MARTA,
+                text=f"{MARTA} {said}",
+                photo_url=None,
+                correlation_id="c",
+            ),
+            datetime.now(UTC),
+        )
+    channel = _WithdrawnWhileSending(sessions, "wd-s1")
+    policy = DeliveryPolicy(base_delay=0.05, max_delay=0.2, poll_interval=0.05)
+    assert await Deliverer(sessions, {"mastodon": channel}, policy).deliver_due() == 1  # type: ignore[dict-item]
+
+    assert channel.sent == [f"{MARTA} {said}"]  # it had gone out with the mention
+    async with sessions() as s:
+        reply = await s.get(Reply, "ack-wd-s1")
+        delivery = await s.get(ReplyDelivery, "ack-wd-s1")
+        report = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-s1"))
+        ).scalar_one()
+    assert report.withdrawn_at is not None
+    assert reply is not None and delivery is not None
+    assert (delivery.state, delivery.remote_id) == ("posted", "110")
+    assert reply.text == delivery.body == said
+    assert delivery.author_handle == ""
+    [event] = [
+        e
+        for e in await outbox(sessions, "reply-posted.v1")
+        if e.reply_posted.reply_id == "ack-wd-s1"
+    ]
+    assert event.reply_posted.text == said
+    assert await traces(sessions, "marta.withdraws") == {}

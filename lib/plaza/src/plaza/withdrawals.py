@@ -344,7 +344,8 @@ async def _remember(session: AsyncSession, w: Withdrawal) -> None:
 async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
     """Replies to the post not yet posted are never sent (the platform would refuse an answer
     to a deleted post anyway); the handle leaves every delivery, and the text of those posted.
-    One being sent right now is left to finish."""
+    One being sent right now is left to finish: the notifier takes the mention out as it
+    records it posted (plaza_notifier.delivery)."""
     answering = (
         ReplyDelivery.platform == w.platform,
         ReplyDelivery.in_reply_to_post_id == w.post_id,
@@ -428,3 +429,25 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
     )
     found = await session.execute(reported.union(answered))
     return set(found.scalars())
+
+
+async def was_withdrawn(session: AsyncSession, platform: str, post_id: str) -> bool:
+    """Whether this post was withdrawn: its report says so, or, a post with no report (a
+    thanks's, or one withdrawn before it was routed), a withdrawal of it is remembered."""
+    report = (
+        await session.execute(
+            select(RequestReport.withdrawn_at).where(
+                RequestReport.platform == platform, RequestReport.post_id == post_id
+            )
+        )
+    ).first()
+    if report is not None:
+        return report.withdrawn_at is not None
+    return bool(await withdrawn_of(session, [(platform, post_id)]))
+
+
+def unmentioned(text: str, handle: str) -> str:
+    """A reply's words without the mention of its author that begins it (Mastodon's), as
+    _UNMENTION_REPLIES leaves a posted reply to a withdrawn post."""
+    mention = handle + " "
+    return text[len(mention) :] if handle and text.startswith(mention) else text

@@ -41,7 +41,7 @@ from plaza.contracts import (
 )
 from plaza.db.models import Reply, ReplyDelivery, RequestReport
 from plaza.outbox import stage
-from plaza.withdrawals import WITHDRAWN_STATE
+from plaza.withdrawals import WITHDRAWN_STATE, lock_posts, unmentioned, was_withdrawn
 from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -394,6 +394,16 @@ class Deliverer:
         d = claim.delivery
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
+            # The post's lock before the delivery's row, as a withdrawal takes them: a
+            # withdrawal applied while this reply was being sent left it alone (it was
+            # "sending"), so the handle leaves it here.
+            answered = (d.platform, d.in_reply_to_post_id)
+            await lock_posts(session, [answered])
+            text = d.text
+            scrub: dict[str, object] = {}
+            if await was_withdrawn(session, *answered):
+                text = unmentioned(text, d.author_handle)
+                scrub = {"author_handle": "", "body": text}
             mine = await self._fenced(
                 session,
                 claim,
@@ -401,6 +411,7 @@ class Deliverer:
                 remote_id=posted.remote_id,
                 public_url=posted.public_url or None,
                 last_error=None,
+                **scrub,
             )
             if not mine:
                 return
@@ -414,7 +425,7 @@ class Deliverer:
                     platform=d.platform,
                     channel=d.platform,
                     in_reply_to_post_id=d.in_reply_to_post_id,
-                    text=d.text,
+                    text=text,
                     remote_id=posted.remote_id,
                     posted_at=now,
                 )
@@ -426,7 +437,7 @@ class Deliverer:
                 service_request_id=rid,
                 platform=d.platform,
                 channel=d.platform,
-                text=d.text,
+                text=text,
                 remote_id=posted.remote_id,
                 public_url=posted.public_url,
                 posted_at=timestamp(now),
