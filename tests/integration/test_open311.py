@@ -15,7 +15,7 @@ import pytest
 from georeport import GeoReport
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
-from plaza.contracts import TOPICS, Post, PostReceived, decode, envelope
+from plaza.contracts import TOPICS, Envelope, Post, PostReceived, decode, envelope, timestamp
 from plaza.db.models import Open311Submission, ServiceRequest
 from plaza.lifecycle import Command, act, add_note
 from plaza.policy import RoutingTable, SlaPolicy
@@ -645,6 +645,97 @@ async def test_the_street_a_post_names_is_its_requests_address_unless_it_gave_on
         headers={"Authorization": f"Bearer {city_hall}"},
     )
     assert detail.json()["address"] == "Carrer d'Aragó 250"
+
+
+async def _posted_then_told(
+    sessions: async_sessionmaker[AsyncSession],
+    address_string: str,
+    text: str,
+    *,
+    batched: bool = False,
+) -> list[ServiceRequest]:
+    """A citizen POSTs a report without a point at `address_string`; a neighbour then posts
+    `text` on Mastodon, without a point either. Both go through the classifier and the router
+    (each in a batch of its own when `batched`); the requests, in order."""
+    bus = MemoryBus()
+    await bus.start()
+    classify, route = ClassifyPost(City.barcelona()), router(sessions)
+
+    async def routed(received: Envelope) -> None:
+        [out] = await classify(received)
+        assert out.envelope.post_classified.service_code == "cleaning", out.envelope
+        assert not out.envelope.post_classified.placement.barri_code  # a street places none
+        if batched:
+            await route.batch([out.envelope])
+        else:
+            await route(out.envelope)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_ingest(bus)), base_url="http://ingest"
+    ) as ingest:
+        civic = await new_key(sessions, Role.CIVIC_DEVELOPER, name="bcn-app")
+        async with client(gateway(sessions, ingest)) as api:
+            posted = await api.post(
+                "/open311/v2/requests.json",
+                data={
+                    "api_key": civic,
+                    "service_code": "cleaning",
+                    "address_string": address_string,
+                    "description": "Contenidors plens, les bosses per terra",
+                    "attribute[language]": "ca",
+                },
+            )
+            assert posted.status_code == 201, posted.text
+    consumer = await bus.subscribe("test", [TOPICS.POST_RECEIVED.topic])
+    [record] = await consumer.fetch(10, 5.0)
+    await routed(decode(record.topic, record.value))
+    await bus.close()
+    post = Post(
+        platform="mastodon",
+        post_id="told",
+        author_handle="@veina@bcn.social",
+        text=text,
+        created_at=timestamp(datetime.now(UTC)),
+    )
+    told = envelope(PostReceived(post=post), key="told", event_id="told", correlation_id="told")
+    await routed(told.envelope)
+    async with sessions() as s:
+        return list((await s.execute(select(ServiceRequest).order_by(ServiceRequest.id))).scalars())
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_posted_address_and_a_post_naming_the_same_door_are_one_request(
+    sessions: async_sessionmaker[AsyncSession], api: httpx.AsyncClient, batched: bool
+) -> None:
+    """The duplicate search by address compared the addresses as written: a POSTed
+    "Calle Aragón, 250, 2º 1ª" and a later post naming "c/ Aragó 250" became two requests for
+    one door. Both are now read by the street register, and the request keeps the address its
+    citizen wrote (published without the floor and door)."""
+    [request] = await _posted_then_told(
+        sessions,
+        "Calle Aragón, 250, 2º 1ª",
+        "El contenidor d'escombraries de c/ Aragó 250 està ple i fa pudor",
+        batched=batched,
+    )
+    assert request.source_platform == "open311" and request.reporters_count == 2
+    assert (request.address, request.address_key) == ("Calle Aragón, 250, 2º 1ª", "018505 250")
+    [published] = (await api.get(f"/open311/v2/requests/{request.id}.json")).json()
+    assert published["address"] == "Calle Aragón, 250"
+
+
+async def test_a_posted_address_and_a_post_at_a_door_far_along_the_street_are_two_requests(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two doors of one street 150 numbers apart are two places, however alike the words."""
+    requests = await _posted_then_told(
+        sessions,
+        "c/ Aragó 250",
+        "El contenidor d'escombraries de c/ Aragó 400 està ple i fa pudor",
+    )
+    assert [(r.address, r.address_key, r.reporters_count) for r in requests] == [
+        ("c/ Aragó 250", "018505 250", 1),
+        ("Carrer d'Aragó 400", "018505 400", 1),
+    ]
 
 
 async def test_a_post_is_read_as_utf_8_with_every_attribute(

@@ -49,6 +49,16 @@ async def test_an_upgrade_from_an_old_schema_keeps_every_row_and_fills_what_it_a
         classified("p2", latlon=near, author="@Veina@bcn.social"),  # merged into p1's
         classified("p3", district="07", barri="32", latlon=(41.4245, 2.1711), urgent=True),
         classified("p4", service_code="graffiti", text="Pintades a la paret de l'escola"),
+        # an address and its key (0019's backfill keys the open requests as the router does)
+        classified(
+            "p6",
+            service_code="cleaning",
+            text="Contenidors plens",
+            district="",
+            barri="",
+            latlon=None,
+            address="Calle Aragón, 250, 2º 1ª",
+        ),
     ):
         await route(as_event(body))
     async with sessions.begin() as s:
@@ -61,12 +71,13 @@ async def test_an_upgrade_from_an_old_schema_keeps_every_row_and_fills_what_it_a
             text("INSERT INTO connector_cursors (connector, cursor) VALUES ('mastodon', '1093')")
         )
     before = await snapshot(sessions)
-    assert len(before["service_requests"]) == 3 and len(before["request_reports"]) == 4
+    assert len(before["service_requests"]) == 4 and len(before["request_reports"]) == 5
+    assert any("'018505 250'" in row for row in before["service_requests"])
 
     await downgrade(database_url, OLDEST)
     async with sessions() as s:
         assert await s.scalar(text("SELECT version_num FROM alembic_version")) == OLDEST
-        assert await s.scalar(text("SELECT count(*) FROM request_reports")) == 4
+        assert await s.scalar(text("SELECT count(*) FROM request_reports")) == 5
     await upgrade(database_url)
 
     assert await snapshot(sessions) == before
@@ -75,7 +86,7 @@ async def test_an_upgrade_from_an_old_schema_keeps_every_row_and_fills_what_it_a
     await route(as_event(classified("p1")))
     await route(as_event(classified("p5", latlon=near)))
     async with sessions() as s:
-        assert await s.scalar(text("SELECT count(*) FROM service_requests")) == 3
+        assert await s.scalar(text("SELECT count(*) FROM service_requests")) == 4
         merged = await s.scalar(
             text("SELECT reporters_count FROM service_requests WHERE source_post_id = 'p1'")
         )

@@ -167,6 +167,8 @@ async def test_the_opening_post_withdrawn_leaves_the_request_without_its_traces(
     assert request.description == WITHDRAWN_TEXT
     assert request.media_urls == [] and request.media_url is None
     assert request.address is None and request.source_public_url is None
+    # nor is it found at that door by the duplicate search (its key, "356803 12", is gone too)
+    assert request.address_key is None
     assert request.source_author_handle == ""
     # Its place: the other report's point; its district and barri stay.
     assert (request.lat, request.long) == NEARBY
@@ -405,11 +407,13 @@ async def test_a_follow_up_placed_by_the_withdrawn_post_loses_its_address_and_po
     await route(as_event(answer))
     follow_up = await the_request(sessions, "wd-f2")
     assert follow_up.id != request.id and follow_up.address == request.address
+    assert follow_up.address_key == request.address_key == "356803 12"  # Carrer de Verdi 12
 
     await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-f1", author_id="42")))
 
     follow_up = await the_request(sessions, "wd-f2")
     assert (follow_up.address, follow_up.lat, follow_up.long) == (None, None, None)
+    assert follow_up.address_key is None
     assert follow_up.description == "El fanal torna a estar apagat"  # its own words stay
     assert follow_up.barri_code and follow_up.district_code == request.district_code
 

@@ -155,3 +155,41 @@ def test_a_city_file_names_barcelonas_register() -> None:
     barcelona = City.from_config(ROOT / "deploy/cities/barcelona.toml")
     assert found(barcelona, "c/ Aragó, 250") == "Carrer d'Aragó 250"
     assert found(barcelona, "Brutícia a Sant Antoni 12 dies seguits") is None
+
+
+# --- an address's canonical key ---------------------------------------------------------------
+
+ARAGO_250 = "018505 250"  # Carrer d'Aragó's code in the register, and the door
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Carrer d'Aragó 250",
+        "carrer d'arago 250",  # no accent, no capitals
+        "c/ Aragó 250",
+        "C. Aragó, nº 250",
+        "Calle Aragón, 250",  # Spanish
+        "Calle Aragón, 250, 2º 1ª",  # and a floor and door
+        "Carrer d'Aragó 250, 3r 2a, 08009 Barcelona",
+        "Aragó Street 250",  # English
+        "250 Aragó Street",
+    ],
+)
+def test_one_door_has_one_key_however_it_is_written(address: str) -> None:
+    streets = City.barcelona().streets
+    assert streets is not None
+    assert streets.key(address) == ARAGO_250, address
+
+
+def test_a_key_tells_doors_and_streets_apart_and_is_none_for_what_the_register_cannot_read() -> (
+    None
+):
+    streets = City.barcelona().streets
+    assert streets is not None
+    assert streets.key("Carrer d'Aragó 252") == "018505 252"  # the next door is another key
+    assert streets.key("Carrer de Mallorca 250") not in (None, ARAGO_250)
+    assert streets.key("Calle Aragón") == streets.key("Carrer d'Aragó") == "018505"  # no number
+    assert streets.key("Carrer d'Aragó 250") != streets.key("Carrer d'Aragó")
+    for unread in ("Somewhere 12", "Plaça de la Vila 3", "3r 2a", "", None):
+        assert streets.key(unread) is None, unread

@@ -97,6 +97,9 @@ class NewReport:
     lat: float | None = None
     long: float | None = None
     address: str | None = None
+    # The address's canonical key by the city's street register (plaza.city.streets.address_key),
+    # which the duplicate search compares; None when the register cannot read it, or no register.
+    address_key: str | None = None
     public_url: str | None = None
     channel: str = ""
     media_urls: Sequence[str] = ()
@@ -323,6 +326,7 @@ async def open_request(
         "expected_datetime": deadlines.resolve_by,
         "ack_due_at": deadlines.acknowledge_by,
         "address": report.address,
+        "address_key": report.address_key,
         "lat": report.lat,
         "long": report.long,
         "media_url": report.media_urls[0] if report.media_urls else None,
@@ -921,7 +925,7 @@ async def open_follow_up(
     if report.lat is None or report.long is None:
         located = replace(report, lat=request.lat, long=request.long)
     if not located.address and request.address:
-        located = replace(located, address=request.address)
+        located = replace(located, address=request.address, address_key=request.address_key)
     follow_up = await open_request(
         session,
         located,

@@ -201,7 +201,7 @@ async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: With
     request.source_public_url = None
     request.media_url = None
     request.media_urls = []
-    request.address = None
+    request.address = request.address_key = None
     request.lat, request.long = (other[0], other[1]) if other is not None else (None, None)
     request.withdrawn_at = w.withdrawn_at
     await _replace_in_follow_ups(session, request, placed, w)
@@ -235,6 +235,7 @@ async def _replace_in_follow_ups(
         moved = False
         if address is not None and follow_up.address == address:
             follow_up.address, moved = request.address, True
+            follow_up.address_key = request.address_key
         if lat is not None and (follow_up.lat, follow_up.long) == (lat, long):
             follow_up.lat, follow_up.long, moved = request.lat, request.long, True
         if not moved:

@@ -5,7 +5,9 @@ Close by is within a radius of a report's point; without a point, in the same ba
 similar text, or at the same address. Two addresses of the city's street register (a post's
 own, or the street and number its text names) tell more than the texts: the same street and
 number is the same place whatever the words, another street or numbers far apart
-(FAR_NUMBERS) is another place however alike the words."""
+(FAR_NUMBERS) is another place however alike the words. The open requests at an address are
+searched by its canonical key (plaza.city.streets.address_key, the street's code and number),
+not by its words: "c/ Aragó 250" and "Calle Aragón, 250, 2º 1ª" are one door."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from plaza.city import fold
-from plaza.city.streets import Streets
+from plaza.city.streets import Streets, address_key
 from plaza.db.models import ServiceRequest
 from plaza.requests import OPEN_STATUSES
 from plaza.subjects import different_problems
@@ -126,6 +128,8 @@ class Candidate(Protocol):
     def description(self) -> str: ...
     @property
     def address(self) -> str | None: ...
+    @property
+    def address_key(self) -> str | None: ...
 
 
 Spot = tuple[str, int | None]
@@ -141,6 +145,13 @@ def spot(streets: Streets | None, address: str | None) -> Spot | None:
         return None
     found = streets.find(address)
     return None if found is None else (found.street.code, found.number)
+
+
+def key_of(streets: Streets | None, address: str | None) -> str | None:
+    """The canonical key of an address (plaza.city.streets.address_key) by the city's register,
+    or None: without a register, or when the register cannot read the address."""
+    found = spot(streets, address)
+    return None if found is None else address_key(*found)
 
 
 def same_place(mine: Spot | None, theirs: Spot | None) -> bool | None:
@@ -181,11 +192,17 @@ class Probe:
         return spot(self.streets, self.address)
 
     @property
+    def address_key(self) -> str | None:
+        """The canonical key of the address, when the register reads it (as a request opened by
+        this report records it in service_requests.address_key)."""
+        return key_of(self.streets, self.address)
+
+    @property
     def by_address(self) -> str | None:
-        """The address searched for, without a point: one the register reads, else None."""
+        """The address key searched for, without a point: one the register reads, else None."""
         if self.lat is not None and self.lon is not None:
             return None
-        return self.address if self.spot is not None else None
+        return self.address_key
 
     def searchable(self, policy: DuplicatePolicy) -> bool:
         if policy.window <= timedelta(0):
@@ -225,7 +242,7 @@ class Probe:
             )
         if self.barri_code and barri_code == self.barri_code:
             return True
-        return self.by_address is not None and candidate.address == self.by_address
+        return self.by_address is not None and candidate.address_key == self.by_address
 
     def best(
         self, policy: DuplicatePolicy, candidates: Iterable[tuple[tuple[int, int], C]]
@@ -293,7 +310,7 @@ async def find_duplicate(
     else:
         places = [ServiceRequest.barri_code == barri_code] if barri_code else []
         if probe.by_address is not None:
-            places.append(ServiceRequest.address == probe.by_address)
+            places.append(ServiceRequest.address_key == probe.by_address)
         stmt = stmt.where(or_(*places))
     candidates = (await session.execute(stmt)).scalars().all()
     best = probe.best(policy, (((0, c.id), c) for c in candidates))
@@ -311,28 +328,30 @@ class Found:
     long: float | None
     description: str
     address: str | None
+    address_key: str | None
 
 
 _OPEN_SQL = ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))
 _PROBES = """
     unnest(CAST(:codes AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
            CAST(:lat0 AS float8[]), CAST(:lat1 AS float8[]), CAST(:lon0 AS float8[]),
-           CAST(:lon1 AS float8[]), CAST(:barri AS text[]), CAST(:addr AS text[]))
-    WITH ORDINALITY AS p(code, lo, hi, lat0, lat1, lon0, lon1, barri, addr, i)"""
+           CAST(:lon1 AS float8[]), CAST(:barri AS text[]), CAST(:addr_key AS text[]))
+    WITH ORDINALITY AS p(code, lo, hi, lat0, lat1, lon0, lon1, barri, addr_key, i)"""
 # Three parts, so that each uses its index: a point's probe scans a band of latitude of its
 # service's open requests (ix_service_requests_dedupe_near); a barri's probe, its barri's within
 # the window (ix_service_requests_dedupe_barri); an address's probe, the requests at that very
-# address (ix_service_requests_dedupe_address). The point's half is a LATERAL subquery fenced
-# by OFFSET 0, and its time condition is one no index can take (IS TRUE), so that with any
-# statistics the only good plan is each probe reading its own band. A table that grows by
-# thousands of requests a minute has no statistics until autovacuum's next analyze, and the
-# planner then joined every open request with every probe, or read the window through the
-# index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
+# address, by its key (ix_service_requests_dedupe_address_key). The point's half is a LATERAL
+# subquery fenced by OFFSET 0, and its time condition is one no index can take (IS TRUE), so
+# that with any statistics the only good plan is each probe reading its own band. A table that
+# grows by thousands of requests a minute has no statistics until autovacuum's next analyze,
+# and the planner then joined every open request with every probe, or read the window through
+# the index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
 CANDIDATES = text(
     f"""
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
     CROSS JOIN LATERAL (
-        SELECT s.id, s.lat, s.long, s.description, s.address FROM service_requests AS s
+        SELECT s.id, s.lat, s.long, s.description, s.address, s.address_key
+        FROM service_requests AS s
         WHERE s.service_code = p.code AND s.status IN ({_OPEN_SQL})
           AND s.lat BETWEEN p.lat0 AND p.lat1 AND s.long BETWEEN p.lon0 AND p.lon1
           AND (s.requested_datetime BETWEEN p.lo AND p.hi) IS TRUE
@@ -340,17 +359,17 @@ CANDIDATES = text(
     ) AS s
     WHERE p.lat0 IS NOT NULL
     UNION ALL
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
     JOIN service_requests AS s
       ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
      AND s.barri_code = p.barri AND s.requested_datetime BETWEEN p.lo AND p.hi
     WHERE p.lat0 IS NULL
     UNION ALL
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address FROM {_PROBES}
+    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
     JOIN service_requests AS s
       ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
-     AND s.address = p.addr AND s.requested_datetime BETWEEN p.lo AND p.hi
-    WHERE p.lat0 IS NULL AND p.addr IS NOT NULL
+     AND s.address_key = p.addr_key AND s.requested_datetime BETWEEN p.lo AND p.hi
+    WHERE p.lat0 IS NULL AND p.addr_key IS NOT NULL
     """
 )
 
@@ -364,8 +383,9 @@ async def candidates(
     asked, columns = probe_columns(policy, probes)
     if not asked:
         return found
-    for i, rid, lat, long, description, address in await session.execute(CANDIDATES, columns):
-        found[asked[i - 1]].append(Found(rid, lat, long, description, address))
+    rows = await session.execute(CANDIDATES, columns)
+    for i, rid, lat, long, description, address, key in rows:
+        found[asked[i - 1]].append(Found(rid, lat, long, description, address, key))
     return found
 
 
@@ -375,7 +395,7 @@ def probe_columns(
     """Which probes are searched (their indexes) and CANDIDATES' parameters for them."""
     asked = [i for i, p in enumerate(probes) if p.searchable(policy)]
     columns: dict[str, list[object]] = {
-        k: [] for k in ("codes", "lo", "hi", "lat0", "lat1", "lon0", "lon1", "barri", "addr")
+        k: [] for k in ("codes", "lo", "hi", "lat0", "lat1", "lon0", "lon1", "barri", "addr_key")
     }
     for i in asked:
         p = probes[i]

@@ -49,6 +49,7 @@ from plaza_router.dedupe import (
     candidates,
     find_duplicate,
     first_times_locking,
+    key_of,
     lock_service,
 )
 from plaza_router.settings import NotActionableReply, RouterSettings
@@ -165,7 +166,7 @@ class RoutePost:
                     run = []
                     await self._route(session, event, event.post_classified)
                 else:
-                    run.append((event, _report(event.post_classified)))
+                    run.append((event, _report(event.post_classified, self._city)))
             await self._route_run(session, run)
         return []
 
@@ -265,7 +266,7 @@ class RoutePost:
         correlation = event.correlation_id or event.event_id
         if await self._reported(session, [post]):
             return  # the same post reached us twice by different channels, or was withdrawn
-        report = _report(c)
+        report = _report(c, self._city)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
             session,
@@ -504,6 +505,10 @@ class NewRequest:
     def address(self) -> str | None:
         return self.probe.address
 
+    @property
+    def address_key(self) -> str | None:
+        return self.probe.address_key
+
     def admitted_by(self, probe: Probe, policy: DuplicatePolicy) -> bool:
         return probe.admits(
             policy,
@@ -519,12 +524,14 @@ def _key(event: Envelope) -> tuple[str, str]:
     return post.platform, post.post_id
 
 
-def _report(c: PostClassified) -> NewReport:
+def _report(c: PostClassified, city: City) -> NewReport:
     post = c.post
     # A post cannot be made after it reached Plaza: a clock ahead (or a made-up date) would
     # start its SLA clock in the future and keep it at the top of every list for as long.
     created = from_timestamp(post.created_at)
     now = datetime.now(UTC)
+    # the post's own address (an Open311 address_string) wins over the street its text names
+    address = post.address or c.street_address or None
     return NewReport(
         platform=post.platform,
         post_id=post.post_id,
@@ -534,8 +541,8 @@ def _report(c: PostClassified) -> NewReport:
         reported_at=created if created <= now else now,
         lat=post.latitude if post.HasField("latitude") else None,
         long=post.longitude if post.HasField("longitude") else None,
-        # the post's own address (an Open311 address_string) wins over the street its text names
-        address=post.address or c.street_address or None,
+        address=address,
+        address_key=key_of(city.streets, address),
         public_url=post.public_url or None,
         channel=post.channel,
         media_urls=tuple(post.media_urls),

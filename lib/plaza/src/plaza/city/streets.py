@@ -38,7 +38,14 @@ from typing import Final
 
 from plaza.city import fold
 
-__all__ = ["Street", "StreetAddress", "Streets", "barcelona_register", "read_register"]
+__all__ = [
+    "Street",
+    "StreetAddress",
+    "Streets",
+    "address_key",
+    "barcelona_register",
+    "read_register",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,19 @@ class StreetAddress:
         if self.number is None:
             return self.street.name
         return f"{self.street.name} {self.number}"
+
+    @property
+    def key(self) -> str:
+        """The address's canonical key (address_key): one door however it was written."""
+        return address_key(self.street.code, self.number)
+
+
+def address_key(code: str, number: int | None) -> str:
+    """A street's code and house number as one key ("018505 250", or "018505" for the street
+    alone): "c/ Aragó 250", "Calle Aragón, 250, 2º 1ª" and "carrer d'arago 250" are one key, as
+    the floor and door, the language and the spelling are not part of it. What the duplicate
+    search compares addresses by (service_requests.address_key)."""
+    return code if number is None else f"{code} {number}"
 
 
 # Type words as they fold, before the name -> the register's types they may stand for, the
@@ -249,6 +269,12 @@ class Streets:
     def find(self, text: str) -> StreetAddress | None:
         """The first street (and house number) the text names, or None."""
         return self.find_in_folded(fold(text))
+
+    def key(self, address: str | None) -> str | None:
+        """The canonical key (address_key) of the street and number an address names, or None
+        when it names no street of the register."""
+        found = self.find(address) if address else None
+        return None if found is None else found.key
 
     def find_in_folded(self, folded: str) -> StreetAddress | None:
         """find() of a text already folded and lowered (plaza.city.fold)."""

@@ -53,6 +53,10 @@ class ServiceRequest(Base):
     )
     expected_datetime: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     address: Mapped[str | None] = mapped_column(Text)
+    # The address's canonical key by the city's street register ("018505 250": the street's
+    # code and number, plaza.city.streets.address_key), which the duplicate search compares:
+    # None when the register cannot read it, or the city has none (migration 0019).
+    address_key: Mapped[str | None] = mapped_column(Text)
     lat: Mapped[float | None] = mapped_column(Float)
     long: Mapped[float | None] = mapped_column(Float)
     media_url: Mapped[str | None] = mapped_column(Text)
@@ -117,10 +121,10 @@ class ServiceRequest(Base):
             ),
         ),
         # A report without a point whose address the street register reads: the requests at
-        # that address (migration 0016).
+        # that address, by its key however it was written (migrations 0016, 0019).
         Index(
-            "ix_service_requests_dedupe_address",
-            "address",
+            "ix_service_requests_dedupe_address_key",
+            "address_key",
             "service_code",
             "requested_datetime",
             postgresql_where=text(
