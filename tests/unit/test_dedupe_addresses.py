@@ -81,3 +81,21 @@ def test_a_probe_without_a_point_or_barri_is_searched_by_an_address_the_register
     assert not probe("x", "Carrer de Mallorca 250").admits(
         policy, service_code="cleaning", requested_at=AT, candidate=candidate, barri_code=None
     )
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ("Calle Aragón, 250, 2º 1ª", ARAGO),  # an Open311 address, a post's street
+        (ARAGO, "c/ Aragó 250"),  # and the other way round
+        ("carrer d'arago 250", "Aragó Street 250, 3r 2a"),
+    ],
+)
+def test_one_door_written_two_ways_is_searched_and_found_by_its_key(mine: str, theirs: str) -> None:
+    """The search by address compared the addresses as written: these were never candidates."""
+    policy = DuplicatePolicy()
+    candidate = Open(None, None, "Contenidors plens", theirs)
+    assert probe("x", mine).by_address == candidate.address_key == "018505 250"
+    assert probe("x", mine).admits(
+        policy, service_code="cleaning", requested_at=AT, candidate=candidate, barri_code=None
+    )
