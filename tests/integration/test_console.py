@@ -7,6 +7,7 @@ sessionStorage) per test; every test fails on a JavaScript error or a CSP violat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -136,10 +138,11 @@ async def open_request(
 @pytest.fixture
 async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Console]:
     """The gateway serving the console; maria manages Gràcia (06), pere Sant Andreu's neighbour
-    Horta (07), jordi is a worker. Request 1 is in 06, request 2 in 07."""
+    Horta (07), jordi is a worker, alba is city hall. Request 1 is in 06, request 2 in 07."""
     await new_user(sessions, "maria", Role.MANAGER, scopes=["06"])
     await new_user(sessions, "pere", Role.MANAGER, scopes=["07"])
     await new_user(sessions, "jordi", Role.WORKER, worker_handle="@jordi")
+    await new_user(sessions, "alba", Role.CITY_HALL)
     await open_request(sessions, "p1", text="El fanal del carrer de Verdi no funciona")
     await open_request(
         sessions, "p2", district="07", barri="43", latlon=None, text="Soroll al carrer d'Horta"
@@ -1074,6 +1077,17 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
                 assert acted.status_code == 200, acted.text
                 await expect(page.locator("#changed")).to_be_visible(timeout=LIVE)
                 found += await audit(page, axe, f"{at} request, changed by another")
+            # city hall's monthly report, read and refused
+            await page.locator("#sign-out").click()
+            await page.locator("input[name=username]").fill("alba")
+            await page.locator("input[name=password]").fill(PASSWORD)
+            await page.locator("form button[type=submit]").click()
+            await page.locator("#nav-report").click()
+            await expect(page.locator("#report-table tr[data-district='all']")).to_be_visible()
+            found += await audit(page, axe, f"{at} monthly report")
+            await page.goto(f"{console.url}/console/#/report?month=2099-01")
+            await expect(page.locator("#report-error")).not_to_be_empty()
+            found += await audit(page, axe, f"{at} monthly report, a month refused")
         finally:
             await context.close()
     assert found == [], "\n".join(found)
@@ -1103,3 +1117,100 @@ async def test_a_post_its_author_deleted_shows_as_withdrawn_not_as_its_words(
     await page.locator("#queue-items li[data-id='3'] a").click()
     await expect(page.locator(".post.citizen .text")).to_contain_text("the post was deleted")
     await expect(page.locator(".post.citizen .byline strong")).to_have_text("Its author")
+
+
+def city_month(back: int = 0) -> str:
+    """YYYY-MM on Barcelona's calendar, `back` months before the current one."""
+    today = datetime.now(ZoneInfo("Europe/Madrid")).date()
+    index = today.year * 12 + today.month - 1 - back
+    return f"{index // 12:04}-{index % 12 + 1:02}"
+
+
+async def test_city_hall_reads_the_monthly_report_and_saves_the_apis_csv(
+    page: Page, console: Console
+) -> None:
+    sent: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
+    await sign_in(page, console, "alba")
+    await page.locator("#nav-report").click()
+    await expect(page.get_by_role("heading", name="Monthly report")).to_be_visible()
+    month = page.get_by_label("Month", exact=True)
+    await expect(month).to_have_value(city_month(1))  # last month, on the city's calendar
+    await expect(month).to_have_attribute("max", city_month(0))  # no month still to come
+    await expect(page.locator("#report-table")).to_be_visible()
+
+    now = city_month(0)  # requests 1 (Gràcia) and 2 (Horta) came in this month
+    await month.fill(now)
+    await page.get_by_role("button", name="Show").click()
+    table = page.get_by_role("table", name=re.compile("Requests reported in"))
+    city = table.locator("tr[data-district='all']")
+    await expect(city.locator("th")).to_have_text("Barcelona")
+    await expect(city.locator("td").first).to_have_text("2")  # received
+    gracia = table.locator("tr[data-district='06']")
+    await expect(gracia.locator("th")).to_have_text("Gràcia")
+    await expect(gracia.locator("td").first).to_have_text("1")
+    await expect(table.locator("tr[data-district='05'] td").first).to_have_text("0")
+    await expect(table.get_by_role("columnheader", name="Resolved in time")).to_be_visible()
+    await expect(table.locator("thead th")).to_have_count(12)
+    assert f"month={now}" in page.url
+
+    async with page.expect_download() as downloading:
+        await page.locator("#report-download").click()
+    download = await downloading.value
+    assert download.suggested_filename == f"plaza-sla-{now}.csv"
+    saved = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    answer = await console.api.get("/api/v1/reports/monthly", params={"month": now})
+    assert answer.status_code == 200, answer.text
+    assert saved == answer.content  # byte for byte: CRLF line ends, the names' UTF-8
+    assert saved.startswith(b"month,district_code,district,service_code,")
+    assert "Gràcia".encode() in saved
+    token = await page.evaluate("sessionStorage.getItem('plaza.console.token')")
+    asked = [(u, a) for u, a in sent if "/reports/monthly" in u]
+    assert asked and all(a == f"Bearer {token}" for _, a in asked)
+    assert not any(token in u for u, _ in sent)
+
+
+async def test_a_month_the_report_has_not_is_said_in_the_consoles_language_by_its_field(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "alba")
+    await page.locator("#language").select_option("ca")  # as a Catalan-speaking user does
+    await page.goto(f"{console.url}/console/#/report?month=2099-01")
+    month = page.get_by_label("Mes", exact=True)
+    await expect(page.locator("#report-error")).to_have_text(
+        "No hi ha informe de 2099-01: trieu un mes des del 1970 fins a l'actual, com AAAA-MM."
+    )
+    await expect(month).to_have_attribute("aria-invalid", "true")
+    await expect(month).to_have_accessible_description(re.compile("No hi ha informe de 2099-01"))
+    await expect(page.locator("#report-table")).to_have_count(0)
+    await page.goto(f"{console.url}/console/#/report?month=2026-13")
+    await expect(page.locator("#report-error")).to_contain_text("No hi ha informe de 2026-13")
+    # the database away: the gateway's 503, said in Catalan too, and no month marked
+    await page.route(
+        "**/api/v1/reports/monthly*",
+        lambda route: route.fulfill(
+            status=503,
+            headers={"Retry-After": "7", "Content-Type": "application/problem+json"},
+            body='{"status": 503, "detail": "the database is unavailable for now"}',
+        ),
+    )
+    await page.goto(f"{console.url}/console/#/report?month=2026-01")
+    await expect(page.locator("#report-error")).to_contain_text("7 s")
+    await expect(page.locator("#report-error")).not_to_contain_text("database is unavailable")
+    await expect(page.get_by_label("Mes", exact=True)).not_to_have_attribute("aria-invalid", "true")
+
+
+async def test_a_manager_has_no_monthly_report(page: Page, console: Console) -> None:
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url))
+    await sign_in(page, console, "maria")
+    await expect(page.locator("#queue-items li[data-id='1']")).to_be_visible()
+    await expect(page.locator("#nav-report")).to_be_hidden()
+    await page.goto(f"{console.url}/console/#/report")
+    await expect(page.locator("#main h1")).to_contain_text("Gràcia")  # her queue instead
+    assert not any("/reports/" in u for u in sent)
+    token = await page.evaluate("sessionStorage.getItem('plaza.console.token')")
+    refused = await console.api.get(
+        "/api/v1/reports/monthly", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert refused.status_code == 403, refused.text  # the API's rule the console follows

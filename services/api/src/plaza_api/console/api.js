@@ -46,10 +46,11 @@ export function onUnauthorized(handler) {
   unauthorized = handler;
 }
 
-/** One call: {data, etag, status}, or an ApiError. `body` is sent as JSON, `form` form-encoded;
- * `ifMatch` makes an action conditional on the version read. */
-export async function call(path, { method = "GET", body, form, ifMatch, auth = true } = {}) {
-  const headers = { Accept: "application/json, application/problem+json" };
+/** One call: {data, etag, status, headers}, or an ApiError. `body` is sent as JSON, `form`
+ * form-encoded; `ifMatch` makes an action conditional on the version read; `accept` another type
+ * than JSON (the report's text/csv), whose answer's `data` is its text. */
+export async function call(path, { method = "GET", body, form, ifMatch, auth = true, accept } = {}) {
+  const headers = { Accept: `${accept || "application/json"}, application/problem+json` };
   const init = { method, headers, credentials: "omit", cache: "no-store", redirect: "error" };
   if (auth) {
     const token = credential.get();
@@ -74,7 +75,11 @@ export async function call(path, { method = "GET", body, form, ifMatch, auth = t
     throw new ApiError(0, { detail: t("api.unreachable", { message: error.message }) });
   }
   const type = response.headers.get("content-type") || "";
-  const data = type.includes("json") ? await response.json().catch(() => null) : null;
+  const data = type.includes("json")
+    ? await response.json().catch(() => null)
+    : accept && response.ok
+      ? await response.text()
+      : null;
   if (!response.ok) {
     const status = response.status;
     const own = OWN_WORDS.has(status)
@@ -84,7 +89,7 @@ export async function call(path, { method = "GET", body, form, ifMatch, auth = t
     if (response.status === 401 && auth) unauthorized(error);
     throw error;
   }
-  return { data, etag: response.headers.get("ETag"), status: response.status };
+  return { data, etag: response.headers.get("ETag"), status: response.status, headers: response.headers };
 }
 
 /** A query string from the non-empty values of `params`. */

@@ -226,6 +226,7 @@ async function signedIn() {
   showWho();
   document.getElementById("session").hidden = false;
   document.getElementById("nav-replies").hidden = me.role === "worker"; // /replies is not theirs
+  document.getElementById("nav-report").hidden = !readsReport(); // the API's 403 for the others
   announce(t("signin.signedInAs", { name: me.name }));
   route();
 }
@@ -253,6 +254,7 @@ function roleLabel(me) {
 
 function currentView() {
   if (location.hash.startsWith("#/request/")) return "request";
+  if (location.hash.startsWith("#/report")) return "report";
   return location.hash.startsWith("#/replies") ? "replies" : "queue";
 }
 
@@ -273,6 +275,12 @@ function route() {
   }
   if (state.me.role === "worker") {
     return showQueue("assignments", {});
+  }
+  if (hash.startsWith("#/report")) {
+    stopTimer();
+    stopLive();
+    if (readsReport()) return showReport(new URLSearchParams(hash.split("?")[1] || "").get("month"));
+    return showQueue(myQueues()[0]?.code, {});
   }
   const [path, search] = hash.split("?");
   let code = "";
@@ -930,6 +938,151 @@ function delivery(d) {
     h("p", { class: "muted small" }, t("replies.updated"), when(d.updated_at)),
     retry,
   );
+}
+
+// --- city hall's monthly report ---------------------------------------------------------------
+
+// The CSV's columns the screen shows (README "City hall's SLA view" has them all), in its order.
+const REPORT_COLUMNS = [
+  "received", "acknowledged_in_time", "resolved_in_time", "acknowledge_missed", "resolve_missed",
+  "acknowledge_median_hours", "acknowledge_p90_hours", "resolve_median_hours", "resolve_p90_hours",
+  "still_open", "escalated",
+];
+
+function readsReport() {
+  return state.me?.role === "city_hall" || state.me?.role === "admin";
+}
+
+/** A month as YYYY-MM on the city's calendar: `back` months before the current one. */
+function cityMonth(back = 0) {
+  const parts = Object.fromEntries(
+    formatter({ year: "numeric", month: "numeric" }).formatToParts(new Date()).map((p) => [p.type, p.value]),
+  );
+  const index = Number(parts.year) * 12 + Number(parts.month) - 1 - back;
+  return `${Math.floor(index / 12)}-${String((index % 12) + 1).padStart(2, "0")}`;
+}
+
+/** City hall's monthly report: the city's and each district's totals as a table, and the API's
+ * CSV to download, as it came (fetched with the token in its header, never in a URL). */
+async function showReport(asked) {
+  const month = asked || cityMonth(1);
+  const monthId = nextId("month");
+  const error = h("p", { class: "error", role: "alert", id: "report-error" });
+  const result = h("div", { id: "report-result" }, h("p", { class: "loading" }, t("report.loading")));
+  const form = describedByErrors(h(
+    "form",
+    {
+      method: "post",
+      class: "inline",
+      id: "report-form",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const chosen = new FormData(event.currentTarget).get("month");
+        if (chosen) location.hash = `#/report?month=${encodeURIComponent(chosen)}`;
+      },
+    },
+    h("label", { for: monthId }, t("report.month")),
+    h("input", { id: monthId, name: "month", type: "month", value: month, min: "1970-01", max: cityMonth(0), required: true }),
+    h("button", { type: "submit" }, t("report.show")),
+    error,
+  ));
+  replace(
+    main(),
+    h(
+      "section",
+      { class: "report", "aria-labelledby": "report-title" },
+      h("div", { class: "heading" }, h("h1", { id: "report-title", tabindex: "-1" }, t("report.title"))),
+      form,
+      result,
+    ),
+  );
+  document.title = `${t("report.pageTitle")} · Plaza`;
+  keepFocus(document.getElementById("report-title"));
+  try {
+    const answer = await call(`/api/v1/reports/monthly${query({ month })}`, { accept: "text/csv" });
+    if (currentView() !== "report") return;
+    const named = /filename="([^"]+)"/.exec(answer.headers.get("Content-Disposition") || "");
+    replace(result, reportTable(month, parseCsv(answer.data)), downloadLink(answer.data, named ? named[1] : `plaza-report-${month}.csv`));
+  } catch (failure) {
+    if (failure.status === 401) return;
+    replace(result);
+    // the API's 422 names no field but the month (its words English): the console's, tied to it
+    error.textContent = failure.status === 422 ? t("report.noMonth", { month }) : failure.detail;
+    if (failure.status === 422) form.elements.month.setAttribute("aria-invalid", "true");
+  }
+}
+
+/** RFC 4180's CSV as rows of cells: quoted cells may hold commas, quotes ("") and line ends. */
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") {
+      row.push(cell);
+      cell = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(cell);
+      rows.push(row);
+      row = [];
+      cell = "";
+    } else cell += c;
+  }
+  if (cell || row.length) rows.push([...row, cell]);
+  const [header, ...lines] = rows;
+  return lines.map((cells) => Object.fromEntries(header.map((name, n) => [name, cells[n] ?? ""])));
+}
+
+/** The city's row and each district's totals (every service), the city first. */
+function reportTable(month, rows) {
+  const totals = rows.filter((r) => r.service_code === "all");
+  totals.sort((a, b) => (a.district_code === "all" ? -1 : b.district_code === "all" ? 1 : 0));
+  const number = new Intl.NumberFormat(locale(), { maximumFractionDigits: 2 });
+  const cell = (value) => (value === "" ? "—" : number.format(Number(value)));
+  const districtName = (r) => {
+    if (r.district_code === "all") return state.city.name || r.district;
+    if (r.district_code === "none") return t("report.noDistrict");
+    return state.city.districts[r.district_code] || r.district;
+  };
+  const caption = t("report.caption", { month: monthName(month) });
+  return h(
+    "div",
+    { class: "table-scroll", role: "region", "aria-label": caption, tabindex: "0" },
+    h(
+      "table",
+      { class: "report-table", id: "report-table" },
+      h("caption", {}, caption),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("report.col.district")), REPORT_COLUMNS.map((c) => h("th", { scope: "col" }, t(`report.col.${c}`))))),
+      h("tbody", {}, totals.map((r) => h(
+        "tr",
+        { "data-district": r.district_code, class: r.district_code === "all" ? "total" : null },
+        h("th", { scope: "row" }, districtName(r)),
+        REPORT_COLUMNS.map((c) => h("td", {}, cell(r[c]))),
+      ))),
+    ),
+  );
+}
+
+function monthName(month) {
+  const [year, number] = month.split("-").map(Number);
+  return new Intl.DateTimeFormat(locale(), { year: "numeric", month: "long", timeZone: "UTC" }).format(new Date(Date.UTC(year, number - 1, 15)));
+}
+
+/** A link saving the CSV as the API sent it (a blob: URL of its text, not a second call). */
+function downloadLink(text, filename) {
+  const link = h("a", { id: "report-download", download: filename }, t("report.download", { file: filename }));
+  link.setAttribute("href", URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" })));
+  return h("p", {}, link);
 }
 
 // --- a request --------------------------------------------------------------------------------
