@@ -1062,6 +1062,11 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             await transfer.locator("button").click()  # without a reason: a 422 by the form
             await expect(transfer.locator(".error")).not_to_be_empty()
             found += await audit(page, axe, f"{at} request, an action refused")
+            assign = page.locator("form[data-action='assign']")
+            await assign.locator("input[name=worker]").fill("not a handle")
+            await assign.locator("button").click()  # a 422 naming its field
+            await expect(assign.locator("[aria-invalid=true]")).to_have_count(1)
+            found += await audit(page, axe, f"{at} request, a field refused")
             await page.goto(f"{console.url}/console/#/request/2")
             await expect(page.locator("#main .error")).not_to_be_empty()
             found += await audit(page, axe, f"{at} another's request")
@@ -1214,3 +1219,40 @@ async def test_a_manager_has_no_monthly_report(page: Page, console: Console) -> 
         "/api/v1/reports/monthly", headers={"Authorization": f"Bearer {token}"}
     )
     assert refused.status_code == 403, refused.text  # the API's rule the console follows
+
+
+async def test_a_refusal_naming_a_field_marks_it_invalid_and_ties_its_message(
+    page: Page, console: Console
+) -> None:
+    await sign_in(page, console, "maria")
+    await page.goto(f"{console.url}/console/#/request/1")
+    assign = page.locator("form[data-action='assign']")
+    worker = assign.get_by_label("Worker")
+    await worker.fill("not a handle")
+    await assign.get_by_role("button").click()
+    await expect(assign.locator("[role=alert]")).to_contain_text("(422)")
+    await expect(worker).to_have_attribute("aria-invalid", "true")
+    await expect(worker).to_have_accessible_description(
+        re.compile("^'not a handle' is not a public handle")  # its own message first
+    )
+    await expect(assign.get_by_role("button")).not_to_have_attribute("aria-invalid", "true")
+    transfer = page.locator("form[data-action='transfer']")
+    agency = transfer.get_by_label("Agency")
+    await agency.fill("x" * 200)  # longer than an agency's name may be
+    await transfer.get_by_role("button").click()
+    await expect(agency).to_have_attribute("aria-invalid", "true")
+    await expect(transfer.locator(".field-error")).to_have_count(1)
+    # a refusal naming no field (Plaza's own: transfer needs a reason) marks none, and the
+    # field put right loses its mark and its message
+    await agency.fill("")
+    await transfer.get_by_label("To district").select_option("05")
+    await transfer.get_by_role("button").click()
+    await expect(transfer.locator("[role=alert]")).to_contain_text("reason")
+    await expect(transfer.locator("[aria-invalid]")).to_have_count(0)
+    await expect(transfer.locator(".field-error")).to_have_count(0)
+    await expect(agency).not_to_have_accessible_description(re.compile("128"))
+    # put right, the mark and its message go
+    await worker.fill("@jordi")
+    await assign.get_by_role("button").click()
+    await expect(page.get_by_role("heading", name="Actions")).to_be_focused()
+    assert (await console.request("1"))["status"] == "assigned"

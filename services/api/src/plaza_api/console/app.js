@@ -1399,6 +1399,7 @@ async function submit(event, errorEl, send, onDone, onError = () => false) {
   event.preventDefault();
   const form = event.currentTarget;
   errorEl.textContent = "";
+  markInvalid(form, null);
   await busy(form, async () => {
     try {
       onDone(await send());
@@ -1406,6 +1407,7 @@ async function submit(event, errorEl, send, onDone, onError = () => false) {
       if (failure.status === 401) return;
       if (onError(failure)) return;
       errorEl.textContent = failure.status ? `${failure.detail} (${failure.status})` : failure.detail;
+      markInvalid(form, failure);
       if (failure.problem?.allowed_actions) {
         errorEl.append(t("action.allowed", { actions: failure.problem.allowed_actions.join(", ") || t("action.allowedNone") }));
       }
@@ -1449,6 +1451,34 @@ function describedByErrors(form) {
     control.setAttribute("aria-describedby", own ? `${own} ${ids}` : ids);
   }
   return form;
+}
+
+/** The fields of `form` that a 422's problem names (its `errors`, each a {field, message}: the
+ * API's validation errors, the report's month) are marked aria-invalid, each with its message
+ * under it and tied to it (aria-describedby, before the form's own), so that a screen reader on
+ * the field hears what is wrong with it. Any other refusal (or none: `failure` null) clears
+ * the marks. */
+function markInvalid(form, failure) {
+  for (const message of form.querySelectorAll(".field-error")) {
+    const control = form.querySelector(`[aria-describedby~="${message.id}"]`);
+    if (control) {
+      const rest = control.getAttribute("aria-describedby").split(" ").filter((id) => id !== message.id);
+      control.setAttribute("aria-describedby", rest.join(" "));
+      control.removeAttribute("aria-invalid");
+    }
+    message.remove();
+  }
+  const errors = failure?.status === 422 && Array.isArray(failure.problem?.errors) ? failure.problem.errors : [];
+  for (const e of errors) {
+    const name = typeof e?.field === "string" ? e.field.split(".")[0] : "";
+    const control = name && [...form.querySelectorAll("input, select, textarea")].find((c) => c.name === name);
+    if (!control || control.getAttribute("aria-invalid") === "true") continue;
+    const message = h("p", { class: "error field-error", id: nextId("invalid") }, String(e.message ?? ""));
+    (control.closest(".field") || control).after(message);
+    control.setAttribute("aria-invalid", "true");
+    const own = control.getAttribute("aria-describedby");
+    control.setAttribute("aria-describedby", own ? `${message.id} ${own}` : message.id);
+  }
 }
 
 /** A language code for a lang attribute (a post's, a reply's), or null when it is not one. */
