@@ -1078,10 +1078,14 @@ function monthName(month) {
   return new Intl.DateTimeFormat(locale(), { year: "numeric", month: "long", timeZone: "UTC" }).format(new Date(Date.UTC(year, number - 1, 15)));
 }
 
+let reportUrl = null; // the blob: URL of the CSV shown, released when another is
+
 /** A link saving the CSV as the API sent it (a blob: URL of its text, not a second call). */
 function downloadLink(text, filename) {
+  if (reportUrl) URL.revokeObjectURL(reportUrl);
+  reportUrl = URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" }));
   const link = h("a", { id: "report-download", download: filename }, t("report.download", { file: filename }));
-  link.setAttribute("href", URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" })));
+  link.setAttribute("href", reportUrl);
   return h("p", {}, link);
 }
 
