@@ -1090,6 +1090,9 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             await page.locator("#nav-report").click()
             await expect(page.locator("#report-table tr[data-district='all']")).to_be_visible()
             found += await audit(page, axe, f"{at} monthly report")
+            # its wide table scrolls in its own box: the page itself never sideways
+            wide = "document.documentElement.scrollWidth - window.innerWidth"
+            assert await page.evaluate(wide) <= 0, f"{at}: the report widens the page"
             await page.goto(f"{console.url}/console/#/report?month=2099-01")
             await expect(page.locator("#report-error")).not_to_be_empty()
             found += await audit(page, axe, f"{at} monthly report, a month refused")
