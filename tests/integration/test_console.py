@@ -1216,6 +1216,7 @@ async def test_a_manager_has_no_monthly_report(page: Page, console: Console) -> 
     await expect(page.locator("#nav-report")).to_be_hidden()
     await page.goto(f"{console.url}/console/#/report")
     await expect(page.locator("#main h1")).to_contain_text("Gràcia")  # her queue instead
+    assert page.url.endswith("/console/#/")
     assert not any("/reports/" in u for u in sent)
     token = await page.evaluate("sessionStorage.getItem('plaza.console.token')")
     refused = await console.api.get(

@@ -280,6 +280,7 @@ function route() {
     stopTimer();
     stopLive();
     if (readsReport()) return showReport(new URLSearchParams(hash.split("?")[1] || "").get("month"));
+    history.replaceState(null, "", "#/"); // not hers: her queue, at its own address
     return showQueue(myQueues()[0]?.code, {});
   }
   const [path, search] = hash.split("?");
