@@ -76,6 +76,11 @@ STREETS = (
     "carrer de Muntaner",
     "carrer de Provença",
 )
+# Most people who name a street give the number too ("carrer de Blai 23"). Without numbers, every
+# post about one street's lights would be the same place for the duplicate check (Plaza reads
+# streets and numbers since the street register): with 20 streets, 63% of the feed's requests
+# merged, not the near-duplicates and re-sends it is made of.
+HOUSE_NUMBERED = 0.7
 LANGUAGE_MIX = (("ca", 0.45), ("es", 0.40), ("en", 0.15))
 # The dense part of the city (all of it inside the municipality).
 LAT_RANGE = (41.372, 41.430)
@@ -142,9 +147,10 @@ def generate(n: int, *, seed: int, platform: str) -> PostMix:
             text = rng.choice(CHATTER[lang])
             mix.chatter += 1
         else:
-            text = rng.choice(PROBLEMS[lang]).format(
-                street=rng.choice(STREETS), n=rng.randint(2, 9)
-            )
+            street = rng.choice(STREETS)
+            if rng.random() < HOUSE_NUMBERED:
+                street = f"{street} {rng.randint(1, 300)}"
+            text = rng.choice(PROBLEMS[lang]).format(street=street, n=rng.randint(2, 9))
         lat = lon = None
         if rng.random() < 0.30:
             lat = round(rng.uniform(*LAT_RANGE), 6)

@@ -189,7 +189,10 @@ def test_a_key_tells_doors_and_streets_apart_and_is_none_for_what_the_register_c
     assert streets is not None
     assert streets.key("Carrer d'Aragó 252") == "018505 252"  # the next door is another key
     assert streets.key("Carrer de Mallorca 250") not in (None, ARAGO_250)
-    assert streets.key("Calle Aragón") == streets.key("Carrer d'Aragó") == "018505"  # no number
-    assert streets.key("Carrer d'Aragó 250") != streets.key("Carrer d'Aragó")
+    # a street without a door is no place (Aragó runs 5 km): no key; a square is one
+    assert streets.key("Calle Aragón") is None and streets.key("Carrer d'Aragó") is None
+    sol = streets.key("plaça del Sol")
+    assert sol is not None and sol == streets.key("plaza del Sol") and " " not in sol
+    assert streets.key("plaça del Sol 5") not in (None, sol)
     for unread in ("Somewhere 12", "Plaça de la Vila 3", "3r 2a", "", None):
         assert streets.key(unread) is None, unread

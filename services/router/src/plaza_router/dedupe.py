@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from plaza.city import fold
-from plaza.city.streets import Streets, address_key
+from plaza.city.streets import Streets
 from plaza.db.models import ServiceRequest
 from plaza.requests import OPEN_STATUSES
 from plaza.subjects import different_problems
@@ -147,11 +147,14 @@ def spot(streets: Streets | None, address: str | None) -> Spot | None:
     return None if found is None else (found.street.code, found.number)
 
 
+@lru_cache(maxsize=8192)
 def key_of(streets: Streets | None, address: str | None) -> str | None:
-    """The canonical key of an address (plaza.city.streets.address_key) by the city's register,
-    or None: without a register, or when the register cannot read the address."""
-    found = spot(streets, address)
-    return None if found is None else address_key(*found)
+    """The canonical key of an address (plaza.city.streets.StreetAddress.key) by the city's
+    register, or None: without a register, when the register cannot read the address, or for a
+    street without a number (no place)."""
+    if streets is None or not address:
+        return None
+    return streets.key(address)
 
 
 def same_place(mine: Spot | None, theirs: Spot | None) -> bool | None:

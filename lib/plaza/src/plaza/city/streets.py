@@ -74,9 +74,18 @@ class StreetAddress:
         return f"{self.street.name} {self.number}"
 
     @property
-    def key(self) -> str:
-        """The address's canonical key (address_key): one door however it was written."""
+    def key(self) -> str | None:
+        """The address's canonical key (address_key): one door however it was written. None for
+        a street without a number: a street is no place (Balmes runs 2 km, the Diagonal
+        crosses five districts), and posts naming one street without a door are compared by
+        their barri, if any, as before. A square is one (PLACES: "plaça del Sol")."""
+        if self.number is None and self.street.kind not in PLACES:
+            return None
         return address_key(self.street.code, self.number)
+
+
+# The register's types of way that are one place without a house number: squares.
+PLACES: Final = frozenset({"Pl", "Plta"})
 
 
 def address_key(code: str, number: int | None) -> str:
