@@ -100,6 +100,22 @@ async def the_request(sessions: async_sessionmaker[AsyncSession], post_id: str) 
         return request
 
 
+def acknowledgement(request_id: int, post_id: str, text: str) -> Delivery:
+    """The city's acknowledgement of Marta's post, a Mastodon reply that mentions her."""
+    return Delivery(
+        reply_id=f"ack-{post_id}",
+        service_request_id=request_id,
+        kind="acknowledged",
+        language="ca",
+        platform="mastodon",
+        in_reply_to_post_id=post_id,
+        author_handle=MARTA,
+        text=text,
+        photo_url=None,
+        correlation_id="c",
+    )
+
+
 async def traces(sessions: async_sessionmaker[AsyncSession], *needles: str) -> dict[str, int]:
     """Rows of every table of Plaza's database that hold one of `needles` (the outbox's
     protobuf payloads decoded), by table."""
@@ -427,22 +443,7 @@ async def test_a_reply_posted_to_the_withdrawn_post_keeps_no_mention_of_its_auth
     request = await the_request(sessions, "wd-m1")
     posted = f"{MARTA} Hem rebut la incidència #{request.id}"
     async with sessions.begin() as s:
-        await enqueue(
-            s,
-            Delivery(
-                reply_id="ack-wd-m1",
-                service_request_id=request.id,
-                kind="acknowledged",
-                language="ca",
-                platform="mastodon",
-                in_reply_to_post_id="wd-m1",
-                author_handle=MARTA,
-                text=posted,
-                photo_url=None,
-                correlation_id="c",
-            ),
-            datetime.now(UTC),
-        )
+        await enqueue(s, acknowledgement(request.id, "wd-m1", posted), datetime.now(UTC))
         await s.execute(
             text("UPDATE reply_deliveries SET state = 'posted' WHERE reply_id = 'ack-wd-m1'")
         )
@@ -551,22 +552,7 @@ async def test_a_reply_being_sent_when_its_post_is_withdrawn_keeps_no_mention_on
     request = await the_request(sessions, "wd-s1")
     said = f"Hem rebut la incidència #{request.id}"
     async with sessions.begin() as s:
-        await enqueue(
-            s,
-            Delivery(
-                reply_id="ack-wd-s1",
-                service_request_id=request.id,
-                kind="acknowledged",
-                language="ca",
-                platform="mastodon",
-                in_reply_to_post_id="wd-s1",
-                author_handle=MARTA,
-                text=f"{MARTA} {said}",
-                photo_url=None,
-                correlation_id="c",
-            ),
-            datetime.now(UTC),
-        )
+        await enqueue(s, acknowledgement(request.id, "wd-s1", f"{MARTA} {said}"), datetime.now(UTC))
     channel = _WithdrawnWhileSending(sessions, "wd-s1")
     policy = DeliveryPolicy(base_delay=0.05, max_delay=0.2, poll_interval=0.05)
     assert await Deliverer(sessions, {"mastodon": channel}, policy).deliver_due() == 1  # type: ignore[dict-item]
