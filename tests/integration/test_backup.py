@@ -31,12 +31,14 @@ async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list
 
 
 def damaged(backup_file: Path, target: Path) -> Path:
-    """The backup with its dump cut short, as a full disk or a bad USB stick leaves it."""
+    """The backup with its dump cut short inside an archive that is whole (pg_restore finds it
+    out; a copy of the file cut short is refused before, tests/unit/test_backup_archive.py)."""
     with tarfile.open(backup_file) as archive:
-        manifest = archive.extractfile(MANIFEST)
-        dump = archive.extractfile(DUMP)
-        assert manifest is not None and dump is not None
-        parts = {MANIFEST: manifest.read(), DUMP: dump.read()}
+        parts = {}
+        for member in archive.getmembers():
+            data = archive.extractfile(member)
+            assert data is not None
+            parts[member.name] = data.read()
     parts[DUMP] = parts[DUMP][: len(parts[DUMP]) * 2 // 3]
     with tarfile.open(target, "w") as archive:
         for name, data in parts.items():

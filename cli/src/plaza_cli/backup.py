@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -52,6 +52,9 @@ _OTHERS = (
 )
 
 
+_COPY_AGAIN = "copy it again from where it was made, or restore an older backup"
+
+
 class BackupError(Exception):
     """Why a backup or a restore was not made; nothing was changed."""
 
@@ -64,6 +67,9 @@ class Manifest:
     requests: int
     users: int
     keys: int
+    # The PLAZA_HOME files the archive holds after its dump (None: a backup made before they
+    # were listed), so that a copy cut short after its dump is not restored without its keys.
+    home: tuple[str, ...] | None = None
 
     def summary(self) -> str:
         return (
@@ -77,6 +83,9 @@ class Manifest:
             raise BackupError(
                 f"{source}: a backup of format {data.get('format')!r}, this Plaza reads {FORMAT}"
             )
+        home = data.get("home")
+        if home is not None and not isinstance(home, list):
+            raise BackupError(f"{source}: its {MANIFEST} is damaged (home: {home!r})")
         try:
             return cls(
                 city=str(data["city"]),
@@ -85,6 +94,7 @@ class Manifest:
                 requests=int(str(data["requests"])),
                 users=int(str(data["users"])),
                 keys=int(str(data["keys"])),
+                home=None if home is None else tuple(str(name) for name in home),
             )
         except (KeyError, ValueError) as exc:
             raise BackupError(f"{source}: its {MANIFEST} is damaged ({exc})") from exc
@@ -141,6 +151,7 @@ async def backup(url: str, home: Path, city: str, target: Path) -> Manifest:
                     requests=int(facts["requests"]),
                     users=int(facts["users"]),
                     keys=int(facts["keys"]),
+                    home=tuple(name for name in HOME_FILES if (home / name).is_file()),
                 )
                 _write_archive(target, dump, home, manifest)
     finally:
@@ -154,14 +165,13 @@ def _write_archive(target: Path, dump: Path, home: Path, manifest: Manifest) -> 
     try:
         os.fchmod(fd, 0o600)  # it holds the keys' hashes, the users' and the tokens' secret
         with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as archive:
-            about = json.dumps({"format": FORMAT, **manifest.__dict__}, indent=1).encode()
+            about = json.dumps({"format": FORMAT, **asdict(manifest)}, indent=1).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mode, info.mtime = len(about), 0o600, int(time.time())
             archive.addfile(info, io.BytesIO(about))
             archive.add(dump, arcname=DUMP)
-            for name in HOME_FILES:
-                if (home / name).is_file():
-                    archive.add(home / name, arcname=f"home/{name}")
+            for name in manifest.home or ():
+                archive.add(home / name, arcname=f"home/{name}")
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
@@ -171,22 +181,32 @@ def _write_archive(target: Path, dump: Path, home: Path, manifest: Manifest) -> 
 
 
 def read_manifest(source: Path) -> Manifest:
-    """The backup's manifest; a BackupError naming the file when it is no Plaza backup."""
+    """The backup's manifest; a BackupError naming the file when it is no Plaza backup, or one
+    cut short (a copy that stopped before its end: its dump or a home file missing)."""
     try:
         with tarfile.open(source, mode="r:") as archive:
-            member = archive.extractfile(MANIFEST)
-            if member is None or DUMP not in archive.getnames():
+            first = archive.next()  # plaza backup writes its manifest first
+            member = archive.extractfile(first) if first and first.name == MANIFEST else None
+            if member is None:
                 raise KeyError(MANIFEST)
             data = json.loads(member.read())
+            if not isinstance(data, dict):
+                raise ValueError(f"its {MANIFEST} is no object")
+            manifest = Manifest.read(data, source)
+            try:
+                names = archive.getnames()
+            except tarfile.TarError as exc:
+                raise BackupError(f"{source} is cut short ({exc}): {_COPY_AGAIN}") from exc
     except FileNotFoundError:
         raise BackupError(f"{source}: no such file") from None
     except (tarfile.TarError, KeyError, ValueError, UnicodeDecodeError) as exc:
         raise BackupError(
             f"{source}: not a backup made by plaza backup ({type(exc).__name__}: {exc})"
         ) from exc
-    if not isinstance(data, dict):
-        raise BackupError(f"{source}: not a backup made by plaza backup (its manifest)")
-    return Manifest.read(data, source)
+    missing = [n for n in (DUMP, *(f"home/{h}" for h in manifest.home or ())) if n not in names]
+    if missing:
+        raise BackupError(f"{source} is cut short (no {', '.join(missing)}): {_COPY_AGAIN}")
+    return manifest
 
 
 async def running_clients(url: str) -> list[str]:
@@ -253,8 +273,11 @@ def _extract(source: Path, work: Path) -> None:
                 continue  # a home file the backed-up Plaza did not have
             if member is None:
                 raise BackupError(f"{source}: its {name} is not a file")
-            with member, (work / name).open("wb") as out:
-                shutil.copyfileobj(member, out)
+            try:
+                with member, (work / name).open("wb") as out:
+                    shutil.copyfileobj(member, out)
+            except tarfile.TarError as exc:  # changed since its manifest was read
+                raise BackupError(f"{source} is cut short ({exc}): {_COPY_AGAIN}") from exc
 
 
 def _put_back(kept: Path, home: Path) -> None:
