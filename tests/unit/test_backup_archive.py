@@ -1,8 +1,9 @@
-"""A backup file as `plaza restore` meets it: cut short by a copy that stopped, or no backup at
-all. Each is refused, saying which, before anything is changed."""
+"""A backup file as `plaza restore` meets it: cut short by a copy that stopped, made by a newer
+Plaza, or no backup at all. Each is refused, saying which, before anything is changed."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from plaza_cli import backup
+from plaza_cli.main import main
 
 # No PostgreSQL listens here: a restore that got as far as the database fails otherwise.
 NO_DATABASE = "postgresql://plaza@127.0.0.1:9/plaza"
@@ -100,3 +102,32 @@ def test_a_backup_of_an_older_plaza_lists_no_home_files_and_is_read(tmp_path: Pa
                 member.size = len(content)
             archive.addfile(member, io.BytesIO(content))
     assert backup.read_manifest(older).home is None
+
+
+def test_a_backup_made_by_a_newer_plaza_is_refused_before_the_database_is_touched(
+    tmp_path: Path,
+) -> None:
+    # Restored, its schema 0023 stopped the next make run at "Can't locate revision", and the
+    # town's database it replaced was gone.
+    newer = _backup_file(tmp_path, schema="0023")
+    with pytest.raises(backup.BackupError, match=r"made by a newer Plaza \(schema 0023; this"):
+        asyncio.run(backup.restore(NO_DATABASE, tmp_path / "home", newer))
+    assert not (tmp_path / "home").exists()
+
+
+def test_plaza_restore_of_a_newer_plazas_backup_makes_no_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On a new machine it started an embedded PostgreSQL in the empty home before refusing.
+    newer = _backup_file(tmp_path, schema="0023")
+    home = tmp_path / "home"
+    monkeypatch.setenv("PLAZA_HOME", str(home))
+    monkeypatch.setenv("PLAZA_CITY_CONFIG", str(Path("deploy/cities/jun.toml").resolve()))
+    monkeypatch.delenv("PLAZA_DATABASE_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", str(newer)])
+    assert exit_.value.code == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"plaza restore: {newer} was made by a newer Plaza (schema 0023;")
+    assert "update this Plaza first" in said
+    assert not home.exists()

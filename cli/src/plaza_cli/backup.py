@@ -209,6 +209,22 @@ def read_manifest(source: Path) -> Manifest:
     return manifest
 
 
+def check_schema(manifest: Manifest, source: Path) -> None:
+    """A backup of a schema this Plaza's migrations do not know was made by a newer Plaza:
+    restored, its database would stop the next make run at its first migration, with the
+    database it replaced gone."""
+    from alembic.script import ScriptDirectory
+    from plaza.db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    if manifest.schema not in {r.revision for r in script.walk_revisions()}:
+        raise BackupError(
+            f"{source} was made by a newer Plaza (schema {manifest.schema}; this one's is "
+            f"{script.get_current_head()}): update this Plaza first (git pull, make env), "
+            "then restore"
+        )
+
+
 async def running_clients(url: str) -> list[str]:
     """The other connections to the database: a Plaza that runs on it, or a console."""
     import asyncpg
@@ -227,6 +243,7 @@ async def restore(url: str, home: Path, source: Path) -> Manifest:
     from plaza_notifier.restores import marked_restored
 
     manifest = read_manifest(source)
+    check_schema(manifest, source)
     others = await running_clients(url)
     if others:
         raise BackupError(

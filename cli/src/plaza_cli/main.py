@@ -279,6 +279,8 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     command = args.command
     try:
         manifest = backup.read_manifest(args.file) if command == "restore" else None
+        if manifest is not None:
+            backup.check_schema(manifest, args.file)  # before a new machine's database is made
         city = City.from_settings(
             city_config=settings.city_config, city_data_dir=settings.city_data_dir
         ).name
