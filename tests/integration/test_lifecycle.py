@@ -545,6 +545,40 @@ async def test_a_citizen_answering_a_resolved_request_reopens_it(
     )
 
 
+async def test_a_follow_up_naming_another_door_is_not_placed_at_the_first_ones_point(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Someone else answers a resolved request's thread about the streetlight at Verdi 40: the
+    # follow-up had Verdi 40's address and Verdi 12's point, another door's pin on the console's
+    # map and in Open311's lat and long. One naming the same door, written another way, is
+    # placed at the request's point as an answer naming none is.
+    route = router(sessions)
+    await route(as_event(classified("door-12", street_address="Carrer de Verdi 12")))
+    [request] = await requests(sessions)
+    await do(sessions, request.id, Action.ACKNOWLEDGE)
+    await do(sessions, request.id, Action.RESOLVE, note="Arreglat")
+    answers = {
+        "door-40": "Carrer de Verdi 40",
+        "door-12-again": "c/ Verdi, 12",
+    }
+    for post_id, street in answers.items():
+        answer = classified(
+            post_id,
+            reply_to="door-12",
+            author=f"@{post_id}@bcn.social",
+            text=f"El fanal de {street} també està apagat",
+            latlon=None,
+            street_address=street,
+        )
+        await route(as_event(answer))
+    resolved, other_door, same_door = await requests(sessions)
+    assert resolved.address_key == same_door.address_key == "356803 12"
+    assert (other_door.address, other_door.address_key) == ("Carrer de Verdi 40", "356803 40")
+    assert (other_door.lat, other_door.long) == (None, None)
+    assert (other_door.district_code, other_door.barri_code) == ("06", "31")  # the thread's
+    assert (same_door.lat, same_door.long) == (resolved.lat, resolved.long) != (None, None)
+
+
 async def test_reporters_are_accounts_not_handles(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

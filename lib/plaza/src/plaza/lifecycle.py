@@ -922,7 +922,11 @@ async def open_follow_up(
     reopen a request; anyone may report."""
     placement, route = _placed_as(request, routing, city)
     located = report
-    if report.lat is None or report.long is None:
+    # An answer naming another door than the request's is not at the request's point (one whose
+    # door is unknown may be at it).
+    keys = (report.address_key, request.address_key)
+    another_door = None not in keys and keys[0] != keys[1]
+    if (report.lat is None or report.long is None) and not another_door:
         located = replace(report, lat=request.lat, long=request.long)
     if not located.address and request.address:
         located = replace(located, address=request.address, address_key=request.address_key)
