@@ -230,6 +230,44 @@ async def test_without_coordinates_the_same_street_and_number_is_the_same_place(
     ]
 
 
+async def test_a_report_merged_by_its_address_and_split_off_keeps_that_address(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A manager splits off a report joined by its address alone (no point, no barri): the new
+    # request had no address, nowhere for its manager or the duplicate search to go by.
+    route = router(sessions)
+    for post_id, street in (("door-a", "Carrer d'Aragó 250"), ("door-b", "c/ Aragó, 250")):
+        await route(
+            as_event(
+                classified(
+                    post_id,
+                    district="",
+                    barri="",
+                    latlon=None,
+                    service_code="cleaning",
+                    text=f"Contenidor ple a {street}",
+                    street_address=street,
+                )
+            )
+        )
+    [request] = await requests(sessions)
+    async with sessions.begin() as s:
+        await split_report(
+            s,
+            request.id,
+            "mastodon",
+            "door-b",
+            actor="m",
+            now=POSTED_AT,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )
+    _, split = await requests(sessions)
+    assert (split.source_post_id, split.address) == ("door-b", "c/ Aragó, 250")
+    assert split.address_key == "018505 250"
+
+
 async def test_in_a_barri_another_street_is_another_place_however_alike_the_words(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

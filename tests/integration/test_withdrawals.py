@@ -396,6 +396,46 @@ async def test_somebody_else_withdrawing_a_post_not_yet_routed_does_not_keep_it_
         assert list(found.scalars()) == []
 
 
+async def test_a_request_keeps_the_address_its_other_reports_give(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Two posts naming c/ Aragó 250 and no point are one request, by the address's key. The
+    # first one's withdrawal took the address out of the request, as its point falls back to
+    # another report's: the request was left nowhere (a street places no district), and the
+    # next post about that door opened a request of its own.
+    route = router(sessions)
+
+    def at(post_id: str, street: str, author_id: str) -> PostClassified:
+        return classified(
+            post_id,
+            district="",
+            barri="",
+            latlon=None,
+            service_code="cleaning",
+            text=f"Contenidor ple a {street}",
+            street_address=street,
+            author_id=author_id,
+        )
+
+    await route(as_event(at("wd-a1", "Carrer d'Aragó 250", "41")))
+    await route(as_event(at("wd-a2", "c/ Aragó, 250", "42")))
+    request = await the_request(sessions, "wd-a1")
+    assert (await the_request(sessions, "wd-a2")).id == request.id
+    assert request.address_key == "018505 250"
+
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wd-a1", author_id="41")))
+
+    request = await the_request(sessions, "wd-a2")
+    assert (request.address, request.address_key) == ("c/ Aragó, 250", "018505 250")
+    async with sessions() as s:
+        first = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == "wd-a1"))
+        ).scalar_one()
+    assert (first.address, first.address_key) == (None, None)  # the withdrawn post's own
+    await route(as_event(at("wd-a3", "Carrer d'Aragó 250", "43")))
+    assert (await the_request(sessions, "wd-a3")).id == request.id
+
+
 async def test_a_follow_up_placed_by_the_withdrawn_post_loses_its_address_and_point(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

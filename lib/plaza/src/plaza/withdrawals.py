@@ -141,7 +141,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     report.text = WITHDRAWN_TEXT
     report.author_handle = ""
     report.reporter = f"withdrawn:{report.id}"
-    report.lat = report.long = None
+    report.lat = report.long = report.address = report.address_key = None
     report.withdrawn_at = w.withdrawn_at
     await session.flush()
     # FOR NO KEY UPDATE, as the router's merges lock: a FOR UPDATE would also hold off the
@@ -180,18 +180,25 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
 
 
 async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: Withdrawal) -> None:
-    """The request the post opened keeps no trace of it: its place falls back to the earliest
-    other report with a point, else to its district and barri alone."""
+    """The request the post opened keeps no trace of it: its point and its address each fall
+    back to the earliest other report's that gives one, else to its district and barri alone."""
+    others = select(RequestReport).where(
+        RequestReport.service_request_id == request.id, RequestReport.withdrawn_at.is_(None)
+    )
+    earliest = (RequestReport.reported_at, RequestReport.id)
     other = (
         await session.execute(
-            select(RequestReport.lat, RequestReport.long)
-            .where(
-                RequestReport.service_request_id == request.id,
-                RequestReport.withdrawn_at.is_(None),
-                RequestReport.lat.is_not(None),
-                RequestReport.long.is_not(None),
-            )
-            .order_by(RequestReport.reported_at, RequestReport.id)
+            others.with_only_columns(RequestReport.lat, RequestReport.long)
+            .where(RequestReport.lat.is_not(None), RequestReport.long.is_not(None))
+            .order_by(*earliest)
+            .limit(1)
+        )
+    ).first()
+    addressed = (
+        await session.execute(
+            others.with_only_columns(RequestReport.address, RequestReport.address_key)
+            .where(RequestReport.address.is_not(None))
+            .order_by(*earliest)
             .limit(1)
         )
     ).first()
@@ -201,7 +208,9 @@ async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: With
     request.source_public_url = None
     request.media_url = None
     request.media_urls = []
-    request.address = request.address_key = None
+    request.address, request.address_key = (
+        (addressed[0], addressed[1]) if addressed is not None else (None, None)
+    )
     request.lat, request.long = (other[0], other[1]) if other is not None else (None, None)
     request.withdrawn_at = w.withdrawn_at
     await _replace_in_follow_ups(session, request, placed, w)

@@ -215,10 +215,14 @@ class RequestReport(Base):
     text: Mapped[str] = mapped_column(Text)
     lat: Mapped[float | None] = mapped_column(Float)
     long: Mapped[float | None] = mapped_column(Float)
+    # The address it gave, as written, and that address's key by the street register (a request
+    # whose opening post is withdrawn keeps another report's; a split report takes its own).
+    address: Mapped[str | None] = mapped_column(Text)
+    address_key: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(8))
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     merged: Mapped[bool] = mapped_column(Boolean)  # False for the post that opened the request
-    # When its author withdrew the post: text, handle, reporter and point are gone.
+    # When its author withdrew the post: text, handle, reporter, point and address are gone.
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),)
