@@ -16,7 +16,7 @@ from plaza_cli import backup
 from plaza_cli.main import main
 
 # No PostgreSQL listens here: a restore that got as far as the database fails otherwise.
-NO_DATABASE = "postgresql://plaza@127.0.0.1:9/plaza"
+NO_DATABASE = "postgresql+asyncpg://plaza@127.0.0.1:9/plaza"
 
 
 def _backup_file(tmp_path: Path, *, schema: str = "0019") -> Path:
@@ -131,3 +131,19 @@ def test_plaza_restore_of_a_newer_plazas_backup_makes_no_database(
     assert said.startswith(f"plaza restore: {newer} was made by a newer Plaza (schema 0023;")
     assert "update this Plaza first" in said
     assert not home.exists()
+
+
+def test_plaza_backup_into_a_directory_names_the_file_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "plaza backup /media/usb" dumped the whole database, then failed with a traceback
+    # (IsADirectoryError), or PermissionError writing its temporary file in /media.
+    monkeypatch.setenv("PLAZA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PLAZA_DATABASE_URL", NO_DATABASE)
+    with pytest.raises(SystemExit) as exit_:
+        main(["backup", str(tmp_path)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        f"plaza backup: {tmp_path} is a directory: name the backup's file in it, such as "
+        f"{tmp_path / 'plaza-YYYY-MM-DD.tar'}\n"
+    )

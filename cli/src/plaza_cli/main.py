@@ -278,6 +278,11 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     settings = load(AccessCliSettings)
     command = args.command
     try:
+        if command == "backup" and args.file.is_dir():
+            raise backup.BackupError(
+                f"{args.file} is a directory: name the backup's file in it, such as "
+                f"{args.file / 'plaza-YYYY-MM-DD.tar'}"
+            )
         manifest = backup.read_manifest(args.file) if command == "restore" else None
         if manifest is not None:
             backup.check_schema(manifest, args.file)  # before a new machine's database is made
