@@ -107,10 +107,10 @@ def test_a_backup_of_an_older_plaza_lists_no_home_files_and_is_read(tmp_path: Pa
 def test_a_backup_made_by_a_newer_plaza_is_refused_before_the_database_is_touched(
     tmp_path: Path,
 ) -> None:
-    # Restored, its schema 0023 stopped the next make run at "Can't locate revision", and the
-    # town's database it replaced was gone.
-    newer = _backup_file(tmp_path, schema="0023")
-    with pytest.raises(backup.BackupError, match=r"made by a newer Plaza \(schema 0023; this"):
+    # A schema no migration of this Plaza names: restored, it stopped the next make run at
+    # "Can't locate revision", and the town's database it replaced was gone.
+    newer = _backup_file(tmp_path, schema="0999")
+    with pytest.raises(backup.BackupError, match=r"made by a newer Plaza \(schema 0999; this"):
         asyncio.run(backup.restore(NO_DATABASE, tmp_path / "home", newer))
     assert not (tmp_path / "home").exists()
 
@@ -119,7 +119,7 @@ def test_plaza_restore_of_a_newer_plazas_backup_makes_no_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # On a new machine it started an embedded PostgreSQL in the empty home before refusing.
-    newer = _backup_file(tmp_path, schema="0023")
+    newer = _backup_file(tmp_path, schema="0999")
     home = tmp_path / "home"
     monkeypatch.setenv("PLAZA_HOME", str(home))
     monkeypatch.setenv("PLAZA_CITY_CONFIG", str(Path("deploy/cities/jun.toml").resolve()))
@@ -128,7 +128,7 @@ def test_plaza_restore_of_a_newer_plazas_backup_makes_no_database(
         main(["restore", str(newer)])
     assert exit_.value.code == 1
     said = capsys.readouterr().err
-    assert said.startswith(f"plaza restore: {newer} was made by a newer Plaza (schema 0023;")
+    assert said.startswith(f"plaza restore: {newer} was made by a newer Plaza (schema 0999;")
     assert "update this Plaza first" in said
     assert not home.exists()
 
