@@ -44,6 +44,7 @@ from plaza.withdrawals import (
 )
 from plaza_notifier.delivery import Delivery, enqueue
 from plaza_notifier.handler import PostReply
+from plaza_router.settings import NotActionableReply
 from plaza_router.withdrawals import WithdrawPost
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -616,3 +617,44 @@ async def test_a_reply_being_sent_when_its_post_is_withdrawn_keeps_no_mention_on
     ]
     assert event.reply_posted.text == said
     assert await traces(sessions, "marta.withdraws") == {}
+
+
+class _Mastodon:
+    """A reply channel as the notifier's consumer sees it (nothing is sent here)."""
+
+    platform = "mastodon"
+    mention_author = True
+
+
+async def test_somebody_elses_claim_on_a_thanked_post_leaves_its_thanks_to_go_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A post that opens no request has no report to tell its author by: a bridge naming another
+    # account as its author dropped the router's thank-you from the outbox, had the notifier
+    # withhold it, and took it out of the deliveries, as the author's own deletion does.
+    route = router(sessions, not_actionable_reply=NotActionableReply.ACKNOWLEDGE)
+    post = classified(
+        "wd-thanks-1", actionable=False, text="Bon dia!", author=MARTA, author_id="42"
+    )
+    await route.batch([as_event(post)])
+    handler = WithdrawPost(sessions)
+    await handler(as_withdrawal(withdrawn("wd-thanks-1", author_id="666"), "not-hers-1"))
+
+    [thanks] = [
+        e
+        for e in await outbox(sessions, "reply-requested.v1")
+        if e.reply_requested.in_reply_to_post_id == "wd-thanks-1"
+    ]
+    notifier = PostReply(sessions, {"mastodon": _Mastodon()})  # type: ignore[dict-item]
+    await notifier.batch([thanks])
+    await handler(as_withdrawal(withdrawn("wd-thanks-1", author_id="667"), "not-hers-2"))
+    async with sessions() as s:
+        delivery = await s.get(ReplyDelivery, thanks.reply_requested.reply_id)
+    assert delivery is not None and delivery.state == "pending"
+    assert delivery.author_handle == MARTA
+
+    # Its author's own deletion still keeps it from being sent.
+    await handler(as_withdrawal(withdrawn("wd-thanks-1", author_id="42"), "hers"))
+    async with sessions() as s:
+        delivery = await s.get(ReplyDelivery, thanks.reply_requested.reply_id)
+    assert delivery is not None and delivery.state == WITHDRAWN_STATE

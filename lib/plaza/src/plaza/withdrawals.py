@@ -13,7 +13,9 @@ What goes, for the withdrawn post:
 - the events about it still in the outbox (a reply to it, the handle of a merge).
 A `withdrawn_posts` row (ids, and who asked) remembers it: a reply requested later is dropped,
 and the post arriving at the router afterwards (it was deleted before it was routed) opens
-nothing if its author (or its platform) asked; the router forgets anybody else's claim."""
+nothing if its author (or its platform) asked; the router forgets anybody else's claim. A post
+with no report (a thanks's, which opened no request) is known by its author only as its replies
+name them (`reporter`): somebody else's claim keeps none of them from going out."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from sqlalchemy import Text, and_, bindparam, case, func, select, text, update
+from sqlalchemy import Text, and_, bindparam, case, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,6 +82,13 @@ def by_its_author(w: Withdrawal, report: RequestReport) -> bool:
     """Whether the withdrawal comes from the report's author (or from its platform)."""
     who = asked_by(w)
     return not who or who == report.reporter
+
+
+def withdraws_reply(w: Withdrawal, reporter: str) -> bool:
+    """Whether the withdrawal takes back a reply to its post whose request named the post's
+    author `reporter`: theirs or the platform's does; any does where none was named."""
+    who = asked_by(w)
+    return not who or not reporter or who == reporter
 
 
 # A post's lock, until the transaction ends: the router takes it before it reads whether a post
@@ -315,7 +324,8 @@ async def _scrub_outbox(
         body = event.WhichOneof("body")
         if body == "reply_requested":
             req = event.reply_requested
-            if (req.platform, req.in_reply_to_post_id) == (w.platform, w.post_id):
+            answers = (req.platform, req.in_reply_to_post_id) == (w.platform, w.post_id)
+            if answers and withdraws_reply(w, req.reporter):
                 await session.delete(row)
             continue
         if body == "request_merged":
@@ -355,10 +365,13 @@ async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
     """Replies to the post not yet posted are never sent (the platform would refuse an answer
     to a deleted post anyway); the handle leaves every delivery, and the text of those posted.
     One being sent right now is left to finish: the notifier takes the mention out as it
-    records it posted (plaza_notifier.delivery)."""
+    records it posted (plaza_notifier.delivery). A reply naming its post's author (a thanks's,
+    whose post has no report to tell them by) is left alone by anybody else's withdrawal."""
+    who = asked_by(w)
     answering = (
         ReplyDelivery.platform == w.platform,
         ReplyDelivery.in_reply_to_post_id == w.post_id,
+        ReplyDelivery.reporter.in_(("", who)) if who else true(),
     )
     await session.execute(
         update(ReplyDelivery)
@@ -368,7 +381,9 @@ async def _cancel_replies(session: AsyncSession, w: Withdrawal) -> None:
     )
     # A reply posted begins with the handle where its platform mentions its author (Mastodon):
     # the recorded reply and its delivery keep what the city said, without the mention.
-    await session.execute(_UNMENTION_REPLIES, {"platform": w.platform, "post_id": w.post_id})
+    await session.execute(
+        _UNMENTION_REPLIES, {"platform": w.platform, "post_id": w.post_id, "who": who}
+    )
     await session.execute(
         update(ReplyDelivery)
         .where(*answering, ReplyDelivery.state != "sending")
@@ -395,30 +410,41 @@ _UNMENTION_REPLIES = text(
     WHERE d.reply_id = r.reply_id AND d.platform = :platform AND d.in_reply_to_post_id = :post_id
       AND d.state <> 'sending' AND d.author_handle <> ''
       AND starts_with(r.text, d.author_handle || ' ')
+      AND (CAST(:who AS text) = '' OR d.reporter IN ('', :who))
     """
 )
 
 
-# Which of these (platform, post id) were withdrawn: one statement whatever their number.
+# Which of these (platform, post id, its author) were withdrawn by that author or their
+# platform (by anybody where no author is named): one statement whatever their number.
 _WITHDRAWN_OF = text(
     """
-    SELECT w.platform, w.post_id
-    FROM unnest(CAST(:platforms AS text[]), CAST(:posts AS text[])) AS k(platform, post_id)
+    SELECT DISTINCT k.platform, k.post_id, k.reporter
+    FROM unnest(
+        CAST(:platforms AS text[]), CAST(:posts AS text[]), CAST(:reporters AS text[])
+    ) AS k(platform, post_id, reporter)
     JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
+    WHERE k.reporter = '' OR w.reporter IN ('', k.reporter)
     """
 )
 
 
 async def withdrawn_of(
-    session: AsyncSession, keys: Collection[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of these posts (platform, post id) have been withdrawn by their authors."""
+    session: AsyncSession, keys: Collection[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """Which of these posts (platform, post id, its author as a reply request names them, or
+    empty) have been withdrawn by their authors."""
     if not keys:
         return set()
     found = await session.execute(
-        _WITHDRAWN_OF, {"platforms": [k[0] for k in keys], "posts": [k[1] for k in keys]}
+        _WITHDRAWN_OF,
+        {
+            "platforms": [k[0] for k in keys],
+            "posts": [k[1] for k in keys],
+            "reporters": [k[2] for k in keys],
+        },
     )
-    return {(platform, post_id) for platform, post_id in found}
+    return {(platform, post_id, reporter) for platform, post_id, reporter in found}
 
 
 async def known_among(session: AsyncSession, platform: str, post_ids: Collection[str]) -> set[str]:
@@ -441,9 +467,12 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
     return set(found.scalars())
 
 
-async def was_withdrawn(session: AsyncSession, platform: str, post_id: str) -> bool:
+async def was_withdrawn(
+    session: AsyncSession, platform: str, post_id: str, reporter: str = ""
+) -> bool:
     """Whether this post was withdrawn: its report says so, or, a post with no report (a
-    thanks's, or one withdrawn before it was routed), a withdrawal of it is remembered."""
+    thanks's, or one withdrawn before it was routed), a withdrawal of it is remembered, by its
+    author `reporter` (or its platform) where they are known."""
     report = (
         await session.execute(
             select(RequestReport.withdrawn_at).where(
@@ -453,7 +482,7 @@ async def was_withdrawn(session: AsyncSession, platform: str, post_id: str) -> b
     ).first()
     if report is not None:
         return report.withdrawn_at is not None
-    return bool(await withdrawn_of(session, [(platform, post_id)]))
+    return bool(await withdrawn_of(session, [(platform, post_id, reporter)]))
 
 
 def unmentioned(text: str, handle: str) -> str:

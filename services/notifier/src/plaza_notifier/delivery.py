@@ -87,6 +87,8 @@ class Delivery:
     text: str
     photo_url: str | None
     correlation_id: str
+    # who wrote the post it answers, where no report says (a thanks's): plaza.withdrawals
+    reporter: str = ""
 
 
 def _row(delivery: Delivery, now: datetime) -> dict[str, object]:
@@ -101,6 +103,7 @@ def _row(delivery: Delivery, now: datetime) -> dict[str, object]:
         "body": delivery.text,
         "photo_url": delivery.photo_url,
         "correlation_id": delivery.correlation_id,
+        "reporter": delivery.reporter,
         "state": State.PENDING.value,
         "attempts": 0,
         "maybe_sent": False,
@@ -252,6 +255,7 @@ class Deliverer:
                             text=row.body,
                             photo_url=row.photo_url,
                             correlation_id=row.correlation_id,
+                            reporter=row.reporter,
                         ),
                         attempts=row.attempts + 1,
                         look_first=row.maybe_sent or restored is not None,
@@ -401,7 +405,7 @@ class Deliverer:
             await lock_posts(session, [answered])
             text = d.text
             scrub: dict[str, object] = {}
-            if await was_withdrawn(session, *answered):
+            if await was_withdrawn(session, *answered, d.reporter):
                 text = unmentioned(text, d.author_handle)
                 scrub = {"author_handle": "", "body": text}
             mine = await self._fenced(

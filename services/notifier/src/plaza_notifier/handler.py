@@ -210,19 +210,27 @@ class PostReply:
             text=text,
             photo_url=photo,
             correlation_id=event.correlation_id or event.event_id,
+            reporter=req.reporter,
         )
 
 
-def _answered(event: Envelope) -> tuple[str, str]:
+def _answered(event: Envelope) -> tuple[str, str, str]:
+    """The post a reply answers, and its author where the request names them: only their
+    withdrawal (or their platform's) withholds it."""
     req = event.reply_requested
-    return req.platform, req.in_reply_to_post_id
+    return req.platform, req.in_reply_to_post_id, req.reporter
 
 
 def _withheld(event: Envelope) -> None:
     """A reply to a post its author withdrew is never sent: it is gone from the platform (a
     reply to it would be refused), and the citizen took it back."""
     req = event.reply_requested
-    log.info("reply %s not sent: %s %s was withdrawn", req.reply_id, *_answered(event))
+    log.info(
+        "reply %s not sent: %s %s was withdrawn",
+        req.reply_id,
+        req.platform,
+        req.in_reply_to_post_id,
+    )
 
 
 def _check(event: Envelope) -> None:

@@ -471,6 +471,8 @@ class RoutePost:
             platform=post.platform,
             in_reply_to_post_id=post.post_id,
             author_handle=post.author_handle,
+            # no report will name its author: only their withdrawal keeps it from going out
+            reporter=reporter_of(post.platform, post.author_id, post.author_handle),
         )
         return envelope(
             reply,

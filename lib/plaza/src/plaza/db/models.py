@@ -391,6 +391,9 @@ class ReplyDelivery(Base):
     platform: Mapped[str] = mapped_column(String(32))
     in_reply_to_post_id: Mapped[str] = mapped_column(String(256))
     author_handle: Mapped[str] = mapped_column(String(256))
+    # Who wrote the post it answers (plaza.requests.reporter_of) where no report says (a thanks
+    # for a post that opened no request): only their withdrawal withdraws it. Empty: any does.
+    reporter: Mapped[str] = mapped_column(Text, server_default="", default="")
     # `body` in Python (`text` would hide sqlalchemy's text() below), `text` in the table.
     body: Mapped[str] = mapped_column("text", Text)
     photo_url: Mapped[str | None] = mapped_column(Text)

@@ -535,6 +535,7 @@ class ReplyRequested(_message.Message):
     IN_REPLY_TO_POST_ID_FIELD_NUMBER: _builtins.int
     AUTHOR_HANDLE_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
     reply_id: _builtins.str
     """unique; posting it twice is refused"""
     service_request_id: _builtins.str
@@ -545,6 +546,11 @@ class ReplyRequested(_message.Message):
     """where to answer"""
     in_reply_to_post_id: _builtins.str
     author_handle: _builtins.str
+    reporter: _builtins.str
+    """Who wrote the post answered, as reports name their authors ("mastodon:42"), where no report
+    of it says so (a thanks for a post that opened no request): only their withdrawal, or their
+    platform's, keeps the reply from going out. Empty: any withdrawal of the post does.
+    """
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """template parameters (district_name, due date, ...)"""
@@ -560,10 +566,11 @@ class ReplyRequested(_message.Message):
         in_reply_to_post_id: _builtins.str = ...,
         author_handle: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reporter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "in_reply_to_post_id", b"in_reply_to_post_id", "kind", b"kind", "language", b"language", "params", b"params", "platform", b"platform", "reply_id", b"reply_id", "service_request_id", b"service_request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "in_reply_to_post_id", b"in_reply_to_post_id", "kind", b"kind", "language", b"language", "params", b"params", "platform", b"platform", "reply_id", b"reply_id", "reporter", b"reporter", "service_request_id", b"service_request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
