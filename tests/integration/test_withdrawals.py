@@ -5,10 +5,12 @@ the author withdraws, nothing changes twice, and a reply to it is never sent."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import (
     REPLY_KIND_NOT_ACTIONABLE,
@@ -23,6 +25,7 @@ from plaza.contracts import (
 from plaza.contracts import timestamp as ts
 from plaza.db.models import (
     OutboxRecord,
+    PublishedPost,
     Reply,
     ReplyDelivery,
     RequestEvent,
@@ -32,6 +35,7 @@ from plaza.db.models import (
 )
 from plaza.lifecycle import Command, act
 from plaza.policy import RoutingTable, SlaPolicy
+from plaza.posts import PostIn
 from plaza.requests import Action
 from plaza.withdrawals import (
     POST_LOCKS,
@@ -42,6 +46,9 @@ from plaza.withdrawals import (
     lock_posts,
     withdraw,
 )
+from plaza_ingest.connectors.base import Batch, Deletion
+from plaza_ingest.connectors.published import KEPT
+from plaza_ingest.connectors.runner import ConnectorRunner
 from plaza_notifier.delivery import Delivery, enqueue
 from plaza_notifier.handler import PostReply
 from plaza_router.settings import NotActionableReply
@@ -51,6 +58,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
+from tests.unit.test_withdrawals import withdrawn_events
 
 pytestmark = pytest.mark.postgres
 
@@ -658,3 +666,53 @@ async def test_somebody_elses_claim_on_a_thanked_post_leaves_its_thanks_to_go_ou
     async with sessions() as s:
         delivery = await s.get(ReplyDelivery, thanks.reply_requested.reply_id)
     assert delivery is not None and delivery.state == WITHDRAWN_STATE
+
+
+class _Jetstream:
+    """A Bluesky connector as the runner sees it (the runner is handed its batches here)."""
+
+    name = "bluesky:withdrawals"
+    platform = "bluesky"
+
+    async def batches(self, cursor: str | None) -> AsyncIterator[Batch]:
+        return
+        yield
+
+
+async def test_ingest_restarted_hands_on_the_deletion_of_a_post_it_published_not_yet_routed(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Ingest knew the posts it had published from memory: restarted before the router had the
+    # post (no report of it, no reply), it took its author's deletion for somebody else's post.
+    did = "did:plc:marta2222222222222222222"
+    mine, theirs = f"at://{did}/app.bsky.feed.post/3kwd1", "at://did:plc:other/app.bsky.feed.post/3"
+    bus = MemoryBus()
+    post = PostIn(platform="bluesky", post_id=mine, author_handle="@marta.test", text="Fanal")
+    await ConnectorRunner(_Jetstream(), bus, sessions)._publish(Batch([post], "1"))
+
+    restarted = ConnectorRunner(_Jetstream(), bus, sessions)  # remembers nothing of its own
+    at = datetime.now(UTC)
+    await restarted._publish(
+        Batch([], "2", [Deletion("bluesky", mine, did, at), Deletion("bluesky", theirs, "x", at)])
+    )
+    [event] = await withdrawn_events(bus)  # and none for the firehose's other deletions
+    assert (event.post_withdrawn.post_id, event.post_withdrawn.author_id) == (mine, did)
+
+    # Only the posts published within the bus's retention are kept: a post still not routed
+    # by then is off the bus for good.
+    async with sessions.begin() as s:
+        s.add_all(
+            [
+                PublishedPost(platform="bluesky", post_id="at://old", published_at=at - KEPT * 2),
+                PublishedPost(
+                    platform="bluesky", post_id="at://recent", published_at=at - KEPT / 2
+                ),
+            ]
+        )
+    later = PostIn(
+        platform="bluesky", post_id="at://later", author_handle="@m.test", text="Bon dia"
+    )
+    await ConnectorRunner(_Jetstream(), bus, sessions)._publish(Batch([later], "3"))
+    async with sessions() as s:
+        kept = set((await s.execute(select(PublishedPost.post_id))).scalars())
+    assert kept == {mine, "at://recent", "at://later"}

@@ -117,15 +117,25 @@ async def test_a_streamed_mastodon_delete_is_a_deletion_and_the_stream_goes_on(
 # --- the runner ------------------------------------------------------------------------------
 
 
-class _Sessions:
-    """Stands in for the session factory: the runner only hands a session to known_among."""
+class _Session:
+    """Takes the runner's record of the posts it publishes (published_posts), and does nothing."""
 
-    def __call__(self) -> contextlib.AbstractAsyncContextManager[object]:
+    async def execute(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+class _Sessions:
+    """Stands in for the session factory: the runner hands a session to known_among, and
+    records the posts it publishes in another."""
+
+    def __call__(self) -> contextlib.AbstractAsyncContextManager[_Session]:
         @contextlib.asynccontextmanager
-        async def session() -> AsyncIterator[object]:
-            yield object()
+        async def session() -> AsyncIterator[_Session]:
+            yield _Session()
 
         return session()
+
+    begin = __call__
 
 
 class _Connector:

@@ -34,6 +34,7 @@ from plaza import metrics
 from plaza.contracts import decode, post_key
 from plaza.db.models import (
     OutboxRecord,
+    PublishedPost,
     ReplyDelivery,
     RequestEvent,
     RequestReport,
@@ -448,8 +449,9 @@ async def withdrawn_of(
 
 
 async def known_among(session: AsyncSession, platform: str, post_ids: Collection[str]) -> set[str]:
-    """Which of these posts of `platform` Plaza keeps something of (a report, a reply to it):
-    ingest hands on the deletions of those only, not every post deleted on the platform."""
+    """Which of these posts of `platform` Plaza keeps something of (a report, a reply to it) or
+    published lately (not routed yet, perhaps): ingest hands on the deletions of those only,
+    not every post deleted on the platform."""
     if not post_ids:
         return set()
     ids = list(post_ids)
@@ -463,7 +465,10 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
         ReplyDelivery.in_reply_to_post_id.in_(ids),
         ReplyDelivery.state != WITHDRAWN_STATE,
     )
-    found = await session.execute(reported.union(answered))
+    published = select(PublishedPost.post_id).where(
+        PublishedPost.platform == platform, PublishedPost.post_id.in_(ids)
+    )
+    found = await session.execute(reported.union(answered, published))
     return set(found.scalars())
 
 

@@ -372,6 +372,22 @@ class ConnectorCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class PublishedPost(Base):
+    """A post an ingest connector put on the bus (its ids only), kept for the bus's retention:
+    its deletion is handed on after ingest restarted even if the post has not been routed yet
+    (no report or reply of it to tell). The firehose's deletions of other posts are not."""
+
+    __tablename__ = "published_posts"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_published_posts_published_at", "published_at"),)
+
+
 class ReplyDelivery(Base):
     """A public reply on its way to a social platform: pending, sending (the HTTP call may have
     been made), posted, or failed (dead-lettered, waiting for a manager to retry it).

@@ -5,13 +5,17 @@ The cursor rule: a cursor is stored only after every post up to it is durably on
 missed, and nothing is published twice except what was on the bus but not yet in the cursor
 when the process died; those carry the same event id (derived from (platform, post_id)), which
 the router's inbox recognises. Within a run, repeats (catch-up and stream overlap) are dropped
-before publishing."""
+before publishing. A post is recorded as published (published_posts) before it goes on the bus,
+so that its deletion is recognised after a restart, before the router has it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Final
 
 from plaza.bus import Bus
 from plaza.contracts import post_key
@@ -22,11 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from plaza_ingest.connectors.base import Batch, Connector, RetryAfter
 from plaza_ingest.connectors.cursors import load_cursor, save_cursor
+from plaza_ingest.connectors.published import forget_published, remember_published
 from plaza_ingest.publish import post_received, post_withdrawn, publish
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "stream"
+# Seconds between two clean-ups of the posts published longer ago than the bus keeps them.
+FORGET_EVERY: Final = 3600.0
 
 CONNECTOR_POSTS = Counter(
     "plaza_connector_posts_total",
@@ -86,6 +93,7 @@ class ConnectorRunner:
         self._seen = seen if seen is not None else RecentPosts()
         self.connected = asyncio.Event()  # set while caught up and following the live stream
         self.connections = 0
+        self._forgotten_at: float | None = None  # monotonic time of the last clean-up
 
     async def run(self) -> None:
         """Until cancelled: connect, publish, store the cursor; on a loss, wait and reconnect."""
@@ -136,8 +144,9 @@ class ConnectorRunner:
             await self._publish_deletions(batch)
 
     async def _publish_deletions(self, batch: Batch) -> None:
-        """The deletions of posts Plaza has (published in this run, or kept in its records): a
-        platform's stream carries every deletion, of which the city's are a few."""
+        """The deletions of posts Plaza has (published in this run, or before it, or kept in
+        its records): a platform's stream carries every deletion, of which the city's are a
+        few."""
         platform = self.connector.platform
         ids = {d.post_id for d in batch.deletions if d.platform == platform}
         mine = {i for i in ids if post_key(platform, i) in self._seen}
@@ -172,9 +181,22 @@ class ConnectorRunner:
         for key in keys:
             self._seen.add(key)
         try:
+            await self._remember([(p.platform, p.post_id) for p in fresh])
             await publish(self._bus, [post_received(p, channel=CHANNEL) for p in fresh])
         except BaseException:
             for key in keys:
                 self._seen.discard(key)
             raise
         CONNECTOR_POSTS.labels(self.connector.platform).inc(len(fresh))
+
+    async def _remember(self, posts: list[tuple[str, str]]) -> None:
+        """Records the posts as published before they go on the bus (a restart forgets
+        RecentPosts, and the router may not have them yet), and forgets, hourly, those the bus
+        no longer keeps."""
+        now = datetime.now(UTC)
+        tick = time.monotonic()
+        async with self._sessions.begin() as session:
+            await remember_published(session, posts, now)
+            if self._forgotten_at is None or tick - self._forgotten_at >= FORGET_EVERY:
+                await forget_published(session, now)
+                self._forgotten_at = tick
