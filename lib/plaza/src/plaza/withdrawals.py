@@ -34,7 +34,6 @@ from plaza import metrics
 from plaza.contracts import decode, post_key
 from plaza.db.models import (
     OutboxRecord,
-    PublishedPost,
     ReplyDelivery,
     RequestEvent,
     RequestReport,
@@ -448,27 +447,33 @@ async def withdrawn_of(
     return {(platform, post_id, reporter) for platform, post_id, reporter in found}
 
 
+# Which of these posts of a platform Plaza keeps something of: one statement whose text does
+# not change with their number (three IN lists of 1,000 ids took 35 ms, most of it planning).
+_KNOWN_AMONG = text(
+    """
+    SELECT r.post_id FROM request_reports r
+    WHERE r.platform = :platform AND r.post_id = ANY(CAST(:ids AS text[]))
+      AND r.withdrawn_at IS NULL
+    UNION
+    SELECT d.in_reply_to_post_id FROM reply_deliveries d
+    WHERE d.platform = :platform AND d.in_reply_to_post_id = ANY(CAST(:ids AS text[]))
+      AND d.state <> :withdrawn
+    UNION
+    SELECT p.post_id FROM published_posts p
+    WHERE p.platform = :platform AND p.post_id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+
 async def known_among(session: AsyncSession, platform: str, post_ids: Collection[str]) -> set[str]:
     """Which of these posts of `platform` Plaza keeps something of (a report, a reply to it) or
     published lately (not routed yet, perhaps): ingest hands on the deletions of those only,
     not every post deleted on the platform."""
     if not post_ids:
         return set()
-    ids = list(post_ids)
-    reported = select(RequestReport.post_id).where(
-        RequestReport.platform == platform,
-        RequestReport.post_id.in_(ids),
-        RequestReport.withdrawn_at.is_(None),
+    found = await session.execute(
+        _KNOWN_AMONG, {"platform": platform, "ids": list(post_ids), "withdrawn": WITHDRAWN_STATE}
     )
-    answered = select(ReplyDelivery.in_reply_to_post_id).where(
-        ReplyDelivery.platform == platform,
-        ReplyDelivery.in_reply_to_post_id.in_(ids),
-        ReplyDelivery.state != WITHDRAWN_STATE,
-    )
-    published = select(PublishedPost.post_id).where(
-        PublishedPost.platform == platform, PublishedPost.post_id.in_(ids)
-    )
-    found = await session.execute(reported.union(answered, published))
     return set(found.scalars())
 
 
