@@ -655,6 +655,7 @@ async def test_somebody_elses_claim_on_a_thanked_post_leaves_its_thanks_to_go_ou
     ]
     notifier = PostReply(sessions, {"mastodon": _Mastodon()})  # type: ignore[dict-item]
     await notifier.batch([thanks])
+    assert await PostReply(sessions)(thanks) != []  # one at a time (the log channel) too
     await handler(as_withdrawal(withdrawn("wd-thanks-1", author_id="667"), "not-hers-2"))
     async with sessions() as s:
         delivery = await s.get(ReplyDelivery, thanks.reply_requested.reply_id)
