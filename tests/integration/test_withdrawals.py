@@ -44,6 +44,7 @@ from plaza.withdrawals import (
     Outcome,
     Withdrawal,
     lock_posts,
+    was_withdrawn,
     withdraw,
 )
 from plaza_ingest.connectors.base import Batch, Deletion
@@ -661,6 +662,8 @@ async def test_somebody_elses_claim_on_a_thanked_post_leaves_its_thanks_to_go_ou
         delivery = await s.get(ReplyDelivery, thanks.reply_requested.reply_id)
     assert delivery is not None and delivery.state == "pending"
     assert delivery.author_handle == MARTA
+    async with sessions() as s:  # nor does its mention leave it as it is recorded posted
+        assert not await was_withdrawn(s, "mastodon", "wd-thanks-1", delivery.reporter)
 
     # Its author's own deletion still keeps it from being sent.
     await handler(as_withdrawal(withdrawn("wd-thanks-1", author_id="42"), "hers"))
