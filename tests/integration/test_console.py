@@ -662,13 +662,31 @@ async def test_a_citizens_html_is_shown_as_text_and_runs_nothing(
 async def test_a_worker_sees_their_assignments_and_only_a_workers_actions(
     page: Page, console: Console
 ) -> None:
+    """Her assignments live, as a manager's queue (they polled every 30 s): a request assigned
+    to her while she looks shows up at once; polling while the stream is down."""
     for action, body in (("acknowledge", None), ("assign", {"worker": "@jordi"})):
         done = await console.api.post(f"/api/v1/requests/1/actions/{action}", json=body)
         assert done.status_code == 200, done.text
+    streams: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda r: streams.append(r.headers) if r.url.endswith("/assignments/events") else None,
+    )
+    await page.route("**/assignments/events", lambda route: route.abort())
     await sign_in(page, console, "jordi")
     await expect(page.get_by_role("heading", name="Your assignments")).to_be_visible()
     await expect(page.get_by_role("link", name="Replies")).to_be_hidden()  # not a worker's
     await expect(page.locator("#queue-items > li")).to_have_count(1)
+    await expect(page.locator("#queue-meta")).to_contain_text("refreshes every 30 s")
+    await page.unroute("**/assignments/events")  # the stream is back: tried again within seconds
+    await live(page)
+    assert streams and streams[-1]["authorization"].startswith("Bearer ")  # not in the URL
+    for action, body in (("acknowledge", None), ("assign", {"worker": "@jordi"})):
+        done = await console.api.post(f"/api/v1/requests/2/actions/{action}", json=body)
+        assert done.status_code == 200, done.text
+    arrived = page.locator("#queue-items li[data-id='2']")
+    await expect(arrived.locator(".flag.arrived")).to_have_text("Just in", timeout=LIVE)
+    await expect(page.locator("#announce")).to_contain_text("new request in the queue: #2")
     await page.locator("#queue-items li[data-id='1'] a").click()
     await expect(page.locator("form[data-action='start']")).to_be_visible()
     actions = await page.locator("form[data-action]").evaluate_all(

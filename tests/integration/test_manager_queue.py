@@ -326,3 +326,54 @@ async def test_the_escalated_filter_and_a_requests_photos_and_address(
     assert detail["address"] == "Carrer de Verdi 20"
     assert detail["source_public_url"] == "https://bcn.social/@marta/1"
     assert (await api.get("/api/v1/requests/1")).json()["media_urls"] == []
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_a_workers_assignments_stream_their_changes(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A worker sees a new assignment at once, as a manager her queue (the console polled every
+    30 s): assigned to them (in), changed, assigned to another (out); nobody else's."""
+    app = gateway(sessions, access=AccessConfig(sse_poll_seconds=0.05))
+    manager = bearer(await new_key(sessions, Role.MANAGER, ["06"]))
+    worker = await new_key(sessions, Role.WORKER, worker_handle="@jordi")
+    other = await new_key(sessions, Role.WORKER, worker_handle="@pere")
+    await open_requests(sessions, 2)
+    async with Server(app) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        refused = await http.get("/api/v1/assignments/events", headers=manager)
+        assert refused.status_code == 403 and "only workers" in refused.json()["detail"]
+        acknowledged = await http.post(
+            "/api/v1/requests/1/actions/acknowledge", json={}, headers=manager
+        )
+        assert acknowledged.status_code == 200, acknowledged.text
+        async with (
+            http.stream("GET", "/api/v1/assignments/events", headers=bearer(worker)) as stream,
+            http.stream("GET", "/api/v1/assignments/events", headers=bearer(other)) as others,
+        ):
+            assert stream.status_code == 200 and others.status_code == 200
+            lines, not_his = stream.aiter_lines(), others.aiter_lines()
+            assert await anext(lines) == "retry: 3000"
+            assert await anext(not_his) == "retry: 3000"
+            events = []
+            done = await http.post(
+                "/api/v1/requests/1/actions/assign", json={"worker": "@jordi"}, headers=manager
+            )
+            assert done.status_code == 200, done.text
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
+            await http.post("/api/v1/requests/1/notes", json={"note": "Grua"}, headers=manager)
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
+            moved = await http.post(
+                "/api/v1/requests/1/actions/assign", json={"worker": "@pere"}, headers=manager
+            )
+            assert moved.status_code == 200, moved.text
+            events += await asyncio.wait_for(read_events(lines, 1), 10)
+            # @pere's stream: only his own assignment, none of @jordi's
+            (his,) = await asyncio.wait_for(read_events(not_his, 1), 10)
+    assert [e["kind"] for e in events] == ["assign", "note", "assign"]
+    assert [e["in_queue"] for e in events] == [True, True, False]
+    assert events[0]["item"]["assigned_worker"] == "@jordi"  # type: ignore[index]
+    assert (his["kind"], his["in_queue"]) == ("assign", True)
+    assert his["item"]["assigned_worker"] == "@pere"  # type: ignore[index]

@@ -95,6 +95,7 @@ WORKER_ACTIONS: Final = frozenset({Action.START, Action.RESOLVE})
 # Names no public address has (RFC 6761, RFC 8375, RFC 6762's .local and common intranet ones).
 _INTERNAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan", ".intranet")
 MAX_BULK: Final = 100
+ASSIGNMENTS: Final = "assignments"  # a worker's own requests, as a stream follows them
 SSE_HEARTBEAT_SECONDS: Final = 15.0
 
 
@@ -780,15 +781,36 @@ class _Subscriber:
 
     auth: Authenticator
     credential: str | None
-    code: str
+    code: str  # a queue's, or ASSIGNMENTS: a worker's own
     principal: Principal
     user_read_at: float | None = None
+
+    def follows(self, principal: Principal) -> None:
+        """A 403 when `principal` may not (any more) follow this stream."""
+        if self.code != ASSIGNMENTS:
+            _may_read_queue(principal, self.code)
+        elif (
+            principal.worker_handle is None
+            or principal.worker_handle != self.principal.worker_handle
+        ):
+            raise HTTPException(
+                403,
+                f"the assignments of {self.principal.worker_handle} are not yours: {_yours(principal)}",
+            )
+
+    def holds(self, request: ServiceRequest) -> bool:
+        """Whether the request is (still) in the stream's queue or assignments."""
+        if request.status not in OPEN_STATUSES:
+            return False
+        if self.code == ASSIGNMENTS:
+            return request.assigned_worker == self.principal.worker_handle
+        return request.queue == self.code or self.code == CITY_HALL_QUEUE
 
     async def refusal(self, session: AsyncSession) -> HTTPException | None:
         """Why the stream may not go on (the 401 or 403 a new request would get), or None."""
         try:
             principal = await self.auth.principal(self.credential)
-            _may_read_queue(principal, self.code)
+            self.follows(principal)
         except InvalidCredentials as exc:
             return HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
         except HTTPException as exc:
@@ -818,7 +840,7 @@ class _Subscriber:
                 worker_handle=user.worker_handle,
             )
             try:
-                _may_read_queue(granted, self.code)
+                self.follows(granted)
             except HTTPException as exc:
                 return exc
             self.user_read_at = now
@@ -843,8 +865,7 @@ class _Subscriber:
             "kind": event.kind,
             "at": w3c(event.at),
             "actor": event.actor,
-            "in_queue": changed.status in OPEN_STATUSES
-            and (changed.queue == self.code or self.code == CITY_HALL_QUEUE),
+            "in_queue": self.holds(changed),
             "item": _item(changed, now),
         }
 
@@ -857,19 +878,24 @@ async def _queue_changes(
     last_id: int,
     poll_seconds: float,
 ) -> AsyncIterator[str]:
-    code = subscriber.code
     yield "retry: 3000\n: connected\n\n"
     quiet = 0.0
-    # A request that left the queue (transferred away) is announced there one last time, and
-    # so is every change it had before leaving, even when one poll finds both.
-    left = RequestEvent.before["queue"].astext == code
+    # A request that left the queue (transferred away; for a worker's assignments, assigned to
+    # another) is announced there one last time, and so is every change it had before leaving,
+    # even when one poll finds both.
+    key, value = (
+        ("assigned_worker", subscriber.principal.worker_handle)
+        if subscriber.code == ASSIGNMENTS
+        else ("queue", subscriber.code)
+    )
+    left = RequestEvent.before[key].astext == value
     later = aliased(RequestEvent)
     left_later = (
         select(later.id)
         .where(
             later.service_request_id == RequestEvent.service_request_id,
             later.id > RequestEvent.id,
-            later.before["queue"].astext == code,
+            later.before[key].astext == value,
         )
         .exists()
     )
@@ -935,9 +961,53 @@ async def queue_events(
     named `end` says why and the stream closes."""
     _, in_queue = _queue(code, city, routing)
     _may_read_queue(principal, code)
+    return await _changes_stream(
+        request, code, in_queue, principal, bearer or header_key, last_event_id
+    )
+
+
+@router.get(
+    "/assignments/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "text/event-stream: one event per change to a request assigned to "
+            "the worker (or assigned to another since)",
+            "content": {"text/event-stream": {}},
+        }
+    },
+)
+async def assignment_events(
+    request: Request,
+    principal: StaffPrincipal,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    header_key: Annotated[str | None, Depends(key_scheme)],
+    last_event_id: Annotated[str | None, Header(description="Resume after this event")] = None,
+) -> StreamingResponse:
+    """A worker's assignments live, as a queue's are (`/districts/{code}/queue/events`): every
+    change to a request assigned to them, with the request as it now is; `in_queue: false` when
+    it is no longer theirs (closed, resolved, assigned to another). The credential goes in the
+    `Authorization` header (the console reads the stream with fetch()); a URL carries one only
+    to a queue's stream, for EventSource."""
+    if principal.worker_handle is None:
+        raise HTTPException(403, "only workers have assignments; managers follow a queue")
+    in_queue = ServiceRequest.assigned_worker == principal.worker_handle
+    return await _changes_stream(
+        request, ASSIGNMENTS, in_queue, principal, bearer or header_key, last_event_id
+    )
+
+
+async def _changes_stream(
+    request: Request,
+    code: str,
+    in_queue: ColumnElement[bool],
+    principal: Principal,
+    header_credential: str | None,
+    last_event_id: str | None,
+) -> StreamingResponse:
     query = request.query_params
     # The credential as current_principal read it, to check it again while the stream lasts.
-    credential = bearer or header_key or query.get("api_key") or query.get("access_token")
+    credential = header_credential or query.get("api_key") or query.get("access_token")
     subscriber = _Subscriber(authenticator(request), credential, code, principal)
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     after: int | None = parse_id(last_event_id) if last_event_id else None

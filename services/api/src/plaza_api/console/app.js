@@ -725,10 +725,10 @@ const LIVE_BACKOFF_MAX_MS = 30_000;
  * so that the token goes in the Authorization header (EventSource would put it in the URL). A
  * change refreshes the list (keeping the user's place, saying new arrivals); while the stream
  * is down, the 30 s polling stands in and the stream is tried again, from the last event seen,
- * after 1, 2, 4... up to 30 s. A worker's assignments have no stream: they poll. */
+ * after 1, 2, 4... up to 30 s. A worker's assignments have their own stream, the same way. */
 function startLive() {
   const q = state.queue;
-  if (!q || q.code === "assignments" || document.hidden || !state.me) return;
+  if (!q || document.hidden || !state.me) return;
   if (state.live?.view === "queue" && state.live.code === q.code) return;
   stopLive();
   state.live = newLive("queue", q.code);
@@ -765,7 +765,8 @@ async function connect(live) {
   live.controller = new AbortController();
   let failure = null;
   try {
-    await stream(`/api/v1/districts/${encodeURIComponent(live.code)}/queue/events`, {
+    const path = live.code === "assignments" ? "/api/v1/assignments/events" : `/api/v1/districts/${encodeURIComponent(live.code)}/queue/events`;
+    await stream(path, {
       lastEventId: live.lastId,
       signal: live.controller.signal,
       onOpen: () => {
