@@ -8,6 +8,7 @@ sessionStorage) per test; every test fails on a JavaScript error or a CSP violat
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from plaza.city import City
 from plaza.city.config import load_city_config
 from plaza.contracts import PostWithdrawn, envelope
 from plaza.db.models import ReplyDelivery, ServiceRequest
@@ -30,8 +32,8 @@ from plaza_router.withdrawals import WithdrawPost
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.infra import ROOT
-from tests.integration.api_helpers import PASSWORD, Server, gateway, new_key, new_user
+from tests.infra import ROOT, SHARED_DATA
+from tests.integration.api_helpers import PASSWORD, Server, new_key, new_user
 from tests.integration.lifecycle_helpers import as_event, classified, router
 
 pytestmark = pytest.mark.postgres
@@ -135,6 +137,12 @@ async def open_request(
     await router(sessions)(as_event(classified(post_id, at=datetime.now(UTC), **kw)))  # type: ignore[arg-type]
 
 
+@functools.cache
+def barcelona() -> City:
+    """Barcelona with its barris' polygons (as make run has them): the map draws its outlines."""
+    return City.barcelona(SHARED_DATA / "barcelona")
+
+
 @pytest.fixture
 async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Console]:
     """The gateway serving the console; maria manages Gràcia (06), pere Sant Andreu's neighbour
@@ -148,8 +156,9 @@ async def console(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[C
         sessions, "p2", district="07", barri="43", latlon=None, text="Soroll al carrer d'Horta"
     )
     key = await new_key(sessions, Role.CITY_HALL)
+    app = create_app(sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), barcelona())
     async with (
-        Server(gateway(sessions)) as server,
+        Server(app) as server,
         httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as api,
     ):
         yield Console(server.url, sessions, api)
@@ -676,6 +685,7 @@ async def test_a_worker_sees_their_assignments_and_only_a_workers_actions(
     await sign_in(page, console, "jordi")
     await expect(page.get_by_role("heading", name="Your assignments")).to_be_visible()
     await expect(page.get_by_role("link", name="Replies")).to_be_hidden()  # not a worker's
+    await expect(page.get_by_role("link", name="Map")).to_be_hidden()  # nor a queue's map
     await expect(page.locator("#queue-items > li")).to_have_count(1)
     await expect(page.locator("#queue-meta")).to_contain_text("refreshes every 30 s")
     await page.unroute("**/assignments/events")  # the stream is back: tried again within seconds
@@ -695,6 +705,76 @@ async def test_a_worker_sees_their_assignments_and_only_a_workers_actions(
     assert sorted(actions) == ["resolve", "start"]  # not transfer, close, assign...
     await page.locator("form[data-action='start'] button").click()
     await expect(page.locator(".request .tags .status")).to_have_text("in progress")
+
+
+async def test_the_queue_on_a_map_places_its_requests_and_lists_the_rest(
+    page: Page, console: Console
+) -> None:
+    """A manager's queue on Gràcia's own outlines: requests with a point as markers, overdue and
+    urgent told by shape as well as colour, two on one corner both reachable; those placed by an
+    address alone, or by neither, listed beside it with their counts; the queue's filters kept;
+    each marker a link from the keyboard, named by service, place and age."""
+    corner = (41.40365, 2.15705)  # by request 1, on Verdi street
+    # other services than request 1's, or they would be its duplicates
+    await open_request(
+        console.sessions, "corner", latlon=corner, urgent=True, service_code="graffiti"
+    )  # request 3
+    await open_request(console.sessions, "address", latlon=None, service_code="cleaning")  # 4
+    await open_request(console.sessions, "nowhere", latlon=None, service_code="noise")  # 5
+    async with console.sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 4)
+            .values(address="Carrer de Verdi 20")
+        )
+        await session.execute(  # request 1 is overdue
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 1)
+            .values(expected_datetime=datetime(2026, 1, 1, tzinfo=UTC))
+        )
+    await sign_in(page, console, "maria")
+    await page.get_by_role("link", name="Map").click()
+    await expect(page.locator("#map-title")).to_have_text("Map: Gràcia")
+    markers = page.locator("#map a.marker")
+    await expect(markers).to_have_count(2)
+    assert await page.locator("#map path.area.barri").count() == 5  # Gràcia's barris
+    overdue = page.locator("#map a.marker[data-id='1']")
+    urgent = page.locator("#map a.marker[data-id='3']")
+    await expect(overdue).to_have_class(re.compile(r"\boverdue\b"))
+    await expect(overdue).to_have_attribute(
+        "aria-label",
+        re.compile(r"^#1 Street lighting, la Vila de Gràcia, Gràcia, reported .+ ago, Overdue"),
+    )
+    await expect(urgent).to_have_attribute(
+        "aria-label", re.compile(r"^#3 Graffiti and vandalism, .*, urgent, new$")
+    )
+    shapes = [await m.locator("path").get_attribute("d") for m in (overdue, urgent)]
+    assert shapes[0] != shapes[1]  # a diamond and a triangle: not told by colour alone
+    # 10 m apart, drawn side by side: each 24 px or more, and each clicked where it is drawn
+    for marker in (overdue, urgent):
+        box = await marker.bounding_box()
+        assert box and min(box["width"], box["height"]) >= 24, box
+        hit = await marker.evaluate(
+            """a => { a.scrollIntoView({block: 'center'}); const r = a.getBoundingClientRect();
+                return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)
+                    .closest('a.marker') === a; }"""
+        )
+        assert hit, await marker.get_attribute("data-id")
+    await expect(page.locator("#by-address h2")).to_have_text("At an address, without a point (1)")
+    await expect(page.locator("#by-address li[data-id='4']")).to_contain_text("Carrer de Verdi 20")
+    await expect(page.locator("#no-place h2")).to_have_text("No point or address (1)")
+    await expect(page.locator("#no-place li[data-id='5']")).to_contain_text("la Vila de Gràcia")
+    await urgent.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#request-title")).to_have_text("#3 Graffiti and vandalism")
+    await page.get_by_role("link", name="Back to the queue").click()  # to the map it came from
+    await expect(markers).to_have_count(2)
+    await page.goto(f"{console.url}/console/#/map/06?overdue=true")  # the queue's filters
+    await expect(markers).to_have_count(1)
+    await expect(page.locator("#by-address h2")).to_have_text("At an address, without a point (0)")
+    await page.get_by_role("link", name="List").click()
+    await expect(page).to_have_url(re.compile(r"#/queue/06\?overdue=true$"))
+    await expect(page.locator("#queue-items > li")).to_have_count(1)
 
 
 async def test_the_console_is_served_with_a_strict_csp(page: Page, console: Console) -> None:
@@ -1070,6 +1150,13 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             await page.locator("#bulk button").first.click()  # nothing selected: an error
             await expect(page.locator("#bulk-result")).not_to_be_empty()
             found += await audit(page, axe, f"{at} queue, a bulk action refused")
+            # the queue on a map: its markers, and the requests it cannot place listed
+            await page.locator("#to-map").click()
+            await expect(page.locator("#map a.marker").first).to_be_visible()
+            await page.locator(".filter-box").evaluate("details => { details.open = true; }")
+            found += await audit(page, axe, f"{at} queue on a map")
+            wide = "document.documentElement.scrollWidth - window.innerWidth"
+            assert await page.evaluate(wide) <= 0, f"{at}: the map widens the page"
             await page.goto(f"{console.url}/console/#/queue/07")
             await expect(page.locator("#queue-error")).not_to_be_empty()
             found += await audit(page, axe, f"{at} another's queue")

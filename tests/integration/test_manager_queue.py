@@ -328,6 +328,53 @@ async def test_the_escalated_filter_and_a_requests_photos_and_address(
     assert (await api.get("/api/v1/requests/1")).json()["media_urls"] == []
 
 
+async def test_a_queues_places_are_all_its_requests_with_their_points_and_its_filters(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The console's map: every request of the queue at once (not a page), with its point, or
+    the address or barri it was placed by, the queue's filters applied; not another's queue."""
+    await open_requests(sessions, 3)  # the first streetlights are overdue; the urgent one is not
+    await router(sessions)(as_event(classified("no-point", at=datetime.now(UTC), latlon=None)))
+    async with sessions.begin() as session:
+        await session.execute(
+            update(ServiceRequest)
+            .where(ServiceRequest.id == 5)
+            .values(address="Carrer de Verdi 20")
+        )
+
+    async def places(**params: object) -> dict[str, object]:
+        answer = await api.get("/api/v1/districts/06/queue/places", params=params)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    every = await places()
+    queue = (await api.get("/api/v1/districts/06/queue", params={"limit": 500})).json()
+    items = {i["service_request_id"]: i for i in every["items"]}  # type: ignore[attr-defined]
+    # the same requests, in the queue's order
+    assert list(items) == [i["service_request_id"] for i in queue["items"]]
+    assert (every["count"], every["more"]) == (5, False)
+    assert (items["1"]["lat"], items["1"]["long"]) == (41.40, 2.156)
+    assert (items["5"]["lat"], items["5"]["address"], items["5"]["barri_code"]) == (
+        None,
+        "Carrer de Verdi 20",
+        "31",
+    )
+    overdue = {i["service_request_id"] for i in queue["items"] if i["overdue"]}
+    assert overdue and {k for k, i in items.items() if i["overdue"]} == overdue
+    assert items["4"]["urgency"] == "urgent" and items["4"]["service_code"] == "traffic"
+    only = await places(service_code="traffic")
+    assert [i["service_request_id"] for i in only["items"]] == ["4"]  # type: ignore[attr-defined]
+    late = await places(overdue="true")
+    assert {i["service_request_id"] for i in late["items"]} == overdue  # type: ignore[attr-defined]
+    assert (await places(status="resolved"))["items"] == []
+    first = await places(limit=2)
+    assert (first["count"], first["more"]) == (2, True)
+    refused = await api.get("/api/v1/districts/05/queue/places")
+    assert refused.status_code == 403 and "not yours" in refused.json()["detail"]
+    unknown = await api.get("/api/v1/districts/06/queue/places", params={"status": "lost"})
+    assert unknown.status_code == 422 and "status: unknown ['lost']" in unknown.json()["detail"]
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -20,7 +20,7 @@ from plaza.db import create_engine, session_factory
 from plaza_api import console
 from plaza_api.app import create_app
 
-from tests.infra import ROOT
+from tests.infra import ROOT, SHARED_DATA
 
 CONSOLE_DIR = ROOT / "services/api/src/plaza_api/console"
 FILES = {
@@ -123,6 +123,37 @@ async def test_city_json_gives_the_city_files_time_zone() -> None:
     await engine.dispose()
     assert (answer["name"], answer["time_zone"]) == ("Jun", "Atlantic/Canary")
     assert answer["council"] == {"language": "es"}  # the console opens in Spanish there
+
+
+async def test_map_json_draws_a_district_or_the_city_from_its_polygons() -> None:
+    """The console's map of a queue: the district's outline and its barris' (their codes as the
+    queues' are written: "6" is "06"), the city's districts without one; public, cached by its
+    ETag, with the console's headers; a district the city has not is a 404 naming those it has."""
+    city = City.barcelona(SHARED_DATA / "barcelona")
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")  # never connected
+    app = create_app(session_factory(engine), httpx.AsyncClient(base_url="http://x.invalid"), city)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as gateway:
+        gracia = await gateway.get("/console/map.json", params={"district": "6"})
+        assert gracia.status_code == 200, gracia.text
+        for header, value in console.SECURITY_HEADERS.items():
+            assert gracia.headers[header] == value, header
+        drawn = gracia.json()
+        assert drawn["district"] == "06" and drawn["outlines"] is True
+        assert [a["code"] for a in drawn["areas"] if a["kind"] == "barri"] == [
+            "28", "29", "30", "31", "32"
+        ]  # fmt: skip
+        again = await gateway.get(
+            "/console/map.json?district=06", headers={"If-None-Match": gracia.headers["ETag"]}
+        )
+        assert again.status_code == 304
+        whole = (await gateway.get("/console/map.json")).json()
+        assert whole["district"] is None and len(whole["areas"]) == 10
+        unknown = await gateway.get("/console/map.json", params={"district": "99"})
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"] == "application/problem+json"
+        assert "Barcelona has no district '99'; known: 01, 02" in unknown.json()["detail"]
+    await engine.dispose()
 
 
 def test_no_script_turns_text_into_markup() -> None:

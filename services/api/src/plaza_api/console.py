@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 from plaza.city import City
+from plaza.city.outlines import Outlines
 from plaza.policy import RoutingTable
 from plaza.requests import CITY_HALL_QUEUE, TRIAGE_QUEUE
 
@@ -123,6 +124,29 @@ async def console_city(request: Request) -> Response:
         "barris": {code: b.name for code, b in city.barris.items()},
     }
     return Response(orjson.dumps(body), media_type="application/json", headers=SECURITY_HEADERS)
+
+
+@router.get(f"{PREFIX}/map.json")
+async def console_map(request: Request, district: str | None = None) -> Response:
+    """A map to place a queue's requests on: a district's outline and its barris', or the whole
+    city's districts without `district`, as SVG paths simplified to a few metres (a manager's
+    phone reads a district's in 5 KB), drawn from the city's own polygons: no tile server.
+    Public, as city.json is. A city placed by centres alone gets their names where they are."""
+    city: City = request.app.state.city
+    outlines: Outlines | None = getattr(request.app.state, "outlines", None)
+    if outlines is None:
+        outlines = request.app.state.outlines = Outlines(city)
+    code = city.district_code(district) if district is not None else None
+    if district is not None and code is None:
+        raise HTTPException(
+            404,
+            f"district: {city.name} has no district {district!r}; known: {', '.join(city.districts)}",
+        )
+    body = orjson.dumps(outlines.map(code))
+    file = StaticFile(
+        body, "application/json", '"' + hashlib.blake2s(body, digest_size=8).hexdigest() + '"'
+    )
+    return _send(request, file)
 
 
 @router.get(PREFIX + "/{name}")

@@ -561,6 +561,41 @@ class _QueueQuery:
         )
 
 
+def _filtered(
+    code: str,
+    status: str | None,
+    service_code: str | None,
+    urgency: str | None,
+    overdue: bool | None,
+    assigned_worker: str | None,
+    escalated: bool | None,
+) -> tuple[_QueueQuery, tuple[object, ...]]:
+    """A queue's statement with its filters (open requests unless `status` says otherwise), and
+    the filters as read (a 422 for a status, service or worker that is none)."""
+    statuses = _csv_of(status, _STATUS_VALUES, "status")
+    q = _QueueQuery(_now())
+    if code == CITY_HALL_QUEUE:
+        q.where.append("s.escalated_at IS NOT NULL")
+    else:
+        q.where.append(f"s.queue = {q.param(code)}")
+    q.where.append(f"s.status IN ({_sql_list(statuses) if statuses else _OPEN_SQL})")
+    codes = _csv_of(service_code, set(load_taxonomy()), "service_code") if service_code else []
+    if codes:
+        q.where.append(f"s.service_code = ANY({q.param(codes)}::text[])")
+    if urgency is not None:
+        q.where.append(f"s.urgency = {q.param(urgency)}")
+    if overdue is True:
+        q.where.append(_PAST_DUE_SQL)
+    elif overdue is False:
+        q.where.append(f"NOT coalesce({_PAST_DUE_SQL}, false)")
+    worker = _worker_filter(assigned_worker) if assigned_worker is not None else None
+    if worker is not None:
+        q.where.append(f"s.assigned_worker = {q.param(worker)}")
+    if escalated is not None:
+        q.where.append(f"s.escalated_at IS {'NOT ' if escalated else ''}NULL")
+    return q, (sorted(statuses), sorted(codes), urgency, overdue, worker, escalated)
+
+
 async def district_queue(
     code: str,
     request: Request,
@@ -601,32 +636,9 @@ async def district_queue(
     `city-mobility`). Open requests unless `status` says otherwise; one page at a time."""
     name = _queue_name(code, city, routing)
     _may_read_queue(principal, code)
-    statuses = _csv_of(status, _STATUS_VALUES, "status")
-    now = _now()
-    q = _QueueQuery(now)
-    if code == CITY_HALL_QUEUE:
-        q.where.append("s.escalated_at IS NOT NULL")
-    else:
-        q.where.append(f"s.queue = {q.param(code)}")
-    q.where.append(f"s.status IN ({_sql_list(statuses) if statuses else _OPEN_SQL})")
-    codes = _csv_of(service_code, set(load_taxonomy()), "service_code") if service_code else []
-    if codes:
-        q.where.append(f"s.service_code = ANY({q.param(codes)}::text[])")
-    if urgency is not None:
-        q.where.append(f"s.urgency = {q.param(urgency)}")
-    if overdue is True:
-        q.where.append(_PAST_DUE_SQL)
-    elif overdue is False:
-        q.where.append(f"NOT coalesce({_PAST_DUE_SQL}, false)")
-    worker = _worker_filter(assigned_worker) if assigned_worker is not None else None
-    if worker is not None:
-        q.where.append(f"s.assigned_worker = {q.param(worker)}")
-    if escalated is not None:
-        q.where.append(f"s.escalated_at IS {'NOT ' if escalated else ''}NULL")
+    q, filters = _filtered(code, status, service_code, urgency, overdue, assigned_worker, escalated)
     descending = sort == "-due"
-    query = _query_key(
-        code, sorted(statuses), sorted(codes), urgency, overdue, worker, escalated, sort
-    )
+    query = _query_key(code, *filters, sort)
     if cursor:
         q.keyset(cursor, descending, query)
     reads: Reads = request.app.state.reads
@@ -731,6 +743,85 @@ router.add_api_route(
     response_model=Queue,
     route_class_override=_QueueRoute,
 )
+
+
+class Place(BaseModel):
+    """A request of a queue where it is, for a map: its point, else the address or barri it
+    was placed by."""
+
+    service_request_id: str
+    service_code: str
+    status: str
+    urgency: str
+    overdue: bool
+    escalated: bool
+    requested_datetime: str | None
+    lat: float | None
+    long: float | None
+    address: str | None
+    barri_code: str | None
+    district_code: str | None
+
+
+class Places(BaseModel):
+    queue: str
+    count: int = Field(description="How many items there are (at most `limit`)")
+    more: bool = Field(description="More requests match than `limit`: narrow the filters")
+    items: list[Place]
+
+
+MAX_PLACES: Final = 2000
+
+
+@router.get("/districts/{code}/queue/places", response_model=Places)
+async def queue_places(
+    code: str,
+    request: Request,
+    city: CityDep,
+    routing: RoutingDep,
+    principal: StaffPrincipal,
+    status: Annotated[str | None, Query(description="As the queue's")] = None,
+    service_code: Annotated[str | None, Query(description="As the queue's")] = None,
+    urgency: Annotated[Literal["normal", "urgent"] | None, Query()] = None,
+    overdue: Annotated[bool | None, Query(description="As the queue's")] = None,
+    assigned_worker: Annotated[str | None, Query()] = None,
+    escalated: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PLACES)] = MAX_PLACES,
+) -> Places:
+    """Where the requests of a queue are, with the queue's filters, all at once (the earliest
+    due first): the console's map. Each has its point (`lat`, `long`), or only the address or
+    barri it was placed by, or neither."""
+    _queue_name(code, city, routing)
+    _may_read_queue(principal, code)
+    q, _ = _filtered(code, status, service_code, urgency, overdue, assigned_worker, escalated)
+    beyond = q.param(limit + 1)
+    rows = await request.app.state.reads.fetch(
+        "SELECT s.id, s.service_code, s.status, s.urgency,"
+        f" s.status IN ({_OPEN_SQL}) AND coalesce({_PAST_DUE_SQL}, false) AS overdue,"
+        " s.escalated_at IS NOT NULL AS escalated, s.requested_datetime, s.lat, s.long,"
+        " s.address, s.barri_code, s.district_code FROM service_requests AS s"
+        f" WHERE {' AND '.join(q.where)}"
+        f" ORDER BY s.expected_datetime ASC NULLS LAST, s.id ASC LIMIT {beyond}",
+        *q.args,
+    )
+    items = [
+        Place(
+            service_request_id=str(r["id"]),
+            service_code=r["service_code"],
+            status=r["status"],
+            urgency=r["urgency"],
+            overdue=r["overdue"],
+            escalated=r["escalated"],
+            requested_datetime=w3c(r["requested_datetime"]),
+            lat=r["lat"],
+            long=r["long"],
+            address=r["address"],
+            barri_code=r["barri_code"],
+            district_code=r["district_code"],
+        )
+        for r in rows[:limit]
+    ]
+    return Places(queue=code, count=len(items), more=len(rows) > limit, items=items)
 
 
 @router.get("/assignments", response_model=Queue)

@@ -14,6 +14,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import shapely
+from shapely.geometry.base import BaseGeometry
+
 from plaza.city import names
 from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features
 from plaza.settings import SettingsError
@@ -368,6 +371,24 @@ class City:
     @property
     def has_polygons(self) -> bool:
         return self._barri_polygons is not None or self._district_polygons is not None
+
+    @property
+    def metres(self) -> Metres:
+        """The projection to metres the city's polygons are kept in."""
+        return self._metres
+
+    def outlines(self) -> tuple[Mapping[str, BaseGeometry], Mapping[str, BaseGeometry]]:
+        """The districts' and the barris' exact outlines, in metres (`metres` projects), for a
+        map (plaza.city.outlines): a district without a polygon of its own is its barris'
+        union; a city placed by centres alone has none."""
+        barris = self._barri_polygons.shapes if self._barri_polygons is not None else {}
+        if self._district_polygons is not None:
+            return self._district_polygons.shapes, barris
+        by_district: dict[str, list[BaseGeometry]] = {}
+        for code, area in barris.items():
+            by_district.setdefault(self.barris[code].district_code, []).append(area)
+        districts = {code: shapely.union_all(areas) for code, areas in by_district.items()}
+        return districts, barris
 
     def district_code(self, text: str) -> str | None:
         """The code of the district `text` names: its code, or a number equal to exactly one

@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 import shapely.errors
 from shapely.geometry import Point, shape
+from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
 __all__ = ["SNAP_METRES", "Metres", "Polygons", "bounds", "centre", "read_features"]
@@ -57,6 +58,9 @@ class Polygons:
         except (TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as e:
             raise ValueError(f"malformed geometry: {e}") from e
         self._tree = STRtree(geometries)
+        self.metres = metres
+        # in metres, as `metres` projects them: what the console's map draws (plaza.city.outlines)
+        self.shapes: Mapping[str, BaseGeometry] = dict(zip(self.codes, geometries, strict=True))
 
     def locate(self, lat: float, lon: float) -> tuple[str, float] | None:
         """(area code, confidence) for a WGS84 point, or None when it is not in or near any."""

@@ -38,6 +38,7 @@ const state = {
   live: null, // the queue's live updates: {code, controller, lastId, open, failures, retry, timer}
   requestId: null,
   shown: null, // the request drawn on its page (its version: whether someone changed it since)
+  back: null, // where a request's "back" link goes: the map it was opened from, else the queue
 };
 let uid = 0;
 const nextId = (stem) => `${stem}-${++uid}`;
@@ -70,6 +71,11 @@ async function start() {
       startRequestLive(state.shown);
       if (state.live) checkRequest(state.live);
     }
+  });
+  // the map's markers keep their size in pixels as the window's changes
+  window.addEventListener("resize", () => {
+    const map = document.getElementById("map");
+    if (map) placeMarkers(map);
   });
   await loadCity();
   useLanguage(chooseLanguage(state.city.council?.language));
@@ -254,6 +260,7 @@ function roleLabel(me) {
 
 function currentView() {
   if (location.hash.startsWith("#/request/")) return "request";
+  if (location.hash.startsWith("#/map")) return "map";
   if (location.hash.startsWith("#/report")) return "report";
   return location.hash.startsWith("#/replies") ? "replies" : "queue";
 }
@@ -286,12 +293,17 @@ function route() {
   const [path, search] = hash.split("?");
   let code = "";
   try {
-    code = decodeURIComponent(path.replace(/^#\/queue\/?/, "").replace(/^#\/?/, ""));
+    code = decodeURIComponent(path.replace(/^#\/(queue|map)\/?/, "").replace(/^#\/?/, ""));
   } catch {
     // a mangled address: the first queue
   }
   const given = new URLSearchParams(search || "");
   const filters = Object.fromEntries(FILTERS.filter((name) => given.get(name)).map((name) => [name, given.get(name)]));
+  if (hash.startsWith("#/map")) {
+    stopTimer();
+    stopLive();
+    return showMap(code || myQueues()[0]?.code, filters);
+  }
   return showQueue(code || myQueues()[0]?.code, filters);
 }
 
@@ -317,6 +329,7 @@ function serviceName(code) {
 // --- the queue ------------------------------------------------------------------------------
 
 async function showQueue(code, filters) {
+  state.back = null; // back from a request: to this list
   const same = state.queue && state.queue.code === code && sameFilters(state.queue.filters, filters);
   if (!same) state.queue = { code, filters, items: [], next: null, loadedAt: null, selected: new Set(), arrived: new Set() };
   const q = state.queue;
@@ -331,7 +344,12 @@ async function showQueue(code, filters) {
     h(
       "section",
       { "aria-labelledby": "queue-title", class: "queue" },
-      h("div", { class: "heading" }, h("h1", { id: "queue-title", tabindex: "-1" }, title), refresh),
+      h(
+        "div",
+        { class: "heading" },
+        h("h1", { id: "queue-title", tabindex: "-1" }, title),
+        h("p", { class: "views" }, code === "assignments" ? null : h("a", { class: "button", id: "to-map", href: `#/map/${encodeURIComponent(code)}${query(filters)}` }, t("map.show")), refresh),
+      ),
       code === "assignments" ? null : filterBox(code, filters),
       meta,
       code === "assignments" ? null : bulkForm(),
@@ -417,7 +435,8 @@ function applyFilters(event) {
     assigned_worker: String(data.get("assigned_worker") || "").trim(),
     sort: data.get("sort"),
   };
-  location.hash = `#/queue/${encodeURIComponent(data.get("queue"))}${query(filters)}`;
+  // the view she is on, list or map, with the filters
+  location.hash = `#/${currentView() === "map" ? "map" : "queue"}/${encodeURIComponent(data.get("queue"))}${query(filters)}`;
 }
 
 function queuePath(q, limit, cursor) {
@@ -715,6 +734,200 @@ function startTimer() {
 function stopTimer() {
   if (state.timer) clearInterval(state.timer);
   state.timer = null;
+}
+
+// --- the queue on a map -----------------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+// a marker's half width in pixels, whatever the map's scale: 26 px across, a finger's worth
+// (WCAG 2.2's 2.5.8 asks 24)
+const MARKER_PX = 13;
+// A marker's shape says what its colour says (never the colour alone): overdue a diamond,
+// urgent a triangle, on time a circle; drawn 2 units across, scaled to MARKER_PX.
+const SHAPES = {
+  overdue: "M0 -1.25L1.25 0L0 1.25L-1.25 0Z",
+  urgent: "M0 -1.2L1.15 0.9L-1.15 0.9Z",
+  "on-time": "M-1 0A1 1 0 1 0 1 0A1 1 0 1 0 -1 0Z",
+};
+
+/** An SVG element, as h() makes HTML ones: attributes as given (null skipped), text as text. */
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) el.setAttribute(name, String(value));
+  }
+  return append(el, children);
+}
+
+const markerKind = (item) => (item.overdue ? "overdue" : item.urgency === "urgent" ? "urgent" : "on-time");
+const hasPoint = (item) => item.lat !== null && item.long !== null;
+const age = (item) => (item.requested_datetime ? relative(new Date(item.requested_datetime)) : "—");
+
+/** The queue's requests on the city's own outlines (the district's and its barris', from
+ * /console/map.json: no tiles from elsewhere), with the queue's filters; those without a point
+ * listed beside it, counted, so that none is hidden. Each marker is a link to its request. */
+async function showMap(code, filters) {
+  state.back = `#/map/${encodeURIComponent(code)}${query(filters)}`;
+  const name = queueName(code);
+  const title = t("map.title", { name });
+  const frame = h("div", { class: "map-frame", id: "map-frame" }, h("p", { class: "loading" }, t("map.loading")));
+  const side = h("div", { class: "map-side", id: "map-side" });
+  const meta = h("p", { class: "muted", id: "map-meta" });
+  const error = h("p", { class: "error", role: "alert", id: "map-error" });
+  replace(
+    main(),
+    h(
+      "section",
+      { "aria-labelledby": "map-title", class: "queue map-view" },
+      h(
+        "div",
+        { class: "heading" },
+        h("h1", { id: "map-title", tabindex: "-1" }, title),
+        h(
+          "p",
+          { class: "views" },
+          h("a", { class: "button", id: "to-list", href: `#/queue/${encodeURIComponent(code)}${query(filters)}` }, t("map.list")),
+          h("button", { type: "button", id: "map-refresh", onclick: () => showMap(code, filters) }, t("queue.refresh")),
+        ),
+      ),
+      filterBox(code, filters),
+      meta,
+      error,
+      h("div", { class: "map-layout" }, frame, side),
+    ),
+  );
+  document.title = `${title} · Plaza`;
+  keepFocus(document.getElementById("map-title"));
+  const { sort: _order, ...kept } = filters; // a map has no order
+  try {
+    const [{ data: map }, { data: places }] = await Promise.all([
+      call(`map.json${query({ district: state.city.districts[code] ? code : null })}`, { auth: false }),
+      call(`/api/v1/districts/${encodeURIComponent(code)}/queue/places${query(kept)}`),
+    ]);
+    if (currentView() !== "map" || !frame.isConnected) return;
+    drawMap(frame, side, meta, map, places, name);
+  } catch (failure) {
+    if (failure.status === 401 || !frame.isConnected) return;
+    replace(frame);
+    error.textContent = failure.detail;
+  }
+}
+
+function drawMap(frame, side, meta, map, places, name) {
+  const p = map.projection;
+  const at = (item) => [item.long * p.x_per_lon - p.x0, p.y0 - item.lat * p.y_per_lat];
+  const placed = places.items.filter(hasPoint);
+  const byAddress = places.items.filter((item) => !hasPoint(item) && item.address);
+  const nowhere = places.items.filter((item) => !hasPoint(item) && !item.address);
+  // the map's frame, widened to a request placed outside it (a queue's may lie beyond its
+  // district): none is drawn off the map
+  let [left, top, right, bottom] = [0, 0, map.width, map.height];
+  for (const item of placed) {
+    const [x, y] = at(item);
+    [left, top, right, bottom] = [Math.min(left, x - 150), Math.min(top, y - 150), Math.max(right, x + 150), Math.max(bottom, y + 150)];
+  }
+  const drawn = svg(
+    "svg",
+    { id: "map", class: "map", viewBox: `${left} ${top} ${right - left} ${bottom - top}`, role: "group", "aria-label": t("map.label", { name }) },
+    svg(
+      "g",
+      { class: "areas", "aria-hidden": "true" },
+      // the barris first, the district's outline over their edges
+      [...map.areas.filter((a) => a.path && a.kind === "barri"), ...map.areas.filter((a) => a.path && a.kind !== "barri")].map((a) =>
+        svg("path", { d: a.path, class: `area ${a.kind}`, "fill-rule": "evenodd" }),
+      ),
+      map.areas.filter((a) => a.label).map((a) => svg("text", { x: a.label[0], y: a.label[1], class: "area-label", "text-anchor": "middle" }, a.name)),
+    ),
+    svg("g", { class: "markers" }, placed.map((item) => marker(item, at(item)))),
+  );
+  replace(frame, drawn, map.outlines ? null : h("p", { class: "muted small" }, t("map.noOutlines")));
+  replace(
+    side,
+    places.more ? h("p", { class: "notice" }, t("map.more", { n: places.count })) : null,
+    legend(),
+    placeList("by-address", t("map.byAddress", { n: byAddress.length }), byAddress, (item) => item.address),
+    placeList("no-place", t("map.noPlace", { n: nowhere.length }), nowhere, (item) => placeName(item) || t("map.noPlaceGiven")),
+  );
+  replace(meta, t("map.summary", { onMap: placed.length, byAddress: byAddress.length, noPlace: nowhere.length }));
+  placeMarkers(drawn);
+}
+
+function marker(item, [x, y]) {
+  const id = item.service_request_id;
+  const kind = markerKind(item);
+  const name = [
+    t("map.marker", { id, service: serviceName(item.service_code), place: item.address || placeName(item) || t("map.noPlaceGiven"), age: age(item) }),
+    item.overdue ? t("flag.overdue") : null,
+    item.urgency === "urgent" ? t("urgency.urgent") : null,
+    item.escalated ? t("flag.escalated") : null,
+    statusName(item.status),
+  ].filter(Boolean).join(", ");
+  return svg(
+    "a",
+    { href: safeUrl(`#/request/${id}`), class: `marker ${kind}`, "data-id": id, "aria-label": name },
+    svg("title", {}, name),
+    svg("g", { class: "pin", "data-x": x, "data-y": y }, svg("path", { d: SHAPES[kind] })),
+  );
+}
+
+/** Sizes the markers and the barris' names in pixels at the map's present scale, and spreads
+ * the markers closer than one's width around their point (three reports on one corner are
+ * three markers touching there, each its own link), rather than one over the others. */
+function placeMarkers(map) {
+  const scale = map.getScreenCTM()?.a;
+  if (!scale) return; // not drawn (a hidden tab): placed on the next resize
+  const k = 1 / scale; // the map's units (metres) per pixel
+  const groups = [];
+  for (const pin of map.querySelectorAll(".pin")) {
+    const x = Number(pin.dataset.x);
+    const y = Number(pin.dataset.y);
+    const near = groups.find((g) => Math.hypot(g.x - x, g.y - y) < 3 * MARKER_PX * k);
+    if (near) near.pins.push(pin);
+    else groups.push({ x, y, pins: [pin] });
+  }
+  for (const { x, y, pins } of groups) {
+    const n = pins.length;
+    // neighbours a marker's width and its outline apart (a diamond is 2.5 units across)
+    const radius = n > 1 ? (1.5 * MARKER_PX * k) / Math.sin(Math.PI / n) : 0;
+    pins.forEach((pin, i) => {
+      const angle = -Math.PI / 2 + (2 * Math.PI * i) / n;
+      pin.setAttribute("transform", `translate(${x + radius * Math.cos(angle)} ${y + radius * Math.sin(angle)}) scale(${MARKER_PX * k})`);
+    });
+  }
+  for (const label of map.querySelectorAll(".area-label")) label.setAttribute("font-size", String(13 * k));
+}
+
+function legend() {
+  const entry = (kind, word) =>
+    h("li", {}, svg("svg", { class: `marker ${kind}`, viewBox: "-1.5 -1.5 3 3", width: 20, height: 20, "aria-hidden": "true" }, svg("g", { class: "pin" }, svg("path", { d: SHAPES[kind] }))), ` ${word}`);
+  return h(
+    "section",
+    { class: "legend", "aria-labelledby": "map-legend" },
+    h("h2", { id: "map-legend" }, t("map.legend")),
+    h("ul", {}, entry("on-time", t("map.legendOnTime")), entry("urgent", t("map.legendUrgent")), entry("overdue", t("map.legendOverdue"))),
+  );
+}
+
+function placeList(id, title, items, where) {
+  return h(
+    "section",
+    { class: "map-list", id, "aria-labelledby": `${id}-title` },
+    h("h2", { id: `${id}-title` }, title),
+    items.length
+      ? h(
+          "ul",
+          { class: "places" },
+          items.map((item) =>
+            h(
+              "li",
+              { "data-id": item.service_request_id },
+              h("a", { href: `#/request/${item.service_request_id}` }, `#${item.service_request_id} ${serviceName(item.service_code)}`),
+              h("span", { class: "small" }, ` · ${[where(item), age(item), item.overdue ? t("flag.overdue") : null, item.urgency === "urgent" ? t("urgency.urgent") : null].filter(Boolean).join(" · ")}`),
+            ),
+          ),
+        )
+      : h("p", { class: "empty" }, t("map.none")),
+  );
 }
 
 // --- live updates -------------------------------------------------------------------------------
@@ -1099,7 +1312,7 @@ function downloadLink(text, filename) {
 async function showRequest(id, notice, focus = "request-title") {
   state.shown = null;
   state.requestId = id;
-  const back = state.queue ? `#/queue/${encodeURIComponent(state.queue.code)}${query(state.queue.filters)}` : "#/";
+  const back = state.back || (state.queue ? `#/queue/${encodeURIComponent(state.queue.code)}${query(state.queue.filters)}` : "#/");
   const page = h("article", { class: "request", "aria-labelledby": "request-title" }, h("p", { class: "loading" }, t("request.loading", { id })));
   replace(
     main(),
