@@ -764,11 +764,17 @@ async def test_the_queue_on_a_map_places_its_requests_and_lists_the_rest(
     await expect(page.locator("#by-address li[data-id='4']")).to_contain_text("Carrer de Verdi 20")
     await expect(page.locator("#no-place h2")).to_have_text("No point or address (1)")
     await expect(page.locator("#no-place li[data-id='5']")).to_contain_text("la Vila de Gràcia")
+    # live, as the list is: a request just in is a marker, said politely, the focus kept
+    await expect(page.locator("#map-meta")).to_contain_text("live", timeout=LIVE)
     await urgent.focus()
+    await open_request(console.sessions, "later", latlon=(41.41, 2.16), service_code="pavement")
+    await expect(page.locator("#map a.marker[data-id='6']")).to_be_visible(timeout=LIVE)
+    await expect(page.locator("#announce")).to_contain_text("new request in the queue: #6")
+    await expect(urgent).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.locator("#request-title")).to_have_text("#3 Graffiti and vandalism")
     await page.get_by_role("link", name="Back to the queue").click()  # to the map it came from
-    await expect(markers).to_have_count(2)
+    await expect(markers).to_have_count(3)
     await page.goto(f"{console.url}/console/#/map/06?overdue=true")  # the queue's filters
     await expect(markers).to_have_count(1)
     await expect(page.locator("#by-address h2")).to_have_text("At an address, without a point (0)")

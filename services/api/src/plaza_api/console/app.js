@@ -39,6 +39,7 @@ const state = {
   requestId: null,
   shown: null, // the request drawn on its page (its version: whether someone changed it since)
   back: null, // where a request's "back" link goes: the map it was opened from, else the queue
+  mapShown: null, // the queue's map drawn: {code, kept (its filters), map, name, ids, summary}
 };
 let uid = 0;
 const nextId = (stem) => `${stem}-${++uid}`;
@@ -67,6 +68,9 @@ async function start() {
     else if (state.me && state.queue && currentView() === "queue") {
       refreshQueue();
       startLive();
+    } else if (state.me && state.mapShown && currentView() === "map") {
+      refreshMap();
+      startMapLive(state.mapShown.code);
     } else if (state.me && state.shown && currentView() === "request") {
       startRequestLive(state.shown);
       if (state.live) checkRequest(state.live);
@@ -572,6 +576,11 @@ function patchItems(list, items) {
 }
 
 function showMeta() {
+  if (currentView() === "map") {
+    const meta = document.getElementById("map-meta");
+    if (meta && state.mapShown) meta.textContent = state.mapShown.summary + (state.live?.open ? t("map.live") : "");
+    return;
+  }
   const q = state.queue;
   const meta = document.getElementById("queue-meta");
   if (!q?.loadedAt || !meta) return;
@@ -767,6 +776,7 @@ const age = (item) => (item.requested_datetime ? relative(new Date(item.requeste
  * /console/map.json: no tiles from elsewhere), with the queue's filters; those without a point
  * listed beside it, counted, so that none is hidden. Each marker is a link to its request. */
 async function showMap(code, filters) {
+  state.mapShown = null;
   state.back = `#/map/${encodeURIComponent(code)}${query(filters)}`;
   const name = queueName(code);
   const title = t("map.title", { name });
@@ -805,7 +815,9 @@ async function showMap(code, filters) {
       call(`/api/v1/districts/${encodeURIComponent(code)}/queue/places${query(kept)}`),
     ]);
     if (currentView() !== "map" || !frame.isConnected) return;
-    drawMap(frame, side, meta, map, places, name);
+    state.mapShown = { code, kept, map, name, ids: new Set(places.items.map((item) => item.service_request_id)), summary: "" };
+    drawMap(frame, side, map, places, name);
+    startMapLive(code);
   } catch (failure) {
     if (failure.status === 401 || !frame.isConnected) return;
     replace(frame);
@@ -813,7 +825,7 @@ async function showMap(code, filters) {
   }
 }
 
-function drawMap(frame, side, meta, map, places, name) {
+function drawMap(frame, side, map, places, name) {
   const p = map.projection;
   const at = (item) => [item.long * p.x_per_lon - p.x0, p.y0 - item.lat * p.y_per_lat];
   const placed = places.items.filter(hasPoint);
@@ -848,8 +860,45 @@ function drawMap(frame, side, meta, map, places, name) {
     placeList("by-address", t("map.byAddress", { n: byAddress.length }), byAddress, (item) => item.address),
     placeList("no-place", t("map.noPlace", { n: nowhere.length }), nowhere, (item) => placeName(item) || t("map.noPlaceGiven")),
   );
-  replace(meta, t("map.summary", { onMap: placed.length, byAddress: byAddress.length, noPlace: nowhere.length }));
+  if (state.mapShown) state.mapShown.summary = t("map.summary", { onMap: placed.length, byAddress: byAddress.length, noPlace: nowhere.length });
+  showMeta();
   placeMarkers(drawn);
+}
+
+/** The map read again (a change came by the stream), the focus kept on the request it was on
+ * (its marker, or its link in a list), new arrivals said politely, as the list does. */
+async function refreshMap() {
+  const shown = state.mapShown;
+  if (!shown || currentView() !== "map") return;
+  let places;
+  try {
+    ({ data: places } = await call(`/api/v1/districts/${encodeURIComponent(shown.code)}/queue/places${query(shown.kept)}`));
+  } catch {
+    return; // a 401 signs out; anything else: the next change, or "Refresh", reads it again
+  }
+  const [frame, side] = ["map-frame", "map-side"].map((id) => document.getElementById(id));
+  if (state.mapShown !== shown || !frame) return;
+  const active = document.activeElement;
+  const focused = active?.closest?.("#map a.marker, #map-side li[data-id]");
+  const id = focused?.dataset.id;
+  const where = focused?.matches("a.marker") ? "#map a.marker" : "#map-side li";
+  drawMap(frame, side, shown.map, places, shown.name);
+  const again = id ? document.querySelector(`${where}[data-id="${CSS.escape(id)}"]`) : null;
+  (again?.matches("a") ? again : again?.querySelector("a"))?.focus({ preventScroll: true });
+  const arrivals = places.items.filter((item) => !shown.ids.has(item.service_request_id));
+  shown.ids = new Set(places.items.map((item) => item.service_request_id));
+  if (arrivals.length) {
+    announce(plural("live.arrived", arrivals.length, { ids: arrivals.map((item) => `#${item.service_request_id} ${serviceName(item.service_code)}`).join(", ") }));
+  }
+}
+
+/** The map follows its queue's stream as the list does (no polling: "Refresh" stands in). */
+function startMapLive(code) {
+  if (document.hidden || !state.me) return;
+  if (state.live?.view === "map" && state.live.code === code) return;
+  stopLive();
+  state.live = newLive("map", code);
+  connect(state.live);
 }
 
 function marker(item, [x, y]) {
@@ -1054,6 +1103,7 @@ function liveRefresh(live) {
   live.refresh = setTimeout(() => {
     if (state.live !== live) return;
     if (live.view === "request") return checkRequest(live);
+    if (live.view === "map") return refreshMap();
     // none named (the catch-up as the stream opens, a request that left): the whole-queue rule
     const touched = live.touched.size ? live.touched : null;
     live.touched = new Set();

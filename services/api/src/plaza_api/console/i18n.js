@@ -10,6 +10,7 @@ export const LANGUAGES = { ca: "Català", es: "Español", en: "English" };
 const LOCALES = { ca: "ca-ES", es: "es-ES", en: "en-GB" };
 
 const en = {
+  "map.live": " · live",
   "map.show": "Map",
   "map.list": "List",
   "map.title": "Map: {name}",
@@ -274,6 +275,7 @@ const en = {
 };
 
 const ca = {
+  "map.live": " · en directe",
   "map.show": "Mapa",
   "map.list": "Llista",
   "map.title": "Mapa: {name}",
@@ -538,6 +540,7 @@ const ca = {
 };
 
 const es = {
+  "map.live": " · en directo",
   "map.show": "Mapa",
   "map.list": "Lista",
   "map.title": "Mapa: {name}",
