@@ -77,11 +77,24 @@ POSTS: tuple[tuple[str, str | None], ...] = (
     ("Abandoned car on Carrer de Sants for weeks", "Carrer de Sants"),
     ("Bike lane blocked on Consell de Cent 250", "Carrer del Consell de Cent 250"),
     ("Pothole on Gran Via", "Gran Via de les Corts Catalanes"),
+    # translated names, as Barcelona's Spanish speakers write them
+    ("Contenedor lleno en la calle Conde Borrell 100", "Carrer del Comte Borrell 100"),
+    ("Farola fundida en la calle San Pablo 20", "Carrer de Sant Pau 20"),
+    ("Pintadas en la fachada de la plaza de San Jaime", "Plaça de Sant Jaume"),
+    ("Basura acumulada en c/ Mayor de Gracia 15", "Carrer Gran de Gràcia 15"),
+    ("Obras sin permiso en Vía Layetana 30", "Via Laietana 30"),
+    (
+        "Contenedores llenos en la Avda. Virgen de Montserrat 100",
+        "Avinguda de la Mare de Déu de Montserrat 100",
+    ),
+    ("Ruido toda la noche en la calle Nueva de la Rambla 20", "Carrer Nou de la Rambla 20"),
+    ("Bache en la Gran Vía de las Cortes Catalanas 500", "Gran Via de les Corts Catalanes 500"),
+    ("Acera rota en el Pg. San Juan 90", "Passeig de Sant Joan 90"),
+    ("Ratas en la calle del Carmen 20", "Carrer del Carme 20"),
     # forms the matcher is not expected to read: a short name without its type, two streets of
-    # a corner without types, a translated name
+    # a corner without types
     ("Fanal apagat a Balmes 150", "Carrer de Balmes 150"),
     ("Semáforo roto en Muntaner con Aragón", "Carrer de Muntaner"),
-    ("Contenedor lleno en la calle Conde Borrell 100", "Carrer del Comte Borrell 100"),
     # forms with or without articles and spaces
     ("Fanal apagat al Carrer Verdi 12", "Carrer de Verdi 12"),
     ("Pintades a l'Av Diagonal 640 3r 2a", "Avinguda Diagonal 640"),
@@ -124,4 +137,8 @@ POSTS: tuple[tuple[str, str | None], ...] = (
     ("La plaça està bruta des de la festa", None),
     ("Arbre caigut al passeig, compte", None),
     ("Plaza 3 del parking ocupada por un coche abandonado", None),
+    ("Farola rota en la plaza del mercado (Sants)", None),
+    ("La calle Cortes 500 sigue con el bache", None),  # Carrer de les Corts, or the Gran Via
+    ("Han puesto una nueva farola 3 veces y sigue rota", None),
+    ("San Antonio Abad 20 días sin recoger", None),
 )

@@ -101,6 +101,25 @@ def test_one_door_written_two_ways_is_searched_and_found_by_its_key(mine: str, t
     )
 
 
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ("Calle San Pablo, 20, 1º", "Carrer de Sant Pau 20"),  # translated, and Catalan
+        ("Carrer Gran de Gràcia 15", "c/ Mayor de Gracia 15"),
+    ],
+)
+def test_one_door_translated_is_searched_and_found_by_its_key(mine: str, theirs: str) -> None:
+    """A Spanish speaker's "calle San Pablo" and a Catalan "carrer de Sant Pau" at one door were
+    two requests: the translation was no street of the register."""
+    policy = DuplicatePolicy()
+    candidate = Open(None, None, "Contenidors plens", theirs)
+    assert candidate.address_key is not None
+    assert probe("x", mine).by_address == candidate.address_key
+    assert probe("x", mine).admits(
+        policy, service_code="cleaning", requested_at=AT, candidate=candidate, barri_code=None
+    )
+
+
 def test_a_street_without_a_number_is_searched_by_its_barri_only_a_square_by_itself() -> None:
     # The bench's feed named 20 streets without numbers: once the street's code alone was a
     # key, every post about one street's bins was one place (63% of its requests merged).

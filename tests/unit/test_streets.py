@@ -55,14 +55,14 @@ def test_derive_streets_keeps_a_number_range_and_names_a_bad_line(tmp_path: Path
         '"2","2","Pl","Plaça del Sol","Pl Sol","",""\n',
         encoding="utf-8",
     )
-    assert script.derive(good)["streets"] == [
+    assert script.derive(good, irregular={})["streets"] == [
         ["1", "Carrer de Verdi", "C", "Verdi", 1, 200],
         ["2", "Plaça del Sol", "Pl", "Sol"],
     ]
     bad = tmp_path / "bad.csv"
     bad.write_text(f'{header}\n"1","1","C","Carrer de Verdi","Verdi","1","dos-cents"\n')
     with pytest.raises(SystemExit, match="line 2: NRE_MAX 'dos-cents' is not a house number"):
-        script.derive(bad)
+        script.derive(bad, irregular={})
 
 
 # --- what a post names ------------------------------------------------------------------------
@@ -196,3 +196,143 @@ def test_a_key_tells_doors_and_streets_apart_and_is_none_for_what_the_register_c
     assert streets.key("plaça del Sol 5") not in (None, sol)
     for unread in ("Somewhere 12", "Plaça de la Vila 3", "3r 2a", "", None):
         assert streets.key(unread) is None, unread
+
+
+# --- translated names -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Farola fundida en la calle San Pablo 20", "Carrer de Sant Pau 20"),
+        ("C. San Pablo, 20", "Carrer de Sant Pau 20"),
+        ("calle san pablo 20", "Carrer de Sant Pau 20"),
+        ("Pintadas en la plaza de San Jaime", "Plaça de Sant Jaume"),
+        ("pza San Jaime", "Plaça de Sant Jaume"),
+        ("Basura en la calle Mayor de Gracia 15", "Carrer Gran de Gràcia 15"),
+        ("Árbol caído en el Paseo de Gracia 55", "Passeig de Gràcia 55"),
+        ("Obras sin permiso en Vía Layetana 30", "Via Laietana 30"),
+        ("via layetana 30", "Via Laietana 30"),
+        ("Pg. San Juan 90", "Passeig de Sant Joan 90"),
+        ("Avda. Virgen de Montserrat 100", "Avinguda de la Mare de Déu de Montserrat 100"),
+        ("c/ Nueva de la Rambla 20", "Carrer Nou de la Rambla 20"),
+        ("calle Conde del Asalto 20", "Carrer Nou de la Rambla 20"),  # its name until 1979
+        ("Contenedor lleno en la calle Conde Borrell 100", "Carrer del Comte Borrell 100"),
+        ("calle Conde de Urgell 100", "Carrer del Comte d'Urgell 100"),
+        ("Gran Vía de las Cortes Catalanas 500", "Gran Via de les Corts Catalanes 500"),
+        ("Gran Vía Carlos III 100", "Gran Via de Carles III 100"),
+        ("calle Jaime I 5", "Carrer de Jaume I 5"),
+        ("calle San Pedro Más Alto 10", "Carrer de Sant Pere Més Alt 10"),
+        ("Ronda San Antonio 40", "Ronda de Sant Antoni 40"),
+        ("Ronda Universidad 20", "Ronda de la Universitat 20"),
+        ("Paseo Fabra y Puig 100", "Passeig de Fabra i Puig 100"),
+        ("Travesera de las Cortes 100", "Travessera de les Corts 100"),
+        ("plaza del Pino", "Plaça del Pi"),
+        ("calle del Carmen 20", "Carrer del Carme 20"),
+        ("calle Santo Domingo 3", "Carrer de Sant Domènec 3"),
+        ("calle Puertaferrisa 5", "Carrer de la Portaferrissa 5"),
+        ("Paseo Colón 5", "Passeig de Colom 5"),
+        ("Nueva de la Rambla 20", "Carrer Nou de la Rambla 20"),  # long and numbered: bare
+        ("Cortes Catalanas 500", "Gran Via de les Corts Catalanes 500"),
+    ],
+)
+def test_a_translated_name_as_barcelonas_spanish_speakers_write_it(
+    city: City, text: str, expected: str
+) -> None:
+    assert found(city, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "calle Cortes 500",  # Carrer de les Corts word for word, the Gran Via to many
+        "Farola rota en la plaza del mercado (Sants)",  # any barri's market square
+        "calle del Mercado 3",
+        "plaza Nueva 3",  # a new square
+        "San Antonio Abad 20",  # a Carrer and a Passatge: without the type, either
+        "San Gervasio 12",  # a barri
+        "San Andrés 3 días sin recoger",  # a district
+        "Hospital de San Pablo",
+        "Santa Coloma 3",  # a town, and a Carrer and a Passeig
+        "una nueva farola 3 veces rota",
+        "Colón 5",  # one word, no type
+        "Nou Barris 3",  # nine barris, not new ones
+    ],
+)
+def test_a_translation_that_could_be_two_things_is_no_street(city: City, text: str) -> None:
+    assert found(city, text) is None
+
+
+@pytest.mark.parametrize(
+    ("translated", "catalan"),
+    [
+        ("calle San Pablo 20", "Carrer de Sant Pau, 20"),
+        ("Vía Layetana 30", "Via Laietana 30"),
+        ("calle Mayor de Gracia 15", "c/ Gran de Gràcia 15"),
+        ("Gran Vía de las Cortes Catalanas 500", "Gran Via 500"),
+        ("plaza de San Jaime", "Plaça de Sant Jaume"),
+    ],
+)
+def test_a_translated_and_a_catalan_form_of_one_door_have_one_key(
+    translated: str, catalan: str
+) -> None:
+    streets = City.barcelona().streets
+    assert streets is not None
+    key = streets.key(catalan)
+    assert key is not None and streets.key(translated) == key
+
+
+def test_a_translation_two_streets_of_a_type_share_is_neither() -> None:
+    streets = Streets(
+        [
+            Street("1", "Carrer de la Font", "C", "Font", None, ("fuente de x",)),
+            Street("2", "Carrer de la Font d'X", "C", "Font d'X", None, ("fuente de x",)),
+            Street("3", "Plaça de la Font d'X", "Pl", "Font d'X", None, ("fuente de x",)),
+        ]
+    )
+    assert streets.find("calle Fuente de X 3") is None
+    assert str(streets.find("plaza Fuente de X")) == "Plaça de la Font d'X"
+
+
+def test_derive_streets_translates_saints_kings_and_common_words_not_peoples_names() -> None:
+    forms = _derive_streets().spanish_forms
+    assert forms("Sant Pau") == ["san pablo"]
+    assert forms("Sant Domènec") == ["santo domingo"]
+    assert forms("Jaume I") == ["jaime i"]  # a king's number, not "y"
+    assert forms("Fabra i Puig") == ["fabra y puig"]
+    assert forms("Nou de la Rambla") == ["nueva de la rambla", "nuevo de la rambla"]
+    assert forms("Mare de Déu de Montserrat") == ["virgen de montserrat"]
+    assert forms("Comte d'Urgell") == ["conde de urgell"]
+    assert forms("August Font") == []  # a surname, not a fountain
+    assert forms("Pau Claris") == []  # a person's name, not a saint's
+    assert forms("Nou Barris") == []  # nine
+    assert forms("Mercat") == []  # common words alone: any market
+
+
+def test_derive_streets_keeps_the_registers_names_first_and_names_a_lost_irregular(
+    tmp_path: Path,
+) -> None:
+    script = _derive_streets()
+    header = '"CODI_VIA","CODI_CARRER_INE","TIPUS_VIA","NOM_OFICIAL","NOM_CURT","NRE_MIN","NRE_MAX"'
+    register = tmp_path / "carrerer.csv"
+    register.write_text(
+        f'{header}\n"1","1","C","Carrer de Sant Pau","Sant Pau","",""\n'
+        '"2","2","C","Carrer de San Pablo","San Pablo","",""\n'  # "san pablo" is its own
+        '"3","3","C","Carrer del Comte Borrell","Comte Borrell","",""\n',
+        encoding="utf-8",
+    )
+    gazetteer = script.derive(register, irregular={"Carrer de Sant Pau": ("sant pau vell",)})
+    assert gazetteer["spanish"] == {"1": ["sant pau vell"], "3": ["conde borrell"]}
+    with pytest.raises(SystemExit, match="'Carrer de Sant Pol', which is no street"):
+        script.derive(register, irregular={"Carrer de Sant Pol": ("san pol",)})
+
+
+def test_a_gazetteer_gives_each_street_its_spanish_names() -> None:
+    from plaza.city.streets import read_register
+
+    data = {"streets": [["1", "Carrer de Sant Pau", "C", "Sant Pau", 1, 99]], "spanish": {}}
+    assert read_register(data)[0].spanish == ()
+    data["spanish"] = {"1": ["san pablo"]}
+    assert read_register(data)[0].spanish == ("san pablo",)
+    with pytest.raises(ValueError, match="Spanish names are a mapping"):
+        read_register({**data, "spanish": ["san pablo"]})

@@ -18,8 +18,11 @@ Diagonal", "la Meridiana", "el Paral·lel", "la Gran Via", "la Rambla"), and nev
 the city's barri, district or landmark ("Sant Antoni 12" is not read as a street).
 
 Spanish renderings are accepted where a word's Spanish form is a plain respelling of the Catalan
-one (SPANISH: "calle Aragón" is "Carrer d'Aragó", "Consejo de Ciento" is "Consell de Cent");
-translated names ("San Pablo" for "Sant Pau") are not.
+one (SPANISH: "calle Aragón" is "Carrer d'Aragó", "Consejo de Ciento" is "Consell de Cent"), and
+the translated names the register's gazetteer gives each street (Street.spanish, derived by
+scripts/derive_streets.py: "calle San Pablo" is "Carrer de Sant Pau", "plaza de San Jaime"
+"Plaça de Sant Jaume", "calle Mayor de Gracia" "Carrer Gran de Gràcia"); a translation shared by
+two streets of a type is neither, as a Catalan name is.
 
 A house number follows the name, after an optional comma or "nº"/"núm."; one outside the range
 the register gives for the street is dropped (the street is kept), and a number followed by a
@@ -51,13 +54,15 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Street:
     """A street of the register: its code (CODI_VIA), official name, type (TIPUS_VIA), name
-    without type and article, and the house numbers it has when the register says."""
+    without type and article, the house numbers it has when the register says, and the names
+    Spanish speakers give it, folded ("san pablo" for Carrer de Sant Pau)."""
 
     code: str
     name: str
     kind: str
     short: str
     numbers: tuple[int, int] | None = None
+    spanish: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,17 @@ SPANISH: Final[Mapping[str, str]] = {
     "lerida": "lleida",
     "lauria": "lluria",
     "pujadas": "pujades",
+    "layetana": "laietana",
+    "puertaferrisa": "portaferrissa",
+    "caspe": "casp",
+    "lepanto": "lepant",
+    "pelayo": "pelai",
+    "entenza": "entenca",
+    "almogavares": "almogavers",
+    "galileo": "galileu",
+    "ibiza": "eivissa",
+    "borne": "born",
+    "bruch": "bruc",
 }
 # Names written without a type by everyone (folded, articles included as written) -> the
 # official name. "la Rambla" is the register's "Carrer la Rambla".
@@ -237,7 +253,8 @@ class Streets:
         places = frozenset(not_streets)
         by_name: dict[tuple[str, ...], list[Street]] = {}
         for street in self.register.values():
-            for words in _respelt(_words(street.short)):
+            names = [_words(street.short), *(tuple(form.split()) for form in street.spanish)]
+            for words in dict.fromkeys(w for name in names for w in _respelt(name)):
                 by_name.setdefault(words, []).append(street)
                 if len(words) > 1 and words[0] in ARTICLES:
                     # "Carrer de Las Chafarinas" is written "carrer de Chafarinas"
@@ -414,6 +431,9 @@ def read_register(data: Mapping[str, object]) -> list[Street]:
     if not isinstance(streets, list):
         raise ValueError("a street gazetteer has a list of streets")
     register = []
+    spanish = data.get("spanish", {})
+    if not isinstance(spanish, Mapping):
+        raise ValueError("a street gazetteer's Spanish names are a mapping of codes to names")
     for row in streets:
         code, name, kind, short, *numbers = row
         low, high = numbers if numbers else (None, None)
@@ -424,6 +444,7 @@ def read_register(data: Mapping[str, object]) -> list[Street]:
                 str(kind),
                 str(short),
                 (int(low), int(high)) if low is not None and high is not None else None,
+                tuple(str(form) for form in spanish.get(str(code), ())),
             )
         )
     return register
