@@ -77,7 +77,7 @@ POSTS: tuple[tuple[str, str | None], ...] = (
     ("Abandoned car on Carrer de Sants for weeks", "Carrer de Sants"),
     ("Bike lane blocked on Consell de Cent 250", "Carrer del Consell de Cent 250"),
     ("Pothole on Gran Via", "Gran Via de les Corts Catalanes"),
-    # translated names, as Barcelona's Spanish speakers write them
+    # translated names, as Barcelona's Spanish speakers write them, and shortened ones
     ("Contenedor lleno en la calle Conde Borrell 100", "Carrer del Comte Borrell 100"),
     ("Farola fundida en la calle San Pablo 20", "Carrer de Sant Pau 20"),
     ("Pintadas en la fachada de la plaza de San Jaime", "Plaça de Sant Jaume"),
@@ -90,6 +90,9 @@ POSTS: tuple[tuple[str, str | None], ...] = (
     ("Ruido toda la noche en la calle Nueva de la Rambla 20", "Carrer Nou de la Rambla 20"),
     ("Bache en la Gran Vía de las Cortes Catalanas 500", "Gran Via de les Corts Catalanes 500"),
     ("Acera rota en el Pg. San Juan 90", "Passeig de Sant Joan 90"),
+    ("Farola apagada en Paralelo 100", "Avinguda del Paral·lel 100"),
+    ("Semàfor espatllat a Meridiana 350", "Avinguda Meridiana 350"),
+    ("Overflowing bins at Diagonal 640", "Avinguda Diagonal 640"),
     ("Ratas en la calle del Carmen 20", "Carrer del Carme 20"),
     # forms the matcher is not expected to read: a short name without its type, two streets of
     # a corner without types
@@ -138,7 +141,9 @@ POSTS: tuple[tuple[str, str | None], ...] = (
     ("Arbre caigut al passeig, compte", None),
     ("Plaza 3 del parking ocupada por un coche abandonado", None),
     ("Farola rota en la plaza del mercado (Sants)", None),
+    ("Aparcados en paralelo 2 coches en el paso de peatones", None),
     ("La calle Cortes 500 sigue con el bache", None),  # Carrer de les Corts, or the Gran Via
     ("Han puesto una nueva farola 3 veces y sigue rota", None),
+    ("Cruzan en diagonal 3 metros por delante del semáforo", None),
     ("San Antonio Abad 20 días sin recoger", None),
 )

@@ -106,6 +106,7 @@ def test_one_door_written_two_ways_is_searched_and_found_by_its_key(mine: str, t
     [
         ("Calle San Pablo, 20, 1º", "Carrer de Sant Pau 20"),  # translated, and Catalan
         ("Carrer Gran de Gràcia 15", "c/ Mayor de Gracia 15"),
+        ("Paralelo 100", "Avinguda del Paral·lel 100"),
     ],
 )
 def test_one_door_translated_is_searched_and_found_by_its_key(mine: str, theirs: str) -> None:

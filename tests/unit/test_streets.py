@@ -198,7 +198,7 @@ def test_a_key_tells_doors_and_streets_apart_and_is_none_for_what_the_register_c
         assert streets.key(unread) is None, unread
 
 
-# --- translated names -------------------------------------------------------------------------
+# --- translated and shortened names -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -243,6 +243,25 @@ def test_a_translated_name_as_barcelonas_spanish_speakers_write_it(
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("El semáforo de Gran Via 500 no funciona", "Gran Via de les Corts Catalanes 500"),
+        ("Contenidors plens al Paral·lel 100", "Avinguda del Paral·lel 100"),
+        ("Contenedores llenos en Paralelo 100", "Avinguda del Paral·lel 100"),
+        ("paralelo 100", "Avinguda del Paral·lel 100"),
+        ("Farola caída en Meridiana 200", "Avinguda Meridiana 200"),
+        ("Pothole on Diagonal 640", "Avinguda Diagonal 640"),
+        ("diagonal, 640", "Avinguda Diagonal 640"),
+        ("Diagonal nº 640", "Avinguda Diagonal 640"),
+    ],
+)
+def test_a_shortened_official_name_before_a_house_number(
+    city: City, text: str, expected: str
+) -> None:
+    assert found(city, text) == expected
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "calle Cortes 500",  # Carrer de les Corts word for word, the Gran Via to many
@@ -254,12 +273,19 @@ def test_a_translated_name_as_barcelonas_spanish_speakers_write_it(
         "San Andrés 3 días sin recoger",  # a district
         "Hospital de San Pablo",
         "Santa Coloma 3",  # a town, and a Carrer and a Passeig
+        "aparcado en paralelo 2 coches",
+        "cruza en diagonal 3 metros",
+        "la Diagonal Mar 3",
+        "Diagonal",  # an everyday word without its number
+        "Meridiana sin luz",
         "una nueva farola 3 veces rota",
         "Colón 5",  # one word, no type
         "Nou Barris 3",  # nine barris, not new ones
     ],
 )
-def test_a_translation_that_could_be_two_things_is_no_street(city: City, text: str) -> None:
+def test_a_translation_or_short_name_that_could_be_two_things_is_no_street(
+    city: City, text: str
+) -> None:
     assert found(city, text) is None
 
 
@@ -269,6 +295,7 @@ def test_a_translation_that_could_be_two_things_is_no_street(city: City, text: s
         ("calle San Pablo 20", "Carrer de Sant Pau, 20"),
         ("Vía Layetana 30", "Via Laietana 30"),
         ("calle Mayor de Gracia 15", "c/ Gran de Gràcia 15"),
+        ("Paralelo 100", "Av. del Paral·lel 100"),
         ("Gran Vía de las Cortes Catalanas 500", "Gran Via 500"),
         ("plaza de San Jaime", "Plaça de Sant Jaume"),
     ],

@@ -22,7 +22,9 @@ one (SPANISH: "calle Aragón" is "Carrer d'Aragó", "Consejo de Ciento" is "Cons
 the translated names the register's gazetteer gives each street (Street.spanish, derived by
 scripts/derive_streets.py: "calle San Pablo" is "Carrer de Sant Pau", "plaza de San Jaime"
 "Plaça de Sant Jaume", "calle Mayor de Gracia" "Carrer Gran de Gràcia"); a translation shared by
-two streets of a type is neither, as a Catalan name is.
+two streets of a type is neither, as a Catalan name is. A few one-word names everyone knows are
+read without type or article when a house number follows (WITH_NUMBER: "Diagonal 640",
+"Paralelo 100").
 
 A house number follows the name, after an optional comma or "nº"/"núm."; one outside the range
 the register gives for the street is dropped (the street is kept), and a number followed by a
@@ -207,6 +209,15 @@ WITHOUT_TYPE: Final[Mapping[str, str]] = {
     "les rambles": "Carrer la Rambla",
     "las ramblas": "Carrer la Rambla",
 }
+# One-word names everyone writes without type or article, but only before a house number
+# ("Diagonal 640", "Meridiana 200"; "diagonal" and "paralelo" alone are everyday words) -> the
+# official name.
+WITH_NUMBER: Final[Mapping[str, str]] = {
+    "diagonal": "Avinguda Diagonal",
+    "meridiana": "Avinguda Meridiana",
+    "parallel": "Avinguda del Paral·lel",
+    "paralelo": "Avinguda del Paral·lel",
+}
 _BARE_MIN_LETTERS: Final = 10
 # Before a house number: "nº" folds to "n o", "núm." to "num".
 _NUMBER_WORDS: Final = ("n", "o", "no", "num", "numero", "nro", "number")
@@ -284,9 +295,18 @@ class Streets:
         self._bare: dict[tuple[str, str], list[tuple[tuple[str, ...], Street, bool]]] = {}
         for entry in sorted(bare, key=lambda e: len(e[0]), reverse=True):
             self._bare.setdefault((entry[0][0], entry[0][1]), []).append(entry)
+        self._with_number = {
+            word: official[name] for word, name in WITH_NUMBER.items() if name in official
+        }
         # the words an address may start at: most posts have none, and are done in one check
         self._starts = frozenset(
-            {*TYPES_BEFORE, *TYPES_AFTER, _GRAN_VIA[0], *(first for first, _ in self._bare)}
+            {
+                *TYPES_BEFORE,
+                *TYPES_AFTER,
+                _GRAN_VIA[0],
+                *(first for first, _ in self._bare),
+                *self._with_number,
+            }
         )
 
     def __len__(self) -> int:
@@ -320,6 +340,10 @@ class Streets:
                 hit = self._before_type(words, i)
             if hit is None and i + 1 < len(words) and (word, words[i + 1]) in self._bare:
                 hit = self._bare_at(words, i)
+            if hit is None and word in self._with_number:
+                street = self._with_number[word]
+                number, end = _house_number(words, i + 1, street)
+                hit = None if number is None else (i, end, StreetAddress(street, number))
             if hit is not None and (best is None or hit[1] - hit[0] > best[1] - best[0]):
                 best = hit
         return None if best is None else best[2]
