@@ -25,6 +25,9 @@ from plaza_router.settings import NotActionableReply
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+# Read once: a crash test classifies thousands of posts.
+DISTRICT_NAMES = {code: d.name for code, d in City.barcelona().districts.items()}
+
 POSTED_AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 VERDI = (41.4036, 2.1566)  # carrer de Verdi, la Vila de Gràcia
 
@@ -65,7 +68,7 @@ def classified(
     place = (
         Placement(
             district_code=district,
-            district_name=City.barcelona().districts[district].name,
+            district_name=DISTRICT_NAMES[district],
             barri_code=barri,
             source=LocationSource.LOCATION_SOURCE_GEO
             if latlon

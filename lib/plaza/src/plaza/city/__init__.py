@@ -363,10 +363,10 @@ class City:
         self._matcher, place_keys = self._build_matcher(place_names or PlaceNames())
         self.streets: Streets | None = None
         if streets is not None:
-            from plaza.city.streets import Streets
+            from plaza.city.streets import street_matcher
 
             # a barri's, district's or landmark's name written alone is that place, not a street
-            self.streets = Streets(streets, not_streets=place_keys)
+            self.streets = street_matcher(streets, place_keys)
 
     @property
     def has_polygons(self) -> bool:

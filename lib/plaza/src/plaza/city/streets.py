@@ -474,6 +474,23 @@ def read_register(data: Mapping[str, object]) -> list[Street]:
     return register
 
 
+# The matchers built, by their register (the same tuple, not an equal one) and the names that are
+# no street: building Barcelona's takes 80 ms, and every City.barcelona() would build it again.
+_MATCHERS: dict[tuple[int, frozenset[str]], tuple[tuple[Street, ...], Streets]] = {}
+
+
+def street_matcher(register: Iterable[Street], not_streets: frozenset[str]) -> Streets:
+    """Streets(register, not_streets=not_streets), built once for a register given as a tuple
+    (such as barcelona_register()'s), which cannot change; a matcher only reads."""
+    if not isinstance(register, tuple):
+        return Streets(register, not_streets=not_streets)
+    key = (id(register), not_streets)
+    kept = _MATCHERS.get(key)
+    if kept is None or kept[0] is not register:
+        kept = _MATCHERS[key] = (register, Streets(register, not_streets=not_streets))
+    return kept[1]
+
+
 @cache
 def barcelona_register() -> tuple[Street, ...]:
     """Barcelona's streets, from the packaged gazetteer (read once)."""
