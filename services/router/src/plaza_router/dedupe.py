@@ -65,7 +65,8 @@ def trigrams(value: str) -> frozenset[str]:
     if len(shared) >= SHARED_TRIGRAMS_MAX:
         return frozenset(folded[i : i + 3] for i in range(len(folded) - 2))
     return frozenset(
-        shared.setdefault(gram, gram) for gram in (folded[i : i + 3] for i in range(len(folded) - 2))
+        shared.setdefault(gram, gram)
+        for gram in (folded[i : i + 3] for i in range(len(folded) - 2))
     )
 
 

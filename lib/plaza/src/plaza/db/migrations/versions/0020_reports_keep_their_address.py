@@ -1,6 +1,6 @@
 """reports keep their address: request_reports.address and address_key
 
-Revision ID: 0022
+Revision ID: 0020
 Revises: 0019
 Create Date: 2026-11-28 03:40:00.000000
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
+revision = "0020"
 down_revision = "0019"
 branch_labels = None
 depends_on = None

@@ -1,8 +1,8 @@
 """withdrawals by their authors only, and of posts not routed: reply_deliveries.reporter and
 published_posts
 
-Revision ID: 0023
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-11-28 03:50:00.000000
 
 A thanks for a post that opened no request answers a post no report names the author of: a
@@ -21,8 +21,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0023"
-down_revision = "0019"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
