@@ -90,6 +90,24 @@ def classified(
     )
 
 
+def at_door(
+    post_id: str, street: str, *, text: str = "", address: str = "", author_id: str = ""
+) -> PostClassified:
+    """A cleaning post with no point nor place that names a door (the classifier's
+    street_address, `street`), as posts about a street's bins are: found by the address's key."""
+    return classified(
+        post_id,
+        district="",
+        barri="",
+        latlon=None,
+        service_code="cleaning",
+        text=text or f"Contenidor ple a {street}",
+        street_address=street,
+        address=address,
+        author_id=author_id,
+    )
+
+
 def as_event(body: PostClassified) -> Envelope:
     return envelope(
         body,

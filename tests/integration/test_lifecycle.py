@@ -24,6 +24,7 @@ from tests.integration.lifecycle_helpers import (
     POSTED_AT,
     VERDI,
     as_event,
+    at_door,
     classified,
     outbox,
     router,
@@ -198,16 +199,7 @@ async def test_without_coordinates_the_same_street_and_number_is_the_same_place(
     bins = "Contenedor desbordado en c/ Aragó, 250"
 
     def at(post_id: str, text: str, street: str = "", address: str = "") -> PostClassified:
-        return classified(
-            post_id,
-            district="",
-            barri="",
-            latlon=None,
-            service_code="cleaning",
-            text=text,
-            street_address=street,
-            address=address,
-        )
+        return at_door(post_id, street, text=text, address=address)
 
     first = at("aragó", bins, "Carrer d'Aragó 250")
     posts = [
@@ -237,19 +229,7 @@ async def test_a_report_merged_by_its_address_and_split_off_keeps_that_address(
     # request had no address, nowhere for its manager or the duplicate search to go by.
     route = router(sessions)
     for post_id, street in (("door-a", "Carrer d'Aragó 250"), ("door-b", "c/ Aragó, 250")):
-        await route(
-            as_event(
-                classified(
-                    post_id,
-                    district="",
-                    barri="",
-                    latlon=None,
-                    service_code="cleaning",
-                    text=f"Contenidor ple a {street}",
-                    street_address=street,
-                )
-            )
-        )
+        await route(as_event(at_door(post_id, street)))
     [request] = await requests(sessions)
     async with sessions.begin() as s:
         await split_report(

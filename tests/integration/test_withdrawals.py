@@ -58,7 +58,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.integration.lifecycle_helpers import as_event, classified, outbox, router
+from tests.integration.lifecycle_helpers import as_event, at_door, classified, outbox, router
 from tests.unit.test_withdrawals import withdrawn_events
 
 pytestmark = pytest.mark.postgres
@@ -416,16 +416,7 @@ async def test_a_request_keeps_the_address_its_other_reports_give(
     route = router(sessions)
 
     def at(post_id: str, street: str, author_id: str) -> PostClassified:
-        return classified(
-            post_id,
-            district="",
-            barri="",
-            latlon=None,
-            service_code="cleaning",
-            text=f"Contenidor ple a {street}",
-            street_address=street,
-            author_id=author_id,
-        )
+        return at_door(post_id, street, author_id=author_id)
 
     await route(as_event(at("wd-a1", "Carrer d'Aragó 250", "41")))
     await route(as_event(at("wd-a2", "c/ Aragó, 250", "42")))
