@@ -104,6 +104,9 @@ def test_hand_written_posts_precision_and_recall(city: City) -> None:
         ("Carrer de Verdi 12-14", "Carrer de Verdi 12"),
         ("Carrer de Verdi 12 bis", "Carrer de Verdi 12"),
         ("carrer de Verdi 3 dies sense llum", "Carrer de Verdi"),
+        ("carrer de Verdi 3 fanals apagats", "Carrer de Verdi"),  # three lamps, not number 3
+        ("calle Aragón 2 contenedores quemados", "Carrer d'Aragó"),
+        ("Aribau Street 4 potholes in a row", "Carrer d'Aribau"),
         ("the Rambla de Catalunya 20, not la Rambla", "Rambla de Catalunya 20"),
         ("carrer de Chafarinas 3", "Carrer de Las Chafarinas 3"),  # the name's article left out
         ("calle de los Castillejos 20", "Carrer de los Castillejos 20"),
@@ -122,6 +125,7 @@ def test_a_street_and_number_in_any_of_the_city_languages(
         "Sant Antoni 12 dies",  # a barri
         "Gràcia 12",  # a district (and Carrer de Gràcia)
         "fa sol al mar",
+        "en diagonal 3 farolas fundidas",  # bare Diagonal needs a house number: 3 counts lamps
         "calle Mayor 3",  # no such street in Barcelona
         "plaça del Pi 3 i carrer del",  # the square, not the street
     ],

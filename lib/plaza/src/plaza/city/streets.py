@@ -28,7 +28,8 @@ read without type or article when a house number follows (WITH_NUMBER: "Diagonal
 
 A house number follows the name, after an optional comma or "nº"/"núm."; one outside the range
 the register gives for the street is dropped (the street is kept), and a number followed by a
-unit ("carrer de Verdi 3 dies") is no house number.
+unit or by a thing a post counts ("carrer de Verdi 3 dies", "Diagonal 3 farolas") is no house
+number.
 """
 
 from __future__ import annotations
@@ -231,6 +232,18 @@ UNITS: Final = frozenset(
         "minutos", "minutes", "min", "metre", "metres", "metro", "metros", "meter", "meters",
         "m", "km", "vegada", "vegades", "vez", "veces", "times", "euros", "eur", "persones",
         "personas", "people", "cotxes", "coches", "cars",
+        # what a post about a problem counts ("a la Diagonal 3 farolas apagadas"): in ca, es, en
+        "fanals", "farolas", "llums", "luces", "lights", "streetlights", "lamps",
+        "contenidors", "contenedores", "containers", "bins", "papereres", "papeleras",
+        "arbres", "arboles", "trees", "bancs", "bancos", "benches", "semafors", "semaforos",
+        "sots", "forats", "baches", "agujeros", "potholes", "holes", "embornals", "alcantarillas",
+        "motos", "bicis", "bicicletes", "bicicletas", "bikes", "furgonetes", "furgonetas",
+        "camions", "camiones", "vans", "trucks", "gossos", "perros", "dogs", "coloms",
+        "palomas", "pigeons", "rates", "ratas", "rats", "matalassos", "colchones",
+        "mattresses", "mobles", "muebles", "sofas", "bosses", "bolsas", "bags", "caixes",
+        "cajas", "boxes", "senyals", "senales", "signs", "pilones", "pilons", "bolards",
+        "bolardos", "fonts", "fuentes", "pintades", "pintadas", "grafitis", "xeringues",
+        "jeringuillas", "needles",
     }
 )  # fmt: skip
 
