@@ -16,6 +16,7 @@ import httpx
 import pytest
 from plaza.city import City
 from plaza.city.config import load_city_config
+from plaza.city.outlines import Outlines
 from plaza.db import create_engine, session_factory
 from plaza_api import console
 from plaza_api.app import create_app
@@ -154,6 +155,29 @@ async def test_map_json_draws_a_district_or_the_city_from_its_polygons() -> None
         assert unknown.headers["content-type"] == "application/problem+json"
         assert "Barcelona has no district '99'; known: 01, 02" in unknown.json()["detail"]
     await engine.dispose()
+
+
+async def test_map_json_of_packaged_barcelona_draws_its_packaged_outlines() -> None:
+    """Barcelona without PLAZA_CITY_DATA_DIR (a deployment of the packaged city): the map still
+    draws Gràcia's outline and its barris', from the outlines packaged with it, in the frame the
+    exact polygons give it to a couple of metres."""
+    exact = Outlines(City.barcelona(SHARED_DATA / "barcelona")).map("06")
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")  # never connected
+    app = create_app(
+        session_factory(engine), httpx.AsyncClient(base_url="http://x.invalid"), City.barcelona()
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as gateway:
+        drawn = (await gateway.get("/console/map.json", params={"district": "06"})).json()
+        whole = (await gateway.get("/console/map.json")).json()
+    await engine.dispose()
+    assert drawn["outlines"] is True and whole["outlines"] is True
+    assert all(a["path"].startswith("M") for a in drawn["areas"] + whole["areas"])
+    assert [a["code"] for a in drawn["areas"] if a["kind"] == "barri"] == [
+        "28", "29", "30", "31", "32"
+    ]  # fmt: skip
+    assert abs(drawn["width"] - exact["width"]) <= 2
+    assert abs(drawn["height"] - exact["height"]) <= 2
 
 
 def test_no_script_turns_text_into_markup() -> None:

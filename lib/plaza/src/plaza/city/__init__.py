@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
@@ -334,11 +335,14 @@ class City:
         district_polygons: Polygons | None = None,
         council: Council | None = None,
         streets: Iterable[Street] | None = None,
+        drawn_outlines: Traversable | None = None,
     ) -> None:
         """A city may have no barris; then a point is placed by its district's polygon. Polygons,
         when given, must cover exactly the city's barris (or districts). Without a council, the
         city's is named in English after the city (Council.of). `streets`: the city's street
-        register (plaza.city.streets), when it has one."""
+        register (plaza.city.streets), when it has one. `drawn_outlines`: a file of simplified
+        outlines (plaza.city.outlines.read_outlines) a map draws when there are no polygons;
+        never used to place a post."""
         self.name = name
         self.council = council or Council.of(name)
         self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
@@ -359,6 +363,7 @@ class City:
                 )
         self._barri_polygons = barri_polygons
         self._district_polygons = district_polygons
+        self._drawn_outlines = drawn_outlines
         self._metres = bbox.metres()
         self._matcher, place_keys = self._build_matcher(place_names or PlaceNames())
         self.streets: Streets | None = None
@@ -378,9 +383,16 @@ class City:
         return self._metres
 
     def outlines(self) -> tuple[Mapping[str, BaseGeometry], Mapping[str, BaseGeometry]]:
-        """The districts' and the barris' exact outlines, in metres (`metres` projects), for a
-        map (plaza.city.outlines): a district without a polygon of its own is its barris'
-        union; a city placed by centres alone has none."""
+        """The districts' and the barris' outlines, in metres (`metres` projects), for a map
+        (plaza.city.outlines): the exact ones, a district without a polygon of its own being its
+        barris' union; a city placed by centres, its `drawn_outlines` (packaged Barcelona's,
+        simplified to a few metres) read when first asked for, else none."""
+        if not self.has_polygons:
+            if self._drawn_outlines is None:
+                return {}, {}
+            from plaza.city.outlines import read_outlines
+
+            return read_outlines(self._drawn_outlines, self)
         barris = self._barri_polygons.shapes if self._barri_polygons is not None else {}
         if self._district_polygons is not None:
             return self._district_polygons.shapes, barris
@@ -488,7 +500,8 @@ class City:
     def barcelona(cls, data_dir: Path | None = None) -> City:
         """Barcelona from the packaged names, centres and street register; with data_dir, also
         the exact barri polygons from data_dir/barris_geo.json (checked against
-        districtes_geo.json)."""
+        districtes_geo.json). Without them, its map draws the packaged simplified outlines
+        (barcelona_outlines.json) and a post is placed by the nearest barri centre."""
         from plaza.city.streets import barcelona_register
 
         packaged = resources.files("plaza.city").joinpath("barcelona.json").read_text("utf-8")
@@ -508,6 +521,7 @@ class City:
             barri_polygons=polygons,
             council=Council.barcelona(),
             streets=barcelona_register(),
+            drawn_outlines=resources.files("plaza.city").joinpath("barcelona_outlines.json"),
         )
 
     @classmethod
