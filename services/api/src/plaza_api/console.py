@@ -130,8 +130,9 @@ async def console_city(request: Request) -> Response:
 async def console_map(request: Request, district: str | None = None) -> Response:
     """A map to place a queue's requests on: a district's outline and its barris', or the whole
     city's districts without `district`, as SVG paths simplified to a few metres (a manager's
-    phone reads a district's in 5 KB), drawn from the city's own polygons: no tile server.
-    Public, as city.json is. A city placed by centres alone gets their names where they are."""
+    phone reads a district's in 5 KB), drawn from the city's own polygons (packaged Barcelona's:
+    the simplified outlines packaged with it): no tile server. Public, as city.json is. Another
+    city placed by centres alone gets their names where they are."""
     city: City = request.app.state.city
     outlines: Outlines | None = getattr(request.app.state, "outlines", None)
     if outlines is None:
