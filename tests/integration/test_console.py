@@ -783,6 +783,42 @@ async def test_the_queue_on_a_map_places_its_requests_and_lists_the_rest(
     await expect(page.locator("#queue-items > li")).to_have_count(1)
 
 
+async def test_packaged_barcelonas_map_draws_the_outlines_packaged_with_it(
+    browser: Browser, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A deployment of packaged Barcelona (no PLAZA_CITY_DATA_DIR): Gràcia's map draws its
+    outline and its five barris' from the packaged outlines, the request on Verdi street inside
+    them, and no "the city has no outlines" note."""
+    await new_user(sessions, "maria", Role.MANAGER, scopes=["06"])
+    await open_request(sessions, "p1")  # on Verdi street, in la Vila de Gràcia
+    app = create_app(
+        sessions, httpx.AsyncClient(base_url="http://ingest.invalid"), City.barcelona()
+    )
+    async with Server(app) as server, httpx.AsyncClient(base_url=server.url) as api:
+        console = Console(server.url, sessions, api)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        await in_english(context)
+        page = await context.new_page()
+        watch(page, console)
+        await sign_in(page, console, "maria")
+        await page.goto(f"{console.url}/console/#/map/06")
+        await expect(page.locator("#map-title")).to_have_text("Map: Gràcia")
+        await expect(page.locator("#map a.marker")).to_have_count(1)
+        assert await page.locator("#map path.area.district").count() == 1
+        assert await page.locator("#map path.area.barri").count() == 5
+        await expect(page.locator("#map-frame")).not_to_contain_text("has no outlines")
+        # the marker is drawn inside Gràcia's outline, as the SVG itself says
+        inside = await page.locator("#map a.marker").evaluate(
+            """a => { const r = a.getBoundingClientRect(); const svg = a.ownerSVGElement;
+                const point = new DOMPoint(r.x + r.width / 2, r.y + r.height / 2)
+                    .matrixTransform(svg.getScreenCTM().inverse());
+                return svg.querySelector('path.area.district').isPointInFill(point); }"""
+        )
+        assert inside is True
+        await context.close()
+    assert console.errors == [], console.errors
+
+
 async def test_the_console_is_served_with_a_strict_csp(page: Page, console: Console) -> None:
     answer = await page.goto(f"{console.url}/console/")
     assert answer is not None
