@@ -368,14 +368,8 @@ def test_a_noise_complaint_reaches_a_manager(city: City, text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param(
-            "Turn it up, this track is so loud and so good",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the price of untrained_cue_weight: one noise cue ('loud') outweighs a "
-                "model that gives it 0.17 of being a request, as it does for a complaint",
-            ),
-        ),
+        # a lookalike cue ("this track") takes the noise cue's weight away (test_noise_lookalikes)
+        "Turn it up, this track is so loud and so good",
         "Looking for noise cancelling headphones for the flight, any tips?",
         "El concierto de anoche, qué música tan increíble",
         "Quina festa més bona ahir amb la música de la Mercè!",

@@ -23,8 +23,11 @@ The combination rule, its settings chosen on the validation split (MODEL_CARD.md
   and + `untrained_cue_weight` more when one it names is a code the model never learnt (noise,
   public_space), - `chatter_weight` for a chatter cue (thanks, praise, jokes, politics) of the
   post's own language; the post is actionable when the result reaches the log-odds of
-  `actionable_at`. A cue only moves the model's estimate: "Hola, gracias. Hay un bache enorme"
-  is not dropped for its "gracias" when the rest of it is plainly a request. The weights are
+  `actionable_at`. A lookalike cue (keywords.LOOKALIKE: a song, headphones, a drill bought) says
+  the post's noise and public_space words are no nuisance: they then add nothing, and the model
+  alone judges whether the rest of the post asks for something. A cue only moves the model's
+  estimate: "Hola, gracias. Hay un bache enorme" is not dropped for its "gracias" when the rest
+  of it is plainly a request. The weights are
   chosen on validation against the model alone (weights 0), which the grid includes. The model
   never saw a noise complaint as a request (no data labels one, and Bengaluru's non-requests
   are tweets full of loud music and sleepless nights), so its doubt about one says nothing:
@@ -80,7 +83,7 @@ class Classification:
 # (English "mayor" is Spanish "older" and "calle Mayor"): they count only in the language they
 # belong to, or in any when the post's language is unknown. Every pattern goes into one Lexicon,
 # which finds all of them in one pass over the post's words (see lexicon.py).
-_CUES: Final = ("urgent", "traffic_light", "broken", "request", "chatter")
+_CUES: Final = ("urgent", "traffic_light", "broken", "request", "chatter", "lookalike")
 _ANY_LANGUAGE: Final[frozenset[str]] = frozenset()
 
 
@@ -95,6 +98,7 @@ def _entries() -> list[tuple[str, str, float, frozenset[str]]]:
         "urgent": keywords.URGENT,
         "broken": keywords.BROKEN,
         "request": keywords.REQUEST,
+        "lookalike": keywords.LOOKALIKE,
     }
     for cue, table in tables.items():
         for p in dict.fromkeys(p for patterns in table.values() for p in patterns):
@@ -125,6 +129,8 @@ class Signals:
     prediction: Prediction | None
     language: str = "other"
     readable: bool = True  # some Latin words, beyond links, @mentions, emoji and punctuation
+    # a song, headphones, a podcast...: the post's noise words are no nuisance (keywords.LOOKALIKE)
+    lookalike: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +166,7 @@ def _signals(text: str, folded: str, prediction: Prediction | None, language_hin
         prediction=prediction,
         language=language,
         readable=_READABLE.search(folded) is not None,
+        lookalike="lookalike" in cues,
     )
 
 
@@ -325,6 +332,10 @@ def evidence(signals: Signals, settings: Mapping[str, float]) -> float:
     if signals.complaint:
         odds += settings.get("complaint_weight", 0.0)
     named = [code for code, score in signals.lexicon_scores.items() if score > 0]
+    if signals.lookalike and prediction is not None:
+        # "noise-cancelling headphones": the noise word names what is listened to or bought, not
+        # a nuisance, and only the model judges whether the rest of the post asks for something
+        named = [code for code in named if code in prediction.probabilities]
     if named:
         odds += settings.get("service_cue_weight", 0.0)
         if prediction is not None and any(c not in prediction.probabilities for c in named):
