@@ -60,7 +60,7 @@ train: env
 
 # Figures of the committed model on the held-out splits, also written into its MODEL_CARD.md.
 eval: env
-	$(PY) python -m plaza_classifier.evaluate --data $(SHARED_DATA)
+	$(PY) python -m plaza_classifier.evaluate --data $(SHARED_DATA) --check tests/unit/data/noise_lookalikes.jsonl
 
 dashboards: env
 	$(PY) python deploy/grafana/generate.py
