@@ -639,7 +639,8 @@ How the figures come about:
   headphones, a podcast, a drill bought: keywords.LOOKALIKE) takes the noise and public_space
   cues' weights away, leaving the model to judge the post. The frozen check sets above measure
   the result on posts no choice saw, look-alikes included; the second was written before the
-  lookalike cues, and its "without lookalike cues" row is the rule as it was.
+  lookalike cues, and its "without lookalike cues" row shows what they alone change (one's own
+  sleepless night counts as a noise cue only with its cause in every row).
 - The weakest Madrid categories are small and overlap: street_furniture (~120 test reports;
   "Banco" vs vandalism and "other"), parks_trees vs pavement (roots and tree pits) and traffic
   vs "other" (requests for new installations).
