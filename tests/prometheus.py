@@ -31,14 +31,20 @@ def binary(name: str) -> str:
     return found
 
 
-def scrape_config(targets: dict[str, str], interval: str = "1s") -> dict[str, object]:
-    """deploy/prometheus/prometheus.yml with each job's target replaced by this run's port.
-    Every job of the committed file must get a target, so the file covers every service."""
+def scrape_config(
+    targets: dict[str, str], token_file: Path, interval: str = "1s"
+) -> dict[str, object]:
+    """deploy/prometheus/prometheus.yml with each job's target replaced by this run's port and
+    its bearer token's file by this run's (the committed one is PLAZA_HOME's, up.sh's). Every
+    job of the committed file must get a target, so the file covers every service, and must
+    send the token, as each service asks for it."""
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = [job["job_name"] for job in config["scrape_configs"]]
     assert sorted(jobs) == sorted(targets), f"jobs {jobs} vs the services started {list(targets)}"
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+        assert "credentials_file" in job.get("authorization", {}), f"{job['job_name']}: no token"
+        job["authorization"] = {"credentials_file": str(token_file)}
     config["global"] = {"scrape_interval": interval, "evaluation_interval": interval}
     config["rule_files"] = [str(p) for p in RULE_FILES]
     return config

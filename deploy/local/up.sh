@@ -49,6 +49,13 @@ if [ -z "$jwt_secret" ]; then
   [ -s "$home/jwt_secret" ] || (umask 077; "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$home/jwt_secret")
   jwt_secret="$(cat "$home/jwt_secret")"
 fi
+# Every process's /metrics asks for a bearer token: made once and kept in PLAZA_HOME/metrics_token,
+# which deploy/prometheus/prometheus.yml's scrapes send. A PLAZA_METRICS_TOKEN or _FILE given is
+# used instead (point prometheus.yml's credentials_file at it).
+if [ -z "${PLAZA_METRICS_TOKEN:-}" ] && [ -z "${PLAZA_METRICS_TOKEN_FILE:-}" ]; then
+  [ -s "$home/metrics_token" ] || (umask 077; "$py" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$home/metrics_token")
+  export PLAZA_METRICS_TOKEN_FILE="$home/metrics_token"
+fi
 port="${PLAZA_PORT:-8000}"
 ingest_port="${PLAZA_INGEST_PORT:-8101}"
 declare -A ports=(
@@ -70,8 +77,13 @@ start api PLAZA_PORT="$port" PLAZA_INGEST_URL="http://127.0.0.1:$ingest_port" \
 # service that died on the way (a port taken, a bad setting) is named with the end of its log.
 answers() {
   "$py" - "$1" "$2" <<'PY' 2>/dev/null
-import sys, urllib.request
-urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=1)
+import os, sys, urllib.request
+token = os.environ.get("PLAZA_METRICS_TOKEN") or ""
+if not token and os.environ.get("PLAZA_METRICS_TOKEN_FILE"):
+    token = open(os.environ["PLAZA_METRICS_TOKEN_FILE"], encoding="utf-8").read().strip()
+headers = {"Authorization": f"Bearer {token}"} if token else {}
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", headers=headers)
+urllib.request.urlopen(request, timeout=1)
 PY
 }
 waiting=(ingest classifier router relay notifier api)

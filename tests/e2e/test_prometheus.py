@@ -79,6 +79,8 @@ class Run:
     bus: KafkaBus
     services: dict[str, ServiceProcess]
     prometheus: Prometheus
+    metrics: dict[str, str]  # each process's /metrics
+    metrics_token: str
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()[-1500:]}" for n, p in self.services.items())
@@ -112,6 +114,8 @@ async def run(
     database = f"prom_{uuid.uuid4().hex[:8]}"
     await postgres.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE_DB}"')
     namespace = f"prom{uuid.uuid4().hex[:8]}."
+    token_file = workdir / "metrics_token"
+    token_file.write_text(secrets.token_urlsafe(32) + "\n")
     bus = KafkaBus(kafka.bootstrap, namespace=namespace)
     await bus.start()
     await bus.create_topics(
@@ -122,6 +126,8 @@ async def run(
         "PLAZA_SLA_CONFIG": str(short_acknowledgement_sla(workdir / "sla.toml")),
         "PLAZA_SLA_SCAN_INTERVAL": "1",
         "PLAZA_JWT_SECRET": secrets.token_urlsafe(48),
+        # every /metrics asks for it, as make up's do; Prometheus sends it from the file
+        "PLAZA_METRICS_TOKEN_FILE": str(token_file),
     }
     ports = {name: free_port() for name in ("api", "ingest", "classifier", "router", "notifier")}
     ports["relay"] = free_port()
@@ -152,7 +158,9 @@ async def run(
     for proc in services.values():
         proc.start()
     prometheus = start_prometheus(
-        scrape_config({f"plaza-{name}": f"127.0.0.1:{port}" for name, port in ports.items()}),
+        scrape_config(
+            {f"plaza-{name}": f"127.0.0.1:{port}" for name, port in ports.items()}, token_file
+        ),
         workdir / "prometheus",
     )
     try:
@@ -161,7 +169,16 @@ async def run(
         for name in ("classifier", "router", "notifier", "relay"):
             wait_http(f"http://127.0.0.1:{ports[name]}/metrics", proc=services[name])
         headers = {"X-API-Key": await staff_key(postgres.url(database))}
-        yield Run(f"http://127.0.0.1:{ports['api']}", headers, bus, services, prometheus)
+        metrics_urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
+        yield Run(
+            f"http://127.0.0.1:{ports['api']}",
+            headers,
+            bus,
+            services,
+            prometheus,
+            metrics_urls,
+            token_file.read_text().strip(),
+        )
         codes = {name: proc.stop() for name, proc in services.items()}
         assert all(code == 0 for code in codes.values()), f"unclean shutdown {codes}"
     finally:
@@ -488,6 +505,31 @@ def what_prometheus_saw(prometheus: Prometheus, district: str) -> dict[str, obje
             for job in values(prometheus, "count by (job) (plaza_bus_group_lag_records)", "job")
         },
     }
+
+
+async def test_every_process_shows_its_metrics_to_the_token_only(run: Run) -> None:
+    """PLAZA_METRICS_TOKEN set, each process's /metrics (the gateway's, ingest's, each
+    worker's) answers a scrape without it, or with another token, 401 problem+json with a
+    challenge; Prometheus reads them all with the token (the other test: every target up)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, url in run.metrics.items():
+            for authorization, error in [
+                (None, ""),
+                ("Bearer " + "x" * len(run.metrics_token), ', error="invalid_token"'),
+                (f"Basic {run.metrics_token}", ', error="invalid_request"'),
+            ]:
+                headers = {"Authorization": authorization} if authorization else {}
+                refused = await client.get(url, headers=headers)
+                assert refused.status_code == 401, (name, authorization, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json", name
+                assert refused.headers["www-authenticate"] == (
+                    'Bearer realm="plaza-metrics"' + error
+                ), name
+                assert "PLAZA_METRICS_TOKEN" in refused.json()["detail"], name
+                assert run.metrics_token not in refused.text, name
+            read = await client.get(url, headers={"Authorization": f"Bearer {run.metrics_token}"})
+            assert read.status_code == 200, (name, read.text)
+            assert "plaza_bus_" in read.text or "plaza_http_" in read.text, name
 
 
 async def test_every_rule_and_dashboard_panel_shows_the_run(run: Run) -> None:

@@ -19,14 +19,17 @@ from plaza.lifecycle import Command, act
 from plaza.outbox import Relay
 from plaza.policy import RoutingTable, SlaPolicy
 from plaza.requests import Action
+from plaza.scrape import MetricsAccess
 from plaza.taxonomy import load_taxonomy
 from plaza.worker import Worker
+from plaza_api.access import AccessConfig
 from plaza_api.app import create_app
 from plaza_api.backlog import BacklogCollector
 from plaza_cli.embedded import EmbeddedSettings, build_workers
 from plaza_ingest.app import create_app as create_ingest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -234,6 +237,35 @@ async def test_in_embedded_mode_the_gateway_shows_every_service_s_metrics(
         await gateway.aclose()
         await ingest.aclose()
         await bus.close()
+
+
+async def test_with_a_metrics_token_the_gateway_shows_its_metrics_and_backlog_to_it_only(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """PLAZA_METRICS_TOKEN set (in the AccessConfig the gateway and `make run` build from it):
+    no token, or a staff key in its place, is a 401 problem+json; the token reads the metrics
+    and the backlog read from the database."""
+    token = "gateway-metrics-token-0123456789"
+    access = AccessConfig(metrics=MetricsAccess(SecretStr(token)))
+    async with (
+        httpx.AsyncClient(base_url="http://ingest.invalid") as ingest,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(
+                app=create_app(sessions, ingest, City.barcelona(), access=access)
+            ),
+            base_url="http://plaza",
+        ) as gateway,
+    ):
+        for headers in ({}, {"Authorization": "Bearer plz_not-the-metrics-token-at-all"}):
+            refused = await gateway.get("/metrics", headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["www-authenticate"].startswith('Bearer realm="plaza-metrics"')
+            assert "PLAZA_METRICS_TOKEN" in refused.json()["detail"]
+        read = await gateway.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert read.status_code == 200
+        assert shown(read.text, "plaza_database_up") == [1.0]  # the backlog's reading
+        assert shown(read.text, "plaza_http_requests_total", app="api", status="401")
 
 
 async def test_the_gateway_reads_the_outbox_s_oldest_event_whether_a_relay_runs_or_not(

@@ -12,7 +12,7 @@ from typing import Final, Self
 
 from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, model_validator
 
-from plaza.settings import PlazaSettings
+from plaza.settings import PlazaSettings, read_secret
 
 POST: Final = "app.bsky.feed.post"
 MENTION: Final = "app.bsky.richtext.facet#mention"
@@ -25,9 +25,6 @@ DEFAULT_IMAGE_URL: Final = "https://cdn.bsky.app/img/feed_fullsize/plain/{did}/{
 
 
 def _secret(value: SecretStr | None, file: Path | None) -> SecretStr | None:
-    # plaza.social.read_secret, imported late: plaza.social builds on this module.
-    from plaza.social import read_secret
-
     return read_secret(value, file, "BLUESKY_PASSWORD")
 
 

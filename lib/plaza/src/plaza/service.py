@@ -8,20 +8,27 @@ import logging
 import re
 import signal
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from socketserver import ThreadingMixIn
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import uvicorn
 import uvloop
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 from plaza.bus import Bus
-from plaza.settings import SettingsError
+from plaza.scrape import PROBLEM_JSON, MetricsAccess
+from plaza.settings import PlazaSettings, SettingsError
 from plaza.worker import Worker
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -197,21 +204,64 @@ def on_stop_signals(callback: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, callback)
 
 
-def serve_metrics(port: int) -> None:
-    """Serves this process's Prometheus metrics on 127.0.0.1:port (0 = off); a port it cannot
-    have stops start-up naming PLAZA_METRICS_PORT (it was a traceback ending in "Address
-    already in use", naming no port and no setting)."""
-    if port:
-        try:
-            start_http_server(port, addr="127.0.0.1")
-        except OSError as exc:
-            raise SettingsError(
-                f"PLAZA_METRICS_PORT: cannot serve metrics on port {port} (127.0.0.1): "
-                f"{exc.strerror}; set PLAZA_METRICS_PORT to a free port (make up: "
-                "PLAZA_CLASSIFIER_METRICS_PORT, PLAZA_ROUTER_METRICS_PORT, "
-                "PLAZA_NOTIFIER_METRICS_PORT, PLAZA_RELAY_METRICS_PORT)"
-            ) from None
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold the process's exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape on stderr (wsgiref logs every request)."""
+
+
+def metrics_app(access: MetricsAccess) -> WSGIApplication:
+    """This process's registry as a WSGI app, behind `access` (plaza.scrape): the workers' own
+    /metrics, checked as the gateway's and ingest's are (plaza.web.install_metrics)."""
+    exposition: WSGIApplication = make_wsgi_app()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        refused = access.refusal(environ.get("HTTP_AUTHORIZATION"))
+        if refused is None:
+            return exposition(environ, start_response)
+        body = refused.body()
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", PROBLEM_JSON),
+                ("Content-Length", str(len(body))),
+                ("WWW-Authenticate", refused.challenge),
+            ],
+        )
+        return [body]
+
+    return app
+
+
+def serve_metrics(settings: PlazaSettings) -> WSGIServer | None:
+    """Serves this process's Prometheus metrics on 127.0.0.1:PLAZA_METRICS_PORT (0 = off), in a
+    thread of their own (a busy event loop does not make a scrape wait), to the scrapes
+    PLAZA_METRICS_TOKEN lets in; a port it cannot have stops start-up naming PLAZA_METRICS_PORT
+    (it was a traceback ending in "Address already in use", naming no port and no setting)."""
+    port = settings.metrics_port
+    if not port:
+        return None
+    try:
+        server = make_server(
+            "127.0.0.1",
+            port,
+            metrics_app(settings.metrics_access()),
+            server_class=_MetricsServer,
+            handler_class=_QuietHandler,
+        )
+    except OSError as exc:
+        raise SettingsError(
+            f"PLAZA_METRICS_PORT: cannot serve metrics on port {port} (127.0.0.1): "
+            f"{exc.strerror}; set PLAZA_METRICS_PORT to a free port (make up: "
+            "PLAZA_CLASSIFIER_METRICS_PORT, PLAZA_ROUTER_METRICS_PORT, "
+            "PLAZA_NOTIFIER_METRICS_PORT, PLAZA_RELAY_METRICS_PORT)"
+        ) from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    return server
 
 
 async def run_worker_service(

@@ -9,8 +9,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plaza.scrape import MetricsAccess, check_metrics_token
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ SETTINGS: Final = frozenset(
         "PLAZA_MAX_BODY_BYTES",
         "PLAZA_MEDIA_ALLOW_PRIVATE_HOSTS",
         "PLAZA_METRICS_PORT",
+        "PLAZA_METRICS_TOKEN",
+        "PLAZA_METRICS_TOKEN_FILE",
         "PLAZA_MIN_LOCATION_CONFIDENCE",
         "PLAZA_NOT_ACTIONABLE_REPLY",
         "PLAZA_PORT",
@@ -114,6 +118,20 @@ class BusKind(StrEnum):
 
 class SettingsError(SystemExit):
     """Start-up stops: a setting is missing or invalid. The message names the variable."""
+
+
+def read_secret(value: SecretStr | None, file: Path | None, variable: str) -> SecretStr | None:
+    """A credential given directly, or read from a secret file (first line, trimmed)."""
+    if value is not None and file is not None:
+        raise ValueError(f"PLAZA_{variable} and PLAZA_{variable}_FILE are both set: choose one")
+    if file is None:
+        return value
+    if not file.is_file():
+        raise ValueError(f"PLAZA_{variable}_FILE={file} is not a file")
+    secret = file.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise ValueError(f"PLAZA_{variable}_FILE={file} is empty")
+    return SecretStr(secret)
 
 
 class PlazaSettings(BaseSettings):
@@ -182,6 +200,14 @@ class PlazaSettings(BaseSettings):
     )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics server")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="PLAZA_METRICS_TOKEN: the bearer token a scrape of /metrics must send "
+        "(unset: anyone who reaches the port reads the metrics, for a private network only)",
+    )
+    metrics_token_file: Path | None = Field(
+        default=None, description="PLAZA_METRICS_TOKEN_FILE: a file holding it instead"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -199,7 +225,15 @@ class PlazaSettings(BaseSettings):
             raise ValueError(f"PLAZA_CITY_DATA_DIR={self.city_data_dir} is not a directory")
         if self.city_config is not None and not self.city_config.is_file():
             raise ValueError(f"PLAZA_CITY_CONFIG={self.city_config} is not a file")
+        self.metrics_access()
         return self
+
+    def metrics_access(self) -> MetricsAccess:
+        """Who may read this process's /metrics (the token's file is read again at each call)."""
+        token = read_secret(self.metrics_token, self.metrics_token_file, "METRICS_TOKEN")
+        if token is not None:
+            check_metrics_token(token.get_secret_value())
+        return MetricsAccess(token)
 
     def require_database(self) -> str:
         if not self.database_url:

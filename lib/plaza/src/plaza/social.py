@@ -10,21 +10,8 @@ from typing import Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from plaza.bluesky import BlueskySettings
+from plaza.settings import read_secret as read_secret  # plaza.social.read_secret, as before
 from plaza.x import XSettings
-
-
-def read_secret(value: SecretStr | None, file: Path | None, variable: str) -> SecretStr | None:
-    """A credential given directly, or read from a secret file (first line, trimmed)."""
-    if value is not None and file is not None:
-        raise ValueError(f"PLAZA_{variable} and PLAZA_{variable}_FILE are both set: choose one")
-    if file is None:
-        return value
-    if not file.is_file():
-        raise ValueError(f"PLAZA_{variable}_FILE={file} is not a file")
-    secret = file.read_text(encoding="utf-8").strip()
-    if not secret:
-        raise ValueError(f"PLAZA_{variable}_FILE={file} is empty")
-    return SecretStr(secret)
 
 
 def csv(value: str) -> tuple[str, ...]:

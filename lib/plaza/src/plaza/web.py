@@ -1,27 +1,28 @@
-"""HTTP conventions shared by Plaza's FastAPI apps: RFC 9457 problem+json errors and request metrics."""
+"""HTTP conventions shared by Plaza's FastAPI apps: RFC 9457 problem+json errors, request metrics
+and the /metrics endpoint."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, Final, cast
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plaza.pgerrors import database_unavailable
 from plaza.pgerrors import sqlstate as sqlstate  # plaza.web.sqlstate, as before
+from plaza.scrape import PROBLEM_JSON as PROBLEM_JSON  # plaza.web.PROBLEM_JSON, as before
+from plaza.scrape import MetricsAccess
 
 log = logging.getLogger(__name__)
-
-PROBLEM_JSON = "application/problem+json"
 
 HTTP_REQUESTS = Counter(
     "plaza_http_requests_total",
@@ -295,3 +296,24 @@ class RequestMetrics:
 def install_request_metrics(app: FastAPI, app_name: str) -> None:
     """Counts every request of `app` in plaza_http_requests_total and its duration."""
     app.add_middleware(RequestMetrics, app_name=app_name, routes_of=app)
+
+
+async def _this_process() -> bytes:
+    return generate_latest()
+
+
+def install_metrics(
+    app: FastAPI,
+    access: MetricsAccess,
+    exposition: Callable[[], Awaitable[bytes]] = _this_process,
+) -> None:
+    """Serves GET /metrics: `exposition` (by default this process's registry), to a scrape that
+    `access` lets in; otherwise a 401 problem+json with its WWW-Authenticate."""
+
+    async def metrics(request: Request) -> Response:
+        refused = access.refusal(request.headers.get("authorization"))
+        if refused is not None:
+            return problem(401, refused.detail, headers={"WWW-Authenticate": refused.challenge})
+        return Response(await exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -12,7 +12,7 @@ from typing import Final, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from plaza.settings import PlazaSettings
+from plaza.settings import PlazaSettings, read_secret
 
 # Snowflake ids: milliseconds since X's epoch in the bits above the lowest 22.
 EPOCH_MS: Final = 1288834974657
@@ -35,9 +35,6 @@ def newer(a: str, b: str) -> bool:
 
 
 def _secret(value: SecretStr | None, file: Path | None, variable: str) -> SecretStr | None:
-    # plaza.social.read_secret, imported late: plaza.social may build on this module.
-    from plaza.social import read_secret
-
     return read_secret(value, file, variable)
 
 

@@ -10,6 +10,7 @@ from typing import cast
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response
+from plaza.scrape import MetricsAccess
 from plaza.web import sqlstate
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -66,6 +67,7 @@ class AccessConfig:
     jurisdiction_id: str = "barcelona"
     public_url: str | None = None  # the gateway as the world reaches it; None: as asked
     sse_poll_seconds: float = 1.0
+    metrics: MetricsAccess = field(default_factory=MetricsAccess)  # who may read /metrics
 
 
 def install_access(

@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 from plaza.city import City
 from plaza.policy import RoutingTable, SlaPolicy
-from plaza.web import install_problem_handlers, install_request_metrics
+from plaza.web import install_metrics, install_problem_handlers, install_request_metrics
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from plaza_api import console, gateway, manager, open311, replies
@@ -54,9 +54,12 @@ def create_app(
     # Routes are tried in order, and no two routers' paths overlap: the manager's go first, as
     # the queue page is the busiest path (each router passed over costs it a few microseconds).
     app.include_router(manager.router)
-    install_access(app, sessions, access or AccessConfig())
+    access = access or AccessConfig()
+    install_access(app, sessions, access)
     install_request_metrics(app, "api")
     app.include_router(gateway.router)
+    # this process's metrics (in `make run`, every service's) and the open backlog
+    install_metrics(app, access.metrics, app.state.backlog.exposition)
     app.include_router(open311.router)
     app.include_router(replies.router)
     install_docs(app)

@@ -1,4 +1,4 @@
-"""Routes the gateway forwards to other services (ingest's webhook), and health and metrics."""
+"""Routes the gateway forwards to other services (ingest's webhook), and health."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from plaza.posts import PostAccepted, PostIn, WithdrawalIn
 from plaza.web import problem
-from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from plaza_api.auth import POST_WRITERS, Principal, Role, require
-from plaza_api.backlog import BacklogCollector
 from plaza_api.deps import IngestDep, SessionDep
 
 router = APIRouter()
@@ -139,10 +137,3 @@ async def healthz(session: SessionDep) -> Response:
     except Exception as exc:
         return problem(503, f"database unavailable: {type(exc).__name__}")
     return Response('{"status":"ok"}', media_type="application/json")
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """This process's metrics (in `make run`, every service's) and the open backlog."""
-    backlog: BacklogCollector = request.app.state.backlog
-    return Response(await backlog.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -72,6 +72,7 @@ class AccessSettings(PlazaSettings):
             jurisdiction_id=self.jurisdiction_id
             or Council.from_settings(city_config=self.city_config).jurisdiction_id,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
+            metrics=self.metrics_access(),
         )
 
 

@@ -18,7 +18,7 @@ def main() -> None:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
     metrics.start_at_zero(consumers={GROUP: [TOPICS.POST_RECEIVED]})
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings)
     city = City.from_settings(
         city_config=settings.city_config, city_data_dir=settings.city_data_dir
     )

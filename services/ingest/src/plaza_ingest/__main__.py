@@ -58,7 +58,9 @@ async def serve(settings: IngestSettings) -> None:
                 for c in connectors
             ]
         try:
-            await http_server(create_app(bus), settings.ingest_port).serve()
+            await http_server(
+                create_app(bus, settings.metrics_access()), settings.ingest_port
+            ).serve()
         finally:
             for task in tasks:
                 task.cancel()

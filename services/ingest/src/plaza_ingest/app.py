@@ -9,15 +9,16 @@ from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
 from plaza.metrics import PIPELINE_STAGE_LATENCY, RECEIVED, seconds_between, start_at_zero
 from plaza.posts import PostAccepted, PostIn, WithdrawalIn
-from plaza.web import install_problem_handlers, install_request_metrics, problem
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from plaza.scrape import MetricsAccess
+from plaza.web import install_metrics, install_problem_handlers, install_request_metrics, problem
 
 from plaza_ingest.publish import post_received, post_withdrawn, publish
 
 OPEN311_PLATFORM = "open311"
 
 
-def create_app(bus: Bus) -> FastAPI:
+def create_app(bus: Bus, metrics: MetricsAccess | None = None) -> FastAPI:
+    """Without `metrics`, /metrics is open to whoever reaches the port (embedded mode: nobody)."""
     app = FastAPI(title="Plaza ingest", version="1", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     install_request_metrics(app, "ingest")
@@ -94,8 +95,5 @@ def create_app(bus: Bus) -> FastAPI:
             return problem(503, why)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    install_metrics(app, metrics or MetricsAccess())
     return app

@@ -171,7 +171,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     metrics.start_at_zero(consumers={GROUP: [TOPICS.REPLY_REQUESTED]})
     notifier_metrics.start_at_zero()
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings)
     run(serve(settings))
 
 

@@ -89,7 +89,7 @@ async def serve(settings: RouterSettings) -> None:
 def main() -> None:
     settings = load(RouterSettings)
     configure_logging(settings.log_level)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings)
     run(serve(settings))
 
 

@@ -34,7 +34,7 @@ async def serve(settings: PlazaSettings) -> None:
 def main() -> None:
     settings = load(PlazaSettings)
     configure_logging(settings.log_level)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings)
     run(serve(settings))
 
 
