@@ -21,7 +21,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 from plaza.city import City
 from plaza.city.config import load_city_config
 from plaza.contracts import PostWithdrawn, envelope
@@ -817,6 +824,40 @@ async def test_packaged_barcelonas_map_draws_the_outlines_packaged_with_it(
         assert inside is True
         await context.close()
     assert console.errors == [], console.errors
+
+
+async def test_the_map_polls_while_its_stream_is_down_and_goes_live_when_it_is_back(
+    page: Page, console: Console
+) -> None:
+    """The map had no polling ("Refresh" stood in): with its queue's stream refused, a request
+    just in is a marker within the list's 30 s, said politely; the stream, back, is tried again
+    and the map is live."""
+    await page.clock.install()
+    refused: list[str] = []
+
+    async def refuse(route: Route) -> None:
+        refused.append(route.request.url)
+        await route.abort()
+
+    await page.route("**/queue/events", refuse)
+    await sign_in(page, console, "maria")
+    await page.get_by_role("link", name="Map").click()
+    markers = page.locator("#map a.marker")
+    await expect(markers).to_have_count(1)  # request 1
+    await expect(page.locator("#map-meta")).to_contain_text("refreshes every 30 s")
+    assert refused  # the map asked for its stream, and was refused
+    await open_request(console.sessions, "later", latlon=(41.41, 2.16))  # request 3
+    await page.clock.run_for(31_000)  # the 30 s refresh
+    await expect(page.locator("#map a.marker[data-id='3']")).to_be_visible()
+    await expect(page.locator("#announce")).to_contain_text("new request in the queue: #3")
+    await expect(page.locator("#map-meta")).to_contain_text("refreshes every 30 s")
+
+    await page.unroute("**/queue/events")  # the stream is back: tried again after its backoff
+    await page.clock.run_for(31_000)
+    await expect(page.locator("#map-meta")).to_contain_text("live", timeout=LIVE)
+    await open_request(console.sessions, "live", latlon=(41.405, 2.155), service_code="noise")
+    await expect(page.locator("#map a.marker[data-id='4']")).to_be_visible(timeout=LIVE)
+    await expect(markers).to_have_count(3)
 
 
 async def test_the_console_is_served_with_a_strict_csp(page: Page, console: Console) -> None:

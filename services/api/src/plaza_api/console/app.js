@@ -578,7 +578,7 @@ function patchItems(list, items) {
 function showMeta() {
   if (currentView() === "map") {
     const meta = document.getElementById("map-meta");
-    if (meta && state.mapShown) meta.textContent = state.mapShown.summary + (state.live?.open ? t("map.live") : "");
+    if (meta && state.mapShown) meta.textContent = state.mapShown.summary + (state.live?.open ? t("map.live") : t("map.refreshes", { seconds: REFRESH_SECONDS }));
     return;
   }
   const q = state.queue;
@@ -733,11 +733,17 @@ function placeName(item) {
   return [barri, district].filter(Boolean).join(", ") || (item.queue === "triage" ? t("queue.noDistrict") : item.district_code || "");
 }
 
+/** Polling, while the stream is not open: the list or the map, whichever is shown, read again
+ * every 30 s. */
 function startTimer() {
   stopTimer();
   state.timer = setInterval(() => {
-    if (!document.hidden) refreshQueue();
+    if (!document.hidden) refreshShown();
   }, REFRESH_SECONDS * 1000);
+}
+
+function refreshShown() {
+  return currentView() === "map" ? refreshMap() : refreshQueue();
 }
 
 function stopTimer() {
@@ -817,6 +823,7 @@ async function showMap(code, filters) {
     if (currentView() !== "map" || !frame.isConnected) return;
     state.mapShown = { code, kept, map, name, ids: new Set(places.items.map((item) => item.service_request_id)), summary: "" };
     drawMap(frame, side, map, places, name);
+    if (!state.live?.open) startTimer(); // polling until the stream is open, as the list
     startMapLive(code);
   } catch (failure) {
     if (failure.status === 401 || !frame.isConnected) return;
@@ -874,7 +881,7 @@ async function refreshMap() {
   try {
     ({ data: places } = await call(`/api/v1/districts/${encodeURIComponent(shown.code)}/queue/places${query(shown.kept)}`));
   } catch {
-    return; // a 401 signs out; anything else: the next change, or "Refresh", reads it again
+    return; // a 401 signs out; anything else: the next change, poll or "Refresh" reads it again
   }
   const [frame, side] = ["map-frame", "map-side"].map((id) => document.getElementById(id));
   if (state.mapShown !== shown || !frame) return;
@@ -892,7 +899,8 @@ async function refreshMap() {
   }
 }
 
-/** The map follows its queue's stream as the list does (no polling: "Refresh" stands in). */
+/** The map follows its queue's stream as the list does, and polls as the list does while the
+ * stream is down (connect() and startTimer() are the list's own). */
 function startMapLive(code) {
   if (document.hidden || !state.me) return;
   if (state.live?.view === "map" && state.live.code === code) return;
@@ -987,7 +995,8 @@ const LIVE_BACKOFF_MAX_MS = 30_000;
  * so that the token goes in the Authorization header (EventSource would put it in the URL). A
  * change refreshes the list (keeping the user's place, saying new arrivals); while the stream
  * is down, the 30 s polling stands in and the stream is tried again, from the last event seen,
- * after 1, 2, 4... up to 30 s. A worker's assignments have their own stream, the same way. */
+ * after 1, 2, 4... up to 30 s. A worker's assignments have their own stream, the same way; the
+ * queue's map follows the same stream and polls the same way (startMapLive). */
 function startLive() {
   const q = state.queue;
   if (!q || document.hidden || !state.me) return;
@@ -1052,14 +1061,14 @@ async function connect(live) {
   live.open = false;
   if (failure?.status === 401) return; // the sign-in is back, saying why
   if (failure?.status === 403 || failure?.status === 404) {
-    stopLive(); // not hers (any more): the polling's next answer says so by the list
-    if (live.view === "queue") {
+    stopLive(); // not hers (any more): the polling's next answer says so by the list or map
+    if (live.view !== "request") {
       startTimer();
-      refreshQueue();
+      refreshShown();
     }
     return;
   }
-  if (live.view === "queue") startTimer();
+  if (live.view !== "request") startTimer();
   showMeta();
   const wait = failure?.retryAfter ? failure.retryAfter * 1000 : Math.min(LIVE_BACKOFF_MAX_MS, live.retry * 2 ** live.failures);
   live.failures += 1;

@@ -11,6 +11,7 @@ const LOCALES = { ca: "ca-ES", es: "es-ES", en: "en-GB" };
 
 const en = {
   "map.live": " · live",
+  "map.refreshes": " · refreshes every {seconds} s",
   "map.show": "Map",
   "map.list": "List",
   "map.title": "Map: {name}",
@@ -276,6 +277,7 @@ const en = {
 
 const ca = {
   "map.live": " · en directe",
+  "map.refreshes": " · s'actualitza cada {seconds} s",
   "map.show": "Mapa",
   "map.list": "Llista",
   "map.title": "Mapa: {name}",
@@ -541,6 +543,7 @@ const ca = {
 
 const es = {
   "map.live": " · en directo",
+  "map.refreshes": " · se actualiza cada {seconds} s",
   "map.show": "Mapa",
   "map.list": "Lista",
   "map.title": "Mapa: {name}",
