@@ -75,6 +75,21 @@ def test_the_public_url_is_an_http_address(monkeypatch: pytest.MonkeyPatch) -> N
             load(AccessSettings)
 
 
+def test_the_public_point_precision_is_a_block_by_default_and_0_is_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plaza_api.settings import AccessSettings
+
+    monkeypatch.delenv("PLAZA_PUBLIC_POINT_PRECISION_M", raising=False)
+    assert load(AccessSettings).access("x" * 32).public_point_precision_m == 50
+    monkeypatch.setenv("PLAZA_PUBLIC_POINT_PRECISION_M", "0")
+    assert load(AccessSettings).access("x" * 32).public_point_precision_m == 0
+    for wrong in ("-1", "1001", "fifty"):
+        monkeypatch.setenv("PLAZA_PUBLIC_POINT_PRECISION_M", wrong)
+        with pytest.raises(SettingsError, match="PLAZA_PUBLIC_POINT_PRECISION_M"):
+            load(AccessSettings)
+
+
 def test_a_mistyped_variable_is_named_with_the_setting_it_is_near(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

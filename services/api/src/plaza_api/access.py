@@ -28,6 +28,7 @@ from plaza_api.limits import (
     Utf8Forms,
 )
 from plaza_api.open311 import Open311Query, install_open311_errors
+from plaza_api.privacy import PUBLIC_POINT_PRECISION_M
 
 DESCRIPTION = """
 A city answers its citizens in public. Three audiences use this API:
@@ -37,7 +38,8 @@ A city answers its citizens in public. Three audiences use this API:
   `POST /open311/v2/requests.json` needs an `api_key` (role `civic_developer`) and answers with a
   token that `GET /open311/v2/tokens/{token}.json` turns into the request's id.
   Reporters' contact details are never published; e-mails, phone numbers and licence plates in
-  public text are masked.
+  public text are masked; a request's point is published to a street block (a 50 m grid by
+  default), never where the reporter's phone stood.
 * **District managers, workers and city hall** — the manager API under `/api/v1`. Log in with
   `POST /api/v1/auth/token` (OAuth2 password flow) and send `Authorization: Bearer <token>`.
   A manager sees the queues in their scopes, a worker what is assigned to them, city hall
@@ -66,6 +68,8 @@ class AccessConfig:
     limits: Limits = field(default_factory=Limits)
     jurisdiction_id: str = "barcelona"
     public_url: str | None = None  # the gateway as the world reaches it; None: as asked
+    # The grid a request's point is published on (plaza_api.privacy.public_point_sql); 0: exact.
+    public_point_precision_m: float = PUBLIC_POINT_PRECISION_M
     sse_poll_seconds: float = 1.0
     metrics: MetricsAccess = field(default_factory=MetricsAccess)  # who may read /metrics
 
@@ -84,6 +88,7 @@ def install_access(
     )
     app.state.jurisdiction_id = config.jurisdiction_id
     app.state.public_url = config.public_url
+    app.state.public_point_precision_m = config.public_point_precision_m
     app.state.sse_poll_seconds = config.sse_poll_seconds
     app.state.sse_streams = collections.Counter()  # open live update streams per caller
     install_open311_errors(app)

@@ -3,7 +3,8 @@ discovery, services and their definitions, requests (read, filter, page, POST), 
 FixMyStreet's servicerequestupdates feed. Errors are the spec's own: [{code, description}].
 
 Everything here is public data: a reporter's contact details, handle and private notes never
-appear, and e-mail addresses, phone numbers and licence plates in public text are masked."""
+appear, e-mail addresses, phone numbers and licence plates in public text are masked, and a
+request's point is published on a grid of a street block (plaza_api.privacy.PublicGrid)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from plaza_api.auth import (
 )
 from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, PublicCors, enforce_rate_limit
-from plaza_api.privacy import mask, public_address, public_media
+from plaza_api.privacy import METRES_PER_DEGREE, PublicGrid, mask, public_address, public_media
 from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
@@ -62,7 +63,6 @@ MAX_PAGE: Final = 1_000_000  # past any city's requests; (page - 1) x page_size 
 UPDATES_WINDOW: Final = timedelta(days=1)  # FixMyStreet's default for servicerequestupdates
 DEFAULT_RADIUS: Final = 500.0  # metres around lat/long, when no radius is given
 MAX_RADIUS: Final = 20_000.0  # metres: past any one city
-_METRES_PER_DEGREE: Final = 111_195.0  # of a great circle on the mean Earth (6,371 km)
 FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
 # The audit-trail kinds a citizen sees as updates of their request.
 PUBLIC_UPDATE_KINDS: Final = frozenset({*(a.value for a in Action), "note"})
@@ -487,7 +487,8 @@ async def service_definition_of(
 
 
 # The columns of a request's public item, in the order public_item reads them; with extensions
-# also _EXTENDED_COLUMNS.
+# also _EXTENDED_COLUMNS. Its point is the published one (PublicGrid.lateral_sql), never the
+# exact lat and long.
 _ITEM_COLUMNS: Final = (
     "id",
     "status",
@@ -503,8 +504,8 @@ _ITEM_COLUMNS: Final = (
     "AS updated_datetime",
     "expected_datetime",
     "address",
-    "lat",
-    "long",
+    "public_lat",
+    "public_long",
     "media_url",
 )
 _EXTENDED_COLUMNS: Final = (
@@ -518,9 +519,10 @@ _EXTENDED_COLUMNS: Final = (
 # pages over and over, and an item is a function of its values alone (a change of the request
 # is another key). About 1.2 KB each, key included: 6 MB at most.
 _ITEM_CACHE_SIZE: Final = 5_000
-# A page of requests, newest first: the columns, then the filters' conditions.
+# A page of requests, newest first: the columns, the published point's FROM items, then the
+# filters' conditions.
 _PAGE_SQL: Final = (
-    "SELECT {columns} FROM service_requests{where}"
+    "SELECT {columns} FROM service_requests, {points}{where}"
     " ORDER BY requested_datetime DESC, id DESC OFFSET {offset} LIMIT {limit}"
 )
 # The status a request event `e` (of request `r`) left the request in. An event records only
@@ -634,11 +636,22 @@ async def _read_requests(
     n = len(args)
     sql = _PAGE_SQL.format(
         columns=", ".join(_ITEM_COLUMNS + (_EXTENDED_COLUMNS if extensions else ())),
+        points=public_grid(request).lateral_sql(),
         where=f" WHERE {' AND '.join(where)}" if where else "",
         offset=f"${n + 1}::bigint",
         limit=f"${n + 2}::int",
     )
     return await reads.fetch(sql, *args, (page - 1) * page_size, page_size)
+
+
+def public_grid(request: Request) -> PublicGrid:
+    """The grid this gateway publishes points on (PLAZA_PUBLIC_POINT_PRECISION_M)."""
+    return _grid(request.app.state.public_point_precision_m)
+
+
+@lru_cache(maxsize=8)
+def _grid(precision_m: float) -> PublicGrid:
+    return PublicGrid(precision_m)
 
 
 async def _requests_response(
@@ -750,21 +763,27 @@ _EXAMPLE_REQUEST: Final = {
 }
 
 
-def _near(lat: float | None, long: float | None, radius: float | None) -> tuple[float, ...] | None:
+def _near(
+    lat: float | None, long: float | None, radius: float | None, grid: PublicGrid
+) -> tuple[float, ...] | None:
     """The lat/long/radius filter (an extension: web pages list the requests around a point)
-    as a box (south, north, west, east) and, for the exact test, the point, the cosine that
-    scales longitude and the radius in degrees; None without a point. Half a point is a 400, as
-    a radius alone is: either would otherwise silently list the whole city."""
+    as a box (south, north, west, east) around the exact points that may be published inside
+    the circle (it is widened by a grid cell), and, for the test on the published point, the
+    point, the cosine that scales longitude and the radius in degrees; None without a point.
+    Half a point is a 400, as a radius alone is: either would otherwise silently list the whole
+    city."""
     if lat is None and long is None:
         if radius is not None:
             raise Open311Error(400, "radius needs lat and long: the point it is measured from")
         return None
     if lat is None or long is None:
         raise Open311Error(400, "lat and long must be given together")
-    degrees = (radius or DEFAULT_RADIUS) / _METRES_PER_DEGREE
+    degrees = (radius or DEFAULT_RADIUS) / METRES_PER_DEGREE
     scale = max(math.cos(math.radians(lat)), 1e-6)  # degrees of longitude are shorter
-    west, east = long - degrees / scale, long + degrees / scale
-    return lat - degrees, lat + degrees, west, east, lat, long, scale, degrees
+    # A published point is at most half a cell from the exact one: a whole cell is room to spare.
+    box = degrees + grid.step
+    west, east = long - box / scale, long + box / scale
+    return lat - box, lat + box, west, east, lat, long, scale, degrees
 
 
 @router.get(
@@ -795,7 +814,12 @@ async def list_requests(
     updated_before: Annotated[str | None, Query(description="Changed before (W3C)")] = None,
     lat: Annotated[
         float | None,
-        Query(ge=-90, le=90, description="With long: only requests within radius of this point"),
+        Query(
+            ge=-90,
+            le=90,
+            description="With long: only requests whose published point (on the grid of "
+            "PLAZA_PUBLIC_POINT_PRECISION_M) is within radius of this point",
+        ),
     ] = None,
     long: Annotated[float | None, Query(ge=-180, le=180, description="With lat")] = None,
     radius: Annotated[
@@ -818,8 +842,9 @@ async def list_requests(
     ] = False,
 ) -> Response:
     """Requests, newest first. Without ids or dates: those of the last 90 days (the spec's
-    default). `lat`, `long` and `radius` (an extension) keep those within radius metres of a
-    point (requests placed by an address alone have no point, and are left out)."""
+    default). `lat`, `long` and `radius` (an extension) keep those whose published point is
+    within radius metres of a point (requests placed by an address alone have no point, and are
+    left out)."""
     fmt = await _public_read(request, format, jurisdiction_id)
     where: list[str] = []
     args: list[object] = []
@@ -858,13 +883,18 @@ async def list_requests(
             condition("updated_datetime > $::timestamptz", after)
         if before is not None:
             condition("updated_datetime < $::timestamptz", before)
-        near = _near(lat, long, radius)
+        near = _near(lat, long, radius, public_grid(request))
         if near is not None:
-            # A box first (plain comparisons), then the distance: within a city, degrees of
-            # longitude shrunk by the cosine of the latitude are as good as a great circle.
+            # A box first (plain comparisons on the stored point), then the distance of the
+            # published point: the exact one decides nothing, so no sequence of small circles
+            # finds it. Within a city, degrees of longitude shrunk by the cosine of the latitude
+            # are as good as a great circle.
             south, north, west, east, lat0, long0, scale, degrees = map(number, near)
             where.append(f"lat BETWEEN {south} AND {north} AND long BETWEEN {west} AND {east}")
-            where.append(f"(lat - {lat0}) ^ 2 + ((long - {long0}) * {scale}) ^ 2 <= {degrees} ^ 2")
+            where.append(
+                f"(public_lat - {lat0}) ^ 2 + ((public_long - {long0}) * {scale}) ^ 2"
+                f" <= {degrees} ^ 2"
+            )
         codes = _csv(service_code)
         if codes:
             unknown_codes = sorted(set(codes) - set(load_taxonomy()))

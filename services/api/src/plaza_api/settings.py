@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from plaza_api.access import AccessConfig
 from plaza_api.auth import AuthConfig, check_jwt_secret
 from plaza_api.limits import Limits
+from plaza_api.privacy import MAX_PUBLIC_POINT_PRECISION_M, PUBLIC_POINT_PRECISION_M
 
 
 class AccessSettings(PlazaSettings):
@@ -51,6 +52,14 @@ class AccessSettings(PlazaSettings):
         description="PLAZA_PUBLIC_URL: where citizens and apps reach the gateway "
         "(https://plaza.example.org); Open311's discovery names it",
     )
+    public_point_precision_m: int = Field(
+        default=PUBLIC_POINT_PRECISION_M,
+        ge=0,
+        le=MAX_PUBLIC_POINT_PRECISION_M,
+        description="PLAZA_PUBLIC_POINT_PRECISION_M: the grid (metres) a request's point is "
+        "snapped to wherever it is public (Open311): a block, not the citizen's phone to the "
+        "metre; 0 publishes the exact point. Staff always see it exact",
+    )
 
     @model_validator(mode="after")
     def _check_access(self) -> Self:
@@ -72,6 +81,7 @@ class AccessSettings(PlazaSettings):
             jurisdiction_id=self.jurisdiction_id
             or Council.from_settings(city_config=self.city_config).jurisdiction_id,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
+            public_point_precision_m=self.public_point_precision_m,
             metrics=self.metrics_access(),
         )
 
