@@ -195,3 +195,23 @@ async def test_a_coarser_grid_moves_points_further_and_the_filter_follows(
             params={"lat": point[0], "long": point[1], "radius": 1},
         )
         assert [r["service_request_id"] for r in response.json()] == ["1"]
+
+
+async def test_a_point_by_a_pole_or_the_antimeridian_is_published_as_a_valid_coordinate(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A cell's centre may lie past 90 degrees of latitude or 180 of longitude (a geotag from
+    far away, placed by its text): what is published is still a coordinate. (At 41.41 degrees
+    a 50 m cell's centre by the antimeridian is at 180.0002; a 500 m band's by the pole at
+    90.0018.)"""
+    now = datetime.now(UTC).replace(microsecond=0)
+    route = router(sessions)
+    points = ((41.41, 179.99999), (-41.41, -179.99999), (89.99999, 0.0), (-89.99999, 0.0))
+    for n, point in enumerate(points):
+        await route(as_event(classified(f"far-{n}", at=now, latlon=point, service_code="noise")))
+    for precision in (50, 500):
+        access = AccessConfig(public_point_precision_m=precision)
+        async with client(gateway(sessions, access=access)) as api:
+            for n, point in enumerate(points):
+                lat, long = await published(api, n + 1)
+                assert -90 <= lat <= 90 and -180 <= long <= 180, (precision, point, lat, long)

@@ -141,8 +141,14 @@ class PublicGrid:
             return "LATERAL (SELECT lat AS public_lat, long AS public_long) AS public_point"
         step = repr(self.step)
         width = f"({step} / cos(radians(public_lat)))"
+        # A cell's centre may be past a pole or the antimeridian (a geotag from far away):
+        # published, it stays a valid coordinate. (least and greatest skip a NULL: a request
+        # without a point keeps none.)
         return (
-            f"LATERAL (SELECT (floor(lat / {step}) + 0.5) * {step} AS public_lat) AS public_band,"
-            f" LATERAL (SELECT (floor(long / {width}) + 0.5) * {width} AS public_long)"
-            " AS public_point"
+            "LATERAL (SELECT CASE WHEN lat IS NOT NULL THEN"
+            f" least(90, greatest(-90, (floor(lat / {step}) + 0.5) * {step}))"
+            " END AS public_lat) AS public_band,"
+            " LATERAL (SELECT CASE WHEN long IS NOT NULL THEN"
+            f" least(180, greatest(-180, (floor(long / {width}) + 0.5) * {width}))"
+            " END AS public_long) AS public_point"
         )
