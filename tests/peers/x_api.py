@@ -15,7 +15,17 @@ for comes back) and:
 - `POST /2/tweets` with `reply.in_reply_to_tweet_id` (the replied-to author is mentioned
   automatically; leading mentions do not count towards the 280) and `media.media_ids`,
   answering 201; duplicate text refused (403), as X does;
-- `POST /2/media/upload` (multipart `media`, `media_category`) and its STATUS query.
+- `POST /2/media/upload` (multipart `media`, `media_category`) and its STATUS query;
+- the batch compliance endpoints (docs.x.com, "Batch compliance": quick start and API
+  reference): `POST /2/compliance/jobs` `{"type": "tweets"|"users", "name"}` (app-only; one job
+  of a type at a time: another while one is `created` or `in_progress` is refused, 400 here, as
+  X names no status for it), `GET /2/compliance/jobs/:id`; the job's `upload_url` and
+  `download_url` are signed URLs served here too, without a token (X's are Google Cloud
+  Storage's): PUT the ids there one per line (text/plain), then the job is `in_progress`, and
+  `complete` (or the next of `job_outcomes`: `failed`, `expired`) once its status has been
+  asked `polls_to_complete` times; the download is one JSON line (`id`, `action`,
+  `created_at`, `redacted_at`, `reason`) for each uploaded id with a compliance event: a post
+  its author deleted (`delete`, reason `deleted`), or one the test gives another action.
 
 It runs as a FakePlatform (tests/peers/_server.py): uvicorn in a thread, on 127.0.0.1 and a free
 port. The test drives it from outside:
@@ -31,9 +41,10 @@ import itertools
 import json
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from plaza.x import EPOCH_MS, XAccount
@@ -123,6 +134,12 @@ class FakeX(FakePlatform[_Stream]):
         self.uploads: list[dict[str, Any]] = []
         self.rules: list[dict[str, str]] = []
         self._window_start = time.time()
+        self.jobs: dict[str, dict[str, Any]] = {}  # compliance jobs, by id
+        self.uploaded: dict[str, list[str]] = {}  # the ids uploaded to each job
+        self.compliance: dict[str, dict[str, Any]] = {}  # by post id: its compliance event
+        self.job_outcomes: deque[str] = deque()  # what the next jobs become (else complete)
+        self.polls_to_complete = 1
+        self._polls: dict[str, int] = {}
 
     # --- running ----------------------------------------------------------------------------
 
@@ -157,6 +174,10 @@ class FakeX(FakePlatform[_Stream]):
                 Route("/2/media/upload", self._upload, methods=["POST"]),
                 Route("/2/media/upload", self._upload_status, methods=["GET"]),
                 Route("/media/{name}", self._file),
+                Route("/2/compliance/jobs", self._create_job, methods=["POST"]),
+                Route("/2/compliance/jobs/{id}", self._get_job),
+                Route("/compliance/upload/{id}", self._upload_ids, methods=["PUT"]),
+                Route("/compliance/download/{id}", self._download_results),
             ]
         )
 
@@ -219,6 +240,24 @@ class FakeX(FakePlatform[_Stream]):
             self.tweets[tid] = tweet
         self._publish(tweet)
         return tweet
+
+    def deletes(self, tweet_id: str) -> None:
+        """Its author deletes the post: gone from the API; a compliance job reports it."""
+        self.compliance_event(tweet_id, "delete", "deleted")
+        with self._lock:
+            self.tweets.pop(tweet_id, None)
+
+    def compliance_event(self, tweet_id: str, action: str, reason: str) -> None:
+        """What a compliance job reports about the post from now on (`protect`, `scrub_geo`...)."""
+        with self._lock:
+            created = self.tweets[tweet_id]["created_at"] if tweet_id in self.tweets else ""
+            self.compliance[tweet_id] = {
+                "id": tweet_id,
+                "action": action,
+                "created_at": created,
+                "redacted_at": iso(datetime.now(UTC)),
+                "reason": reason,
+            }
 
     def _photo(self, key: str) -> str:
         """A photo served here, known by its media key (which it returns)."""
@@ -573,6 +612,99 @@ class FakeX(FakePlatform[_Stream]):
 
     async def _file(self, request: Request) -> Response:
         return Response(PHOTO, media_type="image/jpeg")
+
+    # --- batch compliance -------------------------------------------------------------------
+
+    def _signed(self, kind: str, job_id: str) -> str:
+        return f"{self.base_url}/compliance/{kind}/{job_id}?X-Goog-Signature={job_id[::-1]}"
+
+    async def _create_job(self, request: Request) -> Response:
+        if refused := await self._gate(request, "app"):
+            return refused
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return self._problem(400, "Request body is not valid JSON.")
+        kind = body.get("type") if isinstance(body, dict) else None
+        if kind not in ("tweets", "users"):
+            return self._problem(
+                400,
+                "One or more parameters to your request was invalid.",
+                errors=[
+                    {"parameters": {"type": [kind]}, "message": "type must be tweets or users"}
+                ],
+            )
+        now = datetime.now(UTC)
+        with self._lock:
+            if any(
+                j["type"] == kind and j["status"] in ("created", "in_progress")
+                for j in self.jobs.values()
+            ):
+                return self._problem(400, f"You can have one concurrent job per job type: {kind}")
+            job_id = self._id()
+            job = {
+                "id": job_id,
+                "type": kind,
+                "name": str(body.get("name", "")),
+                "status": "created",
+                "resumable": False,
+                "created_at": iso(now),
+                "upload_url": self._signed("upload", job_id),
+                "upload_expires_at": iso(now + timedelta(minutes=15)),
+                "download_url": self._signed("download", job_id),
+                "download_expires_at": iso(now + timedelta(days=7)),
+            }
+            self.jobs[job_id] = job
+        return self._json({"data": job})
+
+    async def _get_job(self, request: Request) -> Response:
+        if refused := await self._gate(request, "app"):
+            return refused
+        job_id = request.path_params["id"]
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return self._problem(404, "Could not find job with id.")
+            if job["status"] == "in_progress":
+                self._polls[job_id] = self._polls.get(job_id, 0) + 1
+                if self._polls[job_id] >= self.polls_to_complete:
+                    outcomes = self.job_outcomes
+                    job["status"] = outcomes.popleft() if outcomes else "complete"
+            return self._json({"data": dict(job)})
+
+    def _signature_ok(self, request: Request, kind: str) -> dict[str, Any] | None:
+        job = self.jobs.get(request.path_params["id"])
+        if job is None or str(request.url) != job[f"{kind}_url"]:
+            return None
+        return job
+
+    async def _upload_ids(self, request: Request) -> Response:
+        body = await request.body()
+        self._record(request, body)
+        if fault := self._fault(request):
+            return fault
+        with self._lock:
+            job = self._signature_ok(request, "upload")
+            if job is None or job["status"] != "created":
+                return Response("<Error><Code>AccessDenied</Code></Error>", status_code=403)
+            self.uploaded[job["id"]] = [i for i in body.decode().splitlines() if i.strip()]
+            job["status"] = "in_progress"
+        return Response(status_code=200)
+
+    async def _download_results(self, request: Request) -> Response:
+        self._record(request)
+        if fault := self._fault(request):
+            return fault
+        with self._lock:
+            job = self._signature_ok(request, "download")
+            if job is None or job["status"] != "complete":
+                return Response("<Error><Code>NoSuchKey</Code></Error>", status_code=404)
+            lines = [
+                json.dumps(self.compliance[i])
+                for i in self.uploaded.get(job["id"], [])
+                if i in self.compliance
+            ]
+        return Response("".join(f"{line}\n" for line in lines), media_type="application/json")
 
     # --- the filtered stream ----------------------------------------------------------------
 

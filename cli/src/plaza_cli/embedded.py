@@ -291,7 +291,7 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         seen = RecentPosts()
         listening = [
             asyncio.create_task(ConnectorRunner(c, bus, sessions, seen=seen).run(), name=c.name)
-            for c in build_connectors(settings, social)
+            for c in build_connectors(settings, social, sessions)
         ]
         if listening or channels:
             log.info(

@@ -123,7 +123,7 @@ POSTS_WITHDRAWN = Counter(
     ["platform"],
 )
 # The platforms whose deletions Plaza sees (a bridge's platform is counted once it has one).
-WITHDRAWING_PLATFORMS = ("bluesky", "mastodon")
+WITHDRAWING_PLATFORMS = ("bluesky", "mastodon", "x")
 _WITHDRAWN_TOPIC = "plaza.post-withdrawn.v1"
 TIME_TO_ACKNOWLEDGE = Histogram(
     "plaza_request_time_to_acknowledge_seconds",

@@ -83,6 +83,7 @@ SETTINGS: Final = frozenset(
         "PLAZA_X_API_URL",
         "PLAZA_X_BEARER_TOKEN",
         "PLAZA_X_BEARER_TOKEN_FILE",
+        "PLAZA_X_COMPLIANCE_HOURS",
         "PLAZA_X_INGEST_MODE",
         "PLAZA_X_POLL_SECONDS",
         "PLAZA_X_USERNAME",

@@ -477,6 +477,34 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
     return set(found.scalars())
 
 
+# The posts of a platform Plaza still holds something of: their report, a reply to them, or
+# their publication lately; less those withdrawn already (their report says so, or their
+# platform withdrew them before they were routed). What X's compliance check asks X about.
+_HELD = text(
+    """
+    SELECT r.post_id FROM request_reports r
+    WHERE r.platform = :platform AND r.withdrawn_at IS NULL
+    UNION
+    SELECT d.in_reply_to_post_id FROM reply_deliveries d
+    WHERE d.platform = :platform AND d.state <> :withdrawn
+    UNION
+    SELECT p.post_id FROM published_posts p WHERE p.platform = :platform
+    EXCEPT
+    SELECT r.post_id FROM request_reports r
+    WHERE r.platform = :platform AND r.withdrawn_at IS NOT NULL
+    EXCEPT
+    SELECT w.post_id FROM withdrawn_posts w WHERE w.platform = :platform AND w.reporter = ''
+    ORDER BY 1
+    """
+)
+
+
+async def held_posts(session: AsyncSession, platform: str) -> list[str]:
+    """The ids of the posts of `platform` that Plaza still holds and has not withdrawn."""
+    found = await session.execute(_HELD, {"platform": platform, "withdrawn": WITHDRAWN_STATE})
+    return list(found.scalars())
+
+
 async def was_withdrawn(
     session: AsyncSession, platform: str, post_id: str, reporter: str = ""
 ) -> bool:

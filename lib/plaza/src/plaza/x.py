@@ -17,6 +17,10 @@ from plaza.settings import PlazaSettings, read_secret
 # Snowflake ids: milliseconds since X's epoch in the bits above the lowest 22.
 EPOCH_MS: Final = 1288834974657
 USERNAME = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+# X's Developer Agreement wants a deletion honoured within 24 hours: a round every 4 hours, and
+# at most every 8, leaves a failed round two more tries inside them.
+COMPLIANCE_HOURS: Final = 4.0
+MAX_COMPLIANCE_HOURS: Final = 8.0
 
 
 def snowflake_at(at: datetime) -> str:
@@ -87,6 +91,14 @@ class XSettings(PlazaSettings):
         ge=1,
         description="PLAZA_X_POLL_SECONDS: how often mentions are polled when there is no stream",
     )
+    x_compliance_hours: float = Field(
+        default=COMPLIANCE_HOURS,
+        gt=0,
+        le=MAX_COMPLIANCE_HOURS,
+        description="PLAZA_X_COMPLIANCE_HOURS: how often the X posts Plaza holds are checked "
+        "against X's batch compliance endpoints (deleted, protected, suspended...); X wants "
+        "them honoured within 24 hours",
+    )
 
     @model_validator(mode="after")
     def _check_x(self) -> Self:
@@ -119,6 +131,7 @@ class XSettings(PlazaSettings):
             user_token_file=self.x_user_token_file,
             mode=self.x_ingest_mode,
             poll_seconds=self.x_poll_seconds,
+            compliance_hours=self.x_compliance_hours,
         )
 
 
@@ -129,6 +142,7 @@ class XAccount:
         "_user_token",
         "api_url",
         "bearer_token",
+        "compliance_hours",
         "mode",
         "poll_seconds",
         "user_id",
@@ -147,6 +161,7 @@ class XAccount:
         user_token_file: Path | None = None,
         mode: IngestMode = IngestMode.STREAM,
         poll_seconds: float = 60.0,
+        compliance_hours: float = COMPLIANCE_HOURS,
     ) -> None:
         self.api_url = api_url
         self.user_id = user_id
@@ -156,6 +171,7 @@ class XAccount:
         self.user_token_file = user_token_file
         self.mode = mode
         self.poll_seconds = poll_seconds
+        self.compliance_hours = compliance_hours
 
     def user_token(self) -> SecretStr | None:
         """The user-context token, from its file when there is one (read each time: rotated

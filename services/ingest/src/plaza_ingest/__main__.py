@@ -20,13 +20,23 @@ from plaza_ingest.connectors.bluesky import BlueskyMentions
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
 from plaza_ingest.connectors.runner import RecentPosts
 from plaza_ingest.connectors.x import XMentions
+from plaza_ingest.connectors.x_compliance import XCompliance, held_in
 
 
 class IngestSettings(SocialSettings):
     ingest_port: int = Field(default=8101, ge=1, le=65535)
 
 
-def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[Connector]:
+def listens(settings: SocialSettings) -> bool:
+    """Whether a platform is on: ingest then has connectors, and needs the database."""
+    return any(p is not None for p in (settings.mastodon, settings.bluesky, settings.x))
+
+
+def build_connectors(
+    settings: SocialSettings,
+    http: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+) -> list[Connector]:
     """Every connector the settings turn on (none: ingest is the webhook alone)."""
     connectors: list[Connector] = []
     mastodon = settings.mastodon
@@ -40,6 +50,7 @@ def build_connectors(settings: SocialSettings, http: httpx.AsyncClient) -> list[
         connectors.append(BlueskyMentions(settings.bluesky, http))
     if settings.x is not None:
         connectors.append(XMentions(settings.x, http))
+        connectors.append(XCompliance(settings.x, http, held_in(sessions)))
     return connectors
 
 
@@ -47,11 +58,11 @@ async def serve(settings: IngestSettings) -> None:
     bus = bus_from_settings(settings)
     await start_bus(bus, settings.kafka_bootstrap)
     async with httpx.AsyncClient(timeout=15.0) as http:
-        connectors = build_connectors(settings, http)
-        engine = create_engine(settings.require_database()) if connectors else None
+        engine = create_engine(settings.require_database()) if listens(settings) else None
         tasks = []
         if engine is not None:
             sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+            connectors = build_connectors(settings, http, sessions)
             seen = RecentPosts()
             tasks = [
                 asyncio.create_task(ConnectorRunner(c, bus, sessions, seen=seen).run(), name=c.name)

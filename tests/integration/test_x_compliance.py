@@ -1,0 +1,268 @@
+"""X's batch compliance against the local X API v2 (tests/peers/x_api.py), real Kafka and
+PostgreSQL: a citizen deletes their X post, and after the next compliance round its words, photo
+and point are out of Open311 and the manager API, while a post still on X stays. A 429, an
+upload refused and a failed job withdraw nothing and are tried again; a restart resumes the job
+under way instead of starting another, and does not check again before the round is due."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from plaza.bus import Bus, Consumer
+from plaza.city import City
+from plaza.contracts import (
+    TOPICS,
+    Envelope,
+    LocationSource,
+    Placement,
+    Post,
+    PostClassified,
+    decode,
+)
+from plaza.db.models import RequestReport
+from plaza.withdrawals import WITHDRAWN_TEXT, held_posts
+from plaza_api.auth import Role
+from plaza_ingest.connectors import ConnectorRunner
+from plaza_ingest.connectors.published import remember_published
+from plaza_ingest.connectors.x import Backoff, XMentions
+from plaza_ingest.connectors.x_compliance import JobPolling, XCompliance, held_in
+from plaza_router.withdrawals import WithdrawPost
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.api_helpers import client, gateway, new_key
+from tests.integration.lifecycle_helpers import as_event, router
+from tests.integration.social_helpers import (  # the fixtures `bus` and `received` too
+    Received,
+    cursor_of,
+    post_received_bus,  # noqa: F401
+    received_posts,  # noqa: F401
+    running,
+)
+from tests.peers.x_api import FakeX
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+JOBS = "/2/compliance/jobs"
+VERDI = (41.4036, 2.1566)
+FAST = Backoff(
+    network_step=0.5, network_max=1, http_first=1.5, http_max=3, rate_first=1.5, rate_max=3
+)
+QUICK_JOBS = JobPolling(first=0.05, most=0.2)
+
+
+@pytest.fixture
+def x() -> Iterator[FakeX]:
+    with FakeX(heartbeat=0.2) as server:
+        yield server
+
+
+def compliance(
+    server: FakeX,
+    http: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    every: float = 3600.0,
+) -> XCompliance:
+    return XCompliance(server.account(), http, held_in(sessions), every=every, polling=QUICK_JOBS)
+
+
+def rounds(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("plaza_x_compliance_rounds_total", labels) or 0.0
+
+
+def streetlight(post: Post) -> PostClassified:
+    place = Placement(
+        district_code="06",
+        district_name=City.barcelona().districts["06"].name,
+        barri_code="31",
+        source=LocationSource.LOCATION_SOURCE_GEO,
+        confidence=1.0,
+    )
+    return PostClassified(
+        post=post,
+        service_code="streetlight",
+        service_confidence=0.9,
+        actionable=True,
+        placement=place,
+        language="ca",
+    )
+
+
+async def withdrawals(consumer: Consumer, *, until: int, settle: float = 1.0) -> list[Envelope]:
+    """The post-withdrawn events, once `until` have come (or 30 s), and whatever comes next."""
+    loop = asyncio.get_running_loop()
+    events: list[Envelope] = []
+    deadline = loop.time() + 30
+    while len(events) < until and loop.time() < deadline:
+        events += [decode(r.topic, r.value) for r in await consumer.fetch(10, 0.1)]
+    end = loop.time() + settle
+    while loop.time() < end:
+        events += [decode(r.topic, r.value) for r in await consumer.fetch(10, 0.1)]
+    return events
+
+
+async def until(condition: object, timeout: float = 15) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def published(sessions: async_sessionmaker[AsyncSession], *post_ids: str) -> None:
+    """Posts ingest put on the bus, not routed yet: Plaza holds them by their ids."""
+    async with sessions.begin() as s:
+        await remember_published(s, [("x", i) for i in post_ids], datetime.now(UTC))
+
+
+async def request_id_of(sessions: async_sessionmaker[AsyncSession], post_id: str) -> int:
+    async with sessions() as s:
+        report = (
+            await s.execute(select(RequestReport).where(RequestReport.post_id == post_id))
+        ).scalar_one()
+        return report.service_request_id
+
+
+async def test_a_post_deleted_on_x_leaves_open311_and_the_manager_api_after_a_round(
+    x: FakeX,
+    bus: Bus,
+    received: Received,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    consumer = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    words = "El fanal del carrer de Verdi fa pampallugues des de dilluns"
+    async with httpx.AsyncClient() as http:
+        mentions = XMentions(x.account(), http, backoff=FAST, stall_timeout=2.0)
+        async with running(ConnectorRunner(mentions, bus, sessions)):
+            gone = x.citizen_posts(words, photos=1, point=VERDI)
+            kept = x.citizen_posts("I el de la plaça de la Virreina també", username="jordi")
+            posts = {p.post_id: p for p in await received.until(2)}
+        for post in posts.values():
+            await router(sessions)(as_event(streetlight(post)))
+        api = gateway(sessions)
+        key = await new_key(sessions, Role.ADMIN)
+        gone_request = await request_id_of(sessions, gone["id"])
+        async with client(api, key) as plaza:
+            [before] = (await plaza.get(f"/open311/v2/requests/{gone_request}.json")).json()
+        assert words in before["description"] and before["media_url"]
+
+        x.deletes(gone["id"])
+        checker = compliance(x, http, sessions)
+        async with running(ConnectorRunner(checker, bus, sessions)):
+            events = await withdrawals(consumer, until=1)
+        await consumer.close()
+
+    [event] = events  # the post still on X is not withdrawn
+    w = event.post_withdrawn
+    # The platform's word, as its own stream would say it: no author named.
+    assert (w.platform, w.post_id, w.author_id, w.author_handle, w.channel) == (
+        "x",
+        gone["id"],
+        "",
+        "",
+        "stream",
+    )
+    [job] = x.jobs.values()
+    assert job["type"] == "tweets" and job["status"] == "complete"
+    assert sorted(x.uploaded[job["id"]]) == sorted([gone["id"], kept["id"]])
+    # The signed storage URLs get no bearer token; X's API does.
+    [upload] = x.seen("PUT", "/compliance/upload/")
+    [download] = x.seen("GET", "/compliance/download/")
+    assert "authorization" not in upload.headers and "authorization" not in download.headers
+    assert upload.headers["content-type"].startswith("text/plain")
+    assert all(c.headers["authorization"] == "Bearer x-app-token" for c in x.seen("GET", JOBS))
+    progress = json.loads(await cursor_of(sessions, checker.name) or "{}")
+    assert progress["job"] == "" and datetime.fromisoformat(progress["due"]) > datetime.now(UTC)
+
+    await WithdrawPost(sessions)(event)
+    async with client(api, key) as plaza:
+        [after] = (await plaza.get(f"/open311/v2/requests/{gone_request}.json")).json()
+        managed = (await plaza.get(f"/api/v1/requests/{gone_request}")).json()
+        kept_request = await request_id_of(sessions, kept["id"])
+        [other] = (await plaza.get(f"/open311/v2/requests/{kept_request}.json")).json()
+    assert after["description"] == WITHDRAWN_TEXT
+    assert not after.get("media_url") and not after.get("lat") and not after.get("address")
+    assert managed["withdrawn"] is True and managed["description"] == WITHDRAWN_TEXT
+    assert "Virreina" in other["description"]
+
+    # The next round leaves the withdrawn post out: Plaza no longer holds it.
+    async with sessions() as s:
+        assert await held_posts(s, "x") == [kept["id"]]
+
+
+async def test_a_429_a_refused_upload_and_a_failed_job_are_tried_again_and_withdraw_nothing(
+    x: FakeX,
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    consumer = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    gone = x.citizen_posts("La font de la plaça del Sol no raja")
+    kept = x.citizen_posts("Hi ha un forat a la vorera del carrer Gran", username="jordi")
+    await published(sessions, gone["id"], kept["id"])
+    x.deletes(gone["id"])
+    x.fail_next("POST", JOBS, 429, headers=x.rate_limited(1))
+    x.fail_next("PUT", "/compliance/upload/", 403)
+    x.job_outcomes.append("failed")
+    before = {o: rounds(o) for o in ("rate_limited", "upload_refused", "failed", "complete")}
+    async with httpx.AsyncClient() as http:
+        checker = compliance(x, http, sessions, every=0.3)
+        async with running(ConnectorRunner(checker, bus, sessions)):
+            events = await withdrawals(consumer, until=1, settle=0.5)
+    await consumer.close()
+
+    assert {o: rounds(o) - before[o] for o in before} == {
+        "rate_limited": 1,
+        "upload_refused": 1,
+        "failed": 1,
+        "complete": checker.rounds,
+    }
+    assert checker.rounds >= 1
+    # Only the deleted post, and only once its job completed.
+    assert {e.post_withdrawn.post_id for e in events} == {gone["id"]}
+    posted = x.seen("POST", JOBS)
+    # The 429's reset was honoured (whole seconds, a second ahead at least).
+    assert posted[1].at - posted[0].at >= 0.9
+    # The job whose upload was refused was uploaded to again, not left blocking a new one.
+    first, *_ = x.jobs
+    assert x.uploaded[first] and len(x.seen("PUT", "/compliance/upload/")) >= 2
+
+
+async def test_a_restart_resumes_the_job_under_way_and_waits_for_the_round_due(
+    x: FakeX,
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    consumer = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    gone = x.citizen_posts("El contenidor del carrer de Verdi crema")
+    await published(sessions, gone["id"])
+    x.deletes(gone["id"])
+    x.polls_to_complete = 10**6  # X takes its time
+    async with httpx.AsyncClient() as http:
+        first = compliance(x, http, sessions)
+        async with running(ConnectorRunner(first, bus, sessions)):
+            await until(lambda: len(x.seen("GET", f"{JOBS}/")) >= 2)
+        [job] = x.jobs
+        progress = json.loads(await cursor_of(sessions, first.name) or "{}")
+        assert progress["job"] == job
+
+        x.polls_to_complete = 1
+        async with running(ConnectorRunner(compliance(x, http, sessions), bus, sessions)):
+            events = await withdrawals(consumer, until=1)
+        assert [e.post_withdrawn.post_id for e in events] == [gone["id"]]
+        assert len(x.seen("POST", JOBS)) == 1 and len(x.seen("PUT", "/compliance/")) == 1
+
+        # Restarted once more: the round is hours away, nothing is asked of X.
+        calls = len(x.requests)
+        async with running(ConnectorRunner(compliance(x, http, sessions), bus, sessions)):
+            await asyncio.sleep(1.0)
+        assert len(x.requests) == calls
+    await consumer.close()
