@@ -25,7 +25,7 @@ from plaza.contracts import (
     decode,
 )
 from plaza.db.models import RequestReport
-from plaza.withdrawals import WITHDRAWN_TEXT, held_posts
+from plaza.withdrawals import WITHDRAWN_TEXT, Withdrawal, held_posts, withdraw
 from plaza_api.auth import Role
 from plaza_ingest.connectors import ConnectorRunner
 from plaza_ingest.connectors.published import remember_published
@@ -195,6 +195,19 @@ async def test_a_post_deleted_on_x_leaves_open311_and_the_manager_api_after_a_ro
     # The next round leaves the withdrawn post out: Plaza no longer holds it.
     async with sessions() as s:
         assert await held_posts(s, "x") == [kept["id"]]
+
+
+async def test_the_posts_asked_about_are_those_plaza_holds_and_has_not_withdrawn(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await published(sessions, "1", "2", "3")
+    now = datetime.now(UTC)
+    async with sessions.begin() as s:
+        await withdraw(s, Withdrawal("x", "2", "", "", now))  # X's word, before it was routed
+        await withdraw(s, Withdrawal("x", "3", "999", "", now))  # not its author's: refused
+    async with sessions() as s:
+        assert await held_posts(s, "x") == ["1", "3"]
+        assert await held_posts(s, "mastodon") == []
 
 
 async def test_a_429_a_refused_upload_and_a_failed_job_are_tried_again_and_withdraw_nothing(
