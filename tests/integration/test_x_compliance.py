@@ -28,9 +28,10 @@ from plaza.db.models import RequestReport
 from plaza.withdrawals import WITHDRAWN_TEXT, Withdrawal, held_posts, withdraw
 from plaza_api.auth import Role
 from plaza_ingest.connectors import ConnectorRunner
+from plaza_ingest.connectors.cursors import save_cursor
 from plaza_ingest.connectors.published import remember_published
 from plaza_ingest.connectors.x import Backoff, XMentions
-from plaza_ingest.connectors.x_compliance import JobPolling, XCompliance, held_in
+from plaza_ingest.connectors.x_compliance import JobPolling, Progress, XCompliance, held_in
 from plaza_router.withdrawals import WithdrawPost
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -279,3 +280,27 @@ async def test_a_restart_resumes_the_job_under_way_and_waits_for_the_round_due(
             await asyncio.sleep(1.0)
         assert len(x.requests) == calls
     await consumer.close()
+
+
+async def test_a_job_x_no_longer_knows_is_replaced_at_once(
+    x: FakeX,
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    consumer = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    gone = x.citizen_posts("Els gronxadors de la plaça del Diamant estan trencats")
+    await published(sessions, gone["id"])
+    x.deletes(gone["id"])
+    async with httpx.AsyncClient() as http:
+        checker = compliance(x, http, sessions)
+        stale = Progress(datetime.now(UTC), "1372966999991541762")  # a week-old job, say
+        async with sessions.begin() as s:
+            await save_cursor(s, checker.name, stale.dump())
+        async with running(ConnectorRunner(checker, bus, sessions)):
+            events = await withdrawals(consumer, until=1, settle=0.2)
+    await consumer.close()
+    assert [e.post_withdrawn.post_id for e in events] == [gone["id"]]
+    first_asked, *_ = x.seen("GET", JOBS)
+    assert first_asked.path == f"{JOBS}/{stale.job}"
+    assert len(x.jobs) == 1 and checker.rounds == 1

@@ -108,12 +108,16 @@ class Progress:
 
 
 class RoundFailed(Exception):
-    """A round that did not complete; it is tried again `seconds` later."""
+    """A round that did not complete; it is tried again `seconds` later (the next round if
+    None), with the same job if `keep_job` (X runs one job of a type at a time)."""
 
-    def __init__(self, outcome: str, reason: str, *, seconds: float | None = None) -> None:
+    def __init__(
+        self, outcome: str, reason: str, *, seconds: float | None = None, keep_job: bool = False
+    ) -> None:
         super().__init__(reason)
         self.outcome = outcome
         self.seconds = seconds
+        self.keep_job = keep_job
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +213,7 @@ class XCompliance:
             except RoundFailed as exc:
                 COMPLIANCE_ROUNDS.labels(exc.outcome).inc()
                 later = self._every.total_seconds() if exc.seconds is None else exc.seconds
-                # A job whose upload was refused is uploaded to again (X runs one job at a time).
-                job = progress.job if exc.outcome in ("rate_limited", "upload_refused") else ""
+                job = progress.job if exc.keep_job else ""
                 progress = Progress(self._clock() + timedelta(seconds=later), job)
                 log.warning(
                     "%s: the round did not complete (%s: %s); next in %.0fs",
@@ -227,21 +230,17 @@ class XCompliance:
         """One round: a job (or the one under way), its upload, its status until it ends, its
         results. Yields the progress to store along the way, and the deletions at the end."""
         asked = list(await self._held())
-        job: Json = await self._job(progress.job) if progress.job else {}
-        status = _str(job.get("status"))
-        if status in ("failed", "expired"):  # the job of an earlier round: start afresh
-            COMPLIANCE_ROUNDS.labels(status).inc()
-            log.warning("%s: job %s %s; starting another", self.name, progress.job, status)
-            job, progress = {}, replace(progress, job="")
-        if status == "created":  # its upload was refused, or did not go through
-            await self._upload(job, asked)
+        job = await self._resumed(progress.job) if progress.job else {}
+        if _str(job.get("status")) == "created":
+            # Its upload was refused, or did not go through: once more, then another job.
+            await self._upload(job, asked, keep_job=False)
         elif not job and not asked:
             yield Progress(self._clock() + self._every), ()
             return
         elif not job:
             job = await self._create()
             yield replace(progress, job=_str(job.get("id"))), ()
-            await self._upload(job, asked)
+            await self._upload(job, asked, keep_job=True)
         job = await self._until_done(job)
         results = await self._download(job)
         deletions = deletions_in(results, asked)
@@ -260,9 +259,9 @@ class XCompliance:
             return
         if response.status_code == 429:
             wait = reset_in(response)
-            raise RoundFailed(
-                "rate_limited", f"429 on {what}", seconds=60.0 if wait is None else wait
-            )
+            # A reset already past (clocks apart) still waits a second: no loop of 429s.
+            seconds = 60.0 if wait is None else max(1.0, wait)
+            raise RoundFailed("rate_limited", f"429 on {what}", seconds=seconds, keep_job=True)
         raise RoundFailed("refused", f"{response.status_code} on {what}: {response.text[:200]}")
 
     async def _create(self) -> Json:
@@ -279,6 +278,24 @@ class XCompliance:
         log.info("%s: compliance job %s created", self.name, job.get("id"))
         return job
 
+    async def _resumed(self, job_id: str) -> Json:
+        """The job of an earlier round (or process), or {} if there is none to go on with: X
+        no longer has it, or it failed or expired (counted): another is started."""
+        response = await self._http.get(
+            f"{self._account.api_url}{JOBS}/{job_id}", headers=self._headers()
+        )
+        if response.status_code == 404:
+            log.warning("%s: job %s is unknown to X; starting another", self.name, job_id)
+            return {}
+        self._check(response, f"GET {JOBS}/{job_id}")
+        job = _obj(_obj(response.json()).get("data"))
+        status = _str(job.get("status"))
+        if status in ("failed", "expired"):
+            COMPLIANCE_ROUNDS.labels(status).inc()
+            log.warning("%s: job %s %s; starting another", self.name, job_id, status)
+            return {}
+        return job
+
     async def _job(self, job_id: str) -> Json:
         response = await self._http.get(
             f"{self._account.api_url}{JOBS}/{job_id}", headers=self._headers()
@@ -286,7 +303,7 @@ class XCompliance:
         self._check(response, f"GET {JOBS}/{job_id}")
         return _obj(_obj(response.json()).get("data"))
 
-    async def _upload(self, job: Json, asked: Sequence[str]) -> None:
+    async def _upload(self, job: Json, asked: Sequence[str], *, keep_job: bool) -> None:
         # A signed storage URL: the bearer token stays with X's API.
         response = await self._http.put(
             _str(job.get("upload_url")),
@@ -298,6 +315,7 @@ class XCompliance:
                 "upload_refused",
                 f"job {job.get('id')}: the upload answered {response.status_code}: "
                 f"{response.text[:200]}",
+                keep_job=keep_job,
             )
 
     async def _until_done(self, job: Json) -> Json:
