@@ -111,6 +111,45 @@ async def test_a_malformed_post_gets_a_problem_naming_the_field(
     assert await published(bus) == []
 
 
+@pytest.mark.parametrize(
+    ("path", "change", "field", "detail"),
+    [
+        (
+            "/api/v1/posts",
+            {"created_at": "2026-05-04T10:00:00"},
+            "created_at",
+            "created_at: must include a timezone, e.g. 2026-05-01T10:00:00Z",
+        ),
+        ("/api/v1/posts", {"service_code": "lamps"}, "service_code", "service_code: 'lamps'"),
+        (
+            "/api/v1/posts/withdrawals",
+            {"deleted_at": "2026-05-04T10:00:00"},
+            "deleted_at",
+            "deleted_at: must include a timezone",
+        ),
+    ],
+)
+async def test_a_check_of_one_field_names_that_field_not_the_body(
+    client: httpx.AsyncClient,
+    bus: MemoryBus,
+    path: str,
+    change: dict[str, object],
+    field: str,
+    detail: str,
+) -> None:
+    """A bridge's developer reads `errors[].field` to find the bad field: a created_at without
+    a timezone was reported as the body's ("body: created_at must ..."), as was an unknown
+    service_code and a withdrawal's deleted_at."""
+    base = GOOD if path == "/api/v1/posts" else {"platform": "mastodon", "post_id": "109"}
+    base = {**base, "author_handle": "@marta@bcn.social"}
+    response = await client.post(path, json={**base, **change})
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == field
+    assert response.json()["detail"].startswith(detail)
+    assert await published(bus) == []
+
+
 async def test_a_body_that_is_not_json_is_a_problem_too(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/v1/posts", content=b"{not json", headers={"content-type": "application/json"}
