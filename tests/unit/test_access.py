@@ -79,6 +79,26 @@ def test_tokens_carry_the_role_and_scopes_and_expire() -> None:
         auth.verify_token(f"{head}.{body}.{signature[::-1]}")
 
 
+@pytest.mark.parametrize(
+    ("credential", "says"),
+    [
+        ("Authorization: Bearer plz_abc", "the header was written twice"),
+        ("Bearer plz_abc", "the header was written twice"),
+        ("wrong", "neither an API key (plz_…) nor a token of POST /api/v1/auth/token"),
+    ],
+)
+async def test_a_bearer_that_is_neither_key_nor_token_says_what_it_should_be(
+    credential: str, says: str
+) -> None:
+    """README's first curl sets KEY to the whole header; a newcomer who then wrote
+    `-H "Authorization: Bearer $KEY"` was told "Not enough segments" (pyjwt's words)."""
+    auth = Authenticator(async_sessionmaker(), AuthConfig())
+    with pytest.raises(InvalidCredentials) as refused:
+        await auth.principal(credential)
+    assert says in str(refused.value) and "segments" not in str(refused.value)
+    assert "plz_abc" not in str(refused.value)  # a credential is never repeated back
+
+
 def test_a_token_carries_the_generation_it_was_issued_in() -> None:
     """A password reset or a disable moves a user's generation on; older tokens then stop."""
     secret = "Zq8vK2mN4pR7sT1uW3xY6zA9bC0dE5fG"

@@ -447,7 +447,25 @@ class Authenticator:
             return ANONYMOUS
         if credential.startswith(KEY_PREFIX):
             return await self.verify_key(credential)
+        if credential.count(".") != 2:
+            # pyjwt's own words ("Not enough segments") told a newcomer nothing
+            raise InvalidCredentials(_not_a_credential(credential))
         return await self._current(*self._claims(credential))
+
+
+def _not_a_credential(credential: str) -> str:
+    """Why a bearer that is neither a key nor a token was refused, without repeating it. The
+    usual one: the whole header put in again (`curl -H "Authorization: Bearer $KEY"` with $KEY
+    holding `Authorization: Bearer plz_…` already)."""
+    if credential.lower().startswith(("authorization:", "bearer ")):
+        return (
+            "invalid bearer token: it starts with 'Authorization:' or 'Bearer' again, so the "
+            "header was written twice; send 'Authorization: Bearer plz_…' once"
+        )
+    return (
+        "invalid bearer token: neither an API key (plz_…) nor a token of "
+        "POST /api/v1/auth/token (three parts separated by dots)"
+    )
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
