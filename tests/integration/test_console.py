@@ -407,8 +407,8 @@ async def test_a_refused_action_shows_the_problems_detail_by_its_form(
     transfer = page.locator("form[data-action='transfer']")
     await transfer.get_by_label("To district").select_option("05")
     await transfer.get_by_role("button").click()  # without a reason
-    await expect(transfer.locator(".error")).to_contain_text("reason")
-    await expect(transfer.locator(".error")).to_contain_text("(422)")
+    await expect(transfer.locator("[role=alert]")).to_contain_text("reason")
+    await expect(transfer.locator("[role=alert]")).to_contain_text("(422)")
     # the field and the button say why too, for a screen reader coming back to them
     await expect(transfer.get_by_label("Note")).to_have_accessible_description(
         re.compile("reason.*422")
@@ -1248,7 +1248,7 @@ async def test_every_screen_passes_axe_wcag_2_1_aa(
             found += await audit(page, axe, f"{at} request")
             transfer = page.locator("form[data-action='transfer']")
             await transfer.locator("button").click()  # without a reason: a 422 by the form
-            await expect(transfer.locator(".error")).not_to_be_empty()
+            await expect(transfer.locator("[role=alert]")).not_to_be_empty()
             found += await audit(page, axe, f"{at} request, an action refused")
             assign = page.locator("form[data-action='assign']")
             await assign.locator("input[name=worker]").fill("not a handle")
@@ -1434,14 +1434,15 @@ async def test_a_refusal_naming_a_field_marks_it_invalid_and_ties_its_message(
     await transfer.get_by_role("button").click()
     await expect(agency).to_have_attribute("aria-invalid", "true")
     await expect(transfer.locator(".field-error")).to_have_count(1)
-    # a refusal naming no field (Plaza's own: transfer needs a reason) marks none, and the
-    # field put right loses its mark and its message
+    # a refusal of Plaza's own names its field too (transfer needs a reason: the note), which
+    # is marked instead, and the field put right loses its mark and its message
     await agency.fill("")
     await transfer.get_by_label("To district").select_option("05")
     await transfer.get_by_role("button").click()
     await expect(transfer.locator("[role=alert]")).to_contain_text("reason")
-    await expect(transfer.locator("[aria-invalid]")).to_have_count(0)
-    await expect(transfer.locator(".field-error")).to_have_count(0)
+    await expect(transfer.locator("[aria-invalid]")).to_have_count(1)
+    await expect(transfer.get_by_label("Note")).to_have_attribute("aria-invalid", "true")
+    await expect(transfer.locator(".field-error")).to_have_count(1)
     await expect(agency).not_to_have_accessible_description(re.compile("128"))
     # put right, the mark and its message go
     await worker.fill("@jordi")

@@ -108,22 +108,42 @@ async def test_a_refused_action_is_a_409_problem_listing_the_allowed_ones(
 
 
 @pytest.mark.parametrize(
-    ("action", "body", "status", "says"),
+    ("action", "body", "says", "field"),
     [
-        ("assign", {"actor": "m"}, 422, "needs a worker"),
-        ("transfer", {"actor": "m", "district_code": "05"}, 422, "reason"),
-        ("transfer", {"actor": "m", "note": "x", "district_code": "11"}, 422, "no district '11'"),
+        ("assign", {"actor": "m"}, "needs a worker", "worker"),
+        ("transfer", {"actor": "m", "district_code": "05"}, "reason", "note"),
+        ("transfer", {"actor": "m", "note": "x"}, "a district_code or an agency", "district_code"),
+        ("transfer", {"note": "x", "district_code": "11"}, "no district '11'", "district_code"),
         # the request is in 06 (Gràcia) already: a transfer there would only reset its clock
-        ("transfer", {"note": "x", "district_code": "06"}, 422, "already with district 06"),
-        ("transfer", {"note": "x", "district_code": "6"}, 422, "already with district 06"),
-        ("assign", {"wroker": "@jordi"}, 422, "wroker"),  # misspelt: not silently ignored
-        ("fly", {"actor": "m"}, 422, "action"),
-        ("acknowledge", {"public": "sometimes"}, 422, "public"),
-        ("assign", {"worker": "jordi garcia"}, 422, "not a public handle such as @jordi"),
-        ("assign", {"worker": "@"}, 422, "not a public handle"),
-        ("mark_duplicate", {"duplicate_of": 99999999999999999999999}, 422, "duplicate_of"),
+        (
+            "transfer",
+            {"note": "x", "district_code": "06"},
+            "already with district 06",
+            "district_code",
+        ),
+        (
+            "transfer",
+            {"note": "x", "district_code": "6"},
+            "already with district 06",
+            "district_code",
+        ),
+        ("assign", {"wroker": "@jordi"}, "wroker", "wroker"),  # misspelt: not silently ignored
+        ("fly", {"actor": "m"}, "action", "action"),
+        ("acknowledge", {"public": "sometimes"}, "public", "public"),
+        ("assign", {"worker": "jordi garcia"}, "not a public handle such as @jordi", "worker"),
+        ("assign", {"worker": "@"}, "not a public handle", "worker"),
+        (
+            "mark_duplicate",
+            {"duplicate_of": 99999999999999999999999},
+            "duplicate_of",
+            "duplicate_of",
+        ),
+        ("mark_duplicate", {}, "needs duplicate_of", "duplicate_of"),
+        ("mark_duplicate", {"duplicate_of": 1}, "cannot duplicate itself", "duplicate_of"),
+        ("mark_duplicate", {"duplicate_of": 7}, "no service request 7", "duplicate_of"),
+        ("not_responsible", {}, "needs a public note", "note"),
         # what the citizen is told cannot be internal
-        ("not_responsible", {"note": "És de l'AMB", "public": False}, 422, "note is public"),
+        ("not_responsible", {"note": "És de l'AMB", "public": False}, "note is public", "public"),
     ],
 )
 async def test_bad_actions_are_explained(
@@ -131,14 +151,31 @@ async def test_bad_actions_are_explained(
     sessions: async_sessionmaker[AsyncSession],
     action: str,
     body: dict[str, object],
-    status: int,
     says: str,
+    field: str,
 ) -> None:
+    """Each refusal names the field at fault, in `detail` ("worker: ...") and `errors`, as a
+    validation error does: a missing worker or note said only "assign needs a worker", and a
+    newcomer's client (or the console, which marks the field) could not tell which field."""
     rid = await open_request(sessions)
     response = await api.post(f"/api/v1/requests/{rid}/actions/{action}", json=body)
-    assert response.status_code == status
+    assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    assert says in response.json()["detail"]
+    problem = response.json()
+    assert says in problem["detail"] and problem["detail"].startswith(f"{field}: ")
+    assert problem["errors"][0]["field"] == field
+
+
+async def test_a_split_names_the_report_it_cannot_find(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rid = await open_request(sessions)
+    response = await api.post(
+        f"/api/v1/requests/{rid}/split", json={"platform": "mastodon", "post_id": "nope"}
+    )
+    assert response.status_code == 422 and response.json()["title"] == "Cannot split"
+    assert response.json()["detail"] == f"post_id: request {rid} has no report mastodon:nope"
+    assert response.json()["errors"][0]["field"] == "post_id"
 
 
 async def test_unknown_requests_and_queues_are_404_problems(api: httpx.AsyncClient) -> None:

@@ -81,7 +81,12 @@ class RequestNotFound(LookupError):
 
 
 class InvalidCommand(ValueError):
-    """An action whose details are missing or wrong (no worker to assign, no reason to transfer)."""
+    """An action whose details are missing or wrong (no worker to assign, no reason to transfer);
+    `field` names the detail at fault, as a 422 of the API names it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,10 +540,12 @@ async def act(
             request.acknowledged_at = request.acknowledged_at or now
         case Action.ASSIGN:
             if not cmd.worker:
-                raise InvalidCommand("assign needs a worker (the worker's public handle)")
+                raise InvalidCommand("assign needs a worker (the worker's public handle)", "worker")
             if cmd.worker == request.assigned_worker:
                 # each assignment tells the citizen in public who was sent: not twice
-                raise InvalidCommand(f"request {request.id} is already assigned to {cmd.worker}")
+                raise InvalidCommand(
+                    f"request {request.id} is already assigned to {cmd.worker}", "worker"
+                )
             request.assigned_worker = cmd.worker
             request.acknowledged_at = request.acknowledged_at or now
             replies.append((REPLY_KIND_ASSIGNED, {"worker": cmd.worker}))
@@ -546,7 +553,7 @@ async def act(
             pass
         case Action.RESOLVE:
             if not cmd.note:
-                raise InvalidCommand("resolve needs a public note saying what was done")
+                raise InvalidCommand("resolve needs a public note saying what was done", "note")
             _public_note(cmd)
             request.resolved_at = now
             request.status_notes = cmd.note
@@ -594,7 +601,7 @@ async def act(
         case Action.NOT_RESPONSIBLE:
             if not cmd.note:
                 raise InvalidCommand(
-                    "not_responsible needs a public note saying who is responsible"
+                    "not_responsible needs a public note saying who is responsible", "note"
                 )
             _public_note(cmd)
             request.status_notes = cmd.note
@@ -721,28 +728,31 @@ async def _transfer(
     its own (the miss before was counted, and stays in the history); city hall keeps watching
     an escalated request."""
     if not cmd.note:
-        raise InvalidCommand("transfer needs a reason (note)")
+        raise InvalidCommand("transfer needs a reason", "note")
     if cmd.district_code is None and not cmd.agency:
-        raise InvalidCommand("transfer needs a district_code or an agency")
+        raise InvalidCommand("transfer needs a district_code or an agency", "district_code")
     if cmd.district_code is not None:
         code = city.district_code(cmd.district_code)
         if code is None:
             known = ", ".join(f"{c} ({d.name})" for c, d in city.districts.items())
-            raise InvalidCommand(f"no district {cmd.district_code!r}; districts are {known}")
+            raise InvalidCommand(
+                f"no district {cmd.district_code!r}; districts are {known}", "district_code"
+            )
         district = city.districts[code]
         route = routing.route(district.code, district.name, request.service_code)
         team = cmd.agency or route.team
         if code == request.district_code and team == request.agency_responsible:
             raise InvalidCommand(
                 f"request {request.id} is already with district {code} ({district.name}), "
-                f"team {team!r}; name another district, or an agency to hand it to"
+                f"team {team!r}; name another district, or an agency to hand it to",
+                "district_code",
             )
         if code != request.district_code:
             request.barri_code = None  # the barri was the other district's
         request.district_code, request.queue = district.code, route.queue
         request.agency_responsible = team
     elif cmd.agency == request.agency_responsible:
-        raise InvalidCommand(f"request {request.id} is already with {cmd.agency!r}")
+        raise InvalidCommand(f"request {request.id} is already with {cmd.agency!r}", "agency")
     else:
         request.agency_responsible = str(cmd.agency)
     window = sla.window(request.service_code, request.urgency == "urgent")
@@ -755,15 +765,18 @@ async def _duplicate_target(
     session: AsyncSession, request: ServiceRequest, cmd: Command
 ) -> ServiceRequest:
     if cmd.duplicate_of is None:
-        raise InvalidCommand("mark_duplicate needs duplicate_of, the request it repeats")
+        raise InvalidCommand(
+            "mark_duplicate needs duplicate_of, the request it repeats", "duplicate_of"
+        )
     if cmd.duplicate_of == request.id:
-        raise InvalidCommand("a request cannot duplicate itself")
+        raise InvalidCommand("a request cannot duplicate itself", "duplicate_of")
     target = await session.get(ServiceRequest, cmd.duplicate_of, with_for_update=True)
     if target is None:
-        raise InvalidCommand(f"no service request {cmd.duplicate_of} to merge into")
+        raise InvalidCommand(f"no service request {cmd.duplicate_of} to merge into", "duplicate_of")
     if target.status not in OPEN_STATUSES:
         raise InvalidCommand(
-            f"request {target.id} is {target.status}; merge only into an open request"
+            f"request {target.id} is {target.status}; merge only into an open request",
+            "duplicate_of",
         )
     return target
 
@@ -797,7 +810,8 @@ def _public_note(cmd: Command) -> None:
         raise InvalidCommand(
             f"{cmd.action}'s note is public: it is the request's status_notes and the reply "
             "the citizen gets; put what is internal in a note of its own (POST /notes, "
-            "public false)"
+            "public false)",
+            "public",
         )
 
 
@@ -835,9 +849,11 @@ async def split_report(
         )
     ).scalar_one_or_none()
     if report is None:
-        raise InvalidCommand(f"request {request_id} has no report {platform}:{post_id}")
+        raise InvalidCommand(f"request {request_id} has no report {platform}:{post_id}", "post_id")
     if not report.merged:
-        raise InvalidCommand("that report opened the request; it cannot be split from it")
+        raise InvalidCommand(
+            "that report opened the request; it cannot be split from it", "post_id"
+        )
     before = snapshot(request)
     request.reporters_count = await _reporters(session, request.id, without=report.id)
     request.version += 1
@@ -1089,7 +1105,7 @@ async def add_note(
     """A note on a request without changing its status: public (Open311 shows it) or internal
     (only staff see it, in the history)."""
     if not note.strip():
-        raise InvalidCommand("a note needs text")
+        raise InvalidCommand("a note needs text", "note")
     request = await _locked(session, request_id)
     before = snapshot(request)
     request.version += 1

@@ -1413,13 +1413,19 @@ async def _apply(
         ) from None
     except InvalidCommand as exc:
         raise _Refused(
-            problem(
-                422,
-                str(exc),
-                title="Invalid action",
-                type_="https://plaza.example/problems/invalid-action",
+            _invalid(
+                exc, title="Invalid action", type_="https://plaza.example/problems/invalid-action"
             )
         ) from None
+
+
+def _invalid(exc: InvalidCommand, *, title: str, type_: str = "about:blank") -> Response:
+    """A 422 for an action's details, naming the field at fault as a validation error does
+    (`detail` "worker: …" and `errors`), so a client, and the console, can mark that field."""
+    if exc.field is None:
+        return problem(422, str(exc), title=title, type_=type_)
+    error = {"field": exc.field, "message": str(exc), "type": "invalid_action"}
+    return problem(422, f"{exc.field}: {exc}", title=title, type_=type_, errors=[error])
 
 
 @router.post(
@@ -1563,7 +1569,7 @@ async def split(
     except RequestNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except InvalidCommand as exc:
-        return problem(422, str(exc), title="Cannot split")
+        return _invalid(exc, title="Cannot split")
     return await _detail(session, new, principal)
 
 
