@@ -150,3 +150,24 @@ def test_keys_and_users_refuse_a_directory_without_plaza_data(
     assert ran.returncode == 2, ran.stderr
     assert f"no Plaza data in {home}" in ran.stderr and "Traceback" not in ran.stderr
     assert not home.exists()
+
+
+def test_run_help_names_its_settings_with_their_defaults() -> None:
+    """`plaza run --help` said only "-h": a newcomer whose port 8000 was taken found nothing
+    there. It lists the settings `make run` takes, each a field of its settings with that
+    default."""
+    import re
+
+    from plaza_cli.embedded import EmbeddedSettings
+
+    done = plaza(["run", "--help"])
+    assert done.returncode == 0, done.stderr
+    shown = dict(re.findall(r"^  PLAZA_(\w+)=(\S+)", done.stdout, re.MULTILINE))
+    assert {"PORT", "HOME", "DEMO", "DRAIN_SECONDS"} <= set(shown)
+    fields = EmbeddedSettings.model_fields
+    for name, default in shown.items():
+        assert name.lower() in fields, f"PLAZA_{name} is no setting of plaza run"
+        if default != "FILE":
+            value = fields[name.lower()].default
+            value = "true" if value is None and name == "DEMO" else value  # off in a city
+            assert str(default) == str(value).removesuffix(".0"), name

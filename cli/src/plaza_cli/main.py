@@ -378,6 +378,18 @@ def _access_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     users.set_defaults(func=_cmd_access)
 
 
+# `plaza run --help`: where a newcomer whose port 8000 is taken looks first (it said nothing).
+RUN_SETTINGS = """settings (environment variables; every one: README, "Configuration"):
+  PLAZA_PORT=8000           the API, the OpenAPI docs (/docs) and the console (/console/)
+  PLAZA_HOME=.plaza         the data directory: PostgreSQL's data, admin_key, jwt_secret
+  PLAZA_DEMO=true           the demo feed of made-up posts (off with PLAZA_CITY_CONFIG)
+  PLAZA_DEMO_INTERVAL=3     seconds between two demo posts
+  PLAZA_DRAIN_SECONDS=10    on Ctrl-C, how long the services may finish what is on the bus
+  PLAZA_CITY_CONFIG=FILE    another city than Barcelona
+
+example: PLAZA_PORT=8080 PLAZA_DEMO=false plaza run"""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="plaza", description="Plaza: a city answers its citizens in public."
@@ -385,7 +397,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
-        "run", help="embedded Plaza: every service in one process, with a demo feed"
+        "run",
+        help="embedded Plaza: every service in one process, with a demo feed",
+        description="Embedded Plaza: the five services in one process over an in-memory bus,\n"
+        "with an embedded PostgreSQL in PLAZA_HOME, on 127.0.0.1. It takes no arguments:\n"
+        "its settings are environment variables.",
+        epilog=RUN_SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(func=_cmd_run)
 
