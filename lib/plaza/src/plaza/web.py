@@ -56,6 +56,20 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+VALIDATION: Final = "https://plaza.example/problems/validation"
+
+
+class InvalidField(StarletteHTTPException):
+    """A 422 for one parameter or field that a handler checked itself (an unknown status, a
+    cursor from another query), answered as pydantic's own refusals are: the validation type,
+    `detail` "field: message" and `errors` [{field, message}], so a client reads every 422 one
+    way."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(422, f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 def _field_name(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -200,12 +214,17 @@ def install_problem_handlers(app: FastAPI) -> None:
             422,
             f"{first['field']}: {first['message']}",
             title="Invalid request",
-            type_="https://plaza.example/problems/validation",
+            type_=VALIDATION,
             errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc, InvalidField):
+            error = {"field": exc.field, "message": exc.message, "type": "value_error"}
+            return problem(
+                422, str(exc.detail), title="Invalid request", type_=VALIDATION, errors=[error]
+            )
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))

@@ -61,7 +61,7 @@ from plaza.requests import (
     worker_handle,
 )
 from plaza.taxonomy import load_taxonomy
-from plaza.web import problem
+from plaza.web import InvalidField, problem
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -447,7 +447,7 @@ def _csv_of(value: str | None, allowed: frozenset[str] | set[str], name: str) ->
     items = [v.strip() for v in (value or "").split(",") if v.strip()]
     unknown = sorted(set(items) - set(allowed))
     if unknown:
-        raise HTTPException(422, f"{name}: unknown {unknown}; one of {', '.join(sorted(allowed))}")
+        raise InvalidField(name, f"unknown {unknown}; one of {', '.join(sorted(allowed))}")
     return items
 
 
@@ -456,7 +456,7 @@ def _worker_filter(handle: str) -> str:
     try:
         return worker_handle(handle)
     except ValueError as exc:
-        raise HTTPException(422, f"assigned_worker: {exc}") from None
+        raise InvalidField("assigned_worker", str(exc)) from None
 
 
 def _query_key(*parts: object) -> str:
@@ -482,11 +482,11 @@ def _decode_cursor(cursor: str, query: str) -> tuple[datetime | None, int]:
         if isinstance(last_id, bool) or not isinstance(last_id, int) or not 0 <= last_id <= ID_MAX:
             raise ValueError(last_id)
     except (ValueError, TypeError, OverflowError, binascii.Error):
-        raise HTTPException(422, "cursor: not a cursor this API gave") from None
+        raise InvalidField("cursor", "not a cursor this API gave") from None
     if given != query:
-        raise HTTPException(
-            422,
-            "cursor: it continues another query (another queue, filter or sort); pass the same "
+        raise InvalidField(
+            "cursor",
+            "it continues another query (another queue, filter or sort); pass the same "
             "parameters as the page that gave it, or start again without a cursor",
         )
     return when, last_id
