@@ -16,10 +16,11 @@ from tests.prometheus import DEPLOY, binary
     "args",
     [
         ["check", "config", str(DEPLOY / "prometheus.yml")],
+        ["check", "config", str(DEPLOY / "prometheus-embedded.yml")],
         ["check", "rules", *(str(p) for p in sorted((DEPLOY / "rules").glob("*.yml")))],
         ["test", "rules", *(str(p) for p in sorted((DEPLOY / "tests").glob("*.yml")))],
     ],
-    ids=["check-config", "check-rules", "test-rules"],
+    ids=["check-config", "check-config-embedded", "check-rules", "test-rules"],
 )
 def test_promtool(args: list[str], tmp_path: Path) -> None:
     """The configuration is checked where `make up` leaves it: promtool also checks that each

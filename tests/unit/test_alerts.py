@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from tests.prometheus import DASHBOARDS, RULE_FILES
+from tests.prometheus import DASHBOARDS, DEPLOY, RULE_FILES
 
 
 def alerts() -> list[dict[str, object]]:
@@ -45,3 +45,16 @@ def test_the_compliance_alerts_want_some_volume_first() -> None:
         "PlazaCityComplianceBelowTarget",
     }
     assert all(">= 10" in str(r["expr"]) for r in compliance)
+
+
+def test_make_runs_prometheus_scrapes_its_one_process_with_the_same_rules() -> None:
+    """`make run` is one process whose gateway serves every service's metrics: the README gave
+    only prometheus.yml (make up's six targets), whose five absent ones made PlazaServiceDown
+    fire for good on a town's machine."""
+    distributed = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    embedded = yaml.safe_load((DEPLOY / "prometheus-embedded.yml").read_text())
+    assert embedded["rule_files"] == distributed["rule_files"]
+    assert embedded["global"] == distributed["global"]
+    [job] = embedded["scrape_configs"]
+    api = next(j for j in distributed["scrape_configs"] if j["job_name"] == "plaza-api")
+    assert job == api  # the same job name, which the rules and dashboards select on
