@@ -525,7 +525,7 @@ async def test_the_keys_roles_are_refused_for_users(
             assert refused.status_code == 422, refused.text
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.json()["detail"] == (
-                f"role {role} is for API keys (apps and bridges), not users; "
+                f"role: role {role} is for API keys (apps and bridges), not users; "
                 "a user is one of: worker, manager, city_hall, admin"
             )
             key = await admin.post("/api/v1/admin/keys", json={"name": role, "role": role})

@@ -84,20 +84,29 @@ async def test_a_change_is_checked_as_a_new_user_is(app: FastAPI, admin: httpx.A
     """422 for what creation refuses, naming it; 404 for no such user; nothing half-done."""
     maria = await make_user(admin, "maria", "manager", scopes=["06"])
     jordi = await make_user(admin, "jordi", "worker", worker_handle="@jordi")
-    for user, body, said in (
-        (maria, {"scopes": ["99"]}, "scope '99' is not a queue of the city"),
-        (maria, {"scopes": []}, "a manager needs at least one scope"),
-        (maria, {"scopes": ["05"], "password": "short"}, "a password needs at least 10"),
-        (maria, {"role": "bridge"}, "role bridge is for API keys (apps and bridges), not users"),
-        (maria, {"role": "worker"}, "a worker needs a worker handle"),
-        (maria, {"role": "city_hall", "scopes": ["06"]}, "only managers (queues) and bridges"),
-        (jordi, {"worker_handle": "pere pi"}, "worker handle 'pere pi' is not a public handle"),
-        (jordi, {"scopes": ["06"]}, "only managers (queues) and bridges"),
+    for user, body, said, field in (
+        (maria, {"scopes": ["99"]}, "scope '99' is not a queue of the city", "scopes"),
+        (maria, {"scopes": []}, "a manager needs at least one scope", "scopes"),
+        (
+            maria,
+            {"scopes": ["05"], "password": "short"},
+            "a password needs at least 10",
+            "password",
+        ),
+        (maria, {"role": "bridge"}, "role bridge is for API keys (apps and bridges)", "role"),
+        (maria, {"role": "worker"}, "a worker needs a worker handle", "worker_handle"),
+        (maria, {"role": "city_hall", "scopes": ["06"]}, "only managers (queues)", "scopes"),
+        (jordi, {"worker_handle": "pere pi"}, "'pere pi' is not a public handle", "worker_handle"),
+        (jordi, {"scopes": ["06"]}, "only managers (queues) and bridges", "scopes"),
     ):
         refused = await admin.patch(f"/api/v1/admin/users/{user}", json=body)
         assert refused.status_code == 422, (body, refused.text)
         assert refused.headers["content-type"] == "application/problem+json"
-        assert said in refused.json()["detail"], refused.json()["detail"]
+        # named as a malformed body's field is (it was about:blank, with no errors[])
+        problem = refused.json()
+        assert said in problem["detail"] and problem["detail"].startswith(f"{field}: ")
+        assert problem["type"] == "https://plaza.example/problems/validation"
+        assert [e["field"] for e in problem["errors"]] == [field]
     scopes = await admin.patch(f"/api/v1/admin/users/{maria}", json={"scopes": ["gracia"]})
     assert scopes.json()["detail"].endswith(VALID_SCOPES)
     for body, field in (

@@ -209,7 +209,7 @@ def _password(args: argparse.Namespace) -> tuple[str, bool]:
     if sys.stdin.isatty():
         first = getpass.getpass("password: ")
         if first != getpass.getpass("again: "):
-            raise GrantError("the passwords differ")
+            raise GrantError("the passwords differ", "password")
         return first, False
     return secrets.token_urlsafe(15), True
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from plaza.db.models import ApiKey, StaffUser
 from plaza.requests import ID_MAX
+from plaza.web import InvalidField
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -230,7 +231,7 @@ async def new_key(
                 queues=manager_queues(city, routing),
             )
     except GrantError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise InvalidField(exc.field, str(exc)) from None
     except AccessConflict as exc:
         raise HTTPException(409, str(exc)) from None
     except IntegrityError:  # made at the same moment by another admin
@@ -287,7 +288,7 @@ async def new_user(
                 queues=manager_queues(city, routing),
             )
     except GrantError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise InvalidField(exc.field, str(exc)) from None
     except AccessConflict as exc:
         raise HTTPException(409, str(exc)) from None
     except IntegrityError:  # made at the same moment by another admin
@@ -353,7 +354,7 @@ async def _change_user(
                 raise HTTPException(404, f"no user {user_id}")
             changed = await update_user(session, row, changes, queues)
     except GrantError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise InvalidField(exc.field, str(exc)) from None
     except AccessConflict as exc:
         raise HTTPException(409, str(exc)) from None
     authenticator(request).forget_keys()

@@ -64,7 +64,12 @@ USER_ROLES: frozenset[Role] = STAFF
 
 
 class GrantError(ValueError):
-    """A role with the wrong scopes: a manager without queues, a worker without a handle."""
+    """A role with the wrong scopes: a manager without queues, a worker without a handle;
+    `field` names the field of a key or user at fault (scopes, worker_handle, role, password)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AccessConflict(Exception):
@@ -90,7 +95,7 @@ def stored_handle(handle: str | None) -> str | None:
     try:
         return worker_handle(handle)
     except ValueError as exc:
-        raise GrantError(f"worker handle {exc}") from None
+        raise GrantError(f"worker handle {exc}", "worker_handle") from None
 
 
 def check_grant(
@@ -105,18 +110,21 @@ def check_grant(
     scopes = list(scopes)
     if role is Role.MANAGER and not scopes:
         allowed = _listing(queues) if queues else "a district code, triage, ..."
-        raise GrantError(f"a manager needs at least one scope, one of: {allowed}")
+        raise GrantError(f"a manager needs at least one scope, one of: {allowed}", "scopes")
     if role is Role.BRIDGE:
         return _platforms(scopes)
     if role is not Role.MANAGER and scopes:
         raise GrantError(
             f"only managers (queues) and bridges (platforms) have scopes; a {role} sees "
-            f"{_what(role)}"
+            f"{_what(role)}",
+            "scopes",
         )
     if role is Role.WORKER and not worker_handle:
-        raise GrantError("a worker needs a worker handle (as managers assign it, e.g. @jordi)")
+        raise GrantError(
+            "a worker needs a worker handle (as managers assign it, e.g. @jordi)", "worker_handle"
+        )
     if role is not Role.WORKER and worker_handle:
-        raise GrantError("only workers have a worker handle")
+        raise GrantError("only workers have a worker handle", "worker_handle")
     stored_handle(worker_handle)
     if queues is None:
         return sorted(set(scopes))
@@ -125,7 +133,8 @@ def check_grant(
     if CITY_HALL_QUEUE in unknown:
         raise GrantError(
             f"scope {CITY_HALL_QUEUE!r}: the escalated requests are city hall's (role "
-            f"{Role.CITY_HALL}); a manager's scopes are: {_listing(queues)}"
+            f"{Role.CITY_HALL}); a manager's scopes are: {_listing(queues)}",
+            "scopes",
         )
     if unknown:
         named = ", ".join(repr(scope) for scope in unknown)
@@ -134,7 +143,9 @@ def check_grant(
             if len(unknown) == 1
             else f"scopes {named} are not queues"
         )
-        raise GrantError(f"{what} of the city; a manager's scopes are: {_listing(queues)}")
+        raise GrantError(
+            f"{what} of the city; a manager's scopes are: {_listing(queues)}", "scopes"
+        )
     return sorted({queue for queue in found.values() if queue is not None})
 
 
@@ -148,7 +159,8 @@ def _platforms(scopes: Iterable[str]) -> list[str]:
     if wrong:
         raise GrantError(
             f"a bridge's scopes are the platforms it posts for (mastodon, bluesky, x, ...; "
-            f"open311 is Open311's own), not {', '.join(map(repr, wrong))}"
+            f"open311 is Open311's own), not {', '.join(map(repr, wrong))}",
+            "scopes",
         )
     return found
 
@@ -159,7 +171,8 @@ def check_user_role(role: Role) -> None:
         allowed = ", ".join(r for r in Role if r in USER_ROLES)
         raise GrantError(
             f"role {role} is for API keys (apps and bridges), not users; a user is one of: "
-            f"{allowed}"
+            f"{allowed}",
+            "role",
         )
 
 
@@ -663,9 +676,9 @@ def _password_hash(password: str) -> str:
     """A new or reset password's hash, or GrantError for one too short or too long."""
     shortest, longest = PASSWORD_LENGTH
     if len(password) < shortest:
-        raise GrantError(f"a password needs at least {shortest} characters")
+        raise GrantError(f"a password needs at least {shortest} characters", "password")
     if len(password) > longest:
-        raise GrantError(f"a password has at most {longest} characters")
+        raise GrantError(f"a password has at most {longest} characters", "password")
     return hash_password(password)
 
 
