@@ -3,6 +3,7 @@ and the /metrics endpoint."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -187,12 +188,107 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "description": "RFC 9457 problem details (application/problem+json)",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "examples": ["about:blank"]},
+        "title": {"type": "string", "examples": ["Not Found"]},
+        "status": {"type": "integer", "examples": [404]},
+        "detail": {"type": "string", "examples": ["no service request '77'"]},
+    },
+}
+_VALIDATION_PROBLEM_SCHEMA: Final = {
+    "description": 'A 422 naming each field at fault: `detail` is the first as "field: message"',
+    "allOf": [
+        {"$ref": "#/components/schemas/Problem"},
+        {
+            "type": "object",
+            "required": ["errors"],
+            "properties": {
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "message", "type"],
+                        "properties": {
+                            "field": {"type": "string", "examples": ["lat"]},
+                            "message": {
+                                "type": "string",
+                                "examples": ["Input should be less than or equal to 90"],
+                            },
+                            "type": {"type": "string", "examples": ["less_than_equal"]},
+                        },
+                    },
+                }
+            },
+        },
+    ],
+    "examples": [
+        {
+            "type": VALIDATION,
+            "title": "Invalid request",
+            "status": 422,
+            "detail": "lat: Input should be less than or equal to 90",
+            "errors": [
+                {
+                    "field": "lat",
+                    "message": "Input should be less than or equal to 90",
+                    "type": "less_than_equal",
+                }
+            ],
+        }
+    ],
+}
+_FASTAPI_422: Final = "#/components/schemas/HTTPValidationError"
+
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI document says what the errors are: FastAPI's own schema for a 422
+    (`{"detail": [{"loc", "msg"}]}`, application/json) is not what these handlers answer, and a
+    client generated from /openapi.json read every 422 wrong. Each 422 becomes the validation
+    problem, and a 4xx documented by its description alone gets the problem's schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = _PROBLEM_SCHEMA
+        schemas["ValidationProblem"] = _VALIDATION_PROBLEM_SCHEMA
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    _as_problem(status, response)
+        if _FASTAPI_422 not in json.dumps(schema):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _as_problem(status: str, response: dict[str, Any]) -> None:
+    content = response.get("content") or {}
+    fastapi_422 = content.get("application/json", {}).get("schema", {}).get("$ref") == _FASTAPI_422
+    if fastapi_422 or (status == "422" and not content):
+        if fastapi_422:
+            response["description"] = "Invalid request: the problem names each field at fault"
+        ref = "#/components/schemas/ValidationProblem"
+        response["content"] = {PROBLEM_JSON: {"schema": {"$ref": ref}}}
+    elif status.startswith("4") and status[1:].isdigit() and not content:
+        response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as application/problem+json, naming the bad field where there is one;
     an unexpected one too (Starlette still raises it on, for the server's log), and one that
     met the database away as a 503 (DatabaseUnavailable). A HEAD is answered as its GET."""
     app.add_middleware(DatabaseUnavailable)
     app.add_middleware(HeadAsGet)
+    _document_problems(app)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
