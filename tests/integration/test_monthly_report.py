@@ -207,7 +207,9 @@ async def test_city_hall_downloads_the_month_as_a_csv_file(
         bad = await api.get("/api/v1/reports/monthly", params={"month": "2026-13"})
         assert bad.status_code == 422
         assert bad.headers["content-type"].startswith("application/problem+json")
-        assert "YYYY-MM" in bad.json()["detail"]
+        assert bad.json()["detail"] == "month: '2026-13' is not a month as YYYY-MM, such as 2026-10"
+        assert bad.json()["type"] == "https://plaza.example/problems/validation"
+        assert [e["field"] for e in bad.json()["errors"]] == ["month"]  # as a bad limit's
         ahead = await api.get("/api/v1/reports/monthly", params={"month": "2099-01"})
         assert ahead.status_code == 422 and "has not begun" in ahead.json()["detail"]
     async with client(app, await new_key(sessions, Role.MANAGER, ["06"])) as manager:

@@ -1624,7 +1624,9 @@ async def monthly_sla_report(
     try:
         chosen = Month.parse(month, zone) if month is not None else Month.last(zone)
     except ValueError as exc:
-        return problem(422, str(exc), title="No such month")
+        # named as every invalid parameter is ("month: '2026-13' is not a month ..."); the
+        # message's own "month " (the CLI prints it as it is) is not said twice
+        raise InvalidField("month", str(exc).removeprefix("month ")) from None
     report = as_csv(await monthly_report(session, city, chosen))
     return Response(
         report,
