@@ -356,6 +356,34 @@ def test_polygons_must_cover_the_city_s_districts() -> None:
         )
 
 
+def test_simplified_neighbours_place_a_point_in_their_overlap_or_gap_deterministically() -> None:
+    """Outlines simplified independently (packaged Barcelona's) overlap or leave a gap of a few
+    metres along a border: a point in the overlap goes to the first of the two (whatever the
+    tree's order), in a gap to the nearer, both as surely as a point on a border (0.9), not as
+    one inside a single area (1.0)."""
+    metres = BoundingBox(40.0, 1.0, 40.02, 1.04).metres()
+    west, east = box(40.00, 1.00, 40.02, 1.02005), box(40.00, 1.01995, 40.02, 1.04)  # 8.5 m
+    for first, second in (("01", "02"), ("02", "01")):
+        overlapping = Polygons({first: west, second: east}, metres)
+        points = [(40.01, 1.01996), (40.01, 1.02004), (40.01, 1.01)]
+        assert [overlapping.locate(*point) for point in points] == [
+            (first, 0.9),
+            (first, 0.9),
+            (first, 1.0),
+        ]
+        assert overlapping.locate_many(points) == [overlapping.locate(*p) for p in points]
+        touching = Polygons(
+            {first: box(40.00, 1.00, 40.02, 1.02), second: box(40.00, 1.02, 40.02, 1.04)}, metres
+        )
+        assert touching.locate(40.01, 1.02) == (first, 0.9)  # on their border
+    apart = Polygons(
+        {"01": box(40.00, 1.00, 40.02, 1.01995), "02": box(40.00, 1.02005, 40.02, 1.04)}, metres
+    )
+    points = [(40.01, 1.01997), (40.01, 1.02003), (40.01, 1.03)]
+    assert [apart.locate(*point) for point in points] == [("01", 0.9), ("02", 0.9), ("02", 1.0)]
+    assert apart.locate_many(points) == [apart.locate(*point) for point in points]
+
+
 # --- geometry a city file gets wrong: named by file and feature, never accepted silently -------
 
 

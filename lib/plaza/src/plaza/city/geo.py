@@ -20,6 +20,10 @@ __all__ = ["SNAP_METRES", "Metres", "Polygons", "bounds", "centre", "read_featur
 SNAP_METRES = 150.0
 """A point this close to an area but inside none (beach, port, a border) snaps to the nearest."""
 
+_NEAR_BORDER = 0.9
+"""The confidence of a point on an area's edge, or in the sliver where two simplified ones overlap:
+less than inside one (1.0), the most a near miss gets (down to 0.6 at SNAP_METRES)."""
+
 _M_PER_DEG_LAT = 110_574.0
 _M_PER_DEG_LON_AT_EQUATOR = 111_320.0
 
@@ -47,7 +51,12 @@ class Metres:
 
 
 class Polygons:
-    """Exact area shapes in a metric projection, indexed (STRtree) for point lookups."""
+    """Area shapes in a metric projection, indexed (STRtree) for point lookups: a city's exact
+    ones, or outlines simplified by a few metres, whose independently simplified neighbours
+    leave slivers of gap and overlap along their borders. A point in a gap is a near miss of
+    both (the nearest holds it, as a beach's is); one in an overlap, which the exact polygons
+    place in either about as often (measured on Barcelona's 4 m outlines), goes to the first
+    of them in `codes`, as sure as a near miss at 0 m."""
 
     def __init__(self, shapes: Mapping[str, object], metres: Metres) -> None:
         """shapes: area code -> GeoJSON geometry mapping (WGS84 lon/lat)."""
@@ -67,8 +76,10 @@ class Polygons:
         # Projected as project() does, without shapely.transform's call back into Python.
         point = Point(lon * self._metres.per_deg_lon, lat * self._metres.per_deg_lat)
         inside = self._tree.query(point, predicate="within")
-        if len(inside):
+        if len(inside) == 1:
             return self.codes[int(inside[0])], 1.0
+        if len(inside):
+            return self.codes[int(inside.min())], _NEAR_BORDER
         return self._snap(point)
 
     def locate_many(self, points: Sequence[tuple[float, float]]) -> list[tuple[str, float] | None]:
@@ -78,25 +89,30 @@ class Polygons:
             return []
         lats, lons = np.array(points, dtype=np.float64).T
         projected = shapely.points(lons * self._metres.per_deg_lon, lats * self._metres.per_deg_lat)
-        found: list[tuple[str, float] | None] = [None] * len(points)
-        # (point, area) pairs: a city's areas do not overlap, so a point lies within one at most
+        within: list[list[int]] = [[] for _ in points]
+        # (point, area) pairs: a point lies within one area, or two where simplified ones overlap
         for i, area in zip(*self._tree.query(projected, predicate="within").tolist(), strict=True):
-            if found[i] is None:
-                found[i] = (self.codes[area], 1.0)
-        for i, point in enumerate(projected):
-            if found[i] is None:
-                found[i] = self._snap(point)
+            within[i].append(area)
+        found: list[tuple[str, float] | None] = []
+        for point, areas in zip(projected, within, strict=True):
+            if len(areas) == 1:
+                found.append((self.codes[areas[0]], 1.0))
+            elif areas:
+                found.append((self.codes[min(areas)], _NEAR_BORDER))
+            else:
+                found.append(self._snap(point))
         return found
 
     def _snap(self, point: Point) -> tuple[str, float] | None:
-        """The nearest area within SNAP_METRES of a projected point outside them all."""
+        """The nearest area within SNAP_METRES of a projected point outside them all, the first
+        in `codes` of those as near (a point on a border, or midway across a gap)."""
         nearest, distances = self._tree.query_nearest(
             point, max_distance=SNAP_METRES, return_distance=True
         )
         if not len(nearest):
             return None
         distance = float(distances[0])
-        return self.codes[int(nearest[0])], round(0.9 - 0.3 * distance / SNAP_METRES, 2)
+        return self.codes[int(nearest.min())], round(_NEAR_BORDER - 0.3 * distance / SNAP_METRES, 2)
 
 
 def read_features(path: Path) -> list[tuple[Mapping[str, object], Mapping[str, object]]]:
