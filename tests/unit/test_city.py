@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+import shapely
 from plaza.city import City, Location, fold, names
+from plaza.city.geo import Metres
+from shapely.geometry import Point
 
 from tests.infra import ROOT, SHARED_DATA
 
@@ -146,10 +150,112 @@ def test_many_points_looked_up_together_land_where_each_alone_does(
 
 
 def test_without_polygons_the_nearest_centre_is_used(packaged: City) -> None:
-    location = packaged.locate(*PLACA_SANT_JAUME)
+    # another city placed by centres: Barcelona's names and centres without its outlines
+    town = City("Vila", packaged.districts.values(), packaged.barris.values(), packaged.bbox)
+    location = town.locate(*PLACA_SANT_JAUME)
     assert where(location) == ("Ciutat Vella", "el Barri Gòtic")
     assert location is not None and location.confidence == 0.6
-    assert not packaged.has_polygons
+    assert not town.has_polygons
+
+
+# --- packaged Barcelona: placed by its packaged outlines ---------------------------------------
+
+
+def test_packaged_barcelona_places_a_point_in_the_barri_its_outline_holds(packaged: City) -> None:
+    location = packaged.locate(*PLACA_SANT_JAUME)
+    assert where(location) == ("Ciutat Vella", "el Barri Gòtic")
+    assert location is not None and location.confidence == 1.0  # a polygon's, not a centre's
+    assert packaged.has_polygons
+
+
+@pytest.fixture(scope="module")
+def exact_areas(exact: City) -> tuple[shapely.Geometry, shapely.Geometry]:
+    """The exact polygons' borders between barris (district borders among them), and the
+    city's area, in the city's metres."""
+    _, barris = exact.outlines()
+    city = shapely.union_all(list(barris.values()))
+    outline = max(shapely.get_parts(city), key=lambda part: part.area).exterior
+    borders = shapely.union_all([area.boundary for area in barris.values()])
+    inner = borders.difference(outline.buffer(0.5))
+    shapely.prepare(inner)
+    shapely.prepare(city)
+    return inner, city
+
+
+def around(
+    lines: shapely.Geometry, metres: Metres, count: int, reach: tuple[float, float], seed: int
+) -> list[tuple[float, float]]:
+    """(lat, lon) of `count` points scattered along lines, each between reach[0] and reach[1]
+    metres from a point of them, in any direction."""
+    rng = random.Random(seed)
+    parts = list(shapely.get_parts(lines))
+    points = []
+    for line in rng.choices(parts, weights=[part.length for part in parts], k=count):
+        point = shapely.line_interpolate_point(line, rng.uniform(0, 1), normalized=True)
+        angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(*reach)
+        x, y = point.x + distance * math.cos(angle), point.y + distance * math.sin(angle)
+        points.append((y / metres.per_deg_lat, x / metres.per_deg_lon))
+    return points
+
+
+def test_packaged_barcelona_places_points_near_borders_where_the_exact_polygons_do(
+    exact: City, packaged: City, exact_areas: tuple[shapely.Geometry, shapely.Geometry]
+) -> None:
+    """Points up to 80 m from a border between barris (a district's among them): those more
+    than 6 m from every border (the outlines are simplified to 4 m) land in the exact polygons'
+    barri, and district, as surely (the nearest barri centre put half of these 1,143 in
+    another barri and one in six in another district's queue). Closer to a border, in the slivers where two
+    simplified outlines overlap or leave a gap, a point is still placed, in one of the barris
+    that border is between, a little less surely than inside one."""
+    borders, _ = exact_areas
+    metres = exact.metres
+    _, barris = exact.outlines()
+    far = near = 0
+    districts = set()
+    for lat, lon in around(borders, metres, 1500, (0.0, 80.0), seed=7):
+        expected = exact.locate(lat, lon)
+        if expected is None or expected.barri is None or expected.confidence < 1.0:
+            continue  # on a border exactly
+        found = packaged.locate(lat, lon)
+        assert found is not None, (lat, lon)
+        point = Point(lon * metres.per_deg_lon, lat * metres.per_deg_lat)
+        if not shapely.dwithin(borders, point, 6.0):
+            far += 1
+            districts.add(expected.district)
+            assert found == expected, (lat, lon)
+        else:
+            near += 1
+            nearby = {code for code, area in barris.items() if shapely.dwithin(area, point, 6.0)}
+            assert found.barri is not None and found.barri.code in nearby, (lat, lon)
+            assert 0.85 <= found.confidence <= 1.0, (lat, lon)
+    assert far > 1000 and near > 80 and len(districts) == 10
+
+
+def test_packaged_barcelona_places_nothing_beyond_its_outline(
+    exact: City, packaged: City, exact_areas: tuple[shapely.Geometry, shapely.Geometry]
+) -> None:
+    """Points 160 to 450 m outside the city (L'Hospitalet, Esplugues, Montcada, Santa Coloma,
+    Sant Adrià, the sea) go nowhere, as with the exact polygons (the nearest barri centre placed
+    all 219 of these in a Barcelona district); 10 to 140 m outside
+    (a beach, the port, across a border street) they snap to the nearest barri, less surely."""
+    _, city = exact_areas
+    outline = max(shapely.get_parts(city), key=lambda part: part.area).exterior
+    metres = exact.metres
+    beyond = snapped = 0
+    for lat, lon in around(outline, metres, 1500, (0.0, 450.0), seed=11):
+        outside = city.distance(Point(lon * metres.per_deg_lon, lat * metres.per_deg_lat))
+        found = packaged.locate(lat, lon)
+        if outside >= 160.0:
+            beyond += 1
+            assert exact.locate(lat, lon) is None
+            assert found is None, (lat, lon, outside)
+        elif 10.0 <= outside <= 140.0:
+            snapped += 1
+            assert found is not None and 0.6 <= found.confidence < 0.9, (lat, lon, outside)
+    assert beyond > 150 and snapped > 300
+    for lat, lon in [(41.4510, 2.2080), (41.4230, 2.2240), (41.3780, 2.2050)]:
+        # Santa Coloma de Gramenet, Sant Adrià de Besòs, 700 m out at sea off the Barceloneta
+        assert packaged.locate(lat, lon) is None
 
 
 def test_polygons_that_are_missing_or_malformed_are_named(tmp_path: Path) -> None:

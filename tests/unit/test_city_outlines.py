@@ -1,7 +1,8 @@
 """The city's areas drawn for the console's map (plaza.city.outlines): a district's outline and its
 barris', simplified to a few metres and small enough for a phone, placed where the city's own
-polygons are; packaged Barcelona draws the outlines packaged with it (scripts/derive_outlines.py),
-as its exact polygons look; another city placed by centres gets their names there."""
+polygons are; packaged Barcelona draws (and places a post by) the outlines packaged with it
+(scripts/derive_outlines.py), as its exact polygons look; another city placed by centres gets
+their names there."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def test_packaged_barcelona_draws_its_packaged_outlines_as_the_exact_ones_look(
     areas as with the exact polygons, in the same frame to a few metres, each area's shape the
     exact one's to well under 1% (the packaged outlines were simplified once more)."""
     packaged = Outlines(City.barcelona())
-    assert not packaged.city.has_polygons
+    assert packaged.city.has_polygons  # the packaged outlines
     for code in [None, *packaged.city.districts]:
         drawn, exact = packaged.map(code), barcelona.map(code)
         assert drawn["outlines"] is True, code
@@ -148,20 +149,24 @@ def test_packaged_barcelona_draws_its_packaged_outlines_as_the_exact_ones_look(
     assert len(orjson.dumps(packaged.map("06"))) < 8_000
 
 
-def test_the_packaged_outlines_draw_a_post_where_its_district_is_not_placed_by_them() -> None:
-    """Drawing only: packaged Barcelona places a post by the nearest barri centre, as it did.
-    This point on Diagonal is drawn in la Dreta de l'Eixample (Eixample), and placed in the
-    barri whose centre is nearest, el Camp d'en Grassot i Gràcia Nova (Gràcia)."""
+def test_packaged_barcelona_places_a_post_where_its_map_draws_it() -> None:
+    """This point on Diagonal is drawn in la Dreta de l'Eixample (Eixample), and placed there
+    by the packaged outlines, as the exact polygons place it (the nearest barri centre was el
+    Camp d'en Grassot i Gràcia Nova's, in Gràcia: the request drawn across the street from the
+    district whose queue it was in)."""
     city = City.barcelona()
     point = (41.40019, 2.16425)
     drawn = Outlines(city).map(None)
     areas = {a["code"]: drawn_area(a["path"]) for a in drawn["areas"]}  # type: ignore[attr-defined]
     assert areas["02"].contains(place(drawn, *point))
+    dreta = Outlines(city).map("02")
+    barris = {a["code"]: drawn_area(a["path"]) for a in dreta["areas"]}  # type: ignore[attr-defined]
+    assert barris["07"].contains(place(dreta, *point))
     location = city.locate(*point)
     assert location is not None and location.barri is not None and location.district is not None
-    assert (location.barri.code, location.district.code) == ("32", "06")
-    assert location.confidence == 0.6  # a centre's, not a polygon's 1.0
-    assert not city.has_polygons
+    assert (location.barri.code, location.district.code) == ("07", "02")
+    assert location.confidence == 1.0  # inside its outline, not a centre's 0.6
+    assert location == City.barcelona(SHARED_DATA / "barcelona").locate(*point)
 
 
 def test_the_packaged_outlines_are_what_derive_outlines_produces(tmp_path: Path) -> None:
@@ -244,16 +249,10 @@ def test_outlines_of_other_areas_than_the_citys_are_refused_by_name(tmp_path: Pa
     file.write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match=r"barcelona_outlines.json: not readable JSON"):
         read_outlines(file, city)
-    # a city built on it does not start drawing from a file that is not its own
-    town = City(
-        "Vila",
-        city.districts.values(),
-        [],
-        BoundingBox(41.3, 2.0, 41.5, 2.3),
-        drawn_outlines=PACKAGED_OUTLINES,
-    )
-    with pytest.raises(ValueError, match=r"Vila has \[\]"):
-        Outlines(town)
+    # a city without Barcelona's barris does not take them from it
+    town = City("Vila", city.districts.values(), [], BoundingBox(41.3, 2.0, 41.5, 2.3))
+    with pytest.raises(ValueError, match=r"outlines of barris \[.*\], Vila has \[\]"):
+        read_outlines(PACKAGED_OUTLINES, town)
 
 
 def test_a_town_without_barris_draws_its_district() -> None:

@@ -9,7 +9,6 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +18,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from plaza.city import names
-from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features
+from plaza.city.geo import SNAP_METRES, Metres, Polygons, read_features, read_outlines
 from plaza.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -335,14 +334,12 @@ class City:
         district_polygons: Polygons | None = None,
         council: Council | None = None,
         streets: Iterable[Street] | None = None,
-        drawn_outlines: Traversable | None = None,
     ) -> None:
         """A city may have no barris; then a point is placed by its district's polygon. Polygons,
-        when given, must cover exactly the city's barris (or districts). Without a council, the
-        city's is named in English after the city (Council.of). `streets`: the city's street
-        register (plaza.city.streets), when it has one. `drawn_outlines`: a file of simplified
-        outlines (plaza.city.outlines.read_outlines) a map draws when there are no polygons;
-        never used to place a post."""
+        when given, must cover exactly the city's barris (or districts); a point is placed by
+        the barris' when there are both (the districts' are then only drawn, for a map).
+        Without a council, the city's is named in English after the city (Council.of).
+        `streets`: the city's street register (plaza.city.streets), when it has one."""
         self.name = name
         self.council = council or Council.of(name)
         self.districts: Mapping[str, District] = MappingProxyType({d.code: d for d in districts})
@@ -363,7 +360,6 @@ class City:
                 )
         self._barri_polygons = barri_polygons
         self._district_polygons = district_polygons
-        self._drawn_outlines = drawn_outlines
         self._metres = bbox.metres()
         self._matcher, place_keys = self._build_matcher(place_names or PlaceNames())
         self.streets: Streets | None = None
@@ -384,15 +380,10 @@ class City:
 
     def outlines(self) -> tuple[Mapping[str, BaseGeometry], Mapping[str, BaseGeometry]]:
         """The districts' and the barris' outlines, in metres (`metres` projects), for a map
-        (plaza.city.outlines): the exact ones, a district without a polygon of its own being its
-        barris' union; a city placed by centres, its `drawn_outlines` (packaged Barcelona's,
-        simplified to a few metres) read when first asked for, else none."""
+        (plaza.city.outlines): its polygons', a district without a polygon of its own being its
+        barris' union; none for a city placed by centres."""
         if not self.has_polygons:
-            if self._drawn_outlines is None:
-                return {}, {}
-            from plaza.city.outlines import read_outlines
-
-            return read_outlines(self._drawn_outlines, self)
+            return {}, {}
         barris = self._barri_polygons.shapes if self._barri_polygons is not None else {}
         if self._district_polygons is not None:
             return self._district_polygons.shapes, barris
@@ -431,10 +422,11 @@ class City:
             raise KeyError(f"{self.name} has no barri {code!r}") from None
 
     def locate(self, lat: float, lon: float) -> Location | None:
-        """Where a point falls: the barri polygon holding it; in a city without barri polygons,
-        the district polygon holding it (barri None); without any polygons, the nearest barri
-        (or, lacking barris, district) centre inside the city's bounding box. None outside the
-        city."""
+        """Where a point falls: the barri polygon holding it (confidence 1.0), or the nearest
+        within SNAP_METRES of it (a beach, a port, a border: 0.9 to 0.6 with the distance); in a
+        city without barri polygons, the district polygon (barri None), the same way; without
+        any polygons, the nearest barri (or, lacking barris, district) centre inside the city's
+        bounding box. None outside the city."""
         if self._barri_polygons is not None:
             found = self._barri_polygons.locate(lat, lon)
             if found is None:
@@ -498,30 +490,41 @@ class City:
 
     @classmethod
     def barcelona(cls, data_dir: Path | None = None) -> City:
-        """Barcelona from the packaged names, centres and street register; with data_dir, also
-        the exact barri polygons from data_dir/barris_geo.json (checked against
-        districtes_geo.json). Without them, its map draws the packaged simplified outlines
-        (barcelona_outlines.json) and a post is placed by the nearest barri centre."""
+        """Barcelona from the packaged names, centres, street register and outlines; with
+        data_dir, a post is placed (and the map drawn) by the exact barri polygons of
+        data_dir/barris_geo.json (checked against districtes_geo.json). Without it, by the
+        packaged outlines (barcelona_outlines.json, scripts/derive_outlines.py): the same
+        polygons simplified to 4 m, far less than a phone's GPS error: a post is placed in the
+        exact polygons' barri unless it is within a few metres of a border, and a point outside
+        the city (beyond SNAP_METRES) nowhere."""
         from plaza.city.streets import barcelona_register
 
-        packaged = resources.files("plaza.city").joinpath("barcelona.json").read_text("utf-8")
-        config = json.loads(packaged)
+        packaged = resources.files("plaza.city")
+        config = json.loads(packaged.joinpath("barcelona.json").read_text("utf-8"))
         districts = [District(**d) for d in config["districts"]]
         barris = [Barri(**b) for b in config["barris"]]
         bbox = BoundingBox(**config["bbox"])
-        polygons = None
+        district_polygons = None
         if data_dir is not None:
-            polygons = _barcelona_polygons(data_dir, districts, barris, bbox.metres())
+            barri_polygons = _barcelona_polygons(data_dir, districts, barris, bbox.metres())
+        else:
+            district_polygons, barri_polygons = read_outlines(
+                packaged.joinpath("barcelona_outlines.json"),
+                bbox.metres(),
+                city=config["name"],
+                districts=[d.code for d in districts],
+                barris=[b.code for b in barris],
+            )
         return cls(
             config["name"],
             districts,
             barris,
             bbox,
             place_names=barcelona_place_names(),
-            barri_polygons=polygons,
+            barri_polygons=barri_polygons,
+            district_polygons=district_polygons,
             council=Council.barcelona(),
             streets=barcelona_register(),
-            drawn_outlines=resources.files("plaza.city").joinpath("barcelona_outlines.json"),
         )
 
     @classmethod

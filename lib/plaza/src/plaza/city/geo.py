@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,15 @@ from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
-__all__ = ["SNAP_METRES", "Metres", "Polygons", "bounds", "centre", "read_features"]
+__all__ = [
+    "SNAP_METRES",
+    "Metres",
+    "Polygons",
+    "bounds",
+    "centre",
+    "read_features",
+    "read_outlines",
+]
 
 SNAP_METRES = 150.0
 """A point this close to an area but inside none (beach, port, a border) snaps to the nearest."""
@@ -113,6 +122,40 @@ class Polygons:
             return None
         distance = float(distances[0])
         return self.codes[int(nearest.min())], round(_NEAR_BORDER - 0.3 * distance / SNAP_METRES, 2)
+
+
+def read_outlines(
+    file: Traversable,
+    metres: Metres,
+    *,
+    city: str,
+    districts: Collection[str],
+    barris: Collection[str],
+) -> tuple[Polygons, Polygons]:
+    """The districts' and barris' outlines of a file scripts/derive_outlines.py wrote
+    ({"districts": {code: GeoJSON geometry}, "barris": {...}}, WGS84), projected by `metres`;
+    ValueError naming the file when it is unreadable or its codes are not the city's (a file
+    older than the city's configuration: re-run the script)."""
+    try:
+        written = json.loads(file.read_text(encoding="utf-8"))
+        outlines = Polygons(written["districts"], metres), Polygons(written["barris"], metres)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file.name}: not readable JSON: {e}") from e
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(
+            f"{file.name}: not outlines by district and barri code "
+            f"({type(e).__name__}: {e}); re-run scripts/derive_outlines.py"
+        ) from e
+    for kind, drawn, codes in (
+        ("districts", outlines[0], districts),
+        ("barris", outlines[1], barris),
+    ):
+        if set(drawn.codes) != set(codes):
+            raise ValueError(
+                f"{file.name}: outlines of {kind} {sorted(drawn.codes)}, {city} has "
+                f"{sorted(codes)}; re-run scripts/derive_outlines.py"
+            )
+    return outlines
 
 
 def read_features(path: Path) -> list[tuple[Mapping[str, object], Mapping[str, object]]]:

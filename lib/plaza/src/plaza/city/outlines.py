@@ -5,23 +5,21 @@ Coordinates are whole metres east and south of the map's north-west corner, so t
 viewBox is the map's size in metres and a point is placed by the `projection` given with it
 (x = lon * x_per_lon - x0, y = y0 - lat * y_per_lat). The outlines are simplified to a few
 metres (a phone's pixel is 10 m of a district): Barcelona's 73 barris hold 16,700 points, a
-district's map a few hundred. A city placed by centres draws the simplified outlines packaged
-with it (Barcelona's barcelona_outlines.json, scripts/derive_outlines.py: read_outlines) when it
-has them, else its areas' names where their centres are."""
+district's map a few hundred. Packaged Barcelona's polygons are the outlines packaged with it
+(barcelona_outlines.json, scripts/derive_outlines.py: read_outlines), already simplified to 4 m;
+a city placed by centres draws its areas' names where their centres are."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 
 import shapely
-import shapely.errors
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from plaza.city import City
+from plaza.city import City, geo
 
 __all__ = ["CITY_TOLERANCE_M", "DISTRICT_TOLERANCE_M", "Outlines", "read_outlines"]
 
@@ -55,41 +53,12 @@ def svg_path(area: BaseGeometry, x0: float, y0: float) -> str:
 def read_outlines(
     file: Traversable, city: City
 ) -> tuple[Mapping[str, BaseGeometry], Mapping[str, BaseGeometry]]:
-    """The districts' and barris' outlines of a file scripts/derive_outlines.py wrote ({"districts":
-    {code: GeoJSON geometry}, "barris": {...}}, WGS84), in metres as `city.metres` projects;
-    ValueError naming the file when it is unreadable or its codes are not the city's (a file
-    older than the city's configuration: re-run the script)."""
-    try:
-        written = json.loads(file.read_text(encoding="utf-8"))
-        districts = _projected(written["districts"], city)
-        barris = _projected(written["barris"], city)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file.name}: not readable JSON: {e}") from e
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as e:
-        raise ValueError(
-            f"{file.name}: not outlines by district and barri code "
-            f"({type(e).__name__}: {e}); re-run scripts/derive_outlines.py"
-        ) from e
-    for kind, drawn, codes in (
-        ("districts", districts, city.districts),
-        ("barris", barris, city.barris),
-    ):
-        if set(drawn) != set(codes):
-            raise ValueError(
-                f"{file.name}: outlines of {kind} {sorted(drawn)}, {city.name} has "
-                f"{sorted(codes)}; re-run scripts/derive_outlines.py"
-            )
-    return districts, barris
-
-
-def _projected(geometries: Mapping[str, object], city: City) -> dict[str, BaseGeometry]:
-    """GeoJSON geometries by code, in metres as `city.metres` projects."""
-    projected = {}
-    for code, geometry in geometries.items():
-        area = city.metres.project(shape(geometry))
-        assert isinstance(area, BaseGeometry)
-        projected[str(code)] = area
-    return projected
+    """The districts' and barris' outlines of a file scripts/derive_outlines.py wrote, in metres
+    as `city.metres` projects (plaza.city.geo.read_outlines: ValueError naming the file)."""
+    districts, barris = geo.read_outlines(
+        file, city.metres, city=city.name, districts=city.districts, barris=city.barris
+    )
+    return districts.shapes, barris.shapes
 
 
 @dataclass(slots=True)
