@@ -3,7 +3,7 @@
 The same posts are classified, then routed, in this process (batches of 250, as the services
 take them) for cities of 10 to a few thousand districts over Barcelona's ground:
 
-- Barcelona as the services run it by default (10 districts, 73 barris, nearest barri centre),
+- Barcelona as the services run it by default (10 districts, 73 barris, its packaged outlines),
 - Barcelona with its exact barri polygons (PLAZA_CITY_DATA_DIR),
 - the 73 barris as 73 districts (a city file, as PLAZA_CITY_CONFIG would name),
 - Barcelona cut into square districts of about 900 m and about 220 m (a city file of a
@@ -56,7 +56,7 @@ def cities(data_dir: Path, workdir: Path) -> list[tuple[str, Callable[[], City]]
     """(description, how to build it) of each city measured, smallest first."""
     barris = data_dir / "barris_geo.json"
     found: list[tuple[str, Callable[[], City]]] = [
-        ("Barcelona, barri centres", City.barcelona),
+        ("Barcelona, packaged outlines", City.barcelona),
         ("Barcelona, barri polygons", partial(City.barcelona, data_dir)),
         ("73 barris as districts", partial(City.from_config, _barris_city(barris, workdir))),
     ]
