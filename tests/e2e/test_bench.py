@@ -123,7 +123,7 @@ def test_the_bench_measures_the_cost_per_post_by_requests_and_by_districts(
         for name in found
         if name.startswith("classifier_posts_per_s_") and name.split("_")[4].isdecimal()
     )
-    # Barcelona twice (barri centres and polygons), its barris as districts, three grids
+    # Barcelona twice (packaged outlines and exact polygons), its barris as districts, three grids
     assert len(districts) == 6 and districts[:3] == [10, 10, 73], districts
     assert districts[3] < districts[4] < districts[5] and districts[5] > 5_000, districts
     for name, value in found.items():

@@ -10,7 +10,7 @@ from tests.infra import SHARED_DATA
 
 @pytest.fixture(scope="session")
 def city() -> City:
-    """Barcelona without the shared data: barri centres, the packaged names."""
+    """Barcelona without the shared data: placed by its packaged outlines, the packaged names."""
     return City.barcelona()
 
 
