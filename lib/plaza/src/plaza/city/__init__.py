@@ -547,6 +547,8 @@ class City:
             else:
                 city = cls.barcelona(city_data_dir)
         except ValueError as e:
+            if city_config is None and city_data_dir is None:
+                raise  # the packaged files themselves: an installation's fault, not a setting's
             variable = "PLAZA_CITY_CONFIG" if city_config is not None else "PLAZA_CITY_DATA_DIR"
             raise SettingsError(f"{variable}: {e}") from e
         # Where the city is, in words: a GeoJSON written (lat, lon) instead of (lon, lat) shows
