@@ -563,6 +563,13 @@ async def test_a_key_without_bearer_is_told_what_authorization_takes(
             "/api/v1/me", headers={"Authorization": "Basic eDp5", "X-API-Key": key}
         )
         assert both.status_code == 200 and both.json()["role"] == "city_hall"
+        # a token (or anything but a key) in X-API-Key is told so, not "invalid bearer token"
+        for header_key in ("not-a-key", "a.b.c"):
+            wrong = await anonymous.get("/api/v1/me", headers={"X-API-Key": header_key})
+            assert wrong.status_code == 401, wrong.text
+            detail = wrong.json()["detail"]
+            assert detail.startswith("X-API-Key is not an API key"), detail
+            assert "plz_" in detail and "bearer token" not in detail and header_key not in detail
 
 
 async def test_a_json_login_is_told_the_endpoint_takes_a_form(

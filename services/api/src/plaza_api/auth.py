@@ -821,7 +821,14 @@ async def current_principal(
     except InvalidCredentials as exc:
         # guessing keys or tokens costs the address its budget, as guessing passwords does
         enforce_rate_limit(request, ANONYMOUS)
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+        detail = str(exc)
+        if not bearer and header_key and not header_key.startswith(KEY_PREFIX):
+            # told "invalid bearer token" when no bearer was sent, a newcomer looked there
+            detail = (
+                f"X-API-Key is not an API key: a Plaza API key starts with {KEY_PREFIX!r} (a "
+                "token of POST /api/v1/auth/token goes in 'Authorization: Bearer …')"
+            )
+        raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"}) from None
     enforce_rate_limit(request, principal)
     return principal
 
