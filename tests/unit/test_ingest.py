@@ -88,7 +88,8 @@ async def test_posting_the_same_post_twice_gives_the_same_event_id(
     [
         ({"text": ""}, "text"),
         ({"lat": 123.0}, "lat"),
-        ({"long": None}, "lat and long must be given together"),
+        ({"long": None}, "long: missing: lat and long must be given together"),
+        ({"lat": None}, "long: given without lat"),
         ({"platform": "Mastodon!"}, "platform"),
         ({"created_at": "2026-05-04T10:00:00"}, "timezone"),
         ({"colour": "red"}, "colour"),
@@ -164,7 +165,9 @@ async def test_a_body_that_is_not_json_is_a_problem_too(client: httpx.AsyncClien
 async def test_the_problems_say_what_is_wrong_in_plain_words(client: httpx.AsyncClient) -> None:
     """A model's own check names its message without pydantic's prefix; NaN is no number."""
     alone = await client.post("/api/v1/posts", json={k: v for k, v in GOOD.items() if k != "long"})
-    assert alone.json()["detail"] == "body: lat and long must be given together"
+    # named by the field at fault, as every other refusal is (it was "body: ...")
+    assert alone.json()["detail"] == "long: missing: lat and long must be given together"
+    assert alone.json()["errors"][0]["field"] == "long"
     nan = await client.post(
         "/api/v1/posts",
         content=orjson.dumps({**GOOD, "lat": 0, "long": 0}).replace(b'"lat":0', b'"lat":NaN'),

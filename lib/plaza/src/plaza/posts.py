@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,7 +44,10 @@ class PostIn(BaseModel):
     lang: Annotated[str, StringConstraints(pattern=r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})*)?$")] = ""
     created_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")
     lat: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
-    long: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
+    # validate_default: a long left out is checked against a lat given (_paired)
+    long: float | None = Field(
+        default=None, ge=-180, le=180, allow_inf_nan=False, validate_default=True
+    )
     address: Annotated[str, StringConstraints(max_length=500)] = ""
     media_urls: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
     reply_to: Annotated[str, StringConstraints(max_length=256)] = ""
@@ -77,11 +81,17 @@ class PostIn(BaseModel):
     def _created_with_timezone(cls, value: datetime | None) -> datetime | None:
         return _with_timezone(value)
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if (self.lat is None) != (self.long is None):
-            raise ValueError("lat and long must be given together")
-        return self
+    @field_validator("long")
+    @classmethod
+    def _paired(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if "lat" not in info.data:
+            return value  # lat was refused: its own error says why
+        lat = info.data["lat"]
+        if lat is not None and value is None:
+            raise ValueError("missing: lat and long must be given together")
+        if lat is None and value is not None:
+            raise ValueError("given without lat: lat and long must be given together")
+        return value
 
     def to_post(self, channel: str) -> Post:
         post = Post(
