@@ -174,6 +174,8 @@ async def test_a_split_names_the_report_it_cannot_find(
         f"/api/v1/requests/{rid}/split", json={"platform": "mastodon", "post_id": "nope"}
     )
     assert response.status_code == 422 and response.json()["title"] == "Cannot split"
+    # a title of its own needs a type of its own (RFC 9457: about:blank's is the status phrase)
+    assert response.json()["type"] == "https://plaza.example/problems/invalid-split"
     assert response.json()["detail"] == f"post_id: request {rid} has no report mastodon:nope"
     assert response.json()["errors"][0]["field"] == "post_id"
 

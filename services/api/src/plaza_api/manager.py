@@ -1419,7 +1419,7 @@ async def _apply(
         ) from None
 
 
-def _invalid(exc: InvalidCommand, *, title: str, type_: str = "about:blank") -> Response:
+def _invalid(exc: InvalidCommand, *, title: str, type_: str) -> Response:
     """A 422 for an action's details, naming the field at fault as a validation error does
     (`detail` "worker: …" and `errors`), so a client, and the console, can mark that field."""
     if exc.field is None:
@@ -1569,7 +1569,9 @@ async def split(
     except RequestNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except InvalidCommand as exc:
-        return _invalid(exc, title="Cannot split")
+        return _invalid(
+            exc, title="Cannot split", type_="https://plaza.example/problems/invalid-split"
+        )
     return await _detail(session, new, principal)
 
 
