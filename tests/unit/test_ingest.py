@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from aiokafka.errors import NotEnoughReplicasError
 from plaza.bus.memory import MemoryBus
 from plaza.contracts import TOPICS, decode
 from plaza_ingest.app import create_app
@@ -213,3 +215,58 @@ async def test_healthz_says_when_the_broker_is_away() -> None:
     transport = httpx.ASGITransport(app=create_app(MemoryBus()))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as there:
         assert (await there.get("/healthz")).json() == {"status": "ok"}
+
+
+class _NeverAcknowledged(MemoryBus):
+    """A bus whose writes wait forever, as the idempotent acks=all producer's with two of
+    three brokers away: it retries too few in-sync replicas, or no leader, for ever."""
+
+    async def publish(self, records: object) -> None:
+        await asyncio.Event().wait()
+
+
+class _Refusing(MemoryBus):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self._error = error
+
+    async def publish(self, records: object) -> None:
+        raise self._error
+
+
+async def test_a_post_the_bus_never_acknowledges_is_a_503_not_a_wait_without_end() -> None:
+    """It waited as long as the producer retried (for ever), until the gateway gave up."""
+    app = create_app(_NeverAcknowledged(), publish_timeout=0.2)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for path, body in (
+            ("/api/v1/posts", GOOD),
+            (
+                "/api/v1/posts/withdrawals",
+                {"platform": "mastodon", "post_id": "109", "author_handle": "@marta@bcn.social"},
+            ),
+        ):
+            response = await asyncio.wait_for(c.post(path, json=body), 5)
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "5"
+            assert response.json()["detail"].startswith(
+                "the bus did not acknowledge the post within 0.2 s"
+            )
+
+
+async def test_a_post_the_broker_refuses_for_now_is_a_503_and_a_bad_one_a_500() -> None:
+    """A retriable broker error (a leader away) answered 500, an unexpected error."""
+    refused = create_app(_Refusing(NotEnoughReplicasError()))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=refused), base_url="http://t"
+    ) as c:
+        response = await c.post("/api/v1/posts", json=GOOD)
+    assert response.status_code == 503
+    assert response.json()["detail"] == (
+        "the bus refused the post (NotEnoughReplicasError); it is not accepted: send it again"
+    )
+    broken = httpx.ASGITransport(
+        app=create_app(_Refusing(ValueError("a bug"))), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=broken, base_url="http://t") as c:
+        assert (await c.post("/api/v1/posts", json=GOOD)).status_code == 500

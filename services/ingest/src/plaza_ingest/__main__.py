@@ -14,7 +14,7 @@ from plaza.social import SocialSettings
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from plaza_ingest.app import create_app
+from plaza_ingest.app import PUBLISH_TIMEOUT, create_app
 from plaza_ingest.connectors import Connector, ConnectorRunner
 from plaza_ingest.connectors.bluesky import BlueskyMentions
 from plaza_ingest.connectors.mastodon import MastodonStream, Source
@@ -25,6 +25,8 @@ from plaza_ingest.connectors.x_compliance import XCompliance, held_in
 
 class IngestSettings(SocialSettings):
     ingest_port: int = Field(default=8101, ge=1, le=65535)
+    # How long a post waits for the bus's acknowledgement before ingest answers 503.
+    ingest_publish_timeout: float = Field(default=PUBLISH_TIMEOUT, gt=0, le=60)
 
 
 def listens(settings: SocialSettings) -> bool:
@@ -70,7 +72,12 @@ async def serve(settings: IngestSettings) -> None:
             ]
         try:
             await http_server(
-                create_app(bus, settings.metrics_access()), settings.ingest_port
+                create_app(
+                    bus,
+                    settings.metrics_access(),
+                    publish_timeout=settings.ingest_publish_timeout,
+                ),
+                settings.ingest_port,
             ).serve()
         finally:
             for task in tasks:

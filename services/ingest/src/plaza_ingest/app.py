@@ -2,31 +2,71 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from plaza.bus import Bus
+from plaza.contracts import Outgoing
 from plaza.metrics import PIPELINE_STAGE_LATENCY, RECEIVED, seconds_between, start_at_zero
 from plaza.posts import PostAccepted, PostIn, WithdrawalIn
 from plaza.scrape import MetricsAccess
 from plaza.web import install_metrics, install_problem_handlers, install_request_metrics, problem
+from plaza.worker import is_transient
 
 from plaza_ingest.publish import post_received, post_withdrawn, publish
 
+log = logging.getLogger(__name__)
+
 OPEN311_PLATFORM = "open311"
+# Under the gateway's 10 s wait for ingest, so that its client hears why rather than a timeout.
+PUBLISH_TIMEOUT = 5.0
 
 
-def create_app(bus: Bus, metrics: MetricsAccess | None = None) -> FastAPI:
+class NotAcknowledged(Exception):
+    """The bus did not acknowledge a post's event: it is not accepted, and is sent again."""
+
+
+def create_app(
+    bus: Bus, metrics: MetricsAccess | None = None, *, publish_timeout: float = PUBLISH_TIMEOUT
+) -> FastAPI:
     """Without `metrics`, /metrics is open to whoever reaches the port (embedded mode: nobody)."""
     app = FastAPI(title="Plaza ingest", version="1", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     install_request_metrics(app, "ingest")
     start_at_zero(stages=[RECEIVED])  # so that Prometheus sees the first post it times
 
+    @app.exception_handler(NotAcknowledged)
+    async def _not_acknowledged(request: Request, exc: NotAcknowledged) -> Response:
+        return problem(503, str(exc), headers={"Retry-After": "5"})
+
+    async def acknowledged(events: Sequence[Outgoing]) -> None:
+        """Publishes, or raises NotAcknowledged. With two of three brokers away, the idempotent
+        acks=all producer retries a write forever (too few in-sync replicas, or no leader): the
+        request waited with it until the client gave up, and a lost broker answered 500."""
+        try:
+            await asyncio.wait_for(publish(bus, events), publish_timeout)
+        except TimeoutError:
+            raise NotAcknowledged(
+                f"the bus did not acknowledge the post within {publish_timeout:g} s (too few"
+                " brokers in sync, or none leading its partition); it is not accepted: send it"
+                " again"
+            ) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("publishing a post failed", exc_info=exc)
+            raise NotAcknowledged(
+                f"the bus refused the post ({type(exc).__name__}); it is not accepted: send it"
+                " again"
+            ) from exc
+
     async def accept(post: PostIn, channel: str) -> JSONResponse:
         event = post_received(post, channel=channel)
-        await publish(bus, [event])
+        await acknowledged([event])
         if post.created_at is not None:
             latency = seconds_between(post.created_at, datetime.now(UTC))
             PIPELINE_STAGE_LATENCY.labels(RECEIVED).observe(latency)
@@ -66,7 +106,7 @@ def create_app(bus: Bus, metrics: MetricsAccess | None = None) -> FastAPI:
             author_handle=withdrawal.author_handle,
             withdrawn_at=withdrawal.deleted_at,
         )
-        await publish(bus, [event])
+        await acknowledged([event])
         body = PostAccepted(
             platform=withdrawal.platform,
             post_id=withdrawal.post_id,
