@@ -179,19 +179,25 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
             sem = asyncio.Semaphore(6)
 
+            midstream = asyncio.Event()  # a few of the second third accepted
+
             async def one(n: int) -> None:
                 async with sem:
                     await send_until_accepted(client, n, refusals, waits)
+                if len(waits) >= POSTS // 3 + 5:
+                    midstream.set()
 
             first = [asyncio.create_task(one(n)) for n in range(POSTS // 3)]
             await asyncio.gather(*first)
             # The kill comes mid-stream: posts are being sent while the broker dies.
             during = [asyncio.create_task(one(n)) for n in range(POSTS // 3, 2 * POSTS // 3)]
-            await asyncio.sleep(0.3)
-            killed_at = time.monotonic()
+            await midstream.wait()
+            killed_at, accepted_before_kill = time.monotonic(), len(waits)
             victim.kill()
             recovered = await wait_for_isr(kafka_cluster, topics, {1, 3})
             await asyncio.gather(*during)
+            # Posts were accepted with the broker dead, not only before and after.
+            assert len(waits) > accepted_before_kill
             print(f"\nleaders and ISR without node 2 {recovered:.1f} s after its SIGKILL")
             print(f"posts refused (503) and sent again meanwhile: {len(refusals)}")
             print(f"longest wait for a 202: {max(waits):.1f} s")
