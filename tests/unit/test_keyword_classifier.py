@@ -377,6 +377,20 @@ def test_a_post_without_an_address_gets_the_street_its_text_names(city: City) ->
     assert [b.street_address for b in batched] == ["Carrer d'Aragó 250", ""]
 
 
+def test_a_house_number_that_ends_a_clause_is_kept_before_a_counted_thing(city: City) -> None:
+    """A comma after "Verdi 12" ends the address: 12 is the door, not a count
+    of bins (as in "Verdi 3 fanals apagats", which stays the street alone), one post or many."""
+    texts = [
+        "Carrer de Verdi 12, contenidors plens des de fa dies",
+        "Calle Verdi 12. Farolas apagadas toda la noche",
+        "carrer de Verdi 3 fanals apagats",
+    ]
+    expected = ["Carrer de Verdi 12", "Carrer de Verdi 12", "Carrer de Verdi"]
+    assert [classify(text, city).street_address for text in texts] == expected
+    batched = default_classifier().classify_batch([PostInput(t) for t in texts], city)
+    assert [b.street_address for b in batched] == expected
+
+
 def test_a_city_without_a_street_register_reads_no_address() -> None:
     jun = City.from_config(ROOT / "deploy/cities/jun.toml")
     assert classify("Contenedor desbordado en c/ Aragó, 250", jun).street_address == ""

@@ -107,6 +107,11 @@ def test_hand_written_posts_precision_and_recall(city: City) -> None:
         ("carrer de Verdi 3 fanals apagats", "Carrer de Verdi"),  # three lamps, not number 3
         ("calle Aragón 2 contenedores quemados", "Carrer d'Aragó"),
         ("Aribau Street 4 potholes in a row", "Carrer d'Aribau"),
+        # a number that ends a clause is the door, whatever follows
+        ("Carrer de Verdi 12, contenidors plens", "Carrer de Verdi 12"),
+        ("Calle Verdi 12. Farolas apagadas", "Carrer de Verdi 12"),
+        ("carrer de Verdi 12: 3 dies sense llum", "Carrer de Verdi 12"),
+        ("Carrer de Verdi 12; fanals apagats", "Carrer de Verdi 12"),
         ("the Rambla de Catalunya 20, not la Rambla", "Rambla de Catalunya 20"),
         ("carrer de Chafarinas 3", "Carrer de Las Chafarinas 3"),  # the name's article left out
         ("calle de los Castillejos 20", "Carrer de los Castillejos 20"),

@@ -47,6 +47,7 @@ from functools import cache
 from typing import Final, Literal
 
 from plaza.city import City, Location, fold
+from plaza.city.streets import fold_address_text, number_ends_clause
 from plaza.taxonomy import OTHER, load_taxonomy
 
 from plaza_classifier import keywords
@@ -207,7 +208,7 @@ class Classifier:
         signals = self._signals_of(text, cased, language_hint)
         point = _point(lat, lon)
         located = city.locate(*point) if point is not None else None
-        return self._decide(signals, cased, city, located, service_code_hint, address)
+        return self._decide(signals, cased, city, located, service_code_hint, address, text)
 
     def classify_batch(self, posts: Sequence[PostInput], city: City) -> list[Classification]:
         """classify() of many posts, with the same answers: the model scores them all in one
@@ -236,6 +237,7 @@ class Classifier:
                 where,
                 post.service_code_hint,
                 post.address,
+                post.text,
             )
             for post, text, cased_text, prediction, where in zip(
                 posts, folded, cased, predictions, located, strict=True
@@ -250,6 +252,7 @@ class Classifier:
         located: Location | None,
         service_code_hint: str,
         address: str = "",
+        text: str = "",
     ) -> Classification:
         """The classification of a post from its signals; `located` is where its point lies
         (None: no point, or one outside the city), else the place its address names, else the
@@ -274,7 +277,7 @@ class Classifier:
             language=signals.language,
             urgency="urgent" if signals.urgent else "normal",
             model_version=self.model_version,
-            street_address=_street(city, cased) if not address else "",
+            street_address=_street(city, cased, text) if not address else "",
         )
 
     @staticmethod
@@ -350,11 +353,16 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _street(city: City, cased: str) -> str:
-    """The street and number a text (folded, case kept) names, in the official form, or ""."""
+def _street(city: City, cased: str, text: str) -> str:
+    """The street and number a text names, in the official form, or "": read in `cased` (the
+    text folded, case kept), unless a number in it ends a clause, which folding loses ("Verdi
+    12, contenidors plens": 12 is a house number, not a count of bins)."""
     if city.streets is None:
         return ""
-    found = city.find_street_in_folded(cased.lower())
+    if number_ends_clause(text):
+        found = city.find_street_in_folded(fold_address_text(readable_part(text)))
+    else:
+        found = city.find_street_in_folded(cased.lower())
     return "" if found is None else str(found)
 
 

@@ -482,10 +482,11 @@ class City:
     def find_street(self, text: str) -> StreetAddress | None:
         """The street of the city's register (and house number) a text names; None without a
         register (plaza.city.streets). The street places no district: streets cross them."""
-        return self.find_street_in_folded(fold(text)) if self.streets is not None else None
+        return self.streets.find(text) if self.streets is not None else None
 
     def find_street_in_folded(self, folded: str) -> StreetAddress | None:
-        """find_street() of a text already folded and lowered (fold(text))."""
+        """find_street() of a text already folded and lowered (fold(text), or
+        plaza.city.streets.fold_address_text(text), which keeps a number's clause break)."""
         return self.streets.find_in_folded(folded) if self.streets is not None else None
 
     @classmethod

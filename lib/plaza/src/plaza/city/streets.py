@@ -50,6 +50,7 @@ __all__ = [
     "Streets",
     "address_key",
     "barcelona_register",
+    "fold_address_text",
     "read_register",
 ]
 
@@ -248,6 +249,24 @@ UNITS: Final = frozenset(
 )  # fmt: skip
 
 
+# A number that ends a clause ("Verdi 12, contenidors plens", "Calle Verdi 12. Farolas apagadas")
+# is a house number whatever word comes next: folding turns the break into a space, so it is
+# kept as a word of its own, CLAUSE_BREAK, which is no unit (a decimal point is no break).
+_NUMBER_ENDS_CLAUSE: Final = re.compile(r"(?<=\d)\s*[,;:.!?]+(?!\d)")
+CLAUSE_BREAK: Final = ","
+
+
+def fold_address_text(text: str) -> str:
+    """fold(text) for the street matcher (Streets.find_in_folded): the break after a number
+    that ends a clause kept as the word CLAUSE_BREAK."""
+    return f" {CLAUSE_BREAK} ".join(fold(part) for part in _NUMBER_ENDS_CLAUSE.split(text))
+
+
+def number_ends_clause(text: str) -> bool:
+    """Whether fold_address_text(text) differs from fold(text) in more than spaces."""
+    return _NUMBER_ENDS_CLAUSE.search(text) is not None
+
+
 def _words(name: str) -> tuple[str, ...]:
     return tuple(fold(name).split())
 
@@ -327,7 +346,7 @@ class Streets:
 
     def find(self, text: str) -> StreetAddress | None:
         """The first street (and house number) the text names, or None."""
-        return self.find_in_folded(fold(text))
+        return self.find_in_folded(fold_address_text(text))
 
     def key(self, address: str | None) -> str | None:
         """The canonical key (address_key) of the street and number an address names, or None
