@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from plaza.settings import SettingsError, load
-from plaza.x import XSettings
+from plaza.x import XAccount, XSettings
 from plaza_ingest.connectors.base import Deletion
-from plaza_ingest.connectors.x_compliance import JobPolling, Progress, deletions_in
+from plaza_ingest.connectors.x_compliance import JobPolling, Progress, XCompliance, deletions_in
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 ASKED = ["101", "102", "103", "104", "105", "106", "107"]
 
@@ -90,3 +92,36 @@ def test_the_check_runs_every_four_hours_unless_set_and_never_less_often_than_ei
         monkeypatch.setenv("PLAZA_X_COMPLIANCE_HOURS", wrong)
         with pytest.raises(SettingsError, match="PLAZA_X_COMPLIANCE_HOURS"):
             load(XSettings)
+
+
+def rounds(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("plaza_x_compliance_rounds_total", labels) or 0.0
+
+
+async def test_an_x_out_of_reach_is_a_round_that_failed_counted_and_tried_again_soon() -> None:
+    """No connection to X is a round that did not complete, counted as `unreachable` (what
+    PlazaXComplianceFailing watches) and tried again a minute later, not an error that leaves
+    the connector's runner restarting it with nothing counted."""
+    now = datetime(2026, 5, 5, 8, 0, tzinfo=UTC)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async def held() -> list[str]:
+        return ["101"]
+
+    account = XAccount(
+        api_url="http://127.0.0.1:9", user_id="1234", username="bcn", bearer_token=SecretStr("t")
+    )
+    before = rounds("unreachable")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+        check = XCompliance(account, http, held, clock=lambda: now)
+        batches = check.batches(None)
+        first = await anext(batches)
+        assert Progress.parse(first.cursor, now) == Progress(now)  # the first round: at once
+        failed = await anext(batches)
+        await batches.aclose()
+    assert rounds("unreachable") == before + 1
+    assert Progress.parse(failed.cursor, now) == Progress(now + timedelta(seconds=60))
+    assert failed.deletions == ()

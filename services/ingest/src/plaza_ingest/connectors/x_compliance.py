@@ -51,12 +51,16 @@ OUTCOMES: Final = (
     "rate_limited",  # a 429: tried again at x-rate-limit-reset
     "refused",  # any other answer than success from X (the job's creation, its status)
     "upload_refused",  # the signed upload URL refused the ids
+    "unreachable",  # X (or its storage) not reached, or no answer in time: tried again soon
 )
+# How soon a round that could not reach X is tried again (the job under way kept).
+UNREACHABLE_RETRY_SECONDS: Final = 60.0
 
 COMPLIANCE_ROUNDS = Counter(
     "plaza_x_compliance_rounds_total",
     "X compliance rounds, by how they ended (complete, failed, expired, rate_limited, refused, "
-    "upload_refused); one that did not complete is tried again at the next round",
+    "upload_refused, unreachable); one that did not complete is tried again at the next round "
+    "(a rate_limited or unreachable one sooner)",
     ["outcome"],
 )
 COMPLIANCE_ACTIONS = Counter(
@@ -207,9 +211,19 @@ class XCompliance:
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
-                async for step, deletions in self._round(progress):
-                    progress = step
-                    yield Batch((), progress.dump(), deletions)
+                try:
+                    async for step, deletions in self._round(progress):
+                        progress = step
+                        yield Batch((), progress.dump(), deletions)
+                except httpx.TransportError as exc:
+                    # Counted as a round that failed: an X out of reach for hours is what
+                    # PlazaXComplianceFailing is for, and the runner's restarts count nothing.
+                    raise RoundFailed(
+                        "unreachable",
+                        f"X not reached: {type(exc).__name__} {exc}".rstrip(),
+                        seconds=UNREACHABLE_RETRY_SECONDS,
+                        keep_job=True,
+                    ) from exc
             except RoundFailed as exc:
                 COMPLIANCE_ROUNDS.labels(exc.outcome).inc()
                 later = self._every.total_seconds() if exc.seconds is None else exc.seconds
