@@ -84,7 +84,15 @@ class Classification:
 # (English "mayor" is Spanish "older" and "calle Mayor"): they count only in the language they
 # belong to, or in any when the post's language is unknown. Every pattern goes into one Lexicon,
 # which finds all of them in one pass over the post's words (see lexicon.py).
-_CUES: Final = ("urgent", "traffic_light", "broken", "request", "chatter", "lookalike")
+_CUES: Final = (
+    "urgent",
+    "traffic_light",
+    "broken",
+    "request",
+    "chatter",
+    "lookalike",
+    "nuisance_source",
+)
 _ANY_LANGUAGE: Final[frozenset[str]] = frozenset()
 
 
@@ -100,6 +108,7 @@ def _entries() -> list[tuple[str, str, float, frozenset[str]]]:
         "broken": keywords.BROKEN,
         "request": keywords.REQUEST,
         "lookalike": keywords.LOOKALIKE,
+        "nuisance_source": keywords.NUISANCE_SOURCE,
     }
     for cue, table in tables.items():
         for p in dict.fromkeys(p for patterns in table.values() for p in patterns):
@@ -167,7 +176,8 @@ def _signals(text: str, folded: str, prediction: Prediction | None, language_hin
         prediction=prediction,
         language=language,
         readable=_READABLE.search(folded) is not None,
-        lookalike="lookalike" in cues,
+        # the neighbours' album at full volume is a nuisance (keywords.NUISANCE_SOURCE)
+        lookalike="lookalike" in cues and "nuisance_source" not in cues,
     )
 
 

@@ -817,6 +817,30 @@ LOOKALIKE: Final[Mapping[str, tuple[str, ...]]] = {
     ),
 }
 
+# Somebody else making the noise: a neighbour, a bar, a club. With one of these a lookalike cue
+# says nothing: "el bar de baix posa el nou disc a tot volum fins a les 3" and "ponen el último
+# disco de Bad Bunny a todo volumen" are complaints about the album others play, not reviews.
+NUISANCE_SOURCE: Final[Mapping[str, tuple[str, ...]]] = {
+    # (not "terrassa": a city too)
+    "ca": (r"ve(?:i|ins|ina|ines)\b", r"bars?\b", r"discoteca", r"pubs?\b"),
+    "es": (
+        r"vecin(?:o|a|os|as)\b",
+        r"bar(?:es)?\b",
+        r"discoteca",
+        r"terrazas?\b",
+        r"pubs?\b",
+        r"chiringuito",
+    ),
+    "en": (
+        r"neighbou?rs?\b",
+        r"bars?\b",
+        r"(?:night ?)?clubs?\b",
+        r"pubs?\b",
+        r"upstairs",
+        r"next door",
+    ),
+}
+
 # Thanks, praise, jokes and politics: evidence against a request, weighed against the rest of
 # the post (classify.py). Thanks in advance are part of a request and greetings open requests as
 # often as small talk: neither is a cue.
