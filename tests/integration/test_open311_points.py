@@ -14,7 +14,7 @@ import httpx
 import pytest
 from plaza_api.access import AccessConfig
 from plaza_api.auth import Role
-from plaza_api.privacy import PUBLIC_POINT_PRECISION_M
+from plaza_api.privacy import PUBLIC_POINT_PRECISION_M, PublicGrid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import client, gateway, new_key
@@ -215,3 +215,23 @@ async def test_a_point_by_a_pole_or_the_antimeridian_is_published_as_a_valid_coo
             for n, point in enumerate(points):
                 lat, long = await published(api, n + 1)
                 assert -90 <= lat <= 90 and -180 <= long <= 180, (precision, point, lat, long)
+
+
+async def test_the_published_point_is_what_public_grid_point_says_and_so_are_the_docs(
+    api: httpx.AsyncClient, requests: None
+) -> None:
+    """PublicGrid.point (Python) and lateral_sql (PostgreSQL) publish the same point, and the API
+    docs' example request shows a point the API could publish, not a phone's exact one."""
+    grid = PublicGrid(PUBLIC_POINT_PRECISION_M)
+    for rid, exact in ((1, AT_VERDI), (2, IN_EIXAMPLE)):
+        assert await published(api, rid) == pytest.approx(grid.point(*exact), abs=1e-9)
+    spec = (await api.get("/openapi.json")).json()
+    for path in (
+        "/open311/v2/requests.{format}",
+        "/open311/v2/requests/{service_request_id}.{format}",
+    ):
+        [example] = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+            "example"
+        ]
+        point = (example["lat"], example["long"])
+        assert tuple(round(c, 6) for c in grid.point(*point)) == point, path

@@ -49,7 +49,14 @@ from plaza_api.auth import (
 )
 from plaza_api.deps import IngestDep, SessionDep
 from plaza_api.limits import OPEN311_PREFIX, PublicCors, enforce_rate_limit
-from plaza_api.privacy import METRES_PER_DEGREE, PublicGrid, mask, public_address, public_media
+from plaza_api.privacy import (
+    METRES_PER_DEGREE,
+    PUBLIC_POINT_PRECISION_M,
+    PublicGrid,
+    mask,
+    public_address,
+    public_media,
+)
 from plaza_api.reads import Reads
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
@@ -742,6 +749,11 @@ def _through(end: datetime) -> datetime:
 
 
 _EXAMPLE_WHEN: Final = "2026-05-01T00:00:00Z"
+# A phone's point on carrer de Verdi, as the default grid publishes it (to 6 decimals, 0.1 m):
+# an example the API could not answer would show clients the exact point it never gives.
+_EXAMPLE_POINT: Final = tuple(
+    round(c, 6) for c in PublicGrid(PUBLIC_POINT_PRECISION_M).point(41.4036, 2.1566)
+)
 _EXAMPLE_REQUEST: Final = {
     "service_request_id": "123",
     "status": "open",
@@ -757,8 +769,8 @@ _EXAMPLE_REQUEST: Final = {
     "address": None,
     "address_id": None,
     "zipcode": None,
-    "lat": 41.4036,
-    "long": 2.1566,
+    "lat": _EXAMPLE_POINT[0],
+    "long": _EXAMPLE_POINT[1],
     "media_url": None,
 }
 

@@ -11,6 +11,7 @@ gateway."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -133,6 +134,16 @@ class PublicGrid:
         """Degrees of latitude a cell spans: how far (with the longitude's cosine) a published
         point may be from the exact one, with room to spare."""
         return self.precision_m / METRES_PER_DEGREE
+
+    def point(self, lat: float, long: float) -> tuple[float, float]:
+        """The point published for (lat, long): what lateral_sql computes, for the API's own
+        examples."""
+        if self.precision_m == 0:
+            return lat, long
+        step = self.step
+        band = min(90.0, max(-90.0, (math.floor(lat / step) + 0.5) * step))
+        width = step / math.cos(math.radians(band))
+        return band, min(180.0, max(-180.0, (math.floor(long / width) + 0.5) * width))
 
     def lateral_sql(self) -> str:
         """FROM items to join after service_requests: its published point, as public_lat and
