@@ -595,6 +595,19 @@ async def test_a_posted_request_goes_through_the_pipeline_and_its_token_resolves
                 response = await api.post("/open311/v2/requests.json", data=body)
                 assert response.status_code == status, why
                 assert response.json()[0]["code"] == status, why
+            # L'Hospitalet: inside Barcelona's bounding box, in none of its districts; the
+            # refusal does not name a box the point is in
+            outside = await api.post(
+                "/open311/v2/requests.json", data={**form, "lat": "41.3596", "long": "2.0999"}
+            )
+            assert outside.json()[0]["description"] == (
+                "lat and long (41.3596, 2.0999) are not in Barcelona (more than 150 m from any "
+                "of its districts)"
+            )
+            sydney = await api.post(
+                "/open311/v2/requests.json", data={**form, "lat": "-33.86", "long": "151.2"}
+            )
+            assert "(latitude 41.3169 to 41.4683" in sydney.json()[0]["description"]
             bridged = await api.post("/open311/v2/requests.json", data={**form, "api_key": bridge})
             assert bridged.json()[0]["description"] == (
                 "a bridge key may not POST requests: that needs an API key of role admin or "

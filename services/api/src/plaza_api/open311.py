@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from plaza.city import City
+from plaza.city import SNAP_METRES, City
 from plaza.db.models import Open311Submission, RequestReport
 from plaza.requests import (
     CLOSED_STATUSES,
@@ -1137,10 +1137,17 @@ async def post_request(
     city: City = request.app.state.city
     if lat is not None and long is not None and city.locate(lat, long) is None:
         box = city.bbox
+        if box.contains(lat, long):
+            # Inside the box but in no district (L'Hospitalet, the sea): the box's figures
+            # would tell the client its point is in them.
+            where = f"more than {SNAP_METRES:g} m from any of its districts"
+        else:
+            where = (
+                f"latitude {box.min_lat:g} to {box.max_lat:g}, "
+                f"longitude {box.min_lon:g} to {box.max_lon:g}"
+            )
         raise Open311Error(
-            400,
-            f"lat and long ({lat:g}, {long:g}) are not in {city.name} (latitude "
-            f"{box.min_lat:g} to {box.max_lat:g}, longitude {box.min_lon:g} to {box.max_lon:g})",
+            400, f"lat and long ({lat:g}, {long:g}) are not in {city.name} ({where})"
         )
     address = _text(form, "address_string", 500)
     address_id = _text(form, "address_id", 256)
