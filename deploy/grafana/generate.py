@@ -784,6 +784,31 @@ def pipeline() -> dashboard.Dashboard:
                 ("max(plaza_outbox_oldest_pending_seconds)", "oldest pending"),
             )
         )
+        .with_row(dashboard.Row("Withdrawn posts"))
+        .with_panel(
+            graph(
+                "X compliance rounds by outcome",
+                "Ingest's checks of the X posts Plaza holds, in the hour; PlazaXComplianceFailing "
+                "fires when rounds fail and none completes for 8 h (deleted posts stay published)",
+                "short",
+                (
+                    "sum by (outcome) (increase(plaza_x_compliance_rounds_total[1h]))",
+                    "{{outcome}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Posts withdrawn by platform",
+                "Posts their authors deleted (or X's compliance check reported), taken out of "
+                "Open311 and the manager API, per second",
+                "ops",
+                (
+                    "sum by (platform) (rate(plaza_posts_withdrawn_total[$__rate_interval]))",
+                    "{{platform}}",
+                ),
+            )
+        )
     )
 
 

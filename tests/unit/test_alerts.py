@@ -36,6 +36,22 @@ def test_every_alert_names_a_dashboard_that_exists() -> None:
         assert found and found[1] in uids, f"{rule['alert']}: dashboard {dashboard!r}"
 
 
+def test_a_metric_an_alert_tells_to_look_at_is_on_the_dashboard_it_links() -> None:
+    """PlazaXComplianceFailing said to see plaza_x_compliance_rounds_total by outcome, and linked
+    the pipeline dashboard, which had no panel of it."""
+    boards = {json.loads(p.read_text())["uid"]: p.read_text() for p in DASHBOARDS.glob("*.json")}
+    told = 0
+    for rule in alerts():
+        annotations: dict[str, str] = rule["annotations"]  # type: ignore[assignment]
+        found = re.fullmatch(r"/d/([\w-]+)(\?.*)?", annotations["dashboard"])
+        assert found is not None, rule["alert"]
+        for name in {"summary", "description"} & set(annotations):
+            for metric in re.findall(r"\bplaza_\w+_total\b", annotations[name]):
+                told += 1
+                assert metric in boards[found[1]], f"{rule['alert']}: {metric} not on {found[1]}"
+    assert told
+
+
 def test_the_compliance_alerts_want_some_volume_first() -> None:
     """One breach out of one deadline is 0%: not a trend to wake city hall for. (X's compliance
     rounds are another compliance: with X's terms.)"""
