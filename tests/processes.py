@@ -65,6 +65,25 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def tasks(self, timeout: float = 5) -> str:
+        """What each of the process's asyncio tasks waits on (plaza.service.log_tasks, asked
+        with SIGUSR1), for a failure's message: a live service that stopped working says where
+        it is stuck."""
+        if not self.alive():
+            return f"{self.name} is not running"
+        assert self.proc is not None
+        before = len(self.log())
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dumped = self.log()[before:]
+            at = dumped.find("tasks on SIGUSR1")
+            if at >= 0:
+                time.sleep(0.2)  # the rest of the record
+                return self.log()[before + at :]
+            time.sleep(0.1)
+        return f"{self.name} did not answer SIGUSR1 within {timeout:g} s"
+
 
 def base_env(bootstrap: str, namespace: str, database_url: str) -> dict[str, str]:
     return {

@@ -22,8 +22,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.errors import KafkaError, RequestTimedOutError
-from plaza.bus.kafka import KafkaBus
+from plaza.bus.kafka import GroupLag, KafkaBus
 from plaza.contracts import TOPICS
 from plaza.db.models import RequestReport, ServiceRequest
 from sqlalchemy import select
@@ -84,6 +85,28 @@ async def wait_for_isr(
             return time.monotonic() - started
         await asyncio.sleep(0.2)
     raise AssertionError(f"in-sync replicas never became {sorted(alive)}: {state}")
+
+
+async def coordinator_of(cluster: KafkaCluster, group: str) -> KafkaNode:
+    """The node that coordinates a consumer group now (the leader of its partition of
+    __consumer_offsets)."""
+    client = AIOKafkaClient(bootstrap_servers=cluster.bootstrap)
+    try:
+        await client.bootstrap()
+        node_id = await client.coordinator_lookup(CoordinationType.GROUP, group)
+    finally:
+        await client.close()
+    return next(n for n in cluster.nodes if n.node_id == node_id)
+
+
+async def lag_of(cluster: KafkaCluster, namespace: str) -> dict[tuple[str, str, int], int] | str:
+    lag = GroupLag(cluster.bootstrap, namespace=namespace)
+    try:
+        return {k: v for k, v in sorted((await lag.read()).items()) if v}
+    except Exception as exc:  # a failure's message: what could be read
+        return f"unknown ({type(exc).__name__}: {exc})"
+    finally:
+        await lag.close()
 
 
 async def test_plazas_topics_are_on_three_brokers_with_two_in_sync_required(
@@ -162,7 +185,7 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
     env = {
         **base_env(kafka_cluster.bootstrap, namespace, database_url),
         "PLAZA_INGEST_PORT": str(port),
-        "PLAZA_LOG_LEVEL": "WARNING",
+        "PLAZA_LOG_LEVEL": "INFO",
     }
     procs = [
         ServiceProcess("ingest", env, tmp_path),
@@ -171,7 +194,7 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
     ]
     for p in procs:
         p.start()
-    victim: KafkaNode = kafka_cluster.nodes[1]
+    victim: KafkaNode | None = None
     refusals: list[int] = []
     waits: list[float] = []
     try:
@@ -193,19 +216,26 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
             during = [asyncio.create_task(one(n)) for n in range(POSTS // 3, 2 * POSTS // 3)]
             await midstream.wait()
             killed_at, accepted_before_kill = time.monotonic(), len(waits)
+            # The node that coordinates the router's group (the last hop, where CI once saw the
+            # group stop for good): its members must find the new coordinator and go on.
+            victim = await coordinator_of(kafka_cluster, namespace + "plaza-router")
+            alive = {n.node_id for n in kafka_cluster.nodes} - {victim.node_id}
             victim.kill()
-            recovered = await wait_for_isr(kafka_cluster, topics, {1, 3})
+            recovered = await wait_for_isr(kafka_cluster, topics, alive)
             await asyncio.gather(*during)
             # Posts were accepted with the broker dead, not only before and after.
             assert len(waits) > accepted_before_kill
-            print(f"\nleaders and ISR without node 2 {recovered:.1f} s after its SIGKILL")
+            print(
+                f"\nleaders and ISR without node {victim.node_id}, the router group's coordinator,"
+                f" {recovered:.1f} s after its SIGKILL"
+            )
             print(f"posts refused (503) and sent again meanwhile: {len(refusals)}")
             print(f"longest wait for a 202: {max(waits):.1f} s")
             restarted_at = time.monotonic()
             kafka_cluster.start([victim])
             back = await wait_for_isr(kafka_cluster, topics, {1, 2, 3})
             print(
-                f"node 2 back in every ISR {time.monotonic() - restarted_at:.1f} s after its "
+                f"node {victim.node_id} back in every ISR {time.monotonic() - restarted_at:.1f} s after its "
                 f"restart ({back:.1f} s of catching up); outage {restarted_at - killed_at:.1f} s"
             )
             rest = [asyncio.create_task(one(n)) for n in range(2 * POSTS // 3, POSTS)]
@@ -225,10 +255,12 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
                 assert p.alive(), f"{p.name} exited:\n{p.log()[-3000:]}"
             await asyncio.sleep(0.2)
         routed = [post_id for post_id, _ in reports]
-        assert sorted(routed) == sorted(accepted), (
-            f"{len(set(routed))} of {POSTS} accepted posts routed\n"
-            + "\n".join(p.log()[-2000:] for p in procs)
-        )
+        if sorted(routed) != sorted(accepted):
+            raise AssertionError(
+                f"{len(set(routed))} of {POSTS} accepted posts routed\n"
+                f"records each group has not committed: {await lag_of(kafka_cluster, namespace)}\n"
+                + "\n".join(f"--- {p.name}\n{p.log()[-2500:]}\n{p.tasks()}" for p in procs)
+            )
         # ...and once: a post refused and sent again, whose first event the producer still wrote
         # after the 503, is recognised by its event id; no post opened a second request.
         async with sessions() as s:
@@ -239,7 +271,7 @@ async def test_a_post_accepted_while_a_broker_is_killed_is_routed_exactly_once(
         for p in procs:
             if p.alive():
                 p.kill()
-        if not victim.alive():
+        if victim is not None and not victim.alive():
             kafka_cluster.start([victim])
 
 
@@ -257,7 +289,7 @@ async def test_with_two_brokers_away_a_post_is_refused_not_silently_accepted(
     env = {
         **base_env(kafka_cluster.bootstrap, namespace, "postgresql+asyncpg://unused/none"),
         "PLAZA_INGEST_PORT": str(port),
-        "PLAZA_LOG_LEVEL": "WARNING",
+        "PLAZA_LOG_LEVEL": "INFO",
     }
     ingest = ServiceProcess("ingest", env, tmp_path).start()
     plain = AIOKafkaProducer(

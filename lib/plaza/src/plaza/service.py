@@ -183,10 +183,48 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     exit status 2."""
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        uvloop.run(main)
+        uvloop.run(_answering_sigusr1(main))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(2)
+
+
+TASK_DUMP_SIGNAL = signal.SIGUSR1
+
+
+async def _answering_sigusr1(main: Coroutine[Any, Any, None]) -> None:
+    asyncio.get_running_loop().add_signal_handler(TASK_DUMP_SIGNAL, log_tasks)
+    await main
+
+
+def log_tasks() -> None:
+    """Logs what every task of the event loop is waiting on, one WARNING record: what a
+    process that is alive but does nothing (a worker that stopped consuming) is stuck in.
+    `kill -USR1 PID` asks any Plaza service for it, without stopping or slowing it."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    lines: list[str] = []
+    for task in tasks:
+        lines.append(f"  task {task.get_name()}:")
+        lines += [f"    {where}" for where in awaiting(task.get_coro())]
+        waiter = getattr(task, "_fut_waiter", None)  # CPython's Task: the future it waits for
+        if waiter is not None:
+            lines.append(f"    waiting for {waiter!r}"[:300])
+    log.warning("%d tasks on SIGUSR1\n%s", len(tasks), "\n".join(lines))
+
+
+def awaiting(coro: object, limit: int = 30) -> list[str]:
+    """The chain of awaits a suspended coroutine is in, outermost first: each coroutine's
+    file, line and function down to what it waits on (a future, a sleep). asyncio's own
+    Task.print_stack shows only the task's outermost frame."""
+    chain: list[str] = []
+    while coro is not None and len(chain) < limit:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break  # a future's iterator: the task's waiter says what it is
+        code = frame.f_code
+        chain.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 def started() -> None:
