@@ -1,7 +1,9 @@
 """The worker runtime: the one consume-handle-publish-commit loop that wraps every handler.
 
 For each batch of records it decodes each record against its topic's contract, calls the
-handler, publishes what the handler returns, and only then commits the offsets. A worker may
+handler, publishes what the handler returns, and only then commits the offsets (in the
+background: the next batch is handled while the broker takes the commit, and a group
+coordinator that is slow or gone holds up no post; see Worker._commit_soon). A worker may
 also be given a batch handler, which handles up to `batch_size` records in one transaction;
 when it fails, those records are handled one by one as usual. A handler
 does its own database transaction and must be idempotent: a record whose offset was not
@@ -45,6 +47,12 @@ from plaza.contracts import (
 from plaza.pgerrors import database_unavailable
 
 log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT = 30.0
+"""Seconds a commit may take. A broker's SIGKILL left a router's commit retrying against its
+consumer group's coordinator while the worker waited for it holding its lock: no post was
+routed for minutes. A commit that takes longer is given up; its offsets go with the next."""
+COMMIT_RETRY_WAIT = 1.0  # seconds after a failed commit before the next is tried
 
 Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]
 # Handles many events in one database transaction, all or nothing: what saves a commit (and its
@@ -158,6 +166,8 @@ class Worker:
         self._pending: dict[TopicPartition, int] = {}
         self._commit_interval = commit_interval
         self._committed_at = 0.0
+        self._committing: asyncio.Task[None] | None = None  # the commit in flight, if any
+        self._commit_retry_at = 0.0  # after a failed commit, the next waits until then
         self._consumer: Consumer | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -203,7 +213,7 @@ class Worker:
                     if records:
                         await self._handle_batch(self._consumer, records)
                     elif self._pending:
-                        await self._commit(self._consumer)  # idle: nothing left uncommitted
+                        self._commit_soon(self._consumer)  # idle: nothing left uncommitted
                 await self._report_lag(self._consumer)
         finally:
             self._forget_lag(self._lag_series)
@@ -236,7 +246,7 @@ class Worker:
             for topic, n in collections.Counter(out.topic for out in outgoing).items():
                 metrics.MESSAGES_PUBLISHED.labels(topic).inc(n)
         if time.monotonic() - self._committed_at >= self._commit_interval:
-            await self._commit(consumer)
+            self._commit_soon(consumer)
 
     async def _handle_chunk(self, records: list[Record]) -> list[Outgoing]:
         """Handles records in order and marks each as done (to commit); with a batch handler,
@@ -269,17 +279,63 @@ class Worker:
             self._pending[record.topic_partition] = record.offset + 1
         return outgoing
 
+    def _commit_soon(self, consumer: Consumer) -> None:
+        """Commits what was handled in a task of its own, unless one is in flight (what was
+        handled meanwhile goes with the next): the worker goes on handling while the broker
+        takes it. Kafka's consumer retries a commit until the group's coordinator answers,
+        and while a broker that died was coordinating the group that is 10 s or more."""
+        if not self._pending or (self._committing is not None and not self._committing.done()):
+            return
+        if time.monotonic() < self._commit_retry_at:
+            return
+        offsets, self._pending = self._pending, {}
+        self._committed_at = time.monotonic()
+        self._committing = asyncio.create_task(
+            self._send_commit(consumer, offsets), name=f"commit {self.group}"
+        )
+
     async def _commit(self, consumer: Consumer) -> None:
+        """Commits everything handled before returning (a revocation, the worker's stop): the
+        commit in flight first, then what is left, each for at most COMMIT_TIMEOUT."""
+        committing = self._committing
+        if committing is not None and not committing.done():
+            await asyncio.wait({committing}, timeout=COMMIT_TIMEOUT)
+            if not committing.done():
+                committing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committing
         if not self._pending:
             return
         offsets, self._pending = self._pending, {}
         self._committed_at = time.monotonic()
+        await self._send_commit(consumer, offsets)
+
+    async def _send_commit(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
+        started = time.monotonic()
         try:
-            await consumer.commit(offsets)
+            await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT)
         except Exception as exc:
-            # The partitions moved to another member; it will handle those records again,
-            # which idempotent handlers allow.
-            log.warning("worker %s could not commit %s: %s", self.group, offsets, exc)
+            why = str(exc) or f"no answer within {COMMIT_TIMEOUT:g} s"
+            # What this member still owns is committed with the next commit (records handled
+            # again after a crash meanwhile are recognised by the handlers' inboxes); what moved
+            # to another member is that member's to handle again.
+            owned = consumer.assignment()
+            kept = {tp: o for tp, o in offsets.items() if tp in owned}
+            for tp, offset in kept.items():
+                self._pending[tp] = max(offset, self._pending.get(tp, offset))
+            self._commit_retry_at = time.monotonic() + COMMIT_RETRY_WAIT
+            log.warning(
+                "worker %s could not commit %s (%s: %s); %s",
+                self.group,
+                offsets,
+                type(exc).__name__,
+                why,
+                "kept for the next commit" if kept else "the partitions moved",
+            )
+        else:
+            took = time.monotonic() - started
+            if took > COMMIT_TIMEOUT / 3:
+                log.warning("worker %s: a commit took %.1f s", self.group, took)
 
     async def _report_lag(self, consumer: Consumer, waiting: Sequence[Record] = ()) -> None:
         """Sets the lag of the partitions this member owns, and drops those it lost, so each
