@@ -107,6 +107,10 @@ def test_hand_written_posts_precision_and_recall(city: City) -> None:
         ("carrer de Verdi 3 fanals apagats", "Carrer de Verdi"),  # three lamps, not number 3
         ("calle Aragón 2 contenedores quemados", "Carrer d'Aragó"),
         ("Aribau Street 4 potholes in a row", "Carrer d'Aribau"),
+        # a measure with decimals is no door either ("3,5" and "3.5" fold to "3 5")
+        ("carrer de Verdi 3,5 metres de vorera trencada", "Carrer de Verdi"),
+        ("calle Verdi 3.5 m de acera rota", "Carrer de Verdi"),
+        ("calle de Verdi 3, 5 farolas apagadas", "Carrer de Verdi 3"),  # a door, then a count
         # a number that ends a clause is the door, whatever follows
         ("Carrer de Verdi 12, contenidors plens", "Carrer de Verdi 12"),
         ("Calle Verdi 12. Farolas apagadas", "Carrer de Verdi 12"),

@@ -475,10 +475,24 @@ def _house_number(words: list[str], j: int, street: Street) -> tuple[int | None,
     if k >= len(words):
         return None, j
     number = _number_word(words[k])
-    if number is None or (k + 1 < len(words) and words[k + 1] in UNITS):
+    if number is None or _counts_something(words, k + 1):
         return None, j
     number = _in_range(number, street)
     return number, (k + 1 if number is not None else j)
+
+
+def _counts_something(words: list[str], at: int) -> bool:
+    """Whether the number before words[at] counts or measures something: a unit follows it
+    ("3 dies"), or its decimals and then a unit ("3,5 metres", "3.5 metres", which folding
+    makes "3 5 metres")."""
+    if at < len(words) and words[at] in UNITS:
+        return True
+    return (
+        at + 1 < len(words)
+        and words[at].isdigit()
+        and len(words[at]) <= 2
+        and words[at + 1] in UNITS
+    )
 
 
 def read_register(data: Mapping[str, object]) -> list[Street]:
