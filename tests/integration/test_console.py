@@ -1123,6 +1123,10 @@ async def test_a_spanish_towns_mayor_is_told_why_she_is_not_signed_in_in_spanish
             await page.get_by_label("Contraseña", exact=True).fill(PASSWORD)
             await page.get_by_role("button", name="Iniciar sesión", exact=True).click()
             await expect(page.locator("#who")).to_contain_text("alcaldesa")
+            # Her queue drawn and its stream opened with the good token: the refresh is what
+            # finds the bad one (before, the page's own first requests did, under load, and
+            # took the sign-in back before the refresh button could be clicked).
+            await expect(page.locator("#queue-meta")).to_contain_text("en directo", timeout=LIVE)
             await page.evaluate("sessionStorage.setItem('plaza.console.token', 'caducado')")
             await page.get_by_role("button", name="Actualizar").click()
             await expect(message).to_have_text(
