@@ -695,6 +695,28 @@ def pipeline() -> dashboard.Dashboard:
                 ),
             )
         )
+        .with_panel(
+            graph(
+                "Records published by topic",
+                "Events the workers and ingest published and Kafka acknowledged, per second: a "
+                "topic that stops while posts come in is where the pipeline stopped",
+                "ops",
+                (
+                    "sum by (topic) (rate(plaza_bus_messages_published_total[$__rate_interval]))",
+                    "{{topic}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Inbox rows pruned",
+                "Rows of processed_events (the consumers' record of what they applied) deleted "
+                "by the SLA scanner in the hour, as older than any redelivery; flat at 0 while "
+                "posts come in means the table only grows: look at the router's log",
+                "short",
+                ("sum(increase(plaza_inbox_pruned_total[1h]))", "pruned"),
+            )
+        )
         .with_row(dashboard.Row("Lag, retries and dead letters"))
         .with_panel(
             graph(
@@ -766,6 +788,45 @@ def pipeline() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
+                "Replies given up on (last 15 min)",
+                "Replies refused, or failed too many times: the citizen has no answer until a "
+                "manager retries them (GET /api/v1/replies?state=failed, or the console's "
+                "Replies page); PlazaRepliesDeadLettered fires above 0",
+                "short",
+                (
+                    "sum by (platform) (increase(plaza_replies_dead_lettered_total[15m]))",
+                    "{{platform}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Replies held back by platforms",
+                "Times a platform asked the notifier to wait (a 429, or its rate-limit budget "
+                "spent), per second: replies go out later, none is lost; steady waits mean the "
+                "account's tier is too small for the city's volume",
+                "ops",
+                (
+                    "sum by (platform) (rate(plaza_replies_rate_limited_total[$__rate_interval]))",
+                    "{{platform}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Resolution photos left out (last hour)",
+                "Replies posted without the worker's photo, by reason: address (not public, or no "
+                "such host), redirects, status (4xx), type (not an image), size, url; fix the "
+                "photo's link where the workers post them",
+                "short",
+                (
+                    "sum by (platform, reason) (increase(plaza_reply_photos_refused_total[1h]))",
+                    "{{platform}} {{reason}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
                 "Outbox published by topic",
                 "Events the relay moved from the outbox to Kafka, per second",
                 "ops",
@@ -784,7 +845,58 @@ def pipeline() -> dashboard.Dashboard:
                 ("max(plaza_outbox_oldest_pending_seconds)", "oldest pending"),
             )
         )
+        .with_row(dashboard.Row("Social channels"))
+        .with_panel(
+            graph(
+                "Posts from connectors by platform",
+                "Posts the streaming connectors (Mastodon, Bluesky, X) published to the bus, per "
+                "second; flat at 0 on a platform where citizens post means its connector is down "
+                "or its token was refused (ingest's log says which)",
+                "ops",
+                (
+                    "sum by (platform) (rate(plaza_connector_posts_total[$__rate_interval]))",
+                    "{{platform}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Connector reconnects (last hour)",
+                "Times a connector lost its stream, or could not open it, and connected again; a "
+                "steady climb is a platform or a network that keeps dropping Plaza",
+                "short",
+                (
+                    "sum by (platform) (increase(plaza_connector_reconnects_total[1h]))",
+                    "{{platform}}",
+                ),
+            )
+        )
         .with_row(dashboard.Row("Withdrawn posts"))
+        .with_panel(
+            graph(
+                "Deletions seen by connectors",
+                "Posts Plaza holds whose deletion a connector saw on its stream and handed on "
+                "(post-withdrawn), per second",
+                "ops",
+                (
+                    "sum by (platform) (rate(plaza_connector_deletions_total[$__rate_interval]))",
+                    "{{platform}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "X compliance events by action (last 4 h)",
+                "What X's compliance jobs reported on posts Plaza holds: delete, deactivate, "
+                "protect, suspend and drop withdraw the post; scrub_geo (the author took the "
+                "location off) is counted but not applied",
+                "short",
+                (
+                    "sum by (action) (increase(plaza_x_compliance_actions_total[4h]))",
+                    "{{action}}",
+                ),
+            )
+        )
         .with_panel(
             graph(
                 "X compliance rounds by outcome",

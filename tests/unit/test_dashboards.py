@@ -165,3 +165,45 @@ def test_services_are_named_in_the_city_s_language() -> None:
             where
         )
         assert "{{name}}" in query.legend and "{{service_code}}" not in query.legend, where
+
+
+# A metric is defined as a string literal holding its name followed by its help text: a
+# prometheus_client Counter/Gauge/Histogram, or a custom collector's metric family.
+_METRIC_DEFINITION = re.compile(r'"(plaza_[a-z0-9_]+)",\s*(?:\n\s*)?(?:f?"|\()')
+
+# Metrics city hall reads elsewhere than on a panel, and why.
+NOT_ON_A_PANEL = {
+    # labels only (the city's, each district's, each service's names), joined into other
+    # queries and alert texts
+    "plaza_city_info",
+    "plaza_district_info",
+    "plaza_service_info",
+}
+
+
+def defined_metrics() -> set[str]:
+    names: set[str] = set()
+    for tree in ("lib", "services", "cli"):
+        for source in (ROOT / tree).rglob("*.py"):
+            names.update(_METRIC_DEFINITION.findall(source.read_text(encoding="utf-8")))
+    return names
+
+
+def test_every_metric_plaza_exports_is_on_a_dashboard() -> None:
+    """City hall and its operators see every figure the services count, on a panel or through
+    a recording rule a panel shows; a metric added without a panel fails here."""
+    defined = defined_metrics()
+    # the definitions are found (a change of style would find none and pass vacuously)
+    assert {"plaza_requests_open", "plaza_sla_met_total", "plaza_city_info"} <= defined
+    shown = " ".join(p.read_text(encoding="utf-8") for p in DASHBOARDS.glob("*.json"))
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/recording.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["record"] in shown:
+                shown += " " + rule["expr"]
+    missing = sorted(
+        name
+        for name in defined - NOT_ON_A_PANEL
+        if not re.search(rf"\b{name}(_bucket|_count|_sum)?\b", shown)
+    )
+    assert not missing, f"on no dashboard (add a panel in deploy/grafana/generate.py): {missing}"
