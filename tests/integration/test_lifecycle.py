@@ -940,3 +940,73 @@ async def test_a_relay_says_it_stopped(
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
     stopped = [r for r in caplog.records if r.getMessage() == "outbox relay stopped"]
     assert len(stopped) == 2
+
+
+async def test_a_placeless_request_takes_the_place_of_the_duplicate_merged_into_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A request opened from a post that named no place, merged with one geotagged in its
+    district: the request now has that point and its barri (the queue, the map and Open311
+    show where it is); one with its own place keeps it; a point in another district is not
+    taken (a merge moves no request)."""
+    route = router(sessions)
+    await route(as_event(classified("vague", latlon=None, barri="", text="Fanal apagat")))
+    await route(as_event(classified("here", at=POSTED_AT + timedelta(minutes=5))))
+    vague, here = await requests(sessions)
+    assert (vague.lat, vague.long, vague.barri_code) == (None, None, None)
+    await do(sessions, here.id, Action.MARK_DUPLICATE, duplicate_of=vague.id)
+    vague, _ = await requests(sessions)
+    located = CITY.locate(*VERDI)
+    assert located is not None and located.barri is not None
+    assert (vague.lat, vague.long) == VERDI
+    assert (vague.district_code, vague.barri_code) == ("06", located.barri.code)
+    async with sessions() as s:
+        # the merge's audit entry shows the barri it gained (the history holds no exact point:
+        # Open311 publishes points on a grid only)
+        [merged] = [e for e in await history(s, vague.id) if e.kind == "merged"]
+    assert (merged.before["barri_code"], merged.after["barri_code"]) == (None, located.barri.code)
+
+    # a duplicate that names a door gives its address to a request without one
+    await route(as_event(classified("bins", latlon=None, barri="", service_code="cleaning")))
+    await route(
+        as_event(
+            classified(
+                "door",
+                latlon=None,
+                barri="",
+                service_code="cleaning",
+                text="Contenidors plens al carrer de Verdi 12",
+                street_address="Carrer de Verdi 12",
+            )
+        )
+    )
+    *_, bins, door = await requests(sessions)
+    assert (bins.address, door.address) == (None, "Carrer de Verdi 12")
+    await do(sessions, door.id, Action.MARK_DUPLICATE, duplicate_of=bins.id)
+    bins = next(r for r in await requests(sessions) if r.id == bins.id)
+    assert (bins.address, bins.address_key) == (door.address, door.address_key)
+    assert (bins.lat, bins.long) == (None, None)
+
+    # a request with its own point keeps it
+    elsewhere = (VERDI[0] + 0.002, VERDI[1])
+    await route(as_event(classified("own", latlon=elsewhere, service_code="cleaning")))
+    await route(as_event(classified("dup", service_code="cleaning")))
+    *_, own, dup = await requests(sessions)
+    await do(sessions, dup.id, Action.MARK_DUPLICATE, duplicate_of=own.id)
+    own = next(r for r in await requests(sessions) if r.id == own.id)
+    assert (own.lat, own.long) == elsewhere
+
+    # a point in another district (les Corts, 04) is not taken by a request of Gràcia's
+    await route(as_event(classified("g", latlon=None, barri="", service_code="graffiti")))
+    await route(
+        as_event(
+            classified(
+                "corts", district="04", barri="", service_code="graffiti", latlon=(41.3851, 2.1303)
+            )
+        )
+    )
+    *_, gracia, corts = await requests(sessions)
+    assert corts.district_code == "04"
+    await do(sessions, corts.id, Action.MARK_DUPLICATE, duplicate_of=gracia.id)
+    gracia = next(r for r in await requests(sessions) if r.id == gracia.id)
+    assert (gracia.district_code, gracia.lat, gracia.long) == ("06", None, None)

@@ -585,7 +585,7 @@ async def act(
             replies.append((REPLY_KIND_TRANSFERRED, to or {"team": request.agency_responsible}))
         case Action.MARK_DUPLICATE:
             target_request = await _duplicate_target(session, request, cmd)
-            await _absorb(session, target_request, request, actor=cmd.actor, now=now)
+            await _absorb(session, target_request, request, actor=cmd.actor, now=now, city=city)
             request.duplicate_of = target_request.id
             request.closed_at = now
             replies.append(
@@ -788,15 +788,33 @@ async def _absorb(
     *,
     actor: str,
     now: datetime,
+    city: City,
 ) -> None:
     """Moves the reports of `source` onto `target`, which now counts their reporters (a person
-    who reported both counts once)."""
+    who reported both counts once). A target that had no place takes the one its reports now
+    give: its first point that lies in its own district (with that point's barri), its first
+    address; a merge moves no request to another district, and a place it had stays."""
     before = snapshot(target)
     await session.execute(
         update(RequestReport)
         .where(RequestReport.service_request_id == source.id)
         .values(service_request_id=target.id, merged=True)
     )
+    if target.lat is None or target.long is None or target.address is None:
+        point, address = await earliest_place(session, target.id)
+        located = city.locate(*point) if point is not None else None
+        if (
+            point is not None
+            and (target.lat is None or target.long is None)
+            and located is not None
+            and located.district is not None
+            and located.district.code == target.district_code
+        ):
+            target.lat, target.long = point
+            if target.barri_code is None and located.barri is not None:
+                target.barri_code = located.barri.code
+        if target.address is None and address is not None:
+            target.address, target.address_key = address
     target.reporters_count = await _reporters(session, target.id)
     target.version += 1
     target.updated_datetime = now
@@ -813,6 +831,38 @@ def _public_note(cmd: Command) -> None:
             "public false)",
             "public",
         )
+
+
+async def earliest_place(
+    session: AsyncSession, request_id: int
+) -> tuple[tuple[float, float] | None, tuple[str, str | None] | None]:
+    """The point and the address a request's reports give (those not withdrawn), each the
+    earliest report's that has one: (lat, long) and (address, address_key), or None."""
+    reports = select(RequestReport).where(
+        RequestReport.service_request_id == request_id, RequestReport.withdrawn_at.is_(None)
+    )
+    earliest = (RequestReport.reported_at, RequestReport.id)
+    point = (
+        await session.execute(
+            reports.with_only_columns(RequestReport.lat, RequestReport.long)
+            .where(RequestReport.lat.is_not(None), RequestReport.long.is_not(None))
+            .order_by(*earliest)
+            .limit(1)
+        )
+    ).first()
+    address = (
+        await session.execute(
+            reports.with_only_columns(RequestReport.address, RequestReport.address_key)
+            .where(RequestReport.address.is_not(None))
+            .order_by(*earliest)
+            .limit(1)
+        )
+    ).first()
+    lat, long = point if point is not None else (None, None)
+    return (
+        (lat, long) if lat is not None and long is not None else None,
+        (address[0], address[1]) if address is not None and address[0] is not None else None,
+    )
 
 
 async def _reporters(session: AsyncSession, request_id: int, *, without: int | None = None) -> int:

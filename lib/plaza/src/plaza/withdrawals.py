@@ -40,7 +40,7 @@ from plaza.db.models import (
     ServiceRequest,
     WithdrawnPost,
 )
-from plaza.lifecycle import follow_up_of, snapshot
+from plaza.lifecycle import earliest_place, follow_up_of, snapshot
 from plaza.requests import reporter_of
 
 log = logging.getLogger(__name__)
@@ -191,36 +191,15 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
 async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: Withdrawal) -> None:
     """The request the post opened keeps no trace of it: its point and its address each fall
     back to the earliest other report's that gives one, else to its district and barri alone."""
-    others = select(RequestReport).where(
-        RequestReport.service_request_id == request.id, RequestReport.withdrawn_at.is_(None)
-    )
-    earliest = (RequestReport.reported_at, RequestReport.id)
-    other = (
-        await session.execute(
-            others.with_only_columns(RequestReport.lat, RequestReport.long)
-            .where(RequestReport.lat.is_not(None), RequestReport.long.is_not(None))
-            .order_by(*earliest)
-            .limit(1)
-        )
-    ).first()
-    addressed = (
-        await session.execute(
-            others.with_only_columns(RequestReport.address, RequestReport.address_key)
-            .where(RequestReport.address.is_not(None))
-            .order_by(*earliest)
-            .limit(1)
-        )
-    ).first()
+    point, addressed = await earliest_place(session, request.id)
     placed = (request.address, request.lat, request.long)
     request.description = WITHDRAWN_TEXT
     request.source_author_handle = ""
     request.source_public_url = None
     request.media_url = None
     request.media_urls = []
-    request.address, request.address_key = (
-        (addressed[0], addressed[1]) if addressed is not None else (None, None)
-    )
-    request.lat, request.long = (other[0], other[1]) if other is not None else (None, None)
+    request.address, request.address_key = addressed if addressed is not None else (None, None)
+    request.lat, request.long = point if point is not None else (None, None)
     request.withdrawn_at = w.withdrawn_at
     await _replace_in_follow_ups(session, request, placed, w)
 
