@@ -800,16 +800,17 @@ async def _absorb(
         .where(RequestReport.service_request_id == source.id)
         .values(service_request_id=target.id, merged=True)
     )
-    if target.lat is None or target.long is None or target.address is None:
+    placeless = target.lat is None or target.long is None
+    if placeless or target.address is None:
         point, address = await earliest_place(session, target.id)
-        located = city.locate(*point) if point is not None else None
-        if (
-            point is not None
-            and (target.lat is None or target.long is None)
-            and located is not None
+        located = city.locate(*point) if placeless and point is not None else None
+        # in its own district only: a merge moves no request
+        same_district = (
+            located is not None
             and located.district is not None
-            and located.district.code == target.district_code
-        ):
+            and (located.district.code == target.district_code)
+        )
+        if point is not None and located is not None and same_district:
             target.lat, target.long = point
             if target.barri_code is None and located.barri is not None:
                 target.barri_code = located.barri.code

@@ -296,14 +296,10 @@ class Worker:
 
     async def _commit(self, consumer: Consumer) -> None:
         """Commits everything handled before returning (a revocation, the worker's stop): the
-        commit in flight first, then what is left, each for at most COMMIT_TIMEOUT."""
-        committing = self._committing
-        if committing is not None and not committing.done():
-            await asyncio.wait({committing}, timeout=COMMIT_TIMEOUT)
-            if not committing.done():
-                committing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await committing
+        commit in flight first (what it could not commit comes back to _pending), then what is
+        left, each for at most COMMIT_TIMEOUT."""
+        if self._committing is not None:
+            await self._committing  # _send_commit raises nothing but its cancellation
         if not self._pending:
             return
         offsets, self._pending = self._pending, {}
