@@ -889,7 +889,7 @@ def pipeline() -> dashboard.Dashboard:
                 "X compliance events by action (last 4 h)",
                 "What X's compliance jobs reported on posts Plaza holds: delete, deactivate, "
                 "protect, suspend and drop withdraw the post; scrub_geo (the author took the "
-                "location off) is counted but not applied",
+                "location off) withdraws its point only",
                 "short",
                 (
                     "sum by (action) (increase(plaza_x_compliance_actions_total[4h]))",
@@ -913,11 +913,17 @@ def pipeline() -> dashboard.Dashboard:
             graph(
                 "Posts withdrawn by platform",
                 "Posts their authors deleted (or X's compliance check reported), taken out of "
-                "Open311 and the manager API, per second",
+                "Open311 and the manager API, per second; and posts whose location only went "
+                "(X's scrub_geo), their point taken out",
                 "ops",
                 (
                     "sum by (platform) (rate(plaza_posts_withdrawn_total[$__rate_interval]))",
                     "{{platform}}",
+                ),
+                (
+                    "sum by (platform) "
+                    "(rate(plaza_post_locations_withdrawn_total[$__rate_interval]))",
+                    "{{platform}}: location only",
                 ),
             )
         )

@@ -43,6 +43,7 @@ from plaza.withdrawals import (
     WITHDRAWN_TEXT,
     Outcome,
     Withdrawal,
+    held_posts,
     lock_posts,
     was_withdrawn,
     withdraw,
@@ -58,7 +59,14 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.integration.lifecycle_helpers import as_event, at_door, classified, outbox, router
+from tests.integration.lifecycle_helpers import (
+    VERDI,
+    as_event,
+    at_door,
+    classified,
+    outbox,
+    router,
+)
 from tests.unit.test_withdrawals import withdrawn_events
 
 pytestmark = pytest.mark.postgres
@@ -108,6 +116,26 @@ async def the_request(sessions: async_sessionmaker[AsyncSession], post_id: str) 
         request = await s.get(ServiceRequest, report.service_request_id)
         assert request is not None
         return request
+
+
+async def manage(
+    sessions: async_sessionmaker[AsyncSession], request_id: int, action: Action, **kw: object
+) -> None:
+    async with sessions.begin() as s:
+        await act(
+            s,
+            request_id,
+            Command(action, actor="manager-06", **kw),  # type: ignore[arg-type]
+            now=datetime.now(UTC),
+            sla=SlaPolicy.load(),
+            routing=RoutingTable.load(),
+            city=City.barcelona(),
+        )
+
+
+async def resolve(sessions: async_sessionmaker[AsyncSession], request_id: int) -> None:
+    for action in (Action.ACKNOWLEDGE, Action.RESOLVE):
+        await manage(sessions, request_id, action, note="Arreglat")
 
 
 def acknowledgement(request_id: int, post_id: str, text: str) -> Delivery:
@@ -297,17 +325,7 @@ async def test_an_answer_that_reopened_the_request_leaves_its_note_and_history(
     route = router(sessions)
     await route(as_event(classified("wd-r1", author=MARTA, author_id="42")))
     request = await the_request(sessions, "wd-r1")
-    for action in (Action.ACKNOWLEDGE, Action.RESOLVE):
-        async with sessions.begin() as s:
-            await act(
-                s,
-                request.id,
-                Command(action, actor="manager-06", note="Arreglat"),
-                now=datetime.now(UTC),
-                sla=SlaPolicy.load(),
-                routing=RoutingTable.load(),
-                city=City.barcelona(),
-            )
+    await resolve(sessions, request.id)
     answer = "Encara no funciona, truqueu-me al 612 345 678"
     await route(
         as_event(classified("wd-r2", text=answer, reply_to="wd-r1", author=MARTA, author_id="42"))
@@ -447,17 +465,7 @@ async def test_a_follow_up_placed_by_the_withdrawn_post_loses_its_address_and_po
     await route(as_event(opening("wd-f1")))
     request = await the_request(sessions, "wd-f1")
     assert request.address == "Carrer de Verdi, 12, 3r 2a" and request.lat is not None
-    for action in (Action.ACKNOWLEDGE, Action.RESOLVE):
-        async with sessions.begin() as s:
-            await act(
-                s,
-                request.id,
-                Command(action, actor="manager-06", note="Arreglat"),
-                now=datetime.now(UTC),
-                sla=SlaPolicy.load(),
-                routing=RoutingTable.load(),
-                city=City.barcelona(),
-            )
+    await resolve(sessions, request.id)
     answer = classified(
         "wd-f2", text="El fanal torna a estar apagat", reply_to="wd-f1", author_id="77", latlon=None
     )
@@ -711,3 +719,160 @@ async def test_ingest_restarted_hands_on_the_deletion_of_a_post_it_published_not
     async with sessions() as s:
         kept = set((await s.execute(select(PublishedPost.post_id))).scalars())
     assert kept == {mine, "at://recent", "at://later"}
+
+
+# --- a post's location only (X's scrub_geo) ----------------------------------------------------
+
+
+def location_withdrawn(post_id: str, author_id: str = "") -> PostWithdrawn:
+    body = withdrawn(post_id, author_id)
+    body.location_only = True
+    return body
+
+
+def count_unlocated() -> float:
+    labels = {"platform": "mastodon"}
+    return REGISTRY.get_sample_value("plaza_post_locations_withdrawn_total", labels) or 0
+
+
+async def report_of(sessions: async_sessionmaker[AsyncSession], post_id: str) -> RequestReport:
+    async with sessions() as s:
+        found = await s.execute(select(RequestReport).where(RequestReport.post_id == post_id))
+        return found.scalar_one()
+
+
+async def test_a_posts_location_withdrawn_takes_its_point_out_and_keeps_what_it_said(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    route = router(sessions)
+    await route(as_event(opening("wl-1")))
+    other = classified("wl-2", text="Fanal apagat a Verdi", latlon=NEARBY, author_id="43")
+    await route(as_event(other))
+    before = await the_request(sessions, "wl-1")
+    assert (before.lat, before.long) == VERDI and before.reporters_count == 2
+    handler = WithdrawPost(sessions)
+    unlocated, withdrawn_posts = count_unlocated(), count_withdrawn()
+
+    await handler(as_withdrawal(location_withdrawn("wl-1", author_id="99"), "not-hers"))
+    assert (await report_of(sessions, "wl-1")).lat is not None  # only its author's word counts
+
+    await handler(as_withdrawal(location_withdrawn("wl-1", author_id="42"), "her-location"))
+
+    mine = await report_of(sessions, "wl-1")
+    assert (mine.lat, mine.long) == (None, None)
+    assert (mine.text, mine.author_handle) == (WORDS, MARTA)  # what she said stays hers
+    assert mine.address == "Carrer de Verdi, 12, 3r 2a" and mine.withdrawn_at is None
+    request = await the_request(sessions, "wl-1")
+    assert (request.lat, request.long) == NEARBY  # the other report's point
+    assert request.description == WORDS and request.media_urls == [PHOTO]
+    assert request.address == before.address and request.withdrawn_at is None
+    assert (request.district_code, request.barri_code) == (before.district_code, before.barri_code)
+    assert request.version == before.version + 1
+    async with sessions() as s:
+        [entry] = (
+            await s.execute(
+                select(RequestEvent).where(
+                    RequestEvent.service_request_id == request.id,
+                    RequestEvent.kind == "location_withdrawn",
+                )
+            )
+        ).scalars()
+        remembered = (await s.execute(select(WithdrawnPost))).scalars().all()
+    assert (entry.actor, entry.public, entry.note) == ("citizen", False, "mastodon:wl-1")
+    assert remembered == []  # a routed post's report says it all
+    # The acknowledgement of her post still goes out: the post is still there.
+    asks = await outbox(sessions, "reply-requested.v1")
+    assert [a for a in asks if a.reply_requested.in_reply_to_post_id == "wl-1"]
+    assert count_unlocated() == unlocated + 1 and count_withdrawn() == withdrawn_posts
+
+    # Again, or from another channel: nothing changes twice.
+    await handler(as_withdrawal(location_withdrawn("wl-1"), "from-the-stream"))
+    assert (await the_request(sessions, "wl-1")).version == request.version
+    assert count_unlocated() == unlocated + 1
+
+    # Her deleting the post afterwards takes the rest.
+    await handler(as_withdrawal(withdrawn("wl-1", author_id="42")))
+    request = await the_request(sessions, "wl-1")
+    assert request.description == WITHDRAWN_TEXT and (request.lat, request.long) == NEARBY
+
+
+async def test_a_lone_posts_location_withdrawn_leaves_its_request_and_follow_up_at_the_door(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A resolved request answered by someone else: the follow-up is placed where the request
+    # was, the opening post's point and address. The point goes from both; the address (her
+    # words name the door) and the district and barri stay.
+    route = router(sessions)
+    await route(as_event(opening("wl-f1")))
+    request = await the_request(sessions, "wl-f1")
+    await resolve(sessions, request.id)
+    answer = classified(
+        "wl-f2", text="El fanal torna a estar apagat", reply_to="wl-f1", author_id="77", latlon=None
+    )
+    await route(as_event(answer))
+    follow_up = await the_request(sessions, "wl-f2")
+    assert (follow_up.lat, follow_up.long) == (request.lat, request.long) == VERDI
+
+    await WithdrawPost(sessions)(as_withdrawal(location_withdrawn("wl-f1", author_id="42")))
+
+    for post_id in ("wl-f1", "wl-f2"):
+        placed = await the_request(sessions, post_id)
+        assert (placed.lat, placed.long) == (None, None), post_id
+        assert placed.address == "Carrer de Verdi, 12, 3r 2a", post_id
+        assert (placed.district_code, placed.barri_code) == ("06", request.barri_code), post_id
+    assert (await the_request(sessions, "wl-f1")).description == WORDS
+
+
+async def test_a_post_whose_location_went_before_it_was_routed_is_routed_without_its_point(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    handler = WithdrawPost(sessions)
+    # The platform's word (X's compliance names no author), before the router has the post.
+    await handler(as_withdrawal(location_withdrawn("wl-early"), "early-location"))
+    route = router(sessions)
+    await route(as_event(classified("wl-early", text=WORDS, author=MARTA, author_id="42")))
+    report = await report_of(sessions, "wl-early")
+    request = await the_request(sessions, "wl-early")
+    assert (report.lat, report.long, request.lat, request.long) == (None, None, None, None)
+    assert report.text == WORDS and request.description == WORDS  # routed, with its words
+    assert request.district_code == "06"  # where the classifier placed it
+    async with sessions() as s:
+        assert "wl-early" in await held_posts(s, "mastodon")  # still asked about
+
+    # A location's withdrawal, then the post's: the post is kept out; the other way round, the
+    # later location's withdrawal does not let it in.
+    await handler(as_withdrawal(location_withdrawn("wl-gone", author_id="42"), "gone-location"))
+    await handler(as_withdrawal(withdrawn("wl-gone", author_id="42"), "gone-post"))
+    await handler(as_withdrawal(withdrawn("wl-gone2", author_id="42"), "gone2-post"))
+    await handler(as_withdrawal(location_withdrawn("wl-gone2", author_id="42"), "gone2-location"))
+    for post_id in ("wl-gone", "wl-gone2"):
+        await route(as_event(classified(post_id, author=MARTA, author_id="42")))
+    async with sessions() as s:
+        found = await s.execute(
+            select(RequestReport).where(RequestReport.post_id.in_(("wl-gone", "wl-gone2")))
+        )
+        assert list(found.scalars()) == []
+        assert await was_withdrawn(s, "mastodon", "wl-gone", "mastodon:42")
+        assert not await was_withdrawn(s, "mastodon", "wl-early")  # its location only
+
+
+async def test_a_withdrawn_post_takes_back_the_point_its_merge_gave_a_request(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A request opened by a post naming no place took the point of the geotagged duplicate a
+    # manager merged into it. That post's withdrawal left the point on the request, as only
+    # the opening post's place was taken back.
+    route = router(sessions)
+    await route(as_event(classified("wl-vague", latlon=None, barri="", text="Fanal apagat")))
+    await route(as_event(classified("wl-here", author=MARTA, author_id="42")))
+    vague, here = await the_request(sessions, "wl-vague"), await the_request(sessions, "wl-here")
+    assert vague.id != here.id
+    await manage(sessions, here.id, Action.MARK_DUPLICATE, duplicate_of=vague.id)
+    merged = await the_request(sessions, "wl-vague")
+    assert (merged.lat, merged.long) == VERDI
+
+    await WithdrawPost(sessions)(as_withdrawal(withdrawn("wl-here", author_id="42")))
+
+    vague = await the_request(sessions, "wl-vague")
+    assert (vague.lat, vague.long) == (None, None)
+    assert vague.description == "Fanal apagat"  # it did not open it: its words are the first's

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -130,23 +131,49 @@ async def request_id_of(sessions: async_sessionmaker[AsyncSession], post_id: str
         return report.service_request_id
 
 
+async def withdrawals_of(bus: Bus) -> Consumer:
+    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
+    return await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+
+
+async def routed_mentions(
+    x: FakeX,
+    http: httpx.AsyncClient,
+    bus: Bus,
+    received: Received,
+    sessions: async_sessionmaker[AsyncSession],
+    tweet: Callable[[], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The posts `tweet` makes on X, read by the mentions connector and routed as streetlights."""
+    mentions = XMentions(x.account(), http, backoff=FAST, stall_timeout=2.0)
+    async with running(ConnectorRunner(mentions, bus, sessions)):
+        tweets = tweet()
+        posts = await received.until(len(tweets))
+    for post in posts:
+        await router(sessions)(as_event(streetlight(post)))
+    return tweets
+
+
 async def test_a_post_deleted_on_x_leaves_open311_and_the_manager_api_after_a_round(
     x: FakeX,
     bus: Bus,
     received: Received,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await bus.create_topics([TOPICS.POST_WITHDRAWN.topic], 3)
-    consumer = await bus.subscribe("test-withdrawals", [TOPICS.POST_WITHDRAWN.topic])
+    consumer = await withdrawals_of(bus)
     words = "El fanal del carrer de Verdi fa pampallugues des de dilluns"
     async with httpx.AsyncClient() as http:
-        mentions = XMentions(x.account(), http, backoff=FAST, stall_timeout=2.0)
-        async with running(ConnectorRunner(mentions, bus, sessions)):
-            gone = x.citizen_posts(words, photos=1, point=VERDI)
-            kept = x.citizen_posts("I el de la plaça de la Virreina també", username="jordi")
-            posts = {p.post_id: p for p in await received.until(2)}
-        for post in posts.values():
-            await router(sessions)(as_event(streetlight(post)))
+        gone, kept = await routed_mentions(
+            x,
+            http,
+            bus,
+            received,
+            sessions,
+            lambda: [
+                x.citizen_posts(words, photos=1, point=VERDI),
+                x.citizen_posts("I el de la plaça de la Virreina també", username="jordi"),
+            ],
+        )
         api = gateway(sessions)
         key = await new_key(sessions, Role.ADMIN)
         gone_request = await request_id_of(sessions, gone["id"])
@@ -196,6 +223,52 @@ async def test_a_post_deleted_on_x_leaves_open311_and_the_manager_api_after_a_ro
     # The next round leaves the withdrawn post out: Plaza no longer holds it.
     async with sessions() as s:
         assert await held_posts(s, "x") == [kept["id"]]
+
+
+async def test_a_location_taken_off_a_post_on_x_leaves_open311_and_its_words_stay(
+    x: FakeX,
+    bus: Bus,
+    received: Received,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    consumer = await withdrawals_of(bus)
+    words = "El fanal del carrer de Verdi fa pampallugues des de dilluns"
+    async with httpx.AsyncClient() as http:
+        [placed] = await routed_mentions(
+            x,
+            http,
+            bus,
+            received,
+            sessions,
+            lambda: [x.citizen_posts(words, photos=1, point=VERDI)],
+        )
+        api = gateway(sessions)
+        key = await new_key(sessions, Role.ADMIN)
+        request = await request_id_of(sessions, placed["id"])
+        async with client(api, key) as plaza:
+            [before] = (await plaza.get(f"/open311/v2/requests/{request}.json")).json()
+        assert before["lat"] and before["long"]
+
+        x.compliance_event(placed["id"], "scrub_geo", "scrub_geo")
+        checker = compliance(x, http, sessions)
+        async with running(ConnectorRunner(checker, bus, sessions)):
+            events = await withdrawals(consumer, until=1)
+        await consumer.close()
+
+    [event] = events
+    w = event.post_withdrawn
+    assert (w.post_id, w.location_only) == (placed["id"], True)
+    await WithdrawPost(sessions)(event)
+    async with client(api, key) as plaza:
+        [after] = (await plaza.get(f"/open311/v2/requests/{request}.json")).json()
+        managed = (await plaza.get(f"/api/v1/requests/{request}")).json()
+    assert after.get("lat") is None and after.get("long") is None
+    assert after["description"] == before["description"] and words in after["description"]
+    assert after["media_url"] == before["media_url"]
+    assert managed["withdrawn"] is False and managed["lat"] is None
+    # Still Plaza's, and still asked about: its author may delete it yet.
+    async with sessions() as s:
+        assert await held_posts(s, "x") == [placed["id"]]
 
 
 async def test_the_posts_asked_about_are_those_plaza_holds_and_has_not_withdrawn(

@@ -227,6 +227,26 @@ async def test_a_bridge_withdraws_a_post_by_its_id_and_author(
     assert (w.platform, w.post_id, w.author_id, w.channel) == ("mastodon", "109", "42", "webhook")
 
 
+async def test_a_bridge_withdraws_a_posts_location_only_as_an_event_of_its_own(
+    client: httpx.AsyncClient, bus: MemoryBus
+) -> None:
+    body = {"platform": "mastodon", "post_id": "110", "author_id": "42"}
+    located = await client.post("/api/v1/posts/withdrawals", json={**body, "location_only": True})
+    whole = await client.post("/api/v1/posts/withdrawals", json=body)
+    assert located.status_code == whole.status_code == 202
+    # The post's deletion after its location's is no redelivery of it.
+    assert located.json()["event_id"] != whole.json()["event_id"]
+    first, second = await withdrawn_events(bus)
+    assert (first.post_withdrawn.location_only, second.post_withdrawn.location_only) == (
+        True,
+        False,
+    )
+    refused = await client.post(
+        "/api/v1/posts/withdrawals", json={**body, "location_only": "maybe"}
+    )
+    assert refused.status_code == 422 and "location_only" in refused.text
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [

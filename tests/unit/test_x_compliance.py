@@ -1,6 +1,7 @@
 """X's compliance check without I/O: which of a job's results withdraw a post (delete,
-deactivate, protect, suspend, drop) and which do not (scrub_geo, an id Plaza did not ask
-about, a line that is not JSON); its progress as stored; how often it runs (the setting)."""
+deactivate, protect, suspend, drop), which its point only (scrub_geo), and which nothing (an
+action Plaza does not know, an id Plaza did not ask about, a line that is not JSON); its
+progress as stored; how often it runs (the setting)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def actions(action: str) -> float:
     return REGISTRY.get_sample_value("plaza_x_compliance_actions_total", labels) or 0.0
 
 
-def test_the_actions_that_take_a_post_out_of_view_withdraw_it_and_scrub_geo_does_not() -> None:
-    geo_before = actions("scrub_geo")
+def test_the_actions_that_take_a_post_out_of_view_withdraw_it_and_scrub_geo_its_point() -> None:
+    geo_before, other_before = actions("scrub_geo"), actions("reinstate")
     results = "\n".join(
         [
             line("101", "delete", "deleted"),
@@ -46,6 +47,7 @@ def test_the_actions_that_take_a_post_out_of_view_withdraw_it_and_scrub_geo_does
             line("104", "protect"),
             line("105", "suspend"),
             line("106", "scrub_geo"),
+            line("107", "reinstate"),  # no action Plaza knows: counted, left as it is
             "",
             "<html>not json</html>",
             line("999", "delete"),  # not asked about: not Plaza's
@@ -55,8 +57,12 @@ def test_the_actions_that_take_a_post_out_of_view_withdraw_it_and_scrub_geo_does
     found = deletions_in(results, ASKED)
 
     at = datetime(2026, 5, 5, 8, 30, tzinfo=UTC)
-    assert found == [Deletion("x", i, deleted_at=at) for i in ("101", "102", "103", "104", "105")]
-    assert actions("scrub_geo") == geo_before + 1  # seen, counted, and left as it is
+    assert found == [
+        *(Deletion("x", i, deleted_at=at) for i in ("101", "102", "103", "104", "105")),
+        Deletion("x", "106", deleted_at=at, location_only=True),  # its point only
+    ]
+    assert actions("scrub_geo") == geo_before + 1
+    assert actions("reinstate") == other_before + 1
 
 
 def test_a_result_without_a_date_is_withdrawn_now() -> None:

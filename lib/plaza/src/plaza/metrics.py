@@ -122,6 +122,12 @@ POSTS_WITHDRAWN = Counter(
     "by platform",
     ["platform"],
 )
+POST_LOCATIONS_WITHDRAWN = Counter(
+    "plaza_post_locations_withdrawn_total",
+    "Posts whose authors took their location off them (X's scrub_geo): their point taken out "
+    "of Plaza's records, what they said kept; by platform",
+    ["platform"],
+)
 # The platforms whose deletions Plaza sees (a bridge's platform is counted once it has one).
 WITHDRAWING_PLATFORMS = ("bluesky", "mastodon", "x")
 _WITHDRAWN_TOPIC = "plaza.post-withdrawn.v1"
@@ -262,7 +268,8 @@ def start_at_zero(
             ]
             created += len(series)
             if topic == _WITHDRAWN_TOPIC:  # whoever applies withdrawals counts them
-                created += len([POSTS_WITHDRAWN.labels(p) for p in WITHDRAWING_PLATFORMS])
+                for withdrawn in (POSTS_WITHDRAWN, POST_LOCATIONS_WITHDRAWN):
+                    created += len([withdrawn.labels(p) for p in WITHDRAWING_PLATFORMS])
             if topic in STAGES:
                 timed.add(STAGES[topic])
     for stage in sorted(timed):

@@ -132,6 +132,11 @@ class WithdrawalIn(BaseModel):
         default="", description="The deleting account's handle, when the post gave no id"
     )
     deleted_at: datetime | None = Field(default=None, description="ISO 8601 with a timezone")
+    location_only: bool = Field(
+        default=False,
+        description="The author took only the post's location off it: its point goes, its "
+        "words and photos stay",
+    )
 
     @field_validator("deleted_at")
     @classmethod

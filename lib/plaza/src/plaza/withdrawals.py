@@ -5,8 +5,10 @@ still there; the city's replies and the request's history stay too).
 What goes, for the withdrawn post:
 - its report: text (a fixed sentence instead), handle, reporter, exact point;
 - the request it opened, if it did: description (the same sentence), handle, its public URL,
-  photos, address, and its point, which falls back to another report's if one has a point
-  (otherwise only the district and barri stay), and the same in its follow-ups placed by it;
+  photos;
+- the request's address and point where they are the post's (it opened the request, or a
+  merge gave them), each falling back to another report's if one gives it (otherwise only the
+  district and barri stay), and the same in its follow-ups placed by it;
 - the request's public status note, and its audit trail's notes and snapshots, where they quote
   the post (a citizen reopening by answering), with the citizen's handle as actor;
 - replies to it not yet posted (they are never sent) and the handle of the deliveries posted;
@@ -15,7 +17,12 @@ A `withdrawn_posts` row (ids, and who asked) remembers it: a reply requested lat
 and the post arriving at the router afterwards (it was deleted before it was routed) opens
 nothing if its author (or its platform) asked; the router forgets anybody else's claim. A post
 with no report (a thanks's, which opened no request) is known by its author only as its replies
-name them (`reporter`): somebody else's claim keeps none of them from going out."""
+name them (`reporter`): somebody else's claim keeps none of them from going out.
+
+An author may take only a post's location off it (X's `scrub_geo`, `location_only`): its point
+goes from its report, and from the request and its follow-ups where it is theirs, as above; what
+it said and showed stays, and so do the replies to it. A post not yet routed is routed without
+its point."""
 
 from __future__ import annotations
 
@@ -64,6 +71,7 @@ class Withdrawal:
     author_id: str
     author_handle: str
     withdrawn_at: datetime
+    location_only: bool = False  # only the post's point (X's scrub_geo)
 
 
 def asked_by(w: Withdrawal) -> str:
@@ -132,9 +140,11 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
         )
     ).scalar_one_or_none()
     if report is None:
-        await _scrub_outbox(session, post_key(w.platform, w.post_id), w)
+        if not w.location_only:
+            await _scrub_outbox(session, post_key(w.platform, w.post_id), w)
         await _remember(session, w)
-        await _cancel_replies(session, w)
+        if not w.location_only:
+            await _cancel_replies(session, w)
         return Outcome.UNKNOWN
     if report.withdrawn_at is not None:
         return Outcome.ALREADY
@@ -146,41 +156,28 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
             w.author_id or w.author_handle,
         )
         return Outcome.NOT_THE_AUTHOR
+    if w.location_only:
+        return await _withdraw_point(session, report, w)
     words, handle = report.text, report.author_handle
+    placed = Place(report.address, report.lat, report.long)
     report.text = WITHDRAWN_TEXT
     report.author_handle = ""
     report.reporter = f"withdrawn:{report.id}"
     report.lat = report.long = report.address = report.address_key = None
     report.withdrawn_at = w.withdrawn_at
     await session.flush()
-    # FOR NO KEY UPDATE, as the router's merges lock: a FOR UPDATE would also hold off the
-    # reports and replies being inserted for it meanwhile.
-    request = await session.get(
-        ServiceRequest, report.service_request_id, with_for_update={"key_share": True}
-    )
+    request = await _request_of(session, report)
     if request is not None:
         before = snapshot(request)
         if request.source_platform == w.platform and request.source_post_id == w.post_id:
-            await _scrub_opening(session, request, w)
+            _scrub_opening(request, w)
+        await _replace_place(session, request, placed, w)
         if words and request.status_notes == words:
             request.status_notes = WITHDRAWN_TEXT
         request.version += 1
         request.updated_datetime = max(request.updated_datetime, w.withdrawn_at)
         await _scrub_history(session, request.id, words, handle)
-        after = snapshot(request)
-        session.add(
-            RequestEvent(
-                service_request_id=request.id,
-                version=request.version,
-                kind="withdrawn",
-                actor="citizen",
-                at=w.withdrawn_at,
-                before={k: v for k, v in before.items() if after.get(k) != v},
-                after={k: v for k, v in after.items() if before.get(k) != v},
-                note=f"{w.platform}:{w.post_id}",
-                public=False,
-            )
-        )
+        _record_withdrawal(session, request, w, kind="withdrawn", before=before)
         await _scrub_outbox(session, request.service_request_id, w, words, handle)
     await _remember(session, w)
     await _cancel_replies(session, w)
@@ -188,33 +185,113 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     return Outcome.WITHDRAWN
 
 
-async def _scrub_opening(session: AsyncSession, request: ServiceRequest, w: Withdrawal) -> None:
-    """The request the post opened keeps no trace of it: its point and its address each fall
-    back to the earliest other report's that gives one, else to its district and barri alone."""
-    point, addressed = await earliest_place(session, request.id)
-    placed = (request.address, request.lat, request.long)
+async def _request_of(session: AsyncSession, report: RequestReport) -> ServiceRequest | None:
+    # FOR NO KEY UPDATE, as the router's merges lock: a FOR UPDATE would also hold off the
+    # reports and replies being inserted for it meanwhile.
+    return await session.get(
+        ServiceRequest, report.service_request_id, with_for_update={"key_share": True}
+    )
+
+
+async def _withdraw_point(session: AsyncSession, report: RequestReport, w: Withdrawal) -> Outcome:
+    """The author took the post's location off it: its point leaves its report, and the
+    request and follow-ups it placed (_replace_place); what it said and showed stays."""
+    if report.lat is None or report.long is None:
+        return Outcome.ALREADY  # no point to take out (never had one, or taken before)
+    placed = Place(None, report.lat, report.long)
+    report.lat = report.long = None
+    await session.flush()
+    request = await _request_of(session, report)
+    if request is not None and await _replace_place(session, request, placed, w):
+        request.version += 1
+        request.updated_datetime = max(request.updated_datetime, w.withdrawn_at)
+        _record_withdrawal(session, request, w, kind="location_withdrawn")
+    metrics.on_commit(session, metrics.POST_LOCATIONS_WITHDRAWN.labels(w.platform).inc)
+    return Outcome.WITHDRAWN
+
+
+def _scrub_opening(request: ServiceRequest, w: Withdrawal) -> None:
+    """The request the post opened keeps no trace of what it said and showed."""
     request.description = WITHDRAWN_TEXT
     request.source_author_handle = ""
     request.source_public_url = None
     request.media_url = None
     request.media_urls = []
-    request.address, request.address_key = addressed if addressed is not None else (None, None)
-    request.lat, request.long = point if point is not None else (None, None)
     request.withdrawn_at = w.withdrawn_at
-    await _replace_in_follow_ups(session, request, placed, w)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a withdrawn post put its request: its address and point (None where it gave none)."""
+
+    address: str | None
+    lat: float | None
+    long: float | None
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        return (self.lat, self.long) if self.lat is not None and self.long is not None else None
+
+
+async def _replace_place(
+    session: AsyncSession, request: ServiceRequest, placed: Place, w: Withdrawal
+) -> bool:
+    """Where the request's address or point is the withdrawn post's (it opened the request, or
+    a merge gave them), each falls back to the earliest other report's that gives one, else to
+    its district and barri alone; its follow-ups placed by it follow. Whether it changed."""
+    point = placed.point is not None and (request.lat, request.long) == placed.point
+    address = placed.address is not None and request.address == placed.address
+    if not (point or address):
+        return False
+    other_point, other_address = await earliest_place(session, request.id)
+    if address:
+        request.address, request.address_key = other_address or (None, None)
+    if point:
+        request.lat, request.long = other_point or (None, None)
+    theirs = Place(
+        placed.address if address else None,
+        placed.lat if point else None,
+        placed.long if point else None,
+    )
+    await _replace_in_follow_ups(session, request, theirs, w)
+    return True
+
+
+def _record_withdrawal(
+    session: AsyncSession,
+    request: ServiceRequest,
+    w: Withdrawal,
+    *,
+    kind: str,
+    before: dict[str, object] | None = None,
+) -> None:
+    """The audit trail's entry (internal) for a change a withdrawal made to `request`: the
+    fields of its snapshot that changed since `before` (none is a point or an address)."""
+    after = snapshot(request) if before is not None else {}
+    before = before or {}
+    session.add(
+        RequestEvent(
+            service_request_id=request.id,
+            version=request.version,
+            kind=kind,
+            actor="citizen",
+            at=w.withdrawn_at,
+            before={k: v for k, v in before.items() if after.get(k) != v},
+            after={k: v for k, v in after.items() if before.get(k) != v},
+            note=f"{w.platform}:{w.post_id}",
+            public=False,
+        )
+    )
 
 
 async def _replace_in_follow_ups(
-    session: AsyncSession,
-    request: ServiceRequest,
-    placed: tuple[str | None, float | None, float | None],
-    w: Withdrawal,
+    session: AsyncSession, request: ServiceRequest, placed: Place, w: Withdrawal
 ) -> None:
     """A follow-up whose answer named no place was placed where the request was, by the post
     now withdrawn: its address and point follow the request's (those its other reports give,
     or none). Those it got from its own answer stay."""
-    address, lat, long = placed
-    if address is None and (lat is None or long is None):
+    address, lat, long = placed.address, placed.lat, placed.long
+    if address is None and placed.point is None:
         return
     follow_ups = (
         await session.execute(
@@ -239,19 +316,8 @@ async def _replace_in_follow_ups(
             continue
         follow_up.version += 1
         follow_up.updated_datetime = max(follow_up.updated_datetime, w.withdrawn_at)
-        session.add(
-            RequestEvent(
-                service_request_id=follow_up.id,
-                version=follow_up.version,
-                kind="withdrawn",
-                actor="citizen",
-                at=w.withdrawn_at,
-                before={},
-                after={},
-                note=f"{w.platform}:{w.post_id}",
-                public=False,
-            )
-        )
+        kind = "location_withdrawn" if w.location_only else "withdrawn"
+        _record_withdrawal(session, follow_up, w, kind=kind)
 
 
 # The audit trail quotes a post where a citizen's answer reopened the request: the note, the
@@ -326,16 +392,19 @@ async def _scrub_outbox(
 
 
 async def _remember(session: AsyncSession, w: Withdrawal) -> None:
+    """One row per post and claimant: the whole post's withdrawal supersedes its location's."""
+    row = insert(WithdrawnPost).values(
+        platform=w.platform,
+        post_id=w.post_id,
+        reporter=asked_by(w),
+        withdrawn_at=w.withdrawn_at,
+        location_only=w.location_only,
+    )
     await session.execute(
-        insert(WithdrawnPost)
-        .values(
-            platform=w.platform,
-            post_id=w.post_id,
-            reporter=asked_by(w),
-            withdrawn_at=w.withdrawn_at,
-        )
-        .on_conflict_do_nothing(
-            index_elements=[WithdrawnPost.platform, WithdrawnPost.post_id, WithdrawnPost.reporter]
+        row.on_conflict_do_update(
+            index_elements=[WithdrawnPost.platform, WithdrawnPost.post_id, WithdrawnPost.reporter],
+            set_={"location_only": False, "withdrawn_at": row.excluded.withdrawn_at},
+            where=WithdrawnPost.location_only & ~row.excluded.location_only,
         )
     )
 
@@ -395,7 +464,8 @@ _UNMENTION_REPLIES = text(
 
 
 # Which of these (platform, post id, its author) were withdrawn by that author or their
-# platform (by anybody where no author is named): one statement whatever their number.
+# platform (by anybody where no author is named): one statement whatever their number. A
+# withdrawal of a post's location only does not count: the post, and replies to it, stay.
 _WITHDRAWN_OF = text(
     """
     SELECT DISTINCT k.platform, k.post_id, k.reporter
@@ -403,7 +473,7 @@ _WITHDRAWN_OF = text(
         CAST(:platforms AS text[]), CAST(:posts AS text[]), CAST(:reporters AS text[])
     ) AS k(platform, post_id, reporter)
     JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
-    WHERE k.reporter = '' OR w.reporter IN ('', k.reporter)
+    WHERE (k.reporter = '' OR w.reporter IN ('', k.reporter)) AND NOT w.location_only
     """
 )
 
@@ -458,7 +528,8 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
 
 # The posts of a platform Plaza still holds something of: their report, a reply to them, or
 # their publication lately; less those withdrawn already (their report says so, or their
-# platform withdrew them before they were routed). What X's compliance check asks X about.
+# platform withdrew them before they were routed; not those whose location only went). What
+# X's compliance check asks X about.
 _HELD = text(
     """
     SELECT r.post_id FROM request_reports r
@@ -472,7 +543,8 @@ _HELD = text(
     SELECT r.post_id FROM request_reports r
     WHERE r.platform = :platform AND r.withdrawn_at IS NOT NULL
     EXCEPT
-    SELECT w.post_id FROM withdrawn_posts w WHERE w.platform = :platform AND w.reporter = ''
+    SELECT w.post_id FROM withdrawn_posts w
+    WHERE w.platform = :platform AND w.reporter = '' AND NOT w.location_only
     ORDER BY 1
     """
 )

@@ -90,7 +90,8 @@ def create_app(
     @app.post("/api/v1/posts/withdrawals", status_code=202, response_model=PostAccepted)
     async def withdraw_post(withdrawal: WithdrawalIn) -> Response:
         """A post the bridge handed over was deleted by its author: Plaza takes its words,
-        photos, handle and point out of its records (the router checks the author)."""
+        photos, handle and point out of its records (only its point with `location_only`: the
+        author took the location off it); the router checks the author."""
         if withdrawal.platform == OPEN311_PLATFORM:
             return problem(
                 422,
@@ -105,6 +106,7 @@ def create_app(
             author_id=withdrawal.author_id,
             author_handle=withdrawal.author_handle,
             withdrawn_at=withdrawal.deleted_at,
+            location_only=withdrawal.location_only,
         )
         await acknowledged([event])
         body = PostAccepted(

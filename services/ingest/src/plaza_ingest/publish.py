@@ -40,12 +40,15 @@ def post_withdrawn(
     author_id: str = "",
     author_handle: str = "",
     withdrawn_at: datetime | None = None,
+    location_only: bool = False,
 ) -> Outgoing:
-    """The event for a post its author deleted. Its id derives from the post and who deleted
-    it: the same deletion seen twice (a stream's replay, a bridge's retry) is one event, while
-    somebody else's refused attempt does not make the author's look like a redelivery."""
+    """The event for a post its author deleted (or, `location_only`, took its location off).
+    Its id derives from the post, who deleted it and what: the same deletion seen twice (a
+    stream's replay, a bridge's retry) is one event, while somebody else's refused attempt does
+    not make the author's look like a redelivery, nor a location's removal the post's."""
     key = post_key(platform, post_id)
-    event_id = derive_event_id("post-withdrawn", key, author_id, author_handle)
+    what = ("location",) if location_only else ()
+    event_id = derive_event_id("post-withdrawn", key, author_id, author_handle, *what)
     return envelope(
         PostWithdrawn(
             platform=platform,
@@ -54,6 +57,7 @@ def post_withdrawn(
             author_handle=author_handle,
             withdrawn_at=timestamp(withdrawn_at or datetime.now(UTC)),
             channel=channel,
+            location_only=location_only,
         ),
         key=key,
         event_id=event_id,

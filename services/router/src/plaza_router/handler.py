@@ -61,7 +61,8 @@ GROUP = "plaza-router"
 # statement whose text does not change with their number (a row-value IN list was planned anew
 # for each size, and took 16 ms for 250 posts). A withdrawal counts if its author asked (the
 # post names them now) or the platform's own stream; anybody else's claim is forgotten, so that
-# it keeps nothing out, nor a reply to the post.
+# it keeps nothing out, nor a reply to the post. A withdrawal of the post's location only
+# (location_only) is returned as such: the post is routed without its point.
 _REPORTED = text(
     """
     WITH k AS (
@@ -73,10 +74,10 @@ _REPORTED = text(
         WHERE w.platform = k.platform AND w.post_id = k.post_id
           AND w.reporter NOT IN ('', k.reporter)
     )
-    SELECT r.platform, r.post_id
+    SELECT r.platform, r.post_id, false AS location_only
     FROM k JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
     UNION ALL
-    SELECT w.platform, w.post_id
+    SELECT w.platform, w.post_id, w.location_only
     FROM k JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
     WHERE w.reporter IN ('', k.reporter)
     """
@@ -155,12 +156,14 @@ class RoutePost:
                 if event.event_id in fresh:
                     fresh.discard(event.event_id)  # the same event twice in a batch: once
                     todo.append(event)
-            seen = await self._reported(session, [e.post_classified.post for e in todo])
+            seen, unlocated = await self._reported(session, [e.post_classified.post for e in todo])
             run: list[tuple[Envelope, NewReport]] = []
             for event in todo:
                 if _key(event) in seen:
                     continue  # the same post reached us twice by different channels, or withdrawn
                 seen.add(_key(event))
+                if _key(event) in unlocated:
+                    _unlocate(event.post_classified.post)
                 if event.post_classified.post.reply_to_post_id:
                     await self._route_run(session, run)
                     run = []
@@ -264,8 +267,11 @@ class RoutePost:
     async def _route(self, session: AsyncSession, event: Envelope, c: PostClassified) -> None:
         post = c.post
         correlation = event.correlation_id or event.event_id
-        if await self._reported(session, [post]):
+        seen, unlocated = await self._reported(session, [post])
+        if seen:
             return  # the same post reached us twice by different channels, or was withdrawn
+        if unlocated:
+            _unlocate(post)
         report = _report(c, self._city)
         now = datetime.now(UTC)
         if post.reply_to_post_id and await self._follow_up(
@@ -347,12 +353,14 @@ class RoutePost:
         )
 
     @staticmethod
-    async def _reported(session: AsyncSession, posts: Sequence[Post]) -> set[tuple[str, str]]:
+    async def _reported(
+        session: AsyncSession, posts: Sequence[Post]
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Which of these posts (platform, post id) are already a report of some request, or
-        were withdrawn by their authors; locked against a withdrawal until the transaction ends
-        (lock_posts)."""
+        were withdrawn by their authors; and which had their location withdrawn by them. Locked
+        against a withdrawal until the transaction ends (lock_posts)."""
         if not posts:
-            return set()
+            return set(), set()
         await lock_posts(session, [(p.platform, p.post_id) for p in posts])
         found = await session.execute(
             _REPORTED,
@@ -362,7 +370,11 @@ class RoutePost:
                 "reporters": [reporter_of(p.platform, p.author_id, p.author_handle) for p in posts],
             },
         )
-        return {(platform, post_id) for platform, post_id in found}
+        seen: set[tuple[str, str]] = set()
+        unlocated: set[tuple[str, str]] = set()
+        for platform, post_id, location_only in found:
+            (unlocated if location_only else seen).add((platform, post_id))
+        return seen, unlocated - seen
 
     async def _follow_up(
         self,
@@ -524,6 +536,13 @@ class NewRequest:
 def _key(event: Envelope) -> tuple[str, str]:
     post = event.post_classified.post
     return post.platform, post.post_id
+
+
+def _unlocate(post: Post) -> None:
+    """Its author took the post's location off it before it was routed: it is routed without
+    its point (the district and barri the classifier found stay, as a withdrawal leaves them)."""
+    post.ClearField("latitude")
+    post.ClearField("longitude")
 
 
 def _report(c: PostClassified, city: City) -> NewReport:

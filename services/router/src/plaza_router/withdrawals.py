@@ -33,11 +33,15 @@ class WithdrawPost:
             author_id=body.author_id,
             author_handle=body.author_handle,
             withdrawn_at=from_timestamp(at),
+            location_only=body.location_only,
         )
         async with self._sessions.begin() as session:
             if not await first_time(session, GROUP, event.event_id):
                 return []
             outcome = await withdraw(session, w)
         if outcome is Outcome.WITHDRAWN:
-            log.info("%s %s withdrawn by its author (%s)", w.platform, w.post_id, body.channel)
+            what = "its location" if w.location_only else "it"
+            log.info(
+                "%s %s: %s withdrawn by its author (%s)", w.platform, w.post_id, what, body.channel
+            )
         return []

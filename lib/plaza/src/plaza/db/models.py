@@ -443,7 +443,8 @@ class WithdrawnPost(Base):
     way to it, or the post arriving late, is recognised and dropped. `reporter`: who asked, as
     reports name their authors (plaza.requests.reporter_of), empty where the platform's own
     stream said so; a post not yet routed when it was asked is dropped only if it is theirs, so
-    one post may have several claims (migration 0018)."""
+    one post may have several claims (migration 0018). `location_only`: only its point was
+    withdrawn (X's scrub_geo), and a post not yet routed is routed without it (migration 0022)."""
 
     __tablename__ = "withdrawn_posts"
 
@@ -451,3 +452,4 @@ class WithdrawnPost(Base):
     post_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     reporter: Mapped[str] = mapped_column(Text, primary_key=True, server_default="", default="")
     withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    location_only: Mapped[bool] = mapped_column(Boolean, server_default="false", default=False)

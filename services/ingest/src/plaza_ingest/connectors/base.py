@@ -19,6 +19,7 @@ class Deletion:
     post_id: str
     author_id: str = ""
     deleted_at: datetime | None = None
+    location_only: bool = False  # only the post's location was taken off it (X's scrub_geo)
 
 
 @dataclass(frozen=True, slots=True)

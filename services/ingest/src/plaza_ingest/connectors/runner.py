@@ -160,6 +160,7 @@ class ConnectorRunner:
                 channel=CHANNEL,
                 author_id=d.author_id,
                 withdrawn_at=d.deleted_at,
+                location_only=d.location_only,
             )
             for d in batch.deletions
             if d.platform == platform and d.post_id in mine

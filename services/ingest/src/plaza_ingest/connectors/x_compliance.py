@@ -40,10 +40,11 @@ JOBS = "/2/compliance/jobs"
 # What an author did that takes their post out of public view (docs.x.com, "Compliance data
 # objects", recommended actions): a deleted post is deleted; a deactivated account's posts go
 # with it; a protected account's posts are no longer public, and a suspended one's are not to
-# be shown. Plaza publishes what it holds, so each withdraws the post. `scrub_geo` (the author
-# removed the post's location) is left out: Plaza has no way to take only a post's point out
-# (a withdrawal takes everything); it is logged and counted.
+# be shown. Plaza publishes what it holds, so each withdraws the post. `scrub_geo`: the author
+# took the post's location off it, and Plaza takes only its point out. Any other action is
+# logged and counted.
 WITHDRAWING: Final = frozenset({"delete", "deactivate", "protect", "suspend", "drop"})
+LOCATION_WITHDRAWING: Final = frozenset({"scrub_geo"})
 OUTCOMES: Final = (
     "complete",  # the job ran and its results were handed on
     "failed",  # X says the job failed
@@ -136,7 +137,8 @@ class JobPolling:
 
 
 def deletions_in(results: str, asked: Sequence[str]) -> list[Deletion]:
-    """The withdrawing compliance events of a job's results (JSON lines), for the ids asked."""
+    """The withdrawing compliance events of a job's results (JSON lines), for the ids asked: a
+    post's, or (scrub_geo) its location's only."""
     wanted = set(asked)
     found: list[Deletion] = []
     for number, line in enumerate(results.splitlines(), 1):
@@ -151,10 +153,12 @@ def deletions_in(results: str, asked: Sequence[str]) -> list[Deletion]:
         if post_id not in wanted:
             continue
         COMPLIANCE_ACTIONS.labels(action or "none").inc()
-        if action not in WITHDRAWING:
+        if action in LOCATION_WITHDRAWING:
+            found.append(Deletion(PLATFORM, post_id, deleted_at=_when(event), location_only=True))
+        elif action in WITHDRAWING:
+            found.append(Deletion(PLATFORM, post_id, deleted_at=_when(event)))
+        else:
             log.info("x compliance: post %s: %s (%s) left as it is", post_id, action, event)
-            continue
-        found.append(Deletion(PLATFORM, post_id, deleted_at=_when(event)))
     return found
 
 

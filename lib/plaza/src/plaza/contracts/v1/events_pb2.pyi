@@ -627,6 +627,8 @@ class PostWithdrawn(_message.Message):
     showed and where it was are taken out of Plaza's records. The router applies it to a post it
     has, when author_id (or, without one, author_handle) is the post's author's, or both are empty:
     the platform's own stream vouches (Mastodon's `delete` carries only the status id).
+    With location_only, the author took only the post's location off it (X's `scrub_geo`): its
+    point goes, what it said and showed stays.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -637,6 +639,7 @@ class PostWithdrawn(_message.Message):
     WITHDRAWN_AT_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     AUTHOR_HANDLE_FIELD_NUMBER: _builtins.int
+    LOCATION_ONLY_FIELD_NUMBER: _builtins.int
     platform: _builtins.str
     post_id: _builtins.str
     author_id: _builtins.str
@@ -645,6 +648,8 @@ class PostWithdrawn(_message.Message):
     """how Plaza learnt it: stream, webhook"""
     author_handle: _builtins.str
     """a bridge's post known by its handle only"""
+    location_only: _builtins.bool
+    """only its point is withdrawn (X's scrub_geo)"""
     @_builtins.property
     def withdrawn_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -656,10 +661,11 @@ class PostWithdrawn(_message.Message):
         withdrawn_at: _timestamp_pb2.Timestamp | None = ...,
         channel: _builtins.str = ...,
         author_handle: _builtins.str = ...,
+        location_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["withdrawn_at", b"withdrawn_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "author_id", b"author_id", "channel", b"channel", "platform", b"platform", "post_id", b"post_id", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_handle", b"author_handle", "author_id", b"author_id", "channel", b"channel", "location_only", b"location_only", "platform", b"platform", "post_id", b"post_id", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
