@@ -1010,3 +1010,64 @@ async def test_a_placeless_request_takes_the_place_of_the_duplicate_merged_into_
     await do(sessions, corts.id, Action.MARK_DUPLICATE, duplicate_of=gracia.id)
     gracia = next(r for r in await requests(sessions) if r.id == gracia.id)
     assert (gracia.district_code, gracia.lat, gracia.long) == ("06", None, None)
+
+
+async def split_off(
+    sessions: async_sessionmaker[AsyncSession], request_id: int, post_id: str
+) -> ServiceRequest:
+    async with sessions.begin() as s:
+        return await split_report(
+            s,
+            request_id,
+            "mastodon",
+            post_id,
+            actor="manager-06",
+            now=POSTED_AT,
+            sla=SLA,
+            routing=ROUTING,
+            city=CITY,
+        )
+
+
+async def test_a_split_takes_back_the_place_its_merge_gave_and_leaves_the_requests_own(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A wrong merge undone: the request is placed again by the reports it keeps, not where the
+    duplicate that left it was (the map and Open311 showed it at the other problem's door)."""
+    route = router(sessions)
+    await route(as_event(classified("s-vague", latlon=None, barri="", text="Fanal apagat")))
+    await route(as_event(classified("s-here", at=POSTED_AT + timedelta(minutes=5))))
+    vague, here = await requests(sessions)
+    await do(sessions, here.id, Action.MARK_DUPLICATE, duplicate_of=vague.id)
+    assert ((await requests(sessions))[0].lat) == VERDI[0]
+
+    revived = await split_off(sessions, vague.id, "s-here")
+
+    vague, _ = await requests(sessions)
+    assert (vague.lat, vague.long) == (None, None)
+    assert (revived.id, revived.lat, revived.long) == (here.id, *VERDI)
+
+    # and the address a merge gave goes back with its report too
+    await route(as_event(classified("s-bins", latlon=None, barri="", service_code="cleaning")))
+    await route(
+        as_event(
+            classified(
+                "s-door",
+                latlon=None,
+                barri="",
+                service_code="cleaning",
+                text="Contenidors plens al carrer de Verdi 12",
+                street_address="Carrer de Verdi 12",
+            )
+        )
+    )
+    *_, bins, door = await requests(sessions)
+    await do(sessions, door.id, Action.MARK_DUPLICATE, duplicate_of=bins.id)
+    *_, bins, _ = await requests(sessions)
+    assert bins.address == "Carrer de Verdi 12"
+
+    await split_off(sessions, bins.id, "s-door")
+
+    *_, bins, door = await requests(sessions)
+    assert (bins.address, bins.address_key) == (None, None)
+    assert (door.address, door.status) == ("Carrer de Verdi 12", "new")

@@ -834,6 +834,33 @@ def _public_note(cmd: Command) -> None:
         )
 
 
+def _point_of(report: RequestReport) -> tuple[float, float] | None:
+    return (report.lat, report.long) if report.lat is not None and report.long is not None else None
+
+
+async def fall_back_place(
+    session: AsyncSession,
+    request: ServiceRequest,
+    *,
+    address: str | None,
+    point: tuple[float, float] | None,
+) -> tuple[bool, bool]:
+    """A report is leaving `request` (withdrawn, split off) or losing its point, with the
+    address and point it had: where the request's are that report's (it opened the request, or
+    a merge gave them), each falls back to the earliest report's still on it (not withdrawn)
+    that gives one, else to none (its district and barri stay). Whether its address, its point
+    changed."""
+    is_address = address is not None and request.address == address
+    is_point = point is not None and (request.lat, request.long) == point
+    if is_address or is_point:
+        other_point, other_address = await earliest_place(session, request.id)
+        if is_address:
+            request.address, request.address_key = other_address or (None, None)
+        if is_point:
+            request.lat, request.long = other_point or (None, None)
+    return is_address, is_point
+
+
 async def earliest_place(
     session: AsyncSession, request_id: int
 ) -> tuple[tuple[float, float] | None, tuple[str, str | None] | None]:
@@ -888,7 +915,8 @@ async def split_report(
     routing: RoutingTable,
     city: City,
 ) -> ServiceRequest:
-    """Undoes a wrong merge: the report becomes a request of its own."""
+    """Undoes a wrong merge: the report becomes a request of its own, and takes back the point
+    and address it gave the request it leaves (fall_back_place)."""
     request = await _locked(session, request_id)
     report = (
         await session.execute(
@@ -919,9 +947,27 @@ async def split_report(
             .with_for_update()
         )
     ).scalar_one_or_none()
+    address, point = report.address, _point_of(report)
     if revived is not None:
         # The report opened a request of its own that was later marked a duplicate: revive it.
-        return await _revive(session, revived, report, actor=actor, now=now, city=city)
+        split = await _revive(session, revived, report, actor=actor, now=now, city=city)
+    else:
+        split = await _open_split(session, request, report, actor, now, sla, routing, city)
+    await session.flush()
+    await fall_back_place(session, request, address=address, point=point)
+    return split
+
+
+async def _open_split(
+    session: AsyncSession,
+    request: ServiceRequest,
+    report: RequestReport,
+    actor: str,
+    now: datetime,
+    sla: SlaPolicy,
+    routing: RoutingTable,
+    city: City,
+) -> ServiceRequest:
     await session.delete(report)
     await session.flush()
     placement, route = _placed_as(request, routing, city)

@@ -47,7 +47,7 @@ from plaza.db.models import (
     ServiceRequest,
     WithdrawnPost,
 )
-from plaza.lifecycle import earliest_place, follow_up_of, snapshot
+from plaza.lifecycle import fall_back_place, follow_up_of, snapshot
 from plaza.requests import reporter_of
 
 log = logging.getLogger(__name__)
@@ -236,18 +236,14 @@ class Place:
 async def _replace_place(
     session: AsyncSession, request: ServiceRequest, placed: Place, w: Withdrawal
 ) -> bool:
-    """Where the request's address or point is the withdrawn post's (it opened the request, or
-    a merge gave them), each falls back to the earliest other report's that gives one, else to
-    its district and barri alone; its follow-ups placed by it follow. Whether it changed."""
-    point = placed.point is not None and (request.lat, request.long) == placed.point
-    address = placed.address is not None and request.address == placed.address
+    """The request's address and point, where they are the withdrawn post's, fall back to its
+    other reports' (plaza.lifecycle.fall_back_place); its follow-ups placed by the post follow.
+    Whether it changed."""
+    address, point = await fall_back_place(
+        session, request, address=placed.address, point=placed.point
+    )
     if not (point or address):
         return False
-    other_point, other_address = await earliest_place(session, request.id)
-    if address:
-        request.address, request.address_key = other_address or (None, None)
-    if point:
-        request.lat, request.long = other_point or (None, None)
     theirs = Place(
         placed.address if address else None,
         placed.lat if point else None,
