@@ -4,6 +4,7 @@ SLA breaches, citizens reopening, and the outbox relay."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -650,6 +651,16 @@ async def test_reporters_are_accounts_not_handles(
     assert [r.status for r in await requests(sessions)] == ["reopened", "new"]
 
 
+async def first_to_lead(relays: Sequence[Relay]) -> Relay:
+    """The relay that took the outbox's lock: either may win it, whichever connects first."""
+    leading = {asyncio.create_task(relay.leading.wait()): relay for relay in relays}
+    done, pending = await asyncio.wait(leading, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    assert done, "no relay took the lock in 10 s"
+    return leading[next(iter(done))]
+
+
 async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
 ) -> None:
@@ -657,9 +668,10 @@ async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
     for n in range(30):
         await route(as_event(classified(f"p{n}", latlon=(41.38 + 0.001 * n, 2.17))))
     bus = MemoryBus()
-    leader, follower = Relay(bus, engine, batch=7), Relay(bus, engine, batch=7)
-    tasks = [asyncio.create_task(leader.run()), asyncio.create_task(follower.run())]
-    await asyncio.wait_for(leader.leading.wait(), 10)
+    relays = [Relay(bus, engine, batch=7), Relay(bus, engine, batch=7)]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    leader = await first_to_lead(relays)
+    [follower] = [relay for relay in relays if relay is not leader]
     for _ in range(100):
         async with sessions() as s:
             left = (await s.execute(select(func.count()).select_from(OutboxRecord))).scalar_one()
@@ -927,12 +939,7 @@ async def test_a_relay_says_it_stopped(
     bus = MemoryBus()
     relays = [Relay(bus, engine), Relay(bus, engine)]
     tasks = [asyncio.create_task(relay.run()) for relay in relays]
-    # either may win the lock: whichever connects first
-    leading = [asyncio.create_task(relay.leading.wait()) for relay in relays]
-    done, pending = await asyncio.wait(leading, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    for waiting in pending:
-        waiting.cancel()
-    assert done, "neither relay took the lock in 10 s"
+    await first_to_lead(relays)
     assert sum(relay.leading.is_set() for relay in relays) == 1
     with caplog.at_level("INFO", logger="plaza.outbox"):
         for relay in relays:
