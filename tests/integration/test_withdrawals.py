@@ -24,6 +24,7 @@ from plaza.contracts import (
 )
 from plaza.contracts import timestamp as ts
 from plaza.db.models import (
+    Open311Submission,
     OutboxRecord,
     PublishedPost,
     Reply,
@@ -48,6 +49,7 @@ from plaza.withdrawals import (
     was_withdrawn,
     withdraw,
 )
+from plaza_api.auth import Role, create_api_key
 from plaza_ingest.connectors.base import Batch, Deletion
 from plaza_ingest.connectors.published import KEPT
 from plaza_ingest.connectors.runner import ConnectorRunner
@@ -67,6 +69,7 @@ from tests.integration.lifecycle_helpers import (
     outbox,
     router,
 )
+from tests.integration.test_monthly_report import plaza
 from tests.unit.test_withdrawals import withdrawn_events
 
 pytestmark = pytest.mark.postgres
@@ -876,3 +879,61 @@ async def test_a_withdrawn_post_takes_back_the_point_its_merge_gave_a_request(
     vague = await the_request(sessions, "wl-vague")
     assert (vague.lat, vague.long) == (None, None)
     assert vague.description == "Fanal apagat"  # it did not open it: its words are the first's
+
+
+# --- at the author's request to the city: `plaza withdraw` -----------------------------------
+
+
+async def test_plaza_withdraw_erases_a_post_and_an_open311_requests_contact_details(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A citizen writes to the city's data-protection officer: their Mastodon post, and the
+    Open311 request they sent with their email and phone (no platform deletes that one)."""
+    route = router(sessions)
+    await route(as_event(opening("wc-1")))
+    async with sessions.begin() as s:
+        key, _ = await create_api_key(s, name="app", role=Role.CIVIC_DEVELOPER)
+        s.add(
+            Open311Submission(
+                token="tok-wc-2",
+                api_key_id=key.id,
+                service_code="streetlight",
+                email="marta@example.org",
+                phone="+34 612 345 678",
+                first_name="Marta",
+                last_name="Puig",
+                device_id="device-1",
+                account_id="acct-1",
+                attributes={"floor": "3r"},
+                submitted_at=datetime.now(UTC),
+            )
+        )
+    by_form = classified("tok-wc-2", text="Fanal apagat davant de casa", latlon=NEARBY)
+    by_form.post.platform = "open311"
+    await route(as_event(by_form))
+
+    said = await asyncio.to_thread(plaza, database_url, "withdraw", "mastodon", "wc-1")
+    assert said.returncode == 0, said.stderr
+    assert "mastodon wc-1: withdrawn" in said.stdout
+    assert (await the_request(sessions, "wc-1")).description == WITHDRAWN_TEXT
+    again = await asyncio.to_thread(plaza, database_url, "withdraw", "mastodon", "wc-1")
+    assert "already withdrawn" in again.stdout
+
+    said = await asyncio.to_thread(plaza, database_url, "withdraw", "open311", "tok-wc-2")
+    assert "contact details" in said.stdout, said.stdout + said.stderr
+    assert await traces(sessions, "marta@example.org", "612 345 678", "Puig", "acct-1") == {}
+    async with sessions() as s:
+        kept = await s.get(Open311Submission, "tok-wc-2")
+    assert kept is not None and kept.attributes == {}  # tokens/{token} still answers
+    assert (await the_request(sessions, "tok-wc-2")).description == WITHDRAWN_TEXT
+
+    # A mistyped id changes nothing but is said so; a location only keeps the words.
+    unknown = await asyncio.to_thread(plaza, database_url, "withdraw", "mastodon", "wc-typo")
+    assert "no report of it in Plaza" in unknown.stdout
+    await route(as_event(classified("wc-3", author_id="45")))
+    located = await asyncio.to_thread(
+        plaza, database_url, "withdraw", "mastodon", "wc-3", "--location-only"
+    )
+    assert "its point" in located.stdout
+    request = await the_request(sessions, "wc-3")
+    assert request.lat is None and request.description != WITHDRAWN_TEXT

@@ -326,6 +326,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_withdraw(args: argparse.Namespace) -> int:
+    from plaza_cli.withdraw_cmd import run
+
+    return run(args)
+
+
 def _cmd_access(args: argparse.Namespace) -> int:
     from plaza_cli.access_cmd import run
 
@@ -506,6 +512,25 @@ def parser() -> argparse.ArgumentParser:
         "--output", "-o", type=Path, help="the CSV file to write (default: standard output)"
     )
     report.set_defaults(func=_cmd_report)
+    withdrawal = sub.add_parser(
+        "withdraw",
+        help="take a post out of Plaza's records at its author's request to the city",
+        description="A citizen asks the city (its data-protection officer) to erase their post, "
+        "or an Open311 request, which no platform deletes: its words, photos, handle, point "
+        "and (Open311) contact details leave Plaza's records, as when its author deletes it "
+        "on its platform; the request stays. Check who asks first: the city vouches for it. "
+        "Written to PLAZA_DATABASE_URL, or embedded mode's database in PLAZA_HOME.",
+    )
+    withdrawal.add_argument(
+        "platform", help="mastodon, bluesky, x, open311 (an Open311 request's token)..."
+    )
+    withdrawal.add_argument("post_id", help="the post's id as Plaza has it (a report's post_id)")
+    withdrawal.add_argument(
+        "--location-only",
+        action="store_true",
+        help="take only its point out (its author removed the location); what it said stays",
+    )
+    withdrawal.set_defaults(func=_cmd_withdraw)
 
     pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
     pg.add_argument("action", choices=["start", "stop", "url"])

@@ -12,6 +12,7 @@ What goes, for the withdrawn post:
 - the request's public status note, and its audit trail's notes and snapshots, where they quote
   the post (a citizen reopening by answering), with the citizen's handle as actor;
 - replies to it not yet posted (they are never sent) and the handle of the deliveries posted;
+- an Open311 request's contact details (email, phone, names, device and account ids);
 - the events about it still in the outbox (a reply to it, the handle of a merge).
 A `withdrawn_posts` row (ids, and who asked) remembers it: a reply requested later is dropped,
 and the post arriving at the router afterwards (it was deleted before it was routed) opens
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from plaza import metrics
 from plaza.contracts import decode, post_key
 from plaza.db.models import (
+    Open311Submission,
     OutboxRecord,
     ReplyDelivery,
     RequestEvent,
@@ -142,6 +144,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     if report is None:
         if not w.location_only:
             await _scrub_outbox(session, post_key(w.platform, w.post_id), w)
+            await _scrub_contact(session, w)
         await _remember(session, w)
         if not w.location_only:
             await _cancel_replies(session, w)
@@ -179,10 +182,34 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
         await _scrub_history(session, request.id, words, handle)
         _record_withdrawal(session, request, w, kind="withdrawn", before=before)
         await _scrub_outbox(session, request.service_request_id, w, words, handle)
+    await _scrub_contact(session, w)
     await _remember(session, w)
     await _cancel_replies(session, w)
     metrics.on_commit(session, metrics.POSTS_WITHDRAWN.labels(w.platform).inc)
     return Outcome.WITHDRAWN
+
+
+OPEN311: Final = "open311"  # a request POSTed through Open311: its post id is its token
+
+
+async def _scrub_contact(session: AsyncSession, w: Withdrawal) -> None:
+    """An Open311 request's reporter gave their contact details with it (private, for the
+    city's staff): they go with it. The token stays, so that tokens/{token} still answers."""
+    if w.platform != OPEN311:
+        return
+    await session.execute(
+        update(Open311Submission)
+        .where(Open311Submission.token == w.post_id)
+        .values(
+            email=None,
+            phone=None,
+            first_name=None,
+            last_name=None,
+            device_id=None,
+            account_id=None,
+            attributes={},
+        )
+    )
 
 
 async def _request_of(session: AsyncSession, report: RequestReport) -> ServiceRequest | None:

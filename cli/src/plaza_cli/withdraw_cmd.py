@@ -1,0 +1,67 @@
+"""`plaza withdraw PLATFORM POST_ID`: a post taken out of Plaza's records when its author asks
+the city itself (a letter to its data-protection officer: GDPR's right to erasure), or an
+Open311 request, which no platform deletes. The same withdrawal as a platform's deletion
+(plaza.withdrawals), applied straight in the database (PLAZA_DATABASE_URL, or `make run`'s in
+PLAZA_HOME), in one transaction, as the platform's word: the city has checked who asks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+
+from plaza.db import create_engine, session_factory
+from plaza.settings import load
+from plaza.withdrawals import OPEN311, Outcome, Withdrawal, withdraw
+
+from plaza_cli.access_cmd import AccessCliSettings, database_of, no_data_here
+
+_SAID: dict[Outcome, str] = {
+    Outcome.WITHDRAWN: "withdrawn: {what} out of Plaza's records; its request stays",
+    Outcome.ALREADY: "already withdrawn ({what} out before): nothing changed",
+    Outcome.UNKNOWN: (
+        "no report of it in Plaza (check the platform and the id): it is remembered, so it "
+        "opens nothing and gets no reply if it comes"
+    ),
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    platform, post_id = args.platform.strip().lower(), args.post_id.strip()
+    if not platform or not post_id:
+        print("plaza withdraw: name the post's platform and its id", file=sys.stderr)
+        return 2
+    settings = load(AccessCliSettings)
+    if (missing := no_data_here(settings, "withdraw")) is not None:
+        print(missing, file=sys.stderr)
+        return 2
+    url, server = database_of(settings)
+    w = Withdrawal(
+        platform=platform,
+        post_id=post_id,
+        author_id="",
+        author_handle="",
+        withdrawn_at=datetime.now(UTC),
+        location_only=args.location_only,
+    )
+
+    async def go() -> Outcome:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with session_factory(engine).begin() as session:
+                return await withdraw(session, w)
+        finally:
+            await engine.dispose()
+
+    with server:
+        outcome = asyncio.run(go())
+    if args.location_only:
+        what = "its point"
+    elif platform == OPEN311:
+        what = "its words, photos, point and the reporter's contact details"
+    else:
+        what = "its words, photos, handle and point"
+    said = _SAID[outcome].format(what=what)
+    print(f"plaza withdraw: {platform} {post_id}: {said}")
+    return 0
