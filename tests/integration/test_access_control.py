@@ -239,6 +239,13 @@ def matrix(w: World) -> list[tuple[str, str, dict[str, object] | None, dict[str,
         ("DELETE", "/api/v1/admin/keys/1", None, expect("admin", ok=-1)),
         ("DELETE", "/api/v1/admin/users/1", None, expect("admin", ok=-1)),
         ("PATCH", "/api/v1/admin/users/1", {"scopes": ["05"]}, expect("admin", ok=-1)),
+        # a post erased at its author's request to the city: admins only
+        (
+            "POST",
+            "/api/v1/admin/withdrawals",
+            {"platform": "x", "post_id": "no-such-post"},
+            expect("admin"),
+        ),
         # replies on their way to the platforms: managers (their districts' only), city-wide roles
         (
             "GET",

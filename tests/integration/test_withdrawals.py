@@ -61,6 +61,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.integration.api_helpers import client, gateway, new_key
 from tests.integration.lifecycle_helpers import (
     VERDI,
     as_event,
@@ -937,3 +938,28 @@ async def test_plaza_withdraw_erases_a_post_and_an_open311_requests_contact_deta
     assert "its point" in located.stdout
     request = await the_request(sessions, "wc-3")
     assert request.lat is None and request.description != WITHDRAWN_TEXT
+
+
+async def test_an_admin_erases_a_post_through_the_api_and_nobody_else_may(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await router(sessions)(as_event(opening("wa-1")))
+    app = gateway(sessions)
+    body = {"platform": "mastodon", "post_id": "wa-1"}
+    async with client(app, await new_key(sessions, Role.MANAGER, ["06"])) as manager:
+        refused = await manager.post("/api/v1/admin/withdrawals", json=body)
+    assert refused.status_code == 403
+    assert (await the_request(sessions, "wa-1")).description == WORDS
+    async with client(app, await new_key(sessions, Role.ADMIN)) as admin:
+        located = await admin.post(
+            "/api/v1/admin/withdrawals", json={**body, "location_only": True}
+        )
+        erased = await admin.post("/api/v1/admin/withdrawals", json=body)
+        again = await admin.post("/api/v1/admin/withdrawals", json=body)
+        bad = await admin.post("/api/v1/admin/withdrawals", json={**body, "platform": "X!"})
+    assert located.json() == {**body, "location_only": True, "outcome": "withdrawn"}
+    assert (erased.json()["outcome"], again.json()["outcome"]) == ("withdrawn", "already")
+    request = await the_request(sessions, "wa-1")
+    assert request.description == WITHDRAWN_TEXT and request.lat is None
+    assert bad.status_code == 422 and "platform" in bad.text
+    assert bad.headers["content-type"].startswith("application/problem+json")

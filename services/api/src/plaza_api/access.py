@@ -58,6 +58,7 @@ TAGS = [
     {"name": "Manager API", "description": "Queues, requests and actions, for staff"},
     {"name": "City hall", "description": "City-wide configuration"},
     {"name": "Access", "description": "Log in; users and API keys (admins)"},
+    {"name": "Privacy", "description": "Posts erased at their authors' request (admins)"},
     {"name": "Ingest", "description": "The bridges' webhook (role bridge)"},
 ]
 

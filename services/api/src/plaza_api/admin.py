@@ -1,18 +1,29 @@
 """Access management over HTTP: staff log in for bearer tokens (OAuth2 password flow), and admins
-create, change, disable and revoke users and API keys."""
+create, change, disable and revoke users and API keys; and erase a post at its author's request
+to the city (`plaza withdraw` over HTTP)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from plaza.db.models import ApiKey, StaffUser
+from plaza.posts import Token
 from plaza.requests import ID_MAX
 from plaza.web import InvalidField
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
+from plaza.withdrawals import Withdrawal, withdraw
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -212,6 +223,57 @@ async def login(
     return TokenOut(
         access_token=auth.issue_token(user),
         expires_in=int(auth.config.token_ttl.total_seconds()),
+    )
+
+
+class ErasureIn(BaseModel):
+    """A post its author asked the city to erase, as Plaza has it (a report's platform and
+    post_id; an Open311 request's token with platform open311)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    platform: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = Field(
+        examples=["open311"]
+    )
+    post_id: Token = Field(examples=["e5f1c0d2a9b84f6c"])
+    location_only: StrictBool = Field(
+        default=False, description="Only its point goes (the author removed the location)"
+    )
+
+
+class ErasureOut(BaseModel):
+    platform: str
+    post_id: str
+    location_only: bool
+    outcome: Literal["withdrawn", "already", "unknown"] = Field(
+        description="withdrawn; already (nothing changed twice); unknown: no report of that id "
+        "(remembered, so the post opens nothing if it comes: check the id)"
+    )
+
+
+@router.post("/admin/withdrawals", response_model=ErasureOut, tags=["Privacy"])
+async def erase_post(body: ErasureIn, session: SessionDep, admin: AdminPrincipal) -> ErasureOut:
+    """A post taken out of Plaza's records at its author's request to the city (GDPR's right
+    to erasure), or an Open311 request, which no platform deletes: its words, photos, handle,
+    point and an Open311 reporter's contact details go, as when its author deletes it on its
+    platform; the request stays. The city vouches for who asked: check first."""
+    w = Withdrawal(
+        platform=body.platform,
+        post_id=body.post_id,
+        author_id="",
+        author_handle="",
+        withdrawn_at=datetime.now(UTC),
+        location_only=body.location_only,
+    )
+    async with session.begin():
+        outcome = await withdraw(session, w)
+    what = "withdrew the location of" if body.location_only else "withdrew"
+    record_admin_change(admin.actor, what, f"post {body.platform}:{body.post_id} ({outcome})")
+    return ErasureOut(
+        platform=body.platform,
+        post_id=body.post_id,
+        location_only=body.location_only,
+        outcome=outcome.value,
     )
 
 
