@@ -190,6 +190,32 @@ async def test_5xx_are_retried_and_a_refused_reply_holds_up_no_other(
     assert {s.attempts for s in states} <= set(range(1, FAST.max_attempts + 1))
 
 
+async def test_a_citizen_who_blocked_the_city_keeps_their_post_and_the_reply_waits(
+    mastodon: FakeMastodon,
+    channels: dict[str, ReplyChannel],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Mastodon answers the blocked account's 404 for a status its author blocked it from: Plaza
+    # took that for a deletion and withdrew the post, words, photo and all.
+    status, ask = await citizen_request(sessions, mastodon)
+    reply_id = ask.reply_requested.reply_id
+    await PostReply(sessions, channels)(ask)
+    mastodon.blocks_the_city("marta")
+    await deliver_until(Deliverer(sessions, channels, FAST), sessions, [reply_id], {"failed"})
+    given_up = await delivery(sessions, reply_id)
+    assert given_up.attempts == 1 and "blocked the city" in (given_up.last_error or "")
+    assert await outbox(sessions, "post-withdrawn.v1") == []  # not withdrawn
+    assert mastodon.replies_to(status["id"]) == []
+    # Deleted, it is withdrawn as before: nobody sees it any more.
+    deleted, ask = await citizen_request(sessions, mastodon, "Fanal apagat a la plaça del Sol")
+    await PostReply(sessions, channels)(ask)
+    del mastodon.statuses[deleted["id"]]
+    gone = ask.reply_requested.reply_id
+    await deliver_until(Deliverer(sessions, channels, FAST), sessions, [gone], {"withdrawn"})
+    [event] = await outbox(sessions, "post-withdrawn.v1")
+    assert event.post_withdrawn.post_id == deleted["id"]
+
+
 async def test_a_dead_letter_is_seen_and_retried_by_its_manager_through_the_api(
     mastodon: FakeMastodon,
     channels: dict[str, ReplyChannel],

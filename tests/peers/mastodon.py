@@ -65,6 +65,7 @@ class FakeMastodon(FakePlatform[_Stream]):
         self.media: dict[str, dict[str, Any]] = {}
         self.uploads: list[dict[str, Any]] = []
         self._idempotency: dict[str, str] = {}
+        self.blocking: set[str] = set()  # citizens (usernames) who blocked the city's account
         # Called (in the server's thread) as each streaming connection is subscribed, before
         # the client has read anything: a test posts there to hit the window right after it.
         self.on_subscribe: Callable[[], object] | None = None
@@ -155,6 +156,13 @@ class FakeMastodon(FakePlatform[_Stream]):
             for tag in tags:
                 self._push(f"hashtag:{tag.lower()}", "update", status)
             return status
+
+    def blocks_the_city(self, username: str = "marta") -> None:
+        """The citizen blocks @bcn: their statuses answer the city's token 404, as Mastodon's
+        StatusPolicy hides a blocker's statuses from the blocked; anybody else (no token) still
+        sees the public ones."""
+        with self._lock:
+            self.blocking.add(username)
 
     def citizen_deletes(self, status_id: str) -> None:
         """The author deletes a status, as Mastodon's RemoveStatusService does: gone from the
@@ -292,10 +300,17 @@ class FakeMastodon(FakePlatform[_Stream]):
         return self._json(self._page(items, request))
 
     async def _get_status(self, request: Request) -> Response:
+        status = self.statuses.get(request.path_params["id"])
+        if "authorization" not in request.headers:
+            # Mastodon serves a public or unlisted status to anybody, with no token.
+            self._record(request)
+            shown = status is not None and status["visibility"] in ("public", "unlisted")
+            return self._json(status) if shown else _error(404, "Record not found")
         if refused := self._gate(request):
             return refused
-        status = self.statuses.get(request.path_params["id"])
-        return self._json(status) if status else _error(404, "Record not found")
+        if status is None or status["account"]["username"] in self.blocking:
+            return _error(404, "Record not found")
+        return self._json(status)
 
     async def _context(self, request: Request) -> Response:
         if refused := self._gate(request):

@@ -175,17 +175,29 @@ class MastodonChannel:
         """The visibility of the status a reply answers, so the reply reaches no wider than it
         (Mastodon's own clients do the same): a citizen's direct or followers-only mention
         gets a reply only they (or their followers) see, not a public one naming them. A
-        status that is gone answers 404: its author deleted it (Gone)."""
+        status that is gone answers 404: its author deleted it (Gone). One whose author blocked
+        the city's account answers it 404 too, while anybody else still sees it: refused, and
+        the post stays."""
         self._before_call()
-        response = await self._http.get(
-            f"{self._account.base_url}/api/v1/statuses/{_status_id(status_id)}",
-            headers=self._headers(),
-        )
+        url = f"{self._account.base_url}/api/v1/statuses/{_status_id(status_id)}"
+        response = await self._http.get(url, headers=self._headers())
         if response.status_code == 404:
+            if await self._shown_to_anybody(url):
+                raise Refused(
+                    f"mastodon: the status {status_id} is hidden from the city's account but "
+                    "not deleted (its author blocked the city): no reply, and the post stays"
+                )
             raise Gone(f"mastodon: the status {status_id} is gone (deleted by its author)")
         self._check(response, "GET /api/v1/statuses/:id")
         visibility = _str(_obj(response.json()).get("visibility"))
         return visibility if visibility in _VISIBILITIES else "public"
+
+    async def _shown_to_anybody(self, url: str) -> bool:
+        """Whether the status is there for a visitor with no token (Mastodon shows public and
+        unlisted statuses to anybody; a server that shows nothing without a token answers 401,
+        and a followers-only status 404: taken as gone, as they cannot be told apart)."""
+        response = await self._http.get(url)
+        return response.status_code == 200
 
     async def post(self, reply: ChannelReply) -> PostedReply:
         visibility = await self._visibility_of(reply.in_reply_to_post_id)
