@@ -5,6 +5,8 @@ issued follow; names and worker handles are never shared, and each 409 says what
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,7 +14,8 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from plaza_api.auth import AccessConflict, Role, create_user
+from plaza.db.models import StaffUser
+from plaza_api.auth import AccessConflict, Role, create_user, hashed_as_now
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.api_helpers import PASSWORD, client, gateway, new_key
@@ -422,3 +425,30 @@ async def test_the_last_admin_cannot_be_disabled_demoted_or_revoked(
         users = {u["username"]: u for u in (await as_berta.get("/api/v1/admin/users")).json()}
         assert users["ada"]["disabled"] and not users["berta"]["disabled"]
         assert (await as_berta.delete(f"/api/v1/admin/users/{berta}")).status_code == 409
+
+
+async def test_a_password_hashed_with_older_parameters_is_hashed_again_at_login(
+    app: FastAPI, admin: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Staff passwords were hashed with scrypt p=1, below OWASP's guidance; a user made then is
+    hashed with today's parameters the next time they log in, and logs in as before."""
+    pau = await make_user(admin, "pau", "city_hall")
+    salt = base64.b64encode(b"0123456789abcdef").decode()
+    old = hashlib.scrypt(PASSWORD.encode(), salt=b"0123456789abcdef", n=2**14, r=8, p=1, dklen=32)
+    async with sessions.begin() as s:
+        user = await s.get(StaffUser, pau)
+        assert user is not None and hashed_as_now(user.password_hash)
+        user.password_hash = f"scrypt$16384$8$1${salt}${base64.b64encode(old).decode()}"
+
+    assert (await log_in(app, "pau", "not the password")).status_code == 401
+    async with sessions() as s:
+        user = await s.get(StaffUser, pau)
+        assert user is not None and not hashed_as_now(user.password_hash)  # not on a failure
+    token = await token_of(app, "pau")
+    async with sessions() as s:
+        user = await s.get(StaffUser, pau)
+        assert user is not None and hashed_as_now(user.password_hash)
+        assert user.password_hash.startswith("scrypt$16384$8$5$")
+    async with client(app, token) as him:
+        assert (await him.get("/api/v1/me")).status_code == 200
+    await token_of(app, "pau")  # and again, with the new hash
