@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 WITHDRAWN_TEXT: Final = "Withdrawn by its author."
 # The reply deliveries' state for a reply that will never be sent: its post is gone.
 WITHDRAWN_STATE: Final = "withdrawn"
+# A request POSTed through Open311: its post id is its token, its contact details are kept.
+OPEN311: Final = "open311"
 
 
 class Outcome(StrEnum):
@@ -187,9 +189,6 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     await _cancel_replies(session, w)
     metrics.on_commit(session, metrics.POSTS_WITHDRAWN.labels(w.platform).inc)
     return Outcome.WITHDRAWN
-
-
-OPEN311: Final = "open311"  # a request POSTed through Open311: its post id is its token
 
 
 async def _scrub_contact(session: AsyncSession, w: Withdrawal) -> None:
