@@ -913,6 +913,18 @@ async def test_plaza_withdraw_erases_a_post_and_an_open311_requests_contact_deta
     by_form.post.platform = "open311"
     await route(as_event(by_form))
 
+    # First, whose post it is (the officer checks who asks): nothing changes.
+    shown = await asyncio.to_thread(
+        plaza, database_url, "withdraw", "mastodon", "wc-1", "--dry-run"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert MARTA in shown.stdout and "with a point" in shown.stdout and "Verdi" in shown.stdout
+    assert (await the_request(sessions, "wc-1")).description == WORDS
+    shown = await asyncio.to_thread(
+        plaza, database_url, "withdraw", "open311", "tok-wc-2", "--dry-run"
+    )
+    assert "Marta Puig, marta@example.org" in shown.stdout, shown.stdout + shown.stderr
+
     said = await asyncio.to_thread(plaza, database_url, "withdraw", "mastodon", "wc-1")
     assert said.returncode == 0, said.stderr
     assert "mastodon wc-1: withdrawn" in said.stdout
@@ -929,8 +941,16 @@ async def test_plaza_withdraw_erases_a_post_and_an_open311_requests_contact_deta
     assert (await the_request(sessions, "tok-wc-2")).description == WITHDRAWN_TEXT
 
     # A mistyped id changes nothing but is said so; a location only keeps the words.
+    guessed = await asyncio.to_thread(
+        plaza, database_url, "withdraw", "mastodon", "wc-typo", "--dry-run"
+    )
+    assert "no report of it in Plaza (nothing changed" in guessed.stdout
+    async with sessions() as s:
+        assert await s.get(WithdrawnPost, ("mastodon", "wc-typo", "")) is None
     unknown = await asyncio.to_thread(plaza, database_url, "withdraw", "mastodon", "wc-typo")
     assert "no report of it in Plaza" in unknown.stdout
+    async with sessions() as s:
+        assert await s.get(WithdrawnPost, ("mastodon", "wc-typo", "")) is not None
     await route(as_event(classified("wc-3", author_id="45")))
     located = await asyncio.to_thread(
         plaza, database_url, "withdraw", "mastodon", "wc-3", "--location-only"

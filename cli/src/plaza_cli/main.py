@@ -530,6 +530,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take only its point out (its author removed the location); what it said stays",
     )
+    withdrawal.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only show whose post it is and what it says (to check who asks), changing nothing",
+    )
     withdrawal.set_defaults(func=_cmd_withdraw)
 
     pg = sub.add_parser("postgres", help="embedded PostgreSQL for make up (prints its URL)")
