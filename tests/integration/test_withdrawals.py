@@ -983,3 +983,31 @@ async def test_an_admin_erases_a_post_through_the_api_and_nobody_else_may(
     assert request.description == WITHDRAWN_TEXT and request.lat is None
     assert bad.status_code == 422 and "platform" in bad.text
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_ingest_hands_on_a_posts_location_withdrawal_until_its_point_is_gone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # X reports a post's scrub_geo at every compliance round, for as long as Plaza holds the
+    # post: each round handed on another withdrawal that changed nothing.
+    located = classified("3kwl", author_id="did:plc:marta")
+    located.post.platform = "bluesky"
+    await router(sessions)(as_event(located))
+    bus = MemoryBus()
+    runner = ConnectorRunner(_Jetstream(), bus, sessions)
+    at = datetime.now(UTC)
+    scrubbed = Deletion("bluesky", "3kwl", deleted_at=at, location_only=True)
+    await runner._publish(Batch([], "1", [scrubbed]))
+    [event] = await withdrawn_events(bus)
+    assert event.post_withdrawn.location_only
+    await WithdrawPost(sessions)(event)
+    assert (await report_of(sessions, "3kwl")).lat is None
+
+    bus = MemoryBus()
+    again = ConnectorRunner(_Jetstream(), bus, sessions)
+    await again._publish(Batch([], "2", [scrubbed]))
+    assert await withdrawn_events(bus) == []  # nothing left to take
+    # its deletion still goes, in the same batch as X's repeated word on its location
+    await again._publish(Batch([], "3", [scrubbed, Deletion("bluesky", "3kwl", deleted_at=at)]))
+    [deleted] = await withdrawn_events(bus)
+    assert not deleted.post_withdrawn.location_only

@@ -548,6 +548,29 @@ async def known_among(session: AsyncSession, platform: str, post_ids: Collection
     return set(found.scalars())
 
 
+# Which of these posts of a platform have a report without a point (none given, taken out, or
+# withdrawn): a withdrawal of their location has nothing left to take.
+_POINTLESS_AMONG = text(
+    """
+    SELECT r.post_id FROM request_reports r
+    WHERE r.platform = :platform AND r.post_id = ANY(CAST(:ids AS text[]))
+      AND (r.lat IS NULL OR r.long IS NULL)
+    """
+)
+
+
+async def pointless_among(
+    session: AsyncSession, platform: str, post_ids: Collection[str]
+) -> set[str]:
+    """Which of these posts of `platform` are reports with no point left: X reports a post's
+    `scrub_geo` at every compliance round, and ingest hands on only the first (those not
+    routed yet are handed on each time, and change nothing twice)."""
+    if not post_ids:
+        return set()
+    found = await session.execute(_POINTLESS_AMONG, {"platform": platform, "ids": list(post_ids)})
+    return set(found.scalars())
+
+
 # The posts of a platform Plaza still holds something of: their report, a reply to them, or
 # their publication lately; less those withdrawn already (their report says so, or their
 # platform withdrew them before they were routed; not those whose location only went). What

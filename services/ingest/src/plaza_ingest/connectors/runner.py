@@ -19,7 +19,7 @@ from typing import Final
 
 from plaza.bus import Bus
 from plaza.contracts import post_key
-from plaza.withdrawals import known_among
+from plaza.withdrawals import known_among, pointless_among
 from plaza.worker import RetryPolicy
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -153,6 +153,11 @@ class ConnectorRunner:
         if ids - mine:
             async with self._sessions() as session:
                 mine |= await known_among(session, platform, ids - mine)
+        located = {d.post_id for d in batch.deletions if d.location_only and d.post_id in mine}
+        pointless: set[str] = set()
+        if located:  # a point taken out already: X says so again at every round
+            async with self._sessions() as session:
+                pointless = await pointless_among(session, platform, located)
         events = [
             post_withdrawn(
                 d.platform,
@@ -163,7 +168,9 @@ class ConnectorRunner:
                 location_only=d.location_only,
             )
             for d in batch.deletions
-            if d.platform == platform and d.post_id in mine
+            if d.platform == platform
+            and d.post_id in mine
+            and not (d.location_only and d.post_id in pointless)
         ]
         if events:
             await publish(self._bus, events)
