@@ -91,6 +91,19 @@ async def citizen_request(
     return status, await routed(sessions, post)
 
 
+async def reply_asked(
+    sessions: async_sessionmaker[AsyncSession],
+    mastodon: FakeMastodon,
+    channels: dict[str, ReplyChannel],
+    text: str = "El fanal del carrer de Verdi no funciona",
+) -> tuple[dict[str, Any], str]:
+    """A citizen's mention routed, and its acknowledgement handed to the notifier: the status
+    and the reply's id."""
+    status, ask = await citizen_request(sessions, mastodon, text)
+    await PostReply(sessions, channels)(ask)
+    return status, ask.reply_requested.reply_id
+
+
 async def test_an_acknowledgement_is_posted_once_in_the_citizens_thread(
     mastodon: FakeMastodon,
     channels: dict[str, ReplyChannel],
@@ -197,9 +210,7 @@ async def test_a_citizen_who_blocked_the_city_keeps_their_post_and_the_reply_wai
 ) -> None:
     # Mastodon answers the blocked account's 404 for a status its author blocked it from: Plaza
     # took that for a deletion and withdrew the post, words, photo and all.
-    status, ask = await citizen_request(sessions, mastodon)
-    reply_id = ask.reply_requested.reply_id
-    await PostReply(sessions, channels)(ask)
+    status, reply_id = await reply_asked(sessions, mastodon, channels)
     mastodon.blocks_the_city("marta")
     await deliver_until(Deliverer(sessions, channels, FAST), sessions, [reply_id], {"failed"})
     given_up = await delivery(sessions, reply_id)
@@ -207,10 +218,10 @@ async def test_a_citizen_who_blocked_the_city_keeps_their_post_and_the_reply_wai
     assert await outbox(sessions, "post-withdrawn.v1") == []  # not withdrawn
     assert mastodon.replies_to(status["id"]) == []
     # Deleted, it is withdrawn as before: nobody sees it any more.
-    deleted, ask = await citizen_request(sessions, mastodon, "Fanal apagat a la plaça del Sol")
-    await PostReply(sessions, channels)(ask)
+    deleted, gone = await reply_asked(
+        sessions, mastodon, channels, "Fanal apagat a la plaça del Sol"
+    )
     del mastodon.statuses[deleted["id"]]
-    gone = ask.reply_requested.reply_id
     await deliver_until(Deliverer(sessions, channels, FAST), sessions, [gone], {"withdrawn"})
     [event] = await outbox(sessions, "post-withdrawn.v1")
     assert event.post_withdrawn.post_id == deleted["id"]
@@ -221,9 +232,7 @@ async def test_a_dead_letter_is_seen_and_retried_by_its_manager_through_the_api(
     channels: dict[str, ReplyChannel],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    status, ask = await citizen_request(sessions, mastodon)
-    reply_id = ask.reply_requested.reply_id
-    await PostReply(sessions, channels)(ask)
+    status, reply_id = await reply_asked(sessions, mastodon, channels)
     mastodon.fail_next("POST", "/api/v1/statuses", 502, times=2)
     policy = DeliveryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.1)
     deliverer = Deliverer(sessions, channels, policy)

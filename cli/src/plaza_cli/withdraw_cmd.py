@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
 
 from plaza.db import create_engine, session_factory
 from plaza.db.models import Open311Submission, RequestReport
@@ -41,14 +40,7 @@ def run(args: argparse.Namespace) -> int:
         print(missing, file=sys.stderr)
         return 2
     url, server = database_of(settings)
-    w = Withdrawal(
-        platform=platform,
-        post_id=post_id,
-        author_id="",
-        author_handle="",
-        withdrawn_at=datetime.now(UTC),
-        location_only=args.location_only,
-    )
+    w = Withdrawal.by_the_city(platform, post_id, location_only=args.location_only)
 
     async def go() -> str:
         engine = create_engine(url, pool_size=1)

@@ -834,7 +834,8 @@ def _public_note(cmd: Command) -> None:
         )
 
 
-def _point_of(report: RequestReport) -> tuple[float, float] | None:
+def point_of(report: RequestReport) -> tuple[float, float] | None:
+    """A report's point (lat, long), or None where it has none."""
     return (report.lat, report.long) if report.lat is not None and report.long is not None else None
 
 
@@ -947,7 +948,7 @@ async def split_report(
             .with_for_update()
         )
     ).scalar_one_or_none()
-    address, point = report.address, _point_of(report)
+    address, point = report.address, point_of(report)
     if revived is not None:
         # The report opened a request of its own that was later marked a duplicate: revive it.
         split = await _revive(session, revived, report, actor=actor, now=now, city=city)

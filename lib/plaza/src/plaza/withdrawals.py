@@ -49,7 +49,7 @@ from plaza.db.models import (
     ServiceRequest,
     WithdrawnPost,
 )
-from plaza.lifecycle import fall_back_place, follow_up_of, snapshot
+from plaza.lifecycle import fall_back_place, follow_up_of, point_of, snapshot
 from plaza.requests import reporter_of
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,12 @@ class Withdrawal:
     author_handle: str
     withdrawn_at: datetime
     location_only: bool = False  # only the post's point (X's scrub_geo)
+
+    @classmethod
+    def by_the_city(cls, platform: str, post_id: str, *, location_only: bool = False) -> Withdrawal:
+        """Asked of the city itself (its data-protection officer, `plaza withdraw`, an admin):
+        no author named, as a platform's own word; the city has checked who asks."""
+        return cls(platform, post_id, "", "", datetime.now(UTC), location_only)
 
 
 def asked_by(w: Withdrawal) -> str:
@@ -164,7 +170,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
     if w.location_only:
         return await _withdraw_point(session, report, w)
     words, handle = report.text, report.author_handle
-    placed = Place(report.address, report.lat, report.long)
+    address, point = report.address, point_of(report)
     report.text = WITHDRAWN_TEXT
     report.author_handle = ""
     report.reporter = f"withdrawn:{report.id}"
@@ -176,7 +182,7 @@ async def withdraw(session: AsyncSession, w: Withdrawal) -> Outcome:
         before = snapshot(request)
         if request.source_platform == w.platform and request.source_post_id == w.post_id:
             _scrub_opening(request, w)
-        await _replace_place(session, request, placed, w)
+        await _replace_place(session, request, address, point, w)
         if words and request.status_notes == words:
             request.status_notes = WITHDRAWN_TEXT
         request.version += 1
@@ -222,13 +228,13 @@ async def _request_of(session: AsyncSession, report: RequestReport) -> ServiceRe
 async def _withdraw_point(session: AsyncSession, report: RequestReport, w: Withdrawal) -> Outcome:
     """The author took the post's location off it: its point leaves its report, and the
     request and follow-ups it placed (_replace_place); what it said and showed stays."""
-    if report.lat is None or report.long is None:
+    point = point_of(report)
+    if point is None:
         return Outcome.ALREADY  # no point to take out (never had one, or taken before)
-    placed = Place(None, report.lat, report.long)
     report.lat = report.long = None
     await session.flush()
     request = await _request_of(session, report)
-    if request is not None and await _replace_place(session, request, placed, w):
+    if request is not None and await _replace_place(session, request, None, point, w):
         request.version += 1
         request.updated_datetime = max(request.updated_datetime, w.withdrawn_at)
         _record_withdrawal(session, request, w, kind="location_withdrawn")
@@ -246,36 +252,28 @@ def _scrub_opening(request: ServiceRequest, w: Withdrawal) -> None:
     request.withdrawn_at = w.withdrawn_at
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a withdrawn post put its request: its address and point (None where it gave none)."""
-
-    address: str | None
-    lat: float | None
-    long: float | None
-
-    @property
-    def point(self) -> tuple[float, float] | None:
-        return (self.lat, self.long) if self.lat is not None and self.long is not None else None
-
-
 async def _replace_place(
-    session: AsyncSession, request: ServiceRequest, placed: Place, w: Withdrawal
+    session: AsyncSession,
+    request: ServiceRequest,
+    address: str | None,
+    point: tuple[float, float] | None,
+    w: Withdrawal,
 ) -> bool:
     """The request's address and point, where they are the withdrawn post's, fall back to its
     other reports' (plaza.lifecycle.fall_back_place); its follow-ups placed by the post follow.
     Whether it changed."""
-    address, point = await fall_back_place(
-        session, request, address=placed.address, point=placed.point
+    moved_address, moved_point = await fall_back_place(
+        session, request, address=address, point=point
     )
-    if not (point or address):
+    if not (moved_address or moved_point):
         return False
-    theirs = Place(
-        placed.address if address else None,
-        placed.lat if point else None,
-        placed.long if point else None,
+    await _replace_in_follow_ups(
+        session,
+        request,
+        address if moved_address else None,
+        point if moved_point else None,
+        w,
     )
-    await _replace_in_follow_ups(session, request, theirs, w)
     return True
 
 
@@ -307,13 +305,16 @@ def _record_withdrawal(
 
 
 async def _replace_in_follow_ups(
-    session: AsyncSession, request: ServiceRequest, placed: Place, w: Withdrawal
+    session: AsyncSession,
+    request: ServiceRequest,
+    address: str | None,
+    point: tuple[float, float] | None,
+    w: Withdrawal,
 ) -> None:
     """A follow-up whose answer named no place was placed where the request was, by the post
     now withdrawn: its address and point follow the request's (those its other reports give,
     or none). Those it got from its own answer stay."""
-    address, lat, long = placed.address, placed.lat, placed.long
-    if address is None and placed.point is None:
+    if address is None and point is None:
         return
     follow_ups = (
         await session.execute(
@@ -332,7 +333,7 @@ async def _replace_in_follow_ups(
         if address is not None and follow_up.address == address:
             follow_up.address, moved = request.address, True
             follow_up.address_key = request.address_key
-        if lat is not None and (follow_up.lat, follow_up.long) == (lat, long):
+        if point is not None and (follow_up.lat, follow_up.long) == point:
             follow_up.lat, follow_up.long, moved = request.lat, request.long, True
         if not moved:
             continue

@@ -257,14 +257,7 @@ async def erase_post(body: ErasureIn, session: SessionDep, admin: AdminPrincipal
     to erasure), or an Open311 request, which no platform deletes: its words, photos, handle,
     point and an Open311 reporter's contact details go, as when its author deletes it on its
     platform; the request stays. The city vouches for who asked: check first."""
-    w = Withdrawal(
-        platform=body.platform,
-        post_id=body.post_id,
-        author_id="",
-        author_handle="",
-        withdrawn_at=datetime.now(UTC),
-        location_only=body.location_only,
-    )
+    w = Withdrawal.by_the_city(body.platform, body.post_id, location_only=body.location_only)
     async with session.begin():
         outcome = await withdraw(session, w)
     what = "withdrew the location of" if body.location_only else "withdrew"
