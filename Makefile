@@ -9,7 +9,7 @@ ifneq ($(PLAZA_CITY_DATA_DIR),)
 export PLAZA_CITY_DATA_DIR
 endif
 
-.PHONY: help run up down test test-unit lint proto env train eval dashboards bench
+.PHONY: help run up down test test-unit lint proto env train eval dashboards bench profile
 
 help:
 	@echo "make run     embedded Plaza: one process, in-memory bus, embedded PostgreSQL, demo feed"
@@ -24,6 +24,7 @@ help:
 	@echo "make eval    the model's figures on held-out data (precision, recall, F1, throughput)"
 	@echo "make dashboards  regenerate the Grafana dashboards (deploy/grafana) from generate.py"
 	@echo "make bench   issue 8's performance figures on real Kafka and PostgreSQL (needs wrk)"
+	@echo "make profile where each service spends its CPU in a burst (py-spy samples)"
 
 env:
 	@command -v $(UV) >/dev/null || { echo "uv not found: pip install uv" >&2; exit 1; }
@@ -69,3 +70,8 @@ dashboards: env
 # passes options, e.g. BENCH_ARGS="--posts 2000 --no-scaling".
 bench: env
 	$(PY) python -m bench.run $(BENCH_ARGS)
+
+# Where each service's CPU goes in a burst: py-spy samples them, and the functions with the most
+# samples are printed; PROFILE_ARGS passes options, e.g. PROFILE_ARGS="--posts 5000".
+profile: env
+	$(PY) python -m bench.profile $(PROFILE_ARGS)

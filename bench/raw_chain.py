@@ -15,17 +15,21 @@ post-received envelopes the pipeline phase publishes, so the sizes are those of 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import RecordMetadata
 from plaza.bus import partition_of
+
+from bench.cpu import CpuMeter, Watched
 
 HOPS = ("classifier", "router", "relay", "notifier")
 BATCH = 500
@@ -149,10 +153,21 @@ async def drive(
         await sink.stop()
 
 
+@dataclass(frozen=True)
+class ChainRun:
+    seconds: float  # from the first send to the last record's arrival
+    cpu: dict[str, float]  # CPU seconds over the run: each hop, the driver ("bench"), `also`
+
+
 def run_chain(
-    bootstrap: str, prefix: str, records: Sequence[tuple[bytes, bytes]], log_dir: Path
-) -> float:
-    """Starts one process per hop, drives the records through them, stops them; seconds taken."""
+    bootstrap: str,
+    prefix: str,
+    records: Sequence[tuple[bytes, bytes]],
+    log_dir: Path,
+    also: Mapping[str, Watched] | None = None,
+) -> ChainRun:
+    """Starts one process per hop, drives the records through them, stops them. `also`: more
+    processes whose CPU to measure over the run (the broker)."""
     topics = [f"{prefix}raw{i}" for i in range(len(HOPS) + 1)]
     asyncio.run(create_topics(bootstrap, topics, PARTITIONS))
     procs = []
@@ -171,7 +186,16 @@ def run_chain(
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"raw chain hops did not start; see {log_dir}/raw-*.log")
             time.sleep(0.1)
-        return asyncio.run(drive(bootstrap, topics[0], topics[-1], records))
+        meter = CpuMeter(
+            {
+                **{name: Watched(p.pid) for name, p in zip(HOPS, procs, strict=True)},
+                "bench": Watched(os.getpid()),
+                **(also or {}),
+            }
+        )
+        meter.start()
+        seconds = asyncio.run(drive(bootstrap, topics[0], topics[-1], records))
+        return ChainRun(seconds, meter.stop())
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

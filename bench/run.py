@@ -25,10 +25,18 @@ from pathlib import Path
 
 from plaza.db.migrate import upgrade
 
-from bench import api, district_cost, raw_chain, router_cost
+from bench import api, cpu, district_cost, raw_chain, router_cost
 from bench.pipeline import PhaseResult, burst_phase, event_for, percentile, rate_phase
 from bench.posts import generate
-from bench.stack import Infra, RssSampler, api_alone, database_only, infrastructure, plaza_stack
+from bench.stack import (
+    Infra,
+    RssSampler,
+    Stack,
+    api_alone,
+    database_only,
+    infrastructure,
+    plaza_stack,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 1000  # posts through the pipeline before anything is measured
@@ -99,7 +107,10 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
             f"sustained: {len(mix.posts)} posts, {mix.geotagged} geotagged, {mix.resends} re-sent, "
             f"{mix.near_duplicates} near-duplicates, {mix.chatter} chatter"
         )
+        meter = pipeline_meter(infra, stack)
+        meter.start()
         burst = asyncio.run(burst_phase(stack, bootstrap, mix))
+        burst_cpu = meter.stop()
         describe("sustained", burst)
         report.add(
             "e2e_throughput_posts_per_s",
@@ -125,11 +136,13 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
 
         n = int(args.rate * args.rate_seconds)
         log(f"fixed rate: {n} posts at {args.rate:.0f}/s")
+        meter.start()
         fixed = asyncio.run(
             rate_phase(
                 stack, bootstrap, generate(n, seed=args.seed + 1, platform="bench-rate"), args.rate
             )
         )
+        fixed_cpu = meter.stop()
         describe("fixed rate", fixed)
         report.add(
             "e2e_offered_posts_per_s_at_1000",
@@ -162,6 +175,8 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
             "ms",
             "p99 publish -> reply recorded at the fixed rate",
         )
+        cpu_figures(report, burst_cpu, burst.published)
+        cpu_figures(report, fixed_cpu, fixed.published, suffix="_at_1000")
         if fixed.throughput < 0.95 * fixed.offered_rate:
             report.notes.append(
                 f"the pipeline did not sustain {args.rate:.0f} posts/s (it drained at "
@@ -198,8 +213,9 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
     records = [
         (e.key.encode(), e.encode()) for e in (event_for(p, datetime.now(UTC)) for p in mix.posts)
     ]
-    seconds = raw_chain.run_chain(bootstrap, stack.namespace, records, logs)
-    raw = len(records) / seconds
+    kafka = kafka_watched(infra)
+    chain = raw_chain.run_chain(bootstrap, stack.namespace, records, logs, also=kafka)
+    raw = len(records) / chain.seconds
     report.add(
         "raw_chain_throughput_posts_per_s",
         raw,
@@ -211,6 +227,74 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
         burst.throughput / raw,
         "ratio",
         "e2e_throughput_posts_per_s / raw chain",
+    )
+    us = cpu.per_post_us(chain.cpu, len(records))
+    hops = sum(v for name, v in us.items() if name in raw_chain.HOPS)
+    report.add(
+        "raw_chain_cpu_us_per_post",
+        hops + us.get("kafka", 0.0),
+        "us",
+        f"CPU per record of the raw chain: its {len(raw_chain.HOPS)} hops {hops:.0f}"
+        + (f", Kafka {us['kafka']:.0f}" if "kafka" in us else " (Kafka not measured)")
+        + f"; its driver {us.get('bench', 0.0):.0f} besides",
+    )
+
+
+def kafka_watched(infra: Infra) -> dict[str, cpu.Watched]:
+    """The broker's JVM, when the bench started it (not a broker it was given)."""
+    data = infra.kafka.data_dir
+    return {} if data is None else {"kafka": cpu.Watched(cpu.kafka_pid(data))}
+
+
+def pipeline_meter(infra: Infra, stack: Stack) -> cpu.CpuMeter:
+    """The CPU of every process the pipeline runs on: the services, PostgreSQL (its postmaster
+    and backends), Kafka, and the bench itself (publishing and counting), told apart."""
+    watched = {name: cpu.Watched(pid) for name in stack.services if (pid := stack.pid(name))}
+    watched["postgres"] = cpu.Watched(cpu.postmaster_pid(infra.postgres.data_dir), tree=True)
+    watched.update(kafka_watched(infra))
+    watched["bench"] = cpu.Watched(os.getpid())
+    return cpu.CpuMeter(watched)
+
+
+ROLES = {
+    "ingest": "its CPU per post (none: the bench publishes onto post-received, as `plaza replay`)",
+    "api": "its CPU per post (none: nobody reads the API during the run)",
+    "postgres": "its CPU per post: the postmaster and every backend",
+    "kafka": "its CPU per post: the broker's JVM",
+    "bench": "the bench: publishing, and counting what is routed",
+}
+
+
+def cpu_figures(report: Report, used: dict[str, float], posts: int, suffix: str = "") -> None:
+    """CPU per post by process, the pipeline's total (the bench's driver apart: the raw chain
+    has one too) and, for the sustained run, the throughput that total allows on this machine."""
+    us = cpu.per_post_us(used, posts)
+    total = sum(value for name, value in us.items() if name != "bench")
+    unmeasured = "" if "kafka" in us else " (Kafka not measured: a broker the bench was given)"
+    if suffix:
+        report.add(
+            f"cpu_us_per_post{suffix}",
+            total,
+            "us",
+            "CPU per post of the services, PostgreSQL and Kafka at the fixed rate (smaller "
+            "batches; idle work included)" + unmeasured,
+        )
+        return
+    for name, value in us.items():
+        report.add(f"cpu_us_per_post_{name}", value, "us", ROLES.get(name, "its CPU per post"))
+    report.add(
+        "cpu_us_per_post",
+        total,
+        "us",
+        "CPU per post of the services, PostgreSQL and Kafka (the bench's driver apart)"
+        + unmeasured,
+    )
+    cores = cpu.cpus()
+    report.add(
+        "cpu_bound_posts_per_s",
+        cpu.bound_posts_per_s(total, cores),
+        "posts/s",
+        f"the most {cores} CPUs could route at that cost, doing nothing else",
     )
 
 
