@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ class KafkaBroker:
             )
 
 
-def start_kafka(tmp: Path) -> Iterator[KafkaBroker]:
+def start_kafka(tmp: Path) -> Generator[KafkaBroker, None, None]:
     existing = os.environ.get("PLAZA_TEST_KAFKA_BOOTSTRAP")
     if existing:
         yield KafkaBroker(existing)
