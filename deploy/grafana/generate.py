@@ -244,6 +244,10 @@ def board(uid: str, title: str, description: str) -> dashboard.Dashboard:
     )
 
 
+# Plaza's own processes (each service's job in deploy/prometheus), not Prometheus or others.
+SERVICES = '{job=~"plaza-.*"}'
+
+
 def known(expr: str) -> str:
     """`expr` without its NaN series: a quantile of a histogram with nothing in the window (its
     series exist from 0 at start) or a ratio of 0 to 0, which would show as an empty legend
@@ -925,6 +929,46 @@ def pipeline() -> dashboard.Dashboard:
                     "(rate(plaza_post_locations_withdrawn_total[$__rate_interval]))",
                     "{{platform}}: location only",
                 ),
+            )
+        )
+        .with_row(dashboard.Row("Resources"))
+        .with_panel(
+            graph(
+                "CPU by service",
+                "CPU seconds a second each service's processes use (1 is a whole core); "
+                "PostgreSQL and Kafka are not in it. A service near its cores' worth is the "
+                "pipeline's bottleneck: give it another process (classifiers, routers) or a core",
+                "short",
+                (
+                    f"sum by (job) (rate(process_cpu_seconds_total{SERVICES}[$__rate_interval]))",
+                    "{{job}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Resident memory by service",
+                "The largest process of each service; `make bench` holds each to 150 MB in steady "
+                "state, so one that keeps growing is leaking",
+                "bytes",
+                (f"max by (job) (process_resident_memory_bytes{SERVICES})", "{{job}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Services' CPU per post routed",
+                "The services' CPU seconds over the last 5 minutes divided by the posts routed in "
+                "them (PostgreSQL and Kafka not included): the cores needed for a rate of posts "
+                "are that rate times this. Higher at a trickle, when every batch holds few posts",
+                "s",
+                (
+                    known(
+                        f"sum(rate(process_cpu_seconds_total{SERVICES}[5m])) / sum("
+                        'rate(plaza_pipeline_stage_latency_seconds_count{stage="routed"}[5m]))'
+                    ),
+                    "per post",
+                ),
+                span=24,
             )
         )
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -132,3 +133,20 @@ def test_the_bench_measures_the_cost_per_post_by_requests_and_by_districts(
     # every city placed posts: the table shows the share placed, which is never 0%
     placed = [line for line in bench_output.splitlines() if "of posts placed" in line]
     assert len(placed) == 12 and not any(" 0% of posts placed" in line for line in placed)
+
+
+def test_the_bench_says_where_the_cpu_goes(bench_output: str) -> None:
+    """CPU per post by process over the sustained run: every service, PostgreSQL and Kafka,
+    adding up to the pipeline's total, and the throughput that total allows."""
+    found = {name: value for name, (value, _) in figures(bench_output).items()}
+    mine = {name: found[f"cpu_us_per_post_{name}"] for name in (*SERVICES, "postgres", "kafka")}
+    # the three that do the work of every post used CPU on it (ingest and the API need not:
+    # the bench publishes onto post-received itself, and nobody reads the API meanwhile)
+    assert all(mine[name] > 0 for name in ("classifier", "router", "postgres", "kafka")), mine
+    assert found["cpu_us_per_post"] == pytest.approx(sum(mine.values()), rel=1e-3)
+    cores = len(os.sched_getaffinity(0))
+    assert found["cpu_bound_posts_per_s"] == pytest.approx(
+        cores * 1e6 / found["cpu_us_per_post"], rel=1e-3
+    )
+    assert found["cpu_us_per_post_bench"] > 0 and found["cpu_us_per_post_at_1000"] > 0
+    assert found["raw_chain_cpu_us_per_post"] > 0
