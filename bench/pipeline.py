@@ -30,6 +30,7 @@ from plaza_ingest.publish import post_received, publish
 from bench.posts import BenchPost, PostMix
 from bench.stack import Stack
 
+CLASSIFIER = "plaza-classifier"
 ROUTER = "plaza-router"
 NOTIFIER = "plaza-notifier"
 STALL_SECONDS = 90.0  # no post routed for this long: the rest are counted lost
@@ -162,27 +163,53 @@ async def routed_times(conn: asyncpg.Connection, ids: list[str]) -> dict[str, fl
     return {r["event_id"]: r["at"] for r in rows}
 
 
-async def inbox_rows(conn: asyncpg.Connection) -> int:
-    """The router's inbox rows: a count that costs PostgreSQL little (an index-only scan),
-    unlike looking up every post of a phase by its id."""
-    return int(
-        await conn.fetchval("SELECT count(*) FROM processed_events WHERE consumer = $1", ROUTER)
-    )
+class Lag:
+    """Records consumer groups have not yet committed (handled), read from the broker: what the
+    bench watches while a phase runs, since every query of its own would take PostgreSQL's CPU
+    from the pipeline (and a count of the router's inbox costs more as the table grows)."""
+
+    def __init__(self, bootstrap: str, namespace: str) -> None:
+        self.namespace = namespace
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="plaza-bench")
+        self._ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="plaza-bench")
+
+    async def __aenter__(self) -> Lag:
+        await self._admin.start()
+        await self._ends.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._ends.stop()
+        await self._admin.close()
+
+    async def behind(self, group: str, topic: str) -> int:
+        """How many records of topic the group has not yet committed."""
+        name = self.namespace + topic
+        partitions = self._ends.partitions_for_topic(name) or set()
+        if not partitions:
+            await self._ends.topics()  # the first call may come before the client's metadata
+            partitions = self._ends.partitions_for_topic(name) or set()
+        end = await self._ends.end_offsets([TopicPartition(name, p) for p in sorted(partitions)])
+        committed = await self._admin.list_consumer_group_offsets(self.namespace + group)
+        return sum(
+            offset - (committed[tp].offset if tp in committed else 0) for tp, offset in end.items()
+        )
+
+    async def routing(self) -> int:
+        """Posts not yet through the router: the classifier's backlog, then the router's (read
+        in that order, so that what the classifier has handed on is in the router's)."""
+        classifying = await self.behind(CLASSIFIER, TOPICS.POST_RECEIVED.topic)
+        return classifying + await self.behind(ROUTER, TOPICS.POST_CLASSIFIED.topic)
 
 
-async def wait_routed(stack: Stack, conn: asyncpg.Connection, ids: list[str], before: int) -> int:
+async def wait_routed(stack: Stack, conn: asyncpg.Connection, lag: Lag, ids: list[str]) -> int:
     """Polls until every post is routed or nothing moved for STALL_SECONDS; returns how many.
-    `before`: inbox_rows() before the phase published. Until the router has written as many
-    rows since, its posts are only counted (each poll costs PostgreSQL CPU the pipeline would
-    have had); then they are looked up by id, since the router also takes events of other
-    kinds into its inbox."""
+    The posts are looked up by id only once the classifier and the router have committed all
+    they were given (a worker commits after handling), or when they stop moving."""
     done, last_change = 0, time.monotonic()
-    exact = False
     while True:
-        if not exact:
-            rows = await inbox_rows(conn) - before
-            exact = rows >= len(ids) or time.monotonic() - last_change > STALL_SECONDS / 2
-        if exact:
+        waiting = await lag.routing()
+        if waiting == 0 or time.monotonic() - last_change > STALL_SECONDS / 2:
             n = await conn.fetchval(
                 "SELECT count(*) FROM processed_events"
                 " WHERE consumer = $1 AND event_id = ANY($2::text[])",
@@ -190,53 +217,28 @@ async def wait_routed(stack: Stack, conn: asyncpg.Connection, ids: list[str], be
                 ids,
             )
         else:
-            n = rows  # fewer than the posts: enough to see that the router moves
+            n = -waiting  # a backlog that shrinks is a router that moves
         if n != done:
             done, last_change = n, time.monotonic()
         if done >= len(ids) or time.monotonic() - last_change > STALL_SECONDS:
-            return int(done)
+            return max(int(done), 0)
         stack.check_alive()
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def not_yet_consumed(bootstrap: str, namespace: str, group: str, topic: str) -> int:
-    """How many records of topic the consumer group has not yet committed (handled)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="plaza-bench")
-    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="plaza-bench")
-    await admin.start()
-    await ends.start()
-    try:
-        partitions = ends.partitions_for_topic(namespace + topic) or set()
-        if not partitions:
-            await ends.topics()  # the first call may come before the client's metadata
-            partitions = ends.partitions_for_topic(namespace + topic) or set()
-        end = await ends.end_offsets(
-            [TopicPartition(namespace + topic, p) for p in sorted(partitions)]
-        )
-        committed = await admin.list_consumer_group_offsets(namespace + group)
-        return sum(
-            offset - (committed[tp].offset if tp in committed else 0) for tp, offset in end.items()
-        )
-    finally:
-        await ends.stop()
-        await admin.close()
-
-
 async def wait_replies(
-    stack: Stack, conn: asyncpg.Connection, bootstrap: str, timeout: float = 120
+    stack: Stack, conn: asyncpg.Connection, lag: Lag, timeout: float = 120
 ) -> None:
     """Until the relay has published the whole outbox (it deletes what it published) and the
     notifier has handled every reply asked for (its group's committed offsets are at the end of
     the reply-requested topic: it commits after recording the replies)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        unpublished = await conn.fetchval("SELECT count(*) FROM outbox")
-        if unpublished == 0:
-            behind = await not_yet_consumed(
-                bootstrap, stack.namespace, NOTIFIER, TOPICS.REPLY_REQUESTED.topic
-            )
-            if behind == 0:
-                return
+        # the oldest row, through the primary key: a count would read every dead row the relay
+        # left since autovacuum's last pass
+        unpublished = await conn.fetchval("SELECT id FROM outbox ORDER BY id LIMIT 1")
+        if unpublished is None and await lag.behind(NOTIFIER, TOPICS.REPLY_REQUESTED.topic) == 0:
+            return
         stack.check_alive()
         await asyncio.sleep(POLL_SECONDS)
     raise RuntimeError(f"replies not all recorded within {timeout}s")
@@ -248,12 +250,12 @@ async def measure(
     driver: Driver,
     mix: PostMix,
     publish_seconds: float,
-    before: int,
+    lag: Lag,
 ) -> PhaseResult:
     received = {post_classified_id(p): p for p in mix.posts}
     ids = list(received)
-    routed = await wait_routed(stack, conn, ids, before)
-    await wait_replies(stack, conn, driver.bootstrap)
+    routed = await wait_routed(stack, conn, lag, ids)
+    await wait_replies(stack, conn, lag)
     at = await routed_times(conn, ids)
     first = min(driver.published_at[i] for i in ids)
     last = max(at.values()) if at else time.time()
@@ -303,9 +305,8 @@ async def _phase(stack: Stack, bootstrap: str, mix: PostMix, rate: float | None)
     """Publishes the posts (at once, or at `rate` a second) and measures them."""
     conn = await asyncpg.connect(raw_dsn(stack.database_url))
     try:
-        before = await inbox_rows(conn)
-        async with Driver(stack, bootstrap) as driver:
+        async with Driver(stack, bootstrap) as driver, Lag(bootstrap, stack.namespace) as lag:
             seconds = await (driver.burst(mix) if rate is None else driver.at_rate(mix, rate))
-            return await measure(stack, conn, driver, mix, seconds, before)
+            return await measure(stack, conn, driver, mix, seconds, lag)
     finally:
         await conn.close()

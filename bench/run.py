@@ -417,6 +417,42 @@ def scaling_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: 
             )
 
 
+def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: Report) -> None:
+    """Bursts one after another on one database, as on a storm day: how the pipeline's
+    throughput and CPU per post change as the requests it has opened pile up (none is closed,
+    so each burst's posts find more to merge with)."""
+    (logs / "growth").mkdir()
+    with plaza_stack(infra, logs / "growth") as stack:
+        asyncio.run(
+            burst_phase(stack, infra.kafka.bootstrap, generate(WARM_UP, seed=1, platform="warmup"))
+        )
+        meter = pipeline_meter(infra, stack)
+        opened = WARM_UP  # about: the warm-up's requests
+        for k in range(1, args.growth + 1):
+            mix = generate(args.growth_posts, seed=args.seed + 100 + k, platform=f"bench-grow{k}")
+            meter.start()
+            r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
+            us = cpu.per_post_us(meter.stop(), r.published)
+            describe(f"growth burst {k}", r)
+            before = f"after {opened:,} requests opened before it"
+            merged = r.reports_merged / max(r.reports_merged + r.requests_opened, 1)
+            report.add(
+                f"growth_throughput_posts_per_s_burst_{k}",
+                r.throughput,
+                "posts/s",
+                f"{r.published} posts {before}; {merged:.0%} of its reports merged",
+            )
+            for name in ("router", "postgres"):
+                report.add(f"growth_cpu_us_per_post_{name}_burst_{k}", us[name], "us", before)
+            report.add(
+                f"growth_cpu_us_per_post_burst_{k}",
+                sum(v for name, v in us.items() if name != "bench"),
+                "us",
+                f"{before}: every service, PostgreSQL and Kafka",
+            )
+            opened += r.requests_opened
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 20,000: 4,000 were routed in about 1.3 s, a window in which a scheduling hiccup moved the
@@ -439,6 +475,14 @@ def main() -> None:
     parser.add_argument(
         "--no-scaling", action="store_true", help="no runs with 1, 2 and 3 classifier processes"
     )
+    parser.add_argument(
+        "--growth",
+        type=int,
+        default=0,
+        help="that many more bursts one after another on one database, after the rest "
+        "(4 take about 3 minutes): the cost per post as the open requests pile up",
+    )
+    parser.add_argument("--growth-posts", type=int, default=40_000, help="posts of each burst")
     parser.add_argument(
         "--city-data",
         type=Path,
@@ -474,6 +518,8 @@ def main() -> None:
                 scaling_figures(infra, args, logs, report)
             router_cost_figures(infra, args, report)
             district_cost_figures(infra, args, report)
+            if args.growth:
+                growth_figures(infra, args, logs, report)
     finally:  # what was measured is shown even when a later phase fails (which still fails)
         report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole run")
         report.print()

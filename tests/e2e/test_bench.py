@@ -54,6 +54,10 @@ def bench_output() -> str:
             "--connections",
             "4",
             "--no-scaling",
+            "--growth",
+            "2",
+            "--growth-posts",
+            "200",
             "--cost-posts",
             "100",
             "--cost-sizes",
@@ -150,3 +154,19 @@ def test_the_bench_says_where_the_cpu_goes(bench_output: str) -> None:
     )
     assert found["cpu_us_per_post_bench"] > 0 and found["cpu_us_per_post_at_1000"] > 0
     assert found["raw_chain_cpu_us_per_post"] > 0
+
+
+def test_the_bench_measures_bursts_one_after_another(bench_output: str) -> None:
+    """--growth: bursts on one database, each with its throughput and CPU per post."""
+    found = {name: value for name, (value, _) in figures(bench_output).items()}
+    for k in (1, 2):
+        assert found[f"growth_throughput_posts_per_s_burst_{k}"] > 0
+        assert found[f"growth_cpu_us_per_post_burst_{k}"] >= max(
+            found[f"growth_cpu_us_per_post_router_burst_{k}"],
+            found[f"growth_cpu_us_per_post_postgres_burst_{k}"],
+        )
+        assert found[f"growth_cpu_us_per_post_router_burst_{k}"] > 0
+    assert "growth_throughput_posts_per_s_burst_3" not in found
+    # the second burst comes after the first's requests
+    second = next(line for line in bench_output.splitlines() if "_burst_2 " in line)
+    assert "after 1,000 requests" not in second

@@ -11,11 +11,13 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import orjson
 import pytest
 from plaza.contracts import Envelope, decode, derive_event_id, envelope
 from plaza.db import create_engine, session_factory
 from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
 from plaza_router.dedupe import first_times_locking
+from plaza_router.handler import _LOCKED_AND_NEW_IDS
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -268,3 +270,77 @@ async def test_a_batch_locks_the_services_of_its_new_actionable_events_only(
         assert await first_times_locking(s, "router", [("new", "STREET_LIGHT")]) == set()
         assert not await held_elsewhere("STREET_LIGHT")
         assert await first_times_locking(s, "router", []) == set()
+
+
+def nodes_reading(node: dict[str, object], table: str) -> list[dict[str, object]]:
+    """Every node of an EXPLAIN plan that reads `table` (the table or an index of it)."""
+    found = [node] if node.get("Relation Name") == table else []
+    for child in node.get("Plans", ()):  # type: ignore[attr-defined]
+        found += nodes_reading(child, table)
+    return found
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
+async def test_a_merge_reads_only_its_own_authors_reports_of_a_request(
+    sessions: async_sessionmaker[AsyncSession], analyzed: bool
+) -> None:
+    """Whether a merged report's author reported the request already is read through the index
+    on (service_request_id, reporter), whether or not the table has statistics yet: the request
+    a whole street reports has hundreds of reports, and reading them all at every merge made
+    each merge cost more than the last."""
+    async with sessions.begin() as s:
+        ids = (
+            await s.scalars(
+                text(
+                    """
+                    INSERT INTO service_requests (status, service_code, description,
+                        requested_datetime, agency_responsible, district_code, location_source,
+                        queue, urgency, language, service_confidence, channel, source_platform,
+                        source_post_id, source_author_handle, media_urls)
+                    SELECT 'new', 'streetlight', 'fanal apagat', now(), 'IMI', '06', 'none',
+                        'district-06', 'normal', 'ca', 0.9, 'webhook', 'mastodon', 'p' || i,
+                        '@n0', '{}'
+                    FROM generate_series(1, 100) AS i
+                    RETURNING id
+                    """
+                )
+            )
+        ).all()
+        # 300 reports each, by 300 people (some of whom report every request)
+        await s.execute(
+            text(
+                """
+                INSERT INTO request_reports (service_request_id, platform, post_id,
+                    author_handle, reporter, text, language, reported_at, merged)
+                SELECT r, 'mastodon', r || '-' || i, '@n' || i, 'mastodon:' || i, 'fanal', 'ca',
+                    now(), i > 0
+                FROM unnest(CAST(:ids AS bigint[])) AS r, generate_series(0, 299) AS i
+                """
+            ),
+            {"ids": ids},
+        )
+    if analyzed:
+        async with sessions() as s:
+            await (await s.connection()).exec_driver_sql("ANALYZE request_reports")
+    request_id = ids[40]
+    batch = {
+        "ids": [request_id],
+        "n": 0,
+        "pair_ids": [request_id, request_id],
+        "pair_reporters": ["mastodon:7", "mastodon:someone-new"],
+    }
+    async with sessions.begin() as s:
+        [row] = (await s.execute(_LOCKED_AND_NEW_IDS, batch)).all()
+        assert set(row.authors) == {"mastodon:7"}
+        explained = await s.scalar(
+            text("EXPLAIN (ANALYZE, FORMAT JSON) " + _LOCKED_AND_NEW_IDS.text), batch
+        )
+    [root] = orjson.loads(explained) if isinstance(explained, str) else explained
+    reads = nodes_reading(root["Plan"], "request_reports")
+    assert reads, root
+    # each pair is one probe of the index by both columns, not a walk over the request's reports
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in reads) <= 2, reads
+    assert all(
+        "service_request_id" in str(n.get("Index Cond")) and "reporter" in str(n.get("Index Cond"))
+        for n in reads
+    ), reads

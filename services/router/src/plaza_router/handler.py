@@ -215,8 +215,11 @@ class RoutePost:
                 opened.append(new)
                 opened_for.setdefault(probe.service_code, []).append(new)
         # Then write: lock the existing requests that get a report, take the new ones' ids.
+        merging = sorted(
+            {(d.id, report.reporter) for _, report, d in decisions if isinstance(d, Found)}
+        )
         locked, new_ids = await _lock_and_take_ids(
-            session, sorted({d.id for _, _, d in decisions if isinstance(d, Found)}), len(opened)
+            session, sorted({id_ for id_, _ in merging}), len(opened), merging
         )
         ids = iter(new_ids)
         async with rows_in_bulk(session):
@@ -590,26 +593,36 @@ def _probe(c: PostClassified, report: NewReport, city: City) -> Probe:
 # requests, then deadlocked with a batch merging into two of them (PostgreSQL's detection
 # took a second, and the batch was then routed again one post at a time).
 _COLUMNS = [c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item"]
-# Each with the authors of its reports: a report merged into it counts a reporter only if its
-# author is not among them.
 _LOCKED = (
-    "SELECT " + ", ".join(_COLUMNS) + ", ARRAY(SELECT DISTINCT r.reporter FROM"
-    " request_reports r WHERE r.service_request_id = service_requests.id) AS authors"
-    " FROM service_requests"
+    "SELECT " + ", ".join(_COLUMNS) + " FROM service_requests"
     " WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
+)
+# Which of the authors of the reports a batch merges into a request reported it already: a
+# report counts a new reporter only if its author is not among them. A probe per (request,
+# author) pair through the index on (service_request_id, reporter) (migration 0023): all of a
+# request's authors were read at every merge, and the request a whole street reports has
+# hundreds of reports.
+_AUTHORS = (
+    "SELECT p.id, array_agg(p.reporter) AS authors"
+    " FROM (SELECT DISTINCT id, reporter FROM unnest(CAST(:pair_ids AS bigint[]),"
+    " CAST(:pair_reporters AS text[])) AS u(id, reporter)) AS p"
+    " WHERE EXISTS (SELECT FROM request_reports r"
+    " WHERE r.service_request_id = p.id AND r.reporter = p.reporter)"
+    " GROUP BY p.id"
 )
 # n ids from the requests' sequence, in order (what n inserts one by one would get).
 _NEW_IDS = (
     "SELECT nextval(pg_get_serial_sequence('service_requests', 'id')) AS id"
     " FROM generate_series(1, :n)"
 )
-# Both in one round trip: the locked requests, each row also carrying the new ids (one row of
-# NULL columns when none is locked).
+# All in one round trip: the locked requests with their authors among the merged reports',
+# each row also carrying the new ids (one row of NULL columns when none is locked).
 _LOCKED_AND_NEW_IDS = text(
-    f"WITH locked AS ({_LOCKED}), new AS ({_NEW_IDS})"
+    f"WITH locked AS ({_LOCKED}), authors AS ({_AUTHORS}), new AS ({_NEW_IDS})"
     " SELECT (SELECT array_agg(id ORDER BY id) FROM new) AS new_ids, "
     + ", ".join(f"locked.{c}" for c in _COLUMNS)
-    + ", locked.authors FROM (SELECT) AS one LEFT JOIN locked ON true"
+    + ", authors.authors FROM (SELECT) AS one LEFT JOIN locked ON true"
+    " LEFT JOIN authors ON authors.id = locked.id"
 )
 # What merging a report changes in the request it joins (merge_report).
 _MERGED_FIELDS = frozenset({"reporters_count", "version", "updated_datetime"})
@@ -631,7 +644,8 @@ class Locked:
 
     rows: dict[int, RequestRow]
     read: dict[int, dict[str, object]]
-    authors: dict[int, set[str]]  # who has reported each (merges add to it)
+    # who has reported each, of the reporters the batch merges (merges add to it)
+    authors: dict[int, set[str]]
 
     def write_back(self, session: AsyncSession) -> bool:
         """Inside `rows_in_bulk`: the changed requests are updated in its statement. Whether
@@ -659,13 +673,24 @@ class Locked:
 
 
 async def _lock_and_take_ids(
-    session: AsyncSession, lock: Sequence[int], n: int
+    session: AsyncSession, lock: Sequence[int], n: int, merging: Sequence[tuple[int, str]]
 ) -> tuple[Locked, list[int]]:
-    """The requests `lock` locked for update (in id order) and read afresh, and n new ids from
-    the requests' sequence, in order, in one statement."""
+    """The requests `lock` locked for update (in id order) and read afresh, with which authors
+    of the reports merged into them (`merging`: (request id, reporter) pairs) reported each
+    already, and n new ids from the requests' sequence, in order, in one statement."""
     if not lock and n == 0:
         return Locked({}, {}, {}), []
-    rows = list(await session.execute(_LOCKED_AND_NEW_IDS, {"ids": list(lock), "n": n}))
+    rows = list(
+        await session.execute(
+            _LOCKED_AND_NEW_IDS,
+            {
+                "ids": list(lock),
+                "n": n,
+                "pair_ids": [id_ for id_, _ in merging],
+                "pair_reporters": [reporter for _, reporter in merging],
+            },
+        )
+    )
     new_ids = list(rows[0].new_ids or ())  # array_agg of no rows is NULL
     # each row: new_ids, then _COLUMNS in order, then the authors
     width = len(_COLUMNS)
@@ -674,7 +699,7 @@ async def _lock_and_take_ids(
         for row in rows
         if row.id is not None
     }
-    authors = {row.id: set(row.authors) for row in rows if row.id is not None}
+    authors = {row.id: set(row.authors or ()) for row in rows if row.id is not None}
     return Locked(
         {i: RequestRow(dict(columns)) for i, columns in read.items()}, read, authors
     ), new_ids

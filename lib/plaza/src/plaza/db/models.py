@@ -203,7 +203,7 @@ class RequestReport(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(start=1), primary_key=True)
     service_request_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE"), index=True
+        BigInteger, ForeignKey("service_requests.id", ondelete="CASCADE")
     )
     platform: Mapped[str] = mapped_column(String(32))
     post_id: Mapped[str] = mapped_column(String(256))
@@ -225,7 +225,12 @@ class RequestReport(Base):
     # When its author withdrew the post: text, handle, reporter, point and address are gone.
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),)
+    __table_args__ = (
+        UniqueConstraint("platform", "post_id", name="uq_request_reports_post"),
+        # A request's reports, and whether someone reported it already (the router's merges:
+        # migration 0023), without reading its other reports.
+        Index("ix_request_reports_request_reporter", "service_request_id", "reporter"),
+    )
 
 
 class RequestEvent(Base):
