@@ -479,8 +479,9 @@ def main() -> None:
         "--growth",
         type=int,
         default=0,
-        help="that many more bursts one after another on one database, after the rest "
-        "(4 take about 3 minutes): the cost per post as the open requests pile up",
+        help="that many more bursts one after another on one database (a broker and a "
+        "PostgreSQL of their own), after the rest (4 take about 3 minutes): the cost per post "
+        "as the open requests pile up",
     )
     parser.add_argument("--growth-posts", type=int, default=40_000, help="posts of each burst")
     parser.add_argument(
@@ -518,7 +519,8 @@ def main() -> None:
                 scaling_figures(infra, args, logs, report)
             router_cost_figures(infra, args, report)
             district_cost_figures(infra, args, report)
-            if args.growth:
+        if args.growth:  # a broker and a database of their own: nothing left over to share them
+            with infrastructure() as infra:
                 growth_figures(infra, args, logs, report)
     finally:  # what was measured is shown even when a later phase fails (which still fails)
         report.add("bench_runtime_s", time.monotonic() - started, "s", "the whole run")
