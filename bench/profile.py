@@ -3,7 +3,7 @@
     uv run --frozen python -m bench.profile [--posts 20000] [--out .plaza/profile]
 
 Starts what `make bench` starts (Kafka, PostgreSQL, each service as its own process), warms it
-up, then publishes the posts at once while py-spy samples every service, and prints:
+up, then publishes the posts at once while py-spy samples each service on their path, and prints:
 - the CPU per post of each process over the burst (the services, PostgreSQL, Kafka), as
   `make bench` measures it;
 - for each service, the functions with the most samples: by their own time ("self", where the

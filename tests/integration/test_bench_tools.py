@@ -103,9 +103,10 @@ def test_py_spy_finds_the_function_that_burns_the_cpu(tmp_path: Path) -> None:
             pass  # sampling() waits a second for py-spy to attach, and it samples meanwhile
         profile = read_collapsed(files["burner"].read_text().splitlines())
     assert profile.samples > 20
-    (top, function), *_ = profile.top(profile.within, 1)
+    # the function burning the CPU is where its samples are, called from the script's module
     assert "burn_the_cpu" in [f.split(" ")[0] for f, _ in profile.own.most_common(2)], profile.own
-    assert top > 90 and function == "<module> (<string>)"
+    for caller in ("<module> (<string>)", "burn_the_cpu (<string>)"):
+        assert profile.within[caller] > 0.9 * profile.samples, profile.within
 
 
 def test_collapsed_stacks_are_read_by_function_and_a_bad_line_is_named() -> None:
