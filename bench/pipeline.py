@@ -25,14 +25,14 @@ from aiokafka.structs import TopicPartition
 from plaza.bus.kafka import KafkaBus
 from plaza.contracts import TOPICS, Outgoing, derive_event_id, post_key
 from plaza.posts import PostIn
+from plaza_classifier.handler import GROUP as CLASSIFIER
 from plaza_ingest.publish import post_received, publish
+from plaza_notifier.handler import GROUP as NOTIFIER
+from plaza_router.handler import GROUP as ROUTER  # also its inbox's consumer
 
 from bench.posts import BenchPost, PostMix
 from bench.stack import Stack
 
-CLASSIFIER = "plaza-classifier"
-ROUTER = "plaza-router"
-NOTIFIER = "plaza-notifier"
 STALL_SECONDS = 90.0  # no post routed for this long: the rest are counted lost
 # How often the bench counts what is done: its queries take PostgreSQL's CPU from the pipeline,
 # and the times measured are the rows' own (processed_at, posted_at), not when they were seen.
