@@ -430,11 +430,14 @@ def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: R
         meter = pipeline_meter(infra, stack)
         for k in range(1, args.growth + 1):
             opened = asyncio.run(requests_in(stack.database_url))
+            activity = asyncio.run(pg_activity(stack.database_url))
             mix = generate(args.growth_posts, seed=args.seed + 100 + k, platform=f"bench-grow{k}")
             meter.start()
             r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
             us = cpu.per_post_us(meter.stop(), r.published)
             describe(f"growth burst {k}", r)
+            during = asyncio.run(pg_activity(stack.database_url)) - activity
+            log(f"growth burst {k}: PostgreSQL {during}")
             before = f"with {opened:,} requests in the database"
             merged = r.reports_merged / max(r.reports_merged + r.requests_opened, 1)
             report.add(
@@ -451,6 +454,66 @@ def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: R
                 "us",
                 f"{before}: every service, PostgreSQL and Kafka",
             )
+
+
+@dataclass(frozen=True)
+class PgActivity:
+    """What PostgreSQL did besides the pipeline's statements, from its statistics views:
+    behind a burst whose CPU per post jumps, a checkpoint or an autovacuum is the usual cause."""
+
+    autovacuums: int
+    autoanalyzes: int
+    checkpoints: int
+    buffers_checkpoint: int
+    blocks_read: int
+    database_mb: float
+
+    def __sub__(self, other: PgActivity) -> PgActivity:
+        return PgActivity(
+            self.autovacuums - other.autovacuums,
+            self.autoanalyzes - other.autoanalyzes,
+            self.checkpoints - other.checkpoints,
+            self.buffers_checkpoint - other.buffers_checkpoint,
+            self.blocks_read - other.blocks_read,
+            self.database_mb,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.autovacuums} autovacuums, {self.autoanalyzes} autoanalyzes, "
+            f"{self.checkpoints} checkpoints ({self.buffers_checkpoint:,} buffers written), "
+            f"{self.blocks_read:,} blocks read from outside its buffers; "
+            f"the database {self.database_mb:,.0f} MB after it"
+        )
+
+
+async def pg_activity(database_url: str) -> PgActivity:
+    conn = await asyncpg.connect(raw_dsn(database_url))
+    try:
+        tables = await conn.fetchrow(
+            "SELECT sum(autovacuum_count)::bigint AS v, sum(autoanalyze_count)::bigint AS a "
+            "FROM pg_stat_user_tables"
+        )
+        io = await conn.fetchval(
+            "SELECT sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) "
+            "+ coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0))::bigint "
+            "FROM pg_statio_user_tables"
+        )
+        writer = await conn.fetchrow(
+            "SELECT (checkpoints_timed + checkpoints_req)::bigint AS n, buffers_checkpoint "
+            "FROM pg_stat_bgwriter"
+        )
+        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+    return PgActivity(
+        int(tables["v"] or 0),
+        int(tables["a"] or 0),
+        int(writer["n"]),
+        int(writer["buffers_checkpoint"]),
+        int(io or 0),
+        size / 1024 / 1024,
+    )
 
 
 async def requests_in(database_url: str) -> int:
@@ -493,6 +556,9 @@ def main() -> None:
     )
     parser.add_argument("--growth-posts", type=int, default=40_000, help="posts of each burst")
     parser.add_argument(
+        "--growth-only", action="store_true", help="only the bursts of --growth (default 4)"
+    )
+    parser.add_argument(
         "--city-data",
         type=Path,
         default=Path(
@@ -510,7 +576,9 @@ def main() -> None:
         "--api-only", action="store_true", help="only the gateway's figures (no Kafka, no pipeline)"
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if args.growth_only:
+        args.growth = args.growth or 4
+    if shutil.which("wrk") is None and not args.growth_only:
         sys.exit("wrk is needed for the API figures: apt-get install wrk")
     started = time.monotonic()
     report = Report()
@@ -520,13 +588,14 @@ def main() -> None:
         if args.api_only:
             api_only_figures(args, logs, report)
             return
-        with infrastructure() as infra:
-            log(f"Kafka on {infra.kafka.bootstrap}, PostgreSQL in {infra.home}")
-            pipeline_figures(infra, args, logs, report)
-            if not args.no_scaling:
-                scaling_figures(infra, args, logs, report)
-            router_cost_figures(infra, args, report)
-            district_cost_figures(infra, args, report)
+        if not args.growth_only:
+            with infrastructure() as infra:
+                log(f"Kafka on {infra.kafka.bootstrap}, PostgreSQL in {infra.home}")
+                pipeline_figures(infra, args, logs, report)
+                if not args.no_scaling:
+                    scaling_figures(infra, args, logs, report)
+                router_cost_figures(infra, args, report)
+                district_cost_figures(infra, args, report)
         if args.growth:  # a broker and a database of their own: nothing left over to share them
             with infrastructure() as infra:
                 growth_figures(infra, args, logs, report)

@@ -1,7 +1,8 @@
-"""The embedded PostgreSQL of `make run` and `make up`: who may stop it."""
+"""The embedded PostgreSQL of `make run` and `make up`: who may stop it, and its buffers."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from plaza_cli.postgres import stop_server
+import pytest
+from plaza.settings import SettingsError
+from plaza_cli.postgres import EmbeddedPostgres, stop_server
 
 
 def running(data: Path) -> bool:
@@ -69,5 +72,113 @@ def test_a_power_cut_leaves_no_lock_file_that_stops_the_next_start() -> None:
     finally:
         stranger.kill()
         stranger.wait()
+        stop_server(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def shared_buffers(server: EmbeddedPostgres) -> str:
+    return server.psql("SHOW shared_buffers;").splitlines()[2].strip()
+
+
+def start_in_another_process(data: Path, buffers: str) -> list[str]:
+    """Starts the server as a command would, with PLAZA_PG_SHARED_BUFFERS: its URL, its
+    shared_buffers and what is pending (a process of its own, as pgserver keeps one server
+    object per data directory and process)."""
+    attach = (
+        "from pathlib import Path; from plaza_cli.postgres import EmbeddedPostgres as E; "
+        f"s = E(Path({str(data)!r})); print(s.url()); "
+        "print(s.psql('SHOW shared_buffers;').splitlines()[2].strip()); print(s.pending)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", attach],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PLAZA_PG_SHARED_BUFFERS": buffers},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.splitlines()
+
+
+def test_the_server_gets_the_shared_buffers_asked_for_and_keeps_its_url() -> None:
+    """initdb leaves 128MB, which a storm's database outgrows: the first start sets what
+    PLAZA_PG_SHARED_BUFFERS asks (restarting once, on the same socket), a later start with
+    another size changes it, and the server still stops with its last handle."""
+    data = Path(tempfile.mkdtemp(prefix="plaza-test-buffers-")) / "pgdata"
+    try:
+        server = EmbeddedPostgres(data, shared_buffers=256 * 1024 * 1024)
+        url = server.url()
+        assert shared_buffers(server) == "256MB"
+        assert server.pending is None
+        server.ensure_database()
+        server.stop()
+        assert not running(data)  # stopped through the restarted postmaster, not the first one
+
+        assert start_in_another_process(data, "160MB") == [url, "160MB", "None"]
+        assert not running(data)
+    finally:
+        stop_server(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_a_server_others_use_is_not_restarted_under_them() -> None:
+    """`make up`'s services hold the server: a command that asks for other buffers leaves it
+    running as it is, says when the size takes effect, and the next start applies it."""
+    data = Path(tempfile.mkdtemp(prefix="plaza-test-buffers-busy-")) / "pgdata"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from plaza_cli.postgres import EmbeddedPostgres as E; "
+            f"s = E(Path({str(data)!r}), shared_buffers=128 * 1024 * 1024); "
+            "print('up', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "up\n"
+        pid = (data / "postmaster.pid").read_text().split()[0]
+        url, buffers, pending = start_in_another_process(data, "192MB")
+        assert buffers == "128MB"
+        assert pending == (
+            f"shared_buffers is 128MB; 192MB (PLAZA_PG_SHARED_BUFFERS) takes effect when the "
+            f"PostgreSQL in {data} next starts (process {holder.pid} uses it now)"
+        )
+        assert (data / "postmaster.pid").read_text().split()[0] == pid  # not restarted
+        holder.communicate("\n", timeout=60)  # its last handle: the server stops
+        assert not running(data)
+        assert start_in_another_process(data, "192MB") == [url, "192MB", "None"]
+    finally:
+        holder.kill()
+        stop_server(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
+    reason="the kernel grants any shared memory (vm.overcommit_memory = 1): no size fails",
+)
+def test_buffers_the_machine_cannot_give_stop_start_up_and_leave_the_server_as_it_was() -> None:
+    """A size beyond the machine's memory: PostgreSQL would not start with it, and every later
+    start would fail the same way. The command stops, saying why; the server runs again with
+    what it had, and starts with it next time."""
+    data = Path(tempfile.mkdtemp(prefix="plaza-test-buffers-huge-")) / "pgdata"
+    try:
+        with pytest.raises(SettingsError) as stopped:
+            EmbeddedPostgres(data, shared_buffers=4 * 1024**4)  # 4TB
+        assert str(stopped.value).startswith(
+            "PLAZA_PG_SHARED_BUFFERS: PostgreSQL cannot start with shared_buffers 4096GB on this "
+            "machine (could not map anonymous shared memory"
+        )
+        assert str(stopped.value).endswith("; it runs with 128MB again")
+        assert running(data)
+        server = EmbeddedPostgres(data, shared_buffers=128 * 1024 * 1024)
+        assert shared_buffers(server) == "128MB"
+        server.stop()
+        assert not running(data)
+        assert start_in_another_process(data, "128MB")[1:] == ["128MB", "None"]
+    finally:
         stop_server(data)
         shutil.rmtree(data.parent, ignore_errors=True)

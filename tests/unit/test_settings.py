@@ -112,13 +112,14 @@ def test_the_known_variables_are_every_setting_and_every_scripts() -> None:
     from plaza_api.settings import ApiSettings
     from plaza_cli.access_cmd import AccessCliSettings
     from plaza_cli.embedded import EmbeddedSettings
+    from plaza_cli.postgres import EmbeddedPostgresSettings
     from plaza_ingest.__main__ import IngestSettings
     from plaza_notifier.__main__ import NotifierSettings
     from plaza_router.settings import RouterSettings
 
     classes = [
         PlazaSettings, SocialSettings, ApiSettings, AccessCliSettings, EmbeddedSettings,
-        IngestSettings, NotifierSettings, RouterSettings,
+        IngestSettings, NotifierSettings, RouterSettings, EmbeddedPostgresSettings,
     ]  # fmt: skip
     fields = {f"PLAZA_{name}".upper() for cls in classes for name in cls.model_fields}
     assert fields == SETTINGS

@@ -66,6 +66,8 @@ def database_of(settings: AccessCliSettings) -> tuple[str, AbstractContextManage
     if settings.database_url:
         return settings.database_url, nullcontext()
     server = EmbeddedPostgres(settings.home / "pgdata")
+    if server.pending:
+        print(server.pending, file=sys.stderr)
     server.ensure_database()
 
     class _Stop(AbstractContextManager[object]):

@@ -240,6 +240,8 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         check_home_city(settings.home, city.name)
         log.info("starting embedded PostgreSQL in %s", settings.home / "pgdata")
         postgres = EmbeddedPostgres(settings.home / "pgdata")
+        if postgres.pending:
+            log.warning("%s", postgres.pending)
         for found in postgres.left_behind:
             log.warning("the last run did not stop cleanly: %s", found)
         if postgres.left_behind:

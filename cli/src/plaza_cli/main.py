@@ -263,6 +263,8 @@ def _cmd_postgres(args: argparse.Namespace) -> int:
         )
         return 0
     server = EmbeddedPostgres(data, keep_running=args.action == "start")
+    if server.pending:
+        print(server.pending, file=sys.stderr)
     server.ensure_database()
     print(server.url())
     return 0

@@ -4,19 +4,78 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import subprocess
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote
 
+from plaza.settings import SettingsError, load
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
 DATABASE = "plaza"
 KEEP_RUNNING = ".plaza_keep_running"
+
+_MB = 1024 * 1024
+_SIZE = re.compile(r"(?P<number>[1-9][0-9]*)\s*(?P<unit>kB|MB|GB)")
+_UNITS = {"kB": 1024, "MB": _MB, "GB": 1024 * _MB}
+# PostgreSQL's own default, and the most "auto" gives (a storm's database of a few hundred MB
+# stays in memory; a town's never comes near it, and buffers cost memory only once used).
+_LEAST_BUFFERS = 128 * _MB
+_MOST_AUTO_BUFFERS = 1024 * _MB
+
+
+class EmbeddedPostgresSettings(BaseSettings):
+    """The embedded server's own settings (`make run`, `make up`, the bench, the tests)."""
+
+    model_config = SettingsConfigDict(env_prefix="PLAZA_", extra="ignore", frozen=True)
+
+    pg_shared_buffers: str = Field(
+        default="auto",
+        description="PLAZA_PG_SHARED_BUFFERS: the embedded PostgreSQL's shared_buffers, such as "
+        "512MB or 2GB; auto: an eighth of the machine's memory, between 128MB and 1GB",
+    )
+
+    @field_validator("pg_shared_buffers")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if value.strip() != "auto":
+            _bytes(value)
+        return value.strip()
+
+    def shared_buffers_bytes(self) -> int:
+        if self.pg_shared_buffers != "auto":
+            return _bytes(self.pg_shared_buffers)
+        import psutil
+
+        eighth = int(psutil.virtual_memory().total) // 8 // _MB * _MB
+        return max(_LEAST_BUFFERS, min(_MOST_AUTO_BUFFERS, eighth))
+
+
+def _bytes(size: str) -> int:
+    """PostgreSQL's notation for a memory size ("512MB"), in bytes; at least 128kB (16 pages)."""
+    match = _SIZE.fullmatch(size.strip())
+    if match is None:
+        raise ValueError(f"{size!r} is not a size: a whole number and kB, MB or GB, such as 512MB")
+    number = int(match["number"]) * _UNITS[match["unit"]]
+    if number < 128 * 1024:
+        raise ValueError(f"{size!r} is less than PostgreSQL's least, 128kB")
+    return number
 
 
 class EmbeddedPostgres:
     """A PostgreSQL server whose data lives in `data_dir`; it survives restarts of Plaza."""
 
-    def __init__(self, data_dir: Path, *, keep_running: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, keep_running: bool = False, shared_buffers: int | None = None
+    ) -> None:
+        """shared_buffers (bytes): PLAZA_PG_SHARED_BUFFERS's when None."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
@@ -34,6 +93,93 @@ class EmbeddedPostgres:
         if keep_running:
             kept.touch()  # after get_server: initdb wants an empty directory
         self.data_dir = data_dir
+        if shared_buffers is None:
+            shared_buffers = load(
+                EmbeddedPostgresSettings, warn_unknown=False
+            ).shared_buffers_bytes()
+        self.pending = self._configure_buffers(shared_buffers)
+
+    def _configure_buffers(self, wanted: int) -> str | None:
+        """Gives the server `wanted` bytes of shared buffers, restarting it once when they
+        change (the first start of a data directory, or a new PLAZA_PG_SHARED_BUFFERS): initdb
+        leaves PostgreSQL's 128MB, which a storm's database outgrows (the bench's fourth burst
+        of 40,000 posts read 290,000 blocks from outside them). A server that others use
+        (`make up`'s services) is not restarted under them: the size waits for a start with
+        no one else on the server, and the returned line says so."""
+        have = self._bytes_of("current_setting('shared_buffers')")
+        if have == wanted:
+            return None
+        others = [p for p in _handles(self.data_dir) if p != os.getpid() and _alive(p)]
+        if others:
+            return (
+                f"shared_buffers is {_size(have)}; {_size(wanted)} (PLAZA_PG_SHARED_BUFFERS) takes "
+                f"effect when the PostgreSQL in {self.data_dir} next starts (process "
+                f"{', '.join(map(str, others))} uses it now)"
+            )
+        self.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted // 1024}kB';")
+        failed = self._pg_ctl("-m", "fast", "restart")
+        if failed:
+            # Too much for the machine: back as it was, running, and say why.
+            self._keep_buffers(have)
+            if again := self._pg_ctl("-o", '-h ""', "-o", f"-k {self.socket_dir()}", "start"):
+                raise RuntimeError(f"PostgreSQL in {self.data_dir} did not start again: {again}")
+            raise SettingsError(
+                f"PLAZA_PG_SHARED_BUFFERS: PostgreSQL cannot start with shared_buffers "
+                f"{_size(wanted)} on this machine ({failed}); it runs with {_size(have)} again"
+            )
+        log.info(
+            "PostgreSQL in %s: shared_buffers %s, was %s", self.data_dir, _size(wanted), _size(have)
+        )
+        return None
+
+    def _bytes_of(self, expression: str) -> int:
+        out = self.psql(f"SELECT 'bytes:' || pg_size_bytes({expression});")
+        match = re.search(r"bytes:(\d+)", out)
+        if match is None:
+            raise RuntimeError(f"PostgreSQL in {self.data_dir} did not say {expression}: {out!r}")
+        return int(match[1])
+
+    def _pg_ctl(self, *args: str) -> str | None:
+        """Runs pg_ctl as the server's user, logging where pgserver's start does, and waits for
+        the server to be ready: None, or why it is not (the log's FATAL line). A restart keeps
+        the options pgserver started the server with (its socket directory, no TCP:
+        postmaster.opts), so the URL stays the same."""
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver.utils import PostmasterInfo
+
+        server = self._server
+        pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w"]
+        done = subprocess.run(
+            [*pg_ctl, "-l", str(server.log), *args],
+            user=server.system_user,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            fatal = [line for line in server.log.read_text().splitlines() if "FATAL:" in line]
+            why = fatal[-1].split("FATAL:", 1)[1] if fatal else done.stderr or done.stdout
+            return why.strip()
+        deadline = time.monotonic() + 30
+        while True:
+            info = PostmasterInfo.read_from_pgdata(server.pgdata)
+            if info is not None and info.is_running() and info.status == "ready":
+                server._postmaster_info = info  # pgserver stops the server by this at the end
+                return None
+            if time.monotonic() > deadline:
+                return f"not ready after 30 s: see {server.log}"
+            time.sleep(0.1)
+
+    def _keep_buffers(self, size: int) -> None:
+        """Writes shared_buffers into postgresql.auto.conf as ALTER SYSTEM would, with the
+        server down (ALTER SYSTEM needs it running)."""
+        auto = self._server.pgdata / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in auto.read_text().splitlines()
+            if not line.strip().startswith("shared_buffers")
+        ]
+        auto.write_text("\n".join([*kept, f"shared_buffers = '{size // 1024}kB'", ""]))
 
     def socket_dir(self) -> str:
         uri: str = self._server.get_uri()
@@ -66,6 +212,22 @@ def stop_server(data_dir: Path) -> bool:
     return True
 
 
+def _size(number: int) -> str:
+    """Bytes as PostgreSQL writes a size: 1GB, 512MB, 1536kB."""
+    for unit in ("GB", "MB"):
+        if number % _UNITS[unit] == 0:
+            return f"{number // _UNITS[unit]}{unit}"
+    return f"{number // 1024}kB"
+
+
+def _handles(data_dir: Path) -> list[int]:
+    """The pids pgserver counts as the server's users."""
+    try:
+        return [int(p) for p in json.loads((data_dir / ".handle_pids.json").read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        return []
+
+
 def _server_runs(data_dir: Path) -> bool:
     """Whether postmaster.pid names a process that exists (a stale file of another process's
     pid is gone by now: _forget_a_dead_server)."""
@@ -84,10 +246,7 @@ def _forget_dead_handles(data_dir: Path, *, server_runs: bool = True) -> str | N
     handles = data_dir / ".handle_pids.json"
     if not handles.exists():
         return None
-    try:
-        pids = [int(p) for p in json.loads(handles.read_text())]
-    except (ValueError, TypeError):
-        pids = []
+    pids = _handles(data_dir)
     alive = [p for p in pids if server_runs and _alive(p)]
     handles.write_text(json.dumps(alive))
     dead = sorted(set(pids) - set(alive))

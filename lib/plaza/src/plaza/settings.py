@@ -68,6 +68,7 @@ SETTINGS: Final = frozenset(
         "PLAZA_METRICS_TOKEN_FILE",
         "PLAZA_MIN_LOCATION_CONFIDENCE",
         "PLAZA_NOT_ACTIONABLE_REPLY",
+        "PLAZA_PG_SHARED_BUFFERS",
         "PLAZA_PORT",
         "PLAZA_PUBLIC_POINT_PRECISION_M",
         "PLAZA_PUBLIC_URL",
@@ -247,7 +248,7 @@ class PlazaSettings(BaseSettings):
         return self.database_url
 
 
-S = TypeVar("S", bound=PlazaSettings)
+S = TypeVar("S", bound=BaseSettings)
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
@@ -268,11 +269,13 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     return lines
 
 
-def load(cls: type[S]) -> S:
+def load(cls: type[S], *, warn_unknown: bool = True) -> S:
     """Reads settings from the environment, turning a validation error into a clear stop, and
-    warns of a PLAZA_* variable that is no setting (a typo)."""
-    for line in unknown_variables():
-        log.warning("%s", line)
+    warns of a PLAZA_* variable that is no setting (a typo; warn_unknown=False for a second
+    class of the same process, which would repeat the warning)."""
+    if warn_unknown:
+        for line in unknown_variables():
+            log.warning("%s", line)
     try:
         return cls()
     except ValidationError as exc:
