@@ -175,3 +175,39 @@ def test_the_bench_measures_bursts_one_after_another(bench_output: str) -> None:
         if line.startswith("growth_throughput_posts_per_s_burst_")
     ]
     assert len(held) == 2 and 0 < held[0] < held[1], held
+
+
+def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
+    """--growth-only: only the bursts (a broker and a database of their own), each followed by
+    what PostgreSQL did besides the pipeline's statements."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--growth-only", "--growth", "2"]
+        + ["--growth-posts", "150"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, f"bench failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    found = figures(run.stdout)
+    assert {name for name in found if name != "bench_runtime_s"} == {
+        f"growth_{figure}_burst_{k}"
+        for k in (1, 2)
+        for figure in (
+            "throughput_posts_per_s",
+            "cpu_us_per_post",
+            "cpu_us_per_post_router",
+            "cpu_us_per_post_postgres",
+        )
+    }
+    sizes = [
+        float(m[1].replace(",", ""))
+        for m in re.finditer(
+            r"growth burst \d: PostgreSQL \d+ autovacuums, \d+ autoanalyzes, \d+ checkpoints "
+            r"\([\d,]+ buffers written\), [\d,]+ blocks read from outside its buffers; "
+            r"the database ([\d,]+) MB after it",
+            run.stderr,
+        )
+    ]
+    assert len(sizes) == 2 and 0 < sizes[0] <= sizes[1], run.stderr[-3000:]
