@@ -181,8 +181,16 @@ def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
     """--growth-only: only the bursts (a broker and a database of their own), each followed by
     what PostgreSQL did besides the pipeline's statements."""
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--growth-only", "--growth", "2"]
-        + ["--growth-posts", "150"],
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--growth-only",
+            "--growth",
+            "2",
+            "--growth-posts",
+            "150",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
