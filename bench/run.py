@@ -432,6 +432,7 @@ def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: R
             opened = asyncio.run(requests_in(stack.database_url))
             activity = asyncio.run(pg_activity(stack.database_url))
             mix = generate(args.growth_posts, seed=args.seed + 100 + k, platform=f"bench-grow{k}")
+            log(f"growth burst {k}: {args.growth_posts} posts, {opened:,} requests in the database")
             meter.start()
             r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
             us = cpu.per_post_us(meter.stop(), r.published)

@@ -70,13 +70,18 @@ def trigrams(value: str) -> frozenset[str]:
     )
 
 
-def similarity(a: str, b: str) -> float:
-    """Jaccard similarity of character trigrams (robust to typos and word order)."""
+def similarity(a: str, b: str, at_least: float = 0.0) -> float:
+    """Jaccard similarity of character trigrams (robust to typos and word order); 0.0 for a
+    pair whose sets' sizes alone keep it below `at_least`: the shared trigrams are at most the
+    smaller set, the union at least the larger, so the smaller over the larger bounds it, and
+    the sets of texts of very different lengths are not intersected (a report compared with
+    every open request of its barri, after a storm)."""
     ta, tb = trigrams(a), trigrams(b)
-    if not ta or not tb:
+    na, nb = len(ta), len(tb)
+    if not na or not nb or min(na, nb) < at_least * max(na, nb):
         return 0.0
     shared = len(ta & tb)  # the union's size without building it
-    return shared / (len(ta) + len(tb) - shared)
+    return shared / (na + nb - shared)
 
 
 async def lock_service(session: AsyncSession, service_code: str) -> None:
@@ -271,30 +276,39 @@ class Probe:
         ties go to the oldest (its order key). Never one whose text names another problem of
         the service (plaza.subjects): a stop sign 40 m from an abandoned car is another
         request."""
-        candidates = [
-            (order, c)
-            for order, c in candidates
-            if not different_problems(self.service_code, self.text, c.description)
-        ]
         if self.lat is not None and self.lon is not None:
             lat, lon = self.lat, self.lon
             close = [
-                (distance_m(lat, lon, c.lat, c.long), order, c)
+                (distance, order, c)
                 for order, c in candidates
-                if c.lat is not None and c.long is not None
+                if c.lat is not None
+                and c.long is not None
+                and (distance := distance_m(lat, lon, c.lat, c.long)) <= policy.radius_m
             ]
-            close = [s for s in close if s[0] <= policy.radius_m]
-            return min(close, key=lambda s: (s[0], s[1]))[2] if close else None
+            return self._first_of_the_same_problem(close)
         mine = self.spot
+        threshold = policy.text_similarity
         alike = []
         for order, c in candidates:
             place = same_place(mine, spot(self.streets, c.address))
             if place is False:
                 continue
-            score = 1.0 if place else similarity(self.text, c.description)
-            if score >= policy.text_similarity:
-                alike.append((score, order, c))
-        return min(alike, key=lambda s: (-s[0], s[1]))[2] if alike else None
+            score = 1.0 if place else similarity(self.text, c.description, threshold)
+            if score >= threshold:
+                alike.append((-score, order, c))
+        return self._first_of_the_same_problem(alike)
+
+    def _first_of_the_same_problem(
+        self, ranked: list[tuple[float, tuple[int, int], C]]
+    ) -> C | None:
+        """The best ranked (nearest, or most alike; then the oldest) whose text names no other
+        problem than this report's. The subjects are looked for in that order and only until
+        one is found: a report near many open requests (the piles of a busy street after a
+        storm) compares its text with the nearest, not with all of them."""
+        for _, _, c in sorted(ranked, key=lambda s: (s[0], s[1])):
+            if not different_problems(self.service_code, self.text, c.description):
+                return c
+        return None
 
 
 async def find_duplicate(
