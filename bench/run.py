@@ -464,6 +464,10 @@ class PgActivity:
 
     autovacuums: int
     autoanalyzes: int
+    rows_read: int
+    rows_written: int
+    updates: int
+    hot_updates: int
     checkpoints: int
     buffers_checkpoint: int
     blocks_read: int
@@ -473,6 +477,10 @@ class PgActivity:
         return PgActivity(
             self.autovacuums - other.autovacuums,
             self.autoanalyzes - other.autoanalyzes,
+            self.rows_read - other.rows_read,
+            self.rows_written - other.rows_written,
+            self.updates - other.updates,
+            self.hot_updates - other.hot_updates,
             self.checkpoints - other.checkpoints,
             self.buffers_checkpoint - other.buffers_checkpoint,
             self.blocks_read - other.blocks_read,
@@ -480,7 +488,10 @@ class PgActivity:
         )
 
     def __str__(self) -> str:
+        hot = self.hot_updates / self.updates if self.updates else 0.0
         return (
+            f"{self.rows_read:,} rows read, {self.rows_written:,} written "
+            f"({self.updates:,} updates, {hot:.0%} of them HOT), "
             f"{self.autovacuums} autovacuums, {self.autoanalyzes} autoanalyzes, "
             f"{self.checkpoints} checkpoints ({self.buffers_checkpoint:,} buffers written), "
             f"{self.blocks_read:,} blocks read from outside its buffers; "
@@ -492,7 +503,10 @@ async def pg_activity(database_url: str) -> PgActivity:
     conn = await asyncpg.connect(raw_dsn(database_url))
     try:
         tables = await conn.fetchrow(
-            "SELECT sum(autovacuum_count)::bigint AS v, sum(autoanalyze_count)::bigint AS a "
+            "SELECT sum(autovacuum_count)::bigint AS v, sum(autoanalyze_count)::bigint AS a, "
+            "sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint AS r, "
+            "sum(n_tup_ins + n_tup_upd + n_tup_del)::bigint AS w, "
+            "sum(n_tup_upd)::bigint AS u, sum(n_tup_hot_upd)::bigint AS h "
             "FROM pg_stat_user_tables"
         )
         io = await conn.fetchval(
@@ -510,6 +524,10 @@ async def pg_activity(database_url: str) -> PgActivity:
     return PgActivity(
         int(tables["v"] or 0),
         int(tables["a"] or 0),
+        int(tables["r"] or 0),
+        int(tables["w"] or 0),
+        int(tables["u"] or 0),
+        int(tables["h"] or 0),
         int(writer["n"]),
         int(writer["buffers_checkpoint"]),
         int(io or 0),

@@ -33,39 +33,11 @@ REQUIRED = (
 SERVICES = ("ingest", "classifier", "router", "relay", "notifier", "api")
 
 
-@pytest.fixture(scope="module")
-def bench_output() -> str:
-    if shutil.which("wrk") is None:
-        pytest.fail("wrk is needed for the bench's API figures: apt-get install wrk")
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.run` with these arguments, which must succeed: its figures on stdout,
+    its log on stderr."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--posts",
-            "300",
-            "--rate",
-            "200",
-            "--rate-seconds",
-            "1",
-            "--api-requests",
-            "2000",
-            "--api-seconds",
-            "1",
-            "--connections",
-            "4",
-            "--no-scaling",
-            "--growth",
-            "2",
-            "--growth-posts",
-            "200",
-            "--cost-posts",
-            "100",
-            "--cost-sizes",
-            "0,500",
-            "--city-data",
-            str(SHARED_DATA / "barcelona"),
-        ],
+        [sys.executable, "-m", "bench.run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -73,7 +45,38 @@ def bench_output() -> str:
         check=False,
     )
     assert run.returncode == 0, f"bench failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-    return run.stdout
+    return run
+
+
+@pytest.fixture(scope="module")
+def bench_output() -> str:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is needed for the bench's API figures: apt-get install wrk")
+    return run_bench(
+        "--posts",
+        "300",
+        "--rate",
+        "200",
+        "--rate-seconds",
+        "1",
+        "--api-requests",
+        "2000",
+        "--api-seconds",
+        "1",
+        "--connections",
+        "4",
+        "--no-scaling",
+        "--growth",
+        "2",
+        "--growth-posts",
+        "200",
+        "--cost-posts",
+        "100",
+        "--cost-sizes",
+        "0,500",
+        "--city-data",
+        str(SHARED_DATA / "barcelona"),
+    ).stdout
 
 
 def figures(output: str) -> dict[str, tuple[float, str]]:
@@ -180,24 +183,7 @@ def test_the_bench_measures_bursts_one_after_another(bench_output: str) -> None:
 def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
     """--growth-only: only the bursts (a broker and a database of their own), each followed by
     what PostgreSQL did besides the pipeline's statements."""
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--growth-only",
-            "--growth",
-            "2",
-            "--growth-posts",
-            "150",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, f"bench failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    run = run_bench("--growth-only", "--growth", "2", "--growth-posts", "150")
     found = figures(run.stdout)
     assert {name for name in found if name != "bench_runtime_s"} == {
         f"growth_{figure}_burst_{k}"
@@ -212,7 +198,8 @@ def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
     sizes = [
         float(m[1].replace(",", ""))
         for m in re.finditer(
-            r"growth burst \d: PostgreSQL \d+ autovacuums, \d+ autoanalyzes, \d+ checkpoints "
+            r"growth burst \d: PostgreSQL [\d,]+ rows read, [\d,]+ written \([\d,]+ updates, "
+            r"\d+% of them HOT\), \d+ autovacuums, \d+ autoanalyzes, \d+ checkpoints "
             r"\([\d,]+ buffers written\), [\d,]+ blocks read from outside its buffers; "
             r"the database ([\d,]+) MB after it",
             run.stderr,

@@ -5,13 +5,20 @@ definition chooses."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 from plaza.city import City
 from plaza.subjects import different_problems
-from plaza_router.dedupe import DuplicatePolicy, Probe, distance_m, same_place, similarity, spot
+from plaza_router.dedupe import (
+    DuplicatePolicy,
+    Found,
+    Probe,
+    distance_m,
+    same_place,
+    similarity,
+    spot,
+)
 
 AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 STREETS = City.barcelona().streets
@@ -34,22 +41,14 @@ ADDRESSES = [None, "Carrer d'Aragó 250", "Carrer d'Aragó 252", "Carrer d'Arag�
 ADDRESSES += ["Carrer de Mallorca 250", "Carrer d'Aragó"]
 
 
-@dataclass(frozen=True)
-class Open:
-    lat: float | None
-    long: float | None
-    description: str
-    address: str | None
-
-
 def text(rng: random.Random) -> str:
     """One to six phrases: texts of many lengths, naming one subject, several or none."""
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
 
 
 def plain_best(
-    probe: Probe, policy: DuplicatePolicy, candidates: list[tuple[tuple[int, int], Open]]
-) -> Open | None:
+    probe: Probe, policy: DuplicatePolicy, candidates: list[tuple[tuple[int, int], Found]]
+) -> Found | None:
     """Probe.best as defined: drop the candidates naming another problem, then the nearest
     within the radius (a point), or the same door, or the most alike text; the oldest on a tie."""
     kept = [
@@ -88,11 +87,13 @@ def test_the_choice_is_the_plain_definitions(with_point: bool, threshold: float)
             # a few metres to a few hundred, some exactly as far as others (ties)
             point = rng.random() < 0.8
             dlat = rng.choice([0.0, 0.0002, 0.0004, rng.uniform(-0.002, 0.002)])
-            c = Open(
+            c = Found(
+                n,
                 LAT + dlat if point else None,
                 LON if point else None,
                 text(rng),
                 rng.choice(ADDRESSES),
+                None,
             )
             candidates.append(((rng.randint(0, 3), n), c))
         probe = Probe(

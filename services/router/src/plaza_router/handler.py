@@ -59,10 +59,13 @@ GROUP = "plaza-router"
 # Which of these posts already have a report, or were withdrawn by their authors (deleted
 # before they were routed: they open nothing): one index lookup per post and table, in one
 # statement whose text does not change with their number (a row-value IN list was planned anew
-# for each size, and took 16 ms for 250 posts). A withdrawal counts if its author asked (the
-# post names them now) or the platform's own stream; anybody else's claim is forgotten, so that
-# it keeps nothing out, nor a reply to the post. A withdrawal of the post's location only
-# (location_only) is returned as such: the post is routed without its point.
+# for each size, and took 16 ms for 250 posts). The lookup of request_reports is a LATERAL
+# subquery fenced by OFFSET 0, which can only be a probe per post: as a join, a table without
+# statistics (a new city's, until autovacuum's first analyze a minute or more into a burst)
+# was hashed whole for every batch, 9 ms with 60,000 reports. A withdrawal counts if its author
+# asked (the post names them now) or the platform's own stream; anybody else's claim is
+# forgotten, so that it keeps nothing out, nor a reply to the post. A withdrawal of the post's
+# location only (location_only) is returned as such: the post is routed without its point.
 _REPORTED = text(
     """
     WITH k AS (
@@ -75,7 +78,11 @@ _REPORTED = text(
           AND w.reporter NOT IN ('', k.reporter)
     )
     SELECT r.platform, r.post_id, false AS location_only
-    FROM k JOIN request_reports r ON r.platform = k.platform AND r.post_id = k.post_id
+    FROM k CROSS JOIN LATERAL (
+        SELECT r.platform, r.post_id FROM request_reports AS r
+        WHERE r.platform = k.platform AND r.post_id = k.post_id
+        OFFSET 0
+    ) AS r
     UNION ALL
     SELECT w.platform, w.post_id, w.location_only
     FROM k JOIN withdrawn_posts w ON w.platform = k.platform AND w.post_id = k.post_id
@@ -601,13 +608,15 @@ _LOCKED = (
 # report counts a new reporter only if its author is not among them. A probe per (request,
 # author) pair through the index on (service_request_id, reporter) (migration 0023): all of a
 # request's authors were read at every merge, and the request a whole street reports has
-# hundreds of reports.
+# hundreds of reports. A LATERAL subquery (as _REPORTED's), so that the plan is the probes
+# whatever the table's statistics: without them (a new city's table, until autovacuum's first
+# analyze) the planner hashed the whole table instead, 25 ms a batch with 60,000 reports.
 _AUTHORS = (
     "SELECT p.id, array_agg(p.reporter) AS authors"
     " FROM (SELECT DISTINCT id, reporter FROM unnest(CAST(:pair_ids AS bigint[]),"
     " CAST(:pair_reporters AS text[])) AS u(id, reporter)) AS p"
-    " WHERE EXISTS (SELECT FROM request_reports r"
-    " WHERE r.service_request_id = p.id AND r.reporter = p.reporter)"
+    " CROSS JOIN LATERAL (SELECT FROM request_reports r"
+    " WHERE r.service_request_id = p.id AND r.reporter = p.reporter LIMIT 1) AS r"
     " GROUP BY p.id"
 )
 # n ids from the requests' sequence, in order (what n inserts one by one would get).
