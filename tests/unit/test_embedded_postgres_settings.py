@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
@@ -57,3 +58,14 @@ def test_a_bad_size_stops_start_up_naming_the_variable(
     with pytest.raises(SettingsError) as stopped:
         buffers(monkeypatch, value)
     assert f"PLAZA_PG_SHARED_BUFFERS: {says}" in str(stopped.value)
+
+
+def test_a_bad_size_stops_before_any_server_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from plaza_cli.postgres import EmbeddedPostgres
+
+    monkeypatch.setenv("PLAZA_PG_SHARED_BUFFERS", "lots")
+    with pytest.raises(SettingsError, match="PLAZA_PG_SHARED_BUFFERS: 'lots' is not a size"):
+        EmbeddedPostgres(tmp_path / "pgdata")
+    assert not (tmp_path / "pgdata").exists()

@@ -75,7 +75,11 @@ class EmbeddedPostgres:
     def __init__(
         self, data_dir: Path, *, keep_running: bool = False, shared_buffers: int | None = None
     ) -> None:
-        """shared_buffers (bytes): PLAZA_PG_SHARED_BUFFERS's when None."""
+        """shared_buffers (bytes): PLAZA_PG_SHARED_BUFFERS's when None (a bad one stops
+        start-up before the server starts)."""
+        if shared_buffers is None:
+            settings = load(EmbeddedPostgresSettings, warn_unknown=False)
+            shared_buffers = settings.shared_buffers_bytes()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
@@ -93,10 +97,6 @@ class EmbeddedPostgres:
         if keep_running:
             kept.touch()  # after get_server: initdb wants an empty directory
         self.data_dir = data_dir
-        if shared_buffers is None:
-            shared_buffers = load(
-                EmbeddedPostgresSettings, warn_unknown=False
-            ).shared_buffers_bytes()
         self.pending = self._configure_buffers(shared_buffers)
 
     def _configure_buffers(self, wanted: int) -> str | None:
