@@ -23,7 +23,13 @@ def buffers(monkeypatch: pytest.MonkeyPatch, value: str | None) -> int:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("512MB", 512 * MB), ("2GB", 2048 * MB), ("131072kB", 128 * MB), (" 1GB ", 1024 * MB)],
+    [
+        ("512MB", 512 * MB),
+        ("2GB", 2048 * MB),
+        ("131072kB", 128 * MB),
+        (" 1GB ", 1024 * MB),
+        ("1001kB", 1000 * 1024),  # whole pages of 8kB, as PostgreSQL keeps it
+    ],
 )
 def test_a_size_in_postgresqls_notation(
     monkeypatch: pytest.MonkeyPatch, value: str, expected: int
@@ -50,6 +56,7 @@ def test_auto_is_an_eighth_of_the_memory_between_128mb_and_1gb(
         ("1TB", "'1TB' is not a size"),
         ("0.5GB", "'0.5GB' is not a size"),
         ("64kB", "'64kB' is less than PostgreSQL's least, 128kB"),
+        ("8193GB", "'8193GB' is more than PostgreSQL's most, 8589934584kB"),
     ],
 )
 def test_a_bad_size_stops_start_up_naming_the_variable(

@@ -23,6 +23,8 @@ DATABASE = "plaza"
 KEEP_RUNNING = ".plaza_keep_running"
 
 _MB = 1024 * 1024
+_PAGE = 8192
+_MOST_PAGES = 2**30 - 1  # shared_buffers' bound, in pages
 _SIZE = re.compile(r"(?P<number>[1-9][0-9]*)\s*(?P<unit>kB|MB|GB)")
 _UNITS = {"kB": 1024, "MB": _MB, "GB": 1024 * _MB}
 # PostgreSQL's own default, and the most "auto" gives (a storm's database of a few hundred MB
@@ -59,13 +61,16 @@ class EmbeddedPostgresSettings(BaseSettings):
 
 
 def _bytes(size: str) -> int:
-    """PostgreSQL's notation for a memory size ("512MB"), in bytes; at least 128kB (16 pages)."""
+    """PostgreSQL's notation for a memory size ("512MB"), in bytes, in whole pages of 8kB as
+    PostgreSQL keeps it (1001kB is 1000kB); from 128kB (16 pages) to PostgreSQL's most."""
     match = _SIZE.fullmatch(size.strip())
     if match is None:
         raise ValueError(f"{size!r} is not a size: a whole number and kB, MB or GB, such as 512MB")
-    number = int(match["number"]) * _UNITS[match["unit"]]
-    if number < 128 * 1024:
+    number = int(match["number"]) * _UNITS[match["unit"]] // _PAGE * _PAGE
+    if number < 16 * _PAGE:
         raise ValueError(f"{size!r} is less than PostgreSQL's least, 128kB")
+    if number > _MOST_PAGES * _PAGE:
+        raise ValueError(f"{size!r} is more than PostgreSQL's most, {_MOST_PAGES * 8}kB")
     return number
 
 
@@ -118,6 +123,8 @@ class EmbeddedPostgres:
             )
         self.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted // 1024}kB';")
         failed = self._pg_ctl("-m", "fast", "restart")
+        if not failed and (now := self._bytes_of("current_setting('shared_buffers')")) != wanted:
+            failed = f"it restarted with {_size(now)}"
         if failed:
             # Too much for the machine: back as it was, running, and say why.
             self._keep_buffers(have)
@@ -149,6 +156,7 @@ class EmbeddedPostgres:
 
         server = self._server
         pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w"]
+        logged = server.log.stat().st_size if server.log.exists() else 0
         done = subprocess.run(
             [*pg_ctl, "-l", str(server.log), *args],
             user=server.system_user,
@@ -157,7 +165,9 @@ class EmbeddedPostgres:
             timeout=60,
         )
         if done.returncode != 0:
-            fatal = [line for line in server.log.read_text().splitlines() if "FATAL:" in line]
+            with server.log.open(errors="replace") as log_file:
+                log_file.seek(logged)
+                fatal = [line for line in log_file.read().splitlines() if "FATAL:" in line]
             why = fatal[-1].split("FATAL:", 1)[1] if fatal else done.stderr or done.stdout
             return why.strip()
         deadline = time.monotonic() + 30
