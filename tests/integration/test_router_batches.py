@@ -11,12 +11,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import asyncpg
 import orjson
 import pytest
 from plaza.contracts import Envelope, decode, derive_event_id, envelope
 from plaza.db import create_engine, session_factory
 from plaza.db.models import OutboxRecord, RequestEvent, RequestReport, ServiceRequest
-from plaza_router.dedupe import first_times_locking
+from plaza.worker import is_transient
+from plaza_router.dedupe import DuplicatePolicy, Probe, candidates, first_times_locking
 from plaza_router.handler import _LOCKED_AND_NEW_IDS, _REPORTED
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -392,3 +394,36 @@ async def test_a_batchs_lookups_of_reports_probe_their_indexes_without_statistic
         assert sorted(r.post_id for r in found) == sorted(posts[1::2])
         rows = (await s.execute(_LOCKED_AND_NEW_IDS, merged)).all()
         assert sum(len(r.authors or ()) for r in rows) == 100
+
+
+@pytest.mark.parametrize(
+    ("lost", "raised"),
+    [
+        # its SQLSTATE says so, or (when the goodbye meets the next statement) it is said as
+        # a lost connection
+        ("terminated by the server", (asyncpg.PostgresError, ConnectionError)),
+        ("closed under the driver", ConnectionError),  # asyncpg's InterfaceError, said as one
+    ],
+)
+async def test_a_connection_lost_during_the_duplicate_search_is_transient(
+    sessions: async_sessionmaker[AsyncSession],
+    lost: str,
+    raised: type[Exception] | tuple[type[Exception], ...],
+) -> None:
+    """The candidates come straight from asyncpg: a connection lost meanwhile must still read as
+    the database being away (the worker retries the batch), never as a bad record (which the
+    worker would dead-letter)."""
+    probe = Probe("cleaning", POSTED_AT, "contenidor ple", None, None, "06", None, None)
+    async with sessions() as s, s.begin():
+        driver = (await (await s.connection()).get_raw_connection()).driver_connection
+        assert await candidates(s, DuplicatePolicy(), [probe]) == [[]]  # the statement works
+        if lost == "terminated by the server":
+            pid = driver.get_server_pid()
+            async with sessions() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        else:
+            driver.terminate()
+        with pytest.raises(raised) as failed:
+            await candidates(s, DuplicatePolicy(), [probe])
+        assert is_transient(failed.value), repr(failed.value)
+        await s.invalidate()

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Protocol, TypeVar
 
+import asyncpg
 from plaza.city import fold
 from plaza.city.streets import Streets
 from plaza.db.models import ServiceRequest
@@ -426,11 +427,21 @@ async def candidates(
     if not asked:
         return found
     # Straight through asyncpg, on the session's connection and in its transaction: after a
-    # storm a batch's probes bring thousands of rows (22 a probe after 160,000 posts), and
-    # SQLAlchemy's result rows cost more than asyncpg's records, which are already tuples.
+    # storm a batch's probes bring thousands of rows (22 a searched post by the fourth burst
+    # of the bench's --growth), and SQLAlchemy's result rows cost more than asyncpg's records,
+    # which are already tuples. A connection lost meanwhile is said as one (a transient error
+    # to the worker, as SQLAlchemy's wrapping said it), not as asyncpg's InterfaceError or
+    # InternalClientError, which would be taken for a bad record.
     driver = (await (await session.connection()).get_raw_connection()).driver_connection
     assert driver is not None
-    rows = await driver.fetch(_CANDIDATES_NUMBERED, *columns.values())
+    try:
+        rows = await driver.fetch(_CANDIDATES_NUMBERED, *columns.values())
+    except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
+        # closed, or its protocol caught mid-way by the server's goodbye ("cannot switch to
+        # state ...; another operation is in progress"): unusable either way
+        if driver.is_closed() or isinstance(exc, asyncpg.exceptions.InternalClientError):
+            raise ConnectionError(f"PostgreSQL's connection was lost: {exc}") from exc
+        raise
     for i, rid, lat, long, description, address, key in rows:
         found[asked[i - 1]].append(Found(rid, lat, long, description, address, key))
     return found
