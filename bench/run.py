@@ -459,8 +459,10 @@ def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: R
 
 @dataclass(frozen=True)
 class PgActivity:
-    """What PostgreSQL did besides the pipeline's statements, from its statistics views:
-    behind a burst whose CPU per post jumps, a checkpoint or an autovacuum is the usual cause."""
+    """What PostgreSQL did in a burst, from its statistics views: the rows the pipeline's
+    statements read and wrote (a plan that reads a whole table shows here), how many of its
+    updates were HOT, and what it did besides (autovacuums, checkpoints, reads from outside
+    its buffers): behind a burst whose CPU per post jumps, one of these is the usual cause."""
 
     autovacuums: int
     autoanalyzes: int

@@ -182,7 +182,7 @@ def test_the_bench_measures_bursts_one_after_another(bench_output: str) -> None:
 
 def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
     """--growth-only: only the bursts (a broker and a database of their own), each followed by
-    what PostgreSQL did besides the pipeline's statements."""
+    what PostgreSQL did in it."""
     run = run_bench("--growth-only", "--growth", "2", "--growth-posts", "150")
     found = figures(run.stdout)
     assert {name for name in found if name != "bench_runtime_s"} == {
