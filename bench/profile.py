@@ -216,9 +216,8 @@ def main() -> None:
         meter = pipeline_meter(infra, stack)
         print(f"burst: {len(mix.posts)} posts, sampling {', '.join(pids)}", file=sys.stderr)
         with sampling(pids, args.out) as files:
-            meter.start()
-            burst = asyncio.run(burst_phase(stack, bootstrap, mix))
-            used = meter.stop()
+            burst = asyncio.run(burst_phase(stack, bootstrap, mix, meter))
+            used = burst.cpu
         print(
             f"\n{burst.published} posts in {burst.seconds_to_routed:.1f} s "
             f"({burst.throughput:.0f} posts/s while sampled), {burst.lost} lost"

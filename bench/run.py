@@ -109,9 +109,8 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
             f"{mix.near_duplicates} near-duplicates, {mix.chatter} chatter"
         )
         meter = pipeline_meter(infra, stack)
-        meter.start()
-        burst = asyncio.run(burst_phase(stack, bootstrap, mix))
-        burst_cpu = meter.stop()
+        burst = asyncio.run(burst_phase(stack, bootstrap, mix, meter))
+        burst_cpu = burst.cpu
         describe("sustained", burst)
         report.add(
             "e2e_throughput_posts_per_s",
@@ -137,13 +136,16 @@ def pipeline_figures(infra: Infra, args: argparse.Namespace, logs: Path, report:
 
         n = int(args.rate * args.rate_seconds)
         log(f"fixed rate: {n} posts at {args.rate:.0f}/s")
-        meter.start()
         fixed = asyncio.run(
             rate_phase(
-                stack, bootstrap, generate(n, seed=args.seed + 1, platform="bench-rate"), args.rate
+                stack,
+                bootstrap,
+                generate(n, seed=args.seed + 1, platform="bench-rate"),
+                args.rate,
+                meter,
             )
         )
-        fixed_cpu = meter.stop()
+        fixed_cpu = fixed.cpu
         describe("fixed rate", fixed)
         report.add(
             "e2e_offered_posts_per_s_at_1000",
@@ -433,9 +435,8 @@ def growth_figures(infra: Infra, args: argparse.Namespace, logs: Path, report: R
             activity = asyncio.run(pg_activity(stack.database_url))
             mix = generate(args.growth_posts, seed=args.seed + 100 + k, platform=f"bench-grow{k}")
             log(f"growth burst {k}: {args.growth_posts} posts, {opened:,} requests in the database")
-            meter.start()
-            r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix))
-            us = cpu.per_post_us(meter.stop(), r.published)
+            r = asyncio.run(burst_phase(stack, infra.kafka.bootstrap, mix, meter))
+            us = cpu.per_post_us(r.cpu, r.published)
             describe(f"growth burst {k}", r)
             during = asyncio.run(pg_activity(stack.database_url)) - activity
             log(f"growth burst {k}: PostgreSQL {during}")
