@@ -376,9 +376,13 @@ _PROBES = """
 # Three parts, so that each uses its index: a point's probe scans a band of latitude of its
 # service's open requests (ix_service_requests_dedupe_near); a barri's probe, its barri's within
 # the window (ix_service_requests_dedupe_barri); an address's probe, the requests at that very
-# address, by its key (ix_service_requests_dedupe_address_key). The point's half is a LATERAL
-# subquery fenced by OFFSET 0, and its time condition is one no index can take (IS TRUE), so
-# that with any statistics the only good plan is each probe reading its own band. A table that
+# address, by its key (ix_service_requests_dedupe_address_key). Each index holds only the
+# requests its part can find (with a point, a barri, an address key: migration 0024), so that
+# no part can be planned on another's by service_code alone, every open request of the service
+# for each probe: the plan a prepared statement made while the table was empty or small, and
+# kept until the table's first analyze, did so (200 to 400 ms a batch). The point's half is a
+# LATERAL subquery fenced by OFFSET 0, and its time condition is one no index can take (IS
+# TRUE), so that with any statistics the only good plan is each probe reading its own band. A table that
 # grows by thousands of requests a minute has no statistics until autovacuum's next analyze,
 # and the planner then joined every open request with every probe, or read the window through
 # the index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).

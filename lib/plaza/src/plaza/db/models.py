@@ -38,6 +38,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# An open request, as the partial indexes say it (plaza.requests.OPEN_STATUSES).
+_OPEN = "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+
+
 class ServiceRequest(Base):
     """A citizen's request, with the Open311 GeoReport v2 fields and where Plaza routed it."""
 
@@ -101,24 +105,21 @@ class ServiceRequest(Base):
         UniqueConstraint("source_platform", "source_post_id", name="uq_service_requests_source"),
         # The router's duplicate search among open requests: near a point (a band of latitude,
         # then longitude and time are checked on few rows), in a barri within the window, or
-        # at an address.
-        # The barri's leads with barri_code, so a point's search cannot take it (migration 0009).
+        # at an address. Each holds only the requests its part of the search can find (with a
+        # point, a barri, an address key), so that no part can be planned on another's index
+        # by service_code alone (migration 0024); the barri's leads with barri_code (0009).
         Index(
             "ix_service_requests_dedupe_near",
             "service_code",
             "lat",
-            postgresql_where=text(
-                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
-            ),
+            postgresql_where=text(f"{_OPEN} AND lat IS NOT NULL"),
         ),
         Index(
             "ix_service_requests_dedupe_barri",
             "barri_code",
             "service_code",
             "requested_datetime",
-            postgresql_where=text(
-                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
-            ),
+            postgresql_where=text(f"{_OPEN} AND barri_code IS NOT NULL"),
         ),
         # A report without a point whose address the street register reads: the requests at
         # that address, by its key however it was written (migrations 0016, 0019).
@@ -127,9 +128,7 @@ class ServiceRequest(Base):
             "address_key",
             "service_code",
             "requested_datetime",
-            postgresql_where=text(
-                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
-            ),
+            postgresql_where=text(f"{_OPEN} AND address_key IS NOT NULL"),
         ),
         Index(
             "ix_service_requests_escalated",
@@ -143,9 +142,7 @@ class ServiceRequest(Base):
             "queue",
             "expected_datetime",
             "id",
-            postgresql_where=text(
-                "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
-            ),
+            postgresql_where=text(_OPEN),
         ),
         Index(
             "ix_service_requests_assigned",
