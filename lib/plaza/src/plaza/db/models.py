@@ -38,8 +38,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-# An open request, as the partial indexes say it (plaza.requests.OPEN_STATUSES).
+# An open request, and one waiting to be acknowledged, as the partial indexes say them
+# (plaza.requests.OPEN_STATUSES and WAITING).
 _OPEN = "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
+_WAITING = "status IN ('new','reopened','transferred')"
 
 
 class ServiceRequest(Base):
@@ -129,6 +131,18 @@ class ServiceRequest(Base):
             "service_code",
             "requested_datetime",
             postgresql_where=text(f"{_OPEN} AND address_key IS NOT NULL"),
+        ),
+        # The SLA scanner's: the requests still waiting for each deadline, by that deadline, so
+        # that a scan reads what is due, not every request (migration 0025).
+        Index(
+            "ix_service_requests_ack_due",
+            "ack_due_at",
+            postgresql_where=text(f"{_WAITING} AND ack_breached_at IS NULL"),
+        ),
+        Index(
+            "ix_service_requests_resolve_due",
+            "expected_datetime",
+            postgresql_where=text(f"{_OPEN} AND resolve_breached_at IS NULL"),
         ),
         Index(
             "ix_service_requests_escalated",
