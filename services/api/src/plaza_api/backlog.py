@@ -83,7 +83,8 @@ async def read_outbox_age(session: AsyncSession) -> float:
 
 
 async def read_backlog(session: AsyncSession) -> Snapshot:
-    """Two grouped queries over the open requests (the partial dedupe index covers them), and the
+    """Two grouped queries over the open requests (the partial index of the open queues,
+    ix_service_requests_open_queue, holds every one of them, and no closed one), and the
     outbox's oldest event."""
     r = ServiceRequest
     is_open = r.status.in_(OPEN_STATUSES)
