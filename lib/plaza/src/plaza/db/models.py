@@ -114,6 +114,7 @@ class ServiceRequest(Base):
             "ix_service_requests_dedupe_near",
             "service_code",
             "lat",
+            "long",
             postgresql_where=text(f"{_OPEN} AND lat IS NOT NULL"),
         ),
         Index(

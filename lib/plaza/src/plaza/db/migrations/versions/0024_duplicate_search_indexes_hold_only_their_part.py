@@ -20,7 +20,10 @@ Each index now holds only the requests its part can find: those with a point, wi
 with an address key. A part's own conditions imply its index's (a point's `lat BETWEEN` is
 false for a NULL lat), and none implies another's, so no plan can take another part's index.
 The indexes are also smaller: a request without a point is in neither the point's index nor,
-without an address, the address's. Each is built under a new name CONCURRENTLY (outside the
+without an address, the address's. The point's index also keys the longitude: a probe's band of
+latitude crosses the whole city, and its requests outside the probe's box are now passed over
+in the index, not each read from the table to be dropped (the rows read by a point's probe grew
+with every open request of its service). Each is built under a new name CONCURRENTLY (outside the
 migration's transaction: a plain CREATE INDEX would hold off every router's inserts on a table
 of millions of rows), then the old one dropped CONCURRENTLY and the new one renamed.
 """
@@ -36,16 +39,18 @@ depends_on = None
 
 _OPEN = "status IN ('new','acknowledged','assigned','in_progress','transferred','reopened')"
 
-# name: (columns, the column every request the index holds has)
+# name: (columns, the column every request the index holds has, columns before)
 _INDEXES = {
-    "ix_service_requests_dedupe_near": ("service_code, lat", "lat"),
+    "ix_service_requests_dedupe_near": ("service_code, lat, long", "lat", "service_code, lat"),
     "ix_service_requests_dedupe_barri": (
         "barri_code, service_code, requested_datetime",
         "barri_code",
+        "barri_code, service_code, requested_datetime",
     ),
     "ix_service_requests_dedupe_address_key": (
         "address_key, service_code, requested_datetime",
         "address_key",
+        "address_key, service_code, requested_datetime",
     ),
 }
 
@@ -63,11 +68,11 @@ def _rebuild(name: str, columns: str, where: str) -> None:
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        for name, (columns, present) in _INDEXES.items():
+        for name, (columns, present, _) in _INDEXES.items():
             _rebuild(name, columns, f"{_OPEN} AND {present} IS NOT NULL")
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        for name, (columns, _) in _INDEXES.items():
-            _rebuild(name, columns, _OPEN)
+        for name, (_, _, before) in _INDEXES.items():
+            _rebuild(name, before, _OPEN)
