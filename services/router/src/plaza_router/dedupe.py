@@ -382,10 +382,10 @@ _PROBES = """
 # for each probe: the plan a prepared statement made while the table was empty or small, and
 # kept until the table's first analyze, did so (200 to 400 ms a batch). The point's half is a
 # LATERAL subquery fenced by OFFSET 0, and its time condition is one no index can take (IS
-# TRUE), so that with any statistics the only good plan is each probe reading its own band. A table that
-# grows by thousands of requests a minute has no statistics until autovacuum's next analyze,
-# and the planner then joined every open request with every probe, or read the window through
-# the index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
+# TRUE), so that with any statistics the only good plan is each probe reading its own band. A
+# table that grows by thousands of requests a minute has no statistics until autovacuum's next
+# analyze, and the planner then joined every open request with every probe, or read the window
+# through the index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
 CANDIDATES = text(
     f"""
     SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}

@@ -14,7 +14,7 @@ of the service, for every probe.
 PostgreSQL did so with a plan made while the table was empty or small and had no statistics
 (a new city's first minutes, or the bench's): the router's prepared statement keeps its
 generic plan until the table's first analyze, and by the second burst of 40,000 posts each
-batch took 200 to 400 ms instead of 2 (12 to 15 million rows read in a burst instead of 2).
+batch took 200 to 400 ms instead of 2 (12 to 15 million rows read in a burst, not 1.8).
 
 Each index now holds only the requests its part can find: those with a point, with a barri,
 with an address key. A part's own conditions imply its index's (a point's `lat BETWEEN` is
