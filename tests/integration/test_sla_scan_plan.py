@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from plaza_router.sla_scanner import _OVERDUE, SlaScanner
+from plaza_router.sla_scanner import _LOCK_AND_REPLAN, _OVERDUE, SCANNER_LOCK, SlaScanner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -116,22 +116,38 @@ async def test_a_scan_reads_the_requests_due_through_their_deadlines_indexes(
             assert plan["Actual Rows"] == due, mode
 
 
-async def test_a_scan_planned_on_an_empty_table_reads_only_what_is_due_once_it_has_grown(
+async def test_a_scan_prepared_on_an_empty_table_reads_only_what_is_due_once_it_has_grown(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    """A router started on a new city's database plans its scan on an empty table, and keeps
-    that plan (prepared, generic) until the table's first analyze."""
+    """A router started on a new city's database prepares its scan on an empty table. Had the
+    statement kept the generic plan it made then (until the table's first analyze), it would
+    look the due ids up in the whole table, read once a scan; the scanner has each scan planned
+    afresh, as its lock says (_LOCK_AND_REPLAN), so the same statement, even where the plan
+    cache would keep generic plans, reads only what is due once the table holds 20,000."""
     async with sessions() as s:
         await s.execute(text("ALTER TABLE service_requests SET (autovacuum_enabled = off)"))
-        await s.execute(text("SET plan_cache_mode = force_generic_plan"))
-        await s.execute(_OVERDUE, {"now": POSTED_AT, "n": 500})  # prepared, planned empty
+        await s.commit()
+        driver = (await (await s.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        statement = await driver.prepare(
+            _OVERDUE.text.replace(":now", "$1::timestamptz").replace(":n", "$2::int")
+        )
+        assert await statement.fetch(POSTED_AT, 500) == []  # planned on the empty table
+        # the same transaction on the same connection from here on
         await s.execute(_FILL, {"at": POSTED_AT, "first": 1, "last": FILLED})
         due = await s.scalar(_DUE, {"at": POSTED_AT})
-        plan = await explained(s, "generic", batch=500)
+        assert await s.scalar(_LOCK_AND_REPLAN, {"k": SCANNER_LOCK}) is True
+        at = await driver.fetchval("SELECT quote_literal(CAST($1 AS timestamptz))", POSTED_AT)
+        ran = await driver.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {statement.get_name()}({at}, 500)"
+        )
         await s.rollback()
-    nodes = list(reads(plan))
+    [root] = orjson.loads(ran) if isinstance(ran, str) else ran
+    nodes = list(reads(root["Plan"]))
+    assert due is not None and root["Plan"]["Actual Rows"] == due
     assert "Seq Scan" not in {n["Node Type"] for n in nodes}, nodes
-    assert rows_read(nodes) <= 3 * (due or 0), nodes
+    assert rows_read(nodes) <= 3 * due, nodes
 
 
 async def test_the_scanner_breaches_every_request_due_a_batch_at_a_time(

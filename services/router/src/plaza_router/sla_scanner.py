@@ -58,6 +58,14 @@ _OPEN_SQL = _in(OPEN_STATUSES)
 # row: one changed meanwhile (acknowledged, closed) is no longer overdue.
 _ACK_OVERDUE = f"{_WAITING_SQL} AND ack_breached_at IS NULL AND ack_due_at < :now"
 _RESOLVE_OVERDUE = f"{_OPEN_SQL} AND resolve_breached_at IS NULL AND expected_datetime < :now"
+# The scanner's lock, and its scan planned afresh each time (set_config's `true`: until the
+# transaction ends). A prepared statement keeps the plan it made on a new city's empty table
+# until the table's first analyze, and that plan looked the due ids up in the whole table, read
+# once a scan; planning costs a fraction of a millisecond every PLAZA_SLA_SCAN_INTERVAL.
+_LOCK_AND_REPLAN = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true) IS NOT NULL"
+    " AND pg_try_advisory_xact_lock(:k)"
+)
 # every column but the queue's JSON, which the ORM defers
 _COLUMNS = ", ".join(c.name for c in ServiceRequest.__table__.columns if c.name != "queue_item")
 _OVERDUE = text(
@@ -210,11 +218,7 @@ class SlaScanner:
         found = 0
         while True:
             async with self._sessions.begin() as session:
-                locked = (
-                    await session.execute(
-                        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SCANNER_LOCK}
-                    )
-                ).scalar_one()
+                locked = (await session.execute(_LOCK_AND_REPLAN, {"k": SCANNER_LOCK})).scalar_one()
                 if not locked:
                     return found  # another scanner is at it
                 overdue = (
