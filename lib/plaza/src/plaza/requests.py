@@ -11,7 +11,7 @@ end the request (and can only be closed). Everything here is pure: no I/O, no fr
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -51,6 +51,14 @@ OPEN_STATUSES: Final = frozenset(
     {*WAITING, Status.ACKNOWLEDGED, Status.ASSIGNED, Status.IN_PROGRESS}
 )
 CLOSED_STATUSES: Final = frozenset(Status) - OPEN_STATUSES
+
+
+def sql_list(statuses: Iterable[str]) -> str:
+    """Statuses as SQL literals for `status IN (...)` (only ever Status values: anything else
+    raises ValueError), in one order: literal, so that the planner proves a partial index's
+    predicate (open requests, those waiting) whatever a reused plan's parameters."""
+    return ", ".join(f"'{Status(v).value}'" for v in sorted(statuses))
+
 
 _TRANSITIONS: Final[Mapping[Action, tuple[frozenset[Status], Status]]] = {
     Action.ACKNOWLEDGE: (WAITING, Status.ACKNOWLEDGED),

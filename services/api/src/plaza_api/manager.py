@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Protocol
@@ -58,6 +58,7 @@ from plaza.requests import (
     extended_status,
     open311_status,
     parse_id,
+    sql_list,
     worker_handle,
 )
 from plaza.taxonomy import load_taxonomy
@@ -492,13 +493,7 @@ def _decode_cursor(cursor: str, query: str) -> tuple[datetime | None, int]:
     return when, last_id
 
 
-def _sql_list(values: Iterable[str]) -> str:
-    """Statuses as SQL literals: only ever Status values (checked before), and literal so that
-    the planner matches the partial index of open requests whatever the parameters."""
-    return ", ".join(f"'{Status(v).value}'" for v in sorted(values))
-
-
-_OPEN_SQL: Final = _sql_list(OPEN_STATUSES)
+_OPEN_SQL: Final = sql_list(OPEN_STATUSES)
 
 
 # A queue item as JSON: the text PostgreSQL keeps for each request (service_requests.queue_item,
@@ -578,7 +573,7 @@ def _filtered(
         q.where.append("s.escalated_at IS NOT NULL")
     else:
         q.where.append(f"s.queue = {q.param(code)}")
-    q.where.append(f"s.status IN ({_sql_list(statuses) if statuses else _OPEN_SQL})")
+    q.where.append(f"s.status IN ({sql_list(statuses) if statuses else _OPEN_SQL})")
     codes = _csv_of(service_code, set(load_taxonomy()), "service_code") if service_code else []
     if codes:
         q.where.append(f"s.service_code = ANY({q.param(codes)}::text[])")

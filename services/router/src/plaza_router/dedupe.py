@@ -23,7 +23,7 @@ import asyncpg
 from plaza.city import fold
 from plaza.city.streets import Streets
 from plaza.db.models import ServiceRequest
-from plaza.requests import OPEN_STATUSES
+from plaza.requests import OPEN_STATUSES, sql_list
 from plaza.subjects import different_problems
 from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -367,7 +367,7 @@ class Found:
     address_key: str | None
 
 
-_OPEN_SQL = ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))
+_OPEN_SQL = sql_list(OPEN_STATUSES)
 _PROBES = """
     unnest(CAST(:codes AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
            CAST(:lat0 AS float8[]), CAST(:lat1 AS float8[]), CAST(:lon0 AS float8[]),

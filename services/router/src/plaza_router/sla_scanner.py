@@ -19,7 +19,7 @@ from plaza import metrics
 from plaza.db import inbox
 from plaza.db.models import ServiceRequest
 from plaza.lifecycle import breach
-from plaza.requests import OPEN_STATUSES, WAITING
+from plaza.requests import OPEN_STATUSES, WAITING, sql_list
 from plaza.worker import is_transient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,14 +40,10 @@ that grew for months) delays the round's SLA scan by seconds, not minutes: the n
 on where this one stopped, without waiting for PRUNE_INTERVAL."""
 
 
-def _in(statuses: frozenset[str]) -> str:
-    """`status IN (...)` with the statuses written out: a partial index's predicate is proven
-    only by constants, not by the parameters a reused (generic) plan has."""
-    return "status IN (" + ", ".join(f"'{s}'" for s in sorted(statuses)) + ")"
-
-
-_WAITING_SQL = _in(WAITING)
-_OPEN_SQL = _in(OPEN_STATUSES)
+# The statuses written out: a partial index's predicate is proven only by constants, not by
+# the parameters a reused (generic) plan has.
+_WAITING_SQL = f"status IN ({sql_list(WAITING)})"
+_OPEN_SQL = f"status IN ({sql_list(OPEN_STATUSES)})"
 # The requests past a deadline not yet recorded as breached, a batch at a time in id order,
 # locked (those a manager is changing are left to the next round). Each deadline's candidates
 # come first from its own partial index (ix_service_requests_ack_due, _resolve_due: migration
