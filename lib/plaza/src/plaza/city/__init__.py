@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -233,9 +234,57 @@ def _latin_table() -> dict[int, str]:
 _LATIN = _latin_table()
 
 
+def _byte_tables() -> tuple[bytes, bytes, bytes]:
+    """fold's result for each Latin-1 character as a bytes.translate table, with its case and
+    lowered, and the characters it deletes: ASCII letters and digits as they are, accented
+    letters as _LATIN has them, every other character a space (runs of them are made one after).
+    A character that folds to something else (ß, ½, µ) stays as it is, beyond ASCII: a text
+    with one is folded the slower way."""
+    cased = bytearray(range(256))
+    deleted = bytearray()
+    for code in range(256):
+        folded = _fold_slow(chr(code))
+        if folded == "":
+            deleted.append(code)
+        elif len(folded) == 1 and folded.isascii():
+            cased[code] = ord(folded)
+    return bytes(cased), bytes(cased).lower(), bytes(deleted)
+
+
+_CASED, _LOWERED, _DELETED = _byte_tables()
+_BEYOND_LATIN_1 = re.compile(r"[^\x00-\xff]")
+
+
+@functools.cache
+def _folds_to_a_space(char: str) -> bool:
+    """Whether a character beyond Latin-1 folds to a lone space wherever it is (a typographic
+    apostrophe or quote, a dash, an emoji), as "?" does."""
+    return _fold_slow(f"a{char}a") == "a a"
+
+
+def _fold_latin_1(text: str, table: bytes) -> str | None:
+    """fold(text) by bytes.translate, for a text of Latin-1 characters and of characters that
+    fold to spaces (most posts): None for any other."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        if not all(_folds_to_a_space(c) for c in _BEYOND_LATIN_1.findall(text)):
+            return None
+        raw = text.encode("latin-1", "replace")  # each such character a "?", a space below
+    folded = raw.translate(table, _DELETED)
+    if not folded.isascii():
+        return None
+    while b"  " in folded:
+        folded = folded.replace(b"  ", b" ")
+    return folded.decode("ascii")
+
+
 def fold(text: str, *, keep_case: bool = False) -> str:
     """Text for matching: accents stripped, "l·l" joined, punctuation (apostrophes, hyphens)
     turned into single spaces, lowercased unless keep_case. Both forms have the same length."""
+    fast = _fold_latin_1(text, _CASED if keep_case else _LOWERED)
+    if fast is not None:
+        return fast
     latin = text.translate(_LATIN)
     # a text of ASCII and Latin letters folds by the table; anything else (emoji, other
     # scripts, combining marks) by Unicode decomposition, with the same result
