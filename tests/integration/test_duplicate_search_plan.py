@@ -22,6 +22,7 @@ from plaza_router.dedupe import (
     CANDIDATES,
     DuplicatePolicy,
     Probe,
+    candidates,
     probe_columns,
 )
 from sqlalchemy import text
@@ -199,3 +200,35 @@ async def test_a_plan_made_while_the_table_was_small_still_reads_each_probes_own
         )
         [root] = orjson.loads(kept) if isinstance(kept, str) else kept
         assert_each_part_reads_its_own_index(root, f"planned at {before} requests")
+
+
+async def test_a_request_several_probes_find_comes_back_once_for_all_of_them(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A batch's posts about one street find the same open requests: each request is one row
+    of the statement, with the probes that found it, and every probe gets what it would get
+    searched alone (a probe twice when its barri and its address both find the request)."""
+    async with sessions.begin() as s:
+        await s.execute(_FILL, fill(1, FILLED))
+    policy = DuplicatePolicy()
+    asked = probes(1)
+    asked += asked[:40]  # the same places again, as neighbours reporting one pothole
+    async with sessions() as s, s.begin():
+        together = await candidates(s, policy, asked)
+        alone = [(await candidates(s, policy, [p]))[0] for p in asked]
+        _, columns = probe_columns(policy, asked)
+        driver = (await (await s.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+        rows = await driver.fetch(_CANDIDATES_NUMBERED, *columns.values())
+    assert [sorted(f.id for f in found) for found in together] == [
+        sorted(f.id for f in found) for found in alone
+    ]
+    ids = [row[0] for row in rows]
+    assert len(ids) == len(set(ids))  # one row a request
+    shared = sum(len(found) for found in together) - len(ids)
+    assert shared > 1000, shared  # many requests were found by more than one probe
+    for found in together:
+        for f in found:
+            assert (f.lat, f.long, f.address) == next(
+                (r[1], r[2], r[4]) for r in rows if r[0] == f.id
+            )

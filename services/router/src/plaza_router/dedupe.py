@@ -386,30 +386,38 @@ _PROBES = """
 # table that grows by thousands of requests a minute has no statistics until autovacuum's next
 # analyze, and the planner then joined every open request with every probe, or read the window
 # through the index on requested_datetime (10-60 ms a batch of 100 instead of 1 to 2).
+# A request near several of a batch's posts (a busy street's, after a storm) is one row, with
+# the probes that found it (array_agg: a probe twice when its barri and its address both find
+# it), not a row per probe: by the fourth burst of the bench's --growth, 20 rows a searched post
+# were 11 requests, each sent, decoded and made into a Found once instead of twice.
 CANDIDATES = text(
     f"""
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
-    CROSS JOIN LATERAL (
-        SELECT s.id, s.lat, s.long, s.description, s.address, s.address_key
-        FROM service_requests AS s
-        WHERE s.service_code = p.code AND s.status IN ({_OPEN_SQL})
-          AND s.lat BETWEEN p.lat0 AND p.lat1 AND s.long BETWEEN p.lon0 AND p.lon1
-          AND (s.requested_datetime BETWEEN p.lo AND p.hi) IS TRUE
-        OFFSET 0
-    ) AS s
-    WHERE p.lat0 IS NOT NULL
-    UNION ALL
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
-    JOIN service_requests AS s
-      ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
-     AND s.barri_code = p.barri AND s.requested_datetime BETWEEN p.lo AND p.hi
-    WHERE p.lat0 IS NULL
-    UNION ALL
-    SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
-    JOIN service_requests AS s
-      ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
-     AND s.address_key = p.addr_key AND s.requested_datetime BETWEEN p.lo AND p.hi
-    WHERE p.lat0 IS NULL AND p.addr_key IS NOT NULL
+    SELECT c.id, c.lat, c.long, c.description, c.address, c.address_key, array_agg(c.i)
+    FROM (
+        SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
+        CROSS JOIN LATERAL (
+            SELECT s.id, s.lat, s.long, s.description, s.address, s.address_key
+            FROM service_requests AS s
+            WHERE s.service_code = p.code AND s.status IN ({_OPEN_SQL})
+              AND s.lat BETWEEN p.lat0 AND p.lat1 AND s.long BETWEEN p.lon0 AND p.lon1
+              AND (s.requested_datetime BETWEEN p.lo AND p.hi) IS TRUE
+            OFFSET 0
+        ) AS s
+        WHERE p.lat0 IS NOT NULL
+        UNION ALL
+        SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
+        JOIN service_requests AS s
+          ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
+         AND s.barri_code = p.barri AND s.requested_datetime BETWEEN p.lo AND p.hi
+        WHERE p.lat0 IS NULL
+        UNION ALL
+        SELECT p.i, s.id, s.lat, s.long, s.description, s.address, s.address_key FROM {_PROBES}
+        JOIN service_requests AS s
+          ON s.service_code = p.code AND s.status IN ({_OPEN_SQL})
+         AND s.address_key = p.addr_key AND s.requested_datetime BETWEEN p.lo AND p.hi
+        WHERE p.lat0 IS NULL AND p.addr_key IS NOT NULL
+    ) AS c
+    GROUP BY c.id, c.lat, c.long, c.description, c.address, c.address_key
     """
 )
 
@@ -446,8 +454,10 @@ async def candidates(
         if driver.is_closed() or isinstance(exc, asyncpg.exceptions.InternalClientError):
             raise ConnectionError(f"PostgreSQL's connection was lost: {exc}") from exc
         raise
-    for i, rid, lat, long, description, address, key in rows:
-        found[asked[i - 1]].append(Found(rid, lat, long, description, address, key))
+    for rid, lat, long, description, address, key, finders in rows:
+        request = Found(rid, lat, long, description, address, key)
+        for i in finders:  # the probes that found it, numbered from 1 among those asked
+            found[asked[i - 1]].append(request)
     return found
 
 

@@ -255,10 +255,11 @@ _CASED, _LOWERED, _DELETED = _byte_tables()
 _BEYOND_LATIN_1 = re.compile(r"[^\x00-\xff]")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)
 def _folds_to_a_space(char: str) -> bool:
     """Whether a character beyond Latin-1 folds to a lone space wherever it is (a typographic
-    apostrophe or quote, a dash, an emoji), as "?" does."""
+    apostrophe or quote, a dash, an emoji), as "?" does. Bounded: posts in other scripts bring
+    thousands of characters, and a text could bring any of Unicode's million."""
     return _fold_slow(f"a{char}a") == "a a"
 
 
