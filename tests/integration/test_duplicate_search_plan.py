@@ -223,12 +223,11 @@ async def test_a_request_several_probes_find_comes_back_once_for_all_of_them(
     assert [sorted(f.id for f in found) for found in together] == [
         sorted(f.id for f in found) for found in alone
     ]
-    ids = [row[0] for row in rows]
-    assert len(ids) == len(set(ids))  # one row a request
-    shared = sum(len(found) for found in together) - len(ids)
+    by_id = {row[0]: row for row in rows}
+    assert len(by_id) == len(rows)  # one row a request
+    shared = sum(len(found) for found in together) - len(rows)
     assert shared > 1000, shared  # many requests were found by more than one probe
     for found in together:
-        for f in found:
-            assert (f.lat, f.long, f.address) == next(
-                (r[1], r[2], r[4]) for r in rows if r[0] == f.id
-            )
+        for f in found:  # each with its own request's columns
+            row = by_id[f.id]
+            assert (f.lat, f.long, f.description, f.address) == (row[1], row[2], row[3], row[4])

@@ -219,7 +219,8 @@ def _fold_slow(text: str) -> str:
 
 def _latin_table() -> dict[int, str]:
     """The accented Latin letters (and the dots of "l·l") as _fold_slow turns them, one
-    character each: most posts then fold with a translate instead of character by character."""
+    character each: a text with letters beyond Latin-1 (ŀ, ő, ř), which _fold_latin_1 leaves,
+    still folds with a translate instead of by Unicode decomposition."""
     table: dict[int, str] = {}
     for code in range(0x80, 0x250):
         char = chr(code)
