@@ -40,7 +40,7 @@ from pathlib import Path
 import psutil
 
 from bench import cpu
-from bench.pipeline import burst_phase
+from bench.pipeline import burst_phase, percentile, rate_phase
 from bench.posts import generate
 from bench.run import WARM_UP, pipeline_meter
 from bench.stack import infrastructure, plaza_stack
@@ -190,6 +190,13 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=20_000, help="posts of the burst")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="publish the posts at this rate a second instead of at once (where the CPU goes at "
+        "a moderate rate: smaller batches, and the idle work between them)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / ".plaza/profile", help="where the stacks go"
     )
     parser.add_argument("--top", type=int, default=15, help="functions shown per list")
@@ -214,13 +221,18 @@ def main() -> None:
         mix = generate(args.posts, seed=args.seed, platform="bench-burst")
         pids = {name: pid for name in wanted if (pid := stack.pid(name)) is not None}
         meter = pipeline_meter(infra, stack)
-        print(f"burst: {len(mix.posts)} posts, sampling {', '.join(pids)}", file=sys.stderr)
+        how = "at once" if args.rate is None else f"at {args.rate:.0f}/s"
+        print(f"{len(mix.posts)} posts {how}, sampling {', '.join(pids)}", file=sys.stderr)
         with sampling(pids, args.out) as files:
-            burst = asyncio.run(burst_phase(stack, bootstrap, mix, meter))
+            if args.rate is None:
+                burst = asyncio.run(burst_phase(stack, bootstrap, mix, meter))
+            else:
+                burst = asyncio.run(rate_phase(stack, bootstrap, mix, args.rate, meter))
             used = burst.cpu
         print(
             f"\n{burst.published} posts in {burst.seconds_to_routed:.1f} s "
-            f"({burst.throughput:.0f} posts/s while sampled), {burst.lost} lost"
+            f"({burst.throughput:.0f} posts/s while sampled), {burst.lost} lost; p50/p99 to routed "
+            f"{percentile(burst.routed_ms, 0.5):.1f}/{percentile(burst.routed_ms, 0.99):.1f} ms"
         )
         us = cpu.per_post_us(used, burst.published)
         print(f"\n{'process':<12}{'CPU us/post':>12}")

@@ -275,6 +275,10 @@ def cpu_figures(report: Report, used: dict[str, float], posts: int, suffix: str 
     total = sum(value for name, value in us.items() if name != "bench")
     unmeasured = "" if "kafka" in us else " (Kafka not measured: a broker the bench was given)"
     if suffix:
+        for name, value in us.items():
+            report.add(
+                f"cpu_us_per_post_{name}{suffix}", value, "us", "the same, at the fixed rate"
+            )
         report.add(
             f"cpu_us_per_post{suffix}",
             total,
