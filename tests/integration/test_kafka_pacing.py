@@ -89,3 +89,46 @@ async def test_the_next_fetch_waits_at_the_broker_while_a_batch_is_handled(
         await consumer.close()
     finally:
         await bus.close()
+
+
+async def test_a_topic_written_in_batches_is_fetched_as_its_batches_arrive(
+    kafka: KafkaBroker, kafka_namespace: str
+) -> None:
+    """The router's and the notifier's topics are written a batch at a time (the classifier's
+    batches, the relay's rounds): their consumers take each batch when it comes, busy or not,
+    where a consumer of a topic written a post at a time waits at the broker for more."""
+    pacing = FetchPacing(
+        busy_wait_ms=3000, busy_min_bytes=16 * 1024 * 1024, idle_wait_ms=400, idle_after=60
+    )
+    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, fetch_pacing=pacing)
+    await bus.start()
+    try:
+        await bus.create_topics([TOPIC], 1)
+        batched = await bus.subscribe("g-batched", [TOPIC], written_in_batches=True)
+        trickled = await bus.subscribe("g-trickled", [TOPIC])
+        await bus.publish([OutRecord(TOPIC, "k", b"first")])
+        for consumer in (batched, trickled):
+            got: list[Record] = []
+            while not got:
+                got = await consumer.fetch(100, 0.5)
+            assert consumer.busy
+        # Busy now; the next fetch of each is already at the broker.
+        assert fetch_settings(batched) == (400, 1)
+        assert fetch_settings(trickled) == (3000, 16 * 1024 * 1024)
+        loop = asyncio.get_running_loop()
+        await bus.publish([OutRecord(TOPIC, "k", b"second")])
+        published = loop.time()
+        waited = {}
+        for name, consumer in (("batched", batched), ("trickled", trickled)):
+            got = []
+            while not got:
+                got = await consumer.fetch(100, 10)
+            assert [r.value for r in got] == [b"second"]
+            waited[name] = loop.time() - published
+        # The batched consumer's fetch ended on the record; the other's held it to its wait.
+        assert waited["batched"] < 1.0, waited
+        assert waited["trickled"] > 2.0, waited
+        await batched.close()
+        await trickled.close()
+    finally:
+        await bus.close()

@@ -152,6 +152,7 @@ class Worker:
         self._bus = bus
         self.group = group
         self._topics = [t.topic for t in topics]
+        self._written_in_batches = all(t.written_in_batches for t in topics)
         self._handler = handler
         self._batch_handler = batch_handler
         self._batch_size = batch_size
@@ -201,7 +202,10 @@ class Worker:
     async def run(self) -> None:
         """Consumes until stop() is called; commits what was handled before returning."""
         self._consumer = await self._bus.subscribe(
-            self.group, self._topics, on_revoked=self._on_revoked
+            self.group,
+            self._topics,
+            on_revoked=self._on_revoked,
+            written_in_batches=self._written_in_batches,
         )
         self.ready.set()
         self._committed_at = time.monotonic()

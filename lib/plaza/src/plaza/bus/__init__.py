@@ -141,8 +141,13 @@ class Bus(abc.ABC):
         topics: Sequence[str],
         *,
         on_revoked: RevokedCallback | None = None,
+        written_in_batches: bool = False,
     ) -> Consumer:
-        """Joins `group` and returns once the member owns its share of the partitions."""
+        """Joins `group` and returns once the member owns its share of the partitions.
+
+        `written_in_batches`: the topics' producers write them a batch at a time
+        (EventType.written_in_batches), so a consumer that would wait at the broker for fuller
+        fetches takes what comes at once instead (KafkaBus; an in-process bus never waits)."""
 
     @abc.abstractmethod
     async def create_topics(self, topics: Sequence[str], partitions: int) -> None:

@@ -268,7 +268,12 @@ class JournalBus(MemoryBus):
         self._unsure = False
 
     async def subscribe(
-        self, group: str, topics: Sequence[str], *, on_revoked: RevokedCallback | None = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_revoked: RevokedCallback | None = None,
+        written_in_batches: bool = False,
     ) -> MemoryConsumer:
         await self._load(topics)
         return await super().subscribe(group, topics, on_revoked=on_revoked)

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -70,6 +70,15 @@ class FetchPacing:
     busy_min_bytes: int = 64 * 1024
     idle_wait_ms: int = 500
     idle_after: float = 1.0
+
+    def on_arrival(self) -> FetchPacing:
+        """The pacing of a topic written a batch at a time (by a worker's batches, the relay's
+        rounds): a fetch ends on the first records, busy or idle, as an idle one does. Its
+        records come a producer's batch at a time, already a batch for the consumer: waiting
+        for more only delayed each batch, by up to busy_wait_ms (the router's fetches waited
+        for the classifier's next batch, a p50 of 24 ms at 1,000 posts/s, 4.5 ms without),
+        for no fewer fetches."""
+        return replace(self, busy_wait_ms=self.idle_wait_ms, busy_min_bytes=1)
 
 
 # Event-loop turns for aiokafka's fetcher to wake up and start the next fetch, and for that
@@ -308,7 +317,12 @@ class KafkaBus(Bus):
             await asyncio.gather(*acks)
 
     async def subscribe(
-        self, group: str, topics: Sequence[str], *, on_revoked: RevokedCallback | None = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_revoked: RevokedCallback | None = None,
+        written_in_batches: bool = False,
     ) -> KafkaConsumer:
         raw = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -326,7 +340,8 @@ class KafkaBus(Bus):
             fetch_min_bytes=1,
             metadata_max_age_ms=5000,
         )
-        consumer = KafkaConsumer(raw, self._ns, on_revoked, self._pacing)
+        pacing = self._pacing.on_arrival() if written_in_batches else self._pacing
+        consumer = KafkaConsumer(raw, self._ns, on_revoked, pacing)
         await raw.start()
         raw.subscribe(topics=[self._ns + t for t in topics], listener=_Listener(consumer))
         # aiokafka joins the group in a background task; wait for the first assignment.

@@ -217,7 +217,12 @@ class MemoryBus(Bus):
             self._changed.notify_all()
 
     async def subscribe(
-        self, group: str, topics: Sequence[str], *, on_revoked: RevokedCallback | None = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_revoked: RevokedCallback | None = None,
+        written_in_batches: bool = False,
     ) -> MemoryConsumer:
         wanted = frozenset(topics)
         state = self._groups.setdefault(group, _Group(topics=wanted))

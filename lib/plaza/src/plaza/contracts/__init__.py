@@ -94,10 +94,16 @@ _NAMESPACE_BYTES = _NAMESPACE.bytes
 
 @dataclass(frozen=True, slots=True)
 class EventType:
-    """One kind of event: its name, its topic and the envelope field that holds it."""
+    """One kind of event: its name, its topic and the envelope field that holds it.
+
+    `written_in_batches`: whether Plaza's own batching stages write its topic, a batch at a time
+    (a worker's batch of outgoing events, a round of the outbox relay), rather than a post at a
+    time as they come (ingest: webhooks, streams). A consumer of such a topic gains nothing by
+    waiting at the broker for more records: what arrives together is already a batch."""
 
     name: str
     body_field: str
+    written_in_batches: bool = True
 
     @property
     def topic(self) -> str:
@@ -109,7 +115,7 @@ class EventType:
 
 
 class TOPICS:
-    POST_RECEIVED: Final = EventType("post-received", "post_received")
+    POST_RECEIVED: Final = EventType("post-received", "post_received", written_in_batches=False)
     POST_CLASSIFIED: Final = EventType("post-classified", "post_classified")
     REQUEST_CREATED: Final = EventType("request-created", "request_created")
     REQUEST_STATUS_CHANGED: Final = EventType("request-status-changed", "request_status_changed")
@@ -117,7 +123,7 @@ class TOPICS:
     REPLY_POSTED: Final = EventType("reply-posted", "reply_posted")
     REQUEST_MERGED: Final = EventType("request-merged", "request_merged")
     REQUEST_SLA_BREACHED: Final = EventType("request-sla-breached", "request_sla_breached")
-    POST_WITHDRAWN: Final = EventType("post-withdrawn", "post_withdrawn")
+    POST_WITHDRAWN: Final = EventType("post-withdrawn", "post_withdrawn", written_in_batches=False)
 
     @classmethod
     def all(cls) -> tuple[EventType, ...]:
