@@ -162,7 +162,8 @@ class PlazaSettings(BaseSettings):
         le=30000,
         description="While records flow, how long the broker may hold a consumer's fetch for "
         "kafka_fetch_min_bytes (the most a hop adds to a post's latency); an idle consumer's "
-        "fetch ends on the first record",
+        "fetch ends on the first record, and so does every fetch of a topic Plaza's own stages "
+        "write a batch at a time (all but post-received and post-withdrawn)",
     )
     kafka_fetch_min_bytes: int = Field(
         default=64 * 1024,
