@@ -49,7 +49,7 @@ lint: env
 	$(PY) mypy lib/plaza/src services/*/src cli/src
 
 test: lint
-	$(PY) pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) pytest -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
 
 test-unit: env
 	$(PY) pytest -p no:cacheprovider tests/unit
