@@ -37,6 +37,7 @@ def test_defaults_are_the_local_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
             "PLAZA_DATABASE_URL must start with postgresql+asyncpg",
         ),
         ("PLAZA_METRICS_PORT", "99999", "PLAZA_METRICS_PORT"),
+        ("PLAZA_RELAY_INTERVAL_MS", "0", "PLAZA_RELAY_INTERVAL_MS"),
         ("PLAZA_CITY_DATA_DIR", "/nonexistent/dir", "PLAZA_CITY_DATA_DIR=/nonexistent/dir"),
     ],
 )
@@ -131,3 +132,14 @@ def test_the_known_variables_are_every_setting_and_every_scripts() -> None:
         for name in re.findall(r"PLAZA_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="ignore"))
     }
     assert {n for n in read if not n.startswith(FOREIGN_PREFIXES)} - SETTINGS == SCRIPT_VARIABLES
+
+
+def test_the_relay_spaces_its_rounds_as_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plaza.bus.memory import MemoryBus
+    from plaza.db import create_engine
+    from plaza_router.relay import relay_of
+
+    engine = create_engine("postgresql+asyncpg://plaza@127.0.0.1:9/plaza")  # never connected
+    assert relay_of(load(PlazaSettings), MemoryBus(), engine)._busy == 0.02  # the default
+    monkeypatch.setenv("PLAZA_RELAY_INTERVAL_MS", "40")
+    assert relay_of(load(PlazaSettings), MemoryBus(), engine)._busy == 0.04

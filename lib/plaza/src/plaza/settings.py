@@ -74,6 +74,7 @@ SETTINGS: Final = frozenset(
         "PLAZA_PUBLIC_URL",
         "PLAZA_RATE_LIMIT_PER_MINUTE",
         "PLAZA_READ_POOL_SIZE",
+        "PLAZA_RELAY_INTERVAL_MS",
         "PLAZA_REPLY_MAX_ATTEMPTS",
         "PLAZA_REPLY_RETRY_BASE_SECONDS",
         "PLAZA_REPLY_SENDING_LEASE_SECONDS",
@@ -178,6 +179,15 @@ class PlazaSettings(BaseSettings):
         description="PLAZA_COMMIT_INTERVAL_MS: how often a worker commits its consumed offsets "
         "(0: after every batch). Longer means fewer requests to the broker and, after a crash, "
         "more records handled again (which the consumers' inboxes recognise)",
+    )
+    relay_interval_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="PLAZA_RELAY_INTERVAL_MS: while events keep coming, the outbox relay's rounds "
+        "start at least this far apart (each publishes what the transactions committed meanwhile, "
+        "and each wakes the notifier once). Longer means fewer, fuller rounds for the relay, "
+        "PostgreSQL and the notifier, and replies later by up to as much",
     )
     database_url: str = Field(
         default="",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plaza.bus import bus_from_settings
+from plaza.bus import Bus, bus_from_settings
 from plaza.db import create_engine
 from plaza.outbox import Relay
 from plaza.service import (
@@ -14,13 +14,19 @@ from plaza.service import (
     start_bus,
 )
 from plaza.settings import PlazaSettings, load
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+def relay_of(settings: PlazaSettings, bus: Bus, engine: AsyncEngine) -> Relay:
+    """The relay the settings describe (PLAZA_RELAY_INTERVAL_MS: its rounds' spacing)."""
+    return Relay(bus, engine, busy_interval=settings.relay_interval_ms / 1000)
 
 
 async def serve(settings: PlazaSettings) -> None:
     # No ping per round: the relay retries a round that a dead connection failed.
     engine = create_engine(settings.require_database(), pool_size=2, pre_ping=False)
     bus = bus_from_settings(settings)
-    relay = Relay(bus, engine)
+    relay = relay_of(settings, bus, engine)
     on_stop_signals(relay.stop)
     await check_database(engine)
     await start_bus(bus, settings.kafka_bootstrap)
