@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from plaza.bus import OutRecord, Record
+from plaza.bus import Consumer, OutRecord, Record
 from plaza.bus.kafka import FetchPacing, KafkaBus, KafkaConsumer
 
 from tests.infra import KafkaBroker
 
 TOPIC = "plaza.pacing-test.v1"
+# Once busy, a fetch waits 3 s at the broker for 16 MB that never come.
+HELD = FetchPacing(
+    busy_wait_ms=3000, busy_min_bytes=16 * 1024 * 1024, idle_wait_ms=400, idle_after=60
+)
+
+
+@asynccontextmanager
+async def bus_with_topic(
+    kafka: KafkaBroker, namespace: str, pacing: FetchPacing
+) -> AsyncIterator[KafkaBus]:
+    bus = KafkaBus(kafka.bootstrap, namespace=namespace, fetch_pacing=pacing)
+    await bus.start()
+    try:
+        await bus.create_topics([TOPIC], 1)
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def first_records(consumer: Consumer, timeout: float) -> list[Record]:
+    """The next fetch that brings any records."""
+    got: list[Record] = []
+    while not got:
+        got = await consumer.fetch(100, timeout)
+    return got
 
 
 def fetch_settings(consumer: KafkaConsumer) -> tuple[int, int]:
@@ -25,19 +52,14 @@ async def test_fetches_wait_for_more_while_busy_and_end_on_a_record_when_idle(
     pacing = FetchPacing(
         busy_wait_ms=40, busy_min_bytes=32 * 1024, idle_wait_ms=400, idle_after=0.5
     )
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, fetch_pacing=pacing)
-    await bus.start()
-    try:
-        await bus.create_topics([TOPIC], 1)
+    async with bus_with_topic(kafka, kafka_namespace, pacing) as bus:
         consumer = await bus.subscribe("g-pacing", [TOPIC])
         assert isinstance(consumer, KafkaConsumer)
         assert not consumer.busy
         assert fetch_settings(consumer) == (400, 1)
 
         await bus.publish([OutRecord(TOPIC, "k", b"first")])
-        got: list[Record] = []
-        while not got:
-            got = await consumer.fetch(100, 0.5)
+        got = await first_records(consumer, 0.5)
         assert consumer.busy
         assert fetch_settings(consumer) == (40, 32 * 1024)
 
@@ -53,8 +75,6 @@ async def test_fetches_wait_for_more_while_busy_and_end_on_a_record_when_idle(
             assert await consumer.fetch(100, 0.2) == []
         assert fetch_settings(consumer) == (400, 1)
         await consumer.close()
-    finally:
-        await bus.close()
 
 
 async def test_the_next_fetch_waits_at_the_broker_while_a_batch_is_handled(
@@ -62,33 +82,21 @@ async def test_the_next_fetch_waits_at_the_broker_while_a_batch_is_handled(
 ) -> None:
     """A handler that computes without awaiting (the classifier does) must not hold back the next
     fetch: the broker's wait runs while the batch is handled, not after it."""
-    pacing = FetchPacing(
-        busy_wait_ms=3000, busy_min_bytes=16 * 1024 * 1024, idle_wait_ms=400, idle_after=60
-    )
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, fetch_pacing=pacing)
-    await bus.start()
-    try:
-        await bus.create_topics([TOPIC], 1)
+    async with bus_with_topic(kafka, kafka_namespace, HELD) as bus:
         consumer = await bus.subscribe("g-prefetch", [TOPIC])
         await bus.publish([OutRecord(TOPIC, "k", b"first")])
-        got: list[Record] = []
-        while not got:
-            got = await consumer.fetch(100, 0.5)
+        await first_records(consumer, 0.5)
         assert consumer.busy  # from now on a fetch waits 3 s at the broker (16 MB never come)
         loop = asyncio.get_running_loop()
         handled = loop.time()
         time.sleep(1.5)  # noqa: ASYNC251 (handling the batch, the event loop blocked: the point)
         await bus.publish([OutRecord(TOPIC, "k", b"second")])
-        got = []
-        while not got:
-            got = await consumer.fetch(100, 10)
+        got = await first_records(consumer, 10)
         assert [r.value for r in got] == [b"second"]
         # Sent before the handling, the fetch comes back about 3 s after it; sent after the
         # handling, it would come back 1.5 + 3 s after.
         assert loop.time() - handled < 3.75
         await consumer.close()
-    finally:
-        await bus.close()
 
 
 async def test_a_topic_written_in_batches_is_fetched_as_its_batches_arrive(
@@ -97,20 +105,12 @@ async def test_a_topic_written_in_batches_is_fetched_as_its_batches_arrive(
     """The router's and the notifier's topics are written a batch at a time (the classifier's
     batches, the relay's rounds): their consumers take each batch when it comes, busy or not,
     where a consumer of a topic written a post at a time waits at the broker for more."""
-    pacing = FetchPacing(
-        busy_wait_ms=3000, busy_min_bytes=16 * 1024 * 1024, idle_wait_ms=400, idle_after=60
-    )
-    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace, fetch_pacing=pacing)
-    await bus.start()
-    try:
-        await bus.create_topics([TOPIC], 1)
+    async with bus_with_topic(kafka, kafka_namespace, HELD) as bus:
         batched = await bus.subscribe("g-batched", [TOPIC], written_in_batches=True)
         trickled = await bus.subscribe("g-trickled", [TOPIC])
         await bus.publish([OutRecord(TOPIC, "k", b"first")])
         for consumer in (batched, trickled):
-            got: list[Record] = []
-            while not got:
-                got = await consumer.fetch(100, 0.5)
+            await first_records(consumer, 0.5)
             assert consumer.busy
         # Busy now; the next fetch of each is already at the broker.
         assert fetch_settings(batched) == (400, 1)
@@ -120,9 +120,7 @@ async def test_a_topic_written_in_batches_is_fetched_as_its_batches_arrive(
         published = loop.time()
         waited = {}
         for name, consumer in (("batched", batched), ("trickled", trickled)):
-            got = []
-            while not got:
-                got = await consumer.fetch(100, 10)
+            got = await first_records(consumer, 10)
             assert [r.value for r in got] == [b"second"]
             waited[name] = loop.time() - published
         # The batched consumer's fetch ended on the record; the other's held it to its wait.
@@ -130,5 +128,3 @@ async def test_a_topic_written_in_batches_is_fetched_as_its_batches_arrive(
         assert waited["trickled"] > 2.0, waited
         await batched.close()
         await trickled.close()
-    finally:
-        await bus.close()
