@@ -46,6 +46,7 @@ from plaza_notifier.handler import GROUP as NOTIFIER
 from plaza_notifier.handler import PostReply
 from plaza_router.handler import GROUP as ROUTER
 from plaza_router.handler import RoutePost
+from plaza_router.relay import relay_of
 from plaza_router.settings import RouterSettings
 from plaza_router.sla_scanner import SlaScanner
 from plaza_router.withdrawals import GROUP as WITHDRAWALS
@@ -279,7 +280,7 @@ async def _run(settings: EmbeddedSettings, api: socket.socket) -> None:
         workers = build_workers(bus, settings, city, sessions, channels)
         loops: list[Worker | Relay | SlaScanner | Deliverer] = [
             *workers,
-            Relay(bus, engine),
+            relay_of(settings, bus, engine),
             SlaScanner(
                 sessions,
                 interval=settings.sla_scan_interval,

@@ -58,7 +58,8 @@ class Relay:
     NOTIFY_CHANNEL at each inserting transaction's commit (migration 0011), and the relay
     listens on its lock's connection. Rounds start at least `busy_interval` seconds apart, so a
     stream of commits is published a few transactions at a time (at 1,000 posts/s, rounds 10 ms
-    apart cost the relay and PostgreSQL a fifth more per post than rounds 50 ms apart), and the
+    apart cost the relay and PostgreSQL a fifth more per post than rounds 50 ms apart;
+    the services set it from PLAZA_RELAY_INTERVAL_MS), and the
     relay also looks every `idle_interval` seconds unbidden. A relay whose connection cannot
     listen (a driver other than asyncpg) looks every `busy_interval` instead. (The lock needs a
     session of its own anyway, so a pooler in transaction mode can serve neither.)"""
