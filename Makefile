@@ -48,11 +48,16 @@ lint: env
 	$(PY) ruff format --check .
 	$(PY) mypy lib/plaza/src services/*/src cli/src
 
+# The tests run on PYTEST_WORKERS pytest-xdist workers, each with its own Kafka broker, PostgreSQL
+# and peers (PYTEST_WORKERS=0: one process). A module's tests stay on one worker (loadscope), so
+# a module's fixtures (the bench's miniature run) are set up once.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadscope
 test: lint
-	$(PY) pytest -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
+	$(PY) pytest -p no:cacheprovider $(PYTEST_XDIST) --durations=20 $(PYTEST_ARGS)
 
 test-unit: env
-	$(PY) pytest -p no:cacheprovider tests/unit
+	$(PY) pytest -p no:cacheprovider $(PYTEST_XDIST) tests/unit
 
 # The service model: trains from ../shared/data and writes the packaged artifact.
 SHARED_DATA ?= $(CURDIR)/../shared/data

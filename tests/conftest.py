@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.infra import SHARED_DATA, KafkaBroker, start_kafka
 
-TEMPLATE_DB = "plaza_template"
+# One template per pytest-xdist worker (`make test` runs two): on a server the workers share
+# (PLAZA_TEST_DATABASE_URL), one worker dropping and migrating its template while the other clones
+# it would fail both.
+TEMPLATE_DB = f"plaza_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
 @pytest.fixture(scope="session")
