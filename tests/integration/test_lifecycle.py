@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from plaza.bus import OutRecord
 from plaza.bus.memory import MemoryBus
 from plaza.city import City
 from plaza.contracts import TOPICS, PostClassified, ReplyKind, decode
@@ -696,6 +698,46 @@ async def test_the_relay_publishes_the_outbox_in_order_exactly_once_per_leader(
             int(decode(r.topic, r.value).request_created.service_request_id)
         )
     assert all(seq == sorted(seq) for seq in by_partition.values())
+
+
+class _BrokerAwayOnce(MemoryBus):
+    """A bus whose first publish fails, as when the broker is unreachable for a round."""
+
+    def __init__(self) -> None:
+        super().__init__(default_partitions=1)  # one log: its order is the order published
+        self.refused = 0
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        if not self.refused:
+            self.refused = len(records)
+            raise KafkaConnectionError("the broker is away")
+        await super().publish(records)
+
+
+async def test_a_round_the_bus_refused_leaves_its_events_for_the_next(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """A round takes its events out of the outbox and commits only once the bus has them: one
+    that fails leaves every event in, and the next round publishes them, in order."""
+    route = router(sessions)
+    for n in range(12):
+        await route(as_event(classified(f"p{n}", latlon=(41.38 + 0.001 * n, 2.17))))
+    async with sessions() as s:
+        staged = (await s.execute(select(func.count()).select_from(OutboxRecord))).scalar_one()
+    bus = _BrokerAwayOnce()
+    relay = Relay(bus, engine, batch=5)
+    with pytest.raises(KafkaConnectionError):
+        await relay.publish_once()
+    assert bus.refused == 5
+    async with sessions() as s:
+        left = (await s.execute(select(func.count()).select_from(OutboxRecord))).scalar_one()
+    assert left == staged  # nothing taken out by the failed round
+    while await relay.publish_once():
+        pass
+    consumer = await bus.subscribe("probe", [TOPICS.REQUEST_CREATED.topic])
+    records = await consumer.fetch(1000, 0.1)
+    ids = [int(decode(r.topic, r.value).request_created.service_request_id) for r in records]
+    assert ids == list(range(1, 13))  # in the order they were written
 
 
 @pytest.mark.parametrize("listens", [True, False], ids=["notified", "polling"])

@@ -35,11 +35,12 @@ PUBLISHED = Counter("plaza_outbox_published_total", "Outbox events published to 
 # a relay that is down, or that never gets the lock, could not report it.
 
 
-_OLDEST_PENDING = text(
-    "SELECT id, topic, key, payload, created_at FROM outbox ORDER BY id LIMIT :n"
+# A round takes the oldest events out of the outbox in one statement and commits only once the
+# bus has them: a round that fails, or a relay that dies, before its commit leaves them in.
+_TAKE_OLDEST = text(
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT :n) "
+    "RETURNING id, topic, key, payload"
 )
-# The same text for any number of events, so it is prepared once.
-_DELETE_PUBLISHED = text("DELETE FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def stage(session: AsyncSession, events: Sequence[Outgoing]) -> None:
@@ -183,13 +184,14 @@ class Relay:
         return unlisten
 
     async def publish_once(self) -> int:
-        """Publishes the oldest unpublished events; returns how many."""
+        """Publishes the oldest unpublished events, in the order they were written; returns
+        how many."""
         async with self._sessions() as session:
-            rows = (await session.execute(_OLDEST_PENDING, {"n": self._batch})).all()
+            rows = (await session.execute(_TAKE_OLDEST, {"n": self._batch})).all()
             if not rows:
                 return 0
+            rows.sort(key=lambda r: r.id)  # RETURNING's order is not the index's
             await self._bus.publish([OutRecord(r.topic, r.key, r.payload) for r in rows])
-            await session.execute(_DELETE_PUBLISHED, {"ids": [r.id for r in rows]})
             await session.commit()
         for topic, n in collections.Counter(r.topic for r in rows).items():
             PUBLISHED.labels(topic).inc(n)
