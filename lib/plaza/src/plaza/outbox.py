@@ -187,10 +187,10 @@ class Relay:
         """Publishes the oldest unpublished events, in the order they were written; returns
         how many."""
         async with self._sessions() as session:
-            rows = (await session.execute(_TAKE_OLDEST, {"n": self._batch})).all()
-            if not rows:
+            taken = (await session.execute(_TAKE_OLDEST, {"n": self._batch})).all()
+            if not taken:
                 return 0
-            rows.sort(key=lambda r: r.id)  # RETURNING's order is not the index's
+            rows = sorted(taken, key=lambda r: r.id)  # RETURNING's order is not the index's
             await self._bus.publish([OutRecord(r.topic, r.key, r.payload) for r in rows])
             await session.commit()
         for topic, n in collections.Counter(r.topic for r in rows).items():
