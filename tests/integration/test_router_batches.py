@@ -329,7 +329,7 @@ async def test_a_merge_reads_only_its_own_authors_reports_of_a_request(
     each merge cost more than the last."""
     ids = await requests_reported_by_many(sessions)
     if analyzed:
-        async with sessions() as s:
+        async with sessions.begin() as s:  # committed: the statistics ANALYZE writes with it
             await (await s.connection()).exec_driver_sql("ANALYZE request_reports")
     request_id = ids[40]
     batch = {

@@ -36,9 +36,12 @@ PUBLISHED = Counter("plaza_outbox_published_total", "Outbox events published to 
 
 
 # A round takes the oldest events out of the outbox in one statement and commits only once the
-# bus has them: a round that fails, or a relay that dies, before its commit leaves them in.
+# bus has them: a round that fails, or a relay that dies, before its commit leaves them in. The
+# ids are an array computed first, looked up in the primary key: `id IN (SELECT ...)` let the
+# planner join the whole outbox to them, reading every event waiting at each round of a burst
+# (a hundred million rows in a burst of 40,000 posts).
 _TAKE_OLDEST = text(
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT :n) "
+    "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox ORDER BY id LIMIT :n)) "
     "RETURNING id, topic, key, payload"
 )
 
