@@ -467,7 +467,9 @@ class PgActivity:
     """What PostgreSQL did in a burst, from its statistics views: the rows the pipeline's
     statements read and wrote (a plan that reads a whole table shows here), how many of its
     updates were HOT, and what it did besides (autovacuums, checkpoints, reads from outside
-    its buffers): behind a burst whose CPU per post jumps, one of these is the usual cause."""
+    its buffers): behind a burst whose CPU per post jumps, one of these is the usual cause.
+    And which indexes it read most (their pages, found in its buffers or not): where the
+    statements' index searches went."""
 
     autovacuums: int
     autoanalyzes: int
@@ -479,6 +481,7 @@ class PgActivity:
     buffers_checkpoint: int
     blocks_read: int
     database_mb: float
+    index_pages: dict[str, int]
 
     def __sub__(self, other: PgActivity) -> PgActivity:
         return PgActivity(
@@ -492,6 +495,10 @@ class PgActivity:
             self.buffers_checkpoint - other.buffers_checkpoint,
             self.blocks_read - other.blocks_read,
             self.database_mb,
+            {
+                name: pages - other.index_pages.get(name, 0)
+                for name, pages in self.index_pages.items()
+            },
         )
 
     def __str__(self) -> str:
@@ -502,8 +509,13 @@ class PgActivity:
             f"{self.autovacuums} autovacuums, {self.autoanalyzes} autoanalyzes, "
             f"{self.checkpoints} checkpoints ({self.buffers_checkpoint:,} buffers written), "
             f"{self.blocks_read:,} blocks read from outside its buffers; "
-            f"the database {self.database_mb:,.0f} MB after it"
+            f"the database {self.database_mb:,.0f} MB after it; the indexes it read most: "
+            + ", ".join(f"{name} {pages:,} pages" for name, pages in self.most_read_indexes())
         )
+
+    def most_read_indexes(self, n: int = 5) -> list[tuple[str, int]]:
+        ranked = sorted(self.index_pages.items(), key=lambda item: (-item[1], item[0]))
+        return [(name, pages) for name, pages in ranked[:n] if pages > 0]
 
 
 async def pg_activity(database_url: str) -> PgActivity:
@@ -526,6 +538,10 @@ async def pg_activity(database_url: str) -> PgActivity:
             "FROM pg_stat_bgwriter"
         )
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
+        indexes = await conn.fetch(
+            "SELECT indexrelname, (coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0))::bigint"
+            " AS pages FROM pg_statio_user_indexes"
+        )
     finally:
         await conn.close()
     return PgActivity(
@@ -539,6 +555,7 @@ async def pg_activity(database_url: str) -> PgActivity:
         int(writer["buffers_checkpoint"]),
         int(io or 0),
         size / 1024 / 1024,
+        {row["indexrelname"]: int(row["pages"]) for row in indexes},
     )
 
 

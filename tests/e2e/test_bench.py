@@ -201,8 +201,11 @@ def test_the_bursts_run_alone_and_say_what_postgresql_did() -> None:
             r"growth burst \d: PostgreSQL [\d,]+ rows read, [\d,]+ written \([\d,]+ updates, "
             r"\d+% of them HOT\), \d+ autovacuums, \d+ autoanalyzes, \d+ checkpoints "
             r"\([\d,]+ buffers written\), [\d,]+ blocks read from outside its buffers; "
-            r"the database ([\d,]+) MB after it",
+            r"the database ([\d,]+) MB after it; the indexes it read most: ",
             run.stderr,
         )
     ]
     assert len(sizes) == 2 and 0 < sizes[0] <= sizes[1], run.stderr[-3000:]
+    # every post's request or report is found through an index: the inbox's at least
+    read_most = re.findall(r"the indexes it read most: (.*)", run.stderr)
+    assert len(read_most) == 2 and all(re.match(r"\w+ [\d,]+ pages", r) for r in read_most)
