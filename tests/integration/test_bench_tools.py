@@ -1,6 +1,8 @@
-"""The bench's measuring tools: the CPU meter behind `make bench`'s CPU per post (bench/cpu.py)
-and the py-spy sampling behind `make profile` (bench/profile.py). Each test burns a known amount
-of CPU in a process of its own and checks the tool finds it where it was spent."""
+"""The bench's measuring tools: the CPU meter behind `make bench`'s CPU per post (bench/cpu.py),
+the py-spy sampling behind `make profile` (bench/profile.py), and the consumer groups' backlog
+the bench watches instead of querying PostgreSQL while a phase runs (bench.pipeline.Lag). Each
+CPU test burns a known amount of CPU in a process of its own and checks the tool finds it where
+it was spent."""
 
 from __future__ import annotations
 
@@ -12,9 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from plaza.bus import OutRecord
+from plaza.bus.kafka import KafkaBus
+from plaza.contracts import TOPICS
 
 from bench.cpu import CpuMeter, Watched, cpu_seconds
+from bench.pipeline import CLASSIFIER, ROUTER, Lag
 from bench.profile import NO_FRAME, read_collapsed, sampling
+from tests.infra import KafkaBroker
 
 BURN = 0.4  # CPU seconds each burner uses
 # burns BURN seconds of its own CPU (not of the wall clock: a busy machine only makes it slower)
@@ -133,3 +140,38 @@ def test_a_process_py_spy_cannot_sample_is_named(tmp_path: Path) -> None:
         sampling({"gone": proc.pid}, tmp_path),
     ):
         pytest.fail("sampled a process that is gone")
+
+
+async def test_the_lag_counts_what_each_group_has_not_committed(
+    kafka: KafkaBroker, kafka_namespace: str
+) -> None:
+    """The bench waits on this backlog and looks the posts up in PostgreSQL only once it is 0:
+    a backlog that always read 0 (the partitions of a topic its consumer had no metadata for)
+    had the bench count the router's inbox twice a second through every burst, which
+    PostgreSQL's CPU per post then carried."""
+    received, classified = TOPICS.POST_RECEIVED.topic, TOPICS.POST_CLASSIFIED.topic
+    bus = KafkaBus(kafka.bootstrap, namespace=kafka_namespace)
+    await bus.start()
+    try:
+        await bus.create_topics([received, classified], 3)
+        await bus.publish([OutRecord(received, f"k{n}", b"x") for n in range(30)])
+        await bus.publish([OutRecord(classified, f"k{n}", b"x") for n in range(12)])
+        for group, topic, handled in ((CLASSIFIER, received, 20), (ROUTER, classified, 12)):
+            consumer = await bus.subscribe(group, [topic])
+            read: list = []
+            while len(read) < (30 if topic == received else 12):
+                read += await consumer.fetch(100, timeout=1.0)
+            by_partition: dict = {}
+            for r in sorted(read, key=lambda r: (r.topic_partition, r.offset))[:handled]:
+                by_partition[r.topic_partition] = r.offset + 1
+            # every partition committed at least once, as the bench's warm-up does
+            for r in read:
+                by_partition.setdefault(r.topic_partition, 0)
+            await consumer.commit(by_partition)
+            await consumer.close()
+        async with Lag(kafka.bootstrap, kafka_namespace) as lag:
+            assert await lag.behind(CLASSIFIER, received) == 10
+            assert await lag.behind(ROUTER, classified) == 0
+            assert await lag.routing() == 10
+    finally:
+        await bus.close()
