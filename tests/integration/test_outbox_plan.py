@@ -14,6 +14,8 @@ from plaza.outbox import _TAKE_OLDEST
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.integration.test_sla_scan_plan import rows_read
+
 pytestmark = [pytest.mark.postgres]
 
 WAITING = 20_000
@@ -31,13 +33,6 @@ def reads(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield node
     for child in node.get("Plans", ()):
         yield from reads(child)
-
-
-def rows_read(nodes: list[dict[str, Any]]) -> int:
-    """The rows the nodes read: those they gave, and those their filters dropped."""
-    return sum(
-        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"] for n in nodes
-    )
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
